@@ -1,0 +1,42 @@
+# DaprDockr developer entry points.  Every target installs what it needs first (scripts/setup.sh).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STATE ?= /tmp/daprdockr-ci
+export DAPRDOCKR_STATE := $(STATE)
+
+.PHONY: setup services test test-unit lint run cluster cluster-down bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+# Starts dockerd when no engine answers and builds the local busybox test image.
+services: setup
+	@bash scripts/dockerd.sh >$(STATE).dockerd-state 2>&1 || { cat $(STATE).dockerd-state; exit 1; }
+	@bash scripts/build-test-image.sh
+
+# The test command of the README and of .ci/run: lint + type checks + every test against real
+# etcd (started by the test session), real dockerd, real nginx and real DNS clients.
+test: services lint
+	@bash scripts/run-tests.sh $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -q tests/core
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# The main job: a local etcd, one agent, and a demo service.
+run: services
+	@bash scripts/run-demo.sh
+
+cluster: services
+	@bash scripts/cluster.sh up
+
+cluster-down:
+	@bash scripts/cluster.sh down
+
+clean: cluster-down
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,0 +1,14 @@
+"""DaprDockr: declaratively described services on a cluster of Docker hosts, coordinated via etcd.
+
+Layout (enforced by import-linter contracts in pyproject.toml):
+
+* ``daprdockr.core``     pure logic: model and validation, etcd key schema, placement planner,
+                         DNS zone, nginx config rendering, restart policy.  No I/O, no I/O libraries.
+* ``daprdockr.adapters`` the outside world: etcd store (aetcd), Docker runtime (aiodocker),
+                         DNS socket server (dnslib), nginx process.  Library errors are translated
+                         into :mod:`daprdockr.errors` here.
+* ``daprdockr.agent``    task supervision and the reconcile loop wiring core and adapters.
+* ``daprdockr.cli`` / ``daprdockr.seedcli``  thin command-line front ends.
+"""
+
+__version__ = "0.1.0"

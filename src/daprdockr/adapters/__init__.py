@@ -1,0 +1,1 @@
+"""Adapters to the outside world; library errors become :mod:`daprdockr.errors` here."""

@@ -1,0 +1,1 @@
+"""The agent: supervised tasks wiring the pure core to the adapters."""

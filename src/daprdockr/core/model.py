@@ -1,0 +1,357 @@
+"""Records of desired and current state, with strict parsing from JSON-shaped dicts.
+
+* :class:`ServiceSpec`   desired state of one service (``services/<group>/<service>``).
+* :class:`InstanceRecord` current state of one instance number (``instances/<g>/<s>/<n>``),
+  written by the agent that won the race for it, bound to that agent's lease.
+* :class:`NodeRecord`    a live agent (``nodes/<id>``), bound to its lease: the heartbeat.
+
+All records are frozen dataclasses.  ``from_dict`` refuses unknown fields and bad values with a
+:class:`~daprdockr.errors.ValidationError` naming the field; ``to_dict`` gives canonical JSON-able
+data (sorted keys where order carries no meaning) so that equal specs serialise identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from daprdockr.core.names import (
+    ServiceName,
+    validate_env_key,
+    validate_hostname,
+    validate_image,
+    validate_label,
+    validate_label_key,
+    validate_port,
+)
+from daprdockr.errors import ValidationError
+
+MAX_INSTANCES = 1000
+Protocol_ = Literal["tcp", "udp"]
+InstanceState = Literal["claimed", "starting", "running", "failed", "stopping"]
+INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class PortSpec:
+    """A container port to publish: ``9000`` or ``"53/udp"`` in JSON."""
+
+    port: int
+    proto: Protocol_ = "tcp"
+
+    @classmethod
+    def parse(cls, value: object, *, field: str = "ports") -> PortSpec:
+        if isinstance(value, str):
+            text, _, proto = value.partition("/")
+            proto = proto or "tcp"
+            if proto not in ("tcp", "udp"):
+                raise ValidationError(f"{value!r}: protocol must be tcp or udp", field=field)
+            if not text.isdigit():
+                raise ValidationError(f"{value!r} is not <port>[/tcp|udp]", field=field)
+            return cls(port=validate_port(int(text), field=field), proto=proto)  # type: ignore[arg-type]
+        return cls(port=validate_port(value, field=field))
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.proto}"
+
+
+def _require_mapping(data: object, *, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValidationError(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str], *, what: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) {', '.join(map(repr, unknown))} in {what}; "
+            f"allowed: {', '.join(sorted(allowed))}",
+            field=unknown[0],
+        )
+
+
+def _parse_str_map(value: object, *, field: str, key_check: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be an object of string values", field=field)
+    items = []
+    for k, v in value.items():
+        key_check(k, field=field)
+        if not isinstance(v, str):
+            raise ValidationError(f"value of {k!r} must be a string", field=field)
+        if "\x00" in v:
+            raise ValidationError(f"value of {k!r} contains a NUL byte", field=field)
+        items.append((k, v))
+    return tuple(sorted(items))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """Desired state of one service.
+
+    ``cmd`` is an argument list; a shell string is only used if the user passes ``["sh", "-c",
+    "..."]`` themselves.  ``http_host`` and ``http_port`` go together: the hostname nginx routes
+    and the container port it routes to.
+    """
+
+    name: ServiceName
+    image: str
+    instances: int = 1
+    cmd: tuple[str, ...] = ()
+    http_host: str | None = None
+    http_port: int | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+    FIELDS = frozenset(
+        {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels"}
+    )
+
+    @classmethod
+    def from_dict(cls, data: object, *, name: ServiceName | None = None) -> ServiceSpec:
+        """Parse and validate; ``name`` (from the key or the command line) wins over the body's.
+
+        A body ``name`` that disagrees with ``name`` is an error, not silently ignored.
+        """
+        d = _require_mapping(data, what="service spec")
+        _reject_unknown(d, cls.FIELDS, what="service spec")
+        if "name" in d:
+            body_name = ServiceName.parse(d["name"], field="name")
+            if name is not None and body_name != name:
+                raise ValidationError(
+                    f"spec names {body_name} but the command names {name}", field="name"
+                )
+            name = body_name
+        if name is None:
+            raise ValidationError("is required (<service>.<group>)", field="name")
+        if "image" not in d:
+            raise ValidationError("is required", field="image")
+        image = validate_image(d["image"])
+        instances = d.get("instances", 1)
+        if isinstance(instances, bool) or not isinstance(instances, int):
+            raise ValidationError(f"{instances!r} must be an integer", field="instances")
+        if not 0 <= instances <= MAX_INSTANCES:
+            raise ValidationError(f"{instances} is outside 0..{MAX_INSTANCES}", field="instances")
+        cmd_raw = d.get("cmd") or []
+        if isinstance(cmd_raw, str):
+            raise ValidationError(
+                "must be a list of arguments; for a shell string pass [\"sh\", \"-c\", \"...\"]",
+                field="cmd",
+            )
+        if not isinstance(cmd_raw, list) or not all(isinstance(a, str) for a in cmd_raw):
+            raise ValidationError("must be a list of strings", field="cmd")
+        if any("\x00" in a for a in cmd_raw):
+            raise ValidationError("arguments must not contain NUL bytes", field="cmd")
+        http_host_raw = d.get("http_host")
+        http_port_raw = d.get("http_port")
+        http_host = None if http_host_raw in (None, "") else validate_hostname(http_host_raw)
+        http_port = None if http_port_raw is None else validate_port(http_port_raw, field="http_port")
+        if http_host is not None and http_port is None:
+            raise ValidationError("is required when http_host is set", field="http_port")
+        ports_raw = d.get("ports") or []
+        if not isinstance(ports_raw, list):
+            raise ValidationError("must be a list of ports like 8080 or \"53/udp\"", field="ports")
+        ports = tuple(sorted({PortSpec.parse(p) for p in ports_raw}))
+        return cls(
+            name=name,
+            image=image,
+            instances=instances,
+            cmd=tuple(cmd_raw),
+            http_host=http_host,
+            http_port=http_port,
+            env=_parse_str_map(d.get("env"), field="env", key_check=validate_env_key),
+            ports=ports,
+            labels=_parse_str_map(d.get("labels"), field="labels", key_check=validate_label_key),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": str(self.name),
+            "image": self.image,
+            "instances": self.instances,
+            "cmd": list(self.cmd),
+            "env": dict(self.env),
+            "ports": [str(p) for p in self.ports],
+            "labels": dict(self.labels),
+        }
+        if self.http_host is not None:
+            out["http_host"] = self.http_host
+        if self.http_port is not None:
+            out["http_port"] = self.http_port
+        return out
+
+    def container_ports(self) -> tuple[PortSpec, ...]:
+        """Every port to publish: ``http_port`` (tcp) first, then the extra ``ports``."""
+        result: list[PortSpec] = []
+        if self.http_port is not None:
+            result.append(PortSpec(port=self.http_port))
+        result.extend(p for p in self.ports if p not in result)
+        return tuple(result)
+
+    @property
+    def runtime_hash(self) -> str:
+        """Hash of what the container is made from; a change means: replace the container.
+
+        ``instances`` and ``http_host`` are left out: scaling or renaming the route does not
+        touch running containers.
+        """
+        material = {
+            "image": self.image,
+            "cmd": list(self.cmd),
+            "env": dict(self.env),
+            "ports": [str(p) for p in self.container_ports()],
+            "labels": dict(self.labels),
+        }
+        blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """Current state of instance ``number`` of ``service``: which node runs it and where.
+
+    ``ports`` maps ``"<container port>/<proto>"`` to the host port published on ``address``.
+    """
+
+    service: ServiceName
+    number: int
+    node: str
+    address: str
+    state: InstanceState = "claimed"
+    ports: tuple[tuple[str, int], ...] = ()
+    container_id: str = ""
+    spec_hash: str = ""
+    since: float = 0.0
+    error: str = ""
+    lease: int = field(default=0, compare=False)
+    create_revision: int = field(default=0, compare=False)
+
+    FIELDS = frozenset(
+        {"node", "address", "state", "ports", "container_id", "spec_hash", "since", "error"}
+    )
+
+    @property
+    def key_tuple(self) -> tuple[ServiceName, int]:
+        return (self.service, self.number)
+
+    def port_for(self, container_port: int, proto: str = "tcp") -> int | None:
+        return dict(self.ports).get(f"{container_port}/{proto}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "address": self.address,
+            "state": self.state,
+            "ports": dict(self.ports),
+            "container_id": self.container_id,
+            "spec_hash": self.spec_hash,
+            "since": self.since,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: object, *, service: ServiceName, number: int, lease: int = 0
+    ) -> InstanceRecord:
+        d = _require_mapping(data, what="instance record")
+        _reject_unknown(d, cls.FIELDS, what="instance record")
+        node = validate_label(d.get("node"), field="node")
+        address = d.get("address")
+        if not isinstance(address, str) or not address:
+            raise ValidationError("must be a non-empty string", field="address")
+        state = d.get("state", "claimed")
+        if state not in INSTANCE_STATES:
+            raise ValidationError(f"{state!r} is not one of {INSTANCE_STATES}", field="state")
+        ports_raw = d.get("ports") or {}
+        if not isinstance(ports_raw, Mapping):
+            raise ValidationError("must be an object", field="ports")
+        ports = []
+        for k, v in ports_raw.items():
+            PortSpec.parse(k, field="ports")
+            ports.append((str(k), validate_port(v, field="ports")))
+        since = d.get("since", 0.0)
+        if isinstance(since, bool) or not isinstance(since, int | float):
+            raise ValidationError("must be a number", field="since")
+        return cls(
+            service=service,
+            number=number,
+            node=node,
+            address=address,
+            state=state,
+            ports=tuple(sorted(ports)),
+            container_id=str(d.get("container_id", "")),
+            spec_hash=str(d.get("spec_hash", "")),
+            since=float(since),
+            error=str(d.get("error", "")),
+            lease=lease,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A live agent.  Its key lives on the agent's lease, so it vanishes when the agent dies."""
+
+    node_id: str
+    address: str
+    instances: int = 0
+    capacity: int = 0  # 0 = unlimited
+    started_at: float = 0.0
+    dns: str = ""
+    http: str = ""
+    api: str = ""
+    lease: int = field(default=0, compare=False)
+
+    FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "instances": self.instances,
+            "capacity": self.capacity,
+            "started_at": self.started_at,
+            "dns": self.dns,
+            "http": self.http,
+            "api": self.api,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, *, node_id: str, lease: int = 0) -> NodeRecord:
+        d = _require_mapping(data, what="node record")
+        _reject_unknown(d, cls.FIELDS, what="node record")
+        if d.get("node_id", node_id) != node_id:
+            raise ValidationError("does not match the key", field="node_id")
+        address = d.get("address")
+        if not isinstance(address, str) or not address:
+            raise ValidationError("must be a non-empty string", field="address")
+        numbers = {}
+        for name in ("instances", "capacity"):
+            v = d.get(name, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValidationError("must be a non-negative integer", field=name)
+            numbers[name] = v
+        started = d.get("started_at", 0.0)
+        if isinstance(started, bool) or not isinstance(started, int | float):
+            raise ValidationError("must be a number", field="started_at")
+        return cls(
+            node_id=validate_label(node_id, field="node_id"),
+            address=address,
+            instances=numbers["instances"],
+            capacity=numbers["capacity"],
+            started_at=float(started),
+            dns=str(d.get("dns", "")),
+            http=str(d.get("http", "")),
+            api=str(d.get("api", "")),
+            lease=lease,
+        )
+
+
+def dumps(data: Mapping[str, Any]) -> bytes:
+    """Canonical compact JSON bytes, as stored in etcd."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

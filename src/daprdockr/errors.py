@@ -1,0 +1,74 @@
+"""The project's own error types.
+
+Adapters translate library exceptions (aetcd/grpc, aiodocker, OS errors) into these at their
+boundary, so the agent and the CLI only ever handle :class:`DaprDockrError`.  Every error says
+whether it is *transient* (retry with backoff may succeed: a connection refused, a timeout) or
+*terminal* (retrying the same thing cannot help: invalid input, an image that does not exist).
+"""
+
+from __future__ import annotations
+
+
+class DaprDockrError(Exception):
+    """Base class.  ``transient`` tells callers whether a retry with backoff makes sense."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ValidationError(DaprDockrError, ValueError):
+    """User input (a name, a spec field, a file) is invalid.  Always terminal."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message, transient=False)
+        self.field = field
+
+
+class NotFoundError(DaprDockrError):
+    """The thing asked for (a service, an instance) does not exist."""
+
+
+class StoreUnavailableError(DaprDockrError):
+    """No etcd endpoint could be reached (after trying all of them)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, endpoints: tuple[str, ...] = ()) -> None:
+        tried = f" (tried {', '.join(endpoints)})" if endpoints else ""
+        super().__init__(f"{message}{tried}", transient=True)
+        self.endpoints = endpoints
+
+
+class StoreError(DaprDockrError):
+    """etcd answered with an error other than unavailability."""
+
+
+class LeaseLostError(DaprDockrError):
+    """Our etcd lease expired or was revoked: every key bound to it is gone."""
+
+    transient = True
+
+
+class RuntimeUnavailableError(DaprDockrError):
+    """The Docker engine cannot be reached."""
+
+    transient = True
+
+
+class ContainerError(DaprDockrError):
+    """The Docker engine refused an operation (pull, create, start).
+
+    ``transient`` distinguishes e.g. a registry timeout from an image that does not exist.
+    """
+
+
+class ProxyError(DaprDockrError):
+    """nginx refused a configuration or could not be (re)started."""

@@ -1,0 +1,128 @@
+"""EtcdStore against a real etcd: CRUD, claims, leases, watch, garbage, unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore, WatchEvent
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.errors import LeaseLostError, StoreUnavailableError
+
+pytestmark = pytest.mark.etcd
+WEB = ServiceName(group="myapp", service="web")
+
+
+def spec(instances: int = 2) -> ServiceSpec:
+    return ServiceSpec.from_dict(
+        {"image": "busybox", "instances": instances, "http_host": "web.example.com", "http_port": 80},
+        name=WEB,
+    )
+
+
+async def test_service_round_trip(store: EtcdStore) -> None:
+    await store.put_service(spec(3))
+    assert await store.get_service(WEB) == spec(3)
+    state = await store.snapshot()
+    assert list(state.services) == [WEB]
+    assert await store.delete_service(WEB) is True
+    assert await store.get_service(WEB) is None
+    assert await store.delete_service(WEB) is False
+
+
+async def test_claim_is_exclusive_and_bound_to_lease(store: EtcdStore) -> None:
+    a = await store.grant_lease(2)
+    b = await store.grant_lease(5)
+    rec = InstanceRecord(service=WEB, number=1, node="a", address="127.0.0.11")
+    rev_a, rev_b = await asyncio.gather(
+        store.claim_instance(rec, lease=a),
+        store.claim_instance(InstanceRecord(service=WEB, number=1, node="b", address="x"), lease=b),
+    )
+    assert sorted([rev_a > 0, rev_b > 0]) == [False, True]
+    winner_lease = a if rev_a else b
+    state = await store.snapshot()
+    assert state.instances[(WEB, 1)].lease == winner_lease
+    await store.revoke_lease(winner_lease)
+    assert (WEB, 1) not in (await store.snapshot()).instances
+
+
+async def test_update_and_release_only_own_claim(store: EtcdStore) -> None:
+    lease = await store.grant_lease(5)
+    rec = InstanceRecord(service=WEB, number=2, node="a", address="127.0.0.11")
+    rev = await store.claim_instance(rec, lease=lease)
+    assert rev
+    from dataclasses import replace
+
+    mine = replace(rec, create_revision=rev, state="running", ports=(("80/tcp", 32000),))
+    assert await store.update_instance(mine, lease=lease)
+    stale = replace(mine, create_revision=rev - 1)
+    assert not await store.update_instance(stale, lease=lease)
+    assert not await store.release_instance(stale)
+    got = (await store.snapshot()).instances[(WEB, 2)]
+    assert got.state == "running" and got.port_for(80) == 32000
+    assert await store.release_instance(mine)
+    assert (WEB, 2) not in (await store.snapshot()).instances
+
+
+async def test_lease_expiry_removes_node_and_keepalive_detects_loss(store: EtcdStore) -> None:
+    lease = await store.grant_lease(1)
+    await store.put_node(NodeRecord(node_id="n1", address="127.0.0.11"), lease=lease)
+    assert "n1" in (await store.snapshot()).nodes
+    assert await store.keepalive(lease) >= 1
+    await store.revoke_lease(lease)
+    assert "n1" not in (await store.snapshot()).nodes
+    with pytest.raises(LeaseLostError):
+        await store.keepalive(lease)
+
+
+async def test_garbage_is_skipped_not_fatal(store: EtcdStore, prefix: str) -> None:
+    await store.put_service(spec())
+    await store.put_raw(f"{prefix}/services/myapp/bad", b"{not json")
+    await store.put_raw(f"{prefix}/services/myapp/wrong", b'{"image": 5}')
+    await store.put_raw(f"{prefix}/services/UPPER/x", b"{}")
+    await store.put_raw(f"{prefix}/instances/myapp/web/0", b"{}")
+    await store.put_raw(f"{prefix}/random/key", b"1")
+    state = await store.snapshot()
+    assert list(state.services) == [WEB]
+    assert len(state.skipped) == 5
+
+
+async def test_watch_sees_changes(store: EtcdStore) -> None:
+    seen: list[WatchEvent] = []
+
+    async def consume() -> None:
+        async for ev in store.watch():
+            seen.append(ev)
+            if ev.kind == "delete":
+                return
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)
+    await store.put_service(spec())
+    await store.delete_service(WEB)
+    await asyncio.wait_for(task, 5)
+    assert [e.kind for e in seen] == ["put", "delete"]
+    assert seen[0].key == store.schema.service(WEB)
+
+
+async def test_unreachable_etcd_fails_fast_naming_endpoints() -> None:
+    eps = parse_endpoints("http://127.0.0.1:1,127.0.0.1:2")
+    s = EtcdStore(endpoints=eps, schema=KeySchema("/x"), timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as err:
+        await s.connect()
+    assert time.monotonic() - t0 < 5
+    assert "127.0.0.1:1" in str(err.value) and "127.0.0.1:2" in str(err.value)
+    await s.close()
+
+
+async def test_failover_to_second_endpoint(etcd_endpoints: str, prefix: str) -> None:
+    eps = parse_endpoints(f"http://127.0.0.1:1,{etcd_endpoints}")
+    async with EtcdStore(endpoints=eps, schema=KeySchema(prefix), timeout=1.0) as s:
+        await s.put_service(spec())
+        assert await s.get_service(WEB) == spec()

@@ -1,0 +1,130 @@
+"""Start real services for tests: etcd members on free loopback ports, in a temp dir.
+
+Used by the pytest fixtures in ``tests/conftest.py`` and by the cluster tests.  Every process
+started here is killed when its context exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+
+class EtcdCluster:
+    """One or more real etcd members on loopback (``etcd`` from Debian's etcd-server)."""
+
+    def __init__(self, workdir: Path, *, size: int = 1, client_ports: list[int] | None = None) -> None:
+        self.workdir = workdir
+        ports = client_ports or [free_port() for _ in range(size)]
+        self.members = [
+            EtcdMember(name=f"m{i}", client_port=p, peer_port=free_port()) for i, p in enumerate(ports)
+        ]
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.client_url for m in self.members)
+
+    def start_member(self, m: EtcdMember, *, new: bool = True) -> None:
+        binary = shutil.which("etcd") or "/usr/bin/etcd"
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        log = open(self.workdir / f"{m.name}.log", "ab")  # noqa: SIM115 - lives with the process
+        m.proc = subprocess.Popen(
+            [
+                binary,
+                "--name", m.name,
+                "--data-dir", str(self.workdir / m.name),
+                "--listen-client-urls", m.client_url,
+                "--advertise-client-urls", m.client_url,
+                "--listen-peer-urls", m.peer_url,
+                "--initial-advertise-peer-urls", m.peer_url,
+                "--initial-cluster", initial,
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"t{os.getpid()}",
+                "--heartbeat-interval", "50",
+                "--election-timeout", "500",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")},
+        )
+
+    def start(self) -> None:
+        for m in self.members:
+            self.start_member(m)
+        for m in self.members:
+            wait_port("127.0.0.1", m.client_port)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = subprocess.run(
+                ["etcdctl", "--endpoints", self.endpoints, "--command-timeout=1s", "put", "/__h", "1"],
+                capture_output=True,
+                env={**os.environ, "ETCDCTL_API": "3"},
+            )
+            if ok.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("etcd did not become healthy")
+
+    def stop_member(self, m: EtcdMember) -> None:
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.terminate()
+            try:
+                m.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait()
+
+    def stop(self) -> None:
+        for m in self.members:
+            self.stop_member(m)
+
+
+@contextlib.contextmanager
+def etcd_cluster(workdir: Path, *, size: int = 1) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(workdir, size=size)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
