@@ -1,0 +1,269 @@
+"""Docker adapter (aiodocker): run, list, stop and watch this node's labelled containers.
+
+* Containers are named ``daprdockr.<node>.<service>.<group>.<n>`` and labelled with service,
+  group, instance, node and the spec's runtime hash (:mod:`daprdockr.core.containers`).  Every
+  query filters on ``daprdockr.node=<this node>``, so several agents can share one engine and
+  none touches another's containers, nor any unlabelled container.
+* Ports (``http_port`` and the extra ``ports``) are published on the agent's advertise address
+  with host-assigned ports; the real host ports come back in :class:`ContainerInfo`.
+* The image is pulled only when absent.  aiodocker/aiohttp errors become
+  :class:`~daprdockr.errors.ContainerError` (terminal for a missing image or bad config,
+  transient otherwise) or :class:`~daprdockr.errors.RuntimeUnavailableError` (engine down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
+
+import aiodocker
+import aiohttp
+
+from daprdockr.core.containers import (
+    LABEL_GROUP,
+    LABEL_INSTANCE,
+    LABEL_NODE,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    ContainerInfo,
+    container_name,
+)
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, ValidationError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ContainerRuntime(Protocol):
+    """The port the reconciler uses; :class:`DockerRuntime` is the real implementation."""
+
+    async def list_managed(self) -> list[ContainerInfo]: ...
+
+    async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo: ...
+
+    async def remove(self, container_id: str, *, grace: float) -> None: ...
+
+
+def _translate(exc: BaseException, *, what: str) -> DaprDockrError:
+    if isinstance(exc, DaprDockrError):
+        return exc
+    if isinstance(exc, aiodocker.DockerError):
+        status = int(getattr(exc, "status", 0) or 0)
+        msg = getattr(exc, "message", str(exc))
+        if status in (400, 404, 409):
+            return ContainerError(f"docker {what}: {msg}", transient=status == 409)
+        return ContainerError(f"docker {what}: {msg}", transient=True)
+    if isinstance(exc, aiohttp.ClientError | OSError | asyncio.TimeoutError):
+        return RuntimeUnavailableError(f"docker {what}: engine unreachable ({exc})")
+    return ContainerError(f"docker {what}: {exc}", transient=True)
+
+
+def info_from_summary(data: dict[str, Any]) -> ContainerInfo | None:
+    """ContainerInfo from a ``GET /containers/json`` entry; None if its labels are malformed."""
+    labels = data.get("Labels") or {}
+    try:
+        service = ServiceName.parse(f"{labels[LABEL_SERVICE]}.{labels[LABEL_GROUP]}")
+        number = int(labels[LABEL_INSTANCE])
+    except (KeyError, ValueError, ValidationError):
+        return None
+    ports = sorted(
+        {
+            (f"{p['PrivatePort']}/{p.get('Type', 'tcp')}", int(p["PublicPort"]))
+            for p in data.get("Ports") or []
+            if p.get("PublicPort")
+        }
+    )
+    return ContainerInfo(
+        id=str(data["Id"]),
+        service=service,
+        number=number,
+        node=str(labels.get(LABEL_NODE, "")),
+        spec_hash=str(labels.get(LABEL_SPEC_HASH, "")),
+        running=data.get("State") == "running",
+        ports=tuple(ports),
+        status=str(data.get("Status", "")),
+        created=float(data.get("Created", 0)),
+    )
+
+
+class DockerRuntime:
+    """aiodocker-backed :class:`ContainerRuntime` for one node."""
+
+    def __init__(
+        self, *, node_id: str, advertise_ip: str, url: str | None = None, timeout: float = 30.0
+    ) -> None:
+        self.node_id = node_id
+        self.advertise_ip = advertise_ip
+        self.url = url
+        self.timeout = timeout
+        self._docker: aiodocker.Docker | None = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self.url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def _do(self, coro: Awaitable[T], *, what: str) -> T:
+        try:
+            return await asyncio.wait_for(coro, timeout=self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what=what) from exc
+
+    async def ping(self) -> None:
+        await self._do(self.docker.version(), what="ping")
+
+    def _label_filter(self) -> str:
+        return json.dumps({"label": [f"{LABEL_NODE}={self.node_id}"]})
+
+    async def list_managed(self) -> list[ContainerInfo]:
+        """This node's labelled containers, running or not."""
+        data = await self._do(
+            self.docker._query_json(
+                "containers/json", params={"all": "1", "filters": self._label_filter()}
+            ),
+            what="list",
+        )
+        result = []
+        for item in data:
+            info = info_from_summary(item)
+            if info is None:
+                log.warning("ignoring container %s with malformed daprdockr labels", item.get("Id"))
+            elif info.node == self.node_id:
+                result.append(info)
+        return result
+
+    async def ensure_image(self, image: str) -> None:
+        try:
+            await self._do(self.docker.images.inspect(image), what="inspect image")
+            return
+        except ContainerError:
+            pass
+        log.info("pulling image %s", image)
+        try:
+            await self._do(self.docker.images.pull(image), what=f"pull {image}")
+        except ContainerError as exc:
+            raise ContainerError(f"image {image} is not available: {exc}", transient=True) from exc
+
+    def container_config(self, *, spec: ServiceSpec, number: int) -> dict[str, Any]:
+        """The ``POST /containers/create`` body for instance ``number`` of ``spec``."""
+        ports = [str(p) for p in spec.container_ports()]
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Env": [f"{k}={v}" for k, v in spec.env]
+            + [
+                f"DAPRDOCKR_SERVICE={spec.name}",
+                f"DAPRDOCKR_INSTANCE={number}",
+                f"DAPRDOCKR_NODE={self.node_id}",
+            ],
+            "Labels": {
+                **dict(spec.labels),
+                LABEL_SERVICE: spec.name.service,
+                LABEL_GROUP: spec.name.group,
+                LABEL_INSTANCE: str(number),
+                LABEL_NODE: self.node_id,
+                LABEL_SPEC_HASH: spec.runtime_hash,
+            },
+            "ExposedPorts": {p: {} for p in ports},
+            "HostConfig": {
+                "PortBindings": {p: [{"HostIp": self.advertise_ip, "HostPort": ""}] for p in ports},
+                "RestartPolicy": {"Name": "no"},
+                "Init": True,
+            },
+        }
+        if spec.cmd:
+            config["Cmd"] = list(spec.cmd)
+        return config
+
+    async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo:
+        """Create and start the container; returns it with its published host ports."""
+        name = container_name(node_id=self.node_id, service=spec.name, number=number)
+        await self.ensure_image(spec.image)
+        await self._remove_by_name(name)
+        container = await self._do(
+            self.docker.containers.create(self.container_config(spec=spec, number=number), name=name),
+            what=f"create {name}",
+        )
+        try:
+            await self._do(container.start(), what=f"start {name}")
+        except DaprDockrError:
+            await self.remove(container.id, grace=0)
+            raise
+        for info in await self.list_managed():
+            if info.id == container.id:
+                if not info.running:
+                    raise ContainerError(f"{name} exited right after start ({info.status})", transient=True)
+                return info
+        raise ContainerError(f"{name} vanished right after start", transient=True)
+
+    async def _remove_by_name(self, name: str) -> None:
+        try:
+            old = await self.docker.containers.get(name)
+        except aiodocker.DockerError:
+            return
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc, what="get") from exc
+        labels = old["Config"].get("Labels") or {}
+        if labels.get(LABEL_NODE) != self.node_id:
+            raise ContainerError(f"container {name} exists and is not ours", transient=False)
+        await self.remove(old.id, grace=0)
+
+    async def remove(self, container_id: str, *, grace: float) -> None:
+        """Stop (SIGTERM, then SIGKILL after ``grace`` seconds) and delete; absent is fine."""
+        c = self.docker.containers.container(container_id)
+        try:
+            if grace > 0:
+                await self._do(c.stop(t=max(1, round(grace))), what="stop")
+        except ContainerError as exc:
+            log.debug("stop %s: %s", container_id[:12], exc)
+        try:
+            await self._do(c.delete(force=True), what="remove")
+        except ContainerError as exc:
+            if "No such container" not in str(exc) and "is already in progress" not in str(exc):
+                raise
+
+    async def logs(self, container_id: str, *, tail: int = 100, follow: bool = False) -> AsyncIterator[str]:
+        """Log lines (stdout and stderr) of one of our containers."""
+        c = self.docker.containers.container(container_id)
+        try:
+            if follow:
+                async for line in c.log(stdout=True, stderr=True, follow=True, tail=tail):
+                    yield line
+            else:
+                for line in await c.log(stdout=True, stderr=True, tail=tail):
+                    yield line
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc, what="logs") from exc
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Container events for this node's containers until the stream ends or fails."""
+        params = {
+            "filters": json.dumps(
+                {"type": ["container"], "label": [f"{LABEL_NODE}={self.node_id}"]}
+            )
+        }
+        try:
+            forever = self.docker._resolve_long_running_timeout(None)
+            async with self.docker._query("events", method="GET", params=params, timeout=forever) as resp:
+                async for raw in resp.content:
+                    line = raw.strip()
+                    if not line:
+                        continue
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        log.debug("undecodable docker event %r", line[:200])
+        except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc, what="events") from exc

@@ -1,0 +1,34 @@
+"""Agent configuration: one frozen record built by the CLI (``daprdockr agent``/``daprdockrd``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, parse_endpoints
+from daprdockr.core.keys import DEFAULT_PREFIX
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    node_id: str
+    advertise_ip: str = "127.0.0.1"
+    etcd: tuple[Endpoint, ...] = field(default_factory=lambda: parse_endpoints(DEFAULT_ETCD))
+    prefix: str = DEFAULT_PREFIX
+    docker: str | None = None  # Docker engine URL (unix:///var/run/docker.sock when None)
+    ttl: int = 5  # lease TTL in seconds; keepalive every ttl/3
+    capacity: int = 0  # max instances on this node, 0 = unlimited
+    state_dir: Path = Path("/tmp/daprdockr")
+    # DNS server (issue 4); None disables it
+    dns_listen: tuple[str, int] | None = ("127.0.0.1", 53)
+    dns_upstreams: tuple[tuple[str, int], ...] = ()  # empty = from /etc/resolv.conf
+    dns_ttl: int = 5
+    # nginx (issue 5); None disables it
+    http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
+    nginx_binary: str = "nginx"
+    # agent HTTP API (issue 7); None disables it
+    api_listen: tuple[str, int] | None = ("127.0.0.1", 7400)
+    # shutdown: release instances and stop containers (True) or leave them for a restart
+    release_on_exit: bool = True
+    shutdown_timeout: float = 20.0
+    stop_timeout: float = 5.0  # docker stop grace period per container

@@ -1,0 +1,116 @@
+"""The node's heartbeat: one etcd lease, kept alive at TTL/3, carrying ``nodes/<id>``.
+
+Every instance key this node owns is bound to the same lease, so when the agent dies (or is cut
+off from etcd for longer than the TTL) its node record and all its claims expire together and
+other agents re-run the instances.
+
+Losing etcd: transient keepalive failures are retried every half second; containers keep
+running.  When etcd answers again but the lease is gone (:class:`LeaseLostError`), a new lease
+is granted, the node record re-published and ``on_new_lease`` called: the reconciler then
+re-adopts the containers whose keys are still free and stops those now held by other nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+from daprdockr.core.model import NodeRecord
+from daprdockr.errors import DaprDockrError, LeaseLostError
+
+log = logging.getLogger(__name__)
+
+
+class LeaseStore(Protocol):
+    async def grant_lease(self, ttl: int) -> int: ...
+
+    async def keepalive(self, lease_id: int) -> int: ...
+
+    async def revoke_lease(self, lease_id: int) -> None: ...
+
+    async def put_node(self, node: NodeRecord, *, lease: int) -> None: ...
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        *,
+        store: LeaseStore,
+        node: NodeRecord,
+        ttl: int,
+        on_new_lease: Callable[[int], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.node = node
+        self.ttl = ttl
+        self.on_new_lease = on_new_lease
+        self.clock = clock
+        self.lease = 0
+        self.last_ok = 0.0
+        self.failures = 0
+        self._published: NodeRecord | None = None
+
+    @property
+    def interval(self) -> float:
+        return max(0.2, self.ttl / 3)
+
+    @property
+    def healthy(self) -> bool:
+        """True while the lease is certainly alive (a keepalive succeeded within the TTL)."""
+        return bool(self.lease) and self.clock() - self.last_ok < self.ttl
+
+    async def register(self) -> int:
+        """Grant a fresh lease and publish the node record on it."""
+        lease = await self.store.grant_lease(self.ttl)
+        await self.store.put_node(self.node, lease=lease)
+        self._published = self.node
+        self.lease = lease
+        self.last_ok = self.clock()
+        log.info("node %s registered with lease %x (ttl %ss)", self.node.node_id, lease, self.ttl)
+        self.on_new_lease(lease)
+        return lease
+
+    def set_instances(self, count: int) -> None:
+        """Update the published instance count (written on the next beat, if changed)."""
+        self.node = replace(self.node, instances=count)
+
+    async def beat_once(self) -> None:
+        """One keepalive (plus a node record update when it changed); renews a lost lease."""
+        try:
+            if not self.lease:
+                await self.register()
+                return
+            await self.store.keepalive(self.lease)
+            self.last_ok = self.clock()
+            self.failures = 0
+            if self._published != self.node:
+                await self.store.put_node(self.node, lease=self.lease)
+                self._published = self.node
+        except LeaseLostError:
+            log.warning("lease %x lost; registering again", self.lease)
+            self.lease = 0
+            await self.register()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.beat_once()
+                await asyncio.sleep(self.interval)
+            except DaprDockrError as exc:
+                self.failures += 1
+                log.warning(
+                    "heartbeat failed (%d in a row, lease %s): %s",
+                    self.failures, "alive" if self.healthy else "possibly expired", exc,
+                )
+                await asyncio.sleep(min(0.5, self.interval))
+
+    async def release(self) -> None:
+        """Revoke the lease: our node record and all our claims vanish at once."""
+        if self.lease:
+            await self.store.revoke_lease(self.lease)
+            self.lease = 0

@@ -1,0 +1,287 @@
+"""The reconcile loop: level-triggered, one worker per instance key.
+
+Events (etcd watch, Docker events, heartbeat changes, a finished action) only call
+:meth:`Reconciler.mark_dirty`.  :meth:`Reconciler.reconcile_once` then re-reads what it needs
+(this node's containers from Docker, the cluster state from the etcd mirror), asks the pure
+planner (:func:`daprdockr.core.plan.plan`) for actions and runs each instance key's actions in
+a task of its own, so a slow image pull or container stop never blocks other instances.  Keys
+with a running task are reported to the planner as *busy* and left alone until it finishes,
+which then marks the loop dirty again.
+
+etcd writes per started instance: the claim (create-if-absent on our lease, state
+``starting``) and one update to ``running`` with container id and published ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+from daprdockr.adapters.docker_runtime import ContainerRuntime
+from daprdockr.agent.mirror import StateMirror
+from daprdockr.core.backoff import Backoff
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.plan import (
+    Action,
+    Adopt,
+    Claim,
+    Key,
+    Observed,
+    Refresh,
+    Release,
+    Start,
+    Stop,
+    action_key,
+    plan,
+    unowned_keys,
+)
+from daprdockr.errors import DaprDockrError
+
+log = logging.getLogger(__name__)
+
+
+class InstanceStore(Protocol):
+    """The part of :class:`~daprdockr.adapters.etcd_store.EtcdStore` the reconciler uses."""
+
+    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> int: ...
+
+    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> bool: ...
+
+    async def release_instance(self, rec: InstanceRecord) -> bool: ...
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        address: str,
+        store: InstanceStore,
+        runtime: ContainerRuntime,
+        mirror: StateMirror,
+        capacity: int = 0,
+        claim_grace: float = 1.0,
+        stop_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.store = store
+        self.runtime = runtime
+        self.mirror = mirror
+        self.capacity = capacity
+        self.claim_grace = claim_grace
+        self.stop_timeout = stop_timeout
+        self.policy = backoff or Backoff()
+        self.clock = clock
+        self.lease = 0
+        self.claiming = False  # the agent enables claims once the node settled
+        self.dirty = asyncio.Event()
+        self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self._unowned_since: dict[Key, float] = {}
+        self._retry_at: dict[Key, float] = {}
+        self._failures: dict[Key, int] = {}
+        self.containers: list[ContainerInfo] = []
+        self.reconciles = 0
+        self.reconcile_seconds = 0.0
+        self.actions_total: dict[str, int] = {}
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ loop
+    def mark_dirty(self) -> None:
+        self.dirty.set()
+
+    async def run(self, *, resync_interval: float = 2.0) -> None:
+        """Forever: wait for a change (or the periodic resync), then :meth:`reconcile_once`."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dirty.wait(), timeout=resync_interval)
+            self.dirty.clear()
+            try:
+                await self.reconcile_once()
+                self.last_error = ""
+            except DaprDockrError as exc:
+                self.last_error = str(exc)
+                log.warning("reconcile failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+
+    async def reconcile_once(self) -> list[Action]:
+        """One pass: observe, plan, launch the actions; returns the actions launched."""
+        t0 = time.perf_counter()
+        if not self.lease:
+            return []
+        self.containers = await self.runtime.list_managed()
+        state = self.mirror.state()
+        now = self.clock()
+        unowned = unowned_keys(state.services, state.instances)
+        self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
+        observed = Observed(
+            node_id=self.node_id,
+            lease=self.lease,
+            now=now,
+            instances=state.instances,
+            nodes=state.nodes,
+            containers=self.containers,
+            busy=frozenset(k for k, t in self._inflight.items() if not t.done()),
+            unowned_since=self._unowned_since,
+            retry_at=self._retry_at,
+            capacity=self.capacity,
+            claim_grace=self.claim_grace,
+            claiming=self.claiming,
+        )
+        actions = plan(state.services, observed)
+        by_key: dict[Key, list[Action]] = {}
+        for action in actions:
+            by_key.setdefault(action_key(action), []).append(action)
+        for key, group in by_key.items():
+            task = asyncio.create_task(self._run_actions(group), name=f"instance {key[0]}/{key[1]}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]
+        self.reconciles += 1
+        self.reconcile_seconds += time.perf_counter() - t0
+        return actions
+
+    def _done(self, key: Key, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("action for %s/%s crashed", key[0], key[1], exc_info=task.exception())
+        self.mark_dirty()
+
+    async def wait_idle(self) -> None:
+        """Wait until no action runs (tests and shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    async def cancel_all(self) -> None:
+        for task in self._inflight.values():
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    # ------------------------------------------------------------------ executing actions
+    async def _run_actions(self, actions: list[Action]) -> None:
+        for action in actions:
+            kind = type(action).__name__
+            self.actions_total[kind] = self.actions_total.get(kind, 0) + 1
+            try:
+                await self._execute(action)
+            except DaprDockrError as exc:
+                key = action_key(action)
+                log.warning("%s %s/%s failed: %s", kind.lower(), key[0], key[1], exc)
+                return
+
+    async def _execute(self, action: Action) -> None:
+        if isinstance(action, Claim):
+            await self._claim(action.key, action.spec)
+        elif isinstance(action, Start):
+            await self._start(action.record, action.spec, old=action.old, reason=action.reason)
+        elif isinstance(action, Adopt):
+            await self._adopt(action)
+        elif isinstance(action, Refresh):
+            await self._write(self._running_record(action.record, action.container))
+        elif isinstance(action, Release):
+            if action.container is not None:
+                await self.runtime.remove(action.container.id, grace=self.stop_timeout)
+            if await self.store.release_instance(action.record):
+                log.info("released %s/%s (%s)", action.record.service, action.record.number, action.reason)
+            self._forget(action.record.key_tuple)
+        else:
+            assert isinstance(action, Stop)
+            log.info(
+                "stopping container %s of %s/%s: %s",
+                action.container.id[:12], action.container.service, action.container.number, action.reason,
+            )
+            await self.runtime.remove(action.container.id, grace=self.stop_timeout)
+
+    def _forget(self, key: Key) -> None:
+        self._retry_at.pop(key, None)
+        self._failures.pop(key, None)
+
+    async def _claim(self, key: Key, spec: ServiceSpec) -> None:
+        service, number = key
+        rec = InstanceRecord(
+            service=service, number=number, node=self.node_id, address=self.address,
+            state="starting", spec_hash=spec.runtime_hash, since=time.time(),
+        )
+        lease = self.lease
+        rev = await self.store.claim_instance(rec, lease=lease)
+        if not rev:
+            log.debug("lost the race for %s/%s", service, number)
+            return
+        log.info("claimed %s/%s", service, number)
+        await self._start(replace(rec, create_revision=rev, lease=lease), spec, old=None, reason="claimed")
+
+    async def _start(
+        self, rec: InstanceRecord, spec: ServiceSpec, *, old: ContainerInfo | None, reason: str
+    ) -> None:
+        key = rec.key_tuple
+        if old is not None:
+            log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
+            if rec.state == "running":
+                starting = replace(rec, state="starting", ports=(), since=time.time(), error=reason)
+                if not await self._write(starting):
+                    return
+            await self.runtime.remove(old.id, grace=self.stop_timeout if old.running else 0)
+        try:
+            info = await self.runtime.start_instance(spec=spec, number=rec.number)
+        except DaprDockrError as exc:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = self.policy.delay(failures)
+            self._retry_at[key] = self.clock() + delay
+            log.warning(
+                "starting %s/%s failed (%d times, retry in %.1fs): %s",
+                rec.service, rec.number, failures, delay, exc,
+            )
+            await self._write(
+                replace(rec, state="failed", error=str(exc), container_id="", ports=(), since=time.time())
+            )
+            return
+        if old is not None and not old.running:
+            # a crash restart: count it, so a crash loop backs off
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            self._retry_at[key] = self.clock() + self.policy.delay(failures)
+        else:
+            self._forget(key)
+        if not await self._write(self._running_record(rec, info)):
+            log.warning("lost %s/%s while starting it; removing the container", rec.service, rec.number)
+            await self.runtime.remove(info.id, grace=0)
+            return
+        log.info("running %s/%s as %s (%s)", rec.service, rec.number, info.id[:12], reason)
+
+    def _running_record(self, rec: InstanceRecord, c: ContainerInfo) -> InstanceRecord:
+        return replace(
+            rec, node=self.node_id, address=self.address, state="running", ports=c.ports,
+            container_id=c.id, spec_hash=c.spec_hash, error="",
+            since=rec.since if rec.state == "running" and rec.container_id == c.id else time.time(),
+        )
+
+    async def _write(self, rec: InstanceRecord) -> bool:
+        ok = await self.store.update_instance(rec, lease=self.lease)
+        if not ok:
+            log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
+        return ok
+
+    async def _adopt(self, action: Adopt) -> None:
+        c = action.container
+        if action.record is not None:
+            await self._write(self._running_record(action.record, c))
+            log.info("adopted %s/%s (container %s) on the new lease", c.service, c.number, c.id[:12])
+            return
+        rec = InstanceRecord(
+            service=c.service, number=c.number, node=self.node_id, address=self.address,
+            state="running", ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
+        )
+        if await self.store.claim_instance(rec, lease=self.lease):
+            log.info("adopted running container %s as %s/%s", c.id[:12], c.service, c.number)
+        else:
+            log.info("container %s of %s/%s lost the race; stopping it", c.id[:12], c.service, c.number)
+            await self.runtime.remove(c.id, grace=self.stop_timeout)

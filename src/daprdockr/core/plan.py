@@ -1,0 +1,254 @@
+"""The agent's pure planner: ``plan(desired, observed) -> actions``.
+
+:func:`plan` does no I/O.  It compares the desired services with what etcd says about instance
+ownership and what this node's Docker engine runs, and returns the actions that move this node
+towards the desired state.  It is called on every change (level-triggered), so each action is
+the next step only; the reconciler re-plans from fresh observations after every step.
+
+Ownership.  Instance ``(service, n)`` belongs to whichever node holds its etcd key.  A key held
+by this node on its *current* lease is *mine*; a key with our node id on an older lease (we
+restarted faster than the TTL) is adopted by rewriting it on the current lease.
+
+Spread rule (documented in README "Placement").  With ``L`` live nodes and a service wanting
+``N`` instances, a node claims only while it holds fewer than ``ceil(N / L)`` instances of that
+service (its *fair share*), and never beyond its ``capacity``.  Instance numbers are dealt
+round-robin: number ``n`` is *preferred* by the node at index ``(n - 1) % L`` in the sorted list
+of live nodes, and is claimed by it at once; any other node below its fair share may claim it
+once it has stayed unowned for ``claim_grace`` seconds (the preferred node is slow, failing,
+or at capacity).  Because ``L * ceil(N / L) >= N`` every instance finds a node.  A node that
+joins later does not take healthy instances away from others (no rebalancing by default).
+
+Scaling down releases the highest numbers first (numbers above ``instances``).  Containers of
+this node whose key another node holds (split brain after a partition, or a restart slower than
+the TTL) are stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+
+Key = tuple[ServiceName, int]
+
+
+# --------------------------------------------------------------------------- actions
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Race for an unowned instance; on a win, start its container."""
+
+    key: Key
+    spec: ServiceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """(Re)start the container of an instance we own, replacing ``old`` if given."""
+
+    record: InstanceRecord
+    spec: ServiceSpec
+    old: ContainerInfo | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """A healthy container of ours whose key is unowned (``record`` None) or on an old lease."""
+
+    container: ContainerInfo
+    spec: ServiceSpec
+    record: InstanceRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Our container is fine but the etcd record is stale: rewrite it from the container."""
+
+    record: InstanceRecord
+    container: ContainerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Stop our container (if any) and delete our key: scaled down or service deleted."""
+
+    record: InstanceRecord
+    container: ContainerInfo | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop and remove a container of ours that we do not own (anymore)."""
+
+    container: ContainerInfo
+    reason: str = ""
+
+
+Action = Claim | Start | Adopt | Refresh | Release | Stop
+
+
+def action_key(action: Action) -> Key:
+    """The instance an action is about (the reconciler runs one action per key at a time)."""
+    if isinstance(action, Claim):
+        return action.key
+    if isinstance(action, Start | Refresh | Release):
+        return action.record.key_tuple
+    return action.container.key
+
+
+# --------------------------------------------------------------------------- observations
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observed:
+    """Everything the planner looks at, captured by the reconciler at one moment."""
+
+    node_id: str
+    lease: int
+    now: float
+    instances: Mapping[Key, InstanceRecord]
+    nodes: Mapping[str, NodeRecord]
+    containers: Sequence[ContainerInfo]
+    busy: frozenset[Key] = frozenset()
+    unowned_since: Mapping[Key, float] = field(default_factory=dict)
+    retry_at: Mapping[Key, float] = field(default_factory=dict)
+    capacity: int = 0
+    claim_grace: float = 1.0
+    claiming: bool = True  # False while settling after start or while the lease is uncertain
+
+
+def fair_share(instances: int, live_nodes: int) -> int:
+    """``ceil(instances / live_nodes)``, the most instances of one service a node should claim."""
+    return math.ceil(instances / max(1, live_nodes))
+
+
+def preferred_node(number: int, live: Sequence[str]) -> str:
+    """The node that claims instance ``number`` first: round-robin over the sorted live nodes."""
+    return live[(number - 1) % len(live)]
+
+
+def _is_mine(rec: InstanceRecord, obs: Observed) -> bool:
+    return rec.node == obs.node_id and rec.lease == obs.lease
+
+
+def _container_ports_match(rec: InstanceRecord, c: ContainerInfo) -> bool:
+    return rec.ports == c.ports and rec.container_id == c.id and rec.spec_hash == c.spec_hash
+
+
+def _plan_containers(
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action]
+) -> set[Key]:
+    """Actions for this node's containers; returns the keys they cover."""
+    covered: set[Key] = set()
+    by_key: dict[Key, list[ContainerInfo]] = {}
+    for c in obs.containers:
+        if c.node == obs.node_id:
+            by_key.setdefault(c.key, []).append(c)
+    for key, group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        covered.add(key)
+        if key in obs.busy:
+            continue
+        # Keep the best candidate (running, newest); stop any duplicates on this node.
+        group = sorted(group, key=lambda c: (c.running, c.created), reverse=True)
+        c, extras = group[0], group[1:]
+        out.extend(Stop(container=x, reason="duplicate container") for x in extras)
+        spec = desired.get(c.service)
+        rec = obs.instances.get(key)
+        wanted = spec is not None and c.number <= spec.instances
+        if not wanted or spec is None:
+            if rec is not None and rec.node == obs.node_id:
+                out.append(Release(record=rec, container=c, reason="not desired"))
+            else:
+                out.append(Stop(container=c, reason="not desired"))
+            continue
+        if rec is None:
+            if c.running and c.spec_hash == spec.runtime_hash and obs.claiming:
+                out.append(Adopt(container=c, spec=spec))
+            elif not c.running or c.spec_hash != spec.runtime_hash:
+                out.append(Stop(container=c, reason="unclaimed and stale"))
+            continue
+        if rec.node != obs.node_id:
+            out.append(Stop(container=c, reason=f"instance is held by node {rec.node}"))
+            continue
+        if c.spec_hash != spec.runtime_hash:
+            out.append(Start(record=rec, spec=spec, old=c, reason="spec changed"))
+        elif not c.running:
+            if obs.now >= obs.retry_at.get(key, 0.0):
+                out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
+        elif rec.lease != obs.lease:
+            out.append(Adopt(container=c, spec=spec, record=rec))
+        elif rec.state != "running" or not _container_ports_match(rec, c):
+            out.append(Refresh(record=rec, container=c))
+    return covered
+
+
+def _plan_records(
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, covered: set[Key], out: list[Action]
+) -> None:
+    """Actions for keys with our node id but no container here."""
+    for key, rec in sorted(obs.instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        if rec.node != obs.node_id or key in covered or key in obs.busy:
+            continue
+        spec = desired.get(rec.service)
+        if spec is None or rec.number > spec.instances:
+            out.append(Release(record=rec, reason="not desired"))
+        elif obs.now >= obs.retry_at.get(key, 0.0):
+            out.append(Start(record=rec, spec=spec, reason="no container"))
+
+
+def _plan_claims(
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action]
+) -> None:
+    """Claims for unowned instance numbers, within fair share and capacity."""
+    if not obs.claiming:
+        return
+    live = sorted(set(obs.nodes) | {obs.node_id})
+    adopting = {action_key(a) for a in out if isinstance(a, Adopt)}
+    held_total = sum(1 for r in obs.instances.values() if r.node == obs.node_id) + len(adopting)
+    for name in sorted(desired, key=str):
+        spec = desired[name]
+        held = sum(
+            1
+            for (svc, n), r in obs.instances.items()
+            if svc == name and r.node == obs.node_id and n <= spec.instances
+        ) + sum(1 for (svc, _) in adopting if svc == name)
+        share = fair_share(spec.instances, len(live))
+        for n in range(1, spec.instances + 1):
+            key = (name, n)
+            if key in obs.instances or key in obs.busy or key in adopting:
+                continue
+            if held >= share or (obs.capacity and held_total >= obs.capacity):
+                break
+            first_seen = obs.unowned_since.get(key, obs.now)
+            if preferred_node(n, live) == obs.node_id or obs.now - first_seen >= obs.claim_grace:
+                out.append(Claim(key=key, spec=spec))
+                held += 1
+                held_total += 1
+
+
+def plan(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> list[Action]:
+    """The next actions for this node.  Pure: no I/O, no clock (``observed.now`` is the time).
+
+    At most one action per instance key; keys in ``observed.busy`` (an action still running)
+    are left alone.
+    """
+    out: list[Action] = []
+    covered = _plan_containers(desired, observed, out)
+    _plan_records(desired, observed, covered, out)
+    _plan_claims(desired, observed, out)
+    return out
+
+
+def unowned_keys(
+    desired: Mapping[ServiceName, ServiceSpec], instances: Mapping[Key, InstanceRecord]
+) -> set[Key]:
+    """Instance keys that are desired but held by no node (pure helper for grace tracking)."""
+    return {
+        (name, n)
+        for name, spec in desired.items()
+        for n in range(1, spec.instances + 1)
+        if (name, n) not in instances
+    }
