@@ -62,7 +62,7 @@ def agent_config(*, etcd: str, prefix: str, node: str, ip: str, tmp: Path, **kw:
 
 @contextlib.asynccontextmanager
 async def local_cluster(
-    *, etcd: str, prefix: str, tmp: Path, nodes: int, **kw: object
+    *, etcd: str, prefix: str, tmp: Path, nodes: int, keep_containers: bool = False, **kw: object
 ) -> AsyncIterator[list[LocalAgent]]:
     agents = [
         LocalAgent(agent_config(etcd=etcd, prefix=prefix, node=f"n{i + 1}", ip=f"127.0.0.{11 + i}", tmp=tmp, **kw))
@@ -74,10 +74,11 @@ async def local_cluster(
         yield agents
     finally:
         await asyncio.gather(*(a.shutdown() for a in agents), return_exceptions=True)
-        remove_node_containers([a.config.node_id for a in agents], prefix=prefix)
+        if not keep_containers:
+            remove_node_containers([a.config.node_id for a in agents])
 
 
-def remove_node_containers(nodes: list[str], *, prefix: str = "") -> None:
+def remove_node_containers(nodes: list[str]) -> None:
     """Belt and braces: remove leftover test containers of these nodes."""
     for node in nodes:
         ids = subprocess.run(

@@ -15,7 +15,9 @@ service (its *fair share*), and never beyond its ``capacity``.  Instance numbers
 round-robin: number ``n`` is *preferred* by the node at index ``(n - 1) % L`` in the sorted list
 of live nodes, and is claimed by it at once; any other node below its fair share may claim it
 once it has stayed unowned for ``claim_grace`` seconds (the preferred node is slow, failing,
-or at capacity).  Because ``L * ceil(N / L) >= N`` every instance finds a node.  A node that
+or at capacity).  Because ``L * ceil(N / L) >= N`` every instance normally finds a node; one
+that stays unowned for ``3 * claim_grace`` (other nodes at capacity) may be claimed by any node
+beyond its fair share, so capacity limits never leave an instance unplaced.  A node that
 joins later does not take healthy instances away from others (no rebalancing by default).
 
 Scaling down releases the highest numbers first (numbers above ``instances``).  Containers of
@@ -34,6 +36,8 @@ from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 
 Key = tuple[ServiceName, int]
+# An instance nobody took for this many claim graces may be claimed beyond the fair share.
+OVERFLOW_GRACE_FACTOR = 3.0
 
 
 # --------------------------------------------------------------------------- actions
@@ -220,10 +224,12 @@ def _plan_claims(
             key = (name, n)
             if key in obs.instances or key in obs.busy or key in adopting:
                 continue
-            if held >= share or (obs.capacity and held_total >= obs.capacity):
-                break
-            first_seen = obs.unowned_since.get(key, obs.now)
-            if preferred_node(n, live) == obs.node_id or obs.now - first_seen >= obs.claim_grace:
+            if obs.capacity and held_total >= obs.capacity:
+                return
+            waited = obs.now - obs.unowned_since.get(key, obs.now)
+            if held >= share and waited < OVERFLOW_GRACE_FACTOR * obs.claim_grace:
+                continue
+            if preferred_node(n, live) == obs.node_id or waited >= obs.claim_grace:
                 out.append(Claim(key=key, spec=spec))
                 held += 1
                 held_total += 1

@@ -1,0 +1,140 @@
+"""Agents against real etcd and a real Docker engine, simulating hosts on one engine."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
+from tests.agent.cluster import local_cluster, wait_for
+
+pytestmark = [pytest.mark.etcd, pytest.mark.docker]
+WEB = ServiceName(group="myapp", service="web")
+
+
+def web(image: str, instances: int, **extra: object) -> ServiceSpec:
+    return ServiceSpec.from_dict(
+        {"image": image, "instances": instances, "http_port": 8080,
+         "cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"], **extra},
+        name=WEB,
+    )
+
+
+def running(state: ClusterState, name: ServiceName = WEB) -> list[int]:
+    return sorted(r.number for r in state.instances_of(name) if r.state == "running")
+
+
+def docker_ids(*nodes: str) -> dict[str, list[str]]:
+    """Running containers per instance label, straight from `docker ps` (the ground truth)."""
+    out = subprocess.run(
+        ["docker", "ps", "--format", '{{.ID}} {{.Label "daprdockr.node"}} {{.Label "daprdockr.instance"}}',
+         "--filter", "label=daprdockr.service=web"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")
+    result: dict[str, list[str]] = {}
+    for line in filter(None, out):
+        cid, node, n = line.split()
+        if node in nodes:
+            result.setdefault(n, []).append(cid)
+    return result
+
+
+async def test_scale_up_down_delete(store: EtcdStore, etcd_endpoints: str, prefix: str,
+                                    docker_image: str, tmp_path: Path) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
+        await store.put_service(web(docker_image, 3))
+        state = await wait_for(store, lambda s: running(s) == [1, 2, 3])
+        assert all(r.port_for(8080) for r in state.instances_of(WEB))
+        assert sorted(docker_ids("n1")) == ["1", "2", "3"]
+        await store.put_service(web(docker_image, 1))
+        await wait_for(store, lambda s: [r.number for r in s.instances_of(WEB)] == [1])
+        await asyncio.sleep(0.3)
+        assert sorted(docker_ids("n1")) == ["1"]
+        await store.delete_service(WEB)
+        await wait_for(store, lambda s: not s.instances)
+        await asyncio.sleep(0.3)
+        assert docker_ids("n1") == {}
+
+
+async def test_three_agents_spread_evenly_without_duplicates(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=3):
+        await asyncio.sleep(1.2)  # all three registered and settled
+        await store.put_service(web(docker_image, 9))
+        state = await wait_for(store, lambda s: len(running(s)) == 9)
+        assert sorted(Counter(r.node for r in state.instances_of(WEB)).values()) == [3, 3, 3]
+        # addresses follow the owning node's advertise IP
+        assert {r.node: r.address for r in state.instances_of(WEB)} == {
+            "n1": "127.0.0.11", "n2": "127.0.0.12", "n3": "127.0.0.13"}
+        await asyncio.sleep(1.0)  # nothing moves or duplicates at steady state
+        ids = docker_ids("n1", "n2", "n3")
+        assert sorted(ids, key=int) == [str(n) for n in range(1, 10)]
+        assert all(len(v) == 1 for v in ids.values())
+
+
+async def test_killed_container_is_replaced(store: EtcdStore, etcd_endpoints: str, prefix: str,
+                                            docker_image: str, tmp_path: Path) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
+        await store.put_service(web(docker_image, 1))
+        state = await wait_for(store, lambda s: running(s) == [1])
+        old = state.instances[(WEB, 1)].container_id
+        subprocess.run(["docker", "kill", old], check=True, capture_output=True)
+        state = await wait_for(
+            store, lambda s: running(s) == [1] and s.instances[(WEB, 1)].container_id != old, timeout=10
+        )
+        assert docker_ids("n1") == {"1": [state.instances[(WEB, 1)].container_id[:12]]}
+
+
+async def test_spec_change_replaces_container(store: EtcdStore, etcd_endpoints: str, prefix: str,
+                                              docker_image: str, tmp_path: Path) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
+        await store.put_service(web(docker_image, 1))
+        first = (await wait_for(store, lambda s: running(s) == [1])).instances[(WEB, 1)]
+        changed = web(docker_image, 1, env={"COLOR": "blue"})
+        await store.put_service(changed)
+        state = await wait_for(
+            store, lambda s: running(s) == [1] and s.instances[(WEB, 1)].spec_hash == changed.runtime_hash
+        )
+        second = state.instances[(WEB, 1)]
+        assert second.container_id != first.container_id
+        env = subprocess.run(["docker", "inspect", "-f", "{{json .Config.Env}}", second.container_id],
+                             capture_output=True, text=True, check=True).stdout
+        assert "COLOR=blue" in env
+
+
+async def test_bad_image_is_an_error_state_and_agent_stays_healthy(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    bad = ServiceName(group="myapp", service="bad")
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1) as (agent,):
+        await store.put_service(ServiceSpec(name=bad, image="daprdockr-test/does-not-exist:1", instances=1))
+        state = await wait_for(store, lambda s: any(r.state == "failed" for r in s.instances_of(bad)))
+        assert "not available" in state.instances[(bad, 1)].error
+        await store.put_service(web(docker_image, 1))
+        await wait_for(store, lambda s: running(s) == [1])
+        assert agent.task is not None and not agent.task.done()
+        assert agent.agent.heartbeat.healthy
+
+
+async def test_restart_keeps_and_adopts_containers(store: EtcdStore, etcd_endpoints: str, prefix: str,
+                                                   docker_image: str, tmp_path: Path) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1,
+                             release_on_exit=False, keep_containers=True):
+        await store.put_service(web(docker_image, 2))
+        before = await wait_for(store, lambda s: running(s) == [1, 2])
+    ids = {n: before.instances[(WEB, n)].container_id for n in (1, 2)}
+    assert sorted(docker_ids("n1")) == ["1", "2"]  # left running across the stop
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1) as (agent,):
+        after = await wait_for(
+            store, lambda s: running(s) == [1, 2]
+            and all(r.lease == agent.agent.heartbeat.lease for r in s.instances_of(WEB))
+        )
+        assert {n: after.instances[(WEB, n)].container_id for n in (1, 2)} == ids

@@ -1,0 +1,199 @@
+"""Table tests for the pure planner (no I/O: records in, actions out)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.plan import (
+    Action,
+    Adopt,
+    Claim,
+    Observed,
+    Refresh,
+    Release,
+    Start,
+    Stop,
+    action_key,
+    fair_share,
+    plan,
+    preferred_node,
+    unowned_keys,
+)
+
+WEB = ServiceName(group="myapp", service="web")
+API = ServiceName(group="myapp", service="api")
+ME, LEASE = "n1", 100
+
+
+def spec(n: int, *, name: ServiceName = WEB, image: str = "busybox") -> ServiceSpec:
+    return ServiceSpec(name=name, image=image, instances=n, http_port=80)
+
+
+HASH = spec(1).runtime_hash
+
+
+def rec(number: int, *, node: str = ME, lease: int = LEASE, state: str = "running",
+        name: ServiceName = WEB, cid: str = "", ports: tuple[tuple[str, int], ...] = ()) -> InstanceRecord:
+    return InstanceRecord(
+        service=name, number=number, node=node, address="127.0.0.11", state=state,  # type: ignore[arg-type]
+        lease=lease, container_id=cid or f"c{number}", spec_hash=HASH,
+        ports=ports or (("80/tcp", 30000 + number),), create_revision=number,
+    )
+
+
+def ctr(number: int, *, running: bool = True, spec_hash: str = HASH, name: ServiceName = WEB,
+        node: str = ME, created: float = 1.0, cid: str = "") -> ContainerInfo:
+    return ContainerInfo(
+        id=cid or f"c{number}", service=name, number=number, node=node, spec_hash=spec_hash,
+        running=running, ports=(("80/tcp", 30000 + number),), created=created,
+    )
+
+
+def nodes(*ids: str) -> dict[str, NodeRecord]:
+    return {i: NodeRecord(node_id=i, address="127.0.0.1") for i in ids}
+
+
+def obs(*, instances: list[InstanceRecord] = (), containers: list[ContainerInfo] = (),  # type: ignore[assignment]
+        live: tuple[str, ...] = (ME,), **kw: object) -> Observed:
+    return Observed(
+        node_id=ME, lease=LEASE, now=kw.pop("now", 100.0),  # type: ignore[arg-type]
+        instances={r.key_tuple: r for r in instances}, nodes=nodes(*live),
+        containers=list(containers), **kw,  # type: ignore[arg-type]
+    )
+
+
+def kinds(actions: list[Action]) -> list[tuple[str, int]]:
+    return sorted((type(a).__name__, action_key(a)[1]) for a in actions)
+
+
+@pytest.mark.parametrize(
+    ("instances", "live", "share"),
+    [(9, 3, 3), (10, 3, 4), (1, 3, 1), (0, 3, 0), (6, 1, 6), (5, 0, 5)],
+)
+def test_fair_share(instances: int, live: int, share: int) -> None:
+    assert fair_share(instances, live) == share
+
+
+@pytest.mark.parametrize(("number", "node"), [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (9, "c")])
+def test_preferred_node_round_robin(number: int, node: str) -> None:
+    assert preferred_node(number, ["a", "b", "c"]) == node
+
+
+CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str, int]]]] = [
+    ("alone: claim everything", {WEB: spec(3)}, obs(), [("Claim", 1), ("Claim", 2), ("Claim", 3)]),
+    ("three nodes: only preferred numbers at once", {WEB: spec(6)}, obs(live=("n1", "n2", "n3")),
+     [("Claim", 1), ("Claim", 4)]),
+    ("non-preferred after grace", {WEB: spec(6)},
+     obs(live=("n1", "n2", "n3"), unowned_since={(WEB, 2): 99.5, (WEB, 3): 90.0}, claim_grace=1.0),
+     [("Claim", 1), ("Claim", 3)]),
+    ("beyond fair share only after the overflow grace", {WEB: spec(3)},
+     obs(live=("n1", "n2", "n3"), instances=[rec(1)], containers=[ctr(1)],
+         unowned_since={(WEB, 2): 98.0, (WEB, 3): 90.0}, claim_grace=1.0),
+     [("Claim", 3)]),
+    ("fair share caps claims even after grace", {WEB: spec(3)},
+     obs(live=("n1", "n2", "n3"), instances=[rec(1)], containers=[ctr(1)],
+         unowned_since={(WEB, 2): 98.5, (WEB, 3): 98.5}),
+     []),
+    ("capacity caps claims", {WEB: spec(5)}, obs(capacity=2), [("Claim", 1), ("Claim", 2)]),
+    ("not claiming while settling", {WEB: spec(2)}, obs(claiming=False), []),
+    ("owned by others: nothing", {WEB: spec(2)},
+     obs(instances=[rec(1, node="n2", lease=7), rec(2, node="n3", lease=8)], live=("n1", "n2", "n3")), []),
+    ("steady state: nothing", {WEB: spec(1)}, obs(instances=[rec(1)], containers=[ctr(1)]), []),
+    ("scale down releases highest numbers", {WEB: spec(1)},
+     obs(instances=[rec(1), rec(2), rec(3)], containers=[ctr(1), ctr(2), ctr(3)]),
+     [("Release", 2), ("Release", 3)]),
+    ("service deleted: release all", {},
+     obs(instances=[rec(1), rec(2)], containers=[ctr(1), ctr(2)]), [("Release", 1), ("Release", 2)]),
+    ("claimed but no container: start", {WEB: spec(1)}, obs(instances=[rec(1, state="starting")]),
+     [("Start", 1)]),
+    ("failed start waits for its retry time", {WEB: spec(1)},
+     obs(instances=[rec(1, state="failed")], retry_at={(WEB, 1): 200.0}), []),
+    ("failed start retried after its retry time", {WEB: spec(1)},
+     obs(instances=[rec(1, state="failed")], retry_at={(WEB, 1): 50.0}), [("Start", 1)]),
+    ("container exited: restart", {WEB: spec(1)},
+     obs(instances=[rec(1)], containers=[ctr(1, running=False)]), [("Start", 1)]),
+    ("spec changed: replace", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1)], containers=[ctr(1)]), [("Start", 1)]),
+    ("held by another node: stop our copy", {WEB: spec(1)},
+     obs(instances=[rec(1, node="n2", lease=7)], containers=[ctr(1)], live=("n1", "n2")), [("Stop", 1)]),
+    ("our key on an old lease: adopt", {WEB: spec(1)},
+     obs(instances=[rec(1, lease=99)], containers=[ctr(1)]), [("Adopt", 1)]),
+    ("unclaimed healthy container: adopt (no extra claim)", {WEB: spec(1)},
+     obs(containers=[ctr(1)]), [("Adopt", 1)]),
+    ("unclaimed stale container: stop, then claim afresh", {WEB: spec(1)},
+     obs(containers=[ctr(1, spec_hash="old")]), [("Claim", 1), ("Stop", 1)]),
+    ("record out of date: refresh", {WEB: spec(1)},
+     obs(instances=[rec(1, state="starting")], containers=[ctr(1)]), [("Refresh", 1)]),
+    ("duplicate containers: keep running one", {WEB: spec(1)},
+     obs(instances=[rec(1)], containers=[ctr(1), ctr(1, running=False, cid="old", created=0.0)]),
+     [("Stop", 1)]),
+    ("busy keys are left alone", {WEB: spec(2)},
+     obs(instances=[rec(1, state="starting")], busy=frozenset({(WEB, 1), (WEB, 2)})), []),
+    ("another node's container is never touched", {WEB: spec(1)},
+     obs(instances=[rec(1, node="n2", lease=7)], containers=[ctr(1, node="n2")], live=("n1", "n2")), []),
+]
+
+
+@pytest.mark.parametrize(("desired", "observed", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_plan_table(
+    desired: dict[ServiceName, ServiceSpec], observed: Observed, expected: list[tuple[str, int]]
+) -> None:
+    assert kinds(plan(desired, observed)) == sorted(expected)
+
+
+def test_stop_reason_names_holder() -> None:
+    actions = plan({WEB: spec(1)}, obs(instances=[rec(1, node="n2", lease=7)], containers=[ctr(1)]))
+    assert isinstance(actions[0], Stop) and "n2" in actions[0].reason
+
+
+def test_replace_carries_old_container() -> None:
+    (action,) = plan({WEB: spec(1, image="x")}, obs(instances=[rec(1)], containers=[ctr(1)]))
+    assert isinstance(action, Start) and action.old is not None and action.old.id == "c1"
+
+
+def test_release_carries_container() -> None:
+    (action,) = plan({}, obs(instances=[rec(1)], containers=[ctr(1)]))
+    assert isinstance(action, Release) and action.container is not None
+
+
+def test_adopt_counts_towards_share_and_refresh_kind() -> None:
+    # adopted container 1 + share of 1 (2 instances, 2 nodes): no extra claim
+    actions = plan({WEB: spec(2)}, obs(containers=[ctr(1)], live=("n1", "n2")))
+    assert [type(a) for a in actions] == [Adopt]
+    actions = plan({WEB: spec(1)}, obs(instances=[rec(1, ports=(("80/tcp", 1),))], containers=[ctr(1)]))
+    assert [type(a) for a in actions] == [Refresh]
+
+
+def simulate(node_count: int, instances: int, rounds: int = 10) -> Counter[str]:
+    """Run the planner for every node in turn, applying claims like etcd would (first wins)."""
+    ids = [f"n{i}" for i in range(1, node_count + 1)]
+    records: dict[tuple[ServiceName, int], InstanceRecord] = {}
+    desired = {WEB: spec(instances)}
+    now = 0.0
+    for _ in range(rounds):
+        now += 0.5
+        for node in ids:
+            o = Observed(
+                node_id=node, lease=hash(node), now=now, instances=dict(records),
+                nodes=nodes(*ids), containers=[], unowned_since={k: 0.0 for k in unowned_keys(desired, records)},
+            )
+            for a in plan(desired, o):
+                if isinstance(a, Claim) and a.key not in records:
+                    records[a.key] = replace(rec(a.key[1], node=node, lease=hash(node)), state="starting")
+    return Counter(r.node for r in records.values())
+
+
+@pytest.mark.parametrize(
+    ("node_count", "instances", "expected"),
+    [(3, 9, [3, 3, 3]), (3, 10, [4, 3, 3]), (2, 5, [3, 2]), (4, 2, [1, 1]), (1, 4, [4])],
+)
+def test_simulated_spread(node_count: int, instances: int, expected: list[int]) -> None:
+    counts = simulate(node_count, instances)
+    assert sum(counts.values()) == instances
+    assert sorted(counts.values(), reverse=True) == expected
