@@ -62,10 +62,13 @@ def agent_config(*, etcd: str, prefix: str, node: str, ip: str, tmp: Path, **kw:
 
 @contextlib.asynccontextmanager
 async def local_cluster(
-    *, etcd: str, prefix: str, tmp: Path, nodes: int, keep_containers: bool = False, **kw: object
+    *, etcd: str, prefix: str, tmp: Path, nodes: int, keep_containers: bool = False,
+    node_prefix: str = "n", **kw: object
 ) -> AsyncIterator[list[LocalAgent]]:
     agents = [
-        LocalAgent(agent_config(etcd=etcd, prefix=prefix, node=f"n{i + 1}", ip=f"127.0.0.{11 + i}", tmp=tmp, **kw))
+        LocalAgent(agent_config(
+            etcd=etcd, prefix=prefix, node=f"{node_prefix}{i + 1}", ip=f"127.0.0.{11 + i}", tmp=tmp, **kw
+        ))
         for i in range(nodes)
     ]
     try:
@@ -101,3 +104,24 @@ async def wait_for(
         await asyncio.sleep(0.1)
         state = await store.snapshot()
     return state
+
+
+def spawn_agent(
+    *, etcd: str, prefix: str, node: str, ip: str, state_dir: Path, ttl: int = 2, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """A real agent process (``python -m daprdockr agent``), for tests that SIGKILL it."""
+    import os
+    import sys
+
+    log = open(state_dir / f"{node}.log", "ab")  # noqa: SIM115 - lives with the process
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "daprdockr", "agent",
+            "--node-id", node, "--advertise-ip", ip, "--ttl", str(ttl),
+            "--state-dir", str(state_dir),
+            "--dns-listen", "off", "--http-listen", "off", "--api-listen", "off",
+            *extra,
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "DAPRDOCKR_ETCD": etcd, "DAPRDOCKR_PREFIX": prefix},
+    )

@@ -140,7 +140,9 @@ CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str,
 ]
 
 
-@pytest.mark.parametrize(("desired", "observed", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("desired", "observed", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_plan_table(
     desired: dict[ServiceName, ServiceSpec], observed: Observed, expected: list[tuple[str, int]]
 ) -> None:
@@ -181,7 +183,8 @@ def simulate(node_count: int, instances: int, rounds: int = 10) -> Counter[str]:
         for node in ids:
             o = Observed(
                 node_id=node, lease=hash(node), now=now, instances=dict(records),
-                nodes=nodes(*ids), containers=[], unowned_since={k: 0.0 for k in unowned_keys(desired, records)},
+                nodes=nodes(*ids), containers=[],
+                unowned_since=dict.fromkeys(unowned_keys(desired, records), 0.0),
             )
             for a in plan(desired, o):
                 if isinstance(a, Claim) and a.key not in records:

@@ -122,7 +122,7 @@ class EtcdStore:
         if client is not None:
             try:
                 await asyncio.wait_for(client.close(), timeout=self.timeout)
-            except Exception:  # noqa: BLE001 - closing a broken channel must not raise
+            except Exception:
                 log.debug("error closing etcd client", exc_info=True)
 
     def _make_client(self) -> aetcd.Client:
@@ -148,7 +148,7 @@ class EtcdStore:
                 return await asyncio.wait_for(op(client), timeout=self.timeout)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - translated below
+            except Exception as exc:
                 err = translate(exc, what=what)
                 if not err.transient or isinstance(err, LeaseLostError):
                     raise err from exc
@@ -339,7 +339,7 @@ class EtcdStore:
                 first = False
                 _ = exc
                 yield WatchEvent(kind="resync")
-            except Exception as exc:  # noqa: BLE001 - every failure means: reconnect
+            except Exception as exc:
                 err = translate(exc, what="watch")
                 self.errors += 1
                 log.warning("etcd watch interrupted (%s); reconnecting in %.1fs", err, backoff)
@@ -352,5 +352,5 @@ class EtcdStore:
                 if watch is not None:
                     try:
                         await asyncio.wait_for(watch.cancel(), timeout=1)
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.debug("watch cancel failed", exc_info=True)
