@@ -91,6 +91,26 @@ def info_from_summary(data: dict[str, Any]) -> ContainerInfo | None:
     )
 
 
+def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
+    """ContainerInfo from a ``GET /containers/<id>/json`` body (one call right after start)."""
+    ports = [
+        {"PrivatePort": int(key.split("/")[0]), "Type": key.split("/")[1], "PublicPort": int(b["HostPort"])}
+        for key, bindings in ((data.get("NetworkSettings") or {}).get("Ports") or {}).items()
+        for b in bindings or []
+        if b.get("HostPort")
+    ]
+    state = data.get("State") or {}
+    return info_from_summary(
+        {
+            "Id": data.get("Id", ""),
+            "Labels": (data.get("Config") or {}).get("Labels") or {},
+            "Ports": ports,
+            "State": "running" if state.get("Running") else str(state.get("Status", "")),
+            "Status": str(state.get("Status", "")),
+        }
+    )
+
+
 class DockerRuntime:
     """aiodocker-backed :class:`ContainerRuntime` for one node."""
 
@@ -201,12 +221,11 @@ class DockerRuntime:
         except DaprDockrError:
             await self.remove(container.id, grace=0)
             raise
-        for info in await self.list_managed():
-            if info.id == container.id:
-                if not info.running:
-                    raise ContainerError(f"{name} exited right after start ({info.status})", transient=True)
-                return info
-        raise ContainerError(f"{name} vanished right after start", transient=True)
+        details = await self._do(container.show(), what=f"inspect {name}")
+        info = info_from_inspect(details)
+        if info is None or not info.running:
+            raise ContainerError(f"{name} exited right after start", transient=True)
+        return info
 
     async def _remove_by_name(self, name: str) -> None:
         try:
