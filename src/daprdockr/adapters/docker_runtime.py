@@ -55,6 +55,8 @@ def _translate(exc: BaseException, *, what: str) -> DaprDockrError:
     if isinstance(exc, aiodocker.DockerError):
         status = int(getattr(exc, "status", 0) or 0)
         msg = getattr(exc, "message", str(exc))
+        if status >= 900 or "Cannot connect to Docker" in str(msg):
+            return RuntimeUnavailableError(f"docker {what}: engine unreachable ({msg})")
         if status in (400, 404, 409):
             return ContainerError(f"docker {what}: {msg}", transient=status == 409)
         return ContainerError(f"docker {what}: {msg}", transient=True)
