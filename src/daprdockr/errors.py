@@ -72,3 +72,7 @@ class ContainerError(DaprDockrError):
 
 class ProxyError(DaprDockrError):
     """nginx refused a configuration or could not be (re)started."""
+
+
+class WaitTimeoutError(DaprDockrError):
+    """``--wait`` gave up: the cluster did not reach the desired state in time."""

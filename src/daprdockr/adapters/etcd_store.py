@@ -158,7 +158,7 @@ class EtcdStore:
                 await self.close()
                 self._index = (self._index + 1) % len(self.endpoints)
         raise StoreUnavailableError(
-            f"etcd unreachable during {what}: {last}",
+            f"etcd unreachable ({what}; last error: {last})",
             endpoints=tuple(str(e) for e in self.endpoints),
         )
 

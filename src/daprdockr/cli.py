@@ -1,0 +1,527 @@
+"""The ``daprdockr`` command line (typer).  Thin: parse, call the store or the agent, print.
+
+Exit codes: 0 ok; 2 invalid input; 3 unknown service/instance; 4 etcd unreachable (the message
+names every endpoint tried); 5 ``--wait`` timed out; 1 anything else.  Errors are one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.clikit.output import (
+    EXIT_INVALID,
+    error_line,
+    exit_code_for,
+    print_json,
+    print_table,
+)
+from daprdockr.clikit.specfile import merge_flags, parse_pairs, parse_spec_text
+from daprdockr.core.endpoints import DEFAULT_ETCD, parse_endpoints
+from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName, validate_label
+from daprdockr.core.state import ClusterState
+from daprdockr.core.status import instance_rows, node_rows, progress, service_rows
+from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError, WaitTimeoutError
+from daprdockr.logging_setup import setup_logging
+
+T = TypeVar("T")
+app = typer.Typer(
+    help="DaprDockr: declaratively described services on Docker hosts coordinated through etcd.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+svc_app = typer.Typer(help="Manage service specs (desired state).", no_args_is_help=True)
+app.add_typer(svc_app, name="svc")
+
+
+@dataclass(frozen=True, slots=True)
+class Globals:
+    etcd: str
+    prefix: str
+    timeout: float
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Globals)
+    return obj
+
+
+def _fail(exc: DaprDockrError) -> typer.Exit:
+    error_line(str(exc))
+    return typer.Exit(exit_code_for(exc))
+
+
+def _run(ctx: typer.Context, fn: Callable[[EtcdStore], Awaitable[T]]) -> T:
+    """Run ``fn(store)`` on a connected store; DaprDockr errors become one line + exit code."""
+    g = _globals(ctx)
+
+    async def main() -> T:
+        store = EtcdStore(endpoints=parse_endpoints(g.etcd), schema=KeySchema(g.prefix), timeout=g.timeout)
+        try:
+            await store.connect()
+            return await fn(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except DaprDockrError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _name(text: str) -> ServiceName:
+    try:
+        return ServiceName.parse(text, field="service name")
+    except ValidationError as exc:
+        raise _fail(exc) from None
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    etcd: Annotated[str, typer.Option(envvar="DAPRDOCKR_ETCD", help="etcd endpoints, comma separated.")] = DEFAULT_ETCD,
+    prefix: Annotated[str, typer.Option(envvar="DAPRDOCKR_PREFIX", help="etcd key prefix.")] = DEFAULT_PREFIX,
+    timeout: Annotated[float, typer.Option(help="Seconds per etcd call and endpoint.")] = 2.0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")] = 0,
+    log_format: Annotated[str, typer.Option(help="Log format: text or json.")] = "text",
+) -> None:
+    """Global options (also from DAPRDOCKR_ETCD / DAPRDOCKR_PREFIX)."""
+    try:
+        parse_endpoints(etcd)
+        KeySchema(prefix)
+        if log_format not in ("text", "json"):
+            raise ValidationError(f"{log_format!r} is not text or json", field="--log-format")
+    except ValidationError as exc:
+        raise _fail(exc) from None
+    setup_logging(verbosity=verbose, fmt=log_format)
+    ctx.obj = Globals(etcd=etcd, prefix=prefix, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------- svc
+def _load_files(path: str) -> list[dict[str, Any]]:
+    if path == "-":
+        return parse_spec_text(sys.stdin.read(), source="<stdin>")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValidationError(f"{path}: {exc.strerror}") from exc
+    return parse_spec_text(text, source=path)
+
+
+async def _wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool) -> None:
+    """Watch etcd until ``spec`` is fully running; raise on timeout naming the failures."""
+    deadline = time.monotonic() + limit
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        state = await store.snapshot()
+        p = progress(state, spec)
+        line = f"{spec.name}: {p.running}/{p.desired} running" + (f", {len(p.failed)} failed" if p.failed else "")
+        if line != last and not quiet:
+            print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            last = line
+        if p.done:
+            if tty and not quiet:
+                print(file=sys.stderr)
+            return
+        if time.monotonic() > deadline:
+            if tty and not quiet:
+                print(file=sys.stderr)
+            reason = "; ".join(p.failed) or f"only {p.running}/{p.desired} running"
+            raise WaitTimeoutError(f"{spec.name} not ready after {limit:g}s: {reason}")
+        await asyncio.sleep(0.2)
+
+
+@svc_app.command("set")
+def svc_set(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="<service>.<group>, e.g. web.myapp")] = None,
+    image: Annotated[str | None, typer.Option(help="Docker image.")] = None,
+    instances: Annotated[int | None, typer.Option(help="Number of instances (>= 0).")] = None,
+    cmd: Annotated[list[str] | None, typer.Option(help="Command argument (repeat for each arg).")] = None,
+    cmd_json: Annotated[str | None, typer.Option(help='Command as a JSON list: \'["sh","-c","..."]\'.')] = None,
+    http_host: Annotated[str | None, typer.Option(help="Hostname routed by nginx.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="Container port nginx routes to.")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
+    port: Annotated[list[str] | None, typer.Option(help="Extra container port: 8081 or 53/udp.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Container label KEY=VALUE.")] = None,
+    file: Annotated[str | None, typer.Option("-f", "--file", help="Spec file (YAML/JSON), - for stdin.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until all instances run.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 60.0,
+) -> None:
+    """Create or update a service.  Flags given are merged onto the existing spec.
+
+    Examples:
+
+      daprdockr svc set web.myapp --image nginx:alpine --instances 3 --http-host web.example.com --http-port 80
+
+      daprdockr svc set web.myapp --instances 5          # scale, keep everything else
+
+      daprdockr svc set -f web.yaml --wait
+    """
+    try:
+        if cmd and cmd_json:
+            raise ValidationError("give --cmd or --cmd-json, not both", field="cmd")
+        cmd_list: list[str] | None = list(cmd) if cmd else None
+        if cmd_json is not None:
+            try:
+                cmd_list = json.loads(cmd_json)
+            except ValueError as exc:
+                raise ValidationError(f"--cmd-json is not JSON: {exc}", field="cmd") from exc
+        flags: dict[str, Any] = {
+            "image": image, "instances": instances, "cmd": cmd_list, "http_host": http_host,
+            "http_port": http_port, "ports": list(port) if port else None,
+            "env": parse_pairs(env, field="env") if env else None,
+            "labels": parse_pairs(label, field="labels") if label else None,
+        }
+        docs = _load_files(file) if file else [{}]
+        cli_name = ServiceName.parse(name, field="service name") if name else None
+        if len(docs) > 1 and (cli_name or any(v is not None for v in flags.values())):
+            raise ValidationError("a file with several specs cannot be combined with a name or flags")
+    except ValidationError as exc:
+        raise _fail(exc) from None
+
+    async def apply(store: EtcdStore) -> list[ServiceSpec]:
+        specs = []
+        for doc in docs:
+            target = cli_name or (ServiceName.parse(doc["name"], field="name") if "name" in doc else None)
+            if target is None:
+                raise ValidationError("give the service name (<service>.<group>) or a 'name' in the file")
+            existing = await store.get_service(target) if not file else None
+            base = existing.to_dict() if existing else {}
+            spec = ServiceSpec.from_dict(merge_flags({**base, **doc}, flags), name=target)
+            specs.append(spec)
+        for spec in specs:
+            await store.put_service(spec)
+            print(f"{spec.name}: {spec.instances} instance(s) of {spec.image}", file=sys.stderr)
+        if wait:
+            for spec in specs:
+                await _wait_ready(store, spec, limit=wait_timeout, quiet=False)
+        return specs
+
+    _run(ctx, apply)
+
+
+@svc_app.command("get")
+def svc_get(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<service>.<group>")]) -> None:
+    """Print a service spec as JSON.   Example: daprdockr svc get web.myapp"""
+    target = _name(name)
+
+    async def get(store: EtcdStore) -> ServiceSpec:
+        spec = await store.get_service(target)
+        if spec is None:
+            raise NotFoundError(f"service {target} not found")
+        return spec
+
+    print_json(_run(ctx, get).to_dict())
+
+
+@svc_app.command("del")
+def svc_del(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<service>.<group>")]) -> None:
+    """Delete a service; agents stop its instances.   Example: daprdockr svc del web.myapp"""
+    target = _name(name)
+
+    async def delete(store: EtcdStore) -> None:
+        if not await store.delete_service(target):
+            raise NotFoundError(f"service {target} not found")
+
+    _run(ctx, delete)
+    print(f"{target} deleted", file=sys.stderr)
+
+
+@svc_app.command("ls")
+def svc_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List services: desired vs running.   Example: daprdockr svc ls --json"""
+    rows = service_rows(_run(ctx, lambda s: s.snapshot()))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["service", "image", "desired", "running", "failed", "http_host"])
+
+
+# ---------------------------------------------------------------------------------------- views
+@app.command()
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Cluster summary: live nodes and services desired vs running.   Example: daprdockr status"""
+    state = _run(ctx, lambda s: s.snapshot())
+    now = time.time()
+    node_list, services = node_rows(state, now=now), service_rows(state)
+    if as_json:
+        print_json({"nodes": node_list, "services": services, "revision": state.revision,
+                    "skipped_keys": [k for k, _ in state.skipped]})
+        return
+    print_table(node_list, ["node", "address", "instances", "capacity", "up"], title="nodes")
+    print_table(services, ["service", "image", "desired", "running", "failed", "http_host"], title="services")
+
+
+@app.command()
+def nodes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Live nodes (agents) with their instance counts.   Example: daprdockr nodes"""
+    rows = node_rows(_run(ctx, lambda s: s.snapshot()), now=time.time())
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["node", "address", "instances", "capacity", "up", "dns", "http", "api"])
+
+
+def _ps_rows(state: ClusterState, name: ServiceName | None) -> list[dict[str, Any]]:
+    return instance_rows(state, now=time.time(), service=name)
+
+
+PS_COLUMNS = ["service", "instance", "node", "address", "ports", "state", "age", "container_id", "error"]
+
+
+@app.command()
+def ps(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow changes (etcd watch).")] = False,
+) -> None:
+    """Instances: number, node, address, ports, state, age, container.   Example: daprdockr ps web.myapp -w"""
+    target = _name(name) if name else None
+    if watch:
+        _watch(ctx, target, as_json=as_json)
+        return
+    rows = _ps_rows(_run(ctx, lambda s: s.snapshot()), target)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, PS_COLUMNS)
+
+
+def _watch(ctx: typer.Context, target: ServiceName | None, *, as_json: bool) -> None:
+    """Re-render on every etcd watch event (not polling)."""
+
+    async def follow(store: EtcdStore) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        from daprdockr.agent.mirror import StateMirror
+
+        mirror = StateMirror(schema=store.schema)
+        kvs, rev = await store.read_prefix(store.schema.root)
+        mirror.reset(kvs, revision=rev)
+        console = Console()
+        live = Live(console=console, auto_refresh=False) if console.is_terminal and not as_json else None
+
+        def show() -> None:
+            rows = _ps_rows(mirror.state(), target)
+            if as_json:
+                print(json.dumps({"revision": mirror.revision, "instances": rows}), flush=True)
+            elif live is not None:
+                from rich.table import Table
+
+                table = Table(box=None, header_style="bold")
+                for col in PS_COLUMNS:
+                    table.add_column(col.upper())
+                for r in rows:
+                    table.add_row(*(str(r[c]) if not isinstance(r[c], dict) else
+                                    ",".join(f"{k}->{v}" for k, v in r[c].items()) for c in PS_COLUMNS))
+                live.update(table, refresh=True)
+            else:
+                print(f"--- revision {mirror.revision}", flush=True)
+                print_table(rows, PS_COLUMNS)
+
+        if live is not None:
+            live.start()
+        try:
+            show()
+            async for ev in store.watch(start_revision=rev + 1):
+                if ev.kind == "resync":
+                    kvs, rev = await store.read_prefix(store.schema.root)
+                    mirror.reset(kvs, revision=rev)
+                elif not mirror.apply(ev):
+                    continue
+                show()
+        finally:
+            if live is not None:
+                live.stop()
+
+    _run(ctx, follow)
+
+
+@app.command("watch")
+def watch_cmd(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per change.")] = False,
+) -> None:
+    """Live view of instances, driven by the etcd watch.   Example: daprdockr watch --json"""
+    _watch(ctx, _name(name) if name else None, as_json=as_json)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="<service>.<group>")],
+    instance: Annotated[int, typer.Option("-n", "--instance", help="Instance number.")] = 1,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream new lines.")] = False,
+    tail: Annotated[int, typer.Option(help="Lines from the end.")] = 100,
+) -> None:
+    """Container logs of an instance, fetched from the agent that runs it.
+
+    Example: daprdockr logs web.myapp -n 2 -f
+    """
+    target = _name(name)
+
+    async def fetch(store: EtcdStore) -> None:
+        from daprdockr.clikit.logs import stream_logs
+
+        state = await store.snapshot()
+        rec = state.instances.get((target, instance))
+        if rec is None:
+            raise NotFoundError(f"instance {instance} of {target} not found")
+        node = state.nodes.get(rec.node)
+        if node is None or not node.api:
+            raise DaprDockrError(f"node {rec.node} runs instance {instance} but publishes no API address")
+        await stream_logs(api=node.api, service=target, number=instance, tail=tail, follow=follow)
+
+    _run(ctx, fetch)
+
+
+# ---------------------------------------------------------------------------------------- daemons
+def _addr(text: str, *, field: str, default_port: int) -> tuple[str, int] | None:
+    if text.lower() in ("off", "none", ""):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValidationError(f"{text!r} is not ADDR:PORT or off", field=field)
+    return (host, int(port))
+
+
+def default_node_id() -> str:
+    """The hostname, reduced to a DNS label."""
+    raw = socket.gethostname().split(".")[0].lower()
+    label = "".join(c if c.isalnum() or c == "-" else "-" for c in raw).strip("-")[:63] or "node"
+    return label
+
+
+def build_agent_config(
+    *, etcd: str, prefix: str, node_id: str | None, advertise_ip: str, ttl: int, capacity: int,
+    docker: str | None, state_dir: Path, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
+    http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool,
+) -> Any:
+    from daprdockr.agent.config import AgentConfig
+
+    if ttl < 1:
+        raise ValidationError("must be >= 1 second", field="--ttl")
+    upstreams = tuple(a for a in (_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
+                      if a is not None)
+    return AgentConfig(
+        node_id=validate_label(node_id or default_node_id(), field="--node-id"),
+        advertise_ip=advertise_ip,
+        etcd=parse_endpoints(etcd),
+        prefix=KeySchema(prefix).prefix,
+        docker=docker,
+        ttl=ttl,
+        capacity=capacity,
+        state_dir=state_dir,
+        dns_listen=_addr(dns_listen, field="--dns-listen", default_port=53),
+        dns_upstreams=upstreams,
+        dns_ttl=dns_ttl,
+        http_listen=_addr(http_listen, field="--http-listen", default_port=80),
+        nginx_binary=nginx,
+        api_listen=_addr(api_listen, field="--api-listen", default_port=7400),
+        release_on_exit=not keep_on_exit,
+    )
+
+
+@app.command()
+def agent(
+    ctx: typer.Context,
+    node_id: Annotated[str | None, typer.Option(help="Node id (default: hostname).")] = None,
+    advertise_ip: Annotated[str, typer.Option(help="Address ports are published on.")] = "127.0.0.1",
+    ttl: Annotated[int, typer.Option(help="Lease TTL in seconds.")] = 5,
+    capacity: Annotated[int, typer.Option(help="Max instances on this node (0 = unlimited).")] = 0,
+    docker: Annotated[str | None, typer.Option(help="Docker engine URL.")] = None,
+    state_dir: Annotated[Path, typer.Option(help="Directory for nginx config, pid files, logs.")] = Path(
+        "/tmp/daprdockr"),
+    dns_listen: Annotated[str, typer.Option(help="DNS ADDR:PORT or off.")] = "127.0.0.1:53",
+    dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
+    dns_ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
+    http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
+    nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
+    api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
+    keep_on_exit: Annotated[bool, typer.Option(help="Leave containers running on SIGTERM.")] = False,
+) -> None:
+    """Run the agent on this host.
+
+    Example: daprdockr agent --node-id n1 --advertise-ip 127.0.0.11 --http-listen 127.0.0.11:80
+    """
+    g = _globals(ctx)
+    try:
+        config = build_agent_config(
+            etcd=g.etcd, prefix=g.prefix, node_id=node_id, advertise_ip=advertise_ip, ttl=ttl, capacity=capacity,
+            docker=docker, state_dir=state_dir, dns_listen=dns_listen, dns_upstream=dns_upstream,
+            dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
+            keep_on_exit=keep_on_exit,
+        )
+    except ValidationError as exc:
+        raise _fail(exc) from None
+    from daprdockr.agent.main import run_agent
+
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))  # state changes are logged at INFO
+    raise typer.Exit(run_agent(config))
+
+
+@app.command()
+def dns(
+    ctx: typer.Context,
+    listen: Annotated[str, typer.Option(help="ADDR:PORT")] = "127.0.0.1:53",
+    dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
+    ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
+) -> None:
+    """Run only the DNS server for .container (fed by the etcd watch).
+
+    Example: daprdockr dns --listen 127.0.0.1:5353
+    """
+    g = _globals(ctx)
+    try:
+        addr = _addr(listen, field="--listen", default_port=53)
+        if addr is None:
+            raise ValidationError("must be ADDR:PORT", field="--listen")
+        upstreams = [a for a in (_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
+                     if a is not None]
+    except ValidationError as exc:
+        raise _fail(exc) from None
+    from daprdockr.adapters.dns_standalone import run_dns
+
+    try:
+        code = run_dns(endpoints=parse_endpoints(g.etcd), prefix=g.prefix, listen=addr,
+                       upstreams=upstreams or None, ttl=ttl)
+    except DaprDockrError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console script entry point."""
+    try:
+        app()
+    except ValidationError as exc:
+        error_line(str(exc))
+        sys.exit(EXIT_INVALID)
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,67 @@
+"""Rendering rows as rich tables or JSON, and the one-line error convention.
+
+Every listing command prints either a table (rich) or, with ``--json``, the same rows as JSON.
+Errors are one line on stderr, ``daprdockr: <message>``, with an exit code per kind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from daprdockr.errors import (
+    DaprDockrError,
+    NotFoundError,
+    StoreUnavailableError,
+    ValidationError,
+    WaitTimeoutError,
+)
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4
+EXIT_TIMEOUT = 5
+EXIT_ERROR = 1
+
+
+def exit_code_for(exc: DaprDockrError) -> int:
+    if isinstance(exc, ValidationError):
+        return EXIT_INVALID
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, StoreUnavailableError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, WaitTimeoutError):
+        return EXIT_TIMEOUT
+    return EXIT_ERROR
+
+
+def error_line(message: str) -> None:
+    print(f"daprdockr: {message}", file=sys.stderr)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}->{v}" for k, v in value.items()) or "-"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    return "-" if value in ("", None) else str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
+    table = Table(title=title, header_style="bold", box=None, pad_edge=False)
+    for col in columns:
+        table.add_column(col.upper().replace("_", " "))
+    for row in rows:
+        table.add_row(*(_cell(row.get(col)) for col in columns))
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)

@@ -1,0 +1,68 @@
+"""Building service specs from command-line flags and from YAML/JSON files.
+
+Pure apart from reading the given text: :func:`parse_spec_text` turns a document (JSON or YAML,
+auto-detected) into one or more spec dicts with errors that name the file and line;
+:func:`merge_flags` overlays ``svc set`` flags on an existing spec so that
+``svc set web.myapp --instances 5`` scales without repeating the image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from daprdockr.errors import ValidationError
+
+
+def parse_spec_text(text: str, *, source: str) -> list[dict[str, Any]]:
+    """One spec dict, or several for a JSON list / multi-document YAML."""
+    stripped = text.lstrip()
+    if not stripped:
+        raise ValidationError(f"{source}: empty spec")
+    if stripped[0] in "{[":
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        docs = data if isinstance(data, list) else [data]
+    else:
+        try:
+            docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValidationError(f"{source}: invalid YAML{where}: {problem}") from exc
+    if not docs:
+        raise ValidationError(f"{source}: no spec in the document")
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, Mapping):
+            raise ValidationError(f"{source}: document {i + 1} must be a mapping of spec fields")
+    return [dict(d) for d in docs]
+
+
+def parse_pairs(items: Sequence[str], *, field: str) -> dict[str, str]:
+    """``["K=V", ...]`` -> dict; a missing ``=`` is an error naming the flag."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"{item!r} must be KEY=VALUE", field=field)
+        result[key] = value
+    return result
+
+
+def merge_flags(base: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay the flags that were given (not None) on ``base``; env and labels merge by key."""
+    merged: dict[str, Any] = dict(base or {})
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in ("env", "labels") and isinstance(value, Mapping):
+            merged[key] = {**(merged.get(key) or {}), **value}
+        else:
+            merged[key] = value
+    return merged
