@@ -19,6 +19,7 @@ from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.main import Agent
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.state import ClusterState
+from daprdockr.errors import StoreUnavailableError
 
 
 class LocalAgent:
@@ -97,13 +98,17 @@ async def wait_for(
 ) -> ClusterState:
     """Poll etcd until ``predicate(state)`` holds; returns that state or raises TimeoutError."""
     deadline = time.monotonic() + timeout
-    state = await store.snapshot()
-    while not predicate(state):
+    state: ClusterState | None = None
+    while True:
+        try:
+            state = await store.snapshot()
+        except StoreUnavailableError:
+            state = None  # etcd restarting in a chaos/outage test: keep polling
+        if state is not None and predicate(state):
+            return state
         if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s; last state: {state.instances}")
+            raise TimeoutError(f"condition not met within {timeout}s; last state: {state}")
         await asyncio.sleep(0.1)
-        state = await store.snapshot()
-    return state
 
 
 def spawn_agent(
