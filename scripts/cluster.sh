@@ -169,7 +169,7 @@ Try:
       --cmd=sh --cmd=-c --cmd='echo \$DAPRDOCKR_INSTANCE \$DAPRDOCKR_NODE > /www/id; exec httpd -f -p 8080 -h /www'
   daprdockr svc ls
   dig @127.0.0.11$dp 1.web.myapp.container
-  dig @127.0.0.12$dp SRV _http._tcp.web.myapp.container
+  dig @127.0.0.12$dp SRV _8080._tcp.web.myapp.container
   curl -H 'Host: web.myapp.test' http://127.0.0.13$hp/id
   daprdockrcmd            # the seed-compatible CLI, default etcd endpoints are this cluster's
   daprdockr svc del web.myapp

@@ -72,7 +72,7 @@ DaprDockr demo is running (agent log: $DIR/agent.log).  In another shell:
   export PATH=$ROOT/.venv/bin:\$PATH
   daprdockr ps
   dig @127.0.0.1 -p 5353 1.web.demo.container
-  dig @127.0.0.1 -p 5353 SRV _http._tcp.1.web.demo.container
+  dig @127.0.0.1 -p 5353 SRV _8080._tcp.web.demo.container
   curl -H 'Host: web.demo.localhost' http://127.0.0.1:8080/id
   daprdockr svc set web.demo --instances 4
 Ctrl-C stops the agent, its containers and etcd.

@@ -505,7 +505,7 @@ def dns(
                      if a is not None]
     except ValidationError as exc:
         raise _fail(exc) from None
-    from daprdockr.adapters.dns_standalone import run_dns
+    from daprdockr.agent.dns_only import run_dns
 
     try:
         code = run_dns(endpoints=parse_endpoints(g.etcd), prefix=g.prefix, listen=addr,

@@ -6,7 +6,8 @@ One service of 6 instances is set with ``daprdockr svc set``; then, from the out
 * ``docker ps`` shows every instance number exactly once, spread 2/2/2 over the hosts, each on
   the node etcd names;
 * ``dig`` against every agent resolves ``<n>.web.myapp.container`` to the owner's address, and
-  SRV gives the published host port of the container;
+  SRV (per instance and per ``_8080._tcp`` service name) gives the published
+  host ports;
 * HTTP with ``Host: web.myapp.test`` through every agent's nginx reaches all 6 containers;
 * ``daprdockr svc del`` removes everything: containers, DNS names (NXDOMAIN), routes (404).
 """
@@ -91,11 +92,12 @@ async def test_six_instances_spread_resolve_route_and_vanish(
         for n, rec in records.items():
             answer = await dig_until(a.ip, a.dns_port, f"{n}.web.myapp.container", has_records(rec.address))
             assert answer.ok and answer.records == (rec.address,), (agent.node_id, n, answer)
-            srv = dig(a.ip, a.dns_port, f"_http._tcp.{n}.web.myapp.container", "SRV")
-            assert srv.ok and len(srv.records) == 1, (agent.node_id, n, srv)
-            _prio, _weight, port, target = srv.records[0].split()
-            assert int(port) == rec.port_for(8080)
-            assert target == f"{n}.web.myapp.container."
+            srv = dig(a.ip, a.dns_port, f"{n}.web.myapp.container", "SRV")
+            assert srv.records == (f"0 0 {rec.port_for(8080)} {n}.web.myapp.container.",), (agent.node_id, srv)
+        by_port = dig(a.ip, a.dns_port, "_8080._tcp.web.myapp.container", "SRV")
+        assert sorted(by_port.records) == sorted(
+            f"0 0 {r.port_for(8080)} {n}.web.myapp.container." for n, r in records.items()
+        ), (agent.node_id, by_port)
         service_a = dig(a.ip, a.dns_port, "web.myapp.container")
         assert sorted(service_a.records) == sorted(r.address for r in records.values())
         assert dig(a.ip, a.dns_port, "7.web.myapp.container").status == "NXDOMAIN"

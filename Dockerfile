@@ -1,0 +1,39 @@
+# DaprDockr images.  Two targets share one base:
+#
+#   agent (default)  the package + nginx-light; ENTRYPOINT `daprdockr agent`, so the container
+#                    command is the agent's flags; global options come from the environment
+#                    (DAPRDOCKR_ETCD, DAPRDOCKR_PREFIX).  Needs /var/run/docker.sock mounted.
+#   etcd             Debian's etcd-server; ENTRYPOINT `etcd`.
+#
+#   docker build -t daprdockr/agent:dev .
+#   docker build --target etcd -t daprdockr/etcd:dev .
+#   docker build --build-arg BASE=my-mirror/python:3.11-slim -t daprdockr/agent:dev .
+#
+# BASE must be Debian-based (apt) with Python >= 3.11 and its venv module, like python:3.11-slim
+# (or debian:bookworm with python3 and python3-venv installed).
+ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS etcd
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server \
+ && rm -rf /var/lib/apt/lists/*
+ENV ETCD_UNSUPPORTED_ARCH=""
+ENTRYPOINT ["etcd"]
+
+FROM ${BASE} AS agent
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
+ && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/daprdockr/bin:$PATH
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY src ./src
+# a venv: works on python:3.11-slim and on Debian's own python3 (PEP 668) alike
+RUN python3 -m venv /opt/daprdockr \
+ && /opt/daprdockr/bin/pip install '.[fast]' \
+ && /opt/daprdockr/bin/python -c 'import daprdockr.cli, daprdockr.agent.main' \
+ && rm -rf /build
+WORKDIR /var/lib/daprdockr
+ENTRYPOINT ["daprdockr", "agent"]
+CMD ["--help"]

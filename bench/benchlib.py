@@ -1,0 +1,93 @@
+"""Shared pieces of the cluster benchmarks (``bench/*_bench.py``).
+
+The benchmarks drive the same real process cluster as the end-to-end tests
+(:class:`tests.e2e.realcluster.RealCluster`: 3 etcd members, 3 agent processes on
+127.0.0.11/12/13 with DNS and nginx) and observe it from the outside: etcd reads, ``docker``,
+HTTP through nginx.  Only loopback addresses are ever contacted.  Run from the repository root,
+e.g. ``.venv/bin/python bench/convergence_bench.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from tests.e2e.probes import IDENTITY_CMD, http_sample  # noqa: E402
+
+from daprdockr.adapters.etcd_store import EtcdStore  # noqa: E402
+from daprdockr.core.model import ServiceSpec  # noqa: E402
+from daprdockr.core.names import ServiceName  # noqa: E402
+from daprdockr.core.state import ClusterState  # noqa: E402
+
+IMAGE = "daprdockr-test/busybox:latest"
+WEB = ServiceName(group="bench", service="web")
+HOST = "web.bench.test"
+
+
+def new_prefix() -> str:
+    return f"/bench{uuid.uuid4().hex[:8]}"
+
+
+def web_spec(instances: int) -> ServiceSpec:
+    return ServiceSpec.from_dict(
+        {"image": IMAGE, "instances": instances, "http_host": HOST, "http_port": 8080, "cmd": IDENTITY_CMD},
+        name=WEB,
+    )
+
+
+def running_numbers(state: ClusterState) -> set[int]:
+    return {r.number for r in state.instances_of(WEB) if r.state == "running"}
+
+
+async def wait_state(
+    store: EtcdStore, predicate: Callable[[ClusterState], bool], *, timeout: float, interval: float = 0.05
+) -> float:
+    """Poll etcd until ``predicate``; returns the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await store.snapshot()
+        if predicate(state):
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"etcd state not reached in {timeout}s: {sorted(running_numbers(state))}")
+        await asyncio.sleep(interval)
+
+
+async def wait_identities(
+    session: aiohttp.ClientSession, *, ip: str, port: int, done: Callable[[set[str]], bool], timeout: float,
+    batch: int = 24,
+) -> float:
+    """Send batches of requests through one nginx until the identities seen so far satisfy
+    ``done``; returns the monotonic time they did."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        sample = await http_sample(session, ip=ip, port=port, host=HOST, count=batch)
+        seen.update(sample.identities)
+        if done(seen):
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"routes not complete in {timeout}s: saw {sorted(seen)}")
+        await asyncio.sleep(0.02)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

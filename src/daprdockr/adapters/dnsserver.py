@@ -1,0 +1,428 @@
+"""DNS server for the ``.container`` zone (asyncio UDP + TCP, dnslib), forwarding everything else.
+
+Hot path.  Most queries are one question with at most an EDNS0 OPT record.  Such a query's
+header and question are parsed by hand (no dnslib), and the answer comes from a cache of
+pre-encoded wire responses keyed on the raw question bytes, the RD bit, the EDNS buffer size and
+the transport; only the 2-byte id is patched per query.  Names with several records keep up to
+eight pre-encoded rotations that are served in turn (round robin).  The cache holds only
+in-zone answers and is cleared by :meth:`DnsServer.update` whenever the cluster state changes,
+so answers follow etcd within one watch event.
+
+Slow path: dnslib parses and builds the answer (and fills the cache), or the query is forwarded
+verbatim to the upstream resolvers in order (UDP, or TCP for TCP clients and truncated upstream
+replies), with a timeout; SERVFAIL when none answers.  An upstream equal to our own listen
+address is dropped, so the server never forwards to itself.
+
+Bad input never raises out of the handler: anything that does not parse gets FORMERR when the
+header is readable and silence otherwise; responses (QR set) are ignored; opcodes other than
+QUERY get NOTIMP; several questions get FORMERR; ANY gets the RFC 8482 minimal answer (one
+HINFO "RFC8482").  UDP answers larger than 512 bytes (or the client's EDNS0 buffer size) are
+truncated with the TC bit so that the client retries over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnslib import (
+    AAAA,
+    EDNS0,
+    NS,
+    QTYPE,
+    RCODE,
+    RD,
+    RR,
+    SOA,
+    SRV,
+    A,
+    DNSError,
+    DNSHeader,
+    DNSRecord,
+)
+
+from daprdockr.core.dnszone import RR as ZoneRR
+from daprdockr.core.dnszone import Soa, Srv, Zone
+from daprdockr.core.state import ClusterState
+from daprdockr.errors import DaprDockrError
+
+log = logging.getLogger(__name__)
+
+EDNS_SIZE = 1232  # our advertised UDP payload size (DNS flag day 2020)
+MAX_CACHE = 50_000
+MAX_ROTATIONS = 8
+TCP_IDLE = 10.0
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class DnsStats:
+    queries: int = 0
+    cache_hits: int = 0
+    forwarded: int = 0
+    dropped: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+
+    def count(self, rcode: str) -> None:
+        self.answers[rcode] = self.answers.get(rcode, 0) + 1
+
+
+@dataclass(slots=True)
+class _Cached:
+    """Pre-encoded answers (without the 2-byte id) for one question; served round robin."""
+
+    variants: list[bytes]
+    next: int
+    rcode: str
+
+
+def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> list[Address]:
+    """``nameserver`` lines of resolv.conf as (address, 53) pairs."""
+    result: list[Address] = []
+    try:
+        with open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    result.append((parts[1].split("%")[0], 53))
+    except OSError:
+        log.warning("cannot read %s; no upstream resolvers", path)
+    return result
+
+
+def parse_question(data: bytes) -> tuple[bytes, int, int] | None:
+    """Fast parse of a plain query: (cache key, end of question, EDNS size or 0), or None.
+
+    None means: not the common shape (take the slow path).  No exceptions.
+    """
+    n = len(data)
+    if n < 17 or n > 1024:
+        return None
+    flags = data[2]
+    if flags & 0xF8:  # QR set or opcode != 0
+        return None
+    if data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+        return None
+    arcount = (data[10] << 8) | data[11]
+    if arcount > 1:
+        return None
+    i = 12
+    while True:
+        if i >= n:
+            return None
+        length = data[i]
+        if length == 0:
+            break
+        if length & 0xC0:
+            return None
+        i += length + 1
+    qend = i + 5
+    if qend > n:
+        return None
+    edns = 0
+    if arcount == 1:
+        # root name, type OPT(41), class = UDP size, ttl 4, rdlen 2, rdata
+        if qend + 11 > n or data[qend] != 0 or data[qend + 1:qend + 3] != b"\x00\x29":
+            return None
+        edns = max(512, (data[qend + 3] << 8) | data[qend + 4])
+        rdlen = (data[qend + 9] << 8) | data[qend + 10]
+        if qend + 11 + rdlen != n:
+            return None
+    elif qend != n:
+        return None
+    return bytes(data[12:qend]) + bytes((flags & 0x01, edns >> 8 & 0xFF, edns & 0xFF)), qend, edns
+
+
+def _rdata(rr: ZoneRR) -> Any:
+    d = rr.data
+    if isinstance(d, Srv):
+        return SRV(priority=d.priority, weight=d.weight, port=d.port, target=d.target)
+    if isinstance(d, Soa):
+        return SOA(mname=d.mname, rname=d.rname, times=(d.serial, d.refresh, d.retry, d.expire, d.minimum))
+    if rr.rtype == "A":
+        return A(d)
+    if rr.rtype == "AAAA":
+        return AAAA(d)
+    return NS(d)
+
+
+def _dns_rr(rr: ZoneRR) -> Any:
+    return RR(rname=rr.name, rtype=getattr(QTYPE, rr.rtype), ttl=rr.ttl, rdata=_rdata(rr))
+
+
+class DnsServer:
+    """Authoritative for ``<domain>.``, forwarder for the rest.  UDP and TCP on one port."""
+
+    def __init__(
+        self,
+        *,
+        listen: Address,
+        upstreams: Sequence[Address] | None = None,
+        domain: str = "container",
+        ttl: int = 5,
+        forward_timeout: float = 2.0,
+    ) -> None:
+        self.listen = listen
+        self.domain = domain
+        self.ttl = ttl
+        self.forward_timeout = forward_timeout
+        self._upstreams_given = list(upstreams) if upstreams is not None else None
+        self.upstreams: list[Address] = []
+        self.zone = Zone(ClusterState(), domain=domain, ttl=ttl)
+        self.stats = DnsStats()
+        self.port = listen[1]
+        self._cache: dict[bytes, _Cached] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=self.listen
+            )
+            self._udp = transport
+            self.port = int(transport.get_extra_info("sockname")[1])
+            self._tcp = await asyncio.start_server(self._serve_tcp, self.listen[0], self.port)
+        except OSError as exc:
+            await self.stop()
+            raise DaprDockrError(f"DNS server cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
+        candidates = self._upstreams_given if self._upstreams_given is not None else resolv_conf_upstreams()
+        me = {(self.listen[0], self.port)}
+        if self.listen[0] in ("0.0.0.0", "::"):
+            me |= {("127.0.0.1", self.port), ("::1", self.port)}
+        self.upstreams = [u for u in candidates if u not in me]
+        log.info("DNS on %s:%d for .%s, upstreams %s", self.listen[0], self.port, self.domain, self.upstreams)
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp.wait_closed(), 2)
+            self._tcp = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    def update(self, state: ClusterState) -> None:
+        """Swap in the zone for ``state`` and drop every cached answer (atomic for the loop)."""
+        self.zone = Zone(state, domain=self.domain, ttl=self.ttl)
+        self._cache = {}
+
+    # ------------------------------------------------------------------ transports
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                data = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE)
+                reply = self.answer_fast(data, tcp=True)
+                if reply is None:
+                    reply = await self.answer_slow(data, tcp=True)
+                if reply is not None:
+                    writer.write(struct.pack("!H", len(reply)) + reply)
+                    await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("DNS TCP handler failed")
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------------ answering
+    def answer_fast(self, data: bytes, *, tcp: bool = False) -> bytes | None:
+        """A cached answer for ``data`` with its id patched, or None (take the slow path)."""
+        self.stats.queries += 1
+        parsed = parse_question(data)
+        if parsed is None:
+            return None
+        key = parsed[0] + (b"T" if tcp else b"U")
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        self.stats.cache_hits += 1
+        i = entry.next
+        entry.next = (i + 1) % len(entry.variants)
+        self.stats.count(entry.rcode)
+        return bytes(data[:2]) + entry.variants[i]
+
+    async def answer_slow(self, data: bytes, *, tcp: bool = False) -> bytes | None:
+        """Full parse: answer in-zone (and cache it), forward, or answer an error.  Never raises."""
+        try:
+            return await self._answer_slow(data, tcp=tcp)
+        except Exception:
+            log.exception("DNS handler failed on a %d-byte packet", len(data))
+            self.stats.dropped += 1
+            return None
+
+    def _error(self, req: DNSRecord | None, data: bytes, rcode: int) -> bytes | None:
+        self.stats.count(RCODE[rcode])
+        if req is not None:
+            reply = req.reply(ra=1 if self.upstreams else 0, aa=0)
+            reply.header.rcode = rcode
+            reply.header.ad = 0
+            return bytes(reply.pack())
+        if len(data) < 12:
+            self.stats.dropped += 1
+            return None
+        header = DNSHeader(id=struct.unpack("!H", data[:2])[0], qr=1, rcode=rcode, ra=1 if self.upstreams else 0)
+        return bytes(DNSRecord(header=header).pack())
+
+    async def _answer_slow(self, data: bytes, *, tcp: bool) -> bytes | None:
+        if len(data) >= 3 and data[2] & 0x80:
+            self.stats.dropped += 1  # a response, not a query: ignore (no reflection)
+            return None
+        try:
+            req = DNSRecord.parse(data)
+        except (DNSError, Exception):  # dnslib raises assorted errors on garbage
+            return self._error(None, data, RCODE.FORMERR)
+        if req.header.opcode != 0:
+            return self._error(req, data, RCODE.NOTIMP)
+        if len(req.questions) != 1:
+            return self._error(req, data, RCODE.FORMERR)
+        q = req.questions[0]
+        qname = str(q.qname)
+        if not self.zone.in_zone(qname):
+            return await self._forward(req, data, tcp=tcp)
+        if q.qclass != 1:
+            return self._error(req, data, RCODE.REFUSED)
+        return self._answer_zone(req, data, tcp=tcp)
+
+    def _answer_zone(self, req: DNSRecord, data: bytes, *, tcp: bool) -> bytes:
+        q = req.questions[0]
+        qtype = QTYPE.get(q.qtype, str(q.qtype))
+        edns = next((ar for ar in req.ar if ar.rtype == QTYPE.OPT), None)
+        limit = 65535 if tcp else max(512, edns.edns_len if edns is not None else 512)
+        if qtype == "ANY":
+            answer_rrs = [RR(rname=q.qname, rtype=QTYPE.HINFO, ttl=self.ttl, rdata=RD(b"\x07RFC8482\x00"))]
+            rcode, authority, additional, rotations = RCODE.NOERROR, [], [], [answer_rrs]
+        else:
+            ans = self.zone.lookup(qname := str(q.qname), qtype)
+            rcode = getattr(RCODE, ans.rcode)
+            base = [_dns_rr(rr) for rr in ans.answers]
+            for rr in base:
+                rr.rname = q.qname  # echo the query's case
+            del qname
+            authority = [_dns_rr(rr) for rr in ans.authority]
+            additional = [_dns_rr(rr) for rr in ans.additional]
+            count = min(len(base), MAX_ROTATIONS) or 1
+            rotations = [base[i:] + base[:i] for i in range(count)]
+        variants = []
+        for rrs in rotations:
+            reply = req.reply(ra=1 if self.upstreams else 0, aa=1)
+            reply.header.rcode = rcode
+            reply.header.ad = 0  # our data is not DNSSEC-validated
+            reply.rr = list(rrs)
+            reply.auth = list(authority)
+            reply.ar = list(additional)
+            if edns is not None:
+                reply.ar.append(EDNS0(udp_len=EDNS_SIZE))
+            wire = bytes(reply.pack())
+            if len(wire) > limit:
+                reply.header.tc = 1
+                reply.rr, reply.auth = [], []
+                reply.ar = [EDNS0(udp_len=EDNS_SIZE)] if edns is not None else []
+                wire = bytes(reply.pack())
+            variants.append(wire)
+        self.stats.count(RCODE[rcode])
+        parsed = parse_question(data)
+        if parsed is not None:
+            if len(self._cache) >= MAX_CACHE:
+                self._cache = {}
+            self._cache[parsed[0] + (b"T" if tcp else b"U")] = _Cached(
+                variants=[v[2:] for v in variants], next=1 % len(variants), rcode=RCODE[rcode]
+            )
+        return variants[0]
+
+    async def _forward(self, req: DNSRecord, data: bytes, *, tcp: bool) -> bytes | None:
+        self.stats.forwarded += 1
+        for upstream in self.upstreams:
+            try:
+                if tcp:
+                    reply = await asyncio.wait_for(_query_tcp(upstream, data), self.forward_timeout)
+                else:
+                    reply = await asyncio.wait_for(_query_udp(upstream, data), self.forward_timeout)
+                    if len(reply) > 2 and reply[2] & 0x02:  # truncated upstream: retry over TCP
+                        with contextlib.suppress(Exception):
+                            reply = await asyncio.wait_for(_query_tcp(upstream, data), self.forward_timeout)
+                if reply[:2] != data[:2]:
+                    continue
+                with contextlib.suppress(Exception):
+                    self.stats.count(RCODE[reply[3] & 0x0F])
+                return bytes(reply)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+                log.debug("upstream %s:%d failed: %r", upstream[0], upstream[1], exc)
+        return self._error(req, data, RCODE.SERVFAIL)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        reply = self.server.answer_fast(data)
+        if reply is not None:
+            assert self.transport is not None
+            self.transport.sendto(reply, addr)
+            return
+        self.server._spawn(self._slow(data, addr))
+
+    async def _slow(self, data: bytes, addr: Address) -> None:
+        reply = await self.server.answer_slow(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("DNS UDP error: %s", exc)
+
+
+class _OneShot(asyncio.DatagramProtocol):
+    def __init__(self, fut: asyncio.Future[bytes]) -> None:
+        self.fut = fut
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if not self.fut.done():
+            self.fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
+
+async def _query_udp(upstream: Address, data: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[bytes] = loop.create_future()
+    transport, _ = await loop.create_datagram_endpoint(lambda: _OneShot(fut), remote_addr=upstream)
+    try:
+        transport.sendto(data)
+        return await fut
+    finally:
+        transport.close()
+
+
+async def _query_tcp(upstream: Address, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(*upstream)
+    try:
+        writer.write(struct.pack("!H", len(data)) + data)
+        await writer.drain()
+        size = struct.unpack("!H", await reader.readexactly(2))[0]
+        return await reader.readexactly(size)
+    finally:
+        writer.close()
