@@ -1,0 +1,33 @@
+"""When to restart a crashed child process (nginx): a pure policy over immutable state.
+
+``on_exit`` returns the delay before the next start: the backoff grows with consecutive quick
+failures and resets once the process had stayed up for ``stable_after`` seconds.  The caller
+passes the clock value in; nothing here sleeps or reads the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from daprdockr.core.backoff import Backoff
+
+
+@dataclass(frozen=True, slots=True)
+class RestartState:
+    failures: int = 0
+    started_at: float = 0.0
+    restarts: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    backoff: Backoff = Backoff(base=0.1, factor=2.0, max_delay=10.0)
+    stable_after: float = 10.0
+
+    def on_start(self, state: RestartState, *, now: float) -> RestartState:
+        return replace(state, started_at=now)
+
+    def on_exit(self, state: RestartState, *, now: float) -> tuple[RestartState, float]:
+        """New state and seconds to wait before starting again."""
+        failures = 1 if now - state.started_at >= self.stable_after else state.failures + 1
+        return replace(state, failures=failures, restarts=state.restarts + 1), self.backoff.delay(failures)

@@ -1,0 +1,221 @@
+"""The managed nginx against real nginx and real HTTP backends on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from daprdockr.adapters.proxy import NginxManager
+from daprdockr.core import nginx_render
+from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
+from tests.conftest import missing
+from tests.support.procs import free_port
+
+pytestmark = pytest.mark.nginx
+WEB = ServiceName(group="myapp", service="web")
+API = ServiceName(group="myapp", service="api")
+EDGE = "127.0.0.21"
+
+
+class Backend:
+    """An aiohttp server answering its own identity and echoing proxy headers; also a websocket."""
+
+    def __init__(self, ident: str, host: str) -> None:
+        self.ident, self.host = ident, host
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        async def hello(request: web.Request) -> web.Response:
+            h = request.headers
+            return web.Response(text=f"{self.ident} host={h.get('Host')} xff={h.get('X-Forwarded-For')} "
+                                     f"proto={h.get('X-Forwarded-Proto')} real={h.get('X-Real-IP')}")
+
+        async def ws(request: web.Request) -> web.WebSocketResponse:
+            sock = web.WebSocketResponse()
+            await sock.prepare(request)
+            async for msg in sock:
+                await sock.send_str(f"{self.ident}:{msg.data}")
+            return sock
+
+        app = web.Application()
+        app.router.add_get("/", hello)
+        app.router.add_get("/ws", ws)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def state_for(backends: dict[ServiceName, list[Backend]], *, hosts: dict[ServiceName, str] | None = None
+              ) -> ClusterState:
+    hosts = hosts or {WEB: "web.example.com", API: "api.example.com"}
+    services = {n: ServiceSpec(name=n, image="x", instances=len(b), http_host=hosts[n], http_port=8080)
+                for n, b in backends.items()}
+    instances = {
+        (n, i + 1): InstanceRecord(service=n, number=i + 1, node=f"n{i % 2 + 1}", address=b.host, state="running",
+                                   ports=(("8080/tcp", b.port),))
+        for n, bs in backends.items() for i, b in enumerate(bs)
+    }
+    return ClusterState(services=services, instances=instances)
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[list[Backend]]:
+    # two simulated nodes: 127.0.0.11 and 127.0.0.12
+    items = [Backend(f"b{i}", f"127.0.0.{11 + i % 2}") for i in range(4)]
+    for b in items:
+        await b.start()
+    yield items
+    for b in items:
+        await b.stop()
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[NginxManager]:
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        missing("nginx")
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), min_interval=0.2,
+                     binary=shutil.which("nginx") or "/usr/sbin/nginx")
+    await m.start()
+    task = asyncio.create_task(m.run())
+    yield m
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await m.stop()
+
+
+async def get(m: NginxManager, host: str, session: aiohttp.ClientSession) -> tuple[int, str]:
+    async with session.get(f"http://{EDGE}:{m.listen[1]}/", headers={"Host": host}) as r:
+        return r.status, await r.text()
+
+
+async def settle(m: NginxManager, state: ClusterState) -> None:
+    m.update(state)
+    await asyncio.sleep(0)
+    while m._dirty.is_set():
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.15)  # the HUP'd master brings up new workers
+
+
+async def test_routes_by_host_round_robin_404_and_503(manager: NginxManager, backends: list[Backend]) -> None:
+    await settle(manager, state_for({WEB: backends[:3], API: backends[3:]}))
+    async with aiohttp.ClientSession() as s:
+        seen = Counter([(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(12)])
+        assert set(seen) == {"b0", "b1", "b2"}  # across both simulated nodes
+        status, body = await get(manager, "api.example.com", s)
+        assert status == 200 and body.startswith("b3 host=api.example.com xff=127.0.0.1")
+        assert "proto=http real=127.0.0.1" in body
+        assert (await get(manager, "unknown.example.com", s))[0] == 404
+        await settle(manager, state_for({WEB: backends[:3], API: []}))
+        assert (await get(manager, "api.example.com", s))[0] == 503
+
+
+async def test_scale_change_is_reflected(manager: NginxManager, backends: list[Backend]) -> None:
+    async with aiohttp.ClientSession() as s:
+        await settle(manager, state_for({WEB: backends[:1]}))
+        assert {(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(6)} == {"b0"}
+        await settle(manager, state_for({WEB: backends}))
+        assert {(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(12)} == {"b0", "b1", "b2", "b3"}
+    assert manager.stats.reloads >= 2
+
+
+async def test_bad_service_is_kept_out_and_others_update(
+    manager: NginxManager, backends: list[Backend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await settle(manager, state_for({WEB: backends[:1]}))
+    real_block = nginx_render._service_block
+
+    def broken_for_api(state: ClusterState, spec: ServiceSpec, listen: str) -> str:
+        text = real_block(state, spec, listen)
+        return text.replace("keepalive 32;", "keepalive banana;") if spec.name == API else text
+
+    monkeypatch.setattr(nginx_render, "_service_block", broken_for_api)
+    await settle(manager, state_for({WEB: backends[:2], API: backends[2:]}))
+    assert API in manager.service_errors and "nginx -t failed" in manager.service_errors[API]
+    async with aiohttp.ClientSession() as s:
+        assert {(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(8)} == {"b0", "b1"}
+        assert (await get(manager, "api.example.com", s))[0] == 404
+
+
+async def test_killed_nginx_is_restarted(manager: NginxManager, backends: list[Backend]) -> None:
+    await settle(manager, state_for({WEB: backends[:1]}))
+    old = manager.pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    for _ in range(100):
+        if manager.healthy and manager.pid != old:
+            break
+        await asyncio.sleep(0.05)
+    assert manager.stats.restarts == 1 and manager.pid != old
+    async with aiohttp.ClientSession() as s:
+        for _ in range(40):
+            try:
+                if (await get(manager, "web.example.com", s))[0] == 200:
+                    break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+        assert (await get(manager, "web.example.com", s))[1].startswith("b0")
+
+
+async def test_websocket_upgrade(manager: NginxManager, backends: list[Backend]) -> None:
+    await settle(manager, state_for({WEB: backends[:1]}))
+    async with aiohttp.ClientSession() as s, s.ws_connect(
+        f"http://{EDGE}:{manager.listen[1]}/ws", headers={"Host": "web.example.com"}
+    ) as ws:
+        await ws.send_str("ping")
+        assert (await ws.receive()).data == "b0:ping"
+
+
+async def test_reloads_under_load_lose_no_request(manager: NginxManager, backends: list[Backend]) -> None:
+    await settle(manager, state_for({WEB: backends[:2]}))
+    failures: list[str] = []
+    done = asyncio.Event()
+    count = 0
+
+    async def load() -> None:
+        nonlocal count
+        async with aiohttp.ClientSession() as s:
+            while not done.is_set():
+                try:
+                    status, _ = await get(manager, "web.example.com", s)
+                    if status != 200:
+                        failures.append(str(status))
+                except aiohttp.ClientError as exc:
+                    failures.append(repr(exc))
+                count += 1
+
+    workers = [asyncio.create_task(load()) for _ in range(8)]
+    before = manager.stats.reloads
+    for i in range(8):
+        await settle(manager, state_for({WEB: backends[: 2 + i % 3]}))
+    done.set()
+    await asyncio.gather(*workers)
+    assert manager.stats.reloads - before >= 5
+    assert count > 100 and failures == []
+
+
+def test_state_dir_with_unsafe_characters_is_refused(tmp_path: Path) -> None:
+    from daprdockr.errors import ValidationError
+
+    with pytest.raises(ValidationError):
+        NginxManager(state_dir=tmp_path / "a b", listen=(EDGE, 1))
+
+
