@@ -114,17 +114,17 @@ class NginxManager:
         err = await self._proc.stderr.read() if self._proc.stderr else b""
         raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
 
-    async def stop(self, *, timeout: float = 5.0) -> None:
-        """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``timeout``."""
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds."""
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGQUIT)
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:
-            log.warning("nginx did not quit within %.0fs; killing it", timeout)
+            log.warning("nginx did not quit within %.0fs; killing it", grace)
         self._kill_group(proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 2)

@@ -7,7 +7,7 @@ passes the clock value in; nothing here sleeps or reads the time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from daprdockr.core.backoff import Backoff
 
@@ -21,7 +21,7 @@ class RestartState:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RestartPolicy:
-    backoff: Backoff = Backoff(base=0.1, factor=2.0, max_delay=10.0)
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.1, factor=2.0, max_delay=10.0))
     stable_after: float = 10.0
 
     def on_start(self, state: RestartState, *, now: float) -> RestartState:
