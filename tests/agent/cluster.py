@@ -53,22 +53,19 @@ def agent_config(*, etcd: str, prefix: str, node: str, ip: str, tmp: Path, **kw:
         prefix=prefix,
         ttl=2,
         state_dir=tmp,
-        dns_listen=None,
-        http_listen=None,
-        api_listen=None,
-        stop_timeout=1.0,
-        **kw,  # type: ignore[arg-type]
+        **{"dns_listen": None, "http_listen": None, "api_listen": None, "stop_timeout": 1.0, **kw},  # type: ignore[arg-type]
     )
 
 
 @contextlib.asynccontextmanager
 async def local_cluster(
     *, etcd: str, prefix: str, tmp: Path, nodes: int, keep_containers: bool = False,
-    node_prefix: str = "n", **kw: object
+    node_prefix: str = "n", per_node: Callable[[int, str], dict[str, object]] | None = None, **kw: object
 ) -> AsyncIterator[list[LocalAgent]]:
     agents = [
         LocalAgent(agent_config(
-            etcd=etcd, prefix=prefix, node=f"{node_prefix}{i + 1}", ip=f"127.0.0.{11 + i}", tmp=tmp, **kw
+            etcd=etcd, prefix=prefix, node=f"{node_prefix}{i + 1}", ip=f"127.0.0.{11 + i}", tmp=tmp,
+            **kw, **(per_node(i, f"127.0.0.{11 + i}") if per_node else {}),
         ))
         for i in range(nodes)
     ]

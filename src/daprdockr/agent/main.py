@@ -140,13 +140,10 @@ class Agent:
             await self.nginx.start()
             self.nginx.update(self.mirror.state())
         if cfg.api_listen is not None:
-            try:
-                from daprdockr.agent.api import AgentApi
-            except ImportError:
-                log.info("agent HTTP API not available in this build")
-            else:
-                self.api = AgentApi(agent=self, listen=cfg.api_listen)
-                await self.api.start()
+            from daprdockr.agent.api import AgentApi
+
+            self.api = AgentApi(agent=self, listen=cfg.api_listen)
+            await self.api.start()
         log.info(
             "agent %s up: address %s, etcd %s, dns %s, http %s",
             cfg.node_id, cfg.advertise_ip, ",".join(map(str, cfg.etcd)),

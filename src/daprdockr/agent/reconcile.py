@@ -41,6 +41,7 @@ from daprdockr.core.plan import (
     plan,
     unowned_keys,
 )
+from daprdockr.core.prometheus import Histogram
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Reconciler:
         self.containers: list[ContainerInfo] = []
         self.reconciles = 0
         self.reconcile_seconds = 0.0
+        self.latency = Histogram()
         self.actions_total: dict[str, int] = {}
         self.last_error = ""
 
@@ -144,8 +146,10 @@ class Reconciler:
             task = asyncio.create_task(self._run_actions(group), name=f"instance {key[0]}/{key[1]}")
             self._inflight[key] = task
             task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]
+        elapsed = time.perf_counter() - t0
         self.reconciles += 1
-        self.reconcile_seconds += time.perf_counter() - t0
+        self.reconcile_seconds += elapsed
+        self.latency.observe(elapsed)
         return actions
 
     def _done(self, key: Key, task: asyncio.Task[None]) -> None:

@@ -1,0 +1,143 @@
+"""The agent's HTTP API (aiohttp): health, status, container logs and Prometheus metrics.
+
+* ``GET /healthz``   etcd lease, Docker, nginx, DNS and task checks; 200 or 503.
+* ``GET /v1/status`` this node, its instances, cluster services desired vs running (JSON).
+* ``GET /v1/logs/<group>/<service>/<n>?tail=100&follow=0`` logs of an instance running on this
+  node (text); 409 with the owner's API address when another node runs it; 404 if unknown.
+* ``GET /metrics``   Prometheus text format; every family is documented in ``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from daprdockr.agent.metrics import render_metrics
+from daprdockr.core.names import ServiceName
+from daprdockr.core.status import instance_rows, service_rows
+from daprdockr.errors import DaprDockrError, ValidationError
+
+if TYPE_CHECKING:
+    from daprdockr.agent.main import Agent
+
+log = logging.getLogger(__name__)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, indent=1, sort_keys=True), status=status,
+                        content_type="application/json")
+
+
+class AgentApi:
+    def __init__(self, *, agent: Agent, listen: tuple[str, int]) -> None:
+        self.agent = agent
+        self.listen = listen
+        self.port = listen[1]
+        self._runner: web.AppRunner | None = None
+        self._docker_ok = (0.0, True, "")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/logs/{group}/{service}/{number}", self.logs)
+        app.router.add_get("/metrics", self.metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.listen[0], self.listen[1])
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise DaprDockrError(f"API cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _docker_check(self) -> tuple[bool, str]:
+        checked, ok, detail = self._docker_ok
+        if time.monotonic() - checked > 1.0:
+            try:
+                await self.agent.runtime.ping()
+                ok, detail = True, "ok"
+            except DaprDockrError as exc:
+                ok, detail = False, str(exc)
+            self._docker_ok = (time.monotonic(), ok, detail)
+        return ok, detail
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        a = self.agent
+        docker_ok, docker_detail = await self._docker_check()
+        checks: dict[str, dict[str, Any]] = {
+            "etcd": {"ok": a.heartbeat.healthy, "lease": f"{a.heartbeat.lease:x}",
+                     "detail": "lease alive" if a.heartbeat.healthy else "lease not confirmed within TTL"},
+            "docker": {"ok": docker_ok, "detail": docker_detail},
+            "tasks": {"ok": all(v == "running" for v in a.tasks.state.values()), "detail": dict(a.tasks.state)},
+        }
+        if a.nginx is not None:
+            checks["nginx"] = {"ok": a.nginx.healthy, "detail": a.nginx.last_error or "ok",
+                               "service_errors": {str(k): v for k, v in a.nginx.service_errors.items()}}
+        if a.dns is not None:
+            checks["dns"] = {"ok": True, "detail": f"{a.dns.listen[0]}:{a.dns.port}"}
+        critical = checks["etcd"]["ok"] and checks["docker"]["ok"]
+        status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
+        return _json({"status": status, "node": a.config.node_id, "checks": checks}, 200 if critical else 503)
+
+    async def status(self, request: web.Request) -> web.Response:
+        a = self.agent
+        state = a.mirror.state()
+        mine = [r for r in instance_rows(state, now=time.time()) if r["node"] == a.config.node_id]
+        return _json({
+            "node": {"id": a.config.node_id, "address": a.config.advertise_ip, "lease": f"{a.heartbeat.lease:x}",
+                     "healthy": a.heartbeat.healthy},
+            "instances": mine,
+            "services": service_rows(state),
+            "nodes": sorted(state.nodes),
+            "tasks": dict(a.tasks.state),
+            "nginx_errors": {str(k): v for k, v in (a.nginx.service_errors if a.nginx else {}).items()},
+            "reconcile": {"count": a.reconciler.reconciles, "last_error": a.reconciler.last_error},
+        })
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        a = self.agent
+        try:
+            name = ServiceName.parse(f"{request.match_info['service']}.{request.match_info['group']}")
+            number = int(request.match_info["number"])
+            tail = int(request.query.get("tail", "100"))
+        except (ValidationError, ValueError) as exc:
+            return _json({"error": str(exc)}, 400)
+        follow = request.query.get("follow", "0") in ("1", "true")
+        state = a.mirror.state()
+        rec = state.instances.get((name, number))
+        if rec is None:
+            return _json({"error": f"instance {number} of {name} not found"}, 404)
+        if rec.node != a.config.node_id:
+            owner = state.nodes.get(rec.node)
+            return _json({"error": f"instance runs on node {rec.node}", "node": rec.node,
+                          "api": owner.api if owner else ""}, 409)
+        if not rec.container_id:
+            return _json({"error": f"instance {number} of {name} has no container ({rec.state})"}, 404)
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        try:
+            async for line in a.runtime.logs(rec.container_id, tail=tail, follow=follow):
+                await resp.write(line.encode())
+        except DaprDockrError as exc:
+            await resp.write(f"\n[daprdockr: {exc}]\n".encode())
+        except ConnectionResetError:
+            pass
+        return resp
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        text = render_metrics(self.agent, cpu_seconds=usage.ru_utime + usage.ru_stime)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})

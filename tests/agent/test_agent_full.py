@@ -1,0 +1,88 @@
+"""A full agent (containers + DNS + nginx + HTTP API) on real etcd, Docker and nginx."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import dns.asyncquery
+import dns.message
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from tests.agent.cluster import local_cluster, wait_for
+from tests.support.procs import free_port
+
+pytestmark = [pytest.mark.etcd, pytest.mark.docker, pytest.mark.nginx]
+WEB = ServiceName(group="myapp", service="web")
+CMD = ["sh", "-c", "echo hello-from-$DAPRDOCKR_INSTANCE; echo $DAPRDOCKR_INSTANCE > /www/id; "
+       "exec httpd -f -p 8080 -h /www"]
+
+
+async def test_agent_serves_dns_http_api_and_metrics(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    ports = {ip: (free_port(ip), free_port(ip), free_port(ip)) for ip in ("127.0.0.11", "127.0.0.12")}
+    async with local_cluster(
+        etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=2,
+        per_node=lambda i, ip: {"dns_listen": (ip, ports[ip][0]), "http_listen": (ip, ports[ip][1]),
+                                "api_listen": (ip, ports[ip][2]), "dns_upstreams": (("127.0.0.1", 9),)},
+    ) as agents:
+        await asyncio.sleep(1.0)
+        await store.put_service(ServiceSpec.from_dict(
+            {"image": docker_image, "instances": 4, "http_host": "web.example.com", "http_port": 8080,
+             "cmd": CMD}, name=WEB))
+        state = await wait_for(store, lambda s: sum(r.state == "running" for r in s.instances.values()) == 4)
+        owner = {r.number: r.address for r in state.instances_of(WEB)}
+
+        async with aiohttp.ClientSession() as http:
+            for ip, (dns_port, http_port, api_port) in ports.items():
+                # DNS: each agent answers for every instance, with the owner's address
+                q = dns.message.make_query("1.web.myapp.container", "A")
+                r = await dns.asyncquery.udp(q, ip, port=dns_port, timeout=2)
+                assert [rd.address for rd in r.answer[0]] == [owner[1]]
+                # nginx: every agent's nginx reaches all 4 instances (once its debounced reload ran)
+                seen = set()
+                for _ in range(100):
+                    async with http.get(f"http://{ip}:{http_port}/id", headers={"Host": "web.example.com"}) as resp:
+                        if resp.status == 200:
+                            seen.add((await resp.text()).strip())
+                        else:
+                            await asyncio.sleep(0.05)
+                    if len(seen) == 4:
+                        break
+                assert seen == {"1", "2", "3", "4"}
+                # API
+                async with http.get(f"http://{ip}:{api_port}/healthz") as resp:
+                    health = await resp.json()
+                    assert resp.status == 200 and health["status"] == "ok", health
+                    assert set(health["checks"]) == {"etcd", "docker", "tasks", "nginx", "dns"}
+                async with http.get(f"http://{ip}:{api_port}/v1/status") as resp:
+                    status = await resp.json()
+                    assert len(status["instances"]) == 2 and status["services"][0]["running"] == 4
+                async with http.get(f"http://{ip}:{api_port}/metrics") as resp:
+                    families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+                    running = {s.labels["state"]: s.value for s in families["daprdockr_cluster_instances"].samples}
+                    assert running["running"] == 4
+                    assert families["daprdockr_nodes_alive"].samples[0].value == 2
+                    assert families["daprdockr_dns_queries"].samples[0].value >= 1
+                    assert families["daprdockr_nginx_reloads"].samples[0].value >= 1
+                    assert families["daprdockr_lease_healthy"].samples[0].value == 1
+
+            # logs: from the owning agent, 409 with the owner from the other one, 404 unknown
+            mine = next(r for r in state.instances_of(WEB) if r.node == "n1")
+            theirs = next(r for r in state.instances_of(WEB) if r.node == "n2")
+            api1 = f"http://127.0.0.11:{ports['127.0.0.11'][2]}"
+            async with http.get(f"{api1}/v1/logs/myapp/web/{mine.number}") as resp:
+                assert resp.status == 200 and f"hello-from-{mine.number}" in await resp.text()
+            async with http.get(f"{api1}/v1/logs/myapp/web/{theirs.number}") as resp:
+                body = await resp.json()
+                assert resp.status == 409 and body["node"] == "n2"
+                assert body["api"] == f"127.0.0.12:{ports['127.0.0.12'][2]}"
+            async with http.get(f"{api1}/v1/logs/myapp/web/99") as resp:
+                assert resp.status == 404
+        assert all(a.task is not None and not a.task.done() for a in agents)

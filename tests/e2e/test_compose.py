@@ -1,0 +1,92 @@
+"""docker-compose.yml is consistent with itself and with the real CLI.
+
+No registry is reachable here, so the compose cluster is not started by the test suite (see
+docs/cluster.md for what was run by hand).  What is checked on every run:
+
+* the three etcd members form one cluster (every member's peer URL is in the shared
+  ``--initial-cluster``, names match) and the agents' ``DAPRDOCKR_ETCD`` lists exactly the
+  members' client URLs;
+* every agent's ``command`` parses with the real ``daprdockr agent`` option parser and yields an
+  AgentConfig whose DNS, nginx and API listeners are on the agent's own advertise address, with
+  distinct node ids and addresses, the Docker socket mounted and the host network;
+* ``docker-compose config`` accepts the file (when docker-compose is installed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+from daprdockr.cli import app, build_agent_config
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def services(compose: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if name.startswith(kind)}
+
+
+def test_etcd_members_form_one_cluster(compose: dict[str, Any]) -> None:
+    members = services(compose, "etcd")
+    assert len(members) == 3
+    initial = {flag(m["command"], "--initial-cluster") for m in members.values()}
+    assert len(initial) == 1
+    peers = dict(item.split("=", 1) for item in initial.pop().split(","))
+    for m in members.values():
+        argv = m["command"]
+        assert peers[flag(argv, "--name")] == flag(argv, "--listen-peer-urls")
+        assert flag(argv, "--listen-client-urls") == flag(argv, "--advertise-client-urls")
+        assert m["network_mode"] == "host"
+    clients = sorted(flag(m["command"], "--listen-client-urls") for m in members.values())
+    assert clients == ["http://127.0.0.1:5001", "http://127.0.0.1:5002", "http://127.0.0.1:5003"]
+
+
+def test_agent_commands_parse_with_the_real_cli(compose: dict[str, Any], tmp_path: Path) -> None:
+    agents = services(compose, "agent")
+    etcd_clients = sorted(flag(m["command"], "--listen-client-urls") for m in services(compose, "etcd").values())
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    agent_cmd = root.get_command(typer.Context(root), "agent")
+    assert agent_cmd is not None
+    configs = []
+    for svc in agents.values():
+        assert svc["network_mode"] == "host"
+        assert "/var/run/docker.sock:/var/run/docker.sock" in svc["volumes"]
+        env = svc["environment"]
+        assert sorted(env["DAPRDOCKR_ETCD"].split(",")) == etcd_clients
+        params = agent_cmd.make_context("agent", list(svc["command"])).params
+        config = build_agent_config(etcd=env["DAPRDOCKR_ETCD"], prefix=env["DAPRDOCKR_PREFIX"], **params)
+        ip = config.advertise_ip
+        assert ip.startswith("127.0.0.")
+        assert config.dns_listen == (ip, 53)
+        assert config.http_listen == (ip, 80)
+        assert config.api_listen == (ip, 7400)
+        configs.append(config)
+    assert sorted(c.node_id for c in configs) == ["n1", "n2", "n3"]
+    assert sorted(c.advertise_ip for c in configs) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (apt package docker-compose)")
+    result = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
