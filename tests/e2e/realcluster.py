@@ -209,6 +209,11 @@ class RealCluster:
         self.etcd.stop()
         remove_node_containers(self.node_ids)
 
+    def dump_logs(self, lines: int = 40) -> None:
+        """Print every agent's log tail to stderr (pytest shows it with a failure)."""
+        for agent in self.agents.values():
+            print(f"----- {agent.node_id} log tail\n{agent.log_tail(lines)}", file=sys.stderr)
+
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run ``python -m daprdockr --etcd E --prefix P ARGS...`` and return its result."""
         result = subprocess.run(
@@ -252,8 +257,7 @@ def real_cluster(workdir: Path, *, prefix: str, **kw: int | str) -> Iterator[Rea
         cluster.wait_registered()
         yield cluster
     except BaseException:
-        for agent in cluster.agents.values():
-            print(f"----- {agent.node_id} log tail\n{agent.log_tail()}", file=sys.stderr)
+        cluster.dump_logs()
         raise
     finally:
         cluster.stop()

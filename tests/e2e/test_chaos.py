@@ -210,8 +210,16 @@ async def cluster(tmp_path: Path, prefix: str, docker_image: str) -> AsyncIterat
 async def test_cluster_converges_after_chaos(cluster: RealCluster, prefix: str, docker_image: str) -> None:
     seed = int(os.environ.get("DAPRDOCKR_CHAOS_SEED", str(time.time_ns() % 2**32)))
     print(f"chaos seed {seed} (replay with DAPRDOCKR_CHAOS_SEED={seed})", flush=True)
+    try:
+        await chaos_then_verify(cluster, prefix=prefix, image=docker_image, seed=seed)
+    except BaseException:
+        cluster.dump_logs(60)
+        raise
+
+
+async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, seed: int) -> None:
     spec = ServiceSpec.from_dict(
-        {"image": docker_image, "instances": 6, "http_host": HOST, "http_port": 8080, "cmd": IDENTITY_CMD},
+        {"image": image, "instances": 6, "http_host": HOST, "http_port": 8080, "cmd": IDENTITY_CMD},
         name=WEB,
     )
     async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store:

@@ -42,6 +42,16 @@ class NginxStats:
     restarts: int = 0
 
 
+def stale_master_pid(pid_file: Path, conf: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is an nginx running ``conf``, else ``None``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"nginx" in cmdline and str(conf).encode() in cmdline else None
+
+
 class NginxManager:
     def __init__(
         self,
@@ -93,7 +103,23 @@ class NginxManager:
             raise ProxyError(f"nginx rejects the base configuration: {error}")
         self._write_atomic(self.conf, rendered.text)
         self._current = rendered.text
+        await self._kill_stale_master()
         await self._spawn()
+
+    async def _kill_stale_master(self) -> None:
+        """Kill an nginx left running by a previous agent that died without stopping it
+        (SIGKILL): its pid file names a master still serving our config, holding the port."""
+        pid = stale_master_pid(Path(self.paths.pid), self.conf)
+        if pid is None:
+            return
+        log.warning("killing nginx master %d left behind by a previous agent", pid)
+        self._kill_group(pid)
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.05)
 
     async def _spawn(self) -> None:
         try:

@@ -28,6 +28,7 @@ from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.plan import (
+    OVERFLOW_GRACE_FACTOR,
     Action,
     Adopt,
     Claim,
@@ -83,8 +84,9 @@ class Reconciler:
         self.policy = backoff or Backoff()
         self.clock = clock
         self.lease = 0
-        self.claiming = False  # the agent enables claims once the node settled
+        self._claiming = False  # the agent enables claims once the node settled
         self.dirty = asyncio.Event()
+        self._next_wake = float("inf")  # when a claim grace or a retry backoff runs out
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._unowned_since: dict[Key, float] = {}
         self._retry_at: dict[Key, float] = {}
@@ -97,14 +99,33 @@ class Reconciler:
         self.last_error = ""
 
     # ------------------------------------------------------------------ loop
+    @property
+    def claiming(self) -> bool:
+        return self._claiming
+
+    @claiming.setter
+    def claiming(self, value: bool) -> None:
+        if value != self._claiming:
+            self._claiming = value
+            self.mark_dirty()
+
     def mark_dirty(self) -> None:
         self.dirty.set()
 
+    def _timers(self, now: float) -> float:
+        """The next moment a time-based rule (claim grace, overflow grace, retry) changes the plan."""
+        moments = [t for t in self._retry_at.values() if t > now]
+        for since in self._unowned_since.values():
+            moments += [t for t in (since + self.claim_grace, since + OVERFLOW_GRACE_FACTOR * self.claim_grace)
+                        if t > now]
+        return min(moments, default=float("inf"))
+
     async def run(self, *, resync_interval: float = 2.0) -> None:
-        """Forever: wait for a change (or the periodic resync), then :meth:`reconcile_once`."""
+        """Forever: wait for a change, a timer or the periodic resync, then :meth:`reconcile_once`."""
         while True:
+            timeout = max(0.0, min(resync_interval, self._next_wake - self.clock() + 0.01))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), timeout=resync_interval)
+                await asyncio.wait_for(self.dirty.wait(), timeout=timeout)
             self.dirty.clear()
             try:
                 await self.reconcile_once()
@@ -139,6 +160,9 @@ class Reconciler:
             claiming=self.claiming,
         )
         actions = plan(state.services, observed)
+        self._next_wake = self._timers(now)
+        if actions:
+            log.debug("planned %d actions with live nodes %s", len(actions), sorted(state.nodes))
         by_key: dict[Key, list[Action]] = {}
         for action in actions:
             by_key.setdefault(action_key(action), []).append(action)

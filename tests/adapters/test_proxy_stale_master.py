@@ -1,0 +1,62 @@
+"""An agent that was SIGKILLed leaves its nginx running (own session, still bound to the port).
+The next agent with the same state dir must kill that stale master, or its own nginx can never
+bind and the node keeps routing with the dead agent's frozen configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daprdockr.adapters.proxy import NginxManager, stale_master_pid
+from tests.conftest import missing
+from tests.support.procs import free_port
+
+EDGE = "127.0.0.22"
+
+
+@pytest.mark.parametrize(
+    ("content", "expect_pid"),
+    [
+        (None, False),  # no pid file
+        ("garbage", False),
+        ("999999999", False),  # no such process
+        ("SELF", False),  # a live process that is not nginx running our config
+    ],
+)
+def test_stale_master_pid_only_names_our_nginx(tmp_path: Path, content: str | None, expect_pid: bool) -> None:
+    pid_file = tmp_path / "nginx.pid"
+    if content is not None:
+        pid_file.write_text(str(os.getpid()) if content == "SELF" else content)
+    assert (stale_master_pid(pid_file, tmp_path / "nginx.conf") is not None) is expect_pid
+
+
+@pytest.mark.nginx
+async def test_new_manager_kills_the_master_a_dead_agent_left_behind(tmp_path: Path) -> None:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        missing("nginx")
+    listen = (EDGE, free_port(EDGE))
+    orphaned = NginxManager(state_dir=tmp_path / "nginx", listen=listen, binary=binary)
+    await orphaned.start()
+    old = orphaned._proc
+    assert old is not None
+    assert stale_master_pid(Path(orphaned.paths.pid), orphaned.conf) == old.pid
+    # the agent "dies": nothing stops `orphaned`; a new agent starts on the same state dir
+    fresh = NginxManager(state_dir=tmp_path / "nginx", listen=listen, binary=binary)
+    try:
+        await fresh.start()
+        assert await asyncio.wait_for(old.wait(), 5) != 0, "the stale master must be killed"
+        await asyncio.sleep(3.0)  # longer than nginx's bind retries (5 x 0.5 s) on a taken port
+        assert fresh.healthy and fresh.pid != old.pid
+        async with aiohttp.ClientSession() as session, session.get(
+            f"http://{EDGE}:{listen[1]}/", headers={"Host": "nothing.example"}
+        ) as resp:
+            assert resp.status == 404
+    finally:
+        await fresh.stop()
+        await orphaned.stop()
