@@ -108,17 +108,17 @@ async def test_losing_etcd_keeps_containers_running(
     try:
         async with (
             EtcdStore(endpoints=parse_endpoints(etcd.endpoints), schema=KeySchema(prefix)) as store,
-            local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="e"),
+            local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="loss"),
         ):
             await store.put_service(web(docker_image, 2))
             before = await wait_for(store, lambda s: running(s) == [1, 2])
             ids = {r.number: r.container_id for r in before.instances_of(WEB)}
             etcd.stop()
             await asyncio.sleep(TTL * 2 + 1)  # longer than the lease TTL
-            assert sorted(docker_ids("e1")) == ["1", "2"], "containers must survive an etcd outage"
+            assert sorted(docker_ids("loss1")) == ["1", "2"], "containers must survive an etcd outage"
             etcd.start_member(etcd.members[0])
             etcd.wait_healthy()
-            after = await wait_for(store, lambda s: running(s) == [1, 2] and "e1" in s.nodes, timeout=20)
+            after = await wait_for(store, lambda s: running(s) == [1, 2] and "loss1" in s.nodes, timeout=20)
             assert {r.number: r.container_id for r in after.instances_of(WEB)} == ids
     finally:
         etcd.stop()
