@@ -82,6 +82,7 @@ class Reconciler:
         self.claim_grace = claim_grace
         self.stop_timeout = stop_timeout
         self.policy = backoff or Backoff()
+        self.action_backoff = Backoff(base=0.2, max_delay=5.0)
         self.clock = clock
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
@@ -91,6 +92,8 @@ class Reconciler:
         self._unowned_since: dict[Key, float] = {}
         self._retry_at: dict[Key, float] = {}
         self._failures: dict[Key, int] = {}
+        self._cooldown: dict[Key, float] = {}  # an action failed on etcd/Docker: leave the key alone until
+        self._cooldown_count: dict[Key, int] = {}
         self.containers: list[ContainerInfo] = []
         self.reconciles = 0
         self.reconcile_seconds = 0.0
@@ -114,7 +117,7 @@ class Reconciler:
 
     def _timers(self, now: float) -> float:
         """The next moment a time-based rule (claim grace, overflow grace, retry) changes the plan."""
-        moments = [t for t in self._retry_at.values() if t > now]
+        moments = [t for t in (*self._retry_at.values(), *self._cooldown.values()) if t > now]
         for since in self._unowned_since.values():
             moments += [t for t in (since + self.claim_grace, since + OVERFLOW_GRACE_FACTOR * self.claim_grace)
                         if t > now]
@@ -152,7 +155,8 @@ class Reconciler:
             instances=state.instances,
             nodes=state.nodes,
             containers=self.containers,
-            busy=frozenset(k for k, t in self._inflight.items() if not t.done()),
+            busy=frozenset(k for k, t in self._inflight.items() if not t.done())
+            | frozenset(k for k, t in self._cooldown.items() if t > now),
             unowned_since=self._unowned_since,
             retry_at=self._retry_at,
             capacity=self.capacity,
@@ -198,12 +202,19 @@ class Reconciler:
         for action in actions:
             kind = type(action).__name__
             self.actions_total[kind] = self.actions_total.get(kind, 0) + 1
+            key = action_key(action)
             try:
                 await self._execute(action)
             except DaprDockrError as exc:
-                key = action_key(action)
-                log.warning("%s %s/%s failed: %s", kind.lower(), key[0], key[1], exc)
+                # etcd or Docker failed mid-action: back off on this key instead of re-planning it hot
+                count = self._cooldown_count.get(key, 0) + 1
+                self._cooldown_count[key] = count
+                delay = self.action_backoff.delay(count)
+                self._cooldown[key] = self.clock() + delay
+                log.warning("%s %s/%s failed (retry in %.1fs): %s", kind.lower(), key[0], key[1], delay, exc)
                 return
+            self._cooldown.pop(key, None)
+            self._cooldown_count.pop(key, None)
 
     async def _execute(self, action: Action) -> None:
         if isinstance(action, Claim):
