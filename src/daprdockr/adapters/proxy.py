@@ -42,14 +42,46 @@ class NginxStats:
     restarts: int = 0
 
 
-def stale_master_pid(pid_file: Path, conf: Path) -> int | None:
-    """The pid in ``pid_file`` if that process is an nginx running ``conf``, else ``None``."""
+def _cmdline(pid: int) -> bytes:
+    """The command line of ``pid``; empty if it is gone (or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def nginx_group_members(pgid: int) -> list[int]:
+    """Live (not zombie) nginx processes whose process group is ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and _cmdline(int(entry.name)).startswith(b"nginx"):
+            found.append(int(entry.name))
+    return found
+
+
+def stale_nginx_group(pid_file: Path, conf: Path) -> int | None:
+    """The process group of an nginx a previous agent left running on ``conf``, or ``None``.
+
+    nginx runs in its own session, so its group id is the master's pid (from the pid file).
+    The group is ours while that master still runs ``conf``, or, when the master itself was
+    killed, while nginx workers remain in the group (they keep the listening socket).
+    """
     try:
         pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"nginx" in cmdline and str(conf).encode() in cmdline else None
+    if pid <= 1:
+        return None
+    cmdline = _cmdline(pid)
+    if cmdline:
+        return pid if b"nginx" in cmdline and str(conf).encode() in cmdline else None
+    return pid if nginx_group_members(pid) else None
 
 
 class NginxManager:
@@ -108,16 +140,14 @@ class NginxManager:
 
     async def _kill_stale_master(self) -> None:
         """Kill an nginx left running by a previous agent that died without stopping it
-        (SIGKILL): its pid file names a master still serving our config, holding the port."""
-        pid = stale_master_pid(Path(self.paths.pid), self.conf)
-        if pid is None:
+        (SIGKILL): its master and workers, or its orphaned workers, still hold the port."""
+        pgid = stale_nginx_group(Path(self.paths.pid), self.conf)
+        if pgid is None:
             return
-        log.warning("killing nginx master %d left behind by a previous agent", pid)
-        self._kill_group(pid)
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+        log.warning("killing nginx process group %d left behind by a previous agent", pgid)
+        self._kill_group(pgid)
+        for _ in range(50):  # zombies may stay (an init that does not reap); they hold no port
+            if not nginx_group_members(pgid):
                 return
             await asyncio.sleep(0.05)
 
