@@ -51,7 +51,7 @@ def render_metrics(agent: Agent, *, cpu_seconds: float) -> str:
         d = a.dns.stats
         w.family("daprdockr_dns_queries_total", "counter", "DNS queries received.", [({}, d.queries)])
         w.family("daprdockr_dns_answers_total", "counter", "DNS answers sent, by rcode.",
-                 [({"rcode": k}, v) for k, v in sorted(d.answers.items())])
+                 [({"rcode": k}, v) for k, v in sorted(a.dns.answer_counts().items())])
         w.family("daprdockr_dns_cache_hits_total", "counter", "Queries answered from pre-encoded cache.",
                  [({}, d.cache_hits)])
         w.family("daprdockr_dns_forwarded_total", "counter", "Queries forwarded upstream.", [({}, d.forwarded)])
