@@ -40,3 +40,8 @@ cluster-down:
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache .mypy_cache
+
+# Benchmarks: each prints its figures beside a same-run baseline (see BENCHMARKS.md).
+bench: services
+	$(PY) bench/dns_bench.py
+	$(PY) bench/nginx_reload_bench.py
