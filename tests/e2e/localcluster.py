@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +64,8 @@ class LocalCluster:
     def kill(self, what: str, sig: int = signal.SIGKILL) -> None:
         pid = self.pid(what)
         if pid:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
             (self.dir / f"{what}.pid").unlink(missing_ok=True)
 
     def alive(self, what: str) -> bool:
@@ -78,7 +76,7 @@ class LocalCluster:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
-        return not Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
     def nginx_pid(self, node: str) -> int | None:
         try:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daprdockr.adapters.proxy import stale_nginx_group
 from tests.agent.cluster import remove_node_containers
 from tests.support.procs import EtcdCluster
 
@@ -139,12 +140,19 @@ class AgentProcess:
 
     def nginx_master_pid(self) -> int | None:
         """The agent's nginx master, from its pid file (``None`` if not running)."""
-        for pidfile in sorted(self.nginx_dir().glob("**/*.pid")):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pidfile.read_text().strip())
-                if _is_nginx(pid):
-                    return pid
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.nginx_dir() / "nginx.pid").read_text().strip())
+            if _is_nginx(pid):
+                return pid
         return None
+
+    def kill_leftover_nginx(self) -> None:
+        """Kill what a SIGKILLed agent left of its nginx (master and/or workers): the group."""
+        root = self.nginx_dir().resolve()
+        pgid = stale_nginx_group(root / "nginx.pid", root / "nginx.conf")
+        if pgid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -169,6 +177,7 @@ class RealCluster:
     ) -> None:
         self.workdir = workdir
         self.prefix = prefix
+        self.keep_workdir = False  # set by a failing test: logs and data stay for a post-mortem
         (workdir / "etcd").mkdir(parents=True, exist_ok=True)
         (workdir / "agents").mkdir(parents=True, exist_ok=True)
         self.etcd = EtcdCluster(workdir / "etcd", size=etcd_members)
@@ -195,17 +204,14 @@ class RealCluster:
             agent.start()
 
     def stop(self) -> None:
-        """Stop every agent (SIGTERM, in parallel), stray nginx masters, etcd; remove containers."""
+        """Stop every agent (SIGTERM, in parallel), stray nginx groups, etcd; remove containers."""
         for agent in self.agents.values():
             if agent.alive:
                 assert agent.proc is not None
                 agent.proc.send_signal(signal.SIGTERM)
         for agent in self.agents.values():
             agent.terminate(timeout=30)
-            pid = agent.nginx_master_pid()
-            if pid is not None:  # left behind by a SIGKILLed agent
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            agent.kill_leftover_nginx()
         self.etcd.stop()
         remove_node_containers(self.node_ids)
 

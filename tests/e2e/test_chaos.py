@@ -22,8 +22,10 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -201,19 +203,26 @@ async def etcd_and_docker(store: EtcdStore, cluster: RealCluster, spec: ServiceS
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, prefix: str, docker_image: str) -> AsyncIterator[RealCluster]:
-    with real_cluster(tmp_path, prefix=prefix, node_prefix="c") as c:
+async def cluster(prefix: str, docker_image: str) -> AsyncIterator[RealCluster]:
+    # a private dir, not tmp_path: concurrent pytest sessions rotate away each other's old
+    # basetemps, which must not delete etcd data dirs under a running chaos test
+    workdir = Path(tempfile.mkdtemp(prefix="daprdockr-chaos-"))
+    with real_cluster(workdir, prefix=prefix, node_prefix="c") as c:
         await asyncio.sleep(1.5)
         yield c
+    if not c.keep_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def test_cluster_converges_after_chaos(cluster: RealCluster, prefix: str, docker_image: str) -> None:
-    seed = int(os.environ.get("DAPRDOCKR_CHAOS_SEED", str(time.time_ns() % 2**32)))
+    seed = int(os.environ.get("DAPRDOCKR_CHAOS_SEED") or time.time_ns() % 2**32)
     print(f"chaos seed {seed} (replay with DAPRDOCKR_CHAOS_SEED={seed})", flush=True)
     try:
         await chaos_then_verify(cluster, prefix=prefix, image=docker_image, seed=seed)
     except BaseException:
+        cluster.keep_workdir = True
         cluster.dump_logs(60)
+        print(f"logs and data kept in {cluster.workdir}", flush=True)
         raise
 
 
