@@ -10,6 +10,7 @@ e.g. ``.venv/bin/python bench/convergence_bench.py``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import statistics
 import sys
@@ -91,3 +92,44 @@ def percentile(values: list[float], p: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+async def run(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"{argv[:3]} failed: {err.decode().strip()}")
+    return out.decode()
+
+
+async def raw_round(session: aiohttp.ClientSession, n: int) -> tuple[float, float]:
+    """Plain parallel ``docker run``: (seconds until all started, seconds until all answer)."""
+    label = f"daprdockr-bench={uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    ids = await asyncio.gather(*(
+        run("docker", "run", "-d", "--init", "--label", label, "-p", "127.0.0.1::8080",
+            "-e", f"DAPRDOCKR_INSTANCE={i}", "-e", "DAPRDOCKR_NODE=raw", IMAGE, *IDENTITY_CMD)
+        for i in range(1, n + 1)
+    ))
+    started = time.monotonic() - t0
+    try:
+        inspected = json.loads(await run("docker", "inspect", *(i.strip() for i in ids)))
+        ports = [int(c["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]) for c in inspected]
+
+        async def answered(port: int) -> None:
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/id",
+                                           timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(asyncio.gather(*(answered(p) for p in ports)), 120)
+        return started, time.monotonic() - t0
+    finally:
+        await run("docker", "rm", "-f", *(i.strip() for i in ids))

@@ -124,6 +124,7 @@ class DockerRuntime:
         self.url = url
         self.timeout = timeout
         self._docker: aiodocker.Docker | None = None
+        self._images_present: set[str] = set()
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -210,14 +211,17 @@ class DockerRuntime:
         return config
 
     async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo:
-        """Create and start the container; returns it with its published host ports."""
+        """Create and start the container; returns it with its published host ports.
+
+        The happy path is three engine calls (create, start, inspect): the image is checked only
+        the first time this runtime uses it (a create answered 404 pulls it and retries), and a
+        leftover container of the same name is removed only when create reports the conflict.
+        """
         name = container_name(node_id=self.node_id, service=spec.name, number=number)
-        await self.ensure_image(spec.image)
-        await self._remove_by_name(name)
-        container = await self._do(
-            self.docker.containers.create(self.container_config(spec=spec, number=number), name=name),
-            what=f"create {name}",
-        )
+        if spec.image not in self._images_present:
+            await self.ensure_image(spec.image)
+            self._images_present.add(spec.image)
+        container = await self._create(self.container_config(spec=spec, number=number), name=name)
         try:
             await self._do(container.start(), what=f"start {name}")
         except DaprDockrError:
@@ -228,6 +232,23 @@ class DockerRuntime:
         if info is None or not info.running:
             raise ContainerError(f"{name} exited right after start", transient=True)
         return info
+
+    async def _create(self, config: dict[str, Any], *, name: str) -> aiodocker.containers.DockerContainer:
+        """``POST /containers/create``, repairing the two expected refusals once: a name still
+        taken by an old container of ours (409) and an image removed since we checked (404)."""
+        try:
+            return await asyncio.wait_for(self.docker.containers.create(config, name=name), timeout=self.timeout)
+        except aiodocker.DockerError as exc:
+            if exc.status == 409:
+                await self._remove_by_name(name)
+            elif exc.status == 404:
+                self._images_present.discard(config["Image"])
+                await self.ensure_image(config["Image"])
+            else:
+                raise _translate(exc, what=f"create {name}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _translate(exc, what=f"create {name}") from exc
+        return await self._do(self.docker.containers.create(config, name=name), what=f"create {name}")
 
     async def _remove_by_name(self, name: str) -> None:
         try:

@@ -67,6 +67,15 @@ class WatchEvent:
     create_revision: int = 0
 
 
+def _txn_revision(responses: list[Any]) -> int:
+    """The store revision a successful one-operation transaction created."""
+    op = responses[0]
+    for field in ("response_put", "response_delete_range"):
+        if op.HasField(field):
+            return int(getattr(op, field).header.revision)
+    raise StoreError(f"unexpected transaction response {op!r}")
+
+
 def translate(exc: BaseException, *, what: str) -> DaprDockrError:
     """Map an aetcd/grpc/OS exception to the project's error types."""
     if isinstance(exc, DaprDockrError):
@@ -100,6 +109,10 @@ class EtcdStore:
         self._client: aetcd.Client | None = None
         self._lock = asyncio.Lock()
         self.errors = 0  # transient failures seen (exported as a metric by the agent)
+        # Called with the event each of our successful instance writes produces, before the
+        # watch delivers it: the agent applies it to its mirror at once (read-your-writes), so
+        # a reconcile pass never re-plans from a view that lacks its own completed writes.
+        self.write_listeners: list[Callable[[WatchEvent], None]] = []
 
     # ------------------------------------------------------------------ connection management
     async def __aenter__(self) -> EtcdStore:
@@ -235,21 +248,29 @@ class EtcdStore:
         key = self.schema.node(node.node_id).encode()
         await self._call(lambda c: c.put(key, dumps(node.to_dict()), lease=lease), what="put node")
 
+    def _wrote(self, kind: Literal["put", "delete"], key: bytes, value: bytes, *, revision: int, lease: int = 0,
+               create_revision: int = 0) -> None:
+        ev = WatchEvent(kind=kind, key=key.decode(errors="replace"), value=value, revision=revision, lease=lease,
+                        create_revision=create_revision)
+        for listener in self.write_listeners:
+            listener(ev)
+
     async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> int:
         """Create the instance key iff absent, on ``lease``.  Returns its create revision or 0."""
         key = self.schema.instance(rec.service, rec.number).encode()
         value = dumps(rec.to_dict())
 
         async def op(c: aetcd.Client) -> int:
-            ok, _ = await c.transaction(
+            ok, responses = await c.transaction(
                 compare=[c.transactions.create(key) == 0],
                 success=[c.transactions.put(key, value, lease=lease)],
                 failure=[],
             )
             if not ok:
                 return 0
-            got = await c.get(key)
-            return int(got.create_revision) if got is not None and got.lease == lease else 0
+            revision = _txn_revision(responses)
+            self._wrote("put", key, value, revision=revision, lease=lease, create_revision=revision)
+            return revision
 
         return await self._call(op, what="claim instance")
 
@@ -259,11 +280,14 @@ class EtcdStore:
         value = dumps(rec.to_dict())
 
         async def op(c: aetcd.Client) -> bool:
-            ok, _ = await c.transaction(
+            ok, responses = await c.transaction(
                 compare=[c.transactions.create(key) == rec.create_revision],
                 success=[c.transactions.put(key, value, lease=lease)],
                 failure=[],
             )
+            if ok:
+                self._wrote("put", key, value, revision=_txn_revision(responses), lease=lease,
+                            create_revision=rec.create_revision)
             return bool(ok)
 
         return await self._call(op, what="update instance")
@@ -273,11 +297,13 @@ class EtcdStore:
         key = self.schema.instance(rec.service, rec.number).encode()
 
         async def op(c: aetcd.Client) -> bool:
-            ok, _ = await c.transaction(
+            ok, responses = await c.transaction(
                 compare=[c.transactions.create(key) == rec.create_revision],
                 success=[c.transactions.delete(key)],
                 failure=[],
             )
+            if ok:
+                self._wrote("delete", key, b"", revision=_txn_revision(responses))
             return bool(ok)
 
         return await self._call(op, what="release instance")

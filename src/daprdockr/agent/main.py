@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daprdockr.adapters.docker_runtime import DockerRuntime
-from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.etcd_store import EtcdStore, WatchEvent
 from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.agent.mirror import StateMirror
@@ -57,6 +57,7 @@ class Agent:
             node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker
         )
         self.mirror = StateMirror(schema=self.schema)
+        self.store.write_listeners.append(self._own_write)
         self.reconciler = Reconciler(
             node_id=config.node_id,
             address=config.advertise_ip,
@@ -157,6 +158,12 @@ class Agent:
                 await self._load_mirror()
             elif not self.mirror.apply(ev):
                 continue
+            self.state_changed.set()
+            self.reconciler.mark_dirty()
+
+    def _own_write(self, ev: WatchEvent) -> None:
+        """Read-your-writes: apply our confirmed write now; the watch echo is dropped later."""
+        if self.mirror.apply(ev):
             self.state_changed.set()
             self.reconciler.mark_dirty()
 

@@ -5,6 +5,11 @@ reading etcd on every event: :meth:`reset` loads a full read, :meth:`apply` appl
 event, and :meth:`state` decodes (and caches until the next change) a typed
 :class:`~daprdockr.core.state.ClusterState`.  A ``resync`` event from the watch means the stream
 was interrupted, so the owner re-reads everything and calls :meth:`reset`.
+
+The agent also applies the events of its *own* successful writes as soon as etcd confirms them
+(read-your-writes), before the watch delivers the same events.  So events can arrive twice and
+out of order with the local ones; each key remembers the revision of its last put or delete
+(deletes as tombstones), and an event not newer than that is dropped.
 """
 
 from __future__ import annotations
@@ -27,20 +32,31 @@ class StateMirror:
         self.version = 0  # bumped on every change; consumers compare it
         self._cached: ClusterState | None = None
         self._warned: set[str] = set()
+        self._deleted_at: dict[str, int] = {}  # tombstones: key -> revision of its delete
 
     def reset(self, kvs: Iterable[RawKV], *, revision: int) -> None:
         self._kvs = {kv.key: kv for kv in kvs}
+        self._deleted_at.clear()
         self.revision = revision
         self._changed()
 
+    def _seen(self, ev: WatchEvent) -> int:
+        """The revision of the last change this mirror knows for ``ev.key`` (0 if none)."""
+        kv = self._kvs.get(ev.key)
+        return kv.mod_revision if kv is not None else self._deleted_at.get(ev.key, 0)
+
     def apply(self, ev: WatchEvent) -> bool:
-        """Apply one put/delete; returns False for events older than the mirror."""
-        if ev.kind == "resync" or (ev.revision and ev.revision <= self.revision and ev.key in self._kvs
-                                   and self._kvs[ev.key].mod_revision >= ev.revision):
+        """Apply one put/delete; returns False for an event not newer than what the key shows."""
+        if ev.kind == "resync" or (ev.revision and ev.revision <= self._seen(ev)):
             return False
         if ev.kind == "delete":
             self._kvs.pop(ev.key, None)
+            self._deleted_at[ev.key] = ev.revision
+            if len(self._deleted_at) > 10_000:  # bounded: forget the oldest half
+                for key in sorted(self._deleted_at, key=self._deleted_at.__getitem__)[:5_000]:
+                    del self._deleted_at[key]
         else:
+            self._deleted_at.pop(ev.key, None)
             self._kvs[ev.key] = RawKV(
                 key=ev.key,
                 value=ev.value,

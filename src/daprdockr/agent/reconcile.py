@@ -43,7 +43,7 @@ from daprdockr.core.plan import (
     unowned_keys,
 )
 from daprdockr.core.prometheus import Histogram
-from daprdockr.errors import DaprDockrError
+from daprdockr.errors import DaprDockrError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class Reconciler:
         elif isinstance(action, Adopt):
             await self._adopt(action)
         elif isinstance(action, Refresh):
-            await self._write(self._running_record(action.record, action.container))
+            await self._must_write(self._running_record(action.record, action.container))
         elif isinstance(action, Release):
             if action.container is not None:
                 await self.runtime.remove(action.container.id, grace=self.stop_timeout)
@@ -309,10 +309,16 @@ class Reconciler:
             log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
         return ok
 
+    async def _must_write(self, rec: InstanceRecord) -> None:
+        """Overwrite our record; a lost compare means our view of the key is stale, so the key
+        cools down (the watch brings the truth) instead of being re-planned hot."""
+        if not await self._write(rec):
+            raise StoreError(f"{rec.service}/{rec.number} changed in etcd since it was read", transient=True)
+
     async def _adopt(self, action: Adopt) -> None:
         c = action.container
         if action.record is not None:
-            await self._write(self._running_record(action.record, c))
+            await self._must_write(self._running_record(action.record, c))
             log.info("adopted %s/%s (container %s) on the new lease", c.service, c.number, c.id[:12])
             return
         rec = InstanceRecord(
