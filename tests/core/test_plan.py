@@ -20,6 +20,7 @@ from daprdockr.core.plan import (
     Start,
     Stop,
     action_key,
+    deal_unowned,
     fair_share,
     plan,
     preferred_node,
@@ -80,6 +81,20 @@ def test_fair_share(instances: int, live: int, share: int) -> None:
     assert fair_share(instances, live) == share
 
 
+@pytest.mark.parametrize(
+    ("numbers", "room", "dealt"),
+    [
+        ([1, 2, 3], {"a": 1, "b": 1, "c": 1}, {1: "a", 2: "b", 3: "c"}),  # everyone has room: preferred
+        ([1, 3, 5], {"a": 0, "b": 3, "c": 0}, {1: "b", 3: "b", 5: "b"}),  # only b has room
+        ([1, 2], {"a": 0, "b": 0, "c": 1}, {1: "c"}),  # not enough room: the rest stay undealt
+        ([3, 6], {"a": 2, "b": 0, "c": 0}, {3: "a", 6: "a"}),  # ring wraps past the end
+        ([], {"a": 1}, {}),
+    ],
+)
+def test_deal_unowned(numbers: list[int], room: dict[str, int], dealt: dict[int, str]) -> None:
+    assert deal_unowned(numbers, live=("a", "b", "c"), room=room) == dealt
+
+
 @pytest.mark.parametrize(("number", "node"), [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (9, "c")])
 def test_preferred_node_round_robin(number: int, node: str) -> None:
     assert preferred_node(number, ["a", "b", "c"]) == node
@@ -135,6 +150,12 @@ CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str,
      [("Stop", 1)]),
     ("busy keys are left alone", {WEB: spec(2)},
      obs(instances=[rec(1, state="starting")], busy=frozenset({(WEB, 1), (WEB, 2)})), []),
+    ("failover: numbers whose preferred node is full are dealt to us at once", {WEB: spec(6)},
+     obs(live=("n1", "n2"), instances=[rec(n, node="n2", lease=7) for n in (2, 4, 6)]),
+     [("Claim", 1), ("Claim", 3), ("Claim", 5)]),
+    ("failover: the full node does not claim them", {WEB: spec(6)},
+     obs(live=("n1", "n2"), instances=[rec(n) for n in (2, 4, 6)], containers=[ctr(n) for n in (2, 4, 6)]),
+     []),
     ("another node's container is never touched", {WEB: spec(1)},
      obs(instances=[rec(1, node="n2", lease=7)], containers=[ctr(1, node="n2")], live=("n1", "n2")), []),
 ]

@@ -13,7 +13,10 @@ Spread rule (documented in README "Placement").  With ``L`` live nodes and a ser
 ``N`` instances, a node claims only while it holds fewer than ``ceil(N / L)`` instances of that
 service (its *fair share*), and never beyond its ``capacity``.  Instance numbers are dealt
 round-robin: number ``n`` is *preferred* by the node at index ``(n - 1) % L`` in the sorted list
-of live nodes, and is claimed by it at once; any other node below its fair share may claim it
+of live nodes; unowned numbers are dealt (:func:`deal_unowned`) to their preferred node if it is
+below its fair share, else to the next node in the ring that is, and the node dealt a number
+claims it at once (so after a failover the lost numbers go straight to the nodes with room);
+any other node below its fair share may claim it
 once it has stayed unowned for ``claim_grace`` seconds (the preferred node is slow, failing,
 or at capacity).  Because ``L * ceil(N / L) >= N`` every instance normally finds a node; one
 that stays unowned for ``3 * claim_grace`` (other nodes at capacity) may be claimed by any node
@@ -28,6 +31,7 @@ the TTL) are stopped.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -203,6 +207,28 @@ def _plan_records(
             out.append(Start(record=rec, spec=spec, reason="no container"))
 
 
+def deal_unowned(numbers: Sequence[int], *, live: Sequence[str], room: Mapping[str, int]) -> dict[int, str]:
+    """Deal unowned instance ``numbers`` to nodes below their fair share.
+
+    Number ``n`` goes to its preferred node (``preferred_node``) when that node has room, else
+    to the next node in the sorted ring that has room; ``room`` is each node's fair share minus
+    what it holds.  Every agent computes the same table from the same etcd state, so after a
+    failover the lost numbers go straight to the nodes with room instead of waiting for the
+    claim grace.  Numbers left over (no room anywhere) are absent from the result.
+    """
+    left = {node: max(0, room.get(node, 0)) for node in live}
+    dealt: dict[int, str] = {}
+    for n in sorted(numbers):
+        start = (n - 1) % len(live)
+        for i in range(len(live)):
+            node = live[(start + i) % len(live)]
+            if left[node] > 0:
+                dealt[n] = node
+                left[node] -= 1
+                break
+    return dealt
+
+
 def _plan_claims(
     desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action]
 ) -> None:
@@ -214,22 +240,25 @@ def _plan_claims(
     held_total = sum(1 for r in obs.instances.values() if r.node == obs.node_id) + len(adopting)
     for name in sorted(desired, key=str):
         spec = desired[name]
-        held = sum(
-            1
-            for (svc, n), r in obs.instances.items()
-            if svc == name and r.node == obs.node_id and n <= spec.instances
-        ) + sum(1 for (svc, _) in adopting if svc == name)
+        holders = Counter(
+            r.node for (svc, n), r in obs.instances.items() if svc == name and n <= spec.instances
+        )
+        holders[obs.node_id] += sum(1 for (svc, _) in adopting if svc == name)
+        held = holders[obs.node_id]
         share = fair_share(spec.instances, len(live))
-        for n in range(1, spec.instances + 1):
+        unowned = [
+            n for n in range(1, spec.instances + 1)
+            if (name, n) not in obs.instances and (name, n) not in obs.busy and (name, n) not in adopting
+        ]
+        dealt = deal_unowned(unowned, live=live, room={node: share - holders[node] for node in live})
+        for n in unowned:
             key = (name, n)
-            if key in obs.instances or key in obs.busy or key in adopting:
-                continue
             if obs.capacity and held_total >= obs.capacity:
                 return
             waited = obs.now - obs.unowned_since.get(key, obs.now)
             if held >= share and waited < OVERFLOW_GRACE_FACTOR * obs.claim_grace:
                 continue
-            if preferred_node(n, live) == obs.node_id or waited >= obs.claim_grace:
+            if dealt.get(n) == obs.node_id or waited >= obs.claim_grace:
                 out.append(Claim(key=key, spec=spec))
                 held += 1
                 held_total += 1
