@@ -9,6 +9,10 @@
 #   docker build --target etcd -t daprdockr/etcd:dev .
 #   docker build --build-arg BASE=my-mirror/python:3.11-slim -t daprdockr/agent:dev .
 #
+# Offline / proxied builds: `make wheelhouse` (or `pip wheel -w wheelhouse '.[fast]' setuptools
+# wheel`) fills wheelhouse/ on the host with its own pip settings; when wheels are there the image
+# installs from them only (--no-index), otherwise from PyPI.
+#
 # BASE must be Debian-based (apt) with Python >= 3.11 and its venv module, like python:3.11-slim
 # (or debian:bookworm with python3 and python3-venv installed).
 ARG BASE=python:3.11-slim
@@ -29,9 +33,12 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY wheelhouse /wheels
 # a venv: works on python:3.11-slim and on Debian's own python3 (PEP 668) alike
 RUN python3 -m venv /opt/daprdockr \
- && /opt/daprdockr/bin/pip install '.[fast]' \
+ && if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; else set --; fi \
+ && /opt/daprdockr/bin/pip install "$@" '.[fast]' \
+ && rm -rf /wheels \
  && /opt/daprdockr/bin/python -c 'import daprdockr.cli, daprdockr.agent.main' \
  && rm -rf /build
 WORKDIR /var/lib/daprdockr

@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 STATE ?= /tmp/daprdockr-ci
 export DAPRDOCKR_STATE := $(STATE)
 
-.PHONY: setup services test test-unit lint run cluster cluster-down bench clean
+.PHONY: setup services test test-unit lint run cluster cluster-down bench clean wheelhouse image
 
 setup:
 	@bash scripts/setup.sh
@@ -45,3 +45,14 @@ clean: cluster-down
 bench: services
 	$(PY) bench/dns_bench.py
 	$(PY) bench/nginx_reload_bench.py
+
+# Container images for the docker-compose dev cluster.  The wheels are fetched on the host (its pip
+# settings, proxies and CAs), so the image build itself needs only the Debian mirror.
+# BASE: a Debian-based image with python3 + python3-venv (default python:3.11-slim).
+BASE ?= python:3.11-slim
+wheelhouse: setup
+	$(VENV)/bin/pip wheel -q -w wheelhouse '.[fast]' setuptools wheel
+
+image: wheelhouse
+	docker build --network host --build-arg BASE=$(BASE) -t daprdockr/agent:dev .
+	docker build --network host --build-arg BASE=$(BASE) --target etcd -t daprdockr/etcd:dev .

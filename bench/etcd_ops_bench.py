@@ -145,6 +145,10 @@ async def main(instances: int, idle: float) -> None:
             nginx_rss = {
                 n: (rss_kib(p) + sum(rss_kib(c) for c in children(p))) if p else 0 for n, p in nginx.items()
             }
+            # baselines from the same run: the other daemons every host runs anyway
+            etcd_rss = [rss_kib(m.proc.pid) for m in cluster.etcd.members if m.proc is not None]
+            dockerd = Path("/var/run/docker.pid")
+            dockerd_rss = rss_kib(int(dockerd.read_text())) if dockerd.exists() else 0
 
             # ---- delete
             before = cluster_metrics(cluster)
@@ -175,6 +179,8 @@ async def main(instances: int, idle: float) -> None:
     print(f"| agent idle CPU (% of one core) | {' / '.join(f'{cpu[n]:.2f}' for n in sorted(cpu))} |")
     print(f"| nginx RSS, master + workers (MiB) | "
           f"{' / '.join(f'{nginx_rss[n] / 1024:.0f}' for n in sorted(nginx_rss))} |")
+    print(f"| baseline: etcd member RSS (MiB) | {' / '.join(f'{r / 1024:.0f}' for r in etcd_rss)} |")
+    print(f"| baseline: dockerd RSS (MiB) | {dockerd_rss / 1024:.0f} |")
 
 
 if __name__ == "__main__":
