@@ -1,7 +1,7 @@
 """docker-compose.yml is consistent with itself and with the real CLI.
 
 No registry is reachable here, so the compose cluster is not started by the test suite (see
-docs/cluster.md for what was run by hand).  What is checked on every run:
+the README, "docker-compose dev cluster", for what was run by hand).  What is checked on every run:
 
 * the three etcd members form one cluster (every member's peer URL is in the shared
   ``--initial-cluster``, names match) and the agents' ``DAPRDOCKR_ETCD`` lists exactly the

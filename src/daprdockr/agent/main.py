@@ -169,7 +169,7 @@ class Agent:
 
     async def _docker_events(self) -> None:
         async for _event in self.runtime.events():
-            self.reconciler.mark_dirty()
+            self.reconciler.mark_containers_dirty()
         raise DaprDockrError("docker event stream ended", transient=True)
 
     async def _fanout(self) -> None:
@@ -245,7 +245,11 @@ class Agent:
                     await part.stop()
             except Exception:
                 log.exception("stopping %s failed", name)
-        await self._close()
+        try:
+            async with asyncio.timeout(5):
+                await self._close()
+        except Exception:
+            log.exception("closing the etcd and Docker clients failed")
 
     async def _release_all(self) -> None:
         containers = await self.runtime.list_managed()

@@ -95,6 +95,13 @@ class Reconciler:
         self._cooldown: dict[Key, float] = {}  # an action failed on etcd/Docker: leave the key alone until
         self._cooldown_count: dict[Key, int] = {}
         self.containers: list[ContainerInfo] = []
+        # The Docker listing is re-read only when it can have changed: a Docker event for this
+        # node, one of our own actions finishing, or the periodic resync.  Etcd events alone
+        # (other nodes' claims, DNS-only changes) re-plan from the cached listing, which keeps
+        # the engine free for creates while a large service converges.
+        self._containers_stale = True
+        self._listed_at = float("-inf")
+        self.relist_interval = 2.0
         self.reconciles = 0
         self.reconcile_seconds = 0.0
         self.latency = Histogram()
@@ -113,6 +120,11 @@ class Reconciler:
             self.mark_dirty()
 
     def mark_dirty(self) -> None:
+        self.dirty.set()
+
+    def mark_containers_dirty(self) -> None:
+        """Docker changed something of ours: re-list containers on the next pass."""
+        self._containers_stale = True
         self.dirty.set()
 
     def _timers(self, now: float) -> float:
@@ -143,7 +155,14 @@ class Reconciler:
         t0 = time.perf_counter()
         if not self.lease:
             return []
-        self.containers = await self.runtime.list_managed()
+        if self._containers_stale or self.clock() - self._listed_at >= self.relist_interval:
+            self._containers_stale = False
+            try:
+                self.containers = await self.runtime.list_managed()
+            except BaseException:
+                self._containers_stale = True
+                raise
+            self._listed_at = self.clock()
         state = self.mirror.state()
         now = self.clock()
         unowned = unowned_keys(state.services, state.instances)
@@ -185,7 +204,7 @@ class Reconciler:
             del self._inflight[key]
         if not task.cancelled() and task.exception() is not None:
             log.error("action for %s/%s crashed", key[0], key[1], exc_info=task.exception())
-        self.mark_dirty()
+        self.mark_containers_dirty()
 
     async def wait_idle(self) -> None:
         """Wait until no action runs (tests and shutdown)."""
