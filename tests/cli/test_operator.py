@@ -1,0 +1,62 @@
+"""Operator commands as real processes against a running agent (real etcd, Docker, agent API):
+``svc set --wait`` success and timeout, ``status``/``nodes``/``ps`` JSON shapes, ``logs``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.agent.cluster import local_cluster
+from tests.cli.test_cli import run_bin
+from tests.support.procs import free_port
+
+pytestmark = [pytest.mark.etcd, pytest.mark.docker]
+CMD = '["sh", "-c", "echo hello-from-$DAPRDOCKR_INSTANCE; exec sleep 3600"]'
+
+
+async def cli(*args: str, etcd: str, prefix: str) -> tuple[int, str, str]:
+    """Run ``daprdockr`` in a thread: the agent under test shares this event loop."""
+    done = await asyncio.to_thread(run_bin, "daprdockr", *args, etcd=etcd, prefix=prefix)
+    return done.returncode, done.stdout, done.stderr
+
+
+async def test_wait_status_nodes_ps_and_logs(etcd_endpoints: str, prefix: str, docker_image: str,
+                                             tmp_path: Path) -> None:
+    api = ("127.0.0.11", free_port("127.0.0.11"))
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1,
+                             per_node=lambda i, ip: {"api_listen": api}):
+        run = {"etcd": etcd_endpoints, "prefix": prefix}
+        rc, out, err = await cli("svc", "set", "web.myapp", "--image", docker_image, "--instances", "2",
+                                 "--cmd-json", CMD, "--wait", "--timeout", "60", **run)
+        assert rc == 0, err
+        assert "2/2" in out + err  # the plain (non-TTY) progress lines
+
+        rc, out, _ = await cli("status", "--json", **run)
+        status = json.loads(out)
+        assert rc == 0 and [n["node"] for n in status["nodes"]] == ["n1"]
+        assert status["services"][0] | {"desired": 2, "running": 2} == status["services"][0]
+
+        rc, out, _ = await cli("nodes", "--json", **run)
+        assert json.loads(out)[0]["instances"] == 2 and json.loads(out)[0]["api"] == f"{api[0]}:{api[1]}"
+
+        rc, out, _ = await cli("ps", "web.myapp", "--json", **run)
+        rows = json.loads(out)
+        assert sorted(r["instance"] for r in rows) == [1, 2]
+        assert set(rows[0]) >= {"service", "instance", "node", "address", "ports", "state", "age", "container_id"}
+        assert {r["state"] for r in rows} == {"running"}
+
+        rc, out, err = await cli("logs", "web.myapp", "-n", "2", **run)
+        assert rc == 0, err
+        assert "hello-from-2" in out
+
+
+async def test_wait_timeout_names_the_failure_and_node(etcd_endpoints: str, prefix: str, tmp_path: Path) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
+        rc, _, err = await cli("svc", "set", "bad.myapp", "--image", "daprdockr-test/absent:nope", "--instances", "1",
+                               "--wait", "--timeout", "6", etcd=etcd_endpoints, prefix=prefix)
+        assert rc == 5, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("daprdockr: ") and "n1" in last and "daprdockr-test/absent:nope" in last, err
