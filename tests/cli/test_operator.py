@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import InstanceRecord, dumps
+from daprdockr.core.names import ServiceName
 from tests.agent.cluster import local_cluster
-from tests.cli.test_cli import run_bin
+from tests.cli.test_cli import BIN, run_bin
 from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.etcd, pytest.mark.docker]
@@ -60,3 +67,26 @@ async def test_wait_timeout_names_the_failure_and_node(etcd_endpoints: str, pref
         assert rc == 5, err
         last = err.strip().splitlines()[-1]
         assert last.startswith("daprdockr: ") and "n1" in last and "daprdockr-test/absent:nope" in last, err
+
+
+async def test_watch_json_follows_etcd_events(etcd_endpoints: str, prefix: str) -> None:
+    """``watch --json`` prints a new snapshot line on each etcd change (driven by the watch)."""
+    store = EtcdStore(endpoints=parse_endpoints(etcd_endpoints), schema=KeySchema(prefix))
+    env = {**os.environ, "DAPRDOCKR_ETCD": etcd_endpoints, "DAPRDOCKR_PREFIX": prefix}
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "daprdockr"), "watch", "--json", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert first["instances"] == []
+        rec = InstanceRecord(service=ServiceName(group="myapp", service="web"), number=1, node="n9",
+                             address="127.0.0.19", state="running", since=time.time())
+        async with store:
+            await store.put_raw(f"{prefix}/instances/myapp/web/1", dumps(rec.to_dict()))
+        line = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert line["revision"] > first["revision"]
+        assert [(r["service"], r["instance"], r["node"]) for r in line["instances"]] == [("web.myapp", 1, "n9")]
+    finally:
+        proc.kill()
+        await proc.wait()
