@@ -3,11 +3,15 @@ them, so duplicates and stale events must be dropped per key (tombstones for del
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from daprdockr.adapters.etcd_store import WatchEvent
 from daprdockr.agent.mirror import StateMirror
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import InstanceRecord
+from daprdockr.core.names import ServiceName
 
 KEY = "/daprdockr/instances/myapp/web/1"
 OTHER = "/daprdockr/instances/myapp/web/2"
@@ -52,3 +56,39 @@ def test_reset_forgets_tombstones() -> None:
     mirror.apply(delete(KEY, 8))
     mirror.reset([], revision=3)
     assert mirror.apply(put(KEY, 5))
+
+
+def test_events_older_than_the_last_full_read_are_dropped() -> None:
+    """The read at 10 no longer holds KEY (deleted before it); a late put at 7 must not revive it."""
+    mirror = StateMirror(schema=KeySchema("/daprdockr"))
+    mirror.reset([], revision=10)
+    assert not mirror.apply(put(KEY, 7))
+    assert KEY not in mirror._kvs
+    assert mirror.apply(put(KEY, 11))
+    assert KEY in mirror._kvs
+
+
+def _instance(key: str, rev: int, address: str) -> WatchEvent:
+    value = InstanceRecord(
+        service=ServiceName.parse("web.myapp"), number=int(key.rsplit("/", 1)[1]), node="n1",
+        address=address, state="running",
+    ).to_dict()
+    return WatchEvent(kind="put", key=key, value=json.dumps(value).encode(), revision=rev, lease=1,
+                      create_revision=rev)
+
+
+def test_state_follows_changes_of_cached_decodes() -> None:
+    """Values are decoded once per change: a new put, a garbage put and a delete all show."""
+    mirror = StateMirror(schema=KeySchema("/daprdockr"))
+    web = ServiceName.parse("web.myapp")
+    mirror.apply(_instance(KEY, 2, "127.0.0.11"))
+    mirror.apply(_instance(OTHER, 3, "127.0.0.12"))
+    assert mirror.state().instances[(web, 1)].address == "127.0.0.11"
+    mirror.apply(_instance(KEY, 4, "127.0.0.13"))
+    assert mirror.state().instances[(web, 1)].address == "127.0.0.13"
+    assert mirror.state().instances[(web, 2)].address == "127.0.0.12"
+    mirror.apply(WatchEvent(kind="put", key=KEY, value=b"{not json", revision=5, lease=1, create_revision=2))
+    state = mirror.state()
+    assert (web, 1) not in state.instances and [k for k, _ in state.skipped] == [KEY]
+    mirror.apply(delete(OTHER, 6))
+    assert mirror.state().instances == {}

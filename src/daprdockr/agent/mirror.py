@@ -2,14 +2,18 @@
 
 The reconciler, DNS and nginx all derive their view from one :class:`StateMirror` instead of
 reading etcd on every event: :meth:`reset` loads a full read, :meth:`apply` applies one watch
-event, and :meth:`state` decodes (and caches until the next change) a typed
-:class:`~daprdockr.core.state.ClusterState`.  A ``resync`` event from the watch means the stream
+event, and :meth:`state` returns a typed :class:`~daprdockr.core.state.ClusterState`, cached
+until the next change.  Each key's value is decoded once, when it is first needed after it
+changed, so a burst of instance events costs one JSON decode per changed key, not a re-decode of
+the whole key space per event.  A ``resync`` event from the watch means the stream
 was interrupted, so the owner re-reads everything and calls :meth:`reset`.
 
 The agent also applies the events of its *own* successful writes as soon as etcd confirms them
 (read-your-writes), before the watch delivers the same events.  So events can arrive twice and
 out of order with the local ones; each key remembers the revision of its last put or delete
-(deletes as tombstones), and an event not newer than that is dropped.
+(deletes as tombstones), and an event not newer than that is dropped.  Events at or below the
+revision of the last full read are dropped too: that read already shows their effect, and a late
+put of a key deleted before the read must not bring it back.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Iterable
 
 from daprdockr.adapters.etcd_store import WatchEvent
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.state import ClusterState, RawKV, decode_state
+from daprdockr.core.state import ClusterState, Decoded, RawKV, assemble_state, decode_entry
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,9 @@ class StateMirror:
     def __init__(self, *, schema: KeySchema) -> None:
         self.schema = schema
         self._kvs: dict[str, RawKV] = {}
+        self._decoded: dict[str, Decoded | str] = {}  # per-key decode cache (str = skip reason)
         self.revision = 0
+        self._reset_revision = 0  # revision of the last full read (reset)
         self.version = 0  # bumped on every change; consumers compare it
         self._cached: ClusterState | None = None
         self._warned: set[str] = set()
@@ -36,8 +42,10 @@ class StateMirror:
 
     def reset(self, kvs: Iterable[RawKV], *, revision: int) -> None:
         self._kvs = {kv.key: kv for kv in kvs}
+        self._decoded.clear()
         self._deleted_at.clear()
         self.revision = revision
+        self._reset_revision = revision
         self._changed()
 
     def _seen(self, ev: WatchEvent) -> int:
@@ -47,16 +55,20 @@ class StateMirror:
 
     def apply(self, ev: WatchEvent) -> bool:
         """Apply one put/delete; returns False for an event not newer than what the key shows."""
-        if ev.kind == "resync" or (ev.revision and ev.revision <= self._seen(ev)):
+        if ev.kind == "resync" or (
+            ev.revision and (ev.revision <= self._reset_revision or ev.revision <= self._seen(ev))
+        ):
             return False
         if ev.kind == "delete":
             self._kvs.pop(ev.key, None)
+            self._decoded.pop(ev.key, None)
             self._deleted_at[ev.key] = ev.revision
             if len(self._deleted_at) > 10_000:  # bounded: forget the oldest half
                 for key in sorted(self._deleted_at, key=self._deleted_at.__getitem__)[:5_000]:
                     del self._deleted_at[key]
         else:
             self._deleted_at.pop(ev.key, None)
+            self._decoded.pop(ev.key, None)
             self._kvs[ev.key] = RawKV(
                 key=ev.key,
                 value=ev.value,
@@ -72,9 +84,17 @@ class StateMirror:
         self.version += 1
         self._cached = None
 
+    def _decode(self, kv: RawKV) -> Decoded | str:
+        value = self._decoded.get(kv.key)
+        if value is None:
+            value = self._decoded[kv.key] = decode_entry(self.schema, kv)
+        return value
+
     def state(self) -> ClusterState:
         if self._cached is None:
-            self._cached = decode_state(self.schema, self._kvs.values(), revision=self.revision)
+            self._cached = assemble_state(
+                ((key, self._decode(kv)) for key, kv in self._kvs.items()), revision=self.revision
+            )
             for key, reason in self._cached.skipped:
                 if key not in self._warned:
                     self._warned.add(key)

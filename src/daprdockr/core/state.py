@@ -64,26 +64,37 @@ def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord |
     return NodeRecord.from_dict(data, node_id=parsed.node_id, lease=kv.lease)
 
 
+Decoded = ServiceSpec | InstanceRecord | NodeRecord
+
+
+def decode_entry(schema: KeySchema, kv: RawKV) -> Decoded | str:
+    """:func:`decode_value`, with a malformed entry returned as its reason instead of raised."""
+    try:
+        return decode_value(schema, kv)
+    except ValidationError as exc:
+        return str(exc)
+
+
+def assemble_state(entries: Iterable[tuple[str, Decoded | str]], *, revision: int = 0) -> ClusterState:
+    """Typed state from already decoded ``(key, value or skip reason)`` pairs."""
+    services: dict[ServiceName, ServiceSpec] = {}
+    instances: dict[tuple[ServiceName, int], InstanceRecord] = {}
+    nodes: dict[str, NodeRecord] = {}
+    skipped: list[tuple[str, str]] = []
+    for key, value in entries:
+        if isinstance(value, str):
+            skipped.append((key, value))
+        elif isinstance(value, ServiceSpec):
+            services[value.name] = value
+        elif isinstance(value, InstanceRecord):
+            instances[value.key_tuple] = value
+        else:
+            nodes[value.node_id] = value
+    return ClusterState(
+        services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped)
+    )
+
+
 def decode_state(schema: KeySchema, kvs: Iterable[RawKV], *, revision: int = 0) -> ClusterState:
     """Typed state from raw key/values; malformed entries are listed in ``skipped``."""
-    state = ClusterState(revision=revision)
-    skipped: list[tuple[str, str]] = []
-    for kv in kvs:
-        try:
-            value = decode_value(schema, kv)
-        except ValidationError as exc:
-            skipped.append((kv.key, str(exc)))
-            continue
-        if isinstance(value, ServiceSpec):
-            state.services[value.name] = value
-        elif isinstance(value, InstanceRecord):
-            state.instances[value.key_tuple] = value
-        else:
-            state.nodes[value.node_id] = value
-    return ClusterState(
-        services=state.services,
-        instances=state.instances,
-        nodes=state.nodes,
-        revision=revision,
-        skipped=tuple(skipped),
-    )
+    return assemble_state(((kv.key, decode_entry(schema, kv)) for kv in kvs), revision=revision)
