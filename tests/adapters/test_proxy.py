@@ -219,3 +219,33 @@ def test_state_dir_with_unsafe_characters_is_refused(tmp_path: Path) -> None:
         NginxManager(state_dir=tmp_path / "a b", listen=(EDGE, 1))
 
 
+
+
+async def test_reloads_burst_then_hold_the_sustained_rate(tmp_path: Path, backends: list[Backend]) -> None:
+    """Token bucket: the first ``reload_burst`` changes reload at once (debounce only), later
+    ones wait for a token; the newest state always ends up live."""
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), min_interval=1.0,
+                     reload_burst=2, binary=shutil.which("nginx") or "/usr/sbin/nginx")
+    await m.start()
+    task = asyncio.create_task(m.run())
+    try:
+        base = m.stats.reloads
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await settle(m, state_for({WEB: backends[:1]}))
+        await settle(m, state_for({WEB: backends[:2]}))
+        burst_done = loop.time() - t0
+        assert m.stats.reloads - base == 2 and burst_done < 0.9  # no 1 s wait between the two
+        m.update(state_for({WEB: backends[:3]}))
+        await asyncio.sleep(0.3)
+        assert m.stats.reloads - base == 2  # bucket empty: this change waits for a token
+        await settle(m, state_for({WEB: backends}))  # coalesces with the pending one
+        assert m.stats.reloads - base == 3
+        assert loop.time() - t0 >= 1.0
+        async with aiohttp.ClientSession() as s:
+            seen = {(await get(m, "web.example.com", s))[1].split()[0] for _ in range(12)}
+        assert seen == {"b0", "b1", "b2", "b3"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await m.stop()

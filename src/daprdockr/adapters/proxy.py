@@ -5,8 +5,10 @@
   (no orphaned workers holding the port) and nginx is started again after the delay chosen by
   the pure :class:`~daprdockr.core.restart_policy.RestartPolicy`; the agent stays up.
 * :meth:`NginxManager.update` only records the newest state and marks the manager dirty; the
-  run loop reloads at most once per ``min_interval`` and within ``debounce`` of the first change
-  after a quiet period, so bursts of etcd events coalesce into one reload.
+  run loop reloads ``debounce`` after a change, so bursts of etcd events coalesce into one
+  reload, and a pure :class:`~daprdockr.core.ratelimit.TokenBucket` bounds the rate: up to
+  ``reload_burst`` reloads back to back (a scale-up's few steps reach nginx at once), then one
+  per ``min_interval`` under sustained churn.
 * A reload renders the config (pure), skips it if unchanged, writes it to a temp file, runs
   ``nginx -t`` on it, atomically renames it over the live file and sends SIGHUP (graceful: old
   workers finish their requests, ``worker_shutdown_timeout`` bounds them).  If the test fails,
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from daprdockr.core.names import ServiceName
 from daprdockr.core.nginx_render import NginxPaths, Rendered, render_nginx_conf
+from daprdockr.core.ratelimit import TokenBucket
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ProxyError
@@ -93,6 +96,7 @@ class NginxManager:
         binary: str = "nginx",
         debounce: float = 0.05,
         min_interval: float = 1.0,
+        reload_burst: int = 3,
         restart_policy: RestartPolicy | None = None,
         workers: int = 2,
     ) -> None:
@@ -101,6 +105,7 @@ class NginxManager:
         self.binary = binary
         self.debounce = debounce
         self.min_interval = min_interval
+        self._bucket = TokenBucket(burst=reload_burst, interval=min_interval)
         self.policy = restart_policy or RestartPolicy()
         self.workers = workers
         self.paths = NginxPaths(root=str(self.state_dir))
@@ -112,7 +117,6 @@ class NginxManager:
         self._dirty = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._restart = RestartState()
-        self._last_reload = 0.0
         self._current = ""
 
     # ------------------------------------------------------------------ status
@@ -257,7 +261,7 @@ class NginxManager:
         self._current = rendered.text
         if self.healthy and self._proc is not None:
             self._proc.send_signal(signal.SIGHUP)
-        self._last_reload = time.monotonic()
+        self._bucket = self._bucket.take(now=time.monotonic())
         self.stats.reloads += 1
         self.last_error = ""
         log.info("nginx reloaded (%d routed services)", len(rendered.services))
@@ -283,7 +287,7 @@ class NginxManager:
                 await self._apply_pending()
 
     async def _apply_pending(self) -> None:
-        wait = max(self.debounce, self._last_reload + self.min_interval - time.monotonic())
+        wait = max(self.debounce, self._bucket.delay(now=time.monotonic()))
         await asyncio.sleep(wait)
         self._dirty.clear()
         try:
