@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -416,15 +417,22 @@ def default_node_id() -> str:
     return label
 
 
+def auto_dns_workers() -> int:
+    """Extra DNS processes by default: one per spare core, at most two."""
+    return max(0, min(2, (os.cpu_count() or 1) - 1))
+
+
 def build_agent_config(
     *, etcd: str, prefix: str, node_id: str | None, advertise_ip: str, ttl: int, capacity: int,
     docker: str | None, state_dir: Path, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
-    http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool,
+    http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool, dns_workers: int = -1,
 ) -> Any:
     from daprdockr.agent.config import AgentConfig
 
     if ttl < 1:
         raise ValidationError("must be >= 1 second", field="--ttl")
+    if not -1 <= dns_workers <= 16:
+        raise ValidationError("must be -1 (auto) or 0..16", field="--dns-workers")
     upstreams = tuple(a for a in (_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
                       if a is not None)
     return AgentConfig(
@@ -439,6 +447,7 @@ def build_agent_config(
         dns_listen=_addr(dns_listen, field="--dns-listen", default_port=53),
         dns_upstreams=upstreams,
         dns_ttl=dns_ttl,
+        dns_workers=auto_dns_workers() if dns_workers < 0 else dns_workers,
         http_listen=_addr(http_listen, field="--http-listen", default_port=80),
         nginx_binary=nginx,
         api_listen=_addr(api_listen, field="--api-listen", default_port=7400),
@@ -459,6 +468,8 @@ def agent(
     dns_listen: Annotated[str, typer.Option(help="DNS ADDR:PORT or off.")] = "127.0.0.1:53",
     dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
     dns_ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
+    dns_workers: Annotated[int, typer.Option(
+        help="Extra DNS processes sharing the address (SO_REUSEPORT); -1 = one per spare core, max 2.")] = -1,
     http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
     nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
     api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
@@ -474,7 +485,7 @@ def agent(
             etcd=g.etcd, prefix=g.prefix, node_id=node_id, advertise_ip=advertise_ip, ttl=ttl, capacity=capacity,
             docker=docker, state_dir=state_dir, dns_listen=dns_listen, dns_upstream=dns_upstream,
             dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
-            keep_on_exit=keep_on_exit,
+            keep_on_exit=keep_on_exit, dns_workers=dns_workers,
         )
     except ValidationError as exc:
         raise _fail(exc) from None

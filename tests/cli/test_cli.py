@@ -109,6 +109,8 @@ INVALID = [
     (["svc", "set", "web.myapp", "--image", IMG, "--port", "53/sctp"], "ports"),
     (["svc", "set", "web.myapp", "--image", IMG, "--cmd-json", "not json"], "cmd"),
     (["svc", "get", "UPPER.myapp"], "DNS label"),
+    (["agent", "--node-id", "n1", "--dns-workers", "99"], "--dns-workers"),
+    (["agent", "--node-id", "n1", "--ttl", "0"], "--ttl"),
 ]
 
 

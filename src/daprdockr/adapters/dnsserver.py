@@ -8,10 +8,20 @@ eight pre-encoded rotations that are served in turn (round robin).  The cache ho
 in-zone answers and is cleared by :meth:`DnsServer.update` whenever the cluster state changes,
 so answers follow etcd within one watch event.
 
-Slow path: dnslib parses and builds the answer (and fills the cache), or the query is forwarded
+Slow path: dnslib parses and builds the answer (and fills the cache) from the zone, which is
+built from the newest state on the first query that needs it, or the query is forwarded
 verbatim to the upstream resolvers in order (UDP, or TCP for TCP clients and truncated upstream
 replies), with a timeout; SERVFAIL when none answers.  An upstream equal to our own listen
 address is dropped, so the server never forwards to itself.
+
+Sharing the port: with ``reuse_port`` the UDP and TCP sockets are bound with SO_REUSEPORT so
+that worker processes (:mod:`daprdockr.adapters.dns_workers`) can bind the same address and the
+kernel spreads queries over all of them.  By default the kernel picks a socket by hashing the
+client's address and port, so a few busy client sockets can land on one process;
+:meth:`DnsServer.spread_queries` attaches a three-instruction classic BPF program to the group
+that picks a member at random per datagram instead (DNS over UDP is stateless, and every
+member answers from the same address).  The first server still refuses a taken address: it
+probe-binds a plain socket first, which fails if anyone (another agent, a resolver) holds it.
 
 Bad input never raises out of the handler: anything that does not parse gets FORMERR when the
 header is readable and silence otherwise; responses (QR set) are ignored; opcodes other than
@@ -24,7 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +83,15 @@ class DnsStats:
 
     def count(self, rcode: str, n: int = 1) -> None:
         self.answers[rcode] = self.answers.get(rcode, 0) + n
+
+    def add(self, other: DnsStats) -> None:
+        """Add ``other``'s counters to these (totals over the agent and its DNS workers)."""
+        self.queries += other.queries
+        self.cache_hits += other.cache_hits
+        self.forwarded += other.forwarded
+        self.dropped += other.dropped
+        for rcode, n in other.answers.items():
+            self.count(rcode, n)
 
 
 @dataclass(slots=True)
@@ -167,14 +189,19 @@ class DnsServer:
         domain: str = "container",
         ttl: int = 5,
         forward_timeout: float = 2.0,
+        reuse_port: bool = False,
+        probe: bool = True,
     ) -> None:
         self.listen = listen
+        self.reuse_port = reuse_port
+        self.probe = probe
         self.domain = domain
         self.ttl = ttl
         self.forward_timeout = forward_timeout
         self._upstreams_given = list(upstreams) if upstreams is not None else None
         self.upstreams: list[Address] = []
-        self.zone = Zone(ClusterState(), domain=domain, ttl=ttl)
+        self._state = ClusterState()
+        self._zone: Zone | None = None
         self.stats = DnsStats()
         self.port = listen[1]
         self._cache: dict[bytes, _Cached] = {}
@@ -189,12 +216,16 @@ class DnsServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self.reuse_port and self.probe and self.listen[1]:
+                _probe_bind(self.listen)
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=self.listen
+                lambda: _UdpProtocol(self), local_addr=self.listen, reuse_port=self.reuse_port or None
             )
             self._udp = transport
             self.port = int(transport.get_extra_info("sockname")[1])
-            self._tcp = await asyncio.start_server(self._serve_tcp, self.listen[0], self.port)
+            self._tcp = await asyncio.start_server(
+                self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
+            )
         except OSError as exc:
             await self.stop()
             raise DaprDockrError(f"DNS server cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
@@ -217,9 +248,37 @@ class DnsServer:
         for task in list(self._tasks):
             task.cancel()
 
+    @property
+    def zone(self) -> Zone:
+        """The zone of the last state, built on the first query that needs it after a change."""
+        if self._zone is None:
+            self._zone = Zone(self._state, domain=self.domain, ttl=self.ttl)
+        return self._zone
+
+    def spread_queries(self, *, members: int) -> bool:
+        """Pick one of the ``members`` sockets of our SO_REUSEPORT group at random per datagram.
+
+        Returns False (and the kernel keeps hashing by client address) if it refuses the program.
+        """
+        if self._udp is None or members < 2:
+            return False
+        fd = self._udp.get_extra_info("socket").fileno()
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                _attach_random_spread(sock, members)
+        except OSError as exc:
+            log.warning("cannot spread DNS queries evenly (%s); the kernel hashes by client address", exc)
+            return False
+        return True
+
     def update(self, state: ClusterState) -> None:
-        """Swap in the zone for ``state`` and drop every cached answer (atomic for the loop)."""
-        self.zone = Zone(state, domain=self.domain, ttl=self.ttl)
+        """Take ``state`` and drop every cached answer (atomic for the loop).
+
+        The zone is rebuilt lazily: a burst of state changes with no query in between (a
+        service scaling up) costs no zone builds at all.
+        """
+        self._state = state
+        self._zone = None
         self._fold_hits()
         self._cache, self._exact_udp, self._exact_tcp = {}, {}, {}
 
@@ -234,6 +293,12 @@ class DnsServer:
         """Answers sent by rcode (slow-path answers plus cache hits so far)."""
         self._fold_hits()
         return dict(self.stats.answers)
+
+    def stats_snapshot(self) -> DnsStats:
+        """A copy of the counters with every cache hit folded into ``answers``."""
+        s = self.stats
+        return DnsStats(queries=s.queries, cache_hits=s.cache_hits, forwarded=s.forwarded, dropped=s.dropped,
+                        answers=self.answer_counts())
 
     # ------------------------------------------------------------------ transports
     def _spawn(self, coro: Any) -> None:
@@ -395,6 +460,25 @@ class DnsServer:
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 log.debug("upstream %s:%d failed: %r", upstream[0], upstream[1], exc)
         return self._error(req, data, RCODE.SERVFAIL)
+
+
+SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
+SKF_AD_RANDOM = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM: a random u32
+
+
+def _attach_random_spread(sock: socket.socket, members: int) -> None:
+    """Classic BPF for the reuseport group: ``A = random(); A %= members; return A``."""
+    program = [(0x20, SKF_AD_RANDOM), (0x94, members), (0x16, 0)]  # ld abs; alu mod k; ret a
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", op, 0, 0, k) for op, k in program))
+    fprog = struct.pack("HP", len(program), ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def _probe_bind(listen: Address) -> None:
+    """Bind and close a plain UDP socket: OSError (EADDRINUSE) if anyone holds ``listen``."""
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind(listen)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -86,7 +86,11 @@ class AgentApi:
             checks["nginx"] = {"ok": a.nginx.healthy, "detail": a.nginx.last_error or "ok",
                                "service_errors": {str(k): v for k, v in a.nginx.service_errors.items()}}
         if a.dns is not None:
-            checks["dns"] = {"ok": True, "detail": f"{a.dns.listen[0]}:{a.dns.port}"}
+            workers = a.dns_workers
+            detail = f"{a.dns.listen[0]}:{a.dns.port}"
+            if workers is not None:
+                detail += f", {workers.alive}/{workers.count} workers"
+            checks["dns"] = {"ok": True, "detail": detail}
         critical = checks["etcd"]["ok"] and checks["docker"]["ok"]
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
         return _json({"status": status, "node": a.config.node_id, "checks": checks}, 200 if critical else 503)

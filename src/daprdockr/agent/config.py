@@ -23,6 +23,7 @@ class AgentConfig:
     dns_listen: tuple[str, int] | None = ("127.0.0.1", 53)
     dns_upstreams: tuple[tuple[str, int], ...] = ()  # empty = from /etc/resolv.conf
     dns_ttl: int = 5
+    dns_workers: int = 0  # extra DNS processes sharing the address (SO_REUSEPORT)
     # nginx (issue 5); None disables it
     http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
     nginx_binary: str = "nginx"

@@ -6,13 +6,14 @@ One asyncio event loop runs these named, guarded tasks in a TaskGroup:
 * ``etcd-watch``     applies etcd watch events to the :class:`StateMirror`, marks work dirty
 * ``docker-events``  marks work dirty on any event of this node's containers
 * ``reconcile``      the level-triggered reconcile loop (:mod:`.reconcile`)
-* ``fanout``         pushes each new cluster state to the DNS server and nginx
+* ``fanout``         pushes each new cluster state to the DNS server(s) and nginx
+* ``dns-workers``    restarts DNS worker processes that exited (when ``dns_workers`` > 0)
 * ``nginx``          supervises the nginx master (when ``http_listen`` is set)
 * ``api``            the agent HTTP API (when ``api_listen`` is set)
 
 Signals only set the stop event.  Shutdown is ordered and time-limited: stop reconciling and
 watching, then (``release_on_exit``) stop this node's containers and revoke the lease, or leave
-them running for a restart to adopt; then the DNS server; nginx last.  A second signal exits at
+them running for a restart to adopt; then the DNS server and its workers; nginx last.  A second signal exits at
 once.
 """
 
@@ -84,6 +85,7 @@ class Agent:
         self.tasks = TaskStatus()
         self.state_changed = asyncio.Event()
         self.dns: Any = None
+        self.dns_workers: Any = None
         self.nginx: Any = None
         self.api: Any = None
         self.started_at = time.monotonic()
@@ -126,10 +128,21 @@ class Agent:
             from daprdockr.adapters.dnsserver import DnsServer
 
             self.dns = DnsServer(
-                listen=cfg.dns_listen, upstreams=list(cfg.dns_upstreams) or None, ttl=cfg.dns_ttl
+                listen=cfg.dns_listen, upstreams=list(cfg.dns_upstreams) or None, ttl=cfg.dns_ttl,
+                reuse_port=cfg.dns_workers > 0,
             )
             await self.dns.start()
             self.dns.update(self.mirror.state())
+            if cfg.dns_workers > 0:
+                from daprdockr.adapters.dns_workers import DnsWorkerPool
+
+                self.dns_workers = DnsWorkerPool(
+                    listen=(cfg.dns_listen[0], self.dns.port), upstreams=self.dns.upstreams,
+                    ttl=cfg.dns_ttl, count=cfg.dns_workers,
+                )
+                self.dns_workers.update(self.mirror.state())
+                await self.dns_workers.start()
+                self.dns.spread_queries(members=cfg.dns_workers + 1)
         if cfg.http_listen is not None:
             from daprdockr.adapters.proxy import NginxManager
 
@@ -180,6 +193,8 @@ class Agent:
             state = self.mirror.state()
             if self.dns is not None:
                 self.dns.update(state)
+            if self.dns_workers is not None:
+                self.dns_workers.update(state)
             if self.nginx is not None:
                 self.nginx.update(state)
             mine = sum(1 for r in state.instances.values() if r.node == self.config.node_id)
@@ -199,6 +214,7 @@ class Agent:
                 return 0
         except DaprDockrError as exc:
             log.error("agent start failed: %s", exc)
+            await self._stop_parts()
             await self._close()
             return 1
         roots: dict[str, Callable[[], Awaitable[None]]] = {
@@ -209,6 +225,8 @@ class Agent:
             "fanout": self._fanout,
             "settle": self._settle,
         }
+        if self.dns_workers is not None:
+            roots["dns-workers"] = self.dns_workers.run
         if self.nginx is not None:
             roots["nginx"] = self.nginx.run
         try:
@@ -225,7 +243,7 @@ class Agent:
         return 0
 
     async def shutdown(self) -> None:
-        """Ordered, time-limited: instances, then API, then DNS, nginx last."""
+        """Ordered, time-limited: instances, then API, then DNS and its workers, nginx last."""
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.shutdown_timeout):
@@ -236,7 +254,16 @@ class Agent:
                     log.info("leaving containers running for the next start to adopt")
         except (TimeoutError, DaprDockrError) as exc:
             log.error("releasing instances did not finish: %r", exc)
-        for name in ("api", "dns", "nginx"):
+        await self._stop_parts()
+        try:
+            async with asyncio.timeout(5):
+                await self._close()
+        except Exception:
+            log.exception("closing the etcd and Docker clients failed")
+
+    async def _stop_parts(self) -> None:
+        """Stop what :meth:`start` started, in order (API, DNS, DNS workers, nginx last)."""
+        for name in ("api", "dns", "dns_workers", "nginx"):
             part = getattr(self, name)
             if part is None:
                 continue
@@ -245,11 +272,6 @@ class Agent:
                     await part.stop()
             except Exception:
                 log.exception("stopping %s failed", name)
-        try:
-            async with asyncio.timeout(5):
-                await self._close()
-        except Exception:
-            log.exception("closing the etcd and Docker clients failed")
 
     async def _release_all(self) -> None:
         containers = await self.runtime.list_managed()

@@ -9,6 +9,7 @@ from daprdockr.core.model import INSTANCE_STATES
 from daprdockr.core.prometheus import MetricsWriter
 
 if TYPE_CHECKING:
+    from daprdockr.adapters.dnsserver import DnsStats
     from daprdockr.agent.main import Agent
 
 
@@ -18,6 +19,14 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _dns_totals(a: Agent) -> DnsStats:
+    """DNS counters of the agent's own server plus its worker processes."""
+    total: DnsStats = a.dns.stats_snapshot()
+    if a.dns_workers is not None:
+        total.add(a.dns_workers.stats_total())
+    return total
 
 
 def render_metrics(agent: Agent, *, cpu_seconds: float) -> str:
@@ -48,13 +57,16 @@ def render_metrics(agent: Agent, *, cpu_seconds: float) -> str:
     w.family("daprdockr_lease_healthy", "gauge", "1 while the node's lease is confirmed alive.",
              [({}, 1 if a.heartbeat.healthy else 0)])
     if a.dns is not None:
-        d = a.dns.stats
-        w.family("daprdockr_dns_queries_total", "counter", "DNS queries received.", [({}, d.queries)])
+        d = _dns_totals(a)
+        w.family("daprdockr_dns_queries_total", "counter", "DNS queries received (agent and workers).",
+                 [({}, d.queries)])
         w.family("daprdockr_dns_answers_total", "counter", "DNS answers sent, by rcode.",
-                 [({"rcode": k}, v) for k, v in sorted(a.dns.answer_counts().items())])
+                 [({"rcode": k}, v) for k, v in sorted(d.answers.items())])
         w.family("daprdockr_dns_cache_hits_total", "counter", "Queries answered from pre-encoded cache.",
                  [({}, d.cache_hits)])
         w.family("daprdockr_dns_forwarded_total", "counter", "Queries forwarded upstream.", [({}, d.forwarded)])
+        w.family("daprdockr_dns_workers", "gauge", "DNS worker processes alive (besides the agent).",
+                 [({}, a.dns_workers.alive if a.dns_workers is not None else 0)])
     if a.nginx is not None:
         n = a.nginx.stats
         w.family("daprdockr_nginx_reloads_total", "counter", "Successful nginx reloads.", [({}, n.reloads)])

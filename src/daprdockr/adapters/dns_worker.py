@@ -1,0 +1,139 @@
+"""One DNS worker process: ``python -m daprdockr.adapters.dns_worker CONFIG_JSON``.
+
+Started by :class:`~daprdockr.adapters.dns_workers.DnsWorkerPool`.  It runs a full
+:class:`~daprdockr.adapters.dnsserver.DnsServer` (uvloop when installed) bound with SO_REUSEPORT
+to the agent's DNS address, so the kernel spreads queries over the agent and its workers.
+
+Protocol with the parent, over the pipes:
+
+* stdin: frames of a 4-byte big-endian length and a pickled
+  :class:`~daprdockr.core.state.ClusterState` (the parent's own objects, never network input).
+  Each frame replaces the state.  End of file means the parent closed the pipe or died, even by
+  SIGKILL: the worker stops.  So a worker never outlives its agent.
+* stdout: ``ready <port>`` once bound, then one JSON line of cumulative counters about once a
+  second while they change.
+
+A frame that does not unpickle to a ClusterState is logged and skipped.  SIGINT is ignored (a
+Ctrl-C in a terminal reaches the whole process group; the parent decides); SIGTERM stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import pickle
+import signal
+import struct
+import sys
+from typing import Any
+
+from daprdockr.adapters.dnsserver import DnsServer
+from daprdockr.core.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+FRAME = struct.Struct("!I")
+MAX_FRAME = 256 * 1024 * 1024
+STATS_EVERY = 1.0
+
+
+def stats_line(server: DnsServer) -> str:
+    s = server.stats_snapshot()
+    return json.dumps({
+        "queries": s.queries, "cache_hits": s.cache_hits, "forwarded": s.forwarded, "dropped": s.dropped,
+        "answers": s.answers,
+    })
+
+
+def decode_frame(payload: bytes) -> ClusterState | None:
+    """The state in one frame, or None (logged) when it is not one."""
+    try:
+        state = pickle.loads(payload)
+    except Exception as exc:  # any unpickling failure: skip the frame
+        log.error("DNS worker: bad state frame (%d bytes): %r", len(payload), exc)
+        return None
+    if not isinstance(state, ClusterState):
+        log.error("DNS worker: frame holds %s, not a ClusterState", type(state).__name__)
+        return None
+    return state
+
+
+async def feed(server: DnsServer, reader: asyncio.StreamReader) -> None:
+    """Apply state frames from ``reader`` until end of file."""
+    while True:
+        try:
+            head = await reader.readexactly(FRAME.size)
+            (size,) = FRAME.unpack(head)
+            if size > MAX_FRAME:
+                log.error("DNS worker: frame of %d bytes is too large; stopping", size)
+                return
+            payload = await reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return
+        state = decode_frame(payload)
+        if state is not None:
+            server.update(state)
+
+
+async def report(server: DnsServer) -> None:
+    last = ""
+    while True:
+        await asyncio.sleep(STATS_EVERY)
+        line = stats_line(server)
+        if line != last:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            last = line
+
+
+async def serve(config: dict[str, Any]) -> int:
+    server = DnsServer(
+        listen=(str(config["listen"][0]), int(config["listen"][1])),
+        upstreams=[(str(h), int(p)) for h, p in config["upstreams"]],
+        domain=str(config.get("domain", "container")),
+        ttl=int(config.get("ttl", 5)),
+        reuse_port=True,
+        probe=False,
+    )
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    sys.stdout.write(f"ready {server.port}\n")
+    sys.stdout.flush()
+    feeding = asyncio.create_task(feed(server, reader))
+    reporting = asyncio.create_task(report(server))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (feeding, reporting, stopping):
+            task.cancel()
+        await asyncio.gather(feeding, reporting, stopping, return_exceptions=True)
+        await server.stop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s dns-worker: %(message)s")
+    try:
+        config = json.loads(argv[1])
+    except (IndexError, ValueError) as exc:
+        print(f"usage: python -m daprdockr.adapters.dns_worker CONFIG_JSON ({exc})", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(config))
+    with contextlib.suppress(KeyboardInterrupt):
+        return uvloop.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,248 @@
+"""DNS worker processes that share the agent's DNS address through SO_REUSEPORT.
+
+One Python process answers about 100k queries/s; almost all of that time is the per-datagram
+cost of the event loop and the socket calls, not the lookup.  So the agent's own
+:class:`~daprdockr.adapters.dnsserver.DnsServer` binds its address with SO_REUSEPORT and
+:class:`DnsWorkerPool` starts ``count`` more full servers
+(:mod:`daprdockr.adapters.dns_worker`) on the same address; the kernel spreads clients over
+all of them.
+
+* State: :meth:`DnsWorkerPool.update` only keeps the newest :class:`ClusterState`; one writer
+  task per worker sends it (pickled once, length-prefixed) as soon as the pipe takes it, so a
+  burst of changes coalesces into the newest snapshot and a slow worker never blocks the agent.
+  Workers build their zone lazily, like the agent's own server, so freshness is the same.
+* Lifetime: a worker exits when its stdin reaches end of file, so it dies with the agent even on
+  SIGKILL.  :meth:`supervise_once` restarts a worker that exited, with backoff
+  (:class:`~daprdockr.core.backoff.Backoff`, reset after ``stable_after`` seconds up), and sends
+  it the newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
+  kills: time-limited, never raises.
+* Counters: each worker prints its cumulative counters as a JSON line about once a second;
+  :meth:`stats_total` adds them up (keeping the last counts of workers that exited), so the
+  agent's metrics cover every process that answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import pickle
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from daprdockr.adapters.dns_worker import FRAME
+from daprdockr.adapters.dnsserver import Address, DnsStats
+from daprdockr.core.backoff import Backoff
+from daprdockr.core.state import ClusterState
+from daprdockr.errors import DaprDockrError
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class _Worker:
+    slot: int
+    proc: asyncio.subprocess.Process
+    started_at: float
+    sent_version: int = -1
+    stats: DnsStats = field(default_factory=DnsStats)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _parse_stats(line: bytes) -> DnsStats | None:
+    try:
+        data = json.loads(line)
+        return DnsStats(
+            queries=int(data["queries"]), cache_hits=int(data["cache_hits"]), forwarded=int(data["forwarded"]),
+            dropped=int(data["dropped"]), answers={str(k): int(v) for k, v in data["answers"].items()},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+class DnsWorkerPool:
+    def __init__(
+        self,
+        *,
+        listen: Address,
+        upstreams: Sequence[Address],
+        domain: str = "container",
+        ttl: int = 5,
+        count: int,
+        python: str = sys.executable,
+        backoff: Backoff | None = None,
+        stable_after: float = 30.0,
+    ) -> None:
+        self.listen = listen
+        self.upstreams = list(upstreams)
+        self.domain = domain
+        self.ttl = ttl
+        self.count = count
+        self.python = python
+        self.backoff = backoff or Backoff(base=0.5, max_delay=30.0)
+        self.stable_after = stable_after
+        self.restarts = 0
+        self._workers: dict[int, _Worker] = {}
+        self._failures: dict[int, int] = {}
+        self._not_before: dict[int, float] = {}
+        self._retired = DnsStats()
+        self._payload = pickle.dumps(ClusterState(), protocol=5)
+        self._state: ClusterState | None = None
+        self._version = 0
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for w in self._workers.values() if w.proc.returncode is None)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers.values() if w.proc.returncode is None]
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start every worker; DaprDockrError if one cannot bind or does not come up."""
+        try:
+            for slot in range(self.count):
+                self._workers[slot] = await self._spawn(slot)
+        except DaprDockrError:
+            await self.stop()
+            raise
+
+    async def _spawn(self, slot: int) -> _Worker:
+        config = json.dumps({
+            "listen": list(self.listen), "upstreams": [list(u) for u in self.upstreams],
+            "domain": self.domain, "ttl": self.ttl,
+        })
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.python, "-m", "daprdockr.adapters.dns_worker", config,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise DaprDockrError(f"cannot start a DNS worker: {exc}", transient=True) from exc
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"ready "):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise DaprDockrError(
+                f"DNS worker {slot} did not start on {self.listen[0]}:{self.listen[1]} (exit {proc.returncode})",
+                transient=True,
+            )
+        worker = _Worker(slot=slot, proc=proc, started_at=time.monotonic())
+        worker.tasks = [
+            asyncio.create_task(self._write(worker), name=f"dns-worker-{slot}-feed"),
+            asyncio.create_task(self._read(worker), name=f"dns-worker-{slot}-stats"),
+        ]
+        worker.wake.set()  # send the newest state at once
+        log.info("DNS worker %d up (pid %d)", slot, proc.pid)
+        return worker
+
+    async def stop(self, *, grace: float = 2.0) -> None:
+        workers = list(self._workers.values())
+        self._workers.clear()
+        for w in workers:
+            for task in w.tasks:
+                task.cancel()
+            if w.proc.stdin is not None:
+                w.proc.stdin.close()
+        for w in workers:
+            try:
+                await asyncio.wait_for(w.proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.kill()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(w.proc.wait(), grace)
+            await asyncio.gather(*w.tasks, return_exceptions=True)
+            self._retired.add(w.stats)
+
+    # ------------------------------------------------------------------ state and counters
+    def update(self, state: ClusterState) -> None:
+        """Make ``state`` the newest; writers pickle it once and send it when they can."""
+        self._state = state
+        self._version += 1
+        for w in self._workers.values():
+            w.wake.set()
+
+    def _current_payload(self) -> tuple[int, bytes]:
+        if self._state is not None:
+            self._payload = pickle.dumps(self._state, protocol=5)
+            self._state = None
+        return self._version, self._payload
+
+    async def _write(self, worker: _Worker) -> None:
+        stdin = worker.proc.stdin
+        assert stdin is not None
+        try:
+            while True:
+                await worker.wake.wait()
+                worker.wake.clear()
+                version, payload = self._current_payload()
+                if version == worker.sent_version:
+                    continue
+                stdin.write(FRAME.pack(len(payload)) + payload)
+                await stdin.drain()
+                worker.sent_version = version
+        except (ConnectionError, BrokenPipeError):
+            return  # the worker is gone; supervise_once restarts it
+
+    async def _read(self, worker: _Worker) -> None:
+        stdout = worker.proc.stdout
+        assert stdout is not None
+        while line := await stdout.readline():
+            stats = _parse_stats(line)
+            if stats is not None:
+                worker.stats = stats
+
+    def stats_total(self) -> DnsStats:
+        total = DnsStats()
+        total.add(self._retired)
+        for w in self._workers.values():
+            total.add(w.stats)
+        return total
+
+    # ------------------------------------------------------------------ supervision
+    async def supervise_once(self) -> None:
+        """Restart every worker that exited (with backoff per slot)."""
+        now = time.monotonic()
+        for slot in range(self.count):
+            w = self._workers.get(slot)
+            if w is not None and w.proc.returncode is None:
+                if now - w.started_at >= self.stable_after:
+                    self._failures.pop(slot, None)
+                continue
+            if w is not None:
+                log.warning("DNS worker %d (pid %d) exited with code %s", slot, w.proc.pid, w.proc.returncode)
+                del self._workers[slot]
+                for task in w.tasks:
+                    task.cancel()
+                await asyncio.gather(*w.tasks, return_exceptions=True)
+                self._retired.add(w.stats)
+                failures = self._failures.get(slot, 0) + 1
+                self._failures[slot] = failures
+                self._not_before[slot] = now + self.backoff.delay(failures)
+            if now < self._not_before.get(slot, 0.0):
+                continue
+            try:
+                self._workers[slot] = await self._spawn(slot)
+                self.restarts += 1
+            except DaprDockrError as exc:
+                failures = self._failures.get(slot, 0) + 1
+                self._failures[slot] = failures
+                self._not_before[slot] = time.monotonic() + self.backoff.delay(failures)
+                log.error("%s; retrying in %.1fs", exc, self.backoff.delay(failures))
+
+    async def run(self, *, interval: float = 0.5) -> None:
+        while True:
+            await self.supervise_once()
+            await asyncio.sleep(interval)

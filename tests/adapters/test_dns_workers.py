@@ -1,0 +1,188 @@
+"""DNS worker processes on one SO_REUSEPORT address: real processes, real sockets, dnspython."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator
+
+import dns.asyncquery
+import dns.message
+import dns.rdatatype
+import pytest
+
+from daprdockr.adapters.dns_worker import FRAME
+from daprdockr.adapters.dns_workers import DnsWorkerPool
+from daprdockr.adapters.dnsserver import DnsServer
+from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
+from daprdockr.errors import DaprDockrError
+
+WEB = ServiceName(group="myapp", service="web")
+
+
+def state(addresses: list[str]) -> ClusterState:
+    return ClusterState(
+        services={WEB: ServiceSpec(name=WEB, image="x", instances=len(addresses), http_port=8080)},
+        instances={
+            (WEB, n): InstanceRecord(service=WEB, number=n, node=f"n{n}", address=a, state="running",
+                                     ports=(("8080/tcp", 30000 + n),))
+            for n, a in enumerate(addresses, start=1)
+        },
+    )
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[tuple[DnsServer, DnsWorkerPool]]:
+    """The agent's arrangement: its own server (probe, SO_REUSEPORT) plus 2 workers."""
+    server = DnsServer(listen=("127.0.0.1", 0), upstreams=[], reuse_port=True)
+    await server.start()
+    pool = DnsWorkerPool(listen=("127.0.0.1", server.port), upstreams=[], count=2)
+    first = state(["127.0.0.11", "127.0.0.12"])
+    server.update(first)
+    pool.update(first)
+    await pool.start()
+    yield server, pool
+    await pool.stop()
+    await server.stop()
+
+
+async def query_from_fresh_sockets(port: int, name: str, count: int, *, tcp: bool = False) -> list[set[str]]:
+    """``count`` A queries, each from its own source port (so SO_REUSEPORT spreads them)."""
+    async def one() -> set[str]:
+        q = dns.message.make_query(name, dns.rdatatype.A)
+        if tcp:
+            r = await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=2)
+        else:
+            r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=2)
+        return {rr.address for rrset in r.answer for rr in rrset}
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def until(predicate: object, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_workers_share_the_address_and_answer(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
+    server, pool = shared
+    answers = await query_from_fresh_sockets(server.port, "web.myapp.container", 60)
+    assert all(a == {"127.0.0.11", "127.0.0.12"} for a in answers)
+    # the counters the workers report say they, not only the agent's server, answered
+    await until(lambda: pool.stats_total().queries + server.stats.queries == 60, 3.0)  # reports every ~1 s
+    assert pool.stats_total().queries > 0
+    assert pool.stats_total().answers.get("NOERROR", 0) == pool.stats_total().queries
+    tcp = await query_from_fresh_sockets(server.port, "1.web.myapp.container", 10, tcp=True)
+    assert all(a == {"127.0.0.11"} for a in tcp)
+
+
+async def test_spread_uses_every_process_even_for_one_client_socket(
+    shared: tuple[DnsServer, DnsWorkerPool]
+) -> None:
+    """Without the BPF program one client socket always hashes to the same process."""
+    server, pool = shared
+    assert server.spread_queries(members=3)
+    before = server.stats.queries
+    q = dns.message.make_query("web.myapp.container", dns.rdatatype.A)
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # one source port
+        client.setblocking(False)
+        for i in range(90):
+            q.id = i
+            await loop.sock_sendto(client, q.to_wire(), ("127.0.0.1", server.port))
+            reply = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(client, 4096), 2))
+            assert reply.id == i and {rr.address for rrset in reply.answer for rr in rrset} == {
+                "127.0.0.11", "127.0.0.12"}
+    await until(lambda: server.stats.queries - before + pool.stats_total().queries == 90, 3.0)
+    mine = server.stats.queries - before
+    assert 10 <= mine <= 60  # about a third each; hashing alone would give 0 or 90
+    assert all(w.stats.queries >= 10 for w in pool._workers.values())
+
+
+async def test_every_worker_follows_state_changes(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
+    server, pool = shared
+    await query_from_fresh_sockets(server.port, "3.web.myapp.container", 20)  # cache NXDOMAIN everywhere
+    new = state(["127.0.0.11", "127.0.0.12", "127.0.0.13"])
+    server.update(new)
+    pool.update(new)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while True:
+        answers = await query_from_fresh_sockets(server.port, "3.web.myapp.container", 40)
+        if all(a == {"127.0.0.13"} for a in answers):
+            break
+        assert loop.time() - t0 < 0.5, answers
+        await asyncio.sleep(0.01)
+
+
+async def test_worker_exits_on_eof_and_is_restarted(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
+    server, pool = shared
+    victim = pool._workers[0].proc
+    assert victim.stdin is not None
+    victim.stdin.close()  # what the kernel does when the agent dies, even by SIGKILL
+    await asyncio.wait_for(victim.wait(), 2.0)
+    assert victim.returncode == 0
+    await pool.supervise_once()  # first failure: backoff 0.5 s
+    await asyncio.sleep(0.6)
+    await pool.supervise_once()
+    assert pool.alive == 2 and victim.pid not in pool.pids()
+    other = pool._workers[1].proc
+    os.kill(other.pid, signal.SIGKILL)
+    await other.wait()
+    await until(lambda: pool.alive == 1, 1.0)
+    await pool.supervise_once()  # sees the exit, backs off
+    assert pool.alive == 1
+    await asyncio.sleep(0.6)
+    await pool.supervise_once()
+    assert pool.alive == 2 and pool.restarts == 2
+    # the restarted workers got the newest state
+    answers = await query_from_fresh_sockets(server.port, "2.web.myapp.container", 40)
+    assert all(a == {"127.0.0.12"} for a in answers)
+
+
+async def test_garbage_frames_do_not_kill_a_worker(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
+    server, pool = shared
+    proc = pool._workers[0].proc
+    assert proc.stdin is not None
+    for junk in (b"not a pickle", b"\x80\x05\x95", b"\x80\x05K\x01."):  # garbage, truncated, an int
+        proc.stdin.write(FRAME.pack(len(junk)) + junk)
+    await proc.stdin.drain()
+    await asyncio.sleep(0.3)
+    assert proc.returncode is None
+    new = state(["127.0.0.21"])
+    server.update(new)
+    pool.update(new)  # the worker still reads frames after the garbage
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while True:
+        answers = await query_from_fresh_sockets(server.port, "1.web.myapp.container", 40)
+        if all(a == {"127.0.0.21"} for a in answers):
+            break
+        assert loop.time() - t0 < 1.0, answers
+        await asyncio.sleep(0.02)
+    assert proc.returncode is None and pool.alive == 2
+
+
+async def test_a_taken_address_is_still_refused() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = DnsServer(listen=("127.0.0.1", port), upstreams=[], reuse_port=True)
+        with pytest.raises(DaprDockrError, match="cannot listen"):
+            await server.start()
+
+
+async def test_pool_start_fails_clearly_when_workers_cannot_bind() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # no SO_REUSEPORT: no sharing
+        taken.bind(("127.0.0.1", 0))
+        pool = DnsWorkerPool(listen=("127.0.0.1", taken.getsockname()[1]), upstreams=[], count=1)
+        with pytest.raises(DaprDockrError, match="did not start"):
+            await pool.start()
+        assert pool.alive == 0
