@@ -11,7 +11,8 @@ minute, agent RSS and idle CPU.
 Lease keepalives are not writes (they create no revision); they are counted separately from
 ``etcd_debugging_lease_renewed_total`` (summed over members; only the leader counts them).
 Agent RSS comes from ``/proc/<pid>/status`` (VmRSS), idle CPU from ``/proc/<pid>/stat``
-(utime + stime over the idle window), nginx RSS from its master and workers.
+(utime + stime over the idle window), the same for the agent's DNS worker processes, nginx RSS
+from its master and workers.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ async def main(instances: int, idle: float) -> None:
             pids = {n: a.pid for n, a in cluster.agents.items()}
             nginx = {n: a.nginx_master_pid() for n, a in cluster.agents.items()}
             cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
+            workers = {n: [c for c in children(p) if b"dns_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+                       for n, p in pids.items()}
+            wcpu0 = {n: sum(cpu_seconds(c) for c in cs) for n, cs in workers.items()}
             before = cluster_metrics(cluster)
             t0 = time.monotonic()
             await asyncio.sleep(idle)
@@ -142,6 +146,9 @@ async def main(instances: int, idle: float) -> None:
             idle_counts, idle_metrics = counter.take(), delta(cluster_metrics(cluster), before)
             cpu = {n: (cpu_seconds(p) - cpu0[n]) / elapsed * 100 for n, p in pids.items()}
             rss = {n: rss_kib(p) for n, p in pids.items()}
+            worker_rss = {n: sum(rss_kib(c) for c in cs) for n, cs in workers.items()}
+            worker_cpu = {n: (sum(cpu_seconds(c) for c in cs) - wcpu0[n]) / elapsed * 100
+                          for n, cs in workers.items()}
             nginx_rss = {
                 n: (rss_kib(p) + sum(rss_kib(c) for c in children(p))) if p else 0 for n, p in nginx.items()
             }
@@ -177,6 +184,10 @@ async def main(instances: int, idle: float) -> None:
     print(f"| lease keepalives per idle minute, 3 agents | {idle_metrics['renewals'] * per_minute:.0f} |")
     print(f"| agent RSS (MiB) | {' / '.join(f'{rss[n] / 1024:.0f}' for n in sorted(rss))} |")
     print(f"| agent idle CPU (% of one core) | {' / '.join(f'{cpu[n]:.2f}' for n in sorted(cpu))} |")
+    print(f"| DNS worker processes per agent, RSS (MiB) | "
+          f"{' / '.join(f'{len(workers[n])}: {worker_rss[n] / 1024:.0f}' for n in sorted(workers))} |")
+    print(f"| DNS workers' idle CPU (% of one core) | "
+          f"{' / '.join(f'{worker_cpu[n]:.2f}' for n in sorted(workers))} |")
     print(f"| nginx RSS, master + workers (MiB) | "
           f"{' / '.join(f'{nginx_rss[n] / 1024:.0f}' for n in sorted(nginx_rss))} |")
     print(f"| baseline: etcd member RSS (MiB) | {' / '.join(f'{r / 1024:.0f}' for r in etcd_rss)} |")

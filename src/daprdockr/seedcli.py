@@ -153,6 +153,7 @@ def daprdockrd_main(argv: Sequence[str] | None = None) -> int:
             ttl=args.ttl, capacity=0, docker=args.docker, state_dir=Path("/tmp/daprdockr"),
             dns_listen=args.dns_listen, dns_upstream=None, dns_ttl=5, http_listen=args.http_listen,
             nginx="nginx", api_listen=args.api_listen, keep_on_exit=False,
+            dns_workers=-1,  # auto, as for `daprdockr agent`
         )
     except DaprDockrError as exc:
         error_line(str(exc))

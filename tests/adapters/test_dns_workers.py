@@ -83,6 +83,18 @@ async def test_workers_share_the_address_and_answer(shared: tuple[DnsServer, Dns
     assert all(a == {"127.0.0.11"} for a in tcp)
 
 
+async def test_workers_alone_serve_udp_and_tcp(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
+    """With the agent's own sockets closed, every answer (UDP and TCP) comes from a worker."""
+    server, pool = shared
+    await server.stop()
+    udp = await query_from_fresh_sockets(server.port, "web.myapp.container", 20)
+    tcp = await query_from_fresh_sockets(server.port, "2.web.myapp.container", 10, tcp=True)
+    assert all(a == {"127.0.0.11", "127.0.0.12"} for a in udp)
+    assert all(a == {"127.0.0.12"} for a in tcp)
+    await until(lambda: pool.stats_total().queries == 30, 3.0)
+    assert pool.alive == 2
+
+
 async def test_spread_uses_every_process_even_for_one_client_socket(
     shared: tuple[DnsServer, DnsWorkerPool]
 ) -> None:

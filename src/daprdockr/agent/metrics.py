@@ -1,4 +1,4 @@
-"""The agent's Prometheus metrics, gathered from its parts (documented in docs/api.md)."""
+"""The agent's Prometheus metrics, gathered from its parts (documented in the README)."""
 
 from __future__ import annotations
 
