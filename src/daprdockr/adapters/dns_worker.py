@@ -8,7 +8,8 @@ Protocol with the parent, over the pipes:
 
 * stdin: frames of a 4-byte big-endian length and a pickled
   :class:`~daprdockr.core.state.ClusterState` (the parent's own objects, never network input).
-  Each frame replaces the state.  End of file means the parent closed the pipe or died, even by
+  The first frame arrives before the worker binds, so it never answers from an empty zone; each
+  later frame replaces the state.  End of file means the parent closed the pipe or died, even by
   SIGKILL: the worker stops.  So a worker never outlives its agent.
 * stdout: ``ready <port>`` once bound, then one JSON line of cumulative counters about once a
   second while they change.
@@ -60,18 +61,21 @@ def decode_frame(payload: bytes) -> ClusterState | None:
     return state
 
 
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """The next frame's payload; None at end of file (or an oversized frame: out of sync)."""
+    try:
+        (size,) = FRAME.unpack(await reader.readexactly(FRAME.size))
+        if size > MAX_FRAME:
+            log.error("DNS worker: frame of %d bytes is too large; stopping", size)
+            return None
+        return await reader.readexactly(size)
+    except asyncio.IncompleteReadError:
+        return None
+
+
 async def feed(server: DnsServer, reader: asyncio.StreamReader) -> None:
     """Apply state frames from ``reader`` until end of file."""
-    while True:
-        try:
-            head = await reader.readexactly(FRAME.size)
-            (size,) = FRAME.unpack(head)
-            if size > MAX_FRAME:
-                log.error("DNS worker: frame of %d bytes is too large; stopping", size)
-                return
-            payload = await reader.readexactly(size)
-        except asyncio.IncompleteReadError:
-            return
+    while (payload := await read_frame(reader)) is not None:
         state = decode_frame(payload)
         if state is not None:
             server.update(state)
@@ -97,12 +101,18 @@ async def serve(config: dict[str, Any]) -> int:
         reuse_port=True,
         probe=False,
     )
-    await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    first = await read_frame(reader)  # the state comes before the socket: never answer from nothing
+    state = decode_frame(first) if first is not None else None
+    if state is None:
+        log.error("DNS worker: no initial state; exiting")
+        return 1
+    server.update(state)
+    await server.start()
     sys.stdout.write(f"ready {server.port}\n")
     sys.stdout.flush()
     feeding = asyncio.create_task(feed(server, reader))

@@ -8,9 +8,10 @@ cost of the event loop and the socket calls, not the lookup.  So the agent's own
 all of them.
 
 * State: :meth:`DnsWorkerPool.update` only keeps the newest :class:`ClusterState`; one writer
-  task per worker sends it (pickled once, length-prefixed) as soon as the pipe takes it, so a
-  burst of changes coalesces into the newest snapshot and a slow worker never blocks the agent.
-  Workers build their zone lazily, like the agent's own server, so freshness is the same.
+  task per worker sends it (pickled once, length-prefixed) ``coalesce`` seconds (20 ms) after
+  the first change, so a burst of changes (a scale-up: hundreds of watch events) costs a few
+  snapshots, not one per event, and a slow worker never blocks the agent.  Workers build their
+  zone lazily, like the agent's own server, so they trail it by about those 20 ms.
 * Lifetime: a worker exits when its stdin reaches end of file, so it dies with the agent even on
   SIGKILL.  :meth:`supervise_once` restarts a worker that exited, with backoff
   (:class:`~daprdockr.core.backoff.Backoff`, reset after ``stable_after`` seconds up), and sends
@@ -78,6 +79,7 @@ class DnsWorkerPool:
         python: str = sys.executable,
         backoff: Backoff | None = None,
         stable_after: float = 30.0,
+        coalesce: float = 0.02,
     ) -> None:
         self.listen = listen
         self.upstreams = list(upstreams)
@@ -87,6 +89,7 @@ class DnsWorkerPool:
         self.python = python
         self.backoff = backoff or Backoff(base=0.5, max_delay=30.0)
         self.stable_after = stable_after
+        self.coalesce = coalesce
         self.restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._failures: dict[int, int] = {}
@@ -125,10 +128,13 @@ class DnsWorkerPool:
             )
         except OSError as exc:
             raise DaprDockrError(f"cannot start a DNS worker: {exc}", transient=True) from exc
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stdin is not None
+        version, payload = self._current_payload()
         try:
+            proc.stdin.write(FRAME.pack(len(payload)) + payload)  # state first, then it binds
+            await asyncio.wait_for(proc.stdin.drain(), START_TIMEOUT)
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
+        except (TimeoutError, ConnectionError):
             line = b""
         if not line.startswith(b"ready "):
             with contextlib.suppress(ProcessLookupError):
@@ -138,12 +144,12 @@ class DnsWorkerPool:
                 f"DNS worker {slot} did not start on {self.listen[0]}:{self.listen[1]} (exit {proc.returncode})",
                 transient=True,
             )
-        worker = _Worker(slot=slot, proc=proc, started_at=time.monotonic())
+        worker = _Worker(slot=slot, proc=proc, started_at=time.monotonic(), sent_version=version)
         worker.tasks = [
             asyncio.create_task(self._write(worker), name=f"dns-worker-{slot}-feed"),
             asyncio.create_task(self._read(worker), name=f"dns-worker-{slot}-stats"),
         ]
-        worker.wake.set()  # send the newest state at once
+        worker.wake.set()  # in case the state changed while it started
         log.info("DNS worker %d up (pid %d)", slot, proc.pid)
         return worker
 
@@ -186,6 +192,7 @@ class DnsWorkerPool:
         try:
             while True:
                 await worker.wake.wait()
+                await asyncio.sleep(self.coalesce)
                 worker.wake.clear()
                 version, payload = self._current_payload()
                 if version == worker.sent_version:

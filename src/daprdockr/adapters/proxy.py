@@ -95,7 +95,7 @@ class NginxManager:
         listen: tuple[str, int],
         binary: str = "nginx",
         debounce: float = 0.05,
-        min_interval: float = 0.5,
+        min_interval: float = 1.0,
         reload_burst: int = 6,
         restart_policy: RestartPolicy | None = None,
         workers: int = 2,
