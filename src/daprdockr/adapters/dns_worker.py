@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import pickle
@@ -41,11 +42,7 @@ STATS_EVERY = 1.0
 
 
 def stats_line(server: DnsServer) -> str:
-    s = server.stats_snapshot()
-    return json.dumps({
-        "queries": s.queries, "cache_hits": s.cache_hits, "forwarded": s.forwarded, "dropped": s.dropped,
-        "answers": s.answers,
-    })
+    return json.dumps(dataclasses.asdict(server.stats_snapshot()))
 
 
 def decode_frame(payload: bytes) -> ClusterState | None:

@@ -13,9 +13,9 @@ all of them.
   snapshots, not one per event, and a slow worker never blocks the agent.  Workers build their
   zone lazily, like the agent's own server, so they trail it by about those 20 ms.
 * Lifetime: a worker exits when its stdin reaches end of file, so it dies with the agent even on
-  SIGKILL.  :meth:`supervise_once` restarts a worker that exited, with backoff
-  (:class:`~daprdockr.core.backoff.Backoff`, reset after ``stable_after`` seconds up), and sends
-  it the newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
+  SIGKILL.  :meth:`supervise_once` restarts a worker that exited after the delay chosen by the
+  pure :class:`~daprdockr.core.restart_policy.RestartPolicy` (as for nginx), and sends it the
+  newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
   kills: time-limited, never raises.
 * Counters: each worker prints its cumulative counters as a JSON line about once a second;
   :meth:`stats_total` adds them up (keeping the last counts of workers that exited), so the
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from daprdockr.adapters.dns_worker import FRAME
 from daprdockr.adapters.dnsserver import Address, DnsStats
 from daprdockr.core.backoff import Backoff
+from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
 
@@ -77,8 +78,7 @@ class DnsWorkerPool:
         ttl: int = 5,
         count: int,
         python: str = sys.executable,
-        backoff: Backoff | None = None,
-        stable_after: float = 30.0,
+        restart_policy: RestartPolicy | None = None,
         coalesce: float = 0.02,
     ) -> None:
         self.listen = listen
@@ -87,12 +87,11 @@ class DnsWorkerPool:
         self.ttl = ttl
         self.count = count
         self.python = python
-        self.backoff = backoff or Backoff(base=0.5, max_delay=30.0)
-        self.stable_after = stable_after
+        self.policy = restart_policy or RestartPolicy(backoff=Backoff(base=0.5, max_delay=30.0), stable_after=30.0)
         self.coalesce = coalesce
         self.restarts = 0
         self._workers: dict[int, _Worker] = {}
-        self._failures: dict[int, int] = {}
+        self._restart: dict[int, RestartState] = {}
         self._not_before: dict[int, float] = {}
         self._retired = DnsStats()
         self._payload = pickle.dumps(ClusterState(), protocol=5)
@@ -117,6 +116,7 @@ class DnsWorkerPool:
             raise
 
     async def _spawn(self, slot: int) -> _Worker:
+        self._restart[slot] = self.policy.on_start(self._restart.get(slot, RestartState()), now=time.monotonic())
         config = json.dumps({
             "listen": list(self.listen), "upstreams": [list(u) for u in self.upstreams],
             "domain": self.domain, "ttl": self.ttl,
@@ -158,7 +158,7 @@ class DnsWorkerPool:
         self._workers.clear()
         for w in workers:
             for task in w.tasks:
-                task.cancel()
+                task.cancel()  # no more writes; _retire collects them
             if w.proc.stdin is not None:
                 w.proc.stdin.close()
         for w in workers:
@@ -169,8 +169,14 @@ class DnsWorkerPool:
                     w.proc.kill()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(w.proc.wait(), grace)
-            await asyncio.gather(*w.tasks, return_exceptions=True)
-            self._retired.add(w.stats)
+            await self._retire(w)
+
+    async def _retire(self, worker: _Worker) -> None:
+        """End a gone worker's pipe tasks and keep its last counters in the totals."""
+        for task in worker.tasks:
+            task.cancel()
+        await asyncio.gather(*worker.tasks, return_exceptions=True)
+        self._retired.add(worker.stats)
 
     # ------------------------------------------------------------------ state and counters
     def update(self, state: ClusterState) -> None:
@@ -220,34 +226,30 @@ class DnsWorkerPool:
 
     # ------------------------------------------------------------------ supervision
     async def supervise_once(self) -> None:
-        """Restart every worker that exited (with backoff per slot)."""
+        """Restart every worker that exited (after the restart policy's delay per slot)."""
         now = time.monotonic()
         for slot in range(self.count):
             w = self._workers.get(slot)
             if w is not None and w.proc.returncode is None:
-                if now - w.started_at >= self.stable_after:
-                    self._failures.pop(slot, None)
                 continue
             if w is not None:
                 log.warning("DNS worker %d (pid %d) exited with code %s", slot, w.proc.pid, w.proc.returncode)
                 del self._workers[slot]
-                for task in w.tasks:
-                    task.cancel()
-                await asyncio.gather(*w.tasks, return_exceptions=True)
-                self._retired.add(w.stats)
-                failures = self._failures.get(slot, 0) + 1
-                self._failures[slot] = failures
-                self._not_before[slot] = now + self.backoff.delay(failures)
+                await self._retire(w)
+                self._back_off(slot, now=now)
             if now < self._not_before.get(slot, 0.0):
                 continue
             try:
                 self._workers[slot] = await self._spawn(slot)
                 self.restarts += 1
             except DaprDockrError as exc:
-                failures = self._failures.get(slot, 0) + 1
-                self._failures[slot] = failures
-                self._not_before[slot] = time.monotonic() + self.backoff.delay(failures)
-                log.error("%s; retrying in %.1fs", exc, self.backoff.delay(failures))
+                log.error("%s; retrying in %.1fs", exc, self._back_off(slot, now=time.monotonic()))
+
+    def _back_off(self, slot: int, *, now: float) -> float:
+        """Record an exit (or a failed start) of ``slot``; returns the delay before the next start."""
+        self._restart[slot], delay = self.policy.on_exit(self._restart[slot], now=now)
+        self._not_before[slot] = now + delay
+        return delay
 
     async def run(self, *, interval: float = 0.5) -> None:
         while True:
