@@ -13,8 +13,8 @@ One asyncio event loop runs these named, guarded tasks in a TaskGroup:
 
 Signals only set the stop event.  Shutdown is ordered and time-limited: stop reconciling and
 watching, then (``release_on_exit``) stop this node's containers and revoke the lease, or leave
-them running for a restart to adopt; then the DNS server and its workers; nginx last.  A second signal exits at
-once.
+them running for a restart to adopt; then the DNS server and its workers; nginx last.  A second
+signal exits at once.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Agent:
             node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker
         )
         self.mirror = StateMirror(schema=self.schema)
-        self.store.write_listeners.append(self._own_write)
+        self.store.write_listeners.append(self._apply)
         self.reconciler = Reconciler(
             node_id=config.node_id,
             address=config.advertise_ip,
@@ -169,13 +169,16 @@ class Agent:
         async for ev in self.store.watch(start_revision=self.mirror.revision + 1):
             if ev.kind == "resync":
                 await self._load_mirror()
-            elif not self.mirror.apply(ev):
-                continue
-            self.state_changed.set()
-            self.reconciler.mark_dirty()
+                self.reconciler.mark_dirty()
+            else:
+                self._apply(ev)
 
-    def _own_write(self, ev: WatchEvent) -> None:
-        """Read-your-writes: apply our confirmed write now; the watch echo is dropped later."""
+    def _apply(self, ev: WatchEvent) -> None:
+        """Apply one event to the mirror; if it changed anything, fan out and reconcile.
+
+        Watch events and, read-your-writes, the events of our own confirmed writes (registered
+        as a store write listener) both come here; the watch echo of our own write is dropped.
+        """
         if self.mirror.apply(ev):
             self.state_changed.set()
             self.reconciler.mark_dirty()
