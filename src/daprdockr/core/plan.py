@@ -219,7 +219,7 @@ def deal_unowned(numbers: Sequence[int], *, live: Sequence[str], room: Mapping[s
     left = {node: max(0, room.get(node, 0)) for node in live}
     dealt: dict[int, str] = {}
     for n in sorted(numbers):
-        start = (n - 1) % len(live)
+        start = live.index(preferred_node(n, live))
         for i in range(len(live)):
             node = live[(start + i) % len(live)]
             if left[node] > 0:
