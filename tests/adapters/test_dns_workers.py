@@ -71,6 +71,18 @@ async def until(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+async def answers_become(port: int, name: str, expected: set[str], *, within: float) -> None:
+    """Query ``name`` from 40 fresh source ports until every answer is ``expected``."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while True:
+        answers = await query_from_fresh_sockets(port, name, 40)
+        if all(a == expected for a in answers):
+            return
+        assert loop.time() - t0 < within, answers
+        await asyncio.sleep(0.01)
+
+
 async def test_workers_share_the_address_and_answer(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
     server, pool = shared
     answers = await query_from_fresh_sockets(server.port, "web.myapp.container", 60)
@@ -124,14 +136,7 @@ async def test_every_worker_follows_state_changes(shared: tuple[DnsServer, DnsWo
     new = state(["127.0.0.11", "127.0.0.12", "127.0.0.13"])
     server.update(new)
     pool.update(new)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    while True:
-        answers = await query_from_fresh_sockets(server.port, "3.web.myapp.container", 40)
-        if all(a == {"127.0.0.13"} for a in answers):
-            break
-        assert loop.time() - t0 < 0.5, answers
-        await asyncio.sleep(0.01)
+    await answers_become(server.port, "3.web.myapp.container", {"127.0.0.13"}, within=0.5)
 
 
 async def test_worker_exits_on_eof_and_is_restarted(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
@@ -171,14 +176,7 @@ async def test_garbage_frames_do_not_kill_a_worker(shared: tuple[DnsServer, DnsW
     new = state(["127.0.0.21"])
     server.update(new)
     pool.update(new)  # the worker still reads frames after the garbage
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    while True:
-        answers = await query_from_fresh_sockets(server.port, "1.web.myapp.container", 40)
-        if all(a == {"127.0.0.21"} for a in answers):
-            break
-        assert loop.time() - t0 < 1.0, answers
-        await asyncio.sleep(0.02)
+    await answers_become(server.port, "1.web.myapp.container", {"127.0.0.21"}, within=1.0)
     assert proc.returncode is None and pool.alive == 2
 
 
