@@ -29,7 +29,7 @@ from daprdockr.clikit.output import (
     print_json,
     print_table,
 )
-from daprdockr.clikit.specfile import merge_flags, parse_pairs, parse_spec_text
+from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
 from daprdockr.core.endpoints import DEFAULT_ETCD, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -199,18 +199,22 @@ def svc_set(
     except ValidationError as exc:
         raise _fail(exc) from None
 
+    # A file holds whole specs (replaced, not merged): all are validated before anything is written.
+    try:
+        whole = [ServiceSpec.from_dict(merge_flags(doc, flags), name=cli_name) for doc in docs] if file else []
+        if not file and cli_name is None:
+            raise ValidationError("give the service name (<service>.<group>) or a 'name' in the file")
+    except ValidationError as exc:
+        raise _fail(exc) from None
+
     async def apply(store: EtcdStore) -> list[ServiceSpec]:
-        specs = []
-        for doc in docs:
-            target = cli_name or (ServiceName.parse(doc["name"], field="name") if "name" in doc else None)
-            if target is None:
-                raise ValidationError("give the service name (<service>.<group>) or a 'name' in the file")
-            existing = await store.get_service(target) if not file else None
-            base = existing.to_dict() if existing else {}
-            spec = ServiceSpec.from_dict(merge_flags({**base, **doc}, flags), name=target)
-            specs.append(spec)
-        for spec in specs:
+        specs = list(whole)
+        for spec in whole:
             await store.put_service(spec)
+        if cli_name is not None and not file:  # merge: one transaction on the key, retried on conflict
+            specs.append(await store.update_service(
+                cli_name, lambda cur, bad: merge_onto(cli_name, cur, bad, flags)))
+        for spec in specs:
             print(f"{spec.name}: {spec.instances} instance(s) of {spec.image}", file=sys.stderr)
         if wait:
             for spec in specs:
@@ -247,6 +251,9 @@ def svc_del(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<servi
     print(f"{target} deleted", file=sys.stderr)
 
 
+SERVICE_COLUMNS = ["service", "status", "image", "desired", "running", "failed", "http_host", "invalid"]
+
+
 @svc_app.command("ls")
 def svc_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """List services: desired vs running.   Example: daprdockr svc ls --json"""
@@ -254,7 +261,7 @@ def svc_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", h
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["service", "image", "desired", "running", "failed", "http_host"])
+        print_table(rows, SERVICE_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------- views
@@ -269,7 +276,7 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
                     "skipped_keys": [k for k, _ in state.skipped]})
         return
     print_table(node_list, ["node", "address", "instances", "capacity", "up"], title="nodes")
-    print_table(services, ["service", "image", "desired", "running", "failed", "http_host"], title="services")
+    print_table(services, SERVICE_COLUMNS, title="services")
 
 
 @app.command()

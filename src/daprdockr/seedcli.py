@@ -19,7 +19,7 @@ from typing import Any
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.clikit.output import error_line, exit_code_for
-from daprdockr.clikit.specfile import merge_flags, parse_spec_text
+from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_spec_text
 from daprdockr.core.endpoints import SEED_DEFAULT_ETCD, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -88,19 +88,17 @@ async def _cmd(args: argparse.Namespace, stdin_text: str | None) -> int:
             if not await store.delete_service(name):
                 raise NotFoundError(f"service {name} not found")
         else:
-            base: dict[str, Any] = {}
-            if stdin_text is not None:
-                (base,) = parse_spec_text(stdin_text, source="<stdin>")[:1]
-            else:
-                existing = await store.get_service(name)
-                base = existing.to_dict() if existing else {}
             flags = {
                 "image": args.image, "instances": args.instances,
                 "cmd": shlex.split(args.cmd) if args.cmd is not None else None,
                 "http_host": args.http_host, "http_port": args.http_port,
             }
-            spec = ServiceSpec.from_dict(merge_flags(base, flags), name=name)
-            await store.put_service(spec)
+            if stdin_text is not None:  # a whole spec from stdin replaces the stored one
+                (doc,) = parse_spec_text(stdin_text, source="<stdin>")[:1]
+                spec = ServiceSpec.from_dict(merge_flags(doc, flags), name=name)
+                await store.put_service(spec)
+            else:  # flags merged onto the stored spec, as one transaction
+                spec = await store.update_service(name, lambda cur, bad: merge_onto(name, cur, bad, flags))
             if args.v:
                 print(json.dumps(spec.to_dict(), sort_keys=True), file=sys.stderr)
         return 0

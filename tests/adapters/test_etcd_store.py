@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
+import aetcd.exceptions as aetcd_exc
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore, WatchEvent
@@ -126,3 +128,59 @@ async def test_failover_to_second_endpoint(etcd_endpoints: str, prefix: str) -> 
     async with EtcdStore(endpoints=eps, schema=KeySchema(prefix), timeout=1.0) as s:
         await s.put_service(spec())
         assert await s.get_service(WEB) == spec()
+
+
+async def _fail_transiently(_client: object) -> None:
+    raise aetcd_exc.ConnectionFailedError("injected: endpoint unreachable")
+
+
+async def test_a_failing_call_never_cancels_another_call_in_flight(store: EtcdStore, prefix: str) -> None:
+    """A failed call retires its channel for new calls but must not close it under the others:
+    grpc.aio would end their in-flight calls with CancelledError."""
+    key = f"{prefix}/wake"
+    waiter = asyncio.create_task(store._call(lambda c: c.watch_once(key.encode(), timeout=5), what="wait"))
+    await asyncio.sleep(0.3)  # the watch is in flight on the store's channel
+    with pytest.raises(StoreUnavailableError):
+        await store._call(_fail_transiently, what="doomed")
+    await store.put_raw(key, b"1")
+    event = await asyncio.wait_for(waiter, 5)
+    assert event.kv.value == b"1"
+
+
+async def test_update_service_retries_on_a_concurrent_write(store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    await store.put_service(spec(1))
+    real = store._put_if_unchanged
+    conflicts = 0
+
+    async def with_a_writer_in_between(key: str, value: bytes, *, mod_revision: int) -> bool:
+        nonlocal conflicts
+        if conflicts == 0:  # another client writes between our read and our transaction
+            conflicts += 1
+            await store.put_service(replace(spec(1), env=(("OTHER", "1"),)))
+        return await real(key, value, mod_revision=mod_revision)
+
+    monkeypatch.setattr(store, "_put_if_unchanged", with_a_writer_in_between)
+    seen: list[ServiceSpec | None] = []
+
+    def scale(current: ServiceSpec | None, problem: str | None) -> ServiceSpec:
+        seen.append(current)
+        assert current is not None and problem is None
+        return replace(current, instances=4)
+
+    result = await store.update_service(WEB, scale)
+    assert conflicts == 1 and len(seen) == 2, "the change was re-applied to the fresh spec"
+    assert result.instances == 4 and dict(result.env) == {"OTHER": "1"}
+    assert await store.get_service(WEB) == result
+
+
+async def test_update_service_sees_a_malformed_spec_with_its_reason(store: EtcdStore, prefix: str) -> None:
+    await store.put_raw(f"{prefix}/services/myapp/web", b'{"image": 5}')
+    got: list[tuple[ServiceSpec | None, str | None]] = []
+
+    def replace_it(current: ServiceSpec | None, problem: str | None) -> ServiceSpec:
+        got.append((current, problem))
+        return spec(2)
+
+    await store.update_service(WEB, replace_it)
+    assert got[0][0] is None and got[0][1] is not None and "image" in got[0][1]
+    assert await store.get_service(WEB) == spec(2)

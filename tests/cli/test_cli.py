@@ -52,7 +52,7 @@ def test_round_trip_set_get_ls_del_as_real_process(etcd_endpoints: str, prefix: 
     assert "web.myapp" in ls.stdout and "web.example.com" in ls.stdout
     rows = json.loads(run_bin("daprdockr", "svc", "ls", "--json", etcd=etcd_endpoints, prefix=prefix).stdout)
     assert rows == [{"service": "web.myapp", "image": IMG, "desired": 3, "running": 0, "failed": 0,
-                     "http_host": "web.example.com", "deleted": False}]
+                     "http_host": "web.example.com", "deleted": False, "status": "ok", "invalid": ""}]
     assert run_bin("daprdockr", "svc", "del", "web.myapp", etcd=etcd_endpoints, prefix=prefix).returncode == 0
     gone = run_bin("daprdockr", "svc", "get", "web.myapp", etcd=etcd_endpoints, prefix=prefix)
     assert gone.returncode == 3 and gone.stderr.strip() == "daprdockr: service web.myapp not found"
@@ -157,7 +157,12 @@ def test_garbage_in_etcd_does_not_break_listing(cli, etcd_endpoints: str, prefix
     asyncio.run(put_garbage())
     r = cli("svc", "ls", "--json")
     assert r.exit_code == 0
-    assert [row["service"] for row in json.loads(r.stdout)] == ["web.myapp"]
+    rows = {row["service"]: row for row in json.loads(r.stdout)}
+    assert sorted(rows) == ["broken.myapp", "web.myapp"]
+    assert rows["web.myapp"]["status"] == "ok"
+    assert rows["broken.myapp"]["status"] == "invalid" and "not JSON" in rows["broken.myapp"]["invalid"]
+    table = cli("svc", "ls")
+    assert table.exit_code == 0 and "invalid" in table.stdout
     status = json.loads(cli("status", "--json").stdout)
     assert len(status["skipped_keys"]) == 2
 

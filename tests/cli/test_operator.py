@@ -83,7 +83,8 @@ async def test_watch_json_follows_etcd_events(etcd_endpoints: str, prefix: str) 
         rec = InstanceRecord(service=ServiceName(group="myapp", service="web"), number=1, node="n9",
                              address="127.0.0.19", state="running", since=time.time())
         async with store:
-            await store.put_raw(f"{prefix}/instances/myapp/web/1", dumps(rec.to_dict()))
+            lease = await store.grant_lease(30)  # instance keys live on an agent's lease
+            await store.put_raw(f"{prefix}/instances/myapp/web/1", dumps(rec.to_dict()), lease=lease)
         line = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
         assert line["revision"] > first["revision"]
         assert [(r["service"], r["instance"], r["node"]) for r in line["instances"]] == [("web.myapp", 1, "n9")]

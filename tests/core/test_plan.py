@@ -26,6 +26,7 @@ from daprdockr.core.plan import (
     preferred_node,
     unowned_keys,
 )
+from daprdockr.core.state import BadKey
 
 WEB = ServiceName(group="myapp", service="web")
 API = ServiceName(group="myapp", service="api")
@@ -221,3 +222,46 @@ def test_simulated_spread(node_count: int, instances: int, expected: list[int]) 
     counts = simulate(node_count, instances)
     assert sum(counts.values()) == instances
     assert sorted(counts.values(), reverse=True) == expected
+
+
+# --------------------------------------------------------------------------- bad data stops nothing
+def bad(number: int, *, lease: int = LEASE, name: ServiceName = WEB) -> BadKey:
+    return BadKey(key=f"/p/instances/{name.group}/{name.service}/{number}", reason="value is not JSON",
+                  lease=lease, create_revision=number, mod_revision=50 + number)
+
+
+@pytest.mark.parametrize(
+    ("desc", "instances", "containers", "bad_keys", "frozen", "want"),
+    [
+        ("frozen service: containers and keys left alone",
+         [rec(1), rec(2)], [ctr(1), ctr(2), ctr(3)], [], {WEB}, []),
+        ("frozen service: no claim, no start", [], [], [], {WEB}, []),
+        ("our malformed key with our running container: repair it",
+         [rec(1)], [ctr(1), ctr(2)], [bad(2)], set(), [("Repair", 2)]),
+        ("our malformed key, container exited: delete the key",
+         [rec(1)], [ctr(1), ctr(2, running=False)], [bad(2)], set(), [("Purge", 2)]),
+        ("malformed key on no lease over our container: delete the key",
+         [rec(1)], [ctr(1), ctr(2)], [bad(2, lease=0)], set(), [("Purge", 2)]),
+        ("malformed key on no lease, no container anywhere: delete it (any node)",
+         [rec(1)], [ctr(1)], [bad(2, lease=0)], set(), [("Purge", 2)]),
+        ("malformed key on another lease: the number is taken, our container stays",
+         [rec(1)], [ctr(1), ctr(2)], [bad(2, lease=999)], set(), []),
+        ("malformed key on another lease, no container: not claimed",
+         [rec(1)], [ctr(1)], [bad(2, lease=999)], set(), []),
+        ("our malformed key, no container here: delete it",
+         [rec(1)], [ctr(1)], [bad(2)], set(), [("Purge", 2)]),
+    ],
+)
+def test_bad_data_never_stops_anything(desc: str, instances: list[InstanceRecord], containers: list[ContainerInfo],
+                                       bad_keys: list[BadKey], frozen: set[ServiceName],
+                                       want: list[tuple[str, int]]) -> None:
+    desired = {} if frozen else {WEB: spec(2)}
+    o = obs(instances=instances, containers=containers, frozen=frozenset(frozen),
+            bad_instances={(WEB, int(b.key.rsplit("/", 1)[1])): b for b in bad_keys})
+    actions = plan(desired, o)
+    assert kinds(actions) == want, desc
+    assert not any(isinstance(a, Stop | Release) for a in actions), desc
+
+
+def test_unowned_keys_leave_out_malformed_keys() -> None:
+    assert unowned_keys({WEB: spec(3)}, {(WEB, 1): rec(1)}, {(WEB, 2): bad(2)}) == {(WEB, 3)}

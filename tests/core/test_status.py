@@ -38,10 +38,21 @@ def test_service_rows_count_running_failed_and_orphans() -> None:
     rows = service_rows(state(rec(1), rec(2, "failed"), rec(1, name=OLD)))
     assert rows == [
         {"service": "old.myapp", "image": "", "desired": 0, "running": 1, "failed": 0, "http_host": "",
-         "deleted": True},
+         "deleted": True, "status": "deleted", "invalid": ""},
         {"service": "web.myapp", "image": "busybox", "desired": 3, "running": 1, "failed": 1,
-         "http_host": "web.example.com", "deleted": False},
+         "http_host": "web.example.com", "deleted": False, "status": "ok", "invalid": ""},
     ]
+
+
+def test_service_rows_show_an_invalid_spec_with_its_reason() -> None:
+    frozen = ClusterState(invalid_services={WEB: "instances: '2' must be an integer"},
+                          instances={(WEB, 1): rec(1)})
+    (row,) = service_rows(frozen)
+    assert row["status"] == "invalid" and row["invalid"] == "instances: '2' must be an integer"
+    assert row["running"] == 1 and not row["deleted"]
+    kept = ClusterState(services={WEB: SPEC}, invalid_services={WEB: "truncated"})
+    (row,) = service_rows(kept)
+    assert row["status"] == "invalid" and row["desired"] == 3 and row["image"] == "busybox"
 
 
 def test_instance_rows_filter_and_shape() -> None:

@@ -28,12 +28,16 @@ from typing import Any, Literal, TypeVar
 
 import aetcd
 import aetcd.exceptions as aetcd_exc
+import aetcd.rpc as aetcd_rpc
+import aetcd.watcher as aetcd_watcher
+import grpc
 
+from daprdockr.cancellation import owner_cancelled
 from daprdockr.core.endpoints import Endpoint
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
-from daprdockr.core.state import ClusterState, RawKV, decode_state, decode_value
+from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state, decode_value
 from daprdockr.errors import (
     DaprDockrError,
     LeaseLostError,
@@ -44,6 +48,14 @@ from daprdockr.errors import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Every call: a member without a leader answers "no leader" at once instead of hanging.
+REQUIRE_LEADER = (("hasleader", "true"),)
+CHANNEL_OPTIONS = {"grpc.max_receive_message_length": 64 * 1024 * 1024}
+# The watch stream: gRPC pings find a hung member (etcd refuses pings closer than 5 s apart).
+KEEPALIVE_OPTIONS = {"grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 3_000,
+                     "grpc.http2.max_pings_without_data": 0}
+UPDATE_ATTEMPTS = 50
 
 _TRANSIENT = (
     aetcd_exc.ConnectionFailedError,
@@ -90,6 +102,48 @@ def translate(exc: BaseException, *, what: str) -> DaprDockrError:
     return StoreError(f"etcd {what} failed: {exc}", transient=False)
 
 
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client with the channel opened here: our gRPC options and per-call metadata.
+
+    ``hasleader: true`` makes a member that lost its leader refuse a call (and end a watch) at
+    once instead of letting it hang, so callers fail over to a member of the majority.
+    """
+
+    def __init__(self, *, endpoint: Endpoint, timeout: float, options: dict[str, int]) -> None:
+        seconds = max(1, round(timeout))
+        super().__init__(host=endpoint.host, port=endpoint.port, timeout=seconds, connect_wait_timeout=seconds,
+                         options=options)
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        self.channel = grpc.aio.insecure_channel(f"{self._host}:{self._port}", options=list(self._options.items()))
+        self.metadata = REQUIRE_LEADER
+        self.kvstub = aetcd_rpc.KVStub(self.channel)
+        self.clusterstub = aetcd_rpc.ClusterStub(self.channel)
+        self.leasestub = aetcd_rpc.LeaseStub(self.channel)
+        self.maintenancestub = aetcd_rpc.MaintenanceStub(self.channel)
+        self._watcher = aetcd_watcher.Watcher(
+            aetcd_rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
+        self._connected.set()
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One client (one gRPC channel) to one endpoint, shared by every call made through it.
+
+    A failed call *retires* the connection (new calls go to the next endpoint) but never closes
+    it under the calls still in flight on it: grpc.aio would end them with ``CancelledError``.
+    The last call to leave a retired connection closes it.
+    """
+
+    client: _Client
+    index: int
+    inflight: int = 0
+    retired: bool = False
+    closing: bool = False
+
+
 class EtcdStore:
     """The etcd-backed store.  Use as ``async with EtcdStore(...) as store``."""
 
@@ -99,15 +153,17 @@ class EtcdStore:
         endpoints: Sequence[Endpoint],
         schema: KeySchema | None = None,
         timeout: float = 3.0,
+        probe_interval: float = 2.0,
     ) -> None:
         if not endpoints:
             raise ValidationError("no endpoint given", field="etcd")
         self.endpoints = tuple(endpoints)
         self.schema = schema or KeySchema()
         self.timeout = timeout
+        self.probe_interval = probe_interval
         self._index = 0
-        self._client: aetcd.Client | None = None
-        self._lock = asyncio.Lock()
+        self._conn: _Conn | None = None
+        self._closers: set[asyncio.Task[None]] = set()
         self.errors = 0  # transient failures seen (exported as a metric by the agent)
         # Called with the event each of our successful instance writes produces, before the
         # watch delivers it: the agent applies it to its mirror at once (read-your-writes), so
@@ -131,45 +187,75 @@ class EtcdStore:
         await self._call(lambda c: c.get(self.schema.prefix.encode()), what="connect")
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), timeout=self.timeout)
-            except Exception:
-                log.debug("error closing etcd client", exc_info=True)
+        """Close every connection (call when no call of this store is in flight any more)."""
+        if self._conn is not None:
+            self._retire(self._conn)
+        if self._closers:
+            await asyncio.wait(set(self._closers), timeout=self.timeout)
 
-    def _make_client(self) -> aetcd.Client:
-        ep = self.endpoint
-        return aetcd.Client(
-            host=ep.host,
-            port=ep.port,
-            timeout=max(1, round(self.timeout)),
-            connect_wait_timeout=max(1, round(self.timeout)),
-        )
+    def _new_client(self, index: int, *, keepalive: bool = False) -> _Client:
+        options = dict(CHANNEL_OPTIONS)
+        if keepalive:  # a long-lived stream: detect a peer that stopped answering
+            options.update(KEEPALIVE_OPTIONS)
+        return _Client(endpoint=self.endpoints[index], timeout=self.timeout, options=options)
 
-    async def _client_now(self) -> aetcd.Client:
-        if self._client is None:
-            self._client = self._make_client()
-        return self._client
+    def _current(self) -> _Conn:
+        if self._conn is None:
+            self._conn = _Conn(client=self._new_client(self._index), index=self._index)
+        return self._conn
 
-    async def _call(self, op: Callable[[Any], Awaitable[T]], *, what: str) -> T:
-        """Run ``op(client)``; on a transient error fail over through every endpoint once."""
+    def _retire(self, conn: _Conn) -> None:
+        """New calls go to the next endpoint; ``conn`` closes once its last call is done."""
+        if self._conn is conn:
+            self._conn = None
+            self._index = (conn.index + 1) % len(self.endpoints)
+        conn.retired = True
+        self._close_if_idle(conn)
+
+    def _close_if_idle(self, conn: _Conn) -> None:
+        if conn.retired and conn.inflight == 0 and not conn.closing:
+            conn.closing = True
+            task = asyncio.ensure_future(self._close_client(conn.client))
+            self._closers.add(task)
+            task.add_done_callback(self._closers.discard)
+
+    async def _close_client(self, client: _Client) -> None:
+        try:
+            await asyncio.wait_for(client.close(), timeout=self.timeout)
+        except Exception:
+            log.debug("error closing an etcd client", exc_info=True)
+
+    async def _call(
+        self, op: Callable[[Any], Awaitable[T]], *, what: str, attempt_timeout: float | None = None
+    ) -> T:
+        """Run ``op(client)``; on a transient error fail over through every endpoint once.
+
+        Each attempt is bounded by ``attempt_timeout`` (default: the store's).  A ``CancelledError``
+        that is not our own task's cancellation (a channel closed under the call) is a transient
+        failure, never passed on as if the caller had been cancelled.
+        """
+        limit = attempt_timeout or self.timeout
         last: DaprDockrError | None = None
         for _ in range(len(self.endpoints)):
-            client = await self._client_now()
+            conn = self._current()
+            conn.inflight += 1
             try:
-                return await asyncio.wait_for(op(client), timeout=self.timeout)
+                return await asyncio.wait_for(op(conn.client), timeout=limit)
             except asyncio.CancelledError:
-                raise
+                if owner_cancelled():
+                    raise
+                err: DaprDockrError = StoreUnavailableError(f"etcd {what}: the call was cancelled under us")
             except Exception as exc:
                 err = translate(exc, what=what)
                 if not err.transient or isinstance(err, LeaseLostError):
                     raise err from exc
-                self.errors += 1
-                last = err
-                log.warning("etcd %s via %s failed: %s", what, self.endpoint, exc)
-                await self.close()
-                self._index = (self._index + 1) % len(self.endpoints)
+            finally:
+                conn.inflight -= 1
+                self._close_if_idle(conn)
+            self.errors += 1
+            last = err
+            log.warning("etcd %s via %s failed: %s", what, self.endpoints[conn.index], err)
+            self._retire(conn)
         raise StoreUnavailableError(
             f"etcd unreachable ({what}; last error: {last})",
             endpoints=tuple(str(e) for e in self.endpoints),
@@ -204,37 +290,101 @@ class EtcdStore:
         return state
 
     # ------------------------------------------------------------------ desired state
+    async def _get_kv(self, key: str) -> RawKV | None:
+        got = await self._call(lambda c: c.get(key.encode()), what="get")
+        if got is None:
+            return None
+        return RawKV(key=key, value=got.value, lease=got.lease, create_revision=got.create_revision,
+                     mod_revision=got.mod_revision)
+
+    async def _put_if_unchanged(self, key: str, value: bytes, *, mod_revision: int) -> bool:
+        """Put ``key`` only if it was last modified at ``mod_revision`` (0: only if absent)."""
+
+        async def op(c: aetcd.Client) -> bool:
+            ok, _ = await c.transaction(
+                compare=[c.transactions.mod(key.encode()) == mod_revision],
+                success=[c.transactions.put(key.encode(), value)], failure=[])
+            return bool(ok)
+
+        return await self._call(op, what="put if unchanged")
+
+    async def _delete_if_unchanged(self, key: str, *, mod_revision: int) -> bool:
+        async def op(c: aetcd.Client) -> bool:
+            ok, responses = await c.transaction(
+                compare=[c.transactions.mod(key.encode()) == mod_revision],
+                success=[c.transactions.delete(key.encode())], failure=[])
+            if ok:
+                self._wrote("delete", key.encode(), b"", revision=_txn_revision(responses))
+            return bool(ok)
+
+        return await self._call(op, what="delete if unchanged")
+
     async def put_service(self, spec: ServiceSpec) -> None:
+        """Write ``spec`` unconditionally (tests and tooling; the CLI uses :meth:`update_service`)."""
         key = self.schema.service(spec.name).encode()
         await self._call(lambda c: c.put(key, dumps(spec.to_dict())), what="put service")
 
     async def get_service(self, name: ServiceName) -> ServiceSpec | None:
         """The spec, ``None`` if absent; a malformed stored spec raises ValidationError."""
-        key = self.schema.service(name)
-        got = await self._call(lambda c: c.get(key.encode()), what="get service")
-        if got is None:
+        kv = await self._get_kv(self.schema.service(name))
+        if kv is None:
             return None
-        value = decode_value(self.schema, RawKV(key=key, value=got.value))
+        value = decode_value(self.schema, kv)
         assert isinstance(value, ServiceSpec)
         return value
 
+    async def update_service(
+        self, name: ServiceName, change: Callable[[ServiceSpec | None, str | None], ServiceSpec]
+    ) -> ServiceSpec:
+        """Read-modify-write as one transaction on the key's mod revision, retried on conflict.
+
+        ``change(current, problem)`` gets the stored spec (``None`` if absent or malformed, with
+        ``problem`` saying why it is malformed) and returns the spec to write; it may raise
+        ValidationError, and is called again with fresh data after a concurrent write.
+        """
+        key = self.schema.service(name)
+        for attempt in range(UPDATE_ATTEMPTS):
+            kv = await self._get_kv(key)
+            current: ServiceSpec | None = None
+            problem: str | None = None
+            if kv is not None:
+                decoded = decode_entry(self.schema, kv)
+                if isinstance(decoded, ServiceSpec):
+                    current = decoded
+                else:
+                    problem = str(decoded)
+            spec = change(current, problem)
+            if spec.name != name:
+                raise ValidationError(f"spec names {spec.name} but the key is {name}", field="name")
+            if await self._put_if_unchanged(key, dumps(spec.to_dict()), mod_revision=kv.mod_revision if kv else 0):
+                return spec
+            await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # written concurrently: again
+        raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
+
     async def delete_service(self, name: ServiceName) -> bool:
-        key = self.schema.service(name).encode()
-
-        async def op(c: aetcd.Client) -> bool:
-            resp = await c.delete(key)
-            return resp is not None and int(getattr(resp, "deleted", 1)) > 0
-
-        return await self._call(op, what="delete service")
+        """Delete the spec (a transaction on its mod revision, retried); False if it was absent."""
+        key = self.schema.service(name)
+        for attempt in range(UPDATE_ATTEMPTS):
+            kv = await self._get_kv(key)
+            if kv is None:
+                return False
+            if await self._delete_if_unchanged(key, mod_revision=kv.mod_revision):
+                return True
+            await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being deleted; try again")
 
     # ------------------------------------------------------------------ leases
     async def grant_lease(self, ttl: int) -> int:
         lease = await self._call(lambda c: c.lease(ttl), what="grant lease")
         return int(lease.id)
 
-    async def keepalive(self, lease_id: int) -> int:
-        """Refresh the lease; returns the remaining TTL, raises LeaseLostError if it is gone."""
-        reply = await self._call(lambda c: c.refresh_lease(lease_id), what="keepalive")
+    async def keepalive(self, lease_id: int, *, attempt_timeout: float | None = None) -> int:
+        """Refresh the lease; returns the remaining TTL, raises LeaseLostError if it is gone.
+
+        ``attempt_timeout`` bounds each endpoint's attempt (a hung member must not eat the lease's TTL).
+        """
+        reply = await self._call(
+            lambda c: c.refresh_lease(lease_id), what="keepalive", attempt_timeout=attempt_timeout)
         ttl = int(getattr(reply, "TTL", 0))
         if ttl <= 0:
             raise LeaseLostError(f"lease {lease_id:x} expired")
@@ -308,9 +458,13 @@ class EtcdStore:
 
         return await self._call(op, what="release instance")
 
-    async def put_raw(self, key: str, value: bytes) -> None:
-        """Write an arbitrary key (tests and tooling only)."""
-        await self._call(lambda c: c.put(key.encode(), value), what="put")
+    async def purge_instance(self, *, key: str, mod_revision: int) -> bool:
+        """Delete an unusable instance key (malformed, or bound to no lease) if it is unchanged."""
+        return await self._delete_if_unchanged(key, mod_revision=mod_revision)
+
+    async def put_raw(self, key: str, value: bytes, *, lease: int = 0) -> None:
+        """Write an arbitrary key, optionally on a lease (tests and tooling only)."""
+        await self._call(lambda c: c.put(key.encode(), value, lease=lease or None), what="put")
 
     # ------------------------------------------------------------------ watch
     async def watch(
@@ -318,65 +472,99 @@ class EtcdStore:
         prefix: str | None = None,
         *,
         start_revision: int | None = None,
-        max_backoff: float = 5.0,
+        max_backoff: float = 1.0,
     ) -> AsyncIterator[WatchEvent]:
         """Events under ``prefix`` (default: the whole schema root), forever.
 
-        Reconnects with jittered exponential backoff; after a reconnect yields ``resync``
-        first, then continues from the revision after the last event seen.
+        The watch has a client (a gRPC channel) of its own, so no failing call elsewhere can end
+        it.  When the stream has been silent for ``probe_interval`` seconds, one cheap read over
+        the same channel checks that the member still answers and still has a leader; a hung or
+        leaderless member, an ended stream or a failed probe move the watch to the next endpoint,
+        with jittered backoff.  After a reconnect it yields ``resync`` first, then continues
+        from the revision after the last event seen.
         """
         prefix = prefix or self.schema.root
         next_rev = start_revision
         backoff = 0.1
         first = True
+        index = self._index
         while True:
-            watch = None
+            client = self._new_client(index, keepalive=True)
             try:
-                client = await self._client_now()
-                watch = await asyncio.wait_for(
-                    client.watch_prefix(prefix.encode(), start_revision=next_rev),
-                    timeout=self.timeout,
-                )
+                stream = await asyncio.wait_for(
+                    client.watch_prefix(prefix.encode(), start_revision=next_rev), timeout=self.timeout)
                 if not first:
                     yield WatchEvent(kind="resync")
                 first = False
                 backoff = 0.1
-                async for ev in watch:
-                    kv = ev.kv
-                    rev = int(kv.mod_revision)
-                    next_rev = rev + 1
-                    kind: Literal["put", "delete"] = (
-                        "delete" if str(ev.kind).upper().endswith("DELETE") else "put"
-                    )
-                    yield WatchEvent(
-                        kind=kind,
-                        key=kv.key.decode(errors="replace"),
-                        value=kv.value,
-                        revision=rev,
-                        lease=int(kv.lease),
-                        create_revision=int(kv.create_revision),
-                    )
+                async for ev in self._events(client, stream):
+                    next_rev = ev.revision + 1
+                    yield ev
                 raise StoreUnavailableError("watch stream ended")
             except asyncio.CancelledError:
-                raise
-            except aetcd_exc.RevisionCompactedError as exc:
+                if owner_cancelled():
+                    raise
+                err: DaprDockrError = StoreUnavailableError("watch cancelled under us")
+            except aetcd_exc.RevisionCompactedError:
                 log.warning("watch from revision %s compacted; resyncing", next_rev)
                 next_rev = None
                 first = False
-                _ = exc
                 yield WatchEvent(kind="resync")
+                continue
             except Exception as exc:
                 err = translate(exc, what="watch")
-                self.errors += 1
-                log.warning("etcd watch interrupted (%s); reconnecting in %.1fs", err, backoff)
-                first = False
-                await self.close()
-                self._index = (self._index + 1) % len(self.endpoints)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(max_backoff, backoff * 2)
             finally:
-                if watch is not None:
-                    try:
-                        await asyncio.wait_for(watch.cancel(), timeout=1)
-                    except Exception:
-                        log.debug("watch cancel failed", exc_info=True)
+                await self._close_client(client)
+            self.errors += 1
+            log.warning("etcd watch via %s interrupted (%s); reconnecting in %.1fs", self.endpoints[index], err,
+                        backoff)
+            first = False
+            index = (index + 1) % len(self.endpoints)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(max_backoff, backoff * 2)
+
+    async def _events(self, client: _Client, stream: Any) -> AsyncIterator[WatchEvent]:
+        """The events of one watch stream; probes the member whenever the stream is silent."""
+        events = stream.__aiter__()
+
+        async def next_event() -> Any:
+            return await events.__anext__()
+
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(next_event())
+                done, _ = await asyncio.wait({pending}, timeout=self.probe_interval)
+                if not done:
+                    await self._probe(client)
+                    continue
+                try:
+                    ev = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                kv = ev.kv
+                kind: Literal["put", "delete"] = "delete" if str(ev.kind).upper().endswith("DELETE") else "put"
+                yield WatchEvent(kind=kind, key=kv.key.decode(errors="replace"), value=kv.value,
+                                 revision=int(kv.mod_revision), lease=int(kv.lease),
+                                 create_revision=int(kv.create_revision))
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+            try:
+                await asyncio.wait_for(stream.cancel(), timeout=1)
+            except Exception:
+                log.debug("watch cancel failed", exc_info=True)
+
+    async def _probe(self, client: _Client) -> None:
+        """One linearizable read on the watch's own channel; raises if the member cannot serve it."""
+        try:
+            await asyncio.wait_for(client.get(self.schema.prefix.encode()), timeout=min(self.timeout, 1.5))
+        except asyncio.CancelledError:
+            if owner_cancelled():
+                raise
+            raise StoreUnavailableError("watch probe cancelled under us") from None
+        except Exception as exc:
+            raise translate(exc, what="watch probe") from exc

@@ -1,6 +1,8 @@
 """The agent's HTTP API (aiohttp): health, status, container logs and Prometheus metrics.
 
-* ``GET /healthz``   etcd lease, Docker, nginx, DNS and task checks; 200 or 503.
+* ``GET /healthz``   etcd lease, Docker, nginx, DNS, root task and etcd data checks; 503 when the
+  lease, Docker or any root task is not running (named in ``checks.tasks.not_running``); malformed
+  etcd keys are listed (``checks.etcd_data``) without failing the check.
 * ``GET /v1/status`` this node, its instances, cluster services desired vs running (JSON).
 * ``GET /v1/logs/<group>/<service>/<n>?tail=100&follow=0`` logs of an instance running on this
   node (text); 409 with the owner's API address when another node runs it; 404 if unknown.
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from daprdockr.agent.metrics import render_metrics
 from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, service_rows
 from daprdockr.errors import DaprDockrError, ValidationError
 
@@ -31,6 +34,13 @@ log = logging.getLogger(__name__)
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data, indent=1, sort_keys=True), status=status,
                         content_type="application/json")
+
+
+def _bad_keys(state: ClusterState) -> dict[str, Any]:
+    """Malformed keys under the prefix: listed, never fatal (their services are frozen as they are)."""
+    keys = {key: reason for key, reason in state.skipped}
+    return {"ok": not keys, "keys": keys,
+            "detail": f"{len(keys)} malformed key(s) skipped" if keys else "ok"}
 
 
 class AgentApi:
@@ -80,7 +90,9 @@ class AgentApi:
             "etcd": {"ok": a.heartbeat.healthy, "lease": f"{a.heartbeat.lease:x}",
                      "detail": "lease alive" if a.heartbeat.healthy else "lease not confirmed within TTL"},
             "docker": {"ok": docker_ok, "detail": docker_detail},
-            "tasks": {"ok": all(v == "running" for v in a.tasks.state.values()), "detail": dict(a.tasks.state)},
+            "tasks": {"ok": not a.tasks.not_running(), "not_running": a.tasks.not_running(),
+                      "detail": dict(a.tasks.state)},
+            "etcd_data": _bad_keys(a.mirror.state()),
         }
         if a.nginx is not None:
             checks["nginx"] = {"ok": a.nginx.healthy, "detail": a.nginx.last_error or "ok",
@@ -91,7 +103,7 @@ class AgentApi:
             if workers is not None:
                 detail += f", {workers.alive}/{workers.count} workers"
             checks["dns"] = {"ok": True, "detail": detail}
-        critical = checks["etcd"]["ok"] and checks["docker"]["ok"]
+        critical = checks["etcd"]["ok"] and checks["docker"]["ok"] and checks["tasks"]["ok"]
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
         return _json({"status": status, "node": a.config.node_id, "checks": checks}, 200 if critical else 503)
 
@@ -106,6 +118,7 @@ class AgentApi:
             "services": service_rows(state),
             "nodes": sorted(state.nodes),
             "tasks": dict(a.tasks.state),
+            "invalid_keys": _bad_keys(state)["keys"],
             "nginx_errors": {str(k): v for k, v in (a.nginx.service_errors if a.nginx else {}).items()},
             "reconcile": {"count": a.reconciler.reconciles, "last_error": a.reconciler.last_error},
         })

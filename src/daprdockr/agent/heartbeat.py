@@ -4,10 +4,11 @@ Every instance key this node owns is bound to the same lease, so when the agent 
 off from etcd for longer than the TTL) its node record and all its claims expire together and
 other agents re-run the instances.
 
-Losing etcd: transient keepalive failures are retried every half second; containers keep
-running.  When etcd answers again but the lease is gone (:class:`LeaseLostError`), a new lease
-is granted, the node record re-published and ``on_new_lease`` called: the reconciler then
-re-adopts the containers whose keys are still free and stops those now held by other nodes.
+Losing etcd: transient keepalive failures are retried every half second, each attempt bounded
+by ``ttl / 5`` per endpoint (so a hung member cannot eat the TTL); containers keep running.
+When etcd answers again but the lease is gone (:class:`LeaseLostError`), a new lease is granted,
+the node record re-published and ``on_new_lease`` called: the reconciler then re-adopts the
+containers whose keys are still free and stops those now held by other nodes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class LeaseStore(Protocol):
     async def grant_lease(self, ttl: int) -> int: ...
 
-    async def keepalive(self, lease_id: int) -> int: ...
+    async def keepalive(self, lease_id: int, *, attempt_timeout: float | None = None) -> int: ...
 
     async def revoke_lease(self, lease_id: int) -> None: ...
 
@@ -60,6 +61,11 @@ class Heartbeat:
         return max(0.2, self.ttl / 3)
 
     @property
+    def call_timeout(self) -> float:
+        """Bound on one keepalive attempt per endpoint: a hung member must not eat the TTL."""
+        return max(0.3, self.ttl / 5)
+
+    @property
     def healthy(self) -> bool:
         """True while the lease is certainly alive (a keepalive succeeded within the TTL)."""
         return bool(self.lease) and self.clock() - self.last_ok < self.ttl
@@ -85,7 +91,7 @@ class Heartbeat:
             if not self.lease:
                 await self.register()
                 return
-            await self.store.keepalive(self.lease)
+            await self.store.keepalive(self.lease, attempt_timeout=self.call_timeout)
             self.last_ok = self.clock()
             self.failures = 0
             if self._published != self.node:

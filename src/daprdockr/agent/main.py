@@ -37,7 +37,9 @@ from daprdockr.agent.reconcile import Reconciler
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.local_view import local_view
 from daprdockr.core.model import NodeRecord
+from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Agent:
             mirror=self.mirror,
             capacity=config.capacity,
             stop_timeout=config.stop_timeout,
+            on_local_change=self._local_change,
         )
         self.heartbeat = Heartbeat(
             store=self.store,
@@ -91,6 +94,17 @@ class Agent:
         self.started_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
+    def _local_change(self) -> None:
+        """This node's containers changed (listed anew, or one is being stopped): re-serve."""
+        self.state_changed.set()
+
+    def routing_state(self) -> ClusterState:
+        """What this node's DNS and nginx serve: etcd's view, with our own instances as Docker shows them."""
+        state = self.mirror.state()
+        if not self.reconciler.listed:
+            return state
+        return local_view(state, node_id=self.config.node_id, routable=self.reconciler.routable())
+
     def _on_new_lease(self, lease: int) -> None:
         self.reconciler.lease = lease
         self.reconciler.mark_dirty()
@@ -132,7 +146,7 @@ class Agent:
                 reuse_port=cfg.dns_workers > 0,
             )
             await self.dns.start()
-            self.dns.update(self.mirror.state())
+            self.dns.update(self.routing_state())
             if cfg.dns_workers > 0:
                 from daprdockr.adapters.dns_workers import DnsWorkerPool
 
@@ -140,7 +154,7 @@ class Agent:
                     listen=(cfg.dns_listen[0], self.dns.port), upstreams=self.dns.upstreams,
                     ttl=cfg.dns_ttl, count=cfg.dns_workers,
                 )
-                self.dns_workers.update(self.mirror.state())
+                self.dns_workers.update(self.routing_state())
                 await self.dns_workers.start()
                 self.dns.spread_queries(members=cfg.dns_workers + 1)
         if cfg.http_listen is not None:
@@ -152,7 +166,7 @@ class Agent:
                 binary=cfg.nginx_binary,
             )
             await self.nginx.start()
-            self.nginx.update(self.mirror.state())
+            self.nginx.update(self.routing_state())
         if cfg.api_listen is not None:
             from daprdockr.agent.api import AgentApi
 
@@ -193,7 +207,7 @@ class Agent:
         while True:
             await self.state_changed.wait()
             self.state_changed.clear()
-            state = self.mirror.state()
+            state = self.routing_state()
             if self.dns is not None:
                 self.dns.update(state)
             if self.dns_workers is not None:
@@ -277,13 +291,17 @@ class Agent:
                 log.exception("stopping %s failed", name)
 
     async def _release_all(self) -> None:
+        """Release before stop: revoke the lease (every key of ours goes at once), then stop."""
         containers = await self.runtime.list_managed()
+        try:
+            await self.heartbeat.release()
+        except DaprDockrError as exc:
+            log.error("could not revoke the lease (%s); its keys expire within %ds", exc, self.config.ttl)
         await asyncio.gather(
             *(self.runtime.remove(c.id, grace=self.config.stop_timeout) for c in containers),
             return_exceptions=True,
         )
-        await self.heartbeat.release()
-        log.info("stopped %d containers and released the lease", len(containers))
+        log.info("released the lease and stopped %d containers", len(containers))
 
     async def _close(self) -> None:
         await self.runtime.close()

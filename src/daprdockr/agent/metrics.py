@@ -46,6 +46,10 @@ def render_metrics(agent: Agent, *, cpu_seconds: float) -> str:
              [({"state": st}, n) for st, n in cluster.items()])
     w.family("daprdockr_nodes_alive", "gauge", "Live nodes (node keys on a live lease).", [({}, len(state.nodes))])
     w.family("daprdockr_services", "gauge", "Desired services.", [({}, len(state.services))])
+    w.family("daprdockr_invalid_keys", "gauge", "Malformed keys under the prefix, skipped (their services frozen).",
+             [({"kind": "service"}, len(state.invalid_services)),
+              ({"kind": "instance"}, len(state.invalid_instances)),
+              ({"kind": "other"}, len(state.skipped) - len(state.invalid_services) - len(state.invalid_instances))])
     r = a.reconciler
     w.family("daprdockr_reconcile_total", "counter", "Reconcile passes.", [({}, r.reconciles)])
     w.family("daprdockr_reconcile_seconds_total", "counter", "Time spent planning.", [({}, r.reconcile_seconds)])

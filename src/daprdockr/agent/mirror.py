@@ -14,6 +14,10 @@ out of order with the local ones; each key remembers the revision of its last pu
 (deletes as tombstones), and an event not newer than that is dropped.  Events at or below the
 revision of the last full read are dropped too: that read already shows their effect, and a late
 put of a key deleted before the read must not bring it back.
+
+Bad data never stops a service: the mirror remembers the last valid spec of every service key,
+and when a spec key turns malformed it keeps planning with that one (see
+:func:`~daprdockr.core.state.assemble_state`).  Each malformed value is logged once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterable
 
 from daprdockr.adapters.etcd_store import WatchEvent
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.state import ClusterState, Decoded, RawKV, assemble_state, decode_entry
 
 log = logging.getLogger(__name__)
@@ -39,11 +44,16 @@ class StateMirror:
         self._cached: ClusterState | None = None
         self._warned: set[str] = set()
         self._deleted_at: dict[str, int] = {}  # tombstones: key -> revision of its delete
+        self._last_good: dict[str, ServiceSpec] = {}  # service key -> last valid spec seen
 
     def reset(self, kvs: Iterable[RawKV], *, revision: int) -> None:
         self._kvs = {kv.key: kv for kv in kvs}
+        self._last_good = {k: v for k, v in self._last_good.items() if k in self._kvs}
         self._decoded.clear()
         self._deleted_at.clear()
+        for key, kv in self._kvs.items():
+            if key.startswith(self.schema.services_prefix):
+                self._decode(kv)  # specs at once, so a good one is remembered before a bad one replaces it
         self.revision = revision
         self._reset_revision = revision
         self._changed()
@@ -59,9 +69,11 @@ class StateMirror:
             ev.revision and (ev.revision <= self._reset_revision or ev.revision <= self._seen(ev))
         ):
             return False
+        self._warned.discard(ev.key)  # a new value: warn again if it is malformed too
         if ev.kind == "delete":
             self._kvs.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
+            self._last_good.pop(ev.key, None)
             self._deleted_at[ev.key] = ev.revision
             if len(self._deleted_at) > 10_000:  # bounded: forget the oldest half
                 for key in sorted(self._deleted_at, key=self._deleted_at.__getitem__)[:5_000]:
@@ -69,13 +81,15 @@ class StateMirror:
         else:
             self._deleted_at.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
-            self._kvs[ev.key] = RawKV(
+            kv = self._kvs[ev.key] = RawKV(
                 key=ev.key,
                 value=ev.value,
                 lease=ev.lease,
                 create_revision=ev.create_revision,
                 mod_revision=ev.revision,
             )
+            if ev.key.startswith(self.schema.services_prefix):
+                self._decode(kv)
         self.revision = max(self.revision, ev.revision)
         self._changed()
         return True
@@ -88,12 +102,15 @@ class StateMirror:
         value = self._decoded.get(kv.key)
         if value is None:
             value = self._decoded[kv.key] = decode_entry(self.schema, kv)
+            if isinstance(value, ServiceSpec):
+                self._last_good[kv.key] = value
         return value
 
     def state(self) -> ClusterState:
         if self._cached is None:
             self._cached = assemble_state(
-                ((key, self._decode(kv)) for key, kv in self._kvs.items()), revision=self.revision
+                self.schema, ((kv, self._decode(kv)) for kv in self._kvs.values()), revision=self.revision,
+                last_good=self._last_good,
             )
             for key, reason in self._cached.skipped:
                 if key not in self._warned:

@@ -10,6 +10,16 @@ which then marks the loop dirty again.
 
 etcd writes per started instance: the claim (create-if-absent on our lease, state
 ``starting``) and one update to ``running`` with container id and published ports.
+
+Release before stop: an instance leaves service in etcd first (its key is deleted, or marked
+``starting`` before a replacement), and its container is stopped only once etcd confirmed that;
+while etcd is unreachable the container keeps running.  A container that crashed is restarted
+without waiting for etcd.  Containers being stopped and this node's running containers are
+published through :meth:`Reconciler.routable` so the agent's own DNS and nginx follow them at
+once (see :mod:`daprdockr.core.local_view`).
+
+Every key has one :class:`~daprdockr.core.retry.KeyRetry` entry: crash-restart backoff (reset
+after a healthy run, with jitter) and a hold after a failed action, so no key is retried hot.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,7 +35,6 @@ from typing import Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.agent.mirror import StateMirror
-from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.plan import (
@@ -34,8 +44,10 @@ from daprdockr.core.plan import (
     Claim,
     Key,
     Observed,
+    Purge,
     Refresh,
     Release,
+    Repair,
     Start,
     Stop,
     action_key,
@@ -43,6 +55,7 @@ from daprdockr.core.plan import (
     unowned_keys,
 )
 from daprdockr.core.prometheus import Histogram
+from daprdockr.core.retry import KeyRetry, RetryPolicy
 from daprdockr.errors import DaprDockrError, StoreError
 
 log = logging.getLogger(__name__)
@@ -57,6 +70,8 @@ class InstanceStore(Protocol):
 
     async def release_instance(self, rec: InstanceRecord) -> bool: ...
 
+    async def purge_instance(self, *, key: str, mod_revision: int) -> bool: ...
+
 
 class Reconciler:
     def __init__(
@@ -70,8 +85,10 @@ class Reconciler:
         capacity: int = 0,
         claim_grace: float = 1.0,
         stop_timeout: float = 5.0,
-        backoff: Backoff | None = None,
+        policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        on_local_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -81,20 +98,20 @@ class Reconciler:
         self.capacity = capacity
         self.claim_grace = claim_grace
         self.stop_timeout = stop_timeout
-        self.policy = backoff or Backoff()
-        self.action_backoff = Backoff(base=0.2, max_delay=5.0)
+        self.policy = policy or RetryPolicy()
         self.clock = clock
+        self.rand = rand
+        self.on_local_change = on_local_change
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
         self.dirty = asyncio.Event()
         self._next_wake = float("inf")  # when a claim grace or a retry backoff runs out
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._unowned_since: dict[Key, float] = {}
-        self._retry_at: dict[Key, float] = {}
-        self._failures: dict[Key, int] = {}
-        self._cooldown: dict[Key, float] = {}  # an action failed on etcd/Docker: leave the key alone until
-        self._cooldown_count: dict[Key, int] = {}
+        self.retries: dict[Key, KeyRetry] = {}
         self.containers: list[ContainerInfo] = []
+        self.listed = False  # containers were listed at least once (routable() means something)
+        self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
         # The Docker listing is re-read only when it can have changed: a Docker event for this
         # node, one of our own actions finishing, or the periodic resync.  Etcd events alone
         # (other nodes' claims, DNS-only changes) re-plan from the cached listing, which keeps
@@ -127,9 +144,13 @@ class Reconciler:
         self._containers_stale = True
         self.dirty.set()
 
+    def routable(self) -> list[ContainerInfo]:
+        """This node's running containers that are not being stopped (for its own DNS and nginx)."""
+        return [c for c in self.containers if c.running and c.id not in self._stopping]
+
     def _timers(self, now: float) -> float:
         """The next moment a time-based rule (claim grace, overflow grace, retry) changes the plan."""
-        moments = [t for t in (*self._retry_at.values(), *self._cooldown.values()) if t > now]
+        moments = [e.not_before for e in self.retries.values() if e.not_before > now]
         for since in self._unowned_since.values():
             moments += [t for t in (since + self.claim_grace, since + OVERFLOW_GRACE_FACTOR * self.claim_grace)
                         if t > now]
@@ -158,14 +179,18 @@ class Reconciler:
         if self._containers_stale or self.clock() - self._listed_at >= self.relist_interval:
             self._containers_stale = False
             try:
-                self.containers = await self.runtime.list_managed()
+                containers = await self.runtime.list_managed()
             except BaseException:
                 self._containers_stale = True
                 raise
             self._listed_at = self.clock()
+            if containers != self.containers or not self.listed:
+                self.containers = containers
+                self.listed = True
+                self.on_local_change()
         state = self.mirror.state()
         now = self.clock()
-        unowned = unowned_keys(state.services, state.instances)
+        unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
         observed = Observed(
             node_id=self.node_id,
@@ -175,12 +200,14 @@ class Reconciler:
             nodes=state.nodes,
             containers=self.containers,
             busy=frozenset(k for k, t in self._inflight.items() if not t.done())
-            | frozenset(k for k, t in self._cooldown.items() if t > now),
+            | frozenset(k for k, e in self.retries.items() if e.hold == "all" and e.not_before > now),
             unowned_since=self._unowned_since,
-            retry_at=self._retry_at,
+            retry_at={k: e.not_before for k, e in self.retries.items() if e.hold == "start"},
             capacity=self.capacity,
             claim_grace=self.claim_grace,
             claiming=self.claiming,
+            frozen=state.frozen,
+            bad_instances=state.invalid_instances,
         )
         actions = plan(state.services, observed)
         self._next_wake = self._timers(now)
@@ -206,11 +233,6 @@ class Reconciler:
             log.error("action for %s/%s crashed", key[0], key[1], exc_info=task.exception())
         self.mark_containers_dirty()
 
-    async def wait_idle(self) -> None:
-        """Wait until no action runs (tests and shutdown)."""
-        while self._inflight:
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
-
     async def cancel_all(self) -> None:
         for task in self._inflight.values():
             task.cancel()
@@ -226,14 +248,14 @@ class Reconciler:
                 await self._execute(action)
             except DaprDockrError as exc:
                 # etcd or Docker failed mid-action: back off on this key instead of re-planning it hot
-                count = self._cooldown_count.get(key, 0) + 1
-                self._cooldown_count[key] = count
-                delay = self.action_backoff.delay(count)
-                self._cooldown[key] = self.clock() + delay
-                log.warning("%s %s/%s failed (retry in %.1fs): %s", kind.lower(), key[0], key[1], delay, exc)
+                now = self.clock()
+                entry = self.retries[key] = self.policy.action_failed(
+                    self.retries.get(key, KeyRetry()), now=now, rand=self.rand())
+                log.warning("%s %s/%s failed (retry in %.1fs): %s", kind.lower(), key[0], key[1],
+                            entry.not_before - now, exc)
                 return
-            self._cooldown.pop(key, None)
-            self._cooldown_count.pop(key, None)
+            if key in self.retries:
+                self.retries[key] = self.policy.action_ok(self.retries[key])
 
     async def _execute(self, action: Action) -> None:
         if isinstance(action, Claim):
@@ -245,22 +267,47 @@ class Reconciler:
         elif isinstance(action, Refresh):
             await self._must_write(self._running_record(action.record, action.container))
         elif isinstance(action, Release):
-            if action.container is not None:
-                await self.runtime.remove(action.container.id, grace=self.stop_timeout)
+            # etcd first: if the key cannot be deleted (etcd unreachable) this raises and the
+            # container keeps serving; it stops only once no node routes to it any more
             if await self.store.release_instance(action.record):
                 log.info("released %s/%s (%s)", action.record.service, action.record.number, action.reason)
-            self._forget(action.record.key_tuple)
+            if action.container is not None:
+                await self._stop_container(action.container, grace=self.stop_timeout)
+            self.retries.pop(action.record.key_tuple, None)
+        elif isinstance(action, Repair):
+            await self._repair(action)
+        elif isinstance(action, Purge):
+            if not await self.store.purge_instance(key=action.bad.key, mod_revision=action.bad.mod_revision):
+                raise StoreError(f"{action.bad.key} changed before it could be deleted", transient=True)
+            log.warning("deleted unusable instance key %s (%s)", action.bad.key, action.bad.reason)
         else:
             assert isinstance(action, Stop)
             log.info(
                 "stopping container %s of %s/%s: %s",
                 action.container.id[:12], action.container.service, action.container.number, action.reason,
             )
-            await self.runtime.remove(action.container.id, grace=self.stop_timeout)
+            await self._stop_container(action.container, grace=self.stop_timeout)
 
-    def _forget(self, key: Key) -> None:
-        self._retry_at.pop(key, None)
-        self._failures.pop(key, None)
+    async def _stop_container(self, c: ContainerInfo, *, grace: float) -> None:
+        """Stop and remove ``c``; it leaves this node's own DNS and nginx before the stop begins."""
+        self._stopping.add(c.id)
+        self.on_local_change()
+        try:
+            await self.runtime.remove(c.id, grace=grace)
+        finally:
+            self._stopping.discard(c.id)
+
+    async def _repair(self, action: Repair) -> None:
+        """Rewrite our malformed key from our running container (compare on its create revision)."""
+        c = action.container
+        rec = InstanceRecord(
+            service=c.service, number=c.number, node=self.node_id, address=self.address, state="running",
+            ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
+            create_revision=action.bad.create_revision, lease=self.lease,
+        )
+        await self._must_write(rec)
+        log.warning("rewrote malformed instance key %s from container %s (%s)", action.bad.key, c.id[:12],
+                    action.bad.reason)
 
     async def _claim(self, key: Key, spec: ServiceSpec) -> None:
         service, number = key
@@ -280,35 +327,34 @@ class Reconciler:
         self, rec: InstanceRecord, spec: ServiceSpec, *, old: ContainerInfo | None, reason: str
     ) -> None:
         key = rec.key_tuple
-        if old is not None:
+        entry = self.retries.get(key, KeyRetry())
+        if old is not None and not old.running:
+            # a crash: restart without waiting for etcd, and back off if it crashes in a loop
+            entry = self.retries[key] = self.policy.crashed(entry, now=self.clock(), rand=self.rand())
+            log.info("restarting %s/%s: %s", rec.service, rec.number, reason)
+            await self._stop_container(old, grace=0)
+        elif old is not None:
             log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
-            if rec.state == "running":
+            if rec.state == "running":  # out of every node's routing first, then stop it
                 starting = replace(rec, state="starting", ports=(), since=time.time(), error=reason)
                 if not await self._write(starting):
                     return
-            await self.runtime.remove(old.id, grace=self.stop_timeout if old.running else 0)
+            await self._stop_container(old, grace=self.stop_timeout)
         try:
             info = await self.runtime.start_instance(spec=spec, number=rec.number)
         except DaprDockrError as exc:
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            delay = self.policy.delay(failures)
-            self._retry_at[key] = self.clock() + delay
+            now = self.clock()
+            entry = self.retries[key] = self.policy.start_failed(
+                entry, now=now, rand=self.rand(), terminal=not exc.transient)
             log.warning(
                 "starting %s/%s failed (%d times, retry in %.1fs): %s",
-                rec.service, rec.number, failures, delay, exc,
+                rec.service, rec.number, entry.crashes, entry.not_before - now, exc,
             )
             await self._write(
                 replace(rec, state="failed", error=str(exc), container_id="", ports=(), since=time.time())
             )
             return
-        if old is not None and not old.running:
-            # a crash restart: count it, so a crash loop backs off
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            self._retry_at[key] = self.clock() + self.policy.delay(failures)
-        else:
-            self._forget(key)
+        self.retries[key] = self.policy.started(entry, now=self.clock())
         if not await self._write(self._running_record(rec, info)):
             log.warning("lost %s/%s while starting it; removing the container", rec.service, rec.number)
             await self.runtime.remove(info.id, grace=0)
@@ -344,8 +390,9 @@ class Reconciler:
             service=c.service, number=c.number, node=self.node_id, address=self.address,
             state="running", ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
         )
-        if await self.store.claim_instance(rec, lease=self.lease):
-            log.info("adopted running container %s as %s/%s", c.id[:12], c.service, c.number)
-        else:
-            log.info("container %s of %s/%s lost the race; stopping it", c.id[:12], c.service, c.number)
-            await self.runtime.remove(c.id, grace=self.stop_timeout)
+        if not await self.store.claim_instance(rec, lease=self.lease):
+            # the key exists after all (our view is behind): let the watch bring the truth, then
+            # re-plan; never stop a running container on a guess
+            raise StoreError(f"{c.service}/{c.number} is taken in etcd; not adopting container {c.id[:12]}",
+                             transient=True)
+        log.info("adopted running container %s as %s/%s", c.id[:12], c.service, c.number)

@@ -3,7 +3,8 @@
 Pure apart from reading the given text: :func:`parse_spec_text` turns a document (JSON or YAML,
 auto-detected) into one or more spec dicts with errors that name the file and line;
 :func:`merge_flags` overlays ``svc set`` flags on an existing spec so that
-``svc set web.myapp --instances 5`` scales without repeating the image.
+``svc set web.myapp --instances 5`` scales without repeating the image; :func:`merge_onto` is that
+merge as the change function of a read-modify-write transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
 from daprdockr.errors import ValidationError
 
 
@@ -66,3 +69,16 @@ def merge_flags(base: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> dic
         else:
             merged[key] = value
     return merged
+
+
+def merge_onto(
+    name: ServiceName, current: ServiceSpec | None, problem: str | None, flags: dict[str, Any]
+) -> ServiceSpec:
+    """The spec ``svc set`` writes: the flags given, merged onto the stored spec."""
+    try:
+        return ServiceSpec.from_dict(merge_flags(current.to_dict() if current else {}, flags), name=name)
+    except ValidationError as exc:
+        if problem is None:
+            raise
+        raise ValidationError(f"{exc} (the stored spec of {name} is invalid: {problem}; "
+                              "give a whole spec with -f to replace it)") from None

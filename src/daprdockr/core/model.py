@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,14 @@ from daprdockr.core.names import (
 from daprdockr.errors import ValidationError
 
 MAX_INSTANCES = 1000
+# Bounds on a spec, enforced by the CLI and by every reader: one spec must never be able to
+# stall an agent (all derived values are linear in these sizes and computed once per spec).
+MAX_PORTS = 64
+MAX_ENV = 256
+MAX_LABELS = 64
+MAX_CMD_ARGS = 256
+MAX_STRING = 8192  # one env value, label value or argument, in characters
+MAX_RECORD_BYTES = 64 * 1024  # a whole stored spec or record, JSON-encoded
 Protocol_ = Literal["tcp", "udp"]
 InstanceState = Literal["claimed", "starting", "running", "failed", "stopping"]
 INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping")
@@ -74,18 +82,32 @@ def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str], *, what: s
         )
 
 
-def _parse_str_map(value: object, *, field: str, key_check: Any) -> tuple[tuple[str, str], ...]:
+def _check_count(items: Sized, limit: int, *, field: str) -> None:
+    if len(items) > limit:
+        raise ValidationError(f"{len(items)} entries, at most {limit} allowed", field=field)
+
+
+def _check_string(value: str, *, field: str, what: str) -> None:
+    if "\x00" in value:
+        raise ValidationError(f"{what} contains a NUL byte", field=field)
+    if len(value) > MAX_STRING:
+        raise ValidationError(f"{what} is longer than {MAX_STRING} characters", field=field)
+
+
+def _parse_str_map(
+    value: object, *, field: str, key_check: Callable[..., str], limit: int
+) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
     if not isinstance(value, Mapping):
         raise ValidationError("must be an object of string values", field=field)
+    _check_count(value, limit, field=field)
     items = []
     for k, v in value.items():
         key_check(k, field=field)
         if not isinstance(v, str):
             raise ValidationError(f"value of {k!r} must be a string", field=field)
-        if "\x00" in v:
-            raise ValidationError(f"value of {k!r} contains a NUL byte", field=field)
+        _check_string(v, field=field, what=f"value of {k!r}")
         items.append((k, v))
     return tuple(sorted(items))
 
@@ -108,6 +130,9 @@ class ServiceSpec:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortSpec, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    # derived once per spec (linear time), never part of equality
+    _container_ports: tuple[PortSpec, ...] = field(init=False, repr=False, compare=False, default=())
+    _runtime_hash: str = field(init=False, repr=False, compare=False, default="")
 
     FIELDS = frozenset(
         {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels"}
@@ -146,8 +171,9 @@ class ServiceSpec:
             )
         if not isinstance(cmd_raw, list) or not all(isinstance(a, str) for a in cmd_raw):
             raise ValidationError("must be a list of strings", field="cmd")
-        if any("\x00" in a for a in cmd_raw):
-            raise ValidationError("arguments must not contain NUL bytes", field="cmd")
+        _check_count(cmd_raw, MAX_CMD_ARGS, field="cmd")
+        for arg in cmd_raw:
+            _check_string(arg, field="cmd", what="an argument")
         http_host_raw = d.get("http_host")
         http_port_raw = d.get("http_port")
         http_host = None if http_host_raw in (None, "") else validate_hostname(http_host_raw)
@@ -157,18 +183,37 @@ class ServiceSpec:
         ports_raw = d.get("ports") or []
         if not isinstance(ports_raw, list):
             raise ValidationError("must be a list of ports like 8080 or \"53/udp\"", field="ports")
+        _check_count(ports_raw, MAX_PORTS, field="ports")
         ports = tuple(sorted({PortSpec.parse(p) for p in ports_raw}))
-        return cls(
+        spec = cls(
             name=name,
             image=image,
             instances=instances,
             cmd=tuple(cmd_raw),
             http_host=http_host,
             http_port=http_port,
-            env=_parse_str_map(d.get("env"), field="env", key_check=validate_env_key),
+            env=_parse_str_map(d.get("env"), field="env", key_check=validate_env_key, limit=MAX_ENV),
             ports=ports,
-            labels=_parse_str_map(d.get("labels"), field="labels", key_check=validate_label_key),
+            labels=_parse_str_map(d.get("labels"), field="labels", key_check=validate_label_key, limit=MAX_LABELS),
         )
+        size = len(dumps(spec.to_dict()))
+        if size > MAX_RECORD_BYTES:
+            raise ValidationError(f"the spec is {size} bytes encoded, at most {MAX_RECORD_BYTES} allowed")
+        return spec
+
+    def __post_init__(self) -> None:
+        http = PortSpec(port=self.http_port) if self.http_port is not None else None
+        ports = ([http] if http else []) + [p for p in self.ports if p != http]
+        object.__setattr__(self, "_container_ports", tuple(ports))
+        material = {
+            "image": self.image,
+            "cmd": list(self.cmd),
+            "env": dict(self.env),
+            "ports": [str(p) for p in ports],
+            "labels": dict(self.labels),
+        }
+        blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+        object.__setattr__(self, "_runtime_hash", hashlib.sha256(blob).hexdigest()[:16])
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -187,29 +232,17 @@ class ServiceSpec:
         return out
 
     def container_ports(self) -> tuple[PortSpec, ...]:
-        """Every port to publish: ``http_port`` (tcp) first, then the extra ``ports``."""
-        result: list[PortSpec] = []
-        if self.http_port is not None:
-            result.append(PortSpec(port=self.http_port))
-        result.extend(p for p in self.ports if p not in result)
-        return tuple(result)
+        """Every port to publish: ``http_port`` (tcp) first, then the extra ``ports`` (computed once)."""
+        return self._container_ports
 
     @property
     def runtime_hash(self) -> str:
         """Hash of what the container is made from; a change means: replace the container.
 
         ``instances`` and ``http_host`` are left out: scaling or renaming the route does not
-        touch running containers.
+        touch running containers.  Computed once, when the spec is made.
         """
-        material = {
-            "image": self.image,
-            "cmd": list(self.cmd),
-            "env": dict(self.env),
-            "ports": [str(p) for p in self.container_ports()],
-            "labels": dict(self.labels),
-        }
-        blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return self._runtime_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +304,7 @@ class InstanceRecord:
         ports_raw = d.get("ports") or {}
         if not isinstance(ports_raw, Mapping):
             raise ValidationError("must be an object", field="ports")
+        _check_count(ports_raw, MAX_PORTS + 1, field="ports")  # the extra ports and http_port
         ports = []
         for k, v in ports_raw.items():
             PortSpec.parse(k, field="ports")

@@ -26,6 +26,12 @@ joins later does not take healthy instances away from others (no rebalancing by 
 Scaling down releases the highest numbers first (numbers above ``instances``).  Containers of
 this node whose key another node holds (split brain after a partition, or a restart slower than
 the TTL) are stopped.
+
+Bad data stops nothing.  A *frozen* service (its spec is malformed and no good version is known)
+gets no action at all: its containers and keys stay as they are.  A malformed instance key is a
+taken number: nobody claims it and no container of it is stopped; the node whose lease holds it
+rewrites it from its container (:class:`Repair`), and a key on no lease (or ours with no
+container behind it) is deleted with a compare on its revision (:class:`Purge`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dataclasses import dataclass, field
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.state import BadKey
 
 Key = tuple[ServiceName, int]
 # An instance nobody took for this many claim graces may be claimed beyond the fair share.
@@ -97,12 +104,29 @@ class Stop:
     reason: str = ""
 
 
-Action = Claim | Start | Adopt | Refresh | Release | Stop
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """Our lease holds a malformed value for this key: rewrite it from our running container."""
+
+    key: Key
+    bad: BadKey
+    container: ContainerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Delete an unusable instance key (malformed, or on no lease) if it is still unchanged."""
+
+    key: Key
+    bad: BadKey
+
+
+Action = Claim | Start | Adopt | Refresh | Release | Stop | Repair | Purge
 
 
 def action_key(action: Action) -> Key:
     """The instance an action is about (the reconciler runs one action per key at a time)."""
-    if isinstance(action, Claim):
+    if isinstance(action, Claim | Repair | Purge):
         return action.key
     if isinstance(action, Start | Refresh | Release):
         return action.record.key_tuple
@@ -126,6 +150,8 @@ class Observed:
     capacity: int = 0
     claim_grace: float = 1.0
     claiming: bool = True  # False while settling after start or while the lease is uncertain
+    frozen: frozenset[ServiceName] = frozenset()  # malformed spec, no good version known: hands off
+    bad_instances: Mapping[Key, BadKey] = field(default_factory=dict)  # malformed keys: taken numbers
 
 
 def fair_share(instances: int, live_nodes: int) -> int:
@@ -136,10 +162,6 @@ def fair_share(instances: int, live_nodes: int) -> int:
 def preferred_node(number: int, live: Sequence[str]) -> str:
     """The node that claims instance ``number`` first: round-robin over the sorted live nodes."""
     return live[(number - 1) % len(live)]
-
-
-def _is_mine(rec: InstanceRecord, obs: Observed) -> bool:
-    return rec.node == obs.node_id and rec.lease == obs.lease
 
 
 def _container_ports_match(rec: InstanceRecord, c: ContainerInfo) -> bool:
@@ -157,8 +179,16 @@ def _plan_containers(
             by_key.setdefault(c.key, []).append(c)
     for key, group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         covered.add(key)
-        if key in obs.busy:
+        if key in obs.busy or key[0] in obs.frozen:
             continue
+        bad = obs.bad_instances.get(key)
+        if bad is not None:
+            best = max(group, key=lambda c: (c.running, c.created))
+            if bad.lease == obs.lease and best.running:
+                out.append(Repair(key=key, bad=bad, container=best))
+            elif bad.lease in (0, obs.lease):  # on no lease, or ours with a dead container: free the number
+                out.append(Purge(key=key, bad=bad))
+            continue  # someone else's (or an old lease's) key: never stop a container over bad data
         # Keep the best candidate (running, newest); stop any duplicates on this node.
         group = sorted(group, key=lambda c: (c.running, c.created), reverse=True)
         c, extras = group[0], group[1:]
@@ -198,7 +228,7 @@ def _plan_records(
 ) -> None:
     """Actions for keys with our node id but no container here."""
     for key, rec in sorted(obs.instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        if rec.node != obs.node_id or key in covered or key in obs.busy:
+        if rec.node != obs.node_id or key in covered or key in obs.busy or rec.service in obs.frozen:
             continue
         spec = desired.get(rec.service)
         if spec is None or rec.number > spec.instances:
@@ -232,7 +262,12 @@ def deal_unowned(numbers: Sequence[int], *, live: Sequence[str], room: Mapping[s
 def _plan_claims(
     desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action]
 ) -> None:
-    """Claims for unowned instance numbers, within fair share and capacity."""
+    """Claims for unowned instance numbers, within fair share and capacity; purges of unusable keys."""
+    for key, bad in sorted(obs.bad_instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        if key in obs.busy or any(action_key(a) == key for a in out):
+            continue
+        if not bad.lease or (bad.lease == obs.lease and not any(c.key == key for c in obs.containers)):
+            out.append(Purge(key=key, bad=bad))
     if not obs.claiming:
         return
     live = sorted(set(obs.nodes) | {obs.node_id})
@@ -249,6 +284,7 @@ def _plan_claims(
         unowned = [
             n for n in range(1, spec.instances + 1)
             if (name, n) not in obs.instances and (name, n) not in obs.busy and (name, n) not in adopting
+            and (name, n) not in obs.bad_instances
         ]
         dealt = deal_unowned(unowned, live=live, room={node: share - holders[node] for node in live})
         for n in unowned:
@@ -278,12 +314,14 @@ def plan(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> list
 
 
 def unowned_keys(
-    desired: Mapping[ServiceName, ServiceSpec], instances: Mapping[Key, InstanceRecord]
+    desired: Mapping[ServiceName, ServiceSpec],
+    instances: Mapping[Key, InstanceRecord],
+    taken: Mapping[Key, BadKey] | None = None,
 ) -> set[Key]:
     """Instance keys that are desired but held by no node (pure helper for grace tracking)."""
     return {
         (name, n)
         for name, spec in desired.items()
         for n in range(1, spec.instances + 1)
-        if (name, n) not in instances
+        if (name, n) not in instances and (taken is None or (name, n) not in taken)
     }

@@ -1,19 +1,29 @@
 """Decoding a snapshot of the key space into typed cluster state.
 
-:func:`decode_state` is pure: it gets raw ``(key, value, lease, create_revision)`` tuples (from a
-range read or replayed watch events) and returns a :class:`ClusterState`.  Garbage under the
-prefix (bad JSON, wrong shape, unknown key layout) is collected in ``skipped`` with the reason,
-never raised: one bad key must not blind a reader to the rest of the cluster.
+:func:`decode_state` is pure: it gets raw ``(key, value, lease, revisions)`` tuples (from a range
+read or replayed watch events) and returns a :class:`ClusterState`.  Garbage under the prefix
+(bad JSON, wrong shape, a value over :data:`~daprdockr.core.model.MAX_RECORD_BYTES`, an unknown
+key layout, an instance key bound to no lease) is collected in ``skipped`` with the reason, never
+raised: one bad key must not blind a reader to the rest of the cluster.
+
+Bad data is never a reason to stop anything, so a malformed key is not the same as an absent one:
+
+* a malformed service spec is listed in ``invalid_services``.  A reader that saw a good version
+  of it before (the agent's mirror) passes that *last good* spec in and keeps planning with it;
+  otherwise the service is *frozen*: nothing new starts, nothing stops.
+* a malformed instance key is listed in ``invalid_instances`` with its lease and revisions: the
+  number is taken (nobody claims it), its owner (the node on that lease) rewrites it, and a key
+  on no lease is deleted with a compare on its revision.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import MAX_RECORD_BYTES, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import ValidationError
 
@@ -28,6 +38,17 @@ class RawKV:
 
 
 @dataclass(frozen=True, slots=True)
+class BadKey:
+    """A key whose value cannot be used, with what an agent needs to repair or delete it safely."""
+
+    key: str
+    reason: str
+    lease: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterState:
     """Everything the agent, DNS, nginx and the CLI need, at one etcd revision."""
 
@@ -36,11 +57,18 @@ class ClusterState:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     revision: int = 0
     skipped: tuple[tuple[str, str], ...] = ()
+    invalid_services: dict[ServiceName, str] = field(default_factory=dict)
+    invalid_instances: dict[tuple[ServiceName, int], BadKey] = field(default_factory=dict)
 
     def instances_of(self, name: ServiceName) -> list[InstanceRecord]:
         return sorted(
             (r for (svc, _), r in self.instances.items() if svc == name), key=lambda r: r.number
         )
+
+    @property
+    def frozen(self) -> frozenset[ServiceName]:
+        """Services whose spec is malformed and no good version of it is known: leave them be."""
+        return frozenset(name for name in self.invalid_services if name not in self.services)
 
 
 def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord | NodeRecord:
@@ -48,9 +76,11 @@ def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord |
     parsed = schema.parse(kv.key)
     if parsed is None:
         raise ValidationError("key does not match the schema")
+    if len(kv.value) > MAX_RECORD_BYTES:
+        raise ValidationError(f"value is {len(kv.value)} bytes, at most {MAX_RECORD_BYTES} allowed")
     try:
         data = json.loads(kv.value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationError(f"value is not JSON: {exc}") from exc
     if parsed.kind == "service":
         assert parsed.service is not None
@@ -60,6 +90,8 @@ def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord |
         rec = InstanceRecord.from_dict(
             data, service=parsed.service, number=parsed.number, lease=kv.lease
         )
+        if not kv.lease:  # no agent's heartbeat keeps it: it would block the number forever
+            raise ValidationError("instance key is bound to no lease")
         return replace(rec, create_revision=kv.create_revision)
     return NodeRecord.from_dict(data, node_id=parsed.node_id, lease=kv.lease)
 
@@ -75,15 +107,39 @@ def decode_entry(schema: KeySchema, kv: RawKV) -> Decoded | str:
         return str(exc)
 
 
-def assemble_state(entries: Iterable[tuple[str, Decoded | str]], *, revision: int = 0) -> ClusterState:
-    """Typed state from already decoded ``(key, value or skip reason)`` pairs."""
+def assemble_state(
+    schema: KeySchema,
+    entries: Iterable[tuple[RawKV, Decoded | str]],
+    *,
+    revision: int = 0,
+    last_good: Mapping[str, ServiceSpec] | None = None,
+) -> ClusterState:
+    """Typed state from already decoded ``(raw, value or skip reason)`` pairs.
+
+    ``last_good`` maps a service key to the last valid spec seen under it: a malformed spec
+    key then keeps that spec in ``services`` (and is still listed in ``invalid_services``).
+    """
     services: dict[ServiceName, ServiceSpec] = {}
     instances: dict[tuple[ServiceName, int], InstanceRecord] = {}
     nodes: dict[str, NodeRecord] = {}
     skipped: list[tuple[str, str]] = []
-    for key, value in entries:
+    invalid_services: dict[ServiceName, str] = {}
+    invalid_instances: dict[tuple[ServiceName, int], BadKey] = {}
+    for kv, value in entries:
         if isinstance(value, str):
-            skipped.append((key, value))
+            skipped.append((kv.key, value))
+            parsed = schema.parse(kv.key)
+            if parsed is None or parsed.service is None:
+                continue
+            if parsed.kind == "service":
+                invalid_services[parsed.service] = value
+                good = (last_good or {}).get(kv.key)
+                if good is not None:
+                    services[good.name] = good
+            elif parsed.kind == "instance":
+                invalid_instances[(parsed.service, parsed.number)] = BadKey(
+                    key=kv.key, reason=value, lease=kv.lease, create_revision=kv.create_revision,
+                    mod_revision=kv.mod_revision)
         elif isinstance(value, ServiceSpec):
             services[value.name] = value
         elif isinstance(value, InstanceRecord):
@@ -91,10 +147,11 @@ def assemble_state(entries: Iterable[tuple[str, Decoded | str]], *, revision: in
         else:
             nodes[value.node_id] = value
     return ClusterState(
-        services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped)
+        services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
+        invalid_services=invalid_services, invalid_instances=invalid_instances,
     )
 
 
 def decode_state(schema: KeySchema, kvs: Iterable[RawKV], *, revision: int = 0) -> ClusterState:
     """Typed state from raw key/values; malformed entries are listed in ``skipped``."""
-    return assemble_state(((kv.key, decode_entry(schema, kv)) for kv in kvs), revision=revision)
+    return assemble_state(schema, ((kv, decode_entry(schema, kv)) for kv in kvs), revision=revision)

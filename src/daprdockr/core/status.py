@@ -51,12 +51,18 @@ def instance_rows(
 
 
 def service_rows(state: ClusterState) -> list[dict[str, Any]]:
-    """Desired vs running for every service (and orphans: instances of deleted services)."""
-    names = sorted(set(state.services) | {r.service for r in state.instances.values()}, key=str)
+    """Desired vs running for every service (and orphans: instances of deleted services).
+
+    ``status`` is ``ok``, ``deleted`` (instances left of a deleted service) or ``invalid`` (the
+    stored spec is malformed: the service is frozen as it is; ``invalid`` says why).
+    """
+    names = sorted(
+        set(state.services) | set(state.invalid_services) | {r.service for r in state.instances.values()}, key=str)
     rows = []
     for name in names:
         spec = state.services.get(name)
         recs = state.instances_of(name)
+        problem = state.invalid_services.get(name, "")
         rows.append(
             {
                 "service": str(name),
@@ -65,7 +71,9 @@ def service_rows(state: ClusterState) -> list[dict[str, Any]]:
                 "running": sum(1 for r in recs if r.state == "running"),
                 "failed": sum(1 for r in recs if r.state == "failed"),
                 "http_host": (spec.http_host or "") if spec else "",
-                "deleted": spec is None,
+                "deleted": spec is None and not problem,
+                "status": "invalid" if problem else ("deleted" if spec is None else "ok"),
+                "invalid": problem,
             }
         )
     return rows

@@ -1,0 +1,114 @@
+"""Bad data in etcd is never a reason to stop anything (real etcd, real Docker, in-process agent).
+
+* a spec that fails to parse, written over a running service, freezes that service as it is;
+* a malformed value over one of the agent's own instance keys (on its lease, or with no lease)
+  never removes the healthy container and drives no hot loop; a key bound to no lease is deleted
+  (compare on its revision) and the container re-adopted;
+* a spec with 16 000 ports cannot stall the event loop past the lease TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from tests.agent.cluster import local_cluster, wait_for
+from tests.agent.test_agent_docker import WEB, docker_ids, running, web
+
+pytestmark = [pytest.mark.etcd, pytest.mark.docker, pytest.mark.slow]
+
+
+def _spec_key(store: EtcdStore) -> str:
+    return store.schema.service(WEB)
+
+
+def _good_spec_json(image: str, instances: int) -> dict[str, object]:
+    return web(image, instances).to_dict()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["unknown-field", "instances-as-string", "truncated", "too-many-ports"],
+)
+async def test_bad_spec_over_a_running_service_freezes_it(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path, garbage: str
+) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="b") as agents:
+        agent = agents[0].agent
+        await store.put_service(web(docker_image, 2))
+        await wait_for(store, lambda s: running(s) == [1, 2])
+        ids = docker_ids("b1")
+        good = _good_spec_json(docker_image, 2)
+        value = {
+            "unknown-field": json.dumps({**good, "replicas": 9}).encode(),
+            "instances-as-string": json.dumps({**good, "instances": "2"}).encode(),
+            "truncated": json.dumps(good).encode()[:-7],
+            "too-many-ports": json.dumps({**good, "ports": list(range(10000, 26000))}).encode(),
+        }[garbage]
+        await store.put_raw(_spec_key(store), value)
+        # three lease TTLs: long enough for any wrong plan to have run, and for a stalled loop to lose its lease
+        for _ in range(12):
+            await asyncio.sleep(0.5)
+            assert agent.heartbeat.healthy, "the agent lost its lease"
+        assert docker_ids("b1") == ids, "a container was stopped or replaced because of a bad spec"
+        state = await store.snapshot()
+        assert running(state) == [1, 2], "instance keys were released"
+        assert WEB in state.invalid_services
+        # visible on the agent too, and a valid spec takes over again
+        assert agent.mirror.state().invalid_services.keys() == {WEB}
+        await store.put_service(web(docker_image, 1))
+        await wait_for(store, lambda s: running(s) == [1] and not s.invalid_services, timeout=10)
+
+
+async def _own_record(store: EtcdStore, number: int) -> tuple[int, str]:
+    state = await store.snapshot()
+    rec = state.instances[(WEB, number)]
+    return rec.lease, rec.container_id
+
+
+@pytest.mark.parametrize("variant", ["garbage-on-lease", "garbage-no-lease", "valid-no-lease"])
+async def test_bad_own_instance_key_never_removes_the_container(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path, variant: str
+) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="k") as agents:
+        agent = agents[0].agent
+        await store.put_service(web(docker_image, 2))
+        state = await wait_for(store, lambda s: running(s) == [1, 2])
+        lease = state.instances[(WEB, 2)].lease
+        ids = docker_ids("k1")
+        key = store.schema.instance(WEB, 2)
+        claims_before = agent.reconciler.actions_total.get("Claim", 0) + agent.reconciler.actions_total.get("Adopt", 0)
+        if variant == "garbage-on-lease":
+            await store.put_raw(key, b"{not json", lease=lease)
+        elif variant == "garbage-no-lease":
+            await store.put_raw(key, b"{not json")
+        else:
+            await store.put_raw(key, json.dumps(state.instances[(WEB, 2)].to_dict()).encode())
+        # repaired: instance 2 is running again on the agent's lease, on the same container
+        state = await wait_for(
+            store, lambda s: (WEB, 2) in s.instances and s.instances[(WEB, 2)].lease == lease
+            and s.instances[(WEB, 2)].state == "running", timeout=10)
+        await asyncio.sleep(2)
+        assert docker_ids("k1") == ids, "the healthy container was removed"
+        assert state.instances[(WEB, 2)].container_id[:12] == ids["2"][0]
+        claims = agent.reconciler.actions_total.get("Claim", 0) + agent.reconciler.actions_total.get("Adopt", 0)
+        assert claims - claims_before <= 3, f"hot loop: {claims - claims_before} claim/adopt actions"
+
+
+@pytest.mark.parametrize(("ports", "reason"), [(65, "at most 64"), (16_000, "bytes, at most 65536")])
+async def test_spec_with_too_many_ports_is_invalid_for_every_reader(
+    store: EtcdStore, ports: int, reason: str
+) -> None:
+    big = {"image": "busybox", "instances": 1, "ports": list(range(10000, 10000 + ports))}
+    await store.put_raw(_spec_key(store), json.dumps(big).encode())
+    t0 = time.perf_counter()
+    state = await store.snapshot()
+    took = time.perf_counter() - t0
+    assert WEB not in state.services and WEB in state.invalid_services
+    assert reason in state.invalid_services[WEB]
+    print(f"snapshot with a {ports}-port spec took {took * 1000:.1f} ms")

@@ -1,0 +1,183 @@
+"""Agents under etcd faults, on real etcd members, a real Docker engine and real DNS.
+
+* quorum loss (2 of 3 members stopped, or hung with SIGSTOP) for longer than the lease TTL: every
+  root task keeps running, and once etcd has quorum again the node record and every instance key
+  are back within TTL + 2 s, on the same containers;
+* a release etcd cannot confirm never stops the container (release before stop);
+* the agent's own DNS drops an instance whose container it knows is down, even while etcd (and so
+  its mirror) is stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import dns.asyncquery
+import dns.message
+import dns.rcode
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import InstanceRecord
+from daprdockr.errors import ContainerError, StoreUnavailableError
+from tests.agent.cluster import LocalAgent, local_cluster, wait_for
+from tests.agent.test_agent_docker import WEB, docker_ids, running, web
+from tests.support.procs import EtcdCluster, EtcdMember, free_port
+
+pytestmark = [pytest.mark.etcd, pytest.mark.docker, pytest.mark.slow]
+TTL = 2  # local_cluster's agents run with a 2 s lease
+
+
+@pytest.fixture
+def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path / "etcd", size=3)
+    (tmp_path / "etcd").mkdir()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        for m in cluster.members:  # a SIGSTOPped member must run again to be terminated
+            if m.proc is not None and m.proc.poll() is None:
+                os.kill(m.proc.pid, signal.SIGCONT)
+        cluster.stop()
+
+
+@pytest.fixture
+async def store3(etcd3: EtcdCluster, prefix: str) -> AsyncIterator[EtcdStore]:
+    async with EtcdStore(endpoints=parse_endpoints(etcd3.endpoints), schema=KeySchema(prefix)) as s:
+        yield s
+
+
+def _lose(cluster: EtcdCluster, victims: list[EtcdMember], how: str) -> None:
+    for m in victims:
+        if how == "stop":
+            cluster.stop_member(m)
+        else:
+            assert m.proc is not None
+            os.kill(m.proc.pid, signal.SIGSTOP)
+
+
+def _restore(cluster: EtcdCluster, victims: list[EtcdMember], how: str) -> None:
+    for m in victims:
+        if how == "stop":
+            cluster.start_member(m, new=False)
+        else:
+            assert m.proc is not None
+            os.kill(m.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("how", ["stop", "sigstop"])
+async def test_quorum_loss_agent_recovers_on_same_containers(
+    etcd3: EtcdCluster, store3: EtcdStore, prefix: str, docker_image: str, tmp_path: Path, how: str
+) -> None:
+    async with local_cluster(etcd=etcd3.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="q") as agents:
+        agent = agents[0].agent
+        await store3.put_service(web(docker_image, 2))
+        state = await wait_for(store3, lambda s: running(s) == [1, 2])
+        before = {r.number: r.container_id for r in state.instances_of(WEB)}
+
+        victims = etcd3.members[:2]
+        _lose(etcd3, victims, how)
+        try:
+            await asyncio.sleep(3 * TTL + 1)
+            assert docker_ids("q1") == {str(n): [cid[:12]] for n, cid in before.items()}, "containers kept running"
+        finally:
+            _restore(etcd3, victims, how)
+        await asyncio.to_thread(etcd3.wait_healthy)
+        back = time.monotonic()
+
+        def recovered(s: object) -> bool:
+            from daprdockr.core.state import ClusterState
+
+            assert isinstance(s, ClusterState)
+            recs = {r.number: r for r in s.instances_of(WEB)}
+            return "q1" in s.nodes and running(s) == [1, 2] and all(
+                r.lease == s.nodes["q1"].lease for r in recs.values())
+
+        state = await wait_for(store3, recovered, timeout=TTL + 2)
+        took = time.monotonic() - back
+        print(f"recovered {took:.2f}s after quorum came back ({how})")
+        assert {r.number: r.container_id for r in state.instances_of(WEB)} == before, "containers were restarted"
+        assert all(v == "running" for v in agent.tasks.state.values()), agent.tasks.state
+        assert sorted(agent.tasks.state) == sorted(
+            ["heartbeat", "etcd-watch", "docker-events", "reconcile", "fanout", "settle"])
+        # the watch is live again: a new change reaches the agent
+        await store3.put_service(web(docker_image, 3))
+        await wait_for(store3, lambda s: running(s) == [1, 2, 3], timeout=10)
+        assert {n: ids for n, ids in docker_ids("q1").items()} == {
+            "1": [before[1][:12]], "2": [before[2][:12]], "3": docker_ids("q1")["3"]}
+
+
+async def test_release_that_etcd_cannot_confirm_keeps_the_container(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="r") as agents:
+        await store.put_service(web(docker_image, 3))
+        await wait_for(store, lambda s: running(s) == [1, 2, 3])
+        ids = docker_ids("r1")
+
+        async def unreachable(rec: InstanceRecord) -> bool:
+            raise StoreUnavailableError("etcd unreachable (injected)")
+
+        monkeypatch.setattr(agents[0].agent.store, "release_instance", unreachable)
+        await store.put_service(web(docker_image, 1))
+        await asyncio.sleep(3)
+        assert docker_ids("r1") == ids, "a container was stopped before etcd confirmed its release"
+        monkeypatch.undo()
+        await wait_for(store, lambda s: [r.number for r in s.instances_of(WEB)] == [1], timeout=15)
+        deadline = time.monotonic() + 10
+        while sorted(docker_ids("r1")) != ["1"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert docker_ids("r1") == {"1": ids["1"]}
+
+
+async def _a_records(ip: str, port: int, name: str) -> tuple[str, list[str]]:
+    r = await dns.asyncquery.udp(dns.message.make_query(name, "A"), ip, port=port, timeout=2)
+    return dns.rcode.to_text(r.rcode()), [rd.address for rrset in r.answer for rd in rrset]
+
+
+async def test_own_dns_drops_a_dead_instance_while_etcd_is_down(
+    tmp_path: Path, prefix: str, docker_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "etcd").mkdir()
+    etcd = EtcdCluster(tmp_path / "etcd", size=1)
+    etcd.start()
+    ip = "127.0.0.11"  # local_cluster's first node
+    dns_port = free_port(ip)
+    try:
+        async with EtcdStore(endpoints=parse_endpoints(etcd.endpoints), schema=KeySchema(prefix)) as store, \
+                local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="l",
+                              per_node=lambda i, _ip: {"dns_listen": (ip, dns_port),
+                                                       "dns_upstreams": (("127.0.0.1", 9),)}) as agents:
+            local: LocalAgent = agents[0]
+            await store.put_service(web(docker_image, 2))
+            state = await wait_for(store, lambda s: running(s) == [1, 2])
+            assert await _a_records(ip, dns_port, "2.web.myapp.container") == ("NOERROR", [ip])
+
+            etcd.stop()  # the agent's mirror can no longer learn anything
+
+            async def cannot_start(**kw: object) -> object:
+                raise ContainerError("start refused (injected)", transient=True)
+
+            monkeypatch.setattr(local.agent.runtime, "start_instance", cannot_start)
+            victim = next(r for r in state.instances_of(WEB) if r.number == 2)
+            subprocess.run(["docker", "kill", victim.container_id], check=True, capture_output=True)
+            deadline = time.monotonic() + 3
+            answer = await _a_records(ip, dns_port, "2.web.myapp.container")
+            while answer[1] and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                answer = await _a_records(ip, dns_port, "2.web.myapp.container")
+            assert not answer[1], f"the agent still answers for its dead instance 2: {answer}"
+            assert await _a_records(ip, dns_port, "1.web.myapp.container") == ("NOERROR", [ip])
+            etcd.start()
+    finally:
+        etcd.stop()
