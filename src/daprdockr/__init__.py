@@ -11,4 +11,11 @@ Layout (enforced by import-linter contracts in pyproject.toml):
 * ``daprdockr.cli`` / ``daprdockr.seedcli``  thin command-line front ends.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# gRPC's C core reads these once, when grpc is first imported (by the etcd adapter).  Its own log
+# lines (TLS alerts, connection noise) only repeat what the adapter reports as one translated
+# error, so they are off unless the operator asks for them by setting GRPC_VERBOSITY.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")

@@ -22,18 +22,21 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.statedir import default_state_dir, prepare_state_dir
+from daprdockr.clikit.etcdopts import etcd_security
 from daprdockr.clikit.output import (
     EXIT_INVALID,
     error_line,
     exit_code_for,
+    make_table,
     print_json,
     print_table,
 )
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
-from daprdockr.core.endpoints import DEFAULT_ETCD, parse_endpoints
+from daprdockr.core.endpoints import DEFAULT_ETCD, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
 from daprdockr.core.model import ServiceSpec
-from daprdockr.core.names import ServiceName, validate_label
+from daprdockr.core.names import ServiceName, validate_label, validate_unicast_ip
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, node_rows, progress, service_rows
 from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError, WaitTimeoutError
@@ -54,6 +57,7 @@ class Globals:
     etcd: str
     prefix: str
     timeout: float
+    security: EtcdSecurity | None = None
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -72,7 +76,8 @@ def _run(ctx: typer.Context, fn: Callable[[EtcdStore], Awaitable[T]]) -> T:
     g = _globals(ctx)
 
     async def main() -> T:
-        store = EtcdStore(endpoints=parse_endpoints(g.etcd), schema=KeySchema(g.prefix), timeout=g.timeout)
+        store = EtcdStore(endpoints=parse_endpoints(g.etcd), schema=KeySchema(g.prefix), timeout=g.timeout,
+                          security=g.security)
         try:
             await store.connect()
             return await fn(store)
@@ -102,17 +107,28 @@ def main_options(
     timeout: Annotated[float, typer.Option(help="Seconds per etcd call and endpoint.")] = 2.0,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")] = 0,
     log_format: Annotated[str, typer.Option(help="Log format: text or json.")] = "text",
+    etcd_cacert: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_ETCD_CACERT", help="CA (PEM) to verify https:// etcd endpoints.")] = None,
+    etcd_cert: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_ETCD_CERT", help="Client certificate (PEM) for etcd.")] = None,
+    etcd_key: Annotated[Path | None, typer.Option(envvar="DAPRDOCKR_ETCD_KEY", help="Client key (PEM).")] = None,
+    etcd_user: Annotated[str | None, typer.Option(envvar="DAPRDOCKR_ETCD_USER", help="etcd user (auth).")] = None,
+    etcd_password_file: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_ETCD_PASSWORD_FILE",
+        help="File with the etcd user's password (or set DAPRDOCKR_ETCD_PASSWORD).")] = None,
 ) -> None:
-    """Global options (also from DAPRDOCKR_ETCD / DAPRDOCKR_PREFIX)."""
+    """Global options (also from DAPRDOCKR_ETCD / DAPRDOCKR_PREFIX and DAPRDOCKR_ETCD_*)."""
     try:
         parse_endpoints(etcd)
         KeySchema(prefix)
         if log_format not in ("text", "json"):
             raise ValidationError(f"{log_format!r} is not text or json", field="--log-format")
+        security = etcd_security(cacert=etcd_cacert, cert=etcd_cert, key=etcd_key, user=etcd_user,
+                                 password_file=etcd_password_file)
     except ValidationError as exc:
         raise _fail(exc) from None
     setup_logging(verbosity=verbose, fmt=log_format)
-    ctx.obj = Globals(etcd=etcd, prefix=prefix, timeout=timeout)
+    ctx.obj = Globals(etcd=etcd, prefix=prefix, timeout=timeout, security=security)
 
 
 # ---------------------------------------------------------------------------------------- svc
@@ -335,15 +351,7 @@ def _watch(ctx: typer.Context, target: ServiceName | None, *, as_json: bool) -> 
             if as_json:
                 print(json.dumps({"revision": mirror.revision, "instances": rows}), flush=True)
             elif live is not None:
-                from rich.table import Table
-
-                table = Table(box=None, header_style="bold")
-                for col in PS_COLUMNS:
-                    table.add_column(col.upper())
-                for r in rows:
-                    table.add_row(*(str(r[c]) if not isinstance(r[c], dict) else
-                                    ",".join(f"{k}->{v}" for k, v in r[c].items()) for c in PS_COLUMNS))
-                live.update(table, refresh=True)
+                live.update(make_table(rows, PS_COLUMNS), refresh=True)
             else:
                 print(f"--- revision {mirror.revision}", flush=True)
                 print_table(rows, PS_COLUMNS)
@@ -383,6 +391,9 @@ def logs(
     instance: Annotated[int, typer.Option("-n", "--instance", help="Instance number.")] = 1,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream new lines.")] = False,
     tail: Annotated[int, typer.Option(help="Lines from the end.")] = 100,
+    api_token_file: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_API_TOKEN_FILE",
+        help="File with the agent API token [default: the agent's <state dir>/api-token when readable].")] = None,
 ) -> None:
     """Container logs of an instance, fetched from the agent that runs it.
 
@@ -391,7 +402,7 @@ def logs(
     target = _name(name)
 
     async def fetch(store: EtcdStore) -> None:
-        from daprdockr.clikit.logs import stream_logs
+        from daprdockr.clikit.logs import client_token, stream_logs
 
         state = await store.snapshot()
         rec = state.instances.get((target, instance))
@@ -400,7 +411,8 @@ def logs(
         node = state.nodes.get(rec.node)
         if node is None or not node.api:
             raise DaprDockrError(f"node {rec.node} runs instance {instance} but publishes no API address")
-        await stream_logs(api=node.api, service=target, number=instance, tail=tail, follow=follow)
+        token = client_token(api_token_file)
+        await stream_logs(api=node.api, service=target, number=instance, tail=tail, follow=follow, token=token)
 
     _run(ctx, fetch)
 
@@ -431,8 +443,9 @@ def auto_dns_workers() -> int:
 
 def build_agent_config(
     *, etcd: str, prefix: str, node_id: str | None, advertise_ip: str, ttl: int, capacity: int,
-    docker: str | None, state_dir: Path, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
+    docker: str | None, state_dir: Path | None, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
     http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool, dns_workers: int = -1,
+    api_token_file: Path | None = None, security: EtcdSecurity | None = None,
 ) -> Any:
     from daprdockr.agent.config import AgentConfig
 
@@ -444,13 +457,14 @@ def build_agent_config(
                       if a is not None)
     return AgentConfig(
         node_id=validate_label(node_id or default_node_id(), field="--node-id"),
-        advertise_ip=advertise_ip,
+        advertise_ip=validate_unicast_ip(advertise_ip, field="--advertise-ip"),
         etcd=parse_endpoints(etcd),
+        etcd_security=security,
         prefix=KeySchema(prefix).prefix,
         docker=docker,
         ttl=ttl,
         capacity=capacity,
-        state_dir=state_dir,
+        state_dir=state_dir or default_state_dir(),
         dns_listen=_addr(dns_listen, field="--dns-listen", default_port=53),
         dns_upstreams=upstreams,
         dns_ttl=dns_ttl,
@@ -458,6 +472,7 @@ def build_agent_config(
         http_listen=_addr(http_listen, field="--http-listen", default_port=80),
         nginx_binary=nginx,
         api_listen=_addr(api_listen, field="--api-listen", default_port=7400),
+        api_token_file=api_token_file,
         release_on_exit=not keep_on_exit,
     )
 
@@ -470,8 +485,9 @@ def agent(
     ttl: Annotated[int, typer.Option(help="Lease TTL in seconds.")] = 5,
     capacity: Annotated[int, typer.Option(help="Max instances on this node (0 = unlimited).")] = 0,
     docker: Annotated[str | None, typer.Option(help="Docker engine URL.")] = None,
-    state_dir: Annotated[Path, typer.Option(help="Directory for nginx config, pid files, logs.")] = Path(
-        "/tmp/daprdockr"),
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Private directory (0700) for nginx config, pid files, logs, the API token "
+             "[default: /var/lib/daprdockr as root, else $XDG_STATE_HOME/daprdockr].")] = None,
     dns_listen: Annotated[str, typer.Option(help="DNS ADDR:PORT or off.")] = "127.0.0.1:53",
     dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
     dns_ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
@@ -481,6 +497,10 @@ def agent(
     nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
     api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
     keep_on_exit: Annotated[bool, typer.Option(help="Leave containers running on SIGTERM.")] = False,
+    api_token_file: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_API_TOKEN_FILE",
+        help="File with the API bearer token (needed when the API listens beyond loopback) "
+             "[default: <state dir>/api-token, generated on first start].")] = None,
 ) -> None:
     """Run the agent on this host.
 
@@ -492,8 +512,10 @@ def agent(
             etcd=g.etcd, prefix=g.prefix, node_id=node_id, advertise_ip=advertise_ip, ttl=ttl, capacity=capacity,
             docker=docker, state_dir=state_dir, dns_listen=dns_listen, dns_upstream=dns_upstream,
             dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
-            keep_on_exit=keep_on_exit, dns_workers=dns_workers,
+            keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
+            security=g.security,
         )
+        prepare_state_dir(config.state_dir)
     except ValidationError as exc:
         raise _fail(exc) from None
     from daprdockr.agent.main import run_agent
@@ -527,7 +549,7 @@ def dns(
 
     try:
         code = run_dns(endpoints=parse_endpoints(g.etcd), prefix=g.prefix, listen=addr,
-                       upstreams=upstreams or None, ttl=ttl)
+                       upstreams=upstreams or None, ttl=ttl, security=g.security)
     except DaprDockrError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

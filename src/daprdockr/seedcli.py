@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.statedir import prepare_state_dir
+from daprdockr.clikit.etcdopts import etcd_security
 from daprdockr.clikit.output import error_line, exit_code_for
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_spec_text
-from daprdockr.core.endpoints import SEED_DEFAULT_ETCD, parse_endpoints
+from daprdockr.core.endpoints import SEED_DEFAULT_ETCD, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -52,6 +54,20 @@ class _Parser(argparse.ArgumentParser):
         raise ValidationError(message)
 
 
+def _add_etcd_security(p: _Parser) -> None:
+    """TLS and auth for etcd; the password comes from a file or DAPRDOCKR_ETCD_PASSWORD, never a flag."""
+    p.add_argument("-etcd-cacert", dest="etcd_cacert", help="CA (PEM) for https:// endpoints")
+    p.add_argument("-etcd-cert", dest="etcd_cert", help="client certificate (PEM)")
+    p.add_argument("-etcd-key", dest="etcd_key", help="client key (PEM)")
+    p.add_argument("-etcd-user", dest="etcd_user", help="etcd user")
+    p.add_argument("-etcd-password-file", dest="etcd_password_file", help="file with the etcd user's password")
+
+
+def _security(args: argparse.Namespace) -> EtcdSecurity | None:
+    return etcd_security(cacert=args.etcd_cacert, cert=args.etcd_cert, key=args.etcd_key, user=args.etcd_user,
+                         password_file=args.etcd_password_file)
+
+
 def _cmd_parser() -> _Parser:
     p = _Parser(prog="daprdockrcmd", description="Seed-compatible DaprDockr control command.",
                 prefix_chars="-", allow_abbrev=False)
@@ -68,6 +84,7 @@ def _cmd_parser() -> _Parser:
     p.add_argument("-etcd", default=SEED_DEFAULT_ETCD, help="etcd endpoints, comma separated")
     p.add_argument("-prefix", default=DEFAULT_PREFIX, help=argparse.SUPPRESS)
     p.add_argument("-v", action="store_true", help="verbose")
+    _add_etcd_security(p)
     return p
 
 
@@ -76,7 +93,8 @@ async def _cmd(args: argparse.Namespace, stdin_text: str | None) -> int:
     actions = [args.set, args.get, args.delete]
     if sum(actions) != 1:
         raise ValidationError("give exactly one of -set, -get, -del")
-    store = EtcdStore(endpoints=parse_endpoints(args.etcd), schema=KeySchema(args.prefix), timeout=2.0)
+    store = EtcdStore(endpoints=parse_endpoints(args.etcd), schema=KeySchema(args.prefix), timeout=2.0,
+                      security=_security(args))
     try:
         await store.connect()
         if args.get:
@@ -134,12 +152,12 @@ def _d_parser() -> _Parser:
     p.add_argument("-api-listen", dest="api_listen", default="127.0.0.1:7400", help="API ADDR:PORT or off")
     p.add_argument("-ttl", type=int, default=5, help="lease TTL seconds")
     p.add_argument("-v", action="store_true", help="verbose")
+    _add_etcd_security(p)
     return p
 
 
 def daprdockrd_main(argv: Sequence[str] | None = None) -> int:
     """``daprdockrd -etcd http://... -docker unix:///var/run/docker.sock [-cpuprofile FILE]``"""
-    from pathlib import Path
 
     from daprdockr.agent.main import run_agent
     from daprdockr.cli import build_agent_config
@@ -148,11 +166,13 @@ def daprdockrd_main(argv: Sequence[str] | None = None) -> int:
         args = _d_parser().parse_args(_go_style(sys.argv[1:] if argv is None else argv, {"v"}))
         config = build_agent_config(
             etcd=args.etcd, prefix=args.prefix, node_id=args.node_id, advertise_ip=args.advertise_ip,
-            ttl=args.ttl, capacity=0, docker=args.docker, state_dir=Path("/tmp/daprdockr"),
+            ttl=args.ttl, capacity=0, docker=args.docker, state_dir=None,
             dns_listen=args.dns_listen, dns_upstream=None, dns_ttl=5, http_listen=args.http_listen,
             nginx="nginx", api_listen=args.api_listen, keep_on_exit=False,
             dns_workers=-1,  # auto, as for `daprdockr agent`
+            security=_security(args),
         )
+        prepare_state_dir(config.state_dir)
     except DaprDockrError as exc:
         error_line(str(exc))
         return exit_code_for(exc)

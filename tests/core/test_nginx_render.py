@@ -43,15 +43,15 @@ FULL = ClusterState(
 )
 
 CASES = {
-    "empty": (ClusterState(), ("127.0.0.1", 80), False),
-    "services": (FULL, ("127.0.0.11", 8080), True),
+    "empty": (ClusterState(), ("127.0.0.1", 80), None),
+    "services": (FULL, ("127.0.0.11", 8080), ("www-data", "www-data")),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case: str) -> None:
-    state, listen, root = CASES[case]
-    text = render_nginx_conf(state, listen=listen, paths=PATHS, run_as_root=root).text
+    state, listen, user = CASES[case]
+    text = render_nginx_conf(state, listen=listen, paths=PATHS, worker_user=user).text
     path = GOLDEN / f"nginx_{case}.conf"
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
@@ -83,11 +83,21 @@ def test_injection_via_host_is_refused(bad: dict[str, str], field: str) -> None:
     assert "passwd" not in out.text and "a b" not in out.text
 
 
-def test_injection_via_address_is_refused() -> None:
+def test_injection_via_address_leaves_only_that_instance_out() -> None:
     state = replace(FULL, services={WEB: SPECS[WEB]},
-                    instances={(WEB, 1): rec(WEB, 1, "1.2.3.4:1; evil", 32001)})
+                    instances={(WEB, 1): rec(WEB, 1, "1.2.3.4:1; evil", 32001),
+                               (WEB, 2): rec(WEB, 2, "127.0.0.12", 32002)})
     out = render_nginx_conf(state, listen=("127.0.0.1", 80), paths=PATHS)
-    assert WEB in out.errors and "evil" not in out.text
+    assert "evil" not in out.text and out.services == (WEB,)
+    assert "server 127.0.0.12:32002 max_fails=0;" in out.text
+
+
+def test_upstream_names_are_injective() -> None:
+    from daprdockr.core.nginx_render import upstream_name
+
+    names = [ServiceName(group=g, service=s) for g, s in
+             [("a-b", "c"), ("a", "b-c"), ("a--b", "c"), ("a", "b--c"), ("ab", "c"), ("a", "bc")]]
+    assert len({upstream_name(n) for n in names}) == len(names)
 
 
 @pytest.mark.parametrize("root", ["relative/path", "/tmp/a b", "/tmp/x;y"])

@@ -165,3 +165,67 @@ async def routed_identities(
         return set(seen)
 
     return await eventually(probe, lambda s: s == want, timeout=timeout)
+
+
+@dataclass
+class HttpLoad:
+    """Steady HTTP load through several nginx (``targets``), counted two ways.
+
+    Each of ``workers`` clients sends one GET at a time, taking the targets in turn.  A request
+    that fails (connection error, timeout, 5xx) counts in ``first_try_failures``: what a client
+    that never retries would have seen.  The client then retries on the next target, with a
+    short growing pause, for up to ``retry_budget`` seconds, as an idempotent GET may be; only a
+    request that still fails after that counts in ``failed``.
+    """
+
+    targets: list[tuple[str, int]]
+    host: str
+    workers: int = 2
+    retry_budget: float = 10.0
+    path: str = "/id"
+    requests: int = 0
+    first_try_failures: int = 0
+    retries: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)  # the last few errors, for the report
+
+    async def _once(self, session: aiohttp.ClientSession, target: tuple[str, int]) -> str:
+        """"" when the request succeeded, else what went wrong."""
+        ip, port = target
+        try:
+            async with session.get(f"http://{ip}:{port}{self.path}", headers={"Host": self.host},
+                                   timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                await resp.read()
+                return "" if resp.status < 500 else f"HTTP {resp.status} from {ip}:{port}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__} from {ip}:{port}"
+
+    async def _worker(self, session: aiohttp.ClientSession, stop: asyncio.Event, offset: int) -> None:
+        turn = offset
+        while not stop.is_set():
+            self.requests += 1
+            turn += 1
+            error = await self._once(session, self.targets[turn % len(self.targets)])
+            if not error:
+                continue
+            self.first_try_failures += 1
+            deadline = time.monotonic() + self.retry_budget
+            pause = 0.05
+            while error and time.monotonic() < deadline:
+                await asyncio.sleep(pause)
+                pause = min(0.5, pause * 2)
+                turn += 1
+                self.retries += 1
+                error = await self._once(session, self.targets[turn % len(self.targets)])
+            if error:
+                self.failed += 1
+                self.failures = [*self.failures[-9:], error]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set."""
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(self._worker(session, stop, i) for i in range(self.workers)))
+
+    def summary(self) -> str:
+        return (f"{self.requests} requests: {self.first_try_failures} failed on the first try (a client "
+                f"without retries), {self.failed} failed after retries ({self.retries} retries)")

@@ -1,25 +1,33 @@
-"""Chaos on a real cluster (bounded: about 2 minutes in all).
+"""Chaos on a real cluster (bounded: about 2-3 minutes in all).
 
 3 etcd members, 3 agent processes (DNS + nginx each), one service with an http_host.  For
-``CHAOS_SECONDS`` two loops run together, driven by one seeded RNG (the seed is printed; set
-``DAPRDOCKR_CHAOS_SEED`` to replay a run's choices):
+``CHAOS_SECONDS`` three loops run together, driven by one seeded RNG (the seed is printed; set
+``DAPRDOCKR_CHAOS_SEED`` to replay a run's choices), while HTTP load runs through two agents' nginx:
 
 * churn: every 2-4 s the service is scaled to a random 2..9 instances;
 * faults, every 1.5-3.5 s one of: SIGKILL an agent (restarted 1-6 s later; at most two down),
   ``docker kill`` a random instance container, SIGKILL an agent's nginx master (its pid file),
-  stop an etcd member for 4-10 s (one at a time, so etcd keeps quorum).
+  stop an etcd member for 4-10 s (one etcd fault at a time);
+* a script, once each: quorum loss (2 of 3 members stopped for 3 x TTL + 1 s, then restarted), a
+  hung member (SIGSTOP for 4-8 s, then SIGCONT), a malformed spec written over the running
+  service, a malformed value written over an agent's own instance key (on its lease).  The two
+  garbage writes hold the other loops off, wait for a converged cluster, and check that no
+  container is stopped or replaced in the 6 s after the write (then the good spec is restored).
 
 Then every agent and member is running again, the final spec is written once more, and within
 ``CONVERGE_SECONDS`` the cluster must agree with itself: etcd holds the spec unchanged and a node
 record per live agent; instances 1..N run, each exactly once (``docker ps``), on the node etcd
 names; every agent's DNS answers each name with its owner's address and NXDOMAIN beyond N; every
-agent's nginx routes to exactly the N running containers.
+agent's nginx routes to exactly the N running containers.  The HTTP client that retries (on the
+other nginx, for up to 10 s) saw no failed request; what a client without retries would have seen
+is printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -44,21 +52,32 @@ from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
 from tests.e2e.probes import (
     IDENTITY_CMD,
+    HttpLoad,
     dig_until,
     docker_containers,
     eventually,
     has_records,
+    http_sample,
     numbers_running,
     routed_identities,
 )
 from tests.e2e.realcluster import RealCluster, real_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.docker, pytest.mark.nginx,
-              pytest.mark.timeout(240)]
+              pytest.mark.timeout(360)]
 WEB = ServiceName(group="myapp", service="web")
 HOST = "web.myapp.test"
 CHAOS_SECONDS = float(os.environ.get("DAPRDOCKR_CHAOS_SECONDS", "60"))
 CONVERGE_SECONDS = 20.0  # with the default 5 s lease TTL
+TTL = 5
+GARBAGE_WINDOW = 6.0  # seconds a garbage write is watched for stopped or replaced containers
+SCRIPT = [(4.0, "lose_quorum"), (27.0, "hang_member"), (38.0, "garbage_spec"), (48.0, "garbage_instance")]
+BAD_SPECS = [
+    lambda good: json.dumps({**good, "replicas": 9}).encode(),  # an unknown field
+    lambda good: json.dumps({**good, "instances": str(good["instances"])}).encode(),
+    lambda good: json.dumps(good).encode()[:-9],  # truncated
+    lambda good: json.dumps({**good, "ports": list(range(10000, 26000))}).encode(),  # too big
+]
 
 
 @dataclass
@@ -71,7 +90,11 @@ class Chaos:
     rng: random.Random
     log: list[str] = field(default_factory=list)
     restarts: dict[str, float] = field(default_factory=dict)  # agent or member -> restart at
+    hung: dict[str, float] = field(default_factory=dict)  # SIGSTOPped member -> SIGCONT at
     writes_ok: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # garbage checks hold the other loops off
+    garbage_problems: list[str] = field(default_factory=list)
+    scripted: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {text}"
@@ -79,6 +102,10 @@ class Chaos:
         print(line, flush=True)
 
     async def churn_once(self) -> None:
+        async with self.lock:
+            await self._churn()
+
+    async def _churn(self) -> None:
         spec = replace(self.spec, instances=self.rng.randint(2, 9))
         try:
             await self.store.put_service(spec)
@@ -89,8 +116,17 @@ class Chaos:
         self.writes_ok += 1
         self.note(f"scaled to {spec.instances}")
 
-    def restart_due(self, now: float) -> None:
+    def restart_due(self, now: float, *, only_etcd: bool = False) -> None:
+        for name, at in list(self.hung.items()):
+            if at <= now:
+                del self.hung[name]
+                member = next(m for m in self.cluster.etcd.members if m.name == name)
+                assert member.proc is not None
+                os.kill(member.proc.pid, signal.SIGCONT)
+                self.note(f"SIGCONT etcd member {name}")
         for name, at in list(self.restarts.items()):
+            if only_etcd and name in self.cluster.agents:
+                continue
             if at > now:
                 continue
             del self.restarts[name]
@@ -102,9 +138,13 @@ class Chaos:
             self.note(f"restarted {name}")
 
     async def fault_once(self) -> None:
-        self.restart_due(time.monotonic())
-        fault = self.rng.choice(["kill_agent", "docker_kill", "kill_nginx", "stop_etcd"])
-        await getattr(self, fault)()
+        async with self.lock:
+            self.restart_due(time.monotonic())
+            fault = self.rng.choice(["kill_agent", "docker_kill", "kill_nginx", "stop_etcd"])
+            await getattr(self, fault)()
+
+    def etcd_busy(self) -> bool:
+        return bool(self.hung) or any(name not in self.cluster.agents for name in self.restarts)
 
     async def kill_agent(self) -> None:
         alive = sorted(n for n, a in self.cluster.agents.items() if a.alive)
@@ -133,15 +173,95 @@ class Chaos:
         self.note(f"SIGKILL nginx master {pid} of {agent.node_id}")
 
     async def stop_etcd(self) -> None:
-        if any(name not in self.cluster.agents for name in self.restarts):
-            return  # one member down at a time
+        if self.etcd_busy():
+            return  # one etcd fault at a time
         member = self.rng.choice(self.cluster.etcd.members)
         self.cluster.etcd.stop_member(member)
         self.restarts[member.name] = time.monotonic() + self.rng.uniform(4, 10)
         self.note(f"stopped etcd member {member.name}")
 
+    # ------------------------------------------------------------------ scripted faults
+    async def lose_quorum(self) -> None:
+        """2 of 3 members stopped for 3 x TTL + 1 s: no writes, no reads, no keepalives."""
+        self.restart_due(float("inf"), only_etcd=True)
+        victims = self.rng.sample(self.cluster.etcd.members, 2)
+        for m in victims:
+            self.cluster.etcd.stop_member(m)
+            self.restarts[m.name] = time.monotonic() + 3 * TTL + 1
+        self.note(f"quorum lost: stopped etcd members {', '.join(m.name for m in victims)} for {3 * TTL + 1}s")
+
+    async def hang_member(self) -> None:
+        """One member SIGSTOPped: connections stay open, nothing answers."""
+        self.restart_due(float("inf"), only_etcd=True)
+        member = self.rng.choice(self.cluster.etcd.members)
+        assert member.proc is not None
+        os.kill(member.proc.pid, signal.SIGSTOP)
+        self.hung[member.name] = time.monotonic() + self.rng.uniform(4, 8)
+        self.note(f"SIGSTOP etcd member {member.name}")
+
+    async def _quiesce(self) -> bool:
+        """Everything running again and converged (so that nothing moves on its own)."""
+        self.restart_due(float("inf"))
+        await asyncio.to_thread(self.cluster.etcd.wait_healthy)
+        for _ in range(20):
+            try:
+                await self.store.put_service(self.spec)
+                break
+            except DaprDockrError:
+                await asyncio.sleep(0.5)
+        verdict = await eventually(lambda: etcd_and_docker(self.store, self.cluster, self.spec),
+                                   lambda v: not v.problems, timeout=CONVERGE_SECONDS)
+        if verdict.problems:
+            self.garbage_problems.append(f"not converged before a garbage write: {verdict.problems}")
+        return not verdict.problems
+
+    async def _watch_containers(self, what: str) -> None:
+        before = await asyncio.to_thread(docker_containers, self.cluster.node_ids, service="web", group="myapp")
+        await asyncio.sleep(GARBAGE_WINDOW)
+        after = await asyncio.to_thread(docker_containers, self.cluster.node_ids, service="web", group="myapp")
+        if before != after:
+            self.garbage_problems.append(f"{what}: containers changed: {before} -> {after}")
+        self.note(f"{what}: {len(after)} containers untouched for {GARBAGE_WINDOW:g}s"
+                  if before == after else f"{what}: CONTAINERS CHANGED")
+
+    async def garbage_spec(self) -> None:
+        async with self.lock:
+            if not await self._quiesce():
+                return
+            value = self.rng.choice(BAD_SPECS)(self.spec.to_dict())
+            await self.store.put_raw(self.store.schema.service(WEB), value)
+            self.note(f"wrote a malformed spec ({value[:60]!r}...)")
+            await self._watch_containers("malformed spec")
+            await self.store.put_service(self.spec)
+            self.note("restored the spec")
+
+    async def garbage_instance(self) -> None:
+        async with self.lock:
+            if not await self._quiesce():
+                return
+            state = await self.store.snapshot()
+            rec = self.rng.choice(state.instances_of(WEB))
+            key = self.store.schema.instance(WEB, rec.number)
+            await self.store.put_raw(key, b'{"node": "' + rec.node.encode() + b'", "garbage', lease=rec.lease)
+            self.note(f"wrote garbage over instance {rec.number} of {rec.node} (on its lease)")
+            await self._watch_containers("malformed instance key")
+            fixed = (await self.store.snapshot()).instances.get((WEB, rec.number))
+            if fixed is None or fixed.container_id != rec.container_id or fixed.state != "running":
+                self.garbage_problems.append(f"instance {rec.number} not repaired on its container: {fixed}")
+
+    async def script(self, start: float) -> None:
+        for at, step in SCRIPT:
+            await asyncio.sleep(max(0.0, start + at - time.monotonic()))
+            if step.startswith("garbage"):
+                await getattr(self, step)()
+            else:
+                async with self.lock:
+                    await getattr(self, step)()
+            self.scripted.append(step)
+
     async def run(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
+        start = time.monotonic()
+        end = start + seconds
 
         async def churn() -> None:
             while time.monotonic() < end:
@@ -153,7 +273,7 @@ class Chaos:
                 await asyncio.sleep(self.rng.uniform(1.5, 3.5))
                 await self.fault_once()
 
-        await asyncio.gather(churn(), faults())
+        await asyncio.gather(churn(), faults(), self.script(start))
 
     async def heal(self) -> None:
         """Restart everything still down, then write the final spec once more (until it sticks)."""
@@ -226,6 +346,16 @@ async def test_cluster_converges_after_chaos(cluster: RealCluster, prefix: str, 
         raise
 
 
+async def wait_routable(cluster: RealCluster, *, final_host: str) -> None:
+    """Until the first two agents' nginx answer for the service (the load starts then)."""
+    async with aiohttp.ClientSession() as session:
+        for agent in list(cluster.agents.values())[:2]:
+            got = await eventually(
+                lambda a=agent: http_sample(session, ip=a.addr.ip, port=a.addr.http_port, host=final_host, count=4),
+                lambda sample: sample.statuses[200] == 4, timeout=30)
+            assert got.statuses[200] == 4, f"{agent.node_id} does not route {final_host}: {got.statuses}"
+
+
 async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, seed: int) -> None:
     spec = ServiceSpec.from_dict(
         {"image": image, "instances": 6, "http_host": HOST, "http_port": 8080, "cmd": IDENTITY_CMD},
@@ -234,12 +364,16 @@ async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, se
     async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store:
         await store.put_service(spec)
         chaos = Chaos(cluster=cluster, store=store, spec=spec, rng=random.Random(seed))
+        await wait_routable(cluster, final_host=HOST)
+        load = HttpLoad(targets=[(a.addr.ip, a.addr.http_port) for a in list(cluster.agents.values())[:2]], host=HOST)
+        load_stop = asyncio.Event()
+        load_task = asyncio.create_task(load.run(load_stop))
         await chaos.run(CHAOS_SECONDS)
         await chaos.heal()
         healed = time.monotonic()
         deadline = healed + CONVERGE_SECONDS
         final = chaos.spec
-        assert chaos.writes_ok >= CHAOS_SECONDS / 5, "the churn loop barely ran"
+        assert chaos.writes_ok >= CHAOS_SECONDS / 10, "the churn loop barely ran"
 
         verdict = await eventually(
             lambda: etcd_and_docker(store, cluster, final), lambda v: not v.problems, timeout=CONVERGE_SECONDS
@@ -276,3 +410,9 @@ async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, se
         # nothing moved while we looked: the state is stable, not just passing through
         again = await etcd_and_docker(store, cluster, final)
         assert not again.problems, f"seed {seed}: {again.problems}"
+        load_stop.set()
+        await load_task
+        print(f"HTTP load through {len(load.targets)} nginx: {load.summary()}", flush=True)
+        assert chaos.scripted == [step for _, step in SCRIPT], f"seed {seed}: script ran {chaos.scripted}"
+        assert not chaos.garbage_problems, f"seed {seed}: {chaos.garbage_problems}"
+        assert load.failed == 0, f"seed {seed}: {load.failed} requests failed even with retries: {load.failures}"

@@ -39,9 +39,11 @@ class EtcdMember:
     peer_port: int
     proc: subprocess.Popen[bytes] | None = None
 
+    tls: bool = False
+
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -51,12 +53,29 @@ class EtcdMember:
 class EtcdCluster:
     """One or more real etcd members on loopback (``etcd`` from Debian's etcd-server)."""
 
-    def __init__(self, workdir: Path, *, size: int = 1, client_ports: list[int] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, size: int = 1, client_ports: list[int] | None = None,
+        tls: tuple[Path, Path, Path] | None = None, extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """``tls``: (server cert, server key, client CA): https client URLs with client-cert auth."""
         self.workdir = workdir
+        self.tls = tls
+        self.extra_args = extra_args
         ports = client_ports or [free_port() for _ in range(size)]
         self.members = [
-            EtcdMember(name=f"m{i}", client_port=p, peer_port=free_port()) for i, p in enumerate(ports)
+            EtcdMember(name=f"m{i}", client_port=p, peer_port=free_port(), tls=tls is not None)
+            for i, p in enumerate(ports)
         ]
+
+    def etcdctl(self, *args: str, user: str | None = None) -> list[str]:
+        """An etcdctl command line for this cluster (TLS files and user included)."""
+        argv = ["etcdctl", "--endpoints", self.endpoints, "--command-timeout=2s"]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            argv += ["--cacert", str(ca), "--cert", str(cert), "--key", str(key)]
+        if user is not None:
+            argv += ["--user", user]
+        return [*argv, *args]
 
     @property
     def endpoints(self) -> str:
@@ -80,6 +99,9 @@ class EtcdCluster:
                 "--initial-cluster-token", f"t{os.getpid()}",
                 "--heartbeat-interval", "50",
                 "--election-timeout", "500",
+                *(["--cert-file", str(self.tls[0]), "--key-file", str(self.tls[1]), "--client-cert-auth",
+                   "--trusted-ca-file", str(self.tls[2])] if self.tls is not None else []),
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,7 +119,7 @@ class EtcdCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ok = subprocess.run(
-                ["etcdctl", "--endpoints", self.endpoints, "--command-timeout=1s", "put", "/__h", "1"],
+                self.etcdctl("put", "/__h", "1"),
                 capture_output=True,
                 env={**os.environ, "ETCDCTL_API": "3"},
             )

@@ -5,7 +5,9 @@
   query filters on ``daprdockr.node=<this node>``, so several agents can share one engine and
   none touches another's containers, nor any unlabelled container.
 * Ports (``http_port`` and the extra ``ports``) are published on the agent's advertise address
-  with host-assigned ports; the real host ports come back in :class:`ContainerInfo`.
+  with host-assigned ports; the real host ports come back in :class:`ContainerInfo`.  Every
+  container runs with ``no-new-privileges``; user labels never use the reserved namespaces
+  (``daprdockr.``, ``com.docker.``, ``io.docker.``, ``org.dockerproject.``: refused at validation).
 * The image is pulled only when absent.  aiodocker/aiohttp errors become
   :class:`~daprdockr.errors.ContainerError` (terminal for a missing image or bad config,
   transient otherwise) or :class:`~daprdockr.errors.RuntimeUnavailableError` (engine down).
@@ -124,6 +126,7 @@ class DockerRuntime:
         self.url = url
         self.timeout = timeout
         self._docker: aiodocker.Docker | None = None
+        self._logs_docker: aiodocker.Docker | None = None  # log streams never take the main pool
         self._images_present: set[str] = set()
 
     @property
@@ -132,10 +135,19 @@ class DockerRuntime:
             self._docker = aiodocker.Docker(url=self.url)
         return self._docker
 
+    @property
+    def logs_docker(self) -> aiodocker.Docker:
+        """A client (connection pool) of its own for container logs: long ``follow`` streams must
+        never hold the connections the reconciler needs."""
+        if self._logs_docker is None:
+            self._logs_docker = aiodocker.Docker(url=self.url)
+        return self._logs_docker
+
     async def close(self) -> None:
-        if self._docker is not None:
-            await self._docker.close()
-            self._docker = None
+        for client in (self._docker, self._logs_docker):
+            if client is not None:
+                await client.close()
+        self._docker = self._logs_docker = None
 
     async def _do(self, coro: Awaitable[T], *, what: str) -> T:
         try:
@@ -204,6 +216,7 @@ class DockerRuntime:
                 "PortBindings": {p: [{"HostIp": self.advertise_ip, "HostPort": ""}] for p in ports},
                 "RestartPolicy": {"Name": "no"},
                 "Init": True,
+                "SecurityOpt": ["no-new-privileges"],  # setuid binaries cannot raise privileges
             },
         }
         if spec.cmd:
@@ -276,9 +289,20 @@ class DockerRuntime:
             if "No such container" not in str(exc) and "is already in progress" not in str(exc):
                 raise
 
+    async def find_instance(self, *, service: ServiceName, number: int) -> ContainerInfo | None:
+        """This node's container of ``service``/``number`` as the engine reports it (by our labels,
+        never by an id read from etcd); the running one, else the newest."""
+        filters = json.dumps({"label": [f"{LABEL_NODE}={self.node_id}", f"{LABEL_SERVICE}={service.service}",
+                                        f"{LABEL_GROUP}={service.group}", f"{LABEL_INSTANCE}={number}"]})
+        data = await self._do(
+            self.logs_docker._query_json("containers/json", params={"all": "1", "filters": filters}), what="list")
+        found = [i for i in map(info_from_summary, data) if i is not None and i.node == self.node_id
+                 and i.key == (service, number)]
+        return max(found, key=lambda c: (c.running, c.created), default=None)
+
     async def logs(self, container_id: str, *, tail: int = 100, follow: bool = False) -> AsyncIterator[str]:
-        """Log lines (stdout and stderr) of one of our containers."""
-        c = self.docker.containers.container(container_id)
+        """Log lines (stdout and stderr) of one of our containers (over the logs connection pool)."""
+        c = self.logs_docker.containers.container(container_id)
         try:
             if follow:
                 async for line in c.log(stdout=True, stderr=True, follow=True, tail=tail):

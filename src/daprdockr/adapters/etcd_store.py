@@ -20,10 +20,12 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aetcd
@@ -33,7 +35,7 @@ import aetcd.watcher as aetcd_watcher
 import grpc
 
 from daprdockr.cancellation import owner_cancelled
-from daprdockr.core.endpoints import Endpoint
+from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Every call: a member without a leader answers "no leader" at once instead of hanging.
-REQUIRE_LEADER = (("hasleader", "true"),)
+REQUIRE_LEADER: tuple[tuple[str, str], ...] = (("hasleader", "true"),)
 CHANNEL_OPTIONS = {"grpc.max_receive_message_length": 64 * 1024 * 1024}
 # The watch stream: gRPC pings find a hung member (etcd refuses pings closer than 5 s apart).
 KEEPALIVE_OPTIONS = {"grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 3_000,
@@ -92,9 +94,17 @@ def translate(exc: BaseException, *, what: str) -> DaprDockrError:
     """Map an aetcd/grpc/OS exception to the project's error types."""
     if isinstance(exc, DaprDockrError):
         return exc
+    text = str(exc)
+    if any(hint in text for hint in ("andshake", "ertificate", "TSI_", "SSL")):
+        return StoreUnavailableError(f"etcd {what} failed: TLS handshake refused (check --etcd-cacert, --etcd-cert "
+                                     f"and --etcd-key): {text.splitlines()[0][:300]}")
+    if "invalid auth token" in text or "auth: revision" in text:  # the token expired: a new client re-authenticates
+        return StoreUnavailableError(f"etcd {what} failed: {text}")
+    if "permission denied" in text:
+        return StoreError(f"etcd {what} failed: permission denied (the etcd user's role must allow read and "
+                          "write on the prefix)", transient=False)
     if isinstance(exc, _TRANSIENT):
         return StoreUnavailableError(f"etcd {what} failed: {exc}")
-    text = str(exc)
     if "lease not found" in text or "requested lease not found" in text:
         return LeaseLostError(f"etcd {what}: lease not found")
     if "no leader" in text or "Unavailable" in text or "DEADLINE" in text.upper():
@@ -102,23 +112,70 @@ def translate(exc: BaseException, *, what: str) -> DaprDockrError:
     return StoreError(f"etcd {what} failed: {exc}", transient=False)
 
 
-class _Client(aetcd.Client):  # type: ignore[misc]
-    """aetcd's client with the channel opened here: our gRPC options and per-call metadata.
+def _read_pem(path: Path | None, *, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}", field=what) from exc
 
-    ``hasleader: true`` makes a member that lost its leader refuse a call (and end a watch) at
-    once instead of letting it hang, so callers fail over to a member of the majority.
+
+def channel_credentials(security: EtcdSecurity) -> grpc.ChannelCredentials:
+    """TLS credentials for https endpoints (files read once, when the store is made)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(security.cacert, what="--etcd-cacert"),
+        private_key=_read_pem(security.key, what="--etcd-key"),
+        certificate_chain=_read_pem(security.cert, what="--etcd-cert"),
+    )
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client with the channel opened here: TLS, etcd auth, our gRPC options and metadata.
+
+    aetcd opens only insecure channels, so :meth:`connect` opens a ``grpc.aio`` secure channel
+    itself for an https endpoint, and authenticates with etcd's user/password (the token goes on
+    every call).  ``hasleader: true`` makes a member that lost its leader refuse a call (and end
+    a watch) at once instead of letting it hang, so callers fail over to a member of the majority.
     """
 
-    def __init__(self, *, endpoint: Endpoint, timeout: float, options: dict[str, int]) -> None:
+    def __init__(
+        self, *, endpoint: Endpoint, timeout: float, options: dict[str, int],
+        credentials: grpc.ChannelCredentials | None, user: str | None, password: str | None,
+    ) -> None:
         seconds = max(1, round(timeout))
         super().__init__(host=endpoint.host, port=endpoint.port, timeout=seconds, connect_wait_timeout=seconds,
                          options=options)
+        self.endpoint = endpoint
+        self._credentials = credentials
+        self._user, self._secret = user, password
+
+    async def renew_token(self) -> None:
+        """Authenticate (again: etcd's tokens expire) and put the new token on every later call."""
+        try:
+            resp = await aetcd_rpc.AuthStub(self.channel).Authenticate(
+                aetcd_rpc.AuthenticateRequest(name=self._user, password=self._secret), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                              grpc.StatusCode.PERMISSION_DENIED):
+                raise StoreError(f"etcd {self.endpoint}: authentication as {self._user!r} failed: "
+                                 f"{exc.details()}", transient=False) from None
+            raise
+        self.metadata = (*REQUIRE_LEADER, ("token", str(resp.token)))
 
     async def connect(self) -> None:
         if self._connected.is_set():
             return
-        self.channel = grpc.aio.insecure_channel(f"{self._host}:{self._port}", options=list(self._options.items()))
+        target, options = f"{self._host}:{self._port}", list(self._options.items())
+        if self.endpoint.tls:
+            if self._credentials is None:
+                raise ValidationError(f"{self.endpoint} is https but no TLS settings were given", field="etcd")
+            self.channel = grpc.aio.secure_channel(target, self._credentials, options=options)
+        else:
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         self.metadata = REQUIRE_LEADER
+        if self._user is not None:
+            await self.renew_token()
         self.kvstub = aetcd_rpc.KVStub(self.channel)
         self.clusterstub = aetcd_rpc.ClusterStub(self.channel)
         self.leasestub = aetcd_rpc.LeaseStub(self.channel)
@@ -154,10 +211,14 @@ class EtcdStore:
         schema: KeySchema | None = None,
         timeout: float = 3.0,
         probe_interval: float = 2.0,
+        security: EtcdSecurity | None = None,
     ) -> None:
         if not endpoints:
             raise ValidationError("no endpoint given", field="etcd")
         self.endpoints = tuple(endpoints)
+        self.security = security or EtcdSecurity()
+        self._credentials = (channel_credentials(self.security) if any(e.tls for e in self.endpoints)
+                             else None)
         self.schema = schema or KeySchema()
         self.timeout = timeout
         self.probe_interval = probe_interval
@@ -184,7 +245,7 @@ class EtcdStore:
 
     async def connect(self) -> None:
         """Connect to the first endpoint that answers a cheap read."""
-        await self._call(lambda c: c.get(self.schema.prefix.encode()), what="connect")
+        await self._call(lambda c: c.get(self.schema.root.encode()), what="connect")
 
     async def close(self) -> None:
         """Close every connection (call when no call of this store is in flight any more)."""
@@ -197,7 +258,8 @@ class EtcdStore:
         options = dict(CHANNEL_OPTIONS)
         if keepalive:  # a long-lived stream: detect a peer that stopped answering
             options.update(KEEPALIVE_OPTIONS)
-        return _Client(endpoint=self.endpoints[index], timeout=self.timeout, options=options)
+        return _Client(endpoint=self.endpoints[index], timeout=self.timeout, options=options,
+                       credentials=self._credentials, user=self.security.user, password=self.security.password)
 
     def _current(self) -> _Conn:
         if self._conn is None:
@@ -232,13 +294,17 @@ class EtcdStore:
 
         Each attempt is bounded by ``attempt_timeout`` (default: the store's).  A ``CancelledError``
         that is not our own task's cancellation (a channel closed under the call) is a transient
-        failure, never passed on as if the caller had been cancelled.
+        failure, never passed on as if the caller had been cancelled.  An expired auth token is
+        renewed once on the same endpoint (a new client authenticates again).
         """
         limit = attempt_timeout or self.timeout
         last: DaprDockrError | None = None
-        for _ in range(len(self.endpoints)):
+        attempts, renewed = len(self.endpoints), False
+        while attempts > 0:
+            attempts -= 1
             conn = self._current()
             conn.inflight += 1
+            expired = False
             try:
                 return await asyncio.wait_for(op(conn.client), timeout=limit)
             except asyncio.CancelledError:
@@ -246,12 +312,18 @@ class EtcdStore:
                     raise
                 err: DaprDockrError = StoreUnavailableError(f"etcd {what}: the call was cancelled under us")
             except Exception as exc:
+                expired = "invalid auth token" in str(exc)
                 err = translate(exc, what=what)
                 if not err.transient or isinstance(err, LeaseLostError):
                     raise err from exc
             finally:
                 conn.inflight -= 1
                 self._close_if_idle(conn)
+            if expired and not renewed:
+                renewed, attempts = True, attempts + 1
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.client.renew_token(), timeout=limit)
+                    continue
             self.errors += 1
             last = err
             log.warning("etcd %s via %s failed: %s", what, self.endpoints[conn.index], err)
@@ -561,7 +633,13 @@ class EtcdStore:
     async def _probe(self, client: _Client) -> None:
         """One linearizable read on the watch's own channel; raises if the member cannot serve it."""
         try:
-            await asyncio.wait_for(client.get(self.schema.prefix.encode()), timeout=min(self.timeout, 1.5))
+            try:
+                await asyncio.wait_for(client.get(self.schema.root.encode()), timeout=min(self.timeout, 1.5))
+            except aetcd_exc.ClientError as exc:
+                if "invalid auth token" not in str(exc):
+                    raise
+                await asyncio.wait_for(client.renew_token(), timeout=min(self.timeout, 1.5))  # the stream lives on
+                await asyncio.wait_for(client.get(self.schema.root.encode()), timeout=min(self.timeout, 1.5))
         except asyncio.CancelledError:
             if owner_cancelled():
                 raise

@@ -12,28 +12,37 @@
 * A reload renders the config (pure), skips it if unchanged, writes it to a temp file, runs
   ``nginx -t`` on it, atomically renames it over the live file and sends SIGHUP (graceful: old
   workers finish their requests, ``worker_shutdown_timeout`` bounds them).  If the test fails,
-  each service is tested alone to find the offending ones, which are left out and reported in
-  :attr:`service_errors`; the last good config keeps running if even that fails.
+  each service is tested alone to find the offending ones; if none fails alone (services that
+  fail only together), they are added one at a time and each one that breaks the growing config
+  is left out.  Left-out services are reported in :attr:`service_errors`; the last good config
+  keeps running if even that fails.
+* Files: the manager's directory is private (0700, refused if another user could tamper with it,
+  :mod:`daprdockr.adapters.statedir`); every file is written without following symlinks and
+  renamed into place.  Run as root, nginx's workers run as ``www-data`` (else ``nobody``); they
+  never touch the disk (see :mod:`daprdockr.core.nginx_render`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.core.names import ServiceName
 from daprdockr.core.nginx_render import NginxPaths, Rendered, render_nginx_conf
 from daprdockr.core.ratelimit import TokenBucket
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
-from daprdockr.errors import ProxyError
+from daprdockr.errors import DaprDockrError, ProxyError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,19 @@ def stale_nginx_group(pid_file: Path, conf: Path) -> int | None:
     return pid if nginx_group_members(pid) else None
 
 
+def worker_user() -> tuple[str, str] | None:
+    """The user and group nginx workers run as: unprivileged when the agent is root."""
+    if os.geteuid() != 0:
+        return None  # nginx cannot switch users; workers run as we do
+    for name in ("www-data", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name, grp.getgrgid(entry.pw_gid).gr_name
+    return None
+
+
 class NginxManager:
     def __init__(
         self,
@@ -100,7 +122,7 @@ class NginxManager:
         restart_policy: RestartPolicy | None = None,
         workers: int = 2,
     ) -> None:
-        self.state_dir = state_dir.resolve()
+        self.state_dir = Path(os.path.abspath(state_dir))
         self.listen = listen
         self.binary = binary
         self.debounce = debounce
@@ -131,8 +153,11 @@ class NginxManager:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Write and test the initial config, then start the master; ProxyError if impossible."""
-        for sub in ("", "tmp"):
-            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            prepare_state_dir(self.state_dir)
+            (self.state_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
+        except DaprDockrError as exc:
+            raise ProxyError(str(exc)) from exc
         rendered = self._render(skip=frozenset())
         error = await self._test(rendered.text)
         if error:
@@ -201,14 +226,14 @@ class NginxManager:
 
     def _render(self, *, skip: frozenset[ServiceName], only: frozenset[ServiceName] | None = None) -> Rendered:
         return render_nginx_conf(
-            self._state, listen=self.listen, paths=self.paths, run_as_root=os.geteuid() == 0,
+            self._state, listen=self.listen, paths=self.paths, worker_user=worker_user(),
             workers=self.workers, skip=skip, only=only,
         )
 
     async def _test(self, text: str) -> str:
         """``nginx -t`` on ``text`` in a temp file; returns the error text, or "" if valid."""
         tmp = self.state_dir / f"nginx.test.{os.getpid()}.conf"
-        tmp.write_text(text)
+        write_private(tmp, text)
         try:
             proc = await asyncio.create_subprocess_exec(
                 self.binary, "-t", "-q", "-p", str(self.state_dir), "-c", str(tmp),
@@ -224,9 +249,7 @@ class NginxManager:
 
     @staticmethod
     def _write_atomic(path: Path, text: str) -> None:
-        tmp = path.with_suffix(".new")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_private(path, text, mode=0o644)
 
     async def reload_once(self) -> bool:
         """Render, test, swap and SIGHUP; True if nginx got a new config."""
@@ -237,12 +260,7 @@ class NginxManager:
             return False
         problem = await self._test(rendered.text)
         if problem:
-            bad = {}
-            for name in rendered.services:
-                alone = self._render(skip=frozenset(), only=frozenset({name}))
-                err = await self._test(alone.text)
-                if err:
-                    bad[name] = f"nginx -t failed: {err.splitlines()[-1] if err else err}"
+            bad = await self._find_bad(rendered.services)
             rendered = self._render(skip=frozenset(bad))
             errors.update(bad)
             problem = await self._test(rendered.text)
@@ -266,6 +284,25 @@ class NginxManager:
         self.last_error = ""
         log.info("nginx reloaded (%d routed services)", len(rendered.services))
         return True
+
+    async def _find_bad(self, services: tuple[ServiceName, ...]) -> dict[ServiceName, str]:
+        """The services to leave out so that the rest passes ``nginx -t``."""
+        bad: dict[ServiceName, str] = {}
+        for name in services:
+            err = await self._test(self._render(skip=frozenset(), only=frozenset({name})).text)
+            if err:
+                bad[name] = f"nginx -t failed: {err.splitlines()[-1]}"
+        if bad:
+            return bad
+        # every service passes alone: some fail only together; grow the config one at a time
+        kept: set[ServiceName] = set()
+        for name in services:
+            err = await self._test(self._render(skip=frozenset(), only=frozenset({*kept, name})).text)
+            if err:
+                bad[name] = f"nginx -t failed together with other services: {err.splitlines()[-1]}"
+            else:
+                kept.add(name)
+        return bad
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:

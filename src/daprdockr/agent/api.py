@@ -5,12 +5,22 @@
   etcd keys are listed (``checks.etcd_data``) without failing the check.
 * ``GET /v1/status`` this node, its instances, cluster services desired vs running (JSON).
 * ``GET /v1/logs/<group>/<service>/<n>?tail=100&follow=0`` logs of an instance running on this
-  node (text); 409 with the owner's API address when another node runs it; 404 if unknown.
-* ``GET /metrics``   Prometheus text format; every family is documented in ``docs/api.md``.
+  node (text); 409 with the owner's API address when another node runs it; 404 if unknown.  The
+  container is the one this node's Docker engine reports with this node's labels for that
+  instance (never an id read from etcd); logs use a Docker connection pool of their own, and at
+  most ``max_log_streams`` run at once (429 beyond).
+
+Access: ``/healthz`` and ``/metrics`` are open.  Whenever the API listens beyond loopback, every
+other endpoint that reveals container output (``/v1/logs``) or changes anything needs
+``Authorization: Bearer <token>``; the token is read from ``--api-token-file`` or generated on
+first start into ``<state dir>/api-token`` (mode 0600), where ``daprdockr logs`` finds it too.
+* ``GET /metrics``   Prometheus text format; every family is documented in the README.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import resource
@@ -43,13 +53,29 @@ def _bad_keys(state: ClusterState) -> dict[str, Any]:
             "detail": f"{len(keys)} malformed key(s) skipped" if keys else "ok"}
 
 
+def listens_beyond_loopback(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name may resolve to anything
+
+
 class AgentApi:
-    def __init__(self, *, agent: Agent, listen: tuple[str, int]) -> None:
+    def __init__(self, *, agent: Agent, listen: tuple[str, int], token: str = "", max_log_streams: int = 16) -> None:
         self.agent = agent
         self.listen = listen
         self.port = listen[1]
+        self.token = token if listens_beyond_loopback(listen[0]) else ""
+        self.max_log_streams = max_log_streams
+        self.log_streams = 0
         self._runner: web.AppRunner | None = None
         self._docker_ok = (0.0, True, "")
+
+    def _authorized(self, request: web.Request) -> bool:
+        if not self.token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
 
     async def start(self) -> None:
         app = web.Application()
@@ -125,33 +151,43 @@ class AgentApi:
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         a = self.agent
+        if not self._authorized(request):
+            return _json({"error": "this endpoint needs Authorization: Bearer <token> (see --api-token-file)"}, 401)
         try:
             name = ServiceName.parse(f"{request.match_info['service']}.{request.match_info['group']}")
             number = int(request.match_info["number"])
-            tail = int(request.query.get("tail", "100"))
+            tail = max(0, min(100_000, int(request.query.get("tail", "100"))))
         except (ValidationError, ValueError) as exc:
             return _json({"error": str(exc)}, 400)
         follow = request.query.get("follow", "0") in ("1", "true")
         state = a.mirror.state()
         rec = state.instances.get((name, number))
-        if rec is None:
-            return _json({"error": f"instance {number} of {name} not found"}, 404)
-        if rec.node != a.config.node_id:
+        if rec is not None and rec.node != a.config.node_id:
             owner = state.nodes.get(rec.node)
             return _json({"error": f"instance runs on node {rec.node}", "node": rec.node,
                           "api": owner.api if owner else ""}, 409)
-        if not rec.container_id:
-            return _json({"error": f"instance {number} of {name} has no container ({rec.state})"}, 404)
-        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
+        if self.log_streams >= self.max_log_streams:
+            return _json({"error": f"{self.log_streams} log streams are open, at most {self.max_log_streams}"}, 429)
+        self.log_streams += 1
         try:
-            async for line in a.runtime.logs(rec.container_id, tail=tail, follow=follow):
-                await resp.write(line.encode())
-        except DaprDockrError as exc:
-            await resp.write(f"\n[daprdockr: {exc}]\n".encode())
-        except ConnectionResetError:
-            pass
-        return resp
+            try:
+                container = await a.runtime.find_instance(service=name, number=number)
+            except DaprDockrError as exc:
+                return _json({"error": str(exc)}, 503)
+            if container is None:
+                return _json({"error": f"instance {number} of {name} has no container on this node"}, 404)
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+            await resp.prepare(request)
+            try:
+                async for line in a.runtime.logs(container.id, tail=tail, follow=follow):
+                    await resp.write(line.encode())
+            except DaprDockrError as exc:
+                await resp.write(f"\n[daprdockr: {exc}]\n".encode())
+            except ConnectionResetError:
+                pass
+            return resp
+        finally:
+            self.log_streams -= 1
 
     async def metrics(self, request: web.Request) -> web.Response:
         usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, parse_endpoints
+from daprdockr.adapters.statedir import default_state_dir
+from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX
 
 
@@ -14,11 +15,12 @@ class AgentConfig:
     node_id: str
     advertise_ip: str = "127.0.0.1"
     etcd: tuple[Endpoint, ...] = field(default_factory=lambda: parse_endpoints(DEFAULT_ETCD))
+    etcd_security: EtcdSecurity | None = None  # TLS files and etcd user for https:// / auth
     prefix: str = DEFAULT_PREFIX
     docker: str | None = None  # Docker engine URL (unix:///var/run/docker.sock when None)
     ttl: int = 5  # lease TTL in seconds; keepalive every ttl/3
     capacity: int = 0  # max instances on this node, 0 = unlimited
-    state_dir: Path = Path("/tmp/daprdockr")
+    state_dir: Path = field(default_factory=default_state_dir)  # private: 0700, checked at start
     # DNS server (issue 4); None disables it
     dns_listen: tuple[str, int] | None = ("127.0.0.1", 53)
     dns_upstreams: tuple[tuple[str, int], ...] = ()  # empty = from /etc/resolv.conf
@@ -29,6 +31,8 @@ class AgentConfig:
     nginx_binary: str = "nginx"
     # agent HTTP API (issue 7); None disables it
     api_listen: tuple[str, int] | None = ("127.0.0.1", 7400)
+    api_token_file: Path | None = None  # None: <state_dir>/api-token, generated on first start
+    max_log_streams: int = 16
     # shutdown: release instances and stop containers (True) or leave them for a restart
     release_on_exit: bool = True
     shutdown_timeout: float = 20.0

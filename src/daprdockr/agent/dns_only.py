@@ -15,7 +15,7 @@ from typing import Any
 from daprdockr.adapters.dnsserver import DnsServer
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.agent.mirror import StateMirror
-from daprdockr.core.endpoints import Endpoint
+from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,10 @@ class DnsFeeder:
 
 async def serve_dns(
     *, endpoints: Sequence[Endpoint], prefix: str, listen: tuple[str, int],
-    upstreams: Sequence[tuple[str, int]] | None, ttl: int, stop: asyncio.Event,
+    upstreams: Sequence[tuple[str, int]] | None, ttl: int, stop: asyncio.Event, security: EtcdSecurity | None = None,
 ) -> int:
     server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl)
-    async with EtcdStore(endpoints=endpoints, schema=KeySchema(prefix)) as store:
+    async with EtcdStore(endpoints=endpoints, schema=KeySchema(prefix), security=security) as store:
         await server.start()
         feeder = DnsFeeder(store=store, server=server)
         task = asyncio.create_task(feeder.run(), name="dns-feed")
@@ -63,7 +63,7 @@ async def serve_dns(
 
 def run_dns(
     *, endpoints: Sequence[Endpoint], prefix: str, listen: tuple[str, int],
-    upstreams: Sequence[tuple[str, int]] | None = None, ttl: int = 5,
+    upstreams: Sequence[tuple[str, int]] | None = None, ttl: int = 5, security: EtcdSecurity | None = None,
 ) -> int:
     """Serve DNS until SIGTERM/SIGINT; uses uvloop when installed."""
 
@@ -73,7 +73,7 @@ def run_dns(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         return await serve_dns(endpoints=endpoints, prefix=prefix, listen=listen, upstreams=upstreams,
-                               ttl=ttl, stop=stop)
+                               ttl=ttl, stop=stop, security=security)
 
     try:
         import uvloop

@@ -30,6 +30,7 @@ from typing import Any
 
 from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.adapters.etcd_store import EtcdStore, WatchEvent
+from daprdockr.adapters.statedir import api_token, prepare_state_dir
 from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.agent.mirror import StateMirror
@@ -55,7 +56,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.schema = KeySchema(config.prefix)
-        self.store = EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0)
+        self.store = EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0, security=config.etcd_security)
         self.runtime = DockerRuntime(
             node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker
         )
@@ -132,6 +133,7 @@ class Agent:
     async def start(self, stop: asyncio.Event) -> bool:
         """Connect to etcd and Docker, load state, register the node, start DNS and nginx."""
         cfg = self.config
+        prepare_state_dir(cfg.state_dir)
         if not await self._retry("connecting to Docker", self.runtime.ping, stop):
             return False
         if not await self._retry("reading etcd", self._load_mirror, stop):
@@ -170,7 +172,8 @@ class Agent:
         if cfg.api_listen is not None:
             from daprdockr.agent.api import AgentApi
 
-            self.api = AgentApi(agent=self, listen=cfg.api_listen)
+            self.api = AgentApi(agent=self, listen=cfg.api_listen, max_log_streams=cfg.max_log_streams,
+                                token=api_token(cfg.state_dir, cfg.api_token_file))
             await self.api.start()
         log.info(
             "agent %s up: address %s, etcd %s, dns %s, http %s",

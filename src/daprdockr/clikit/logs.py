@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import aiohttp
 
+from daprdockr.adapters.statedir import TOKEN_FILE, default_state_dir, read_token
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import DaprDockrError, NotFoundError
 
 
-async def stream_logs(*, api: str, service: ServiceName, number: int, tail: int, follow: bool) -> None:
+def client_token(given: Path | None) -> str:
+    """The API token to send: from ``given``, else the local agent's ``<state dir>/api-token`` if
+    this user can read it, else none (an agent on loopback needs none)."""
+    if given is not None:
+        return read_token(given)
+    local = default_state_dir() / TOKEN_FILE
+    try:
+        return read_token(local) if local.is_file() else ""
+    except DaprDockrError:
+        return ""
+
+
+async def stream_logs(
+    *, api: str, service: ServiceName, number: int, tail: int, follow: bool, token: str = ""
+) -> None:
     """GET ``/v1/logs/<group>/<service>/<n>`` on ``api`` (host:port) and copy it to stdout."""
     url = f"http://{api}/v1/logs/{service.group}/{service.service}/{number}"
     params = {"tail": str(tail), "follow": "1" if follow else "0"}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=None if follow else 30, connect=3)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, params=params) as resp:
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.get(url, params=params, headers=headers) as resp:
+            if resp.status == 401:
+                raise DaprDockrError(f"agent at {api} needs its API token: give --api-token-file "
+                                     "(the agent's <state dir>/api-token)")
             if resp.status == 404:
                 raise NotFoundError(f"agent at {api}: {await resp.text()}")
             if resp.status != 200:

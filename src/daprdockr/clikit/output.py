@@ -2,17 +2,23 @@
 
 Every listing command prints either a table (rich) or, with ``--json``, the same rows as JSON.
 Errors are one line on stderr, ``daprdockr: <message>``, with an exit code per kind.
+
+Text from etcd is shown as text: table cells are rich ``Text`` objects (never parsed as markup),
+and control characters are escaped (``\x1b`` prints as the four characters ``\x1b``), so a value
+written into etcd cannot restyle, move the cursor or clear the operator's terminal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from daprdockr.errors import (
     DaprDockrError,
@@ -43,25 +49,39 @@ def exit_code_for(exc: DaprDockrError) -> int:
 
 
 def error_line(message: str) -> None:
-    print(f"daprdockr: {message}", file=sys.stderr)
+    print(f"daprdockr: {safe_text(message)}", file=sys.stderr)
 
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _cell(value: Any) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` with every control character written as an escape (``\x1b``, ``\n``)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _cell(value: Any) -> Text:
     if isinstance(value, dict):
-        return ",".join(f"{k}->{v}" for k, v in value.items()) or "-"
-    if isinstance(value, bool):
-        return "yes" if value else ""
-    return "-" if value in ("", None) else str(value)
+        text = ",".join(f"{k}->{v}" for k, v in value.items()) or "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else ""
+    else:
+        text = "-" if value in ("", None) else str(value)
+    return Text(safe_text(text))
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
+def make_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> Table:
     table = Table(title=title, header_style="bold", box=None, pad_edge=False)
     for col in columns:
         table.add_column(col.upper().replace("_", " "))
     for row in rows:
         table.add_row(*(_cell(row.get(col)) for col in columns))
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    return table
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
+    Console(width=200 if not sys.stdout.isatty() else None).print(make_table(rows, columns, title=title))

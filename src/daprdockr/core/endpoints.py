@@ -1,12 +1,15 @@
 """Parsing of etcd endpoint lists (``--etcd``, ``-etcd=``, ``DAPRDOCKR_ETCD``).
 
 Accepts the seed's form ``http://localhost:5001,http://localhost:5002`` as well as bare
-``host:port`` entries.  Only plain http endpoints are supported (no TLS yet).
+``host:port`` entries and ``https://`` endpoints (TLS, see :class:`EtcdSecurity`).  Credentials
+in a URL (``http://user:pw@host``) are refused: a password on a command line is visible in
+``ps``; give ``--etcd-user`` and the password from a file or the environment instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from daprdockr.errors import ValidationError
@@ -19,9 +22,34 @@ SEED_DEFAULT_ETCD = "http://localhost:5001,http://localhost:5002,http://localhos
 class Endpoint:
     host: str
     port: int
+    tls: bool = False
 
     def __str__(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EtcdSecurity:
+    """How to reach a secured etcd: TLS files (PEM) and a user for etcd's auth.
+
+    ``cacert`` verifies the server (default: the system's roots); ``cert``/``key`` authenticate
+    this client (etcd ``--client-cert-auth``).  ``password`` never comes from a flag.
+    """
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValidationError("give both --etcd-cert and --etcd-key, or neither", field="etcd")
+        if self.user is not None and not self.password:
+            raise ValidationError(f"etcd user {self.user!r} needs a password (--etcd-password-file or "
+                                  "DAPRDOCKR_ETCD_PASSWORD)", field="etcd")
+        if self.password and self.user is None:
+            raise ValidationError("an etcd password was given without --etcd-user", field="etcd")
 
 
 def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
@@ -32,15 +60,19 @@ def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
         if not item:
             continue
         url = urlsplit(item if "://" in item else f"http://{item}")
-        if url.scheme != "http":
-            raise ValidationError(f"{item!r}: only http:// endpoints are supported", field="etcd")
+        if url.scheme not in ("http", "https"):
+            raise ValidationError(f"{item!r}: only http:// and https:// endpoints are supported", field="etcd")
+        if url.username is not None or url.password is not None:
+            raise ValidationError(f"endpoint {url.scheme}://{url.hostname}: credentials in the URL are not accepted; "
+                                  "give --etcd-user and the password from a file or DAPRDOCKR_ETCD_PASSWORD",
+                                  field="etcd")
         try:
             port = url.port or 2379
         except ValueError as exc:
             raise ValidationError(f"{item!r}: bad port", field="etcd") from exc
         if not url.hostname or url.path not in ("", "/"):
             raise ValidationError(f"{item!r} is not http://host:port", field="etcd")
-        result.append(Endpoint(host=url.hostname, port=port))
+        result.append(Endpoint(host=url.hostname, port=port, tls=url.scheme == "https"))
     if not result:
         raise ValidationError("no endpoint given", field="etcd")
     return tuple(result)

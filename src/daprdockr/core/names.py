@@ -2,11 +2,14 @@
 
 Everything here is strict on purpose: a service name becomes an etcd key and a DNS label, an
 ``http_host`` is written into nginx configuration, so anything outside the documented alphabet is
-refused with a :class:`~daprdockr.errors.ValidationError` naming the field.
+refused with a :class:`~daprdockr.errors.ValidationError` naming the field.  Every pattern must
+match the *whole* string (``fullmatch``): with ``re.match`` and ``$``, a value ending in a newline
+would pass (``$`` also matches before a final newline) and could inject nginx configuration.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -22,6 +25,8 @@ _IMAGE_RE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
     r"(?:@[a-z0-9]+:[a-f0-9]{32,})?$"
 )
+# Label namespaces of DaprDockr itself and of Docker (its docs reserve these for its own use).
+RESERVED_LABEL_PREFIXES = ("daprdockr.", "com.docker.", "io.docker.", "org.dockerproject.")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
@@ -32,7 +37,7 @@ def validate_label(value: object, *, field: str) -> str:
         raise ValidationError("must be a non-empty string", field=field)
     if len(value) > 63:
         raise ValidationError(f"{value!r} is longer than 63 characters", field=field)
-    if not _LABEL_RE.match(value):
+    if not _LABEL_RE.fullmatch(value):
         raise ValidationError(
             f"{value!r} is not a DNS label (lowercase a-z, 0-9 and '-', "
             "not starting or ending with '-')",
@@ -56,7 +61,7 @@ def validate_hostname(value: object, *, field: str = "http_host") -> str:
         raise ValidationError(f"{value!r} is longer than 253 characters", field=field)
     labels = host.split(".")
     for label in labels:
-        if not _HOST_LABEL_RE.match(label):
+        if not _HOST_LABEL_RE.fullmatch(label):
             raise ValidationError(
                 f"{value!r} is not a valid hostname (labels of a-z, 0-9 and '-', dot-separated)",
                 field=field,
@@ -70,7 +75,7 @@ def validate_image(value: object, *, field: str = "image") -> str:
     """Return ``value`` if it looks like a Docker image reference (``name[:tag][@digest]``)."""
     if not isinstance(value, str) or not value:
         raise ValidationError("is required and must be a non-empty string", field=field)
-    if len(value) > 512 or not _IMAGE_RE.match(value):
+    if len(value) > 512 or not _IMAGE_RE.fullmatch(value):
         raise ValidationError(f"{value!r} is not a valid image reference", field=field)
     return value
 
@@ -84,17 +89,33 @@ def validate_port(value: object, *, field: str) -> int:
     return value
 
 
+def validate_unicast_ip(value: object, *, field: str) -> str:
+    """Return ``value`` if it is one unicast IP address (what a host can advertise and publish on).
+
+    ``0.0.0.0``/``::`` would publish every container port on all interfaces; multicast, broadcast
+    and reserved addresses cannot be reached as one host.
+    """
+    try:
+        ip = ipaddress.ip_address(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an IP address", field=field) from None
+    if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip.is_reserved):  # 240/4 and broadcast
+        raise ValidationError(f"{value} is not a unicast address of one host", field=field)
+    return str(ip)
+
+
 def validate_env_key(value: object, *, field: str = "env") -> str:
-    if not isinstance(value, str) or not _ENV_KEY_RE.match(value):
+    if not isinstance(value, str) or not _ENV_KEY_RE.fullmatch(value):
         raise ValidationError(f"{value!r} is not a valid environment variable name", field=field)
     return value
 
 
 def validate_label_key(value: object, *, field: str = "labels") -> str:
-    if not isinstance(value, str) or not _LABEL_KEY_RE.match(value):
+    if not isinstance(value, str) or not _LABEL_KEY_RE.fullmatch(value):
         raise ValidationError(f"{value!r} is not a valid label key", field=field)
-    if value.startswith("daprdockr."):
-        raise ValidationError(f"{value!r}: the daprdockr.* label namespace is reserved", field=field)
+    reserved = next((p for p in RESERVED_LABEL_PREFIXES if value.startswith(p)), None)
+    if reserved is not None:
+        raise ValidationError(f"{value!r}: the {reserved}* label namespace is reserved", field=field)
     return value
 
 

@@ -1,11 +1,17 @@
 """Rendering nginx.conf from the cluster state.  Pure: no I/O; deterministic output.
 
-One ``upstream`` per service with an ``http_host``: servers are ``<address>:<published port>``
-of every *running* instance (on every node) for the spec's ``http_port``.  Each service gets a
+One ``upstream`` per service with an ``http_host`` (named by :func:`upstream_name`, injective):
+servers are ``<address>:<published port>`` of every *running* instance (on every node) for the
+spec's ``http_port``; an instance whose address is not an IP literal is left out alone.  Each service gets a
 ``server`` block with ``server_name <http_host>``; a service with no running instance answers
 503; any other Host gets 404 from the default server.  ``max_fails=0`` keeps nginx from marking
 every backend down after resets during reloads, and ``proxy_next_upstream`` retries another
 instance on connection errors.  WebSocket upgrades pass through (``map $http_upgrade``).
+
+Workers never touch the disk: responses are not buffered to temp files and request bodies are
+streamed (``proxy_max_temp_file_size 0``, ``proxy_request_buffering off``), so they can run as an
+unprivileged ``worker_user`` while every file stays in the agent's private 0700 state dir; bodies
+of any size pass (``client_max_body_size 0``: streamed, so no limit is needed to protect the disk).
 
 Everything written into the file is re-validated here (hostnames, IP literals, ports, paths), so
 even a bad record that slipped past input validation cannot inject configuration: such a service
@@ -33,7 +39,7 @@ class NginxPaths:
     root: str
 
     def __post_init__(self) -> None:
-        if not _SAFE_PATH.match(self.root):
+        if not _SAFE_PATH.fullmatch(self.root):
             raise ValidationError(f"{self.root!r} is not a plain absolute path", field="state_dir")
 
     @property
@@ -56,6 +62,16 @@ class Rendered:
     errors: dict[ServiceName, str] = field(default_factory=dict)  # left out, with the reason
 
 
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _user(user_and_group: tuple[str, str]) -> str:
+    for name in user_and_group:
+        if not _USER.fullmatch(name):
+            raise ValidationError(f"{name!r} is not a user or group name", field="nginx user")
+    return " ".join(user_and_group)
+
+
 def _listen(listen: tuple[str, int]) -> str:
     host, port = listen
     ip = ipaddress.ip_address(host)
@@ -64,18 +80,31 @@ def _listen(listen: tuple[str, int]) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
-def _upstream_name(name: ServiceName) -> str:
-    return f"dd_{name.group}_{name.service}".replace("-", "_")
+def _escape(label: str) -> str:
+    return label.replace("-", "_h")
+
+
+def upstream_name(name: ServiceName) -> str:
+    """``dd_<group>_s<service>`` with ``-`` written ``_h``: injective, so no two services share it.
+
+    Labels hold only ``[a-z0-9-]``, so every ``_`` in the result is followed by ``h`` (a hyphen)
+    or ``s`` (the separator) and the name decodes back to exactly one service.
+    """
+    return f"dd_{_escape(name.group)}_s{_escape(name.service)}"
 
 
 def _backends(state: ClusterState, spec: ServiceSpec) -> list[str]:
+    """``addr:port`` of every running instance; one with a bad address is left out alone."""
     assert spec.http_port is not None
     result = set()
     for rec in state.instances_of(spec.name):
         port = rec.port_for(spec.http_port)
         if rec.state != "running" or port is None:
             continue
-        ip = ipaddress.ip_address(rec.address)  # raises ValueError on anything but an IP literal
+        try:
+            ip = ipaddress.ip_address(rec.address)
+        except ValueError:  # not an IP literal: never written into the config
+            continue
         result.add(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{int(port)}")
     return sorted(result)
 
@@ -88,7 +117,7 @@ def _service_block(state: ClusterState, spec: ServiceSpec, listen: str) -> str:
             f"    server {{\n        listen {listen};\n        server_name {host};\n"
             f"        return 503;\n    }}\n"
         )
-    upstream = _upstream_name(spec.name)
+    upstream = upstream_name(spec.name)
     servers = "".join(f"        server {b} max_fails=0;\n" for b in backends)
     return (
         f"    upstream {upstream} {{\n{servers}        keepalive 32;\n    }}\n"
@@ -130,6 +159,9 @@ http {{
     proxy_connect_timeout 5s;
     proxy_send_timeout 60s;
     proxy_read_timeout 60s;
+    proxy_max_temp_file_size 0;
+    proxy_request_buffering off;
+    client_max_body_size 0;
     proxy_next_upstream error timeout;
     proxy_next_upstream_tries 3;
     server {{
@@ -145,7 +177,7 @@ def render_nginx_conf(
     *,
     listen: tuple[str, int],
     paths: NginxPaths,
-    run_as_root: bool = False,
+    worker_user: tuple[str, str] | None = None,
     workers: int = 2,
     connections: int = 4096,
     skip: frozenset[ServiceName] = frozenset(),
@@ -156,7 +188,7 @@ def render_nginx_conf(
     lst = _listen(listen)
     parts = [
         HEAD.format(
-            user="user root;\n" if run_as_root else "", workers=int(workers), pid=paths.pid,
+            user=f"user {_user(worker_user)};\n" if worker_user else "", workers=int(workers), pid=paths.pid,
             error_log=paths.error_log, connections=int(connections), temp=paths.temp, listen=lst,
         )
     ]
