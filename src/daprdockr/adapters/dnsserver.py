@@ -55,6 +55,8 @@ client's address and port, so a few busy client sockets can land on one process;
 that picks a member at random per datagram instead (DNS over UDP is stateless, and every
 member answers from the same address).  The first server still refuses a taken address: it
 probe-binds a plain socket first, which fails if anyone (another agent, a resolver) holds it.
+With listen port 0 (tests) the kernel picks the UDP port and TCP binds the same one; when TCP
+has that port taken (a busy host's outgoing connections), another port is tried.
 Every limit above (forwards, TCP connections, rate-limit buckets) is per process.
 
 Bad input never raises out of the handler: an unexpected error is logged and the packet dropped
@@ -66,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import socket
@@ -116,6 +119,7 @@ MAX_CACHE = 50_000
 MAX_ROTATIONS = 8
 MAX_CLIENTS = 4096  # client verdicts kept (inside ``allow``, or the rate-limit key)
 TCP_IDLE = 10.0
+PORT_ATTEMPTS = 20  # listen port 0: tries to find a port free for both UDP and TCP
 CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reached
 DEFAULT_RRL = RrlPolicy()  # 100 responses/s per /24 or /56 outside ``allow``, bursts of 200, slip 2
 Address = tuple[str, int]
@@ -300,21 +304,19 @@ class DnsServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            if self.reuse_port and self.probe and self.listen[1]:
-                _probe_bind(self.listen)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=self.listen, reuse_port=self.reuse_port or None
-            )
-            self._udp = transport
-            self.port = int(transport.get_extra_info("sockname")[1])
-            self._tcp = await asyncio.start_server(
-                self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
-            )
-        except OSError as exc:
-            await self.stop()
-            raise DaprDockrError(f"DNS server cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
+        """Bind UDP, then TCP on the same port; with port 0 the kernel picks it (retried if TCP has it)."""
+        attempts = PORT_ATTEMPTS if self.listen[1] == 0 else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._bind()
+                break
+            except OSError as exc:
+                await self.stop()
+                if attempt < attempts and exc.errno == errno.EADDRINUSE:
+                    continue  # the UDP port the kernel chose is taken for TCP: another one
+                raise DaprDockrError(
+                    f"DNS server cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}"
+                ) from exc
         candidates = self._upstreams_given if self._upstreams_given is not None else resolv_conf_upstreams()
         local = host_networks()
         self.upstreams = []
@@ -325,6 +327,19 @@ class DnsServer:
             else:
                 self.upstreams.append(upstream)
         log.info("DNS on %s:%d for .%s, upstreams %s", self.listen[0], self.port, self.domain, self.upstreams)
+
+    async def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.reuse_port and self.probe and self.listen[1]:
+            _probe_bind(self.listen)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=self.listen, reuse_port=self.reuse_port or None
+        )
+        self._udp = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        self._tcp = await asyncio.start_server(
+            self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
+        )
 
     async def stop(self) -> None:
         if self._udp is not None:
