@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 from collections.abc import AsyncIterator
+from ipaddress import ip_network
 
 import dns.asyncquery
+import dns.flags
 import dns.message
+import dns.rcode
 import dns.rdatatype
 import pytest
 
-from daprdockr.adapters.dns_worker import FRAME
+from daprdockr.adapters.dns_worker import FRAME, limits_config, limits_from_config
 from daprdockr.adapters.dns_workers import DnsWorkerPool
 from daprdockr.adapters.dnsserver import DnsServer
+from daprdockr.core.dnsguard import RrlPolicy
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
@@ -196,3 +201,62 @@ async def test_pool_start_fails_clearly_when_workers_cannot_bind() -> None:
         with pytest.raises(DaprDockrError, match="did not start"):
             await pool.start()
         assert pool.alive == 0
+
+
+def test_limits_round_trip_through_the_worker_config() -> None:
+    allow = [ip_network("127.0.0.0/8"), ip_network("172.17.0.0/16"), ip_network("fd00::/64")]
+    rrl = RrlPolicy(rate=5.0, burst=6, slip=0, max_keys=7)
+    config = json.loads(json.dumps(limits_config(allow=allow, rrl=rrl, max_forwards=3, max_tcp=4,
+                                                 tcp_write_timeout=1.5)))
+    assert limits_from_config(config) == {"allow": allow, "rrl": rrl, "max_forwards": 3, "max_tcp": 4,
+                                          "tcp_write_timeout": 1.5}
+    config = json.loads(json.dumps(limits_config(allow=[], rrl=None, max_forwards=1, max_tcp=1,
+                                                 tcp_write_timeout=1.0)))
+    assert limits_from_config(config)["rrl"] is None and limits_from_config(config)["allow"] == []
+    assert limits_from_config({}) == {}  # an old config: the server's defaults
+
+
+async def exchange(port: int, packets: list[bytes], *, source: str) -> list[bytes | None]:
+    """Each packet in turn from one client socket (so the kernel sends them all to one process)."""
+    loop = asyncio.get_running_loop()
+    replies: list[bytes | None] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        for p in packets:
+            await loop.sock_sendto(sock, p, ("127.0.0.1", port))
+            try:
+                replies.append(await asyncio.wait_for(loop.sock_recv(sock, 65535), 1.0))
+            except TimeoutError:
+                replies.append(None)
+    return replies
+
+
+async def test_workers_get_the_limits() -> None:
+    """allow and rrl reach every worker: an outsider gets no recursion and is rate limited there too."""
+    server = DnsServer(listen=("127.0.0.1", 0), upstreams=[], reuse_port=True)
+    await server.start()
+    pool = DnsWorkerPool(listen=("127.0.0.1", server.port), upstreams=[], count=2,
+                         allow=[ip_network("127.0.0.1/32")], rrl=RrlPolicy(rate=0.01, burst=2, slip=1))
+    pool.update(state(["127.0.0.11"]))
+    await pool.start()
+    await server.stop()  # only workers answer
+    try:
+        def q(name: str, ident: int) -> bytes:
+            m = dns.message.make_query(name, dns.rdatatype.A)
+            m.id = ident
+            return m.to_wire()
+
+        packets = [q("x.test", 1), q("1.web.myapp.container", 2), q("1.web.myapp.container", 3)]
+        outsider = await exchange(server.port, packets, source="127.0.0.77")
+        assert all(r is not None for r in outsider)
+        msgs = [dns.message.from_wire(r) for r in outsider if r is not None]
+        assert msgs[0].rcode() == dns.rcode.REFUSED  # no recursion for outsiders
+        assert [rr.address for rrset in msgs[1].answer for rr in rrset] == ["127.0.0.11"]
+        assert msgs[2].flags & dns.flags.TC and not msgs[2].answer  # beyond the burst of 2: slipped
+        inside = await exchange(server.port, packets, source="127.0.0.1")
+        msgs = [dns.message.from_wire(r) for r in inside if r is not None]
+        assert len(msgs) == 3 and msgs[0].rcode() == dns.rcode.SERVFAIL  # may recurse (no upstreams here)
+        assert not any(m.flags & dns.flags.TC for m in msgs)
+    finally:
+        await pool.stop()

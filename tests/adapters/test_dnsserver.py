@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import dns.asyncquery
 import dns.flags
@@ -169,6 +171,28 @@ async def test_never_forwards_to_itself() -> None:
     try:
         assert srv.upstreams == []
         assert (await ask(srv, "example.test")).rcode() == dns.rcode.SERVFAIL
+    finally:
+        await srv.stop()
+
+
+async def test_port_zero_is_retried_when_tcp_has_the_udp_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = asyncio.start_server
+    ports: list[int] = []
+
+    async def taken_once(*args: Any, **kwargs: Any) -> asyncio.Server:
+        ports.append(args[2])
+        if len(ports) == 1:
+            raise OSError(errno.EADDRINUSE, "address already in use")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "start_server", taken_once)
+    srv = DnsServer(listen=("127.0.0.1", 0), upstreams=[])
+    await srv.start()
+    try:
+        assert len(ports) == 2 and srv.port == ports[1]
+        srv.update(STATE)
+        assert addresses(await ask(srv, "1.web.myapp.container")) == ["127.0.0.2"]
+        assert addresses(await ask(srv, "1.web.myapp.container", tcp=True)) == ["127.0.0.2"]
     finally:
         await srv.stop()
 

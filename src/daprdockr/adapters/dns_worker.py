@@ -4,6 +4,10 @@ Started by :class:`~daprdockr.adapters.dns_workers.DnsWorkerPool`.  It runs a fu
 :class:`~daprdockr.adapters.dnsserver.DnsServer` (uvloop when installed) bound with SO_REUSEPORT
 to the agent's DNS address, so the kernel spreads queries over the agent and its workers.
 
+The config (JSON) holds the listen address, upstreams, domain and TTL, and the server's limits
+against hostile input (allowed networks, response rate limit, forward and TCP caps, TCP write
+timeout: :func:`limits_config`), so that every process sharing the address behaves alike.
+
 Protocol with the parent, over the pipes:
 
 * stdin: frames of a 4-byte big-endian length and a pickled
@@ -29,9 +33,12 @@ import pickle
 import signal
 import struct
 import sys
+from collections.abc import Sequence
+from ipaddress import ip_network
 from typing import Any
 
 from daprdockr.adapters.dnsserver import DnsServer
+from daprdockr.core.dnsguard import Network, RrlPolicy
 from daprdockr.core.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,30 @@ log = logging.getLogger(__name__)
 FRAME = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024
 STATS_EVERY = 1.0
+
+
+def limits_config(
+    *, allow: Sequence[Network], rrl: RrlPolicy | None, max_forwards: int, max_tcp: int, tcp_write_timeout: float
+) -> dict[str, Any]:
+    """The hostile-input limits of a :class:`DnsServer` as JSON values for the worker's config."""
+    return {
+        "allow": [str(net) for net in allow],
+        "rrl": dataclasses.asdict(rrl) if rrl is not None else None,
+        "max_forwards": max_forwards, "max_tcp": max_tcp, "tcp_write_timeout": tcp_write_timeout,
+    }
+
+
+def limits_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """:class:`DnsServer` keyword arguments from :func:`limits_config` values (defaults for missing keys)."""
+    kwargs: dict[str, Any] = {}
+    if "allow" in config:
+        kwargs["allow"] = [ip_network(str(net)) for net in config["allow"]]
+    if "rrl" in config:
+        kwargs["rrl"] = RrlPolicy(**config["rrl"]) if config["rrl"] is not None else None
+    for key, kind in (("max_forwards", int), ("max_tcp", int), ("tcp_write_timeout", float)):
+        if key in config:
+            kwargs[key] = kind(config[key])
+    return kwargs
 
 
 def stats_line(server: DnsServer) -> str:
@@ -97,6 +128,7 @@ async def serve(config: dict[str, Any]) -> int:
         ttl=int(config.get("ttl", 5)),
         reuse_port=True,
         probe=False,
+        **limits_from_config(config),
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

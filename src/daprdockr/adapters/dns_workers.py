@@ -17,6 +17,12 @@ all of them.
   pure :class:`~daprdockr.core.restart_policy.RestartPolicy` (as for nginx), and sends it the
   newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
   kills: time-limited, never raises.
+* Limits: the pool takes the same limits against hostile input as
+  :class:`~daprdockr.adapters.dnsserver.DnsServer` (``allow``, ``rrl``, ``max_forwards``,
+  ``max_tcp``, ``tcp_write_timeout``) and passes them to every worker, so all processes on the
+  address answer alike.  They hold per process: with ``count`` workers the address as a whole
+  allows ``count + 1`` times as many forwards and TCP connections, and a rate-limited client whose
+  datagrams are spread over every process gets up to ``count + 1`` times the rate.
 * Counters: each worker prints its cumulative counters as a JSON line about once a second;
   :meth:`stats_total` adds them up (keeping the last counts of workers that exited), so the
   agent's metrics cover every process that answers.
@@ -34,9 +40,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from daprdockr.adapters.dns_worker import FRAME
-from daprdockr.adapters.dnsserver import Address, DnsStats
+from daprdockr.adapters.dns_worker import FRAME, limits_config
+from daprdockr.adapters.dnsserver import DEFAULT_RRL, Address, DnsStats
 from daprdockr.core.backoff import Backoff
+from daprdockr.core.dnsguard import LOOPBACK, Network, RrlPolicy
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
@@ -62,7 +69,8 @@ def _parse_stats(line: bytes) -> DnsStats | None:
         data = json.loads(line)
         return DnsStats(
             queries=int(data["queries"]), cache_hits=int(data["cache_hits"]), forwarded=int(data["forwarded"]),
-            dropped=int(data["dropped"]), answers={str(k): int(v) for k, v in data["answers"].items()},
+            dropped=int(data["dropped"]), limited=int(data.get("limited", 0)),
+            answers={str(k): int(v) for k, v in data["answers"].items()},
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -80,11 +88,18 @@ class DnsWorkerPool:
         python: str = sys.executable,
         restart_policy: RestartPolicy | None = None,
         coalesce: float = 0.02,
+        allow: Sequence[Network] = LOOPBACK,
+        rrl: RrlPolicy | None = DEFAULT_RRL,
+        max_forwards: int = 256,
+        max_tcp: int = 64,
+        tcp_write_timeout: float = 5.0,
     ) -> None:
         self.listen = listen
         self.upstreams = list(upstreams)
         self.domain = domain
         self.ttl = ttl
+        self.limits = limits_config(allow=allow, rrl=rrl, max_forwards=max_forwards, max_tcp=max_tcp,
+                                    tcp_write_timeout=tcp_write_timeout)
         self.count = count
         self.python = python
         self.policy = restart_policy or RestartPolicy(backoff=Backoff(base=0.5, max_delay=30.0), stable_after=30.0)
@@ -119,7 +134,7 @@ class DnsWorkerPool:
         self._restart[slot] = self.policy.on_start(self._restart.get(slot, RestartState()), now=time.monotonic())
         config = json.dumps({
             "listen": list(self.listen), "upstreams": [list(u) for u in self.upstreams],
-            "domain": self.domain, "ttl": self.ttl,
+            "domain": self.domain, "ttl": self.ttl, **self.limits,
         })
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -6,13 +6,46 @@ pre-encoded wire responses keyed on the raw question bytes, the RD bit, the EDNS
 the transport; only the 2-byte id is patched per query.  Names with several records keep up to
 eight pre-encoded rotations that are served in turn (round robin).  The cache holds only
 in-zone answers and is cleared by :meth:`DnsServer.update` whenever the cluster state changes,
-so answers follow etcd within one watch event.
+so answers follow etcd within one watch event.  The only other per-datagram work is one set
+lookup of the client's address (see "Clients" below).
 
-Slow path: dnslib parses and builds the answer (and fills the cache) from the zone, which is
-built from the newest state on the first query that needs it, or the query is forwarded
-verbatim to the upstream resolvers in order (UDP, or TCP for TCP clients and truncated upstream
-replies), with a timeout; SERVFAIL when none answers.  An upstream equal to our own listen
-address is dropped, so the server never forwards to itself.
+Slow path: every packet first goes through the cheap check of its raw bytes
+(:func:`daprdockr.core.dnsguard.precheck`): no readable header or a response (QR set) gets no
+answer (no reflection), an opcode other than QUERY gets NOTIMP, and anything but exactly one
+question, no answer or authority records, at most one additional record (an EDNS0 OPT with few
+options), nothing after it, a bounded question name (no compression loops, at most 8 pointers,
+255 bytes) and at most 512 bytes over UDP without OPT gets a header-only FORMERR.  So a full
+parse only ever sees one question and one OPT record, and a hostile packet (thousands of
+questions behind compression chains) costs microseconds, not a stalled loop.  Then dnslib parses
+and builds the answer (and fills the cache) from the zone, which is built from the newest state on
+the first query that needs it, or the query is forwarded verbatim to the upstream resolvers in
+order (UDP, or TCP for TCP clients and truncated upstream replies), with a timeout; SERVFAIL when
+none answers.  ANY gets the RFC 8482 minimal answer (one HINFO "RFC8482").  UDP answers larger
+than 512 bytes (or the client's EDNS0 buffer size, capped at our :data:`EDNS_SIZE`) are
+truncated with the TC bit so that the client retries over TCP; that includes forwarded answers
+(an upstream answer fetched over TCP after a truncated UDP one goes back as a TC=1 header with
+the question), so the server never amplifies.
+
+Forwarding, bounded.  At most ``max_forwards`` forwards are in flight (each holds a socket);
+beyond that a query is answered SERVFAIL at once.  An upstream that would reach this very server
+is dropped at start with a warning: same port, and its address (0.0.0.0 and :: meaning loopback,
+IPv4-mapped IPv6 as IPv4) is our listen address, or any address the host owns (from
+``/proc/net/fib_trie`` and ``/proc/net/if_inet6``, loopback always) when we listen on a
+wildcard.  The cap also bounds a loop through another server that forwards back to us, which no
+address check can see.
+
+Clients.  Recursion is only for clients in ``allow`` (by default loopback; the agent passes its
+containers' networks too): others get REFUSED for names outside the zone, while zone answers stay
+open to all.  UDP clients outside ``allow`` are also rate limited
+(:class:`daprdockr.core.dnsguard.ResponseRateLimiter`: a token bucket per /24 or /56, ``rrl``;
+a limited response is dropped, or every ``slip``-th one sent as TC=1 with only the question, so
+a real client whose network is being spoofed can still get through over TCP).  Client addresses
+are remembered as inside (a set) or outside with their bucket key (a dict), each of at most
+:data:`MAX_CLIENTS` entries (cleared when full), so an allowed client costs one set lookup per
+datagram and is never limited.  TCP clients cannot spoof, so TCP is not rate limited; instead at most ``max_tcp``
+connections are served at once (further ones are closed at once), a connection idle for
+:data:`TCP_IDLE` seconds is closed, and one whose answers cannot be written within
+``tcp_write_timeout`` seconds (a client that never reads) is reset.
 
 Sharing the port: with ``reuse_port`` the UDP and TCP sockets are bound with SO_REUSEPORT so
 that worker processes (:mod:`daprdockr.adapters.dns_workers`) can bind the same address and the
@@ -22,12 +55,12 @@ client's address and port, so a few busy client sockets can land on one process;
 that picks a member at random per datagram instead (DNS over UDP is stateless, and every
 member answers from the same address).  The first server still refuses a taken address: it
 probe-binds a plain socket first, which fails if anyone (another agent, a resolver) holds it.
+With listen port 0 (tests) the kernel picks the UDP port and TCP binds the same one; when TCP
+has that port taken (a busy host's outgoing connections), another port is tried.
+Every limit above (forwards, TCP connections, rate-limit buckets) is per process.
 
-Bad input never raises out of the handler: anything that does not parse gets FORMERR when the
-header is readable and silence otherwise; responses (QR set) are ignored; opcodes other than
-QUERY get NOTIMP; several questions get FORMERR; ANY gets the RFC 8482 minimal answer (one
-HINFO "RFC8482").  UDP answers larger than 512 bytes (or the client's EDNS0 buffer size) are
-truncated with the TC bit so that the client retries over TCP.
+Bad input never raises out of the handler: an unexpected error is logged and the packet dropped
+(counted in ``dropped``, like responses and packets without a header).
 """
 
 from __future__ import annotations
@@ -35,10 +68,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,10 +90,24 @@ from dnslib import (
     SRV,
     A,
     DNSError,
-    DNSHeader,
     DNSRecord,
 )
 
+from daprdockr.core.dnsguard import (
+    EDNS_SIZE,
+    LOOPBACK,
+    Check,
+    Network,
+    ResponseRateLimiter,
+    RrlPolicy,
+    client_key,
+    error_reply,
+    local_networks,
+    precheck,
+    reaches_self,
+    truncated_reply,
+    udp_limit,
+)
 from daprdockr.core.dnszone import RR as ZoneRR
 from daprdockr.core.dnszone import Soa, Srv, Zone
 from daprdockr.core.state import ClusterState
@@ -66,10 +115,13 @@ from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
 
-EDNS_SIZE = 1232  # our advertised UDP payload size (DNS flag day 2020)
 MAX_CACHE = 50_000
 MAX_ROTATIONS = 8
+MAX_CLIENTS = 4096  # client verdicts kept (inside ``allow``, or the rate-limit key)
 TCP_IDLE = 10.0
+PORT_ATTEMPTS = 20  # listen port 0: tries to find a port free for both UDP and TCP
+CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reached
+DEFAULT_RRL = RrlPolicy()  # 100 responses/s per /24 or /56 outside ``allow``, bursts of 200, slip 2
 Address = tuple[str, int]
 
 
@@ -79,6 +131,7 @@ class DnsStats:
     cache_hits: int = 0
     forwarded: int = 0
     dropped: int = 0
+    limited: int = 0  # responses to clients outside ``allow`` dropped or truncated by rate limiting
     answers: dict[str, int] = field(default_factory=dict)
 
     def count(self, rcode: str, n: int = 1) -> None:
@@ -90,6 +143,7 @@ class DnsStats:
         self.cache_hits += other.cache_hits
         self.forwarded += other.forwarded
         self.dropped += other.dropped
+        self.limited += other.limited
         for rcode, n in other.answers.items():
             self.count(rcode, n)
 
@@ -116,6 +170,19 @@ def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> list[Address]:
     except OSError:
         log.warning("cannot read %s; no upstream resolvers", path)
     return result
+
+
+def host_networks() -> list[Network]:
+    """The addresses this host owns (its network namespace's), loopback always among them."""
+    texts = []
+    for path in ("/proc/net/fib_trie", "/proc/net/if_inet6"):
+        try:
+            with open(path) as fh:
+                texts.append(fh.read())
+        except OSError:
+            log.debug("cannot read %s; only loopback counts as this host's", path)
+            texts.append("")
+    return local_networks(fib_trie=texts[0], if_inet6=texts[1])
 
 
 def parse_question(data: bytes) -> tuple[bytes, int, int] | None:
@@ -179,7 +246,14 @@ def _dns_rr(rr: ZoneRR) -> Any:
 
 
 class DnsServer:
-    """Authoritative for ``<domain>.``, forwarder for the rest.  UDP and TCP on one port."""
+    """Authoritative for ``<domain>.``, forwarder for the rest.  UDP and TCP on one port.
+
+    ``allow``: the networks whose clients may recurse (forwarded names) and are never rate
+    limited; ``rrl``: the rate limit of UDP responses to everyone else (None: unlimited);
+    ``max_forwards``: forwards in flight at once (SERVFAIL beyond); ``max_tcp``: TCP connections
+    served at once (closed beyond); ``tcp_write_timeout``: seconds an answer may wait to be
+    written to a TCP client before the connection is reset.
+    """
 
     def __init__(
         self,
@@ -191,6 +265,11 @@ class DnsServer:
         forward_timeout: float = 2.0,
         reuse_port: bool = False,
         probe: bool = True,
+        allow: Sequence[Network] = LOOPBACK,
+        rrl: RrlPolicy | None = DEFAULT_RRL,
+        max_forwards: int = 256,
+        max_tcp: int = 64,
+        tcp_write_timeout: float = 5.0,
     ) -> None:
         self.listen = listen
         self.reuse_port = reuse_port
@@ -198,6 +277,17 @@ class DnsServer:
         self.domain = domain
         self.ttl = ttl
         self.forward_timeout = forward_timeout
+        self.allow = tuple(allow)
+        self.rrl = rrl
+        self.max_forwards = max_forwards
+        self.max_tcp = max_tcp
+        self.tcp_write_timeout = tcp_write_timeout
+        self._limiter = ResponseRateLimiter(rrl) if rrl is not None else None
+        self._inside: set[str] = set()  # client addresses known to be inside ``allow``
+        self._outside: dict[str, str] = {}  # other client addresses -> their rate-limit key
+        self._forwarding = 0
+        self._cap_warned = -CAP_WARN_EVERY
+        self._tcp_open = 0
         self._upstreams_given = list(upstreams) if upstreams is not None else None
         self.upstreams: list[Address] = []
         self._state = ClusterState()
@@ -214,27 +304,42 @@ class DnsServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            if self.reuse_port and self.probe and self.listen[1]:
-                _probe_bind(self.listen)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=self.listen, reuse_port=self.reuse_port or None
-            )
-            self._udp = transport
-            self.port = int(transport.get_extra_info("sockname")[1])
-            self._tcp = await asyncio.start_server(
-                self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
-            )
-        except OSError as exc:
-            await self.stop()
-            raise DaprDockrError(f"DNS server cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
+        """Bind UDP, then TCP on the same port; with port 0 the kernel picks it (retried if TCP has it)."""
+        attempts = PORT_ATTEMPTS if self.listen[1] == 0 else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._bind()
+                break
+            except OSError as exc:
+                await self.stop()
+                if attempt < attempts and exc.errno == errno.EADDRINUSE:
+                    continue  # the UDP port the kernel chose is taken for TCP: another one
+                raise DaprDockrError(
+                    f"DNS server cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}"
+                ) from exc
         candidates = self._upstreams_given if self._upstreams_given is not None else resolv_conf_upstreams()
-        me = {(self.listen[0], self.port)}
-        if self.listen[0] in ("0.0.0.0", "::"):
-            me |= {("127.0.0.1", self.port), ("::1", self.port)}
-        self.upstreams = [u for u in candidates if u not in me]
+        local = host_networks()
+        self.upstreams = []
+        for upstream in candidates:
+            if reaches_self(upstream, listen=(self.listen[0], self.port), local=local):
+                log.warning("DNS upstream %s:%d is this server (listening on %s:%d); not forwarding to it",
+                            upstream[0], upstream[1], self.listen[0], self.port)
+            else:
+                self.upstreams.append(upstream)
         log.info("DNS on %s:%d for .%s, upstreams %s", self.listen[0], self.port, self.domain, self.upstreams)
+
+    async def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.reuse_port and self.probe and self.listen[1]:
+            _probe_bind(self.listen)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=self.listen, reuse_port=self.reuse_port or None
+        )
+        self._udp = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        self._tcp = await asyncio.start_server(
+            self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
+        )
 
     async def stop(self) -> None:
         if self._udp is not None:
@@ -247,6 +352,16 @@ class DnsServer:
             self._tcp = None
         for task in list(self._tasks):
             task.cancel()
+
+    @property
+    def tcp_connections(self) -> int:
+        """TCP connections being served now."""
+        return self._tcp_open
+
+    @property
+    def forwards_in_flight(self) -> int:
+        """Queries being forwarded now (at most ``max_forwards``)."""
+        return self._forwarding
 
     @property
     def zone(self) -> Zone:
@@ -298,7 +413,7 @@ class DnsServer:
         """A copy of the counters with every cache hit folded into ``answers``."""
         s = self.stats
         return DnsStats(queries=s.queries, cache_hits=s.cache_hits, forwarded=s.forwarded, dropped=s.dropped,
-                        answers=self.answer_counts())
+                        limited=s.limited, answers=self.answer_counts())
 
     # ------------------------------------------------------------------ transports
     def _spawn(self, coro: Any) -> None:
@@ -306,23 +421,54 @@ class DnsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _client_key(self, host: str) -> str:
+        """``""`` if ``host`` is inside ``allow``, else its rate-limit key; cached per address."""
+        if host in self._inside:
+            return ""
+        key = self._outside.get(host)
+        if key is None:
+            key = client_key(host, allow=self.allow)
+            known: set[str] | dict[str, str] = self._outside if key else self._inside
+            if len(known) >= MAX_CLIENTS:
+                known.clear()  # in place: the UDP protocol holds the set
+            if key:
+                self._outside[host] = key
+            else:
+                self._inside.add(host)
+        return key
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_open >= self.max_tcp:
+            log.debug("DNS: %d TCP connections open; closing a new one", self._tcp_open)
+            writer.close()
+            return
+        self._tcp_open += 1
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else ""
+        stuck = False
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
                 data = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE)
-                reply = self.answer_fast(data, tcp=True)
-                if reply is None:
-                    reply = await self.answer_slow(data, tcp=True)
+                reply = await self.handle(data, tcp=True, client=client)
                 if reply is not None:
                     writer.write(struct.pack("!H", len(reply)) + reply)
-                    await writer.drain()
+                    try:
+                        await asyncio.wait_for(writer.drain(), self.tcp_write_timeout)
+                    except TimeoutError:
+                        log.debug("DNS TCP client %s does not read its answers; resetting", client)
+                        stuck = True
+                        break
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
             log.exception("DNS TCP handler failed")
         finally:
-            writer.close()
+            self._tcp_open -= 1
+            if stuck:
+                writer.transport.abort()  # close() would wait to flush what the client never reads
+            else:
+                writer.close()
 
     # ------------------------------------------------------------------ answering
     def answer_fast(self, data: bytes, *, tcp: bool = False) -> bytes | None:
@@ -352,46 +498,58 @@ class DnsServer:
         entry.hits += 1
         return data[:2] + entry.variants[i]
 
-    async def answer_slow(self, data: bytes, *, tcp: bool = False) -> bytes | None:
-        """Full parse: answer in-zone (and cache it), forward, or answer an error.  Never raises."""
+    async def answer_slow(self, data: bytes, *, tcp: bool = False, client: str | None = None) -> bytes | None:
+        """Precheck, full parse: answer in-zone (and cache it), forward, or answer an error.  Never raises.
+
+        ``client`` is the sender's address (recursion only inside ``allow``); None means an
+        in-process caller, which may recurse.
+        """
         try:
-            return await self._answer_slow(data, tcp=tcp)
+            return await self._answer_slow(bytes(data), tcp=tcp, client=client)
         except Exception:
             log.exception("DNS handler failed on a %d-byte packet", len(data))
             self.stats.dropped += 1
             return None
 
-    def _error(self, req: DNSRecord | None, data: bytes, rcode: int) -> bytes | None:
-        self.stats.count(RCODE[rcode])
-        if req is not None:
-            reply = req.reply(ra=1 if self.upstreams else 0, aa=0)
-            reply.header.rcode = rcode
-            reply.header.ad = 0
-            return bytes(reply.pack())
-        if len(data) < 12:
-            self.stats.dropped += 1
-            return None
-        header = DNSHeader(id=struct.unpack("!H", data[:2])[0], qr=1, rcode=rcode, ra=1 if self.upstreams else 0)
-        return bytes(DNSRecord(header=header).pack())
+    async def handle(self, data: bytes, *, tcp: bool = False, client: str | None = None) -> bytes | None:
+        """The answer to one query: from the cache, else the slow path (what TCP does per message)."""
+        reply = self.answer_fast(data, tcp=tcp)
+        if reply is None:
+            reply = await self.answer_slow(data, tcp=tcp, client=client)
+        return reply
 
-    async def _answer_slow(self, data: bytes, *, tcp: bool) -> bytes | None:
-        if len(data) >= 3 and data[2] & 0x80:
-            self.stats.dropped += 1  # a response, not a query: ignore (no reflection)
+    def _error(self, req: DNSRecord, rcode: int) -> bytes:
+        """An error answer echoing the parsed query's question."""
+        self.stats.count(RCODE[rcode])
+        reply = req.reply(ra=1 if self.upstreams else 0, aa=0)
+        reply.header.rcode = rcode
+        reply.header.ad = 0
+        return bytes(reply.pack())
+
+    def _header_error(self, data: bytes, rcode: int) -> bytes | None:
+        """A header-only error answer (the query did not pass the precheck or the parse)."""
+        self.stats.count(RCODE[rcode])
+        return error_reply(data, rcode, ra=bool(self.upstreams))
+
+    async def _answer_slow(self, data: bytes, *, tcp: bool, client: str | None) -> bytes | None:
+        check = precheck(data, tcp=tcp)
+        if check.drop:
+            self.stats.dropped += 1  # no header, or a response rather than a query (no reflection)
             return None
+        if check.rcode:
+            return self._header_error(data, check.rcode)
         try:
             req = DNSRecord.parse(data)
-        except (DNSError, Exception):  # dnslib raises assorted errors on garbage
-            return self._error(None, data, RCODE.FORMERR)
-        if req.header.opcode != 0:
-            return self._error(req, data, RCODE.NOTIMP)
-        if len(req.questions) != 1:
-            return self._error(req, data, RCODE.FORMERR)
+        except (DNSError, Exception):  # dnslib raises assorted errors on garbage (e.g. non-UTF-8 labels)
+            return self._header_error(data, RCODE.FORMERR)
         q = req.questions[0]
         qname = str(q.qname)
         if not self.zone.in_zone(qname):
-            return await self._forward(req, data, tcp=tcp)
+            if client is not None and self._client_key(client):
+                return self._error(req, RCODE.REFUSED)  # no recursion outside ``allow``
+            return await self._forward(req, data, check, tcp=tcp)
         if q.qclass != 1:
-            return self._error(req, data, RCODE.REFUSED)
+            return self._error(req, RCODE.REFUSED)
         return self._answer_zone(req, data, tcp=tcp)
 
     def _answer_zone(self, req: DNSRecord, data: bytes, *, tcp: bool) -> bytes:
@@ -441,8 +599,30 @@ class DnsServer:
             )
         return variants[0]
 
-    async def _forward(self, req: DNSRecord, data: bytes, *, tcp: bool) -> bytes | None:
+    async def _forward(self, req: DNSRecord, data: bytes, check: Check, *, tcp: bool) -> bytes:
+        if self._forwarding >= self.max_forwards:
+            now = time.monotonic()
+            if now - self._cap_warned >= CAP_WARN_EVERY:
+                self._cap_warned = now
+                log.warning("DNS: %d forwards in flight (the cap; a forwarding loop?): answering SERVFAIL",
+                            self._forwarding)
+            return self._error(req, RCODE.SERVFAIL)
         self.stats.forwarded += 1
+        self._forwarding += 1
+        try:
+            reply = await self._ask_upstreams(data, tcp=tcp)
+        finally:
+            self._forwarding -= 1
+        if reply is None:
+            return self._error(req, RCODE.SERVFAIL)
+        rcode = reply[3] & 0x0F
+        if not tcp and len(reply) > udp_limit(check.edns):  # never more over UDP than the client takes
+            reply = truncated_reply(data, qend=check.qend, rcode=rcode, ra=True, edns=bool(check.edns))
+        self.stats.count(RCODE.get(rcode, str(rcode)))
+        return reply
+
+    async def _ask_upstreams(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The first upstream answer to ``data`` (same id, a response), or None."""
         for upstream in self.upstreams:
             try:
                 if tcp:
@@ -452,14 +632,12 @@ class DnsServer:
                     if len(reply) > 2 and reply[2] & 0x02:  # truncated upstream: retry over TCP
                         with contextlib.suppress(Exception):
                             reply = await asyncio.wait_for(_query_tcp(upstream, data), self.forward_timeout)
-                if reply[:2] != data[:2]:
+                if len(reply) < 12 or reply[:2] != data[:2] or not reply[2] & 0x80:
                     continue
-                with contextlib.suppress(Exception):
-                    self.stats.count(RCODE[reply[3] & 0x0F])
                 return bytes(reply)
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 log.debug("upstream %s:%d failed: %r", upstream[0], upstream[1], exc)
-        return self._error(req, data, RCODE.SERVFAIL)
+        return None
 
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
@@ -484,12 +662,15 @@ def _probe_bind(listen: Address) -> None:
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
+        self.inside = server._inside  # client addresses known to be inside ``allow``
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        if addr[0] not in self.inside and not self._admit(data, addr):  # one set lookup when allowed
+            return
         reply = self.server.answer_fast(data)
         if reply is not None:
             assert self.transport is not None
@@ -497,8 +678,26 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             return
         self.server._spawn(self._slow(data, addr))
 
+    def _admit(self, data: bytes, addr: Address) -> bool:
+        """Rate limit a client outside ``allow``: True to answer; else slip (TC=1) or drop."""
+        server = self.server
+        key = server._client_key(addr[0])  # also files a new address as inside or outside
+        if not key or server._limiter is None:
+            return True
+        verdict = server._limiter.check(key, now=time.monotonic())
+        if verdict == "send":
+            return True
+        server.stats.queries += 1
+        server.stats.limited += 1
+        if verdict == "slip" and self.transport is not None:
+            check = precheck(data, tcp=False)
+            if not check.drop and not check.rcode:
+                self.transport.sendto(truncated_reply(data, qend=check.qend, rcode=0, ra=bool(server.upstreams),
+                                                      edns=bool(check.edns)), addr)
+        return False
+
     async def _slow(self, data: bytes, addr: Address) -> None:
-        reply = await self.server.answer_slow(data)
+        reply = await self.server.answer_slow(data, client=addr[0])
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
