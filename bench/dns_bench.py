@@ -33,12 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from daprdockr.cli import auto_dns_workers
+from daprdockr.clikit.agentconfig import auto_dns_workers
 
 SERVE = r"""
 import asyncio, sys
 from daprdockr.adapters.dns_workers import DnsWorkerPool
-from daprdockr.adapters.dnsserver import DnsServer
+from daprdockr.dnsserver import DnsServer
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState

@@ -136,7 +136,7 @@ async def main(instances: int, idle: float) -> None:
             pids = {n: a.pid for n, a in cluster.agents.items()}
             nginx = {n: a.nginx_master_pid() for n, a in cluster.agents.items()}
             cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
-            workers = {n: [c for c in children(p) if b"dns_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+            workers = {n: [c for c in children(p) if b"dnsworker" in Path(f"/proc/{c}/cmdline").read_bytes()]
                        for n, p in pids.items()}
             wcpu0 = {n: sum(cpu_seconds(c) for c in cs) for n, cs in workers.items()}
             before = cluster_metrics(cluster)

@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from daprdockr.adapters.proxy import NginxManager
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
+from daprdockr.proxy import NginxManager
 
 WEB = ServiceName(group="bench", service="web")
 EDGE = ("127.0.0.31", 18080)

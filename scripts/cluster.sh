@@ -83,8 +83,19 @@ Try:
 MSG
 }
 
+kill_nginx_group() {  # the nginx an agent killed with SIGKILL left behind: its process group
+  local f=$1 pgid
+  [ -f "$f" ] || return 0
+  pgid=$(cat "$f" 2>/dev/null) || return 0
+  case "$pgid" in ''|*[!0-9]*) return 0 ;; esac
+  if grep -qa nginx "/proc/$pgid/cmdline" 2>/dev/null || pgrep -g "$pgid" -x nginx >/dev/null 2>&1; then
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+  fi
+}
+
 down() {
   for i in 1 2 3; do stop_pidfile "$DIR/agent-n$i.pid"; done
+  for i in 1 2 3; do kill_nginx_group "$DIR/state/$NODE_PREFIX$i/nginx/nginx.pid"; done
   for i in 1 2 3; do stop_pidfile "$DIR/etcd-e$i.pid"; done
   ids=$(for i in 1 2 3; do docker ps -aq --filter "label=daprdockr.node=$NODE_PREFIX$i"; done 2>/dev/null) || true
   [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true

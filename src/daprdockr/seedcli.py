@@ -160,7 +160,7 @@ def daprdockrd_main(argv: Sequence[str] | None = None) -> int:
     """``daprdockrd -etcd http://... -docker unix:///var/run/docker.sock [-cpuprofile FILE]``"""
 
     from daprdockr.agent.main import run_agent
-    from daprdockr.cli import build_agent_config
+    from daprdockr.clikit.agentconfig import build_agent_config
 
     try:
         args = _d_parser().parse_args(_go_style(sys.argv[1:] if argv is None else argv, {"v"}))

@@ -17,13 +17,12 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from daprdockr.adapters.dns_worker import FRAME, limits_config, limits_from_config
-from daprdockr.adapters.dns_workers import DnsWorkerPool
-from daprdockr.adapters.dnsserver import DnsServer
-from daprdockr.core.dnsguard import RrlPolicy
+from daprdockr.adapters.dns_workers import FRAME, DnsWorkerPool
+from daprdockr.core.dnsguard import RrlPolicy, limits_config, limits_from_config
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
+from daprdockr.dnsserver import DnsServer
 from daprdockr.errors import DaprDockrError
 
 WEB = ServiceName(group="myapp", service="web")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import aetcd.exceptions as aetcd_exc
 import pytest
 
-from daprdockr.adapters.etcd_store import EtcdStore, WatchEvent
+from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import LeaseLostError, StoreUnavailableError
@@ -45,7 +47,7 @@ async def test_claim_is_exclusive_and_bound_to_lease(store: EtcdStore) -> None:
         store.claim_instance(rec, lease=a),
         store.claim_instance(InstanceRecord(service=WEB, number=1, node="b", address="x"), lease=b),
     )
-    assert sorted([rev_a > 0, rev_b > 0]) == [False, True]
+    assert sorted([rev_a is not None, rev_b is not None]) == [False, True]
     winner_lease = a if rev_a else b
     state = await store.snapshot()
     assert state.instances[(WEB, 1)].lease == winner_lease
@@ -56,18 +58,20 @@ async def test_claim_is_exclusive_and_bound_to_lease(store: EtcdStore) -> None:
 async def test_update_and_release_only_own_claim(store: EtcdStore) -> None:
     lease = await store.grant_lease(5)
     rec = InstanceRecord(service=WEB, number=2, node="a", address="127.0.0.11")
-    rev = await store.claim_instance(rec, lease=lease)
-    assert rev
-    from dataclasses import replace
-
+    claimed = await store.claim_instance(rec, lease=lease)
+    assert claimed is not None and claimed.kind == "put" and claimed.lease == lease
+    rev = claimed.create_revision
+    assert rev == claimed.revision
     mine = replace(rec, create_revision=rev, state="running", ports=(("80/tcp", 32000),))
-    assert await store.update_instance(mine, lease=lease)
+    updated = await store.update_instance(mine, lease=lease)
+    assert updated is not None and updated.create_revision == rev and updated.revision > rev
     stale = replace(mine, create_revision=rev - 1)
-    assert not await store.update_instance(stale, lease=lease)
-    assert not await store.release_instance(stale)
+    assert await store.update_instance(stale, lease=lease) is None
+    assert await store.release_instance(stale) is None
     got = (await store.snapshot()).instances[(WEB, 2)]
     assert got.state == "running" and got.port_for(80) == 32000
-    assert await store.release_instance(mine)
+    released = await store.release_instance(mine)
+    assert released is not None and released.kind == "delete"
     assert (WEB, 2) not in (await store.snapshot()).instances
 
 
@@ -149,17 +153,17 @@ async def test_a_failing_call_never_cancels_another_call_in_flight(store: EtcdSt
 
 async def test_update_service_retries_on_a_concurrent_write(store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
     await store.put_service(spec(1))
-    real = store._put_if_unchanged
+    real = store._write_if
     conflicts = 0
 
-    async def with_a_writer_in_between(key: str, value: bytes, *, mod_revision: int) -> bool:
+    async def with_a_writer_in_between(key: str, **kw: Any) -> object:
         nonlocal conflicts
         if conflicts == 0:  # another client writes between our read and our transaction
             conflicts += 1
             await store.put_service(replace(spec(1), env=(("OTHER", "1"),)))
-        return await real(key, value, mod_revision=mod_revision)
+        return await real(key, **kw)
 
-    monkeypatch.setattr(store, "_put_if_unchanged", with_a_writer_in_between)
+    monkeypatch.setattr(store, "_write_if", with_a_writer_in_between)
     seen: list[ServiceSpec | None] = []
 
     def scale(current: ServiceSpec | None, problem: str | None) -> ServiceSpec:

@@ -74,10 +74,11 @@ async def test_three_agents_spread_evenly_without_duplicates(
         # addresses follow the owning node's advertise IP
         assert {r.node: r.address for r in state.instances_of(WEB)} == {
             "n1": "127.0.0.11", "n2": "127.0.0.12", "n3": "127.0.0.13"}
-        await asyncio.sleep(1.0)  # nothing moves or duplicates at steady state
         ids = docker_ids("n1", "n2", "n3")
-        assert sorted(ids, key=int) == [str(n) for n in range(1, 10)]
-        assert all(len(v) == 1 for v in ids.values())
+        await asyncio.sleep(2.5)  # longer than the 2 s relist: a duplicate would have been started by now
+        again = docker_ids("n1", "n2", "n3")
+        assert sorted(again, key=int) == [str(n) for n in range(1, 10)]
+        assert all(len(v) == 1 for v in again.values()) and again == ids, "something moved at steady state"
 
 
 async def test_killed_container_is_replaced(store: EtcdStore, etcd_endpoints: str, prefix: str,

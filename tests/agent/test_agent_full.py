@@ -65,15 +65,19 @@ async def test_agent_serves_dns_http_api_and_metrics(
                 async with http.get(f"http://{ip}:{api_port}/v1/status") as resp:
                     status = await resp.json()
                     assert len(status["instances"]) == 2 and status["services"][0]["running"] == 4
-                async with http.get(f"http://{ip}:{api_port}/metrics") as resp:
-                    families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
-                    running = {s.labels["state"]: s.value for s in families["daprdockr_cluster_instances"].samples}
-                    assert running["running"] == 4
-                    assert families["daprdockr_nodes_alive"].samples[0].value == 2
-                    assert families["daprdockr_dns_queries"].samples[0].value >= 1
-                    assert families["daprdockr_dns_workers"].samples[0].value == (1 if ip == "127.0.0.11" else 0)
-                    assert families["daprdockr_nginx_reloads"].samples[0].value >= 1
-                    assert families["daprdockr_lease_healthy"].samples[0].value == 1
+                for _ in range(30):  # n1's DNS worker reports its counters about once a second
+                    async with http.get(f"http://{ip}:{api_port}/metrics") as resp:
+                        families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+                    if families["daprdockr_dns_queries"].samples[0].value >= 20:
+                        break
+                    await asyncio.sleep(0.1)
+                running = {s.labels["state"]: s.value for s in families["daprdockr_cluster_instances"].samples}
+                assert running["running"] == 4
+                assert families["daprdockr_nodes_alive"].samples[0].value == 2
+                assert families["daprdockr_dns_queries"].samples[0].value >= 20  # the 20 queries above
+                assert families["daprdockr_dns_workers"].samples[0].value == (1 if ip == "127.0.0.11" else 0)
+                assert families["daprdockr_nginx_reloads"].samples[0].value >= 1
+                assert families["daprdockr_lease_healthy"].samples[0].value == 1
 
             # logs: from the owning agent, 409 with the owner from the other one, 404 unknown
             mine = next(r for r in state.instances_of(WEB) if r.node == "n1")

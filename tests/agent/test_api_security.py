@@ -14,7 +14,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.agent.api import AgentApi
-from daprdockr.agent.main import Agent
+from daprdockr.agent.main import Agent, AgentStatus
 from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import RawKV
@@ -57,7 +57,7 @@ async def _api_only(tmp_path: Path, etcd: str, prefix: str, *, listen: tuple[str
                     token: str = "") -> tuple[Agent, AgentApi]:
     """A real Agent object (real Docker runtime) whose mirror we set by hand, serving only its API."""
     agent = Agent(replace(agent_config(etcd=etcd, prefix=prefix, node="ap1", ip="127.0.0.11", tmp=tmp_path)))
-    api = AgentApi(agent=agent, listen=listen, **({"token": token} if token else {}))  # type: ignore[arg-type]
+    api = AgentApi(view=AgentStatus(agent), logs=agent.runtime, listen=listen, token=token)
     await api.start()
     return agent, api
 

@@ -112,3 +112,31 @@ async def test_spec_with_too_many_ports_is_invalid_for_every_reader(
     assert WEB not in state.services and WEB in state.invalid_services
     assert reason in state.invalid_services[WEB]
     print(f"snapshot with a {ports}-port spec took {took * 1000:.1f} ms")
+
+
+async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    """A fresh agent has never seen a good version of the spec (the service is frozen for it): it
+    still binds its running containers' keys to its new lease, so they do not expire and run twice."""
+    from tests.agent.cluster import remove_node_containers, spawn_agent
+
+    proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path)
+    try:
+        await wait_for(store, lambda s: "fz1" in s.nodes, timeout=20)
+        await store.put_service(web(docker_image, 2))
+        await wait_for(store, lambda s: running(s) == [1, 2])
+        ids = docker_ids("fz1")
+        await store.put_raw(_spec_key(store), b'{"image": "busybox", "instances": "2"}')
+        proc.kill()
+        proc.wait()
+        proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path)
+        await asyncio.sleep(6)  # three TTLs: the old lease has expired by now
+        state = await store.snapshot()
+        node = state.nodes["fz1"]
+        assert running(state) == [1, 2] and all(r.lease == node.lease for r in state.instances_of(WEB))
+        assert docker_ids("fz1") == ids
+    finally:
+        proc.kill()
+        proc.wait()
+        remove_node_containers(["fz1"])

@@ -14,6 +14,7 @@ import pytest
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from tests.agent.cluster import local_cluster, remove_node_containers, spawn_agent, wait_for
 from tests.agent.test_agent_docker import docker_ids, running, web
@@ -80,7 +81,7 @@ async def test_sigkilled_agent_fails_over_and_its_stale_copies_stop_on_rejoin(
         remove_node_containers(list(nodes))
 
 
-async def test_sigterm_releases_and_second_signal_forces_exit(
+async def test_sigterm_releases_everything(
     store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
 ) -> None:
     proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="n7", ip="127.0.0.17", state_dir=tmp_path)
@@ -97,6 +98,40 @@ async def test_sigterm_releases_and_second_signal_forces_exit(
         if proc.poll() is None:
             proc.kill()
         remove_node_containers(["n7"])
+
+
+async def test_a_second_signal_exits_at_once_and_takes_nginx_along(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    from tests.support.procs import free_port
+
+    ip = "127.0.0.18"
+    proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="n8", ip=ip, state_dir=tmp_path,
+                       extra=("--http-listen", f"{ip}:{free_port(ip)}"))
+    try:
+        await wait_for(store, lambda s: "n8" in s.nodes, timeout=20)
+        stubborn = ServiceSpec.from_dict({"image": docker_image, "instances": 1,
+                                          "cmd": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}, name=WEB)
+        await store.put_service(stubborn)
+        await wait_for(store, lambda s: running(s) == [1])
+        nginx = int((tmp_path / "n8" / "nginx" / "nginx.pid").read_text())
+        proc.send_signal(signal.SIGTERM)  # shutdown starts: the container ignores SIGTERM for its 5 s grace
+        await asyncio.sleep(1.0)
+        assert proc.poll() is None, "the first signal must shut down in order, not exit"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 128 + signal.SIGTERM
+        assert time.monotonic() - t0 < 2
+        for _ in range(50):
+            if not Path(f"/proc/{nginx}").exists() or Path(f"/proc/{nginx}/stat").read_text().split()[2] == "Z":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("nginx outlived the agent's second signal")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        remove_node_containers(["n8"])
 
 
 async def test_losing_etcd_keeps_containers_running(

@@ -47,9 +47,11 @@ async def test_wait_status_nodes_ps_and_logs(etcd_endpoints: str, prefix: str, d
         assert status["services"][0] | {"desired": 2, "running": 2} == status["services"][0]
 
         rc, out, _ = await cli("nodes", "--json", **run)
-        assert json.loads(out)[0]["instances"] == 2 and json.loads(out)[0]["api"] == f"{api[0]}:{api[1]}"
+        assert rc == 0 and json.loads(out)[0]["instances"] == 2 and json.loads(out)[0]["api"] == f"{api[0]}:{api[1]}"
+        assert json.loads(out)[0]["capacity"] == "unlimited"
 
         rc, out, _ = await cli("ps", "web.myapp", "--json", **run)
+        assert rc == 0
         rows = json.loads(out)
         assert sorted(r["instance"] for r in rows) == [1, 2]
         assert set(rows[0]) >= {"service", "instance", "node", "address", "ports", "state", "age", "container_id"}

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daprdockr.adapters.proxy import stale_nginx_group
+from daprdockr.adapters.procs import stale_nginx_group
 from tests.agent.cluster import remove_node_containers
 from tests.support.procs import EtcdCluster
 

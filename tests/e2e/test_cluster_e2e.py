@@ -63,3 +63,35 @@ def test_six_instances_spread_resolved_and_routed_everywhere(tmp_path: Path, doc
                        what="NXDOMAIN")
             wait_until(lambda ip=ip: http_get(ip, c.http_port, "web.example.com")[0] == 404, timeout=5,
                        what="nginx route removed")
+        # the agents' logs stay clean of gRPC's fork noise (DNS workers and `nginx -t` are started
+        # from a process with gRPC channels open)
+        for i in (1, 2, 3):
+            log = (c.dir / f"agent-n{i}.log").read_text(errors="replace")
+            assert "fork" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_cluster_down_stops_the_nginx_of_a_killed_agent(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    with local_cluster(tmp_path, prefix="k", etcd_base=25100) as c:
+        nginx = c.nginx_pid("k1")
+        assert nginx is not None
+        c.kill("agent-n1")  # SIGKILL: the agent cannot stop its nginx
+        wait_until(lambda: not c.alive("agent-n1"), timeout=5, what="agent gone")
+        os.kill(nginx, 0)  # its nginx is still there, holding the port
+        subprocess.run(["bash", str(c_script()), "down"], env=c.env, check=True, capture_output=True, timeout=120)
+        wait_until(lambda: not _alive(nginx), timeout=5, what="nginx of the killed agent stopped by cluster-down")
+
+
+def c_script() -> Path:
+    from tests.e2e.localcluster import SCRIPT
+
+    return SCRIPT
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

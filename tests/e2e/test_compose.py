@@ -23,8 +23,9 @@ import pytest
 import typer
 import yaml
 
-from daprdockr.cli import app, build_agent_config
-from tests.conftest import ROOT
+from daprdockr.cli import app
+from daprdockr.clikit.agentconfig import build_agent_config
+from tests.conftest import ROOT, missing
 
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -87,6 +88,6 @@ def test_agent_commands_parse_with_the_real_cli(compose: dict[str, Any], tmp_pat
 def test_docker_compose_accepts_the_file() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
-        pytest.skip("docker-compose not installed (apt package docker-compose)")
+        missing("docker-compose (apt package docker-compose)")
     result = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

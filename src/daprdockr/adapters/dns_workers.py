@@ -2,9 +2,9 @@
 
 One Python process answers about 100k queries/s; almost all of that time is the per-datagram
 cost of the event loop and the socket calls, not the lookup.  So the agent's own
-:class:`~daprdockr.adapters.dnsserver.DnsServer` binds its address with SO_REUSEPORT and
+:class:`~daprdockr.dnsserver.DnsServer` binds its address with SO_REUSEPORT and
 :class:`DnsWorkerPool` starts ``count`` more full servers
-(:mod:`daprdockr.adapters.dns_worker`) on the same address; the kernel spreads clients over
+(:mod:`daprdockr.dnsworker`, started by module name) on the same address; the kernel spreads clients over
 all of them.
 
 * State: :meth:`DnsWorkerPool.update` only keeps the newest :class:`ClusterState`; one writer
@@ -18,7 +18,7 @@ all of them.
   newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
   kills: time-limited, never raises.
 * Limits: the pool takes the same limits against hostile input as
-  :class:`~daprdockr.adapters.dnsserver.DnsServer` (``allow``, ``rrl``, ``max_forwards``,
+  :class:`~daprdockr.dnsserver.DnsServer` (``allow``, ``rrl``, ``max_forwards``,
   ``max_tcp``, ``tcp_write_timeout``) and passes them to every worker, so all processes on the
   address answer alike.  They hold per process: with ``count`` workers the address as a whole
   allows ``count + 1`` times as many forwards and TCP connections, and a rate-limited client whose
@@ -35,15 +35,16 @@ import contextlib
 import json
 import logging
 import pickle
+import struct
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from daprdockr.adapters.dns_worker import FRAME, limits_config
-from daprdockr.adapters.dnsserver import DEFAULT_RRL, Address, DnsStats
 from daprdockr.core.backoff import Backoff
-from daprdockr.core.dnsguard import LOOPBACK, Network, RrlPolicy
+from daprdockr.core.dnsguard import DEFAULT_RRL, LOOPBACK, Network, RrlPolicy, limits_config
+from daprdockr.core.dnsstats import DnsStats
+from daprdockr.core.dnswire import Address
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
@@ -51,6 +52,8 @@ from daprdockr.errors import DaprDockrError
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
+WORKER_MODULE = "daprdockr.dnsworker"  # run by name: this pool never imports the responder
+FRAME = struct.Struct("!I")  # state frames on a worker's stdin: 4-byte big-endian length, then a pickle
 
 
 @dataclass(slots=True)
@@ -138,7 +141,7 @@ class DnsWorkerPool:
         })
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.python, "-m", "daprdockr.adapters.dns_worker", config,
+                self.python, "-m", WORKER_MODULE, config,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )
         except OSError as exc:

@@ -90,7 +90,6 @@ def info_from_summary(data: dict[str, Any]) -> ContainerInfo | None:
         spec_hash=str(labels.get(LABEL_SPEC_HASH, "")),
         running=data.get("State") == "running",
         ports=tuple(ports),
-        status=str(data.get("Status", "")),
         created=float(data.get("Created", 0)),
     )
 
@@ -110,7 +109,6 @@ def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
             "Labels": (data.get("Config") or {}).get("Labels") or {},
             "Ports": ports,
             "State": "running" if state.get("Running") else str(state.get("Status", "")),
-            "Status": str(state.get("Status", "")),
         }
     )
 
@@ -179,6 +177,11 @@ class DockerRuntime:
             elif info.node == self.node_id:
                 result.append(info)
         return result
+
+    async def container_networks(self) -> list[str]:
+        """Subnets (CIDR) of the network this node's containers attach to (Docker's ``bridge``)."""
+        data = await self._do(self.docker._query_json("networks/bridge"), what="inspect network bridge")
+        return [str(c["Subnet"]) for c in ((data.get("IPAM") or {}).get("Config") or []) if c.get("Subnet")]
 
     async def ensure_image(self, image: str) -> None:
         try:

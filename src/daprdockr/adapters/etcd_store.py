@@ -37,6 +37,7 @@ import grpc
 from daprdockr.cancellation import owner_cancelled
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state, decode_value
@@ -67,18 +68,6 @@ _TRANSIENT = (
     ConnectionError,
     OSError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """``put``/``delete`` of one key, or ``resync``: the stream was interrupted, re-read all."""
-
-    kind: Literal["put", "delete", "resync"]
-    key: str = ""
-    value: bytes = b""
-    revision: int = 0
-    lease: int = 0
-    create_revision: int = 0
 
 
 def _txn_revision(responses: list[Any]) -> int:
@@ -226,10 +215,6 @@ class EtcdStore:
         self._conn: _Conn | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self.errors = 0  # transient failures seen (exported as a metric by the agent)
-        # Called with the event each of our successful instance writes produces, before the
-        # watch delivers it: the agent applies it to its mirror at once (read-your-writes), so
-        # a reconcile pass never re-plans from a view that lacks its own completed writes.
-        self.write_listeners: list[Callable[[WatchEvent], None]] = []
 
     # ------------------------------------------------------------------ connection management
     async def __aenter__(self) -> EtcdStore:
@@ -369,27 +354,30 @@ class EtcdStore:
         return RawKV(key=key, value=got.value, lease=got.lease, create_revision=got.create_revision,
                      mod_revision=got.mod_revision)
 
-    async def _put_if_unchanged(self, key: str, value: bytes, *, mod_revision: int) -> bool:
-        """Put ``key`` only if it was last modified at ``mod_revision`` (0: only if absent)."""
+    async def _write_if(
+        self, key: str, *, compare: Literal["create", "mod"], equals: int, value: bytes | None, lease: int = 0,
+        what: str,
+    ) -> WatchEvent | None:
+        """One transaction: put ``value`` (delete when ``None``) iff the key's create or mod revision
+        equals ``equals`` (0: the key is absent).  Returns the event the write produced, ``None``
+        when the compare failed.  Callers hand the event on (read-your-writes) after this returns,
+        outside the timed and retried call."""
+        k = key.encode()
 
-        async def op(c: aetcd.Client) -> bool:
-            ok, _ = await c.transaction(
-                compare=[c.transactions.mod(key.encode()) == mod_revision],
-                success=[c.transactions.put(key.encode(), value)], failure=[])
-            return bool(ok)
+        async def op(c: aetcd.Client) -> int:
+            target = c.transactions.create(k) if compare == "create" else c.transactions.mod(k)
+            success = [c.transactions.put(k, value, lease=lease or None) if value is not None
+                       else c.transactions.delete(k)]
+            ok, responses = await c.transaction(compare=[target == equals], success=success, failure=[])
+            return _txn_revision(responses) if ok else 0
 
-        return await self._call(op, what="put if unchanged")
-
-    async def _delete_if_unchanged(self, key: str, *, mod_revision: int) -> bool:
-        async def op(c: aetcd.Client) -> bool:
-            ok, responses = await c.transaction(
-                compare=[c.transactions.mod(key.encode()) == mod_revision],
-                success=[c.transactions.delete(key.encode())], failure=[])
-            if ok:
-                self._wrote("delete", key.encode(), b"", revision=_txn_revision(responses))
-            return bool(ok)
-
-        return await self._call(op, what="delete if unchanged")
+        revision = await self._call(op, what=what)
+        if not revision:
+            return None
+        if value is None:
+            return WatchEvent(kind="delete", key=key, revision=revision)
+        created = revision if equals == 0 else (equals if compare == "create" else 0)
+        return WatchEvent(kind="put", key=key, value=value, revision=revision, lease=lease, create_revision=created)
 
     async def put_service(self, spec: ServiceSpec) -> None:
         """Write ``spec`` unconditionally (tests and tooling; the CLI uses :meth:`update_service`)."""
@@ -428,7 +416,8 @@ class EtcdStore:
             spec = change(current, problem)
             if spec.name != name:
                 raise ValidationError(f"spec names {spec.name} but the key is {name}", field="name")
-            if await self._put_if_unchanged(key, dumps(spec.to_dict()), mod_revision=kv.mod_revision if kv else 0):
+            if await self._write_if(key, compare="mod", equals=kv.mod_revision if kv else 0,
+                                    value=dumps(spec.to_dict()), what="update service"):
                 return spec
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # written concurrently: again
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
@@ -440,7 +429,7 @@ class EtcdStore:
             kv = await self._get_kv(key)
             if kv is None:
                 return False
-            if await self._delete_if_unchanged(key, mod_revision=kv.mod_revision):
+            if await self._write_if(key, compare="mod", equals=kv.mod_revision, value=None, what="delete service"):
                 return True
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being deleted; try again")
@@ -470,69 +459,25 @@ class EtcdStore:
         key = self.schema.node(node.node_id).encode()
         await self._call(lambda c: c.put(key, dumps(node.to_dict()), lease=lease), what="put node")
 
-    def _wrote(self, kind: Literal["put", "delete"], key: bytes, value: bytes, *, revision: int, lease: int = 0,
-               create_revision: int = 0) -> None:
-        ev = WatchEvent(kind=kind, key=key.decode(errors="replace"), value=value, revision=revision, lease=lease,
-                        create_revision=create_revision)
-        for listener in self.write_listeners:
-            listener(ev)
+    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
+        """Create the instance key iff absent, on ``lease``; ``None`` if another node has it."""
+        return await self._write_if(self.schema.instance(rec.service, rec.number), compare="create", equals=0,
+                                    value=dumps(rec.to_dict()), lease=lease, what="claim instance")
 
-    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> int:
-        """Create the instance key iff absent, on ``lease``.  Returns its create revision or 0."""
-        key = self.schema.instance(rec.service, rec.number).encode()
-        value = dumps(rec.to_dict())
+    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
+        """Overwrite our own instance key; ``None`` if it is no longer the key we created."""
+        return await self._write_if(self.schema.instance(rec.service, rec.number), compare="create",
+                                    equals=rec.create_revision, value=dumps(rec.to_dict()), lease=lease,
+                                    what="update instance")
 
-        async def op(c: aetcd.Client) -> int:
-            ok, responses = await c.transaction(
-                compare=[c.transactions.create(key) == 0],
-                success=[c.transactions.put(key, value, lease=lease)],
-                failure=[],
-            )
-            if not ok:
-                return 0
-            revision = _txn_revision(responses)
-            self._wrote("put", key, value, revision=revision, lease=lease, create_revision=revision)
-            return revision
-
-        return await self._call(op, what="claim instance")
-
-    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> bool:
-        """Overwrite our own instance key; False if it is no longer the key we created."""
-        key = self.schema.instance(rec.service, rec.number).encode()
-        value = dumps(rec.to_dict())
-
-        async def op(c: aetcd.Client) -> bool:
-            ok, responses = await c.transaction(
-                compare=[c.transactions.create(key) == rec.create_revision],
-                success=[c.transactions.put(key, value, lease=lease)],
-                failure=[],
-            )
-            if ok:
-                self._wrote("put", key, value, revision=_txn_revision(responses), lease=lease,
-                            create_revision=rec.create_revision)
-            return bool(ok)
-
-        return await self._call(op, what="update instance")
-
-    async def release_instance(self, rec: InstanceRecord) -> bool:
+    async def release_instance(self, rec: InstanceRecord) -> WatchEvent | None:
         """Delete our own instance key (only if it is still the one our claim created)."""
-        key = self.schema.instance(rec.service, rec.number).encode()
+        return await self._write_if(self.schema.instance(rec.service, rec.number), compare="create",
+                                    equals=rec.create_revision, value=None, what="release instance")
 
-        async def op(c: aetcd.Client) -> bool:
-            ok, responses = await c.transaction(
-                compare=[c.transactions.create(key) == rec.create_revision],
-                success=[c.transactions.delete(key)],
-                failure=[],
-            )
-            if ok:
-                self._wrote("delete", key, b"", revision=_txn_revision(responses))
-            return bool(ok)
-
-        return await self._call(op, what="release instance")
-
-    async def purge_instance(self, *, key: str, mod_revision: int) -> bool:
+    async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None:
         """Delete an unusable instance key (malformed, or bound to no lease) if it is unchanged."""
-        return await self._delete_if_unchanged(key, mod_revision=mod_revision)
+        return await self._write_if(key, compare="mod", equals=mod_revision, value=None, what="purge instance")
 
     async def put_raw(self, key: str, value: bytes, *, lease: int = 0) -> None:
         """Write an arbitrary key, optionally on a lease (tests and tooling only)."""

@@ -19,24 +19,23 @@ first start into ``<state dir>/api-token`` (mode 0600), where ``daprdockr logs``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import logging
 import resource
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from daprdockr.agent.metrics import render_metrics
+from daprdockr.agent.view import AgentView, LogSource
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, service_rows
 from daprdockr.errors import DaprDockrError, ValidationError
-
-if TYPE_CHECKING:
-    from daprdockr.agent.main import Agent
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,14 @@ def listens_beyond_loopback(host: str) -> bool:
 
 
 class AgentApi:
-    def __init__(self, *, agent: Agent, listen: tuple[str, int], token: str = "", max_log_streams: int = 16) -> None:
-        self.agent = agent
+    name = "api"
+
+    def __init__(
+        self, *, view: AgentView, logs: LogSource, listen: tuple[str, int], token: str = "",
+        max_log_streams: int = 16,
+    ) -> None:
+        self.view = view
+        self.log_source = logs
         self.listen = listen
         self.port = listen[1]
         self.token = token if listens_beyond_loopback(listen[0]) else ""
@@ -93,6 +98,10 @@ class AgentApi:
             raise DaprDockrError(f"API cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    async def run(self) -> None:
+        """Nothing to supervise: aiohttp serves on its own until :meth:`stop`."""
+        await asyncio.Event().wait()
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
@@ -102,7 +111,7 @@ class AgentApi:
         checked, ok, detail = self._docker_ok
         if time.monotonic() - checked > 1.0:
             try:
-                await self.agent.runtime.ping()
+                await self.view.docker_ping()
                 ok, detail = True, "ok"
             except DaprDockrError as exc:
                 ok, detail = False, str(exc)
@@ -110,47 +119,49 @@ class AgentApi:
         return ok, detail
 
     async def healthz(self, request: web.Request) -> web.Response:
-        a = self.agent
+        v = self.view
         docker_ok, docker_detail = await self._docker_check()
+        lease = v.lease()
+        not_running = sorted(name for name, st in v.tasks().items() if st != "running")
         checks: dict[str, dict[str, Any]] = {
-            "etcd": {"ok": a.heartbeat.healthy, "lease": f"{a.heartbeat.lease:x}",
-                     "detail": "lease alive" if a.heartbeat.healthy else "lease not confirmed within TTL"},
+            "etcd": {"ok": lease.healthy, "lease": f"{lease.lease:x}",
+                     "detail": "lease alive" if lease.healthy else "lease not confirmed within TTL"},
             "docker": {"ok": docker_ok, "detail": docker_detail},
-            "tasks": {"ok": not a.tasks.not_running(), "not_running": a.tasks.not_running(),
-                      "detail": dict(a.tasks.state)},
-            "etcd_data": _bad_keys(a.mirror.state()),
+            "tasks": {"ok": not not_running, "not_running": not_running, "detail": dict(v.tasks())},
+            "etcd_data": _bad_keys(v.state()),
         }
-        if a.nginx is not None:
-            checks["nginx"] = {"ok": a.nginx.healthy, "detail": a.nginx.last_error or "ok",
-                               "service_errors": {str(k): v for k, v in a.nginx.service_errors.items()}}
-        if a.dns is not None:
-            workers = a.dns_workers
-            detail = f"{a.dns.listen[0]}:{a.dns.port}"
-            if workers is not None:
-                detail += f", {workers.alive}/{workers.count} workers"
+        nginx = v.nginx()
+        if nginx is not None:
+            checks["nginx"] = {"ok": nginx.healthy, "detail": nginx.last_error or "ok",
+                               "service_errors": dict(nginx.service_errors)}
+        dns = v.dns()
+        if dns is not None:
+            detail = dns.address + (f", {dns.workers_alive}/{dns.workers} workers" if dns.workers else "")
             checks["dns"] = {"ok": True, "detail": detail}
         critical = checks["etcd"]["ok"] and checks["docker"]["ok"] and checks["tasks"]["ok"]
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
-        return _json({"status": status, "node": a.config.node_id, "checks": checks}, 200 if critical else 503)
+        return _json({"status": status, "node": v.node_id, "checks": checks}, 200 if critical else 503)
 
     async def status(self, request: web.Request) -> web.Response:
-        a = self.agent
-        state = a.mirror.state()
-        mine = [r for r in instance_rows(state, now=time.time()) if r["node"] == a.config.node_id]
+        v = self.view
+        state = v.state()
+        lease = v.lease()
+        nginx = v.nginx()
+        reconcile = v.reconcile()
+        mine = [r for r in instance_rows(state, now=time.time()) if r["node"] == v.node_id]
         return _json({
-            "node": {"id": a.config.node_id, "address": a.config.advertise_ip, "lease": f"{a.heartbeat.lease:x}",
-                     "healthy": a.heartbeat.healthy},
+            "node": {"id": v.node_id, "address": v.address, "lease": f"{lease.lease:x}", "healthy": lease.healthy},
             "instances": mine,
             "services": service_rows(state),
             "nodes": sorted(state.nodes),
-            "tasks": dict(a.tasks.state),
+            "tasks": dict(v.tasks()),
             "invalid_keys": _bad_keys(state)["keys"],
-            "nginx_errors": {str(k): v for k, v in (a.nginx.service_errors if a.nginx else {}).items()},
-            "reconcile": {"count": a.reconciler.reconciles, "last_error": a.reconciler.last_error},
+            "nginx_errors": dict(nginx.service_errors) if nginx else {},
+            "reconcile": {"count": reconcile.passes, "last_error": reconcile.last_error},
         })
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
-        a = self.agent
+        v = self.view
         if not self._authorized(request):
             return _json({"error": "this endpoint needs Authorization: Bearer <token> (see --api-token-file)"}, 401)
         try:
@@ -160,9 +171,9 @@ class AgentApi:
         except (ValidationError, ValueError) as exc:
             return _json({"error": str(exc)}, 400)
         follow = request.query.get("follow", "0") in ("1", "true")
-        state = a.mirror.state()
+        state = v.state()
         rec = state.instances.get((name, number))
-        if rec is not None and rec.node != a.config.node_id:
+        if rec is not None and rec.node != v.node_id:
             owner = state.nodes.get(rec.node)
             return _json({"error": f"instance runs on node {rec.node}", "node": rec.node,
                           "api": owner.api if owner else ""}, 409)
@@ -171,7 +182,7 @@ class AgentApi:
         self.log_streams += 1
         try:
             try:
-                container = await a.runtime.find_instance(service=name, number=number)
+                container = await self.log_source.find_instance(service=name, number=number)
             except DaprDockrError as exc:
                 return _json({"error": str(exc)}, 503)
             if container is None:
@@ -179,7 +190,7 @@ class AgentApi:
             resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
             await resp.prepare(request)
             try:
-                async for line in a.runtime.logs(container.id, tail=tail, follow=follow):
+                async for line in self.log_source.logs(container.id, tail=tail, follow=follow):
                     await resp.write(line.encode())
             except DaprDockrError as exc:
                 await resp.write(f"\n[daprdockr: {exc}]\n".encode())
@@ -191,6 +202,6 @@ class AgentApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        text = render_metrics(self.agent, cpu_seconds=usage.ru_utime + usage.ru_stime)
+        text = render_metrics(self.view, cpu_seconds=usage.ru_utime + usage.ru_stime)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})

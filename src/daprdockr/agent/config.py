@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daprdockr.adapters.statedir import default_state_dir
+from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX
 
@@ -26,6 +27,9 @@ class AgentConfig:
     dns_upstreams: tuple[tuple[str, int], ...] = ()  # empty = from /etc/resolv.conf
     dns_ttl: int = 5
     dns_workers: int = 0  # extra DNS processes sharing the address (SO_REUSEPORT)
+    # clients (besides loopback) answered for names outside .container; empty: the networks of
+    # this node's containers, asked from Docker at start
+    dns_allow: tuple[Network, ...] = ()
     # nginx (issue 5); None disables it
     http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
     nginx_binary: str = "nginx"

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 from daprdockr.core.model import NodeRecord
@@ -54,7 +53,6 @@ class Heartbeat:
         self.lease = 0
         self.last_ok = 0.0
         self.failures = 0
-        self._published: NodeRecord | None = None
 
     @property
     def interval(self) -> float:
@@ -74,19 +72,17 @@ class Heartbeat:
         """Grant a fresh lease and publish the node record on it."""
         lease = await self.store.grant_lease(self.ttl)
         await self.store.put_node(self.node, lease=lease)
-        self._published = self.node
         self.lease = lease
         self.last_ok = self.clock()
         log.info("node %s registered with lease %x (ttl %ss)", self.node.node_id, lease, self.ttl)
         self.on_new_lease(lease)
         return lease
 
-    def set_instances(self, count: int) -> None:
-        """Update the published instance count (written on the next beat, if changed)."""
-        self.node = replace(self.node, instances=count)
-
     async def beat_once(self) -> None:
-        """One keepalive (plus a node record update when it changed); renews a lost lease."""
+        """One keepalive; renews a lost lease (and writes the node record on the new one).
+
+        The node record is written only when a lease is granted: nothing in it changes while the
+        agent runs, so an idle cluster makes no writes at all."""
         try:
             if not self.lease:
                 await self.register()
@@ -94,9 +90,6 @@ class Heartbeat:
             await self.store.keepalive(self.lease, attempt_timeout=self.call_timeout)
             self.last_ok = self.clock()
             self.failures = 0
-            if self._published != self.node:
-                await self.store.put_node(self.node, lease=self.lease)
-                self._published = self.node
         except LeaseLostError:
             log.warning("lease %x lost; registering again", self.lease)
             self.lease = 0

@@ -34,7 +34,6 @@ class ContainerInfo:
     spec_hash: str
     running: bool
     ports: tuple[tuple[str, int], ...] = ()  # "9000/tcp" -> published host port
-    status: str = ""  # Docker's human status ("Up 3 seconds", "Exited (137) ...")
     created: float = 0.0
 
     @property

@@ -1,6 +1,6 @@
 """Defences of the DNS server against hostile input.  Pure: bytes, addresses and clock readings in.
 
-The adapter (:mod:`daprdockr.adapters.dnsserver`) uses these on its slow path and for clients
+The adapter (:mod:`daprdockr.dnsserver`) uses these on its slow path and for clients
 outside its allowed networks; nothing here does I/O or uses a DNS library.
 
 * :func:`precheck` looks at a packet's raw bytes before any full parse: the header must be
@@ -29,12 +29,13 @@ outside its allowed networks; nothing here does I/O or uses a DNS library.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Literal
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Any, Literal
 
 from daprdockr.core.ratelimit import TokenBucket
 
@@ -199,6 +200,33 @@ class RrlPolicy:
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1 or self.slip < 0 or self.max_keys < 1:
             raise ValueError(f"invalid response rate limit {self}")
+
+
+DEFAULT_RRL = RrlPolicy()  # 100 responses/s per /24 or /56 outside ``allow``, bursts of 200, slip 2
+
+
+def limits_config(
+    *, allow: Sequence[Network], rrl: RrlPolicy | None, max_forwards: int, max_tcp: int, tcp_write_timeout: float
+) -> dict[str, Any]:
+    """A responder's hostile-input limits as JSON values (a DNS worker process's config)."""
+    return {
+        "allow": [str(net) for net in allow],
+        "rrl": dataclasses.asdict(rrl) if rrl is not None else None,
+        "max_forwards": max_forwards, "max_tcp": max_tcp, "tcp_write_timeout": tcp_write_timeout,
+    }
+
+
+def limits_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Responder keyword arguments from :func:`limits_config` values (defaults for missing keys)."""
+    kwargs: dict[str, Any] = {}
+    if "allow" in config:
+        kwargs["allow"] = [ip_network(str(net)) for net in config["allow"]]
+    if "rrl" in config:
+        kwargs["rrl"] = RrlPolicy(**config["rrl"]) if config["rrl"] is not None else None
+    for key, kind in (("max_forwards", int), ("max_tcp", int), ("tcp_write_timeout", float)):
+        if key in config:
+            kwargs[key] = kind(config[key])
+    return kwargs
 
 
 class ResponseRateLimiter:

@@ -15,7 +15,7 @@ Names (``<domain>`` defaults to ``container``; all names case-insensitive)::
 Only instances in state ``running`` are answered.  A name that exists with no record of the asked
 type answers NOERROR with no records (NODATA) plus the SOA; an unknown name answers NXDOMAIN plus
 the SOA.  A service that exists but has no running instance is NODATA, not NXDOMAIN.  The adapter
-(:mod:`daprdockr.adapters.dnsserver`) encodes :class:`Answer` values to wire format.
+(:mod:`daprdockr.dnsserver`) encodes :class:`Answer` values to wire format.
 """
 
 from __future__ import annotations
@@ -155,6 +155,3 @@ class Zone:
                 rr for t in targets for rt in ("A", "AAAA") for rr in self._nodes[t].records.get(rt, ())
             )
         return Answer(rcode="NOERROR", answers=rrs, additional=additional)
-
-    def names(self) -> list[str]:
-        return sorted(self._nodes)

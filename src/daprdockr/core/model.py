@@ -333,7 +333,6 @@ class NodeRecord:
 
     node_id: str
     address: str
-    instances: int = 0
     capacity: int = 0  # 0 = unlimited
     started_at: float = 0.0
     dns: str = ""
@@ -341,13 +340,14 @@ class NodeRecord:
     api: str = ""
     lease: int = field(default=0, compare=False)
 
+    # "instances" was written by earlier versions (a count per change of this node's instances,
+    # echoed to every agent); still accepted, never written: readers count instance keys instead.
     FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api"})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
             "address": self.address,
-            "instances": self.instances,
             "capacity": self.capacity,
             "started_at": self.started_at,
             "dns": self.dns,
@@ -365,7 +365,7 @@ class NodeRecord:
         if not isinstance(address, str) or not address:
             raise ValidationError("must be a non-empty string", field="address")
         numbers = {}
-        for name in ("instances", "capacity"):
+        for name in ("instances", "capacity"):  # "instances": legacy, validated and dropped
             v = d.get(name, 0)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValidationError("must be a non-negative integer", field=name)
@@ -376,7 +376,6 @@ class NodeRecord:
         return cls(
             node_id=validate_label(node_id, field="node_id"),
             address=address,
-            instances=numbers["instances"],
             capacity=numbers["capacity"],
             started_at=float(started),
             dns=str(d.get("dns", "")),

@@ -75,7 +75,7 @@ class Adopt:
     """A healthy container of ours whose key is unowned (``record`` None) or on an old lease."""
 
     container: ContainerInfo
-    spec: ServiceSpec
+    spec: ServiceSpec | None  # None: the service is frozen (kept as it is, whatever its spec)
     record: InstanceRecord | None = None
 
 
@@ -144,9 +144,10 @@ class Observed:
     instances: Mapping[Key, InstanceRecord]
     nodes: Mapping[str, NodeRecord]
     containers: Sequence[ContainerInfo]
-    busy: frozenset[Key] = frozenset()
+    busy: frozenset[Key] = frozenset()  # an action on the key is still running
     unowned_since: Mapping[Key, float] = field(default_factory=dict)
-    retry_at: Mapping[Key, float] = field(default_factory=dict)
+    retry_at: Mapping[Key, float] = field(default_factory=dict)  # no (re)start of the key before this
+    held_until: Mapping[Key, float] = field(default_factory=dict)  # no action at all on the key before this
     capacity: int = 0
     claim_grace: float = 1.0
     claiming: bool = True  # False while settling after start or while the lease is uncertain
@@ -164,12 +165,40 @@ def preferred_node(number: int, live: Sequence[str]) -> str:
     return live[(number - 1) % len(live)]
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The actions to launch now, and when a time rule (claim grace, retry, hold) next changes
+    the plan if nothing else happens before (``inf``: never)."""
+
+    actions: list[Action]
+    next_wake: float
+
+
+class _Wake:
+    """Collects the moments at which a time rule that held an action back runs out."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.at = float("inf")
+
+    def after(self, moment: float) -> bool:
+        """True if ``moment`` has come; else remember it as a wake-up time."""
+        if moment <= self.now:
+            return True
+        self.at = min(self.at, moment)
+        return False
+
+
+def _busy(key: Key, obs: Observed, wake: _Wake) -> bool:
+    return key in obs.busy or not wake.after(obs.held_until.get(key, 0.0))
+
+
 def _container_ports_match(rec: InstanceRecord, c: ContainerInfo) -> bool:
     return rec.ports == c.ports and rec.container_id == c.id and rec.spec_hash == c.spec_hash
 
 
 def _plan_containers(
-    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action]
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action], wake: _Wake
 ) -> set[Key]:
     """Actions for this node's containers; returns the keys they cover."""
     covered: set[Key] = set()
@@ -179,7 +208,10 @@ def _plan_containers(
             by_key.setdefault(c.key, []).append(c)
     for key, group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         covered.add(key)
-        if key in obs.busy or key[0] in obs.frozen:
+        if _busy(key, obs, wake):
+            continue
+        if key[0] in obs.frozen:
+            _keep_frozen(key, group, obs, out)
             continue
         bad = obs.bad_instances.get(key)
         if bad is not None:
@@ -214,7 +246,7 @@ def _plan_containers(
         if c.spec_hash != spec.runtime_hash:
             out.append(Start(record=rec, spec=spec, old=c, reason="spec changed"))
         elif not c.running:
-            if obs.now >= obs.retry_at.get(key, 0.0):
+            if wake.after(obs.retry_at.get(key, 0.0)):
                 out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
         elif rec.lease != obs.lease:
             out.append(Adopt(container=c, spec=spec, record=rec))
@@ -223,17 +255,33 @@ def _plan_containers(
     return covered
 
 
+def _keep_frozen(key: Key, group: Sequence[ContainerInfo], obs: Observed, out: list[Action]) -> None:
+    """A frozen service's container is kept exactly as it is, and so is its key: nothing starts or
+    stops, but a running container's key is still bound to our current lease (after a restart of
+    this agent) so that it does not expire and get re-run elsewhere.  A container without a key is
+    not given one (that would route it)."""
+    if key in obs.bad_instances:
+        return
+    running = [c for c in group if c.running]
+    if not running:
+        return
+    c = max(running, key=lambda c: c.created)
+    rec = obs.instances.get(key)
+    if rec is not None and rec.node == obs.node_id and rec.lease != obs.lease:
+        out.append(Adopt(container=c, spec=None, record=rec))
+
+
 def _plan_records(
-    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, covered: set[Key], out: list[Action]
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, covered: set[Key], out: list[Action], wake: _Wake
 ) -> None:
     """Actions for keys with our node id but no container here."""
     for key, rec in sorted(obs.instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        if rec.node != obs.node_id or key in covered or key in obs.busy or rec.service in obs.frozen:
+        if rec.node != obs.node_id or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
             continue
         spec = desired.get(rec.service)
         if spec is None or rec.number > spec.instances:
             out.append(Release(record=rec, reason="not desired"))
-        elif obs.now >= obs.retry_at.get(key, 0.0):
+        elif wake.after(obs.retry_at.get(key, 0.0)):
             out.append(Start(record=rec, spec=spec, reason="no container"))
 
 
@@ -260,11 +308,12 @@ def deal_unowned(numbers: Sequence[int], *, live: Sequence[str], room: Mapping[s
 
 
 def _plan_claims(
-    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action]
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action], wake: _Wake
 ) -> None:
     """Claims for unowned instance numbers, within fair share and capacity; purges of unusable keys."""
+    planned = {action_key(a) for a in out}
     for key, bad in sorted(obs.bad_instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        if key in obs.busy or any(action_key(a) == key for a in out):
+        if key in planned or _busy(key, obs, wake):
             continue
         if not bad.lease or (bad.lease == obs.lease and not any(c.key == key for c in obs.containers)):
             out.append(Purge(key=key, bad=bad))
@@ -273,44 +322,52 @@ def _plan_claims(
     live = sorted(set(obs.nodes) | {obs.node_id})
     adopting = {action_key(a) for a in out if isinstance(a, Adopt)}
     held_total = sum(1 for r in obs.instances.values() if r.node == obs.node_id) + len(adopting)
+    by_service: dict[ServiceName, list[InstanceRecord]] = {}
+    for (svc, _), r in obs.instances.items():
+        by_service.setdefault(svc, []).append(r)
     for name in sorted(desired, key=str):
         spec = desired[name]
-        holders = Counter(
-            r.node for (svc, n), r in obs.instances.items() if svc == name and n <= spec.instances
-        )
+        holders = Counter(r.node for r in by_service.get(name, ()) if r.number <= spec.instances)
         holders[obs.node_id] += sum(1 for (svc, _) in adopting if svc == name)
         held = holders[obs.node_id]
         share = fair_share(spec.instances, len(live))
         unowned = [
             n for n in range(1, spec.instances + 1)
-            if (name, n) not in obs.instances and (name, n) not in obs.busy and (name, n) not in adopting
-            and (name, n) not in obs.bad_instances
+            if (name, n) not in obs.instances and (name, n) not in adopting and (name, n) not in obs.bad_instances
+            and not _busy((name, n), obs, wake)
         ]
         dealt = deal_unowned(unowned, live=live, room={node: share - holders[node] for node in live})
         for n in unowned:
             key = (name, n)
             if obs.capacity and held_total >= obs.capacity:
                 return
-            waited = obs.now - obs.unowned_since.get(key, obs.now)
-            if held >= share and waited < OVERFLOW_GRACE_FACTOR * obs.claim_grace:
+            since = obs.unowned_since.get(key, obs.now)
+            if held >= share and not wake.after(since + OVERFLOW_GRACE_FACTOR * obs.claim_grace):
                 continue
-            if dealt.get(n) == obs.node_id or waited >= obs.claim_grace:
+            if dealt.get(n) == obs.node_id or wake.after(since + obs.claim_grace):
                 out.append(Claim(key=key, spec=spec))
                 held += 1
                 held_total += 1
 
 
-def plan(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> list[Action]:
-    """The next actions for this node.  Pure: no I/O, no clock (``observed.now`` is the time).
+def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> Plan:
+    """The next actions for this node, and when to plan again.  Pure: no I/O, no clock
+    (``observed.now`` is the time).
 
     At most one action per instance key; keys in ``observed.busy`` (an action still running)
-    are left alone.
+    or held (``observed.held_until``) are left alone.
     """
     out: list[Action] = []
-    covered = _plan_containers(desired, observed, out)
-    _plan_records(desired, observed, covered, out)
-    _plan_claims(desired, observed, out)
-    return out
+    wake = _Wake(observed.now)
+    covered = _plan_containers(desired, observed, out, wake)
+    _plan_records(desired, observed, covered, out, wake)
+    _plan_claims(desired, observed, out, wake)
+    return Plan(actions=out, next_wake=wake.at)
+
+
+def plan(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> list[Action]:
+    """:func:`plan_next`'s actions."""
+    return plan_next(desired, observed).actions
 
 
 def unowned_keys(

@@ -88,7 +88,7 @@ def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
             "node": n.node_id,
             "address": n.address,
             "instances": counts.get(n.node_id, 0),
-            "capacity": n.capacity,
+            "capacity": n.capacity or "unlimited",
             "up": _age(n.started_at, now),
             "dns": n.dns,
             "http": n.http,

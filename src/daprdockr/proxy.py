@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.core.names import ServiceName
 from daprdockr.core.nginx_render import NginxPaths, Rendered, render_nginx_conf
@@ -54,48 +55,6 @@ class NginxStats:
     restarts: int = 0
 
 
-def _cmdline(pid: int) -> bytes:
-    """The command line of ``pid``; empty if it is gone (or a zombie)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def nginx_group_members(pgid: int) -> list[int]:
-    """Live (not zombie) nginx processes whose process group is ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and _cmdline(int(entry.name)).startswith(b"nginx"):
-            found.append(int(entry.name))
-    return found
-
-
-def stale_nginx_group(pid_file: Path, conf: Path) -> int | None:
-    """The process group of an nginx a previous agent left running on ``conf``, or ``None``.
-
-    nginx runs in its own session, so its group id is the master's pid (from the pid file).
-    The group is ours while that master still runs ``conf``, or, when the master itself was
-    killed, while nginx workers remain in the group (they keep the listening socket).
-    """
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if pid <= 1:
-        return None
-    cmdline = _cmdline(pid)
-    if cmdline:
-        return pid if b"nginx" in cmdline and str(conf).encode() in cmdline else None
-    return pid if nginx_group_members(pid) else None
-
-
 def worker_user() -> tuple[str, str] | None:
     """The user and group nginx workers run as: unprivileged when the agent is root."""
     if os.geteuid() != 0:
@@ -110,6 +69,8 @@ def worker_user() -> tuple[str, str] | None:
 
 
 class NginxManager:
+    name = "nginx"
+
     def __init__(
         self,
         *,
@@ -213,6 +174,11 @@ class NginxManager:
         self._kill_group(proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(proc.wait(), 2)
+
+    def kill(self) -> None:
+        """SIGKILL nginx's whole process group now (the agent is exiting without a clean stop)."""
+        if self._proc is not None:
+            self._kill_group(self._proc.pid)
 
     @staticmethod
     def _kill_group(pid: int) -> None:

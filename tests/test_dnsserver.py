@@ -21,12 +21,14 @@ from dnslib import RR, A, DNSRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daprdockr.adapters.dnsserver import DnsServer, parse_question, resolv_conf_upstreams
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.agent.dns_only import DnsFeeder
+from daprdockr.adapters.informer import Informer
+from daprdockr.adapters.sockets import resolv_conf_upstreams
+from daprdockr.core.dnswire import parse_question
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
+from daprdockr.dnsserver import DnsServer
 
 WEB = ServiceName(group="myapp", service="web")
 BIG = ServiceName(group="myapp", service="big")
@@ -189,7 +191,8 @@ async def test_port_zero_is_retried_when_tcp_has_the_udp_port(monkeypatch: pytes
     srv = DnsServer(listen=("127.0.0.1", 0), upstreams=[])
     await srv.start()
     try:
-        assert len(ports) == 2 and srv.port == ports[1]
+        # retried on another port (more than once if the busy host has that one taken too)
+        assert len(ports) >= 2 and srv.port == ports[-1] and len(set(ports)) == len(ports)
         srv.update(STATE)
         assert addresses(await ask(srv, "1.web.myapp.container")) == ["127.0.0.2"]
         assert addresses(await ask(srv, "1.web.myapp.container", tcp=True)) == ["127.0.0.2"]
@@ -274,7 +277,10 @@ async def test_tcp_garbage_and_multiple_queries_per_connection(server: DnsServer
 def test_fuzz_handler_never_raises(data: bytes) -> None:
     srv = DnsServer(listen=("127.0.0.1", 0), upstreams=[])
     srv.update(STATE)
-    assert parse_question(data) is None or isinstance(parse_question(data), tuple)
+    parsed = parse_question(data)
+    if parsed is not None:  # the fast parser accepted it: its key and question end lie inside the packet
+        key, qend, edns = parsed
+        assert 12 < qend <= len(data) and key.startswith(data[12:qend]) and (edns == 0 or edns >= 512)
     fast = srv.answer_fast(data)
     slow = asyncio.run(srv.answer_slow(data))
     for reply in (fast, slow):
@@ -285,7 +291,7 @@ def test_fuzz_handler_never_raises(data: bytes) -> None:
 async def test_freshness_follows_etcd(store: EtcdStore) -> None:
     srv = DnsServer(listen=("127.0.0.1", 0), upstreams=[])
     await srv.start()
-    feeder = DnsFeeder(store=store, server=srv)
+    feeder = Informer(store=store, on_change=lambda: srv.update(feeder.state))
     task = asyncio.create_task(feeder.run())
     try:
         await store.put_service(ServiceSpec(name=WEB, image="x", instances=1))

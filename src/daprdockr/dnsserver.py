@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -75,7 +74,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dnslib import (
@@ -93,7 +92,10 @@ from dnslib import (
     DNSRecord,
 )
 
+from daprdockr.adapters.dnsclient import query_tcp, query_udp
+from daprdockr.adapters.sockets import attach_random_spread, host_networks, probe_bind, resolv_conf_upstreams
 from daprdockr.core.dnsguard import (
+    DEFAULT_RRL,
     EDNS_SIZE,
     LOOPBACK,
     Check,
@@ -102,12 +104,13 @@ from daprdockr.core.dnsguard import (
     RrlPolicy,
     client_key,
     error_reply,
-    local_networks,
     precheck,
     reaches_self,
     truncated_reply,
     udp_limit,
 )
+from daprdockr.core.dnsstats import DnsStats
+from daprdockr.core.dnswire import Address, parse_question
 from daprdockr.core.dnszone import RR as ZoneRR
 from daprdockr.core.dnszone import Soa, Srv, Zone
 from daprdockr.core.state import ClusterState
@@ -121,31 +124,6 @@ MAX_CLIENTS = 4096  # client verdicts kept (inside ``allow``, or the rate-limit 
 TCP_IDLE = 10.0
 PORT_ATTEMPTS = 20  # listen port 0: tries to find a port free for both UDP and TCP
 CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reached
-DEFAULT_RRL = RrlPolicy()  # 100 responses/s per /24 or /56 outside ``allow``, bursts of 200, slip 2
-Address = tuple[str, int]
-
-
-@dataclass(slots=True)
-class DnsStats:
-    queries: int = 0
-    cache_hits: int = 0
-    forwarded: int = 0
-    dropped: int = 0
-    limited: int = 0  # responses to clients outside ``allow`` dropped or truncated by rate limiting
-    answers: dict[str, int] = field(default_factory=dict)
-
-    def count(self, rcode: str, n: int = 1) -> None:
-        self.answers[rcode] = self.answers.get(rcode, 0) + n
-
-    def add(self, other: DnsStats) -> None:
-        """Add ``other``'s counters to these (totals over the agent and its DNS workers)."""
-        self.queries += other.queries
-        self.cache_hits += other.cache_hits
-        self.forwarded += other.forwarded
-        self.dropped += other.dropped
-        self.limited += other.limited
-        for rcode, n in other.answers.items():
-            self.count(rcode, n)
 
 
 @dataclass(slots=True)
@@ -156,76 +134,6 @@ class _Cached:
     next: int
     rcode: str
     hits: int = 0
-
-
-def resolv_conf_upstreams(path: str = "/etc/resolv.conf") -> list[Address]:
-    """``nameserver`` lines of resolv.conf as (address, 53) pairs."""
-    result: list[Address] = []
-    try:
-        with open(path) as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    result.append((parts[1].split("%")[0], 53))
-    except OSError:
-        log.warning("cannot read %s; no upstream resolvers", path)
-    return result
-
-
-def host_networks() -> list[Network]:
-    """The addresses this host owns (its network namespace's), loopback always among them."""
-    texts = []
-    for path in ("/proc/net/fib_trie", "/proc/net/if_inet6"):
-        try:
-            with open(path) as fh:
-                texts.append(fh.read())
-        except OSError:
-            log.debug("cannot read %s; only loopback counts as this host's", path)
-            texts.append("")
-    return local_networks(fib_trie=texts[0], if_inet6=texts[1])
-
-
-def parse_question(data: bytes) -> tuple[bytes, int, int] | None:
-    """Fast parse of a plain query: (cache key, end of question, EDNS size or 0), or None.
-
-    None means: not the common shape (take the slow path).  No exceptions.
-    """
-    n = len(data)
-    if n < 17 or n > 1024:
-        return None
-    flags = data[2]
-    if flags & 0xF8:  # QR set or opcode != 0
-        return None
-    if data[4:10] != b"\x00\x01\x00\x00\x00\x00":
-        return None
-    arcount = (data[10] << 8) | data[11]
-    if arcount > 1:
-        return None
-    i = 12
-    while True:
-        if i >= n:
-            return None
-        length = data[i]
-        if length == 0:
-            break
-        if length & 0xC0:
-            return None
-        i += length + 1
-    qend = i + 5
-    if qend > n:
-        return None
-    edns = 0
-    if arcount == 1:
-        # root name, type OPT(41), class = UDP size, ttl 4, rdlen 2, rdata
-        if qend + 11 > n or data[qend] != 0 or data[qend + 1:qend + 3] != b"\x00\x29":
-            return None
-        edns = max(512, (data[qend + 3] << 8) | data[qend + 4])
-        rdlen = (data[qend + 9] << 8) | data[qend + 10]
-        if qend + 11 + rdlen != n:
-            return None
-    elif qend != n:
-        return None
-    return bytes(data[12:qend]) + bytes((flags & 0x01, edns >> 8 & 0xFF, edns & 0xFF)), qend, edns
 
 
 def _rdata(rr: ZoneRR) -> Any:
@@ -331,7 +239,7 @@ class DnsServer:
     async def _bind(self) -> None:
         loop = asyncio.get_running_loop()
         if self.reuse_port and self.probe and self.listen[1]:
-            _probe_bind(self.listen)
+            probe_bind(self.listen)
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=self.listen, reuse_port=self.reuse_port or None
         )
@@ -380,7 +288,7 @@ class DnsServer:
         fd = self._udp.get_extra_info("socket").fileno()
         try:
             with socket.socket(fileno=os.dup(fd)) as sock:
-                _attach_random_spread(sock, members)
+                attach_random_spread(sock, members)
         except OSError as exc:
             log.warning("cannot spread DNS queries evenly (%s); the kernel hashes by client address", exc)
             return False
@@ -626,37 +534,18 @@ class DnsServer:
         for upstream in self.upstreams:
             try:
                 if tcp:
-                    reply = await asyncio.wait_for(_query_tcp(upstream, data), self.forward_timeout)
+                    reply = await asyncio.wait_for(query_tcp(upstream, data), self.forward_timeout)
                 else:
-                    reply = await asyncio.wait_for(_query_udp(upstream, data), self.forward_timeout)
+                    reply = await asyncio.wait_for(query_udp(upstream, data), self.forward_timeout)
                     if len(reply) > 2 and reply[2] & 0x02:  # truncated upstream: retry over TCP
                         with contextlib.suppress(Exception):
-                            reply = await asyncio.wait_for(_query_tcp(upstream, data), self.forward_timeout)
+                            reply = await asyncio.wait_for(query_tcp(upstream, data), self.forward_timeout)
                 if len(reply) < 12 or reply[:2] != data[:2] or not reply[2] & 0x80:
                     continue
                 return bytes(reply)
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 log.debug("upstream %s:%d failed: %r", upstream[0], upstream[1], exc)
         return None
-
-
-SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
-SKF_AD_RANDOM = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM: a random u32
-
-
-def _attach_random_spread(sock: socket.socket, members: int) -> None:
-    """Classic BPF for the reuseport group: ``A = random(); A %= members; return A``."""
-    program = [(0x20, SKF_AD_RANDOM), (0x94, members), (0x16, 0)]  # ld abs; alu mod k; ret a
-    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", op, 0, 0, k) for op, k in program))
-    fprog = struct.pack("HP", len(program), ctypes.addressof(code))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
-
-
-def _probe_bind(listen: Address) -> None:
-    """Bind and close a plain UDP socket: OSError (EADDRINUSE) if anyone holds ``listen``."""
-    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.bind(listen)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -705,36 +594,3 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("DNS UDP error: %s", exc)
 
 
-class _OneShot(asyncio.DatagramProtocol):
-    def __init__(self, fut: asyncio.Future[bytes]) -> None:
-        self.fut = fut
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        if not self.fut.done():
-            self.fut.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self.fut.done():
-            self.fut.set_exception(exc)
-
-
-async def _query_udp(upstream: Address, data: bytes) -> bytes:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[bytes] = loop.create_future()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _OneShot(fut), remote_addr=upstream)
-    try:
-        transport.sendto(data)
-        return await fut
-    finally:
-        transport.close()
-
-
-async def _query_tcp(upstream: Address, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(*upstream)
-    try:
-        writer.write(struct.pack("!H", len(data)) + data)
-        await writer.drain()
-        size = struct.unpack("!H", await reader.readexactly(2))[0]
-        return await reader.readexactly(size)
-    finally:
-        writer.close()

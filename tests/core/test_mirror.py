@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from daprdockr.adapters.etcd_store import WatchEvent
-from daprdockr.agent.mirror import StateMirror
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
 
@@ -17,8 +16,18 @@ KEY = "/daprdockr/instances/myapp/web/1"
 OTHER = "/daprdockr/instances/myapp/web/2"
 
 
+WEB = ServiceName.parse("web.myapp")
+RECORD = json.dumps({"node": "n1", "address": "127.0.0.11", "state": "running"}).encode()
+
+
 def put(key: str, rev: int, lease: int = 1) -> WatchEvent:
-    return WatchEvent(kind="put", key=key, value=b"{}", revision=rev, lease=lease, create_revision=rev)
+    return WatchEvent(kind="put", key=key, value=RECORD, revision=rev, lease=lease, create_revision=rev)
+
+
+def lease_of(mirror: StateMirror, key: str) -> int | None:
+    """The lease of the instance at ``key`` as the mirror's state shows it (None: absent)."""
+    rec = mirror.state().instances.get((WEB, int(key.rsplit("/", 1)[1])))
+    return rec.lease if rec is not None else None
 
 
 def delete(key: str, rev: int) -> WatchEvent:
@@ -45,10 +54,7 @@ def test_apply_drops_events_not_newer_than_the_key(
 ) -> None:
     mirror = StateMirror(schema=KeySchema("/daprdockr"))
     assert [mirror.apply(ev) for ev in events] == applied
-    kv = mirror._kvs.get(KEY)
-    assert (kv is not None) == present
-    if kv is not None:
-        assert kv.lease == lease
+    assert lease_of(mirror, KEY) == (lease if present else None)
 
 
 def test_reset_forgets_tombstones() -> None:
@@ -63,9 +69,9 @@ def test_events_older_than_the_last_full_read_are_dropped() -> None:
     mirror = StateMirror(schema=KeySchema("/daprdockr"))
     mirror.reset([], revision=10)
     assert not mirror.apply(put(KEY, 7))
-    assert KEY not in mirror._kvs
-    assert mirror.apply(put(KEY, 11))
-    assert KEY in mirror._kvs
+    assert lease_of(mirror, KEY) is None
+    assert mirror.apply(put(KEY, 11, lease=4))
+    assert lease_of(mirror, KEY) == 4
 
 
 def _instance(key: str, rev: int, address: str) -> WatchEvent:
@@ -92,3 +98,37 @@ def test_state_follows_changes_of_cached_decodes() -> None:
     assert (web, 1) not in state.instances and [k for k, _ in state.skipped] == [KEY]
     mirror.apply(delete(OTHER, 6))
     assert mirror.state().instances == {}
+
+
+SPEC_KEY = "/daprdockr/services/myapp/web"
+
+
+def _spec(rev: int, value: bytes) -> WatchEvent:
+    return WatchEvent(kind="put", key=SPEC_KEY, value=value, revision=rev)
+
+
+def test_a_malformed_spec_keeps_the_last_good_one_and_is_reported_once() -> None:
+    mirror = StateMirror(schema=KeySchema("/daprdockr"))
+    mirror.apply(_spec(2, json.dumps({"image": "busybox", "instances": 3}).encode()))
+    mirror.apply(_spec(3, b'{"image": "busybox", "instances": "3"}'))
+    state = mirror.state()
+    assert state.services[WEB].instances == 3 and WEB in state.invalid_services and not state.frozen
+    assert [k for k, _ in mirror.new_problems()] == [SPEC_KEY]
+    assert mirror.new_problems() == []  # once per bad value
+    mirror.apply(_spec(4, b"{truncated"))
+    assert [k for k, _ in mirror.new_problems()] == [SPEC_KEY]  # a new bad value is reported again
+    mirror.apply(WatchEvent(kind="delete", key=SPEC_KEY, revision=5))
+    assert WEB not in mirror.state().services
+    mirror.apply(_spec(6, b"{truncated"))
+    assert mirror.state().frozen == {WEB}  # no good version known since the delete
+
+
+def test_routing_version_moves_for_services_and_instances_only() -> None:
+    mirror = StateMirror(schema=KeySchema("/daprdockr"))
+    v0 = mirror.routing_version
+    mirror.apply(WatchEvent(kind="put", key="/daprdockr/nodes/n1", value=b'{"address": "127.0.0.11"}', revision=2))
+    assert mirror.routing_version == v0
+    mirror.apply(put(KEY, 3))
+    assert mirror.routing_version == v0 + 1
+    mirror.apply(_spec(4, json.dumps({"image": "busybox"}).encode()))
+    assert mirror.routing_version == v0 + 2

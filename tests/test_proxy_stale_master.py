@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daprdockr.adapters.proxy import NginxManager, nginx_group_members, stale_nginx_group
+from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
+from daprdockr.proxy import NginxManager
 from tests.conftest import missing
 from tests.support.procs import free_port
 

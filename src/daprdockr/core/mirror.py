@@ -1,4 +1,4 @@
-"""A local mirror of the etcd key space, kept current by the watch stream.
+"""A local mirror of the etcd key space, kept current by the watch stream.  Pure: no I/O.
 
 The reconciler, DNS and nginx all derive their view from one :class:`StateMirror` instead of
 reading etcd on every event: :meth:`reset` loads a full read, :meth:`apply` applies one watch
@@ -17,20 +17,31 @@ put of a key deleted before the read must not bring it back.
 
 Bad data never stops a service: the mirror remembers the last valid spec of every service key,
 and when a spec key turns malformed it keeps planning with that one (see
-:func:`~daprdockr.core.state.assemble_state`).  Each malformed value is logged once.
+:func:`~daprdockr.core.state.assemble_state`).  :meth:`StateMirror.new_problems` hands each
+malformed value to the caller once, to log.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
-from daprdockr.adapters.etcd_store import WatchEvent
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.state import ClusterState, Decoded, RawKV, assemble_state, decode_entry
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """``put``/``delete`` of one key, or ``resync``: the stream was interrupted, re-read all."""
+
+    kind: Literal["put", "delete", "resync"]
+    key: str = ""
+    value: bytes = b""
+    revision: int = 0
+    lease: int = 0
+    create_revision: int = 0
 
 
 class StateMirror:
@@ -40,9 +51,11 @@ class StateMirror:
         self._decoded: dict[str, Decoded | str] = {}  # per-key decode cache (str = skip reason)
         self.revision = 0
         self._reset_revision = 0  # revision of the last full read (reset)
-        self.version = 0  # bumped on every change; consumers compare it
         self._cached: ClusterState | None = None
-        self._warned: set[str] = set()
+        # bumped when a service or instance key changes (not a node record): what DNS and nginx
+        # serve depends only on those, so consumers skip a push when it did not move
+        self.routing_version = 0
+        self._reported: set[str] = set()  # malformed keys already handed out by new_problems()
         self._deleted_at: dict[str, int] = {}  # tombstones: key -> revision of its delete
         self._last_good: dict[str, ServiceSpec] = {}  # service key -> last valid spec seen
 
@@ -56,6 +69,7 @@ class StateMirror:
                 self._decode(kv)  # specs at once, so a good one is remembered before a bad one replaces it
         self.revision = revision
         self._reset_revision = revision
+        self.routing_version += 1
         self._changed()
 
     def _seen(self, ev: WatchEvent) -> int:
@@ -69,7 +83,7 @@ class StateMirror:
             ev.revision and (ev.revision <= self._reset_revision or ev.revision <= self._seen(ev))
         ):
             return False
-        self._warned.discard(ev.key)  # a new value: warn again if it is malformed too
+        self._reported.discard(ev.key)  # a new value: report it again if it is malformed too
         if ev.kind == "delete":
             self._kvs.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
@@ -91,11 +105,12 @@ class StateMirror:
             if ev.key.startswith(self.schema.services_prefix):
                 self._decode(kv)
         self.revision = max(self.revision, ev.revision)
+        if not ev.key.startswith(self.schema.nodes_prefix):
+            self.routing_version += 1
         self._changed()
         return True
 
     def _changed(self) -> None:
-        self.version += 1
         self._cached = None
 
     def _decode(self, kv: RawKV) -> Decoded | str:
@@ -112,8 +127,10 @@ class StateMirror:
                 self.schema, ((kv, self._decode(kv)) for kv in self._kvs.values()), revision=self.revision,
                 last_good=self._last_good,
             )
-            for key, reason in self._cached.skipped:
-                if key not in self._warned:
-                    self._warned.add(key)
-                    log.warning("skipping malformed etcd key %s: %s", key, reason)
         return self._cached
+
+    def new_problems(self) -> list[tuple[str, str]]:
+        """Malformed keys (with the reason) not handed out before: each bad value once."""
+        fresh = [(k, why) for k, why in self.state().skipped if k not in self._reported]
+        self._reported.update(k for k, _ in fresh)
+        return fresh

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from daprdockr.adapters.etcd_store import WatchEvent
-from daprdockr.agent.mirror import StateMirror
-from daprdockr.agent.reconcile import Reconciler
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
+from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import RawKV
+from daprdockr.reconcile import Reconciler
 
 WEB = ServiceName(group="myapp", service="web")
 SPEC = ServiceSpec.from_dict({"image": "busybox", "instances": 1}, name=WEB)
@@ -32,28 +31,32 @@ class Clock:
 
 
 class FakeStore:
-    """Accepts every instance write and feeds it back to the mirror, as the agent does."""
+    """Accepts every instance write and returns its event (the reconciler feeds it to the mirror)."""
 
     def __init__(self, mirror: StateMirror) -> None:
         self.mirror = mirror
         self.revision = 10
 
-    def _put(self, rec: InstanceRecord, lease: int) -> None:
+    def _put(self, rec: InstanceRecord, lease: int) -> WatchEvent:
         self.revision += 1
-        self.mirror.apply(WatchEvent(kind="put", key=self.mirror.schema.instance(rec.service, rec.number),
-                                     value=dumps(rec.to_dict()), revision=self.revision, lease=lease,
-                                     create_revision=rec.create_revision or 5))
+        return WatchEvent(kind="put", key=self.mirror.schema.instance(rec.service, rec.number),
+                          value=dumps(rec.to_dict()), revision=self.revision, lease=lease,
+                          create_revision=rec.create_revision or self.revision)
 
-    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> int:
-        self._put(rec, lease)
-        return self.revision
+    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
+        return self._put(rec, lease)
 
-    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> bool:
-        self._put(rec, lease)
-        return True
+    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
+        return self._put(rec, lease)
 
-    async def release_instance(self, rec: InstanceRecord) -> bool:
-        return True
+    async def release_instance(self, rec: InstanceRecord) -> WatchEvent | None:
+        self.revision += 1
+        return WatchEvent(kind="delete", key=self.mirror.schema.instance(rec.service, rec.number),
+                          revision=self.revision)
+
+    async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None:
+        self.revision += 1
+        return WatchEvent(kind="delete", key=key, revision=self.revision)
 
 
 class FakeRuntime:
@@ -84,7 +87,7 @@ def _setup() -> tuple[Reconciler, FakeRuntime, Clock]:
     mirror.reset([RawKV(key=schema.service(WEB), value=dumps(SPEC.to_dict()), mod_revision=2)], revision=2)
     runtime, clock = FakeRuntime(), Clock()
     r = Reconciler(node_id="n1", address="127.0.0.11", store=FakeStore(mirror), runtime=runtime, mirror=mirror,
-                   clock=clock)
+                   clock=clock, on_written=mirror.apply)
     r.lease = LEASE
     r.claiming = True
     return r, runtime, clock

@@ -1,7 +1,7 @@
-"""One DNS worker process: ``python -m daprdockr.adapters.dns_worker CONFIG_JSON``.
+"""One DNS worker process: ``python -m daprdockr.dnsworker CONFIG_JSON``.
 
 Started by :class:`~daprdockr.adapters.dns_workers.DnsWorkerPool`.  It runs a full
-:class:`~daprdockr.adapters.dnsserver.DnsServer` (uvloop when installed) bound with SO_REUSEPORT
+:class:`~daprdockr.dnsserver.DnsServer` (uvloop when installed) bound with SO_REUSEPORT
 to the agent's DNS address, so the kernel spreads queries over the agent and its workers.
 
 The config (JSON) holds the listen address, upstreams, domain and TTL, and the server's limits
@@ -25,51 +25,24 @@ Ctrl-C in a terminal reaches the whole process group; the parent decides); SIGTE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import pickle
 import signal
-import struct
 import sys
-from collections.abc import Sequence
-from ipaddress import ip_network
 from typing import Any
 
-from daprdockr.adapters.dnsserver import DnsServer
-from daprdockr.core.dnsguard import Network, RrlPolicy
+from daprdockr.adapters.dns_workers import FRAME
+from daprdockr.adapters.process import run_until_signal
+from daprdockr.core.dnsguard import limits_from_config
 from daprdockr.core.state import ClusterState
+from daprdockr.dnsserver import DnsServer
 
 log = logging.getLogger(__name__)
 
-FRAME = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024
 STATS_EVERY = 1.0
-
-
-def limits_config(
-    *, allow: Sequence[Network], rrl: RrlPolicy | None, max_forwards: int, max_tcp: int, tcp_write_timeout: float
-) -> dict[str, Any]:
-    """The hostile-input limits of a :class:`DnsServer` as JSON values for the worker's config."""
-    return {
-        "allow": [str(net) for net in allow],
-        "rrl": dataclasses.asdict(rrl) if rrl is not None else None,
-        "max_forwards": max_forwards, "max_tcp": max_tcp, "tcp_write_timeout": tcp_write_timeout,
-    }
-
-
-def limits_from_config(config: dict[str, Any]) -> dict[str, Any]:
-    """:class:`DnsServer` keyword arguments from :func:`limits_config` values (defaults for missing keys)."""
-    kwargs: dict[str, Any] = {}
-    if "allow" in config:
-        kwargs["allow"] = [ip_network(str(net)) for net in config["allow"]]
-    if "rrl" in config:
-        kwargs["rrl"] = RrlPolicy(**config["rrl"]) if config["rrl"] is not None else None
-    for key, kind in (("max_forwards", int), ("max_tcp", int), ("tcp_write_timeout", float)):
-        if key in config:
-            kwargs[key] = kind(config[key])
-    return kwargs
 
 
 def stats_line(server: DnsServer) -> str:
@@ -120,7 +93,7 @@ async def report(server: DnsServer) -> None:
             last = line
 
 
-async def serve(config: dict[str, Any]) -> int:
+async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     server = DnsServer(
         listen=(str(config["listen"][0]), int(config["listen"][1])),
         upstreams=[(str(h), int(p)) for h, p in config["upstreams"]],
@@ -131,8 +104,6 @@ async def serve(config: dict[str, Any]) -> int:
         **limits_from_config(config),
     )
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     first = await read_frame(reader)  # the state comes before the socket: never answer from nothing
@@ -163,15 +134,9 @@ def main(argv: list[str]) -> int:
     try:
         config = json.loads(argv[1])
     except (IndexError, ValueError) as exc:
-        print(f"usage: python -m daprdockr.adapters.dns_worker CONFIG_JSON ({exc})", file=sys.stderr)
+        print(f"usage: python -m daprdockr.dnsworker CONFIG_JSON ({exc})", file=sys.stderr)
         return 2
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(serve(config))
-    with contextlib.suppress(KeyboardInterrupt):
-        return uvloop.run(serve(config))
-    return 0
+    return run_until_signal(lambda stop: serve(config, stop), signals=(signal.SIGTERM,))
 
 
 if __name__ == "__main__":

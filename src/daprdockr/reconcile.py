@@ -34,11 +34,10 @@ from dataclasses import replace
 from typing import Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
-from daprdockr.agent.mirror import StateMirror
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.plan import (
-    OVERFLOW_GRACE_FACTOR,
     Action,
     Adopt,
     Claim,
@@ -51,7 +50,7 @@ from daprdockr.core.plan import (
     Start,
     Stop,
     action_key,
-    plan,
+    plan_next,
     unowned_keys,
 )
 from daprdockr.core.prometheus import Histogram
@@ -62,15 +61,18 @@ log = logging.getLogger(__name__)
 
 
 class InstanceStore(Protocol):
-    """The part of :class:`~daprdockr.adapters.etcd_store.EtcdStore` the reconciler uses."""
+    """The part of :class:`~daprdockr.adapters.etcd_store.EtcdStore` the reconciler uses.
 
-    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> int: ...
+    Each write returns the event it produced (``None``: the compare failed, the key is not ours).
+    """
 
-    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> bool: ...
+    async def claim_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None: ...
 
-    async def release_instance(self, rec: InstanceRecord) -> bool: ...
+    async def update_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None: ...
 
-    async def purge_instance(self, *, key: str, mod_revision: int) -> bool: ...
+    async def release_instance(self, rec: InstanceRecord) -> WatchEvent | None: ...
+
+    async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None: ...
 
 
 class Reconciler:
@@ -89,6 +91,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         on_local_change: Callable[[], None] = lambda: None,
+        on_written: Callable[[WatchEvent], object] = lambda ev: None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -102,6 +105,7 @@ class Reconciler:
         self.clock = clock
         self.rand = rand
         self.on_local_change = on_local_change
+        self.on_written = on_written  # read-your-writes: each confirmed write's event, to the mirror
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
         self.dirty = asyncio.Event()
@@ -148,14 +152,6 @@ class Reconciler:
         """This node's running containers that are not being stopped (for its own DNS and nginx)."""
         return [c for c in self.containers if c.running and c.id not in self._stopping]
 
-    def _timers(self, now: float) -> float:
-        """The next moment a time-based rule (claim grace, overflow grace, retry) changes the plan."""
-        moments = [e.not_before for e in self.retries.values() if e.not_before > now]
-        for since in self._unowned_since.values():
-            moments += [t for t in (since + self.claim_grace, since + OVERFLOW_GRACE_FACTOR * self.claim_grace)
-                        if t > now]
-        return min(moments, default=float("inf"))
-
     async def run(self, *, resync_interval: float = 2.0) -> None:
         """Forever: wait for a change, a timer or the periodic resync, then :meth:`reconcile_once`."""
         while True:
@@ -199,18 +195,18 @@ class Reconciler:
             instances=state.instances,
             nodes=state.nodes,
             containers=self.containers,
-            busy=frozenset(k for k, t in self._inflight.items() if not t.done())
-            | frozenset(k for k, e in self.retries.items() if e.hold == "all" and e.not_before > now),
+            busy=frozenset(k for k, t in self._inflight.items() if not t.done()),
             unowned_since=self._unowned_since,
             retry_at={k: e.not_before for k, e in self.retries.items() if e.hold == "start"},
+            held_until={k: e.not_before for k, e in self.retries.items() if e.hold == "all"},
             capacity=self.capacity,
             claim_grace=self.claim_grace,
             claiming=self.claiming,
             frozen=state.frozen,
             bad_instances=state.invalid_instances,
         )
-        actions = plan(state.services, observed)
-        self._next_wake = self._timers(now)
+        planned = plan_next(state.services, observed)
+        actions, self._next_wake = planned.actions, planned.next_wake
         if actions:
             log.debug("planned %d actions with live nodes %s", len(actions), sorted(state.nodes))
         by_key: dict[Key, list[Action]] = {}
@@ -269,7 +265,7 @@ class Reconciler:
         elif isinstance(action, Release):
             # etcd first: if the key cannot be deleted (etcd unreachable) this raises and the
             # container keeps serving; it stops only once no node routes to it any more
-            if await self.store.release_instance(action.record):
+            if self._confirmed(await self.store.release_instance(action.record)):
                 log.info("released %s/%s (%s)", action.record.service, action.record.number, action.reason)
             if action.container is not None:
                 await self._stop_container(action.container, grace=self.stop_timeout)
@@ -277,7 +273,8 @@ class Reconciler:
         elif isinstance(action, Repair):
             await self._repair(action)
         elif isinstance(action, Purge):
-            if not await self.store.purge_instance(key=action.bad.key, mod_revision=action.bad.mod_revision):
+            if not self._confirmed(await self.store.purge_instance(key=action.bad.key,
+                                                                   mod_revision=action.bad.mod_revision)):
                 raise StoreError(f"{action.bad.key} changed before it could be deleted", transient=True)
             log.warning("deleted unusable instance key %s (%s)", action.bad.key, action.bad.reason)
         else:
@@ -316,12 +313,14 @@ class Reconciler:
             state="starting", spec_hash=spec.runtime_hash, since=time.time(),
         )
         lease = self.lease
-        rev = await self.store.claim_instance(rec, lease=lease)
-        if not rev:
+        written = await self.store.claim_instance(rec, lease=lease)
+        if not self._confirmed(written):
             log.debug("lost the race for %s/%s", service, number)
             return
+        assert written is not None
         log.info("claimed %s/%s", service, number)
-        await self._start(replace(rec, create_revision=rev, lease=lease), spec, old=None, reason="claimed")
+        await self._start(replace(rec, create_revision=written.create_revision, lease=lease), spec, old=None,
+                          reason="claimed")
 
     async def _start(
         self, rec: InstanceRecord, spec: ServiceSpec, *, old: ContainerInfo | None, reason: str
@@ -368,8 +367,16 @@ class Reconciler:
             since=rec.since if rec.state == "running" and rec.container_id == c.id else time.time(),
         )
 
+    def _confirmed(self, written: WatchEvent | None) -> bool:
+        """Hand a confirmed write's event to the agent's mirror (read-your-writes), after the
+        store call returned: a failure there is never mistaken for an etcd failure."""
+        if written is None:
+            return False
+        self.on_written(written)
+        return True
+
     async def _write(self, rec: InstanceRecord) -> bool:
-        ok = await self.store.update_instance(rec, lease=self.lease)
+        ok = self._confirmed(await self.store.update_instance(rec, lease=self.lease))
         if not ok:
             log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
         return ok
@@ -390,7 +397,7 @@ class Reconciler:
             service=c.service, number=c.number, node=self.node_id, address=self.address,
             state="running", ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
         )
-        if not await self.store.claim_instance(rec, lease=self.lease):
+        if not self._confirmed(await self.store.claim_instance(rec, lease=self.lease)):
             # the key exists after all (our view is behind): let the watch bring the truth, then
             # re-plan; never stop a running container on a guess
             raise StoreError(f"{c.service}/{c.number} is taken in etcd; not adopting container {c.id[:12]}",

@@ -14,12 +14,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daprdockr.adapters.proxy import NginxManager
 from daprdockr.core import nginx_render
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ProxyError
+from daprdockr.proxy import NginxManager
 from tests.conftest import missing
 from tests.support.procs import free_port
 

@@ -31,10 +31,10 @@ from dnslib import QTYPE, RR, A, DNSHeader, DNSRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daprdockr.adapters.dnsserver import DnsServer
 from daprdockr.core.dnsguard import RrlPolicy
-from tests.adapters.test_dnsserver import STATE, StubUpstream, addresses
+from daprdockr.dnsserver import DnsServer
 from tests.support.procs import free_port
+from tests.test_dnsserver import STATE, StubUpstream, addresses
 
 OUTSIDER = "127.0.0.77"
 ONLY_ONE = [ip_network("127.0.0.1/32")]
@@ -119,7 +119,7 @@ async def test_self_forward_is_dropped_and_fds_stay_flat(
     listen_host: str, upstream_host: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port("127.0.0.1")
-    with caplog.at_level(logging.WARNING, logger="daprdockr.adapters.dnsserver"):
+    with caplog.at_level(logging.WARNING, logger="daprdockr.dnsserver"):
         srv = await started(listen=(listen_host, port), upstreams=[(upstream_host, port)], forward_timeout=0.5)
     try:
         before = fd_count()

@@ -1,0 +1,113 @@
+"""The informer: list, watch from the list's revision, resync.  One for every reader of etcd.
+
+The agent, ``daprdockr dns``, ``svc set --wait``, ``ps -w`` and ``watch`` all keep a local view of
+the cluster the same way (client-go's informer, in small): :meth:`Informer.list_once` reads the
+whole prefix at one revision into a pure :class:`~daprdockr.core.mirror.StateMirror`;
+:meth:`Informer.run` watches from the revision after it and applies each event; a ``resync``
+from the watch (it reconnected, or its start revision was compacted) lists again.  Every change
+calls ``on_change``, level-triggered: consumers re-read :attr:`Informer.state` and never depend on
+seeing every event.
+
+:meth:`Informer.apply` is also the explicit path for the agent's own confirmed writes
+(read-your-writes): the reconciler hands the event its write produced here after the store call
+returned, outside the store's timed and retried etcd operation.
+
+Malformed keys are logged once each (the mirror hands each bad value out once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.backoff import Backoff
+from daprdockr.core.mirror import StateMirror, WatchEvent
+from daprdockr.core.state import ClusterState
+from daprdockr.errors import DaprDockrError
+
+log = logging.getLogger(__name__)
+LIST_BACKOFF = Backoff(base=0.1, max_delay=1.0)
+
+
+class Informer:
+    def __init__(self, *, store: EtcdStore, on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.mirror = StateMirror(schema=store.schema)
+        self.on_change = on_change
+        self.changed = asyncio.Event()  # set on every change; :meth:`states` waits on it
+
+    @property
+    def state(self) -> ClusterState:
+        return self.mirror.state()
+
+    @property
+    def revision(self) -> int:
+        return self.mirror.revision
+
+    def _changed(self) -> None:
+        for key, reason in self.mirror.new_problems():
+            log.warning("skipping malformed etcd key %s: %s", key, reason)
+        self.changed.set()
+        self.on_change()
+
+    async def list_once(self) -> None:
+        """Read every key under the prefix, at one revision."""
+        kvs, revision = await self.store.read_prefix(self.store.schema.root)
+        self.mirror.reset(kvs, revision=revision)
+        self._changed()
+
+    def apply(self, ev: WatchEvent) -> bool:
+        """One event (from the watch, or of our own confirmed write); False if it changed nothing."""
+        if not self.mirror.apply(ev):
+            return False
+        self._changed()
+        return True
+
+    async def _list(self) -> None:
+        """:meth:`list_once` until it works: etcd being unreachable is the normal case to ride out
+        here (with the watch's own short, jittered backoff), not a failure of the task."""
+        failures = 0
+        while True:
+            try:
+                await self.list_once()
+                return
+            except DaprDockrError as exc:
+                if not exc.transient:
+                    raise
+                failures += 1
+                delay = LIST_BACKOFF.delay(failures) * (0.5 + random.random())
+                log.warning("listing etcd failed (%s); again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def run(self) -> None:
+        """List, then follow the watch forever (each start lists again: nothing is assumed)."""
+        await self._list()
+        async for ev in self.store.watch(start_revision=self.mirror.revision + 1):
+            if ev.kind == "resync":
+                await self._list()
+            else:
+                self.apply(ev)
+
+    async def states(self) -> AsyncIterator[ClusterState]:
+        """The state after the first list, then again after every change (bursts coalesce).
+
+        Runs the informer meanwhile; its failure (etcd unreachable) is raised here.
+        """
+        self.changed.clear()
+        task = asyncio.create_task(self.run(), name="informer")
+        try:
+            while True:
+                changed = asyncio.create_task(self.changed.wait())
+                done, _ = await asyncio.wait({changed, task}, return_when=asyncio.FIRST_COMPLETED)
+                if task in done:
+                    changed.cancel()
+                    task.result()
+                    return
+                self.changed.clear()
+                yield self.mirror.state()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,53 @@
+"""Finding processes through /proc: an nginx process group left behind by a previous agent.
+
+The agent runs nginx in a session of its own, so the group id of its workers is the master's pid
+(kept in nginx's pid file).  After an agent is killed with SIGKILL, its nginx master or orphaned
+workers may still hold the listening socket; :func:`stale_nginx_group` finds that group so the
+next start can kill it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _cmdline(pid: int) -> bytes:
+    """The command line of ``pid``; empty if it is gone (or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def nginx_group_members(pgid: int) -> list[int]:
+    """Live (not zombie) nginx processes whose process group is ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and _cmdline(int(entry.name)).startswith(b"nginx"):
+            found.append(int(entry.name))
+    return found
+
+
+def stale_nginx_group(pid_file: Path, conf: Path) -> int | None:
+    """The process group of an nginx a previous agent left running on ``conf``, or ``None``.
+
+    nginx runs in its own session, so its group id is the master's pid (from the pid file).
+    The group is ours while that master still runs ``conf``, or, when the master itself was
+    killed, while nginx workers remain in the group (they keep the listening socket).
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 1:
+        return None
+    cmdline = _cmdline(pid)
+    if cmdline:
+        return pid if b"nginx" in cmdline and str(conf).encode() in cmdline else None
+    return pid if nginx_group_members(pid) else None

@@ -1,0 +1,110 @@
+"""The agent's parts as typed components: ``start`` / ``run`` / ``stop``, and ``update`` for the
+ones that serve the cluster state (DNS and nginx).
+
+The agent holds them in a list in start order and stops them in reverse.  ``run`` is the part's
+root task, supervised by the agent (restarted with backoff if it fails); a part with nothing to
+supervise waits until it is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from daprdockr.adapters.dns_workers import DnsWorkerPool
+from daprdockr.agent.view import DnsView
+from daprdockr.core.dnsguard import LOOPBACK, Network
+from daprdockr.core.dnsstats import DnsStats
+from daprdockr.core.state import ClusterState
+from daprdockr.dnsserver import DnsServer
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Serving(Component, Protocol):
+    """A component that serves the cluster state (it is pushed every routing change)."""
+
+    def update(self, state: ClusterState) -> None: ...
+
+
+async def idle() -> None:
+    """The root task of a component with nothing to supervise."""
+    await asyncio.Event().wait()
+
+
+class Dns:
+    """The DNS responder on the agent's address, plus its worker processes (SO_REUSEPORT).
+
+    Forwarding (names outside ``.container``) is answered for loopback and ``allow``; when
+    ``allow`` is empty, for the networks this node's containers use (asked from Docker at start).
+    """
+
+    name = "dns"
+
+    def __init__(
+        self, *, listen: tuple[str, int], upstreams: Sequence[tuple[str, int]], ttl: int, workers: int,
+        allow: Sequence[Network], container_networks: Callable[[], Awaitable[list[str]]],
+        state: Callable[[], ClusterState],
+    ) -> None:
+        self.listen = listen
+        self.upstreams = list(upstreams)
+        self.ttl = ttl
+        self.workers = workers
+        self.allow = tuple(allow)
+        self.container_networks = container_networks
+        self.state = state
+        self.server: DnsServer | None = None
+        self.pool: DnsWorkerPool | None = None
+
+    async def _allowed(self) -> tuple[Network, ...]:
+        extra = self.allow or tuple(ipaddress.ip_network(n, strict=False) for n in await self.container_networks())
+        return tuple(dict.fromkeys((*LOOPBACK, *extra)))
+
+    async def start(self) -> None:
+        allow = await self._allowed()
+        server = self.server = DnsServer(listen=self.listen, upstreams=self.upstreams or None, ttl=self.ttl,
+                                         reuse_port=self.workers > 0, allow=allow)
+        await server.start()
+        server.update(self.state())
+        if self.workers > 0:
+            pool = self.pool = DnsWorkerPool(listen=(self.listen[0], server.port), upstreams=server.upstreams,
+                                             ttl=self.ttl, count=self.workers, allow=allow)
+            pool.update(self.state())
+            await pool.start()
+            server.spread_queries(members=self.workers + 1)
+
+    async def run(self) -> None:
+        await (self.pool.run() if self.pool is not None else idle())
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.pool is not None:
+            await self.pool.stop()
+
+    def update(self, state: ClusterState) -> None:
+        if self.server is not None:
+            self.server.update(state)
+        if self.pool is not None:
+            self.pool.update(state)
+
+    def view(self) -> DnsView | None:
+        if self.server is None:
+            return None
+        total: DnsStats = self.server.stats_snapshot()
+        if self.pool is not None:
+            total.add(self.pool.stats_total())
+        return DnsView(address=f"{self.listen[0]}:{self.server.port}",
+                       workers_alive=self.pool.alive if self.pool else 0, workers=self.workers,
+                       queries=total.queries, cache_hits=total.cache_hits, forwarded=total.forwarded,
+                       limited=total.limited, answers=dict(total.answers))

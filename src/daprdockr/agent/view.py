@@ -1,0 +1,89 @@
+"""The narrow, read-only view of a running agent that its HTTP API and metrics are given.
+
+The API and the metrics writer never see the :class:`~daprdockr.agent.main.Agent` itself (no
+import cycle, no reaching into its parts): they get an :class:`AgentView`, whose methods return
+frozen snapshots, and a :class:`LogSource` for container logs.  The agent implements both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.names import ServiceName
+from daprdockr.core.prometheus import Histogram
+from daprdockr.core.state import ClusterState
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    lease: int
+    healthy: bool  # a keepalive succeeded within the TTL
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileView:
+    passes: int
+    seconds: float
+    latency: Histogram
+    actions: Mapping[str, int]
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class NginxView:
+    healthy: bool
+    last_error: str
+    service_errors: Mapping[str, str]
+    reloads: int
+    reload_failures: int
+    restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DnsView:
+    address: str  # "ip:port"
+    workers_alive: int
+    workers: int
+    queries: int
+    cache_hits: int
+    forwarded: int
+    limited: int  # answers to clients outside the allowed networks dropped or truncated (rate limit)
+    answers: Mapping[str, int] = field(default_factory=dict)  # by rcode
+
+
+class AgentView(Protocol):
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    def state(self) -> ClusterState: ...
+
+    def lease(self) -> LeaseView: ...
+
+    def tasks(self) -> Mapping[str, str]: ...
+
+    def task_restarts(self) -> Mapping[str, int]: ...
+
+    def reconcile(self) -> ReconcileView: ...
+
+    def etcd_errors(self) -> int: ...
+
+    def nginx(self) -> NginxView | None: ...
+
+    def dns(self) -> DnsView | None: ...
+
+    async def docker_ping(self) -> None: ...
+
+
+class LogSource(Protocol):
+    async def find_instance(self, *, service: ServiceName, number: int) -> ContainerInfo | None: ...
+
+    def logs(self, container_id: str, *, tail: int = 100, follow: bool = False) -> AsyncIterator[str]: ...

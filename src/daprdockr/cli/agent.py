@@ -1,0 +1,100 @@
+"""``daprdockr agent`` and ``daprdockr dns``: run the agent, or only the DNS server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daprdockr.adapters.statedir import prepare_state_dir
+from daprdockr.cli.app import app, fail, globals_of
+from daprdockr.clikit.agentconfig import build_agent_config, parse_addr, parse_networks
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.errors import DaprDockrError, ValidationError
+
+
+@app.command()
+def agent(
+    ctx: typer.Context,
+    node_id: Annotated[str | None, typer.Option(help="Node id (default: hostname).")] = None,
+    advertise_ip: Annotated[str, typer.Option(help="Address ports are published on.")] = "127.0.0.1",
+    ttl: Annotated[int, typer.Option(help="Lease TTL in seconds.")] = 5,
+    capacity: Annotated[int, typer.Option(help="Max instances on this node (0 = unlimited).")] = 0,
+    docker: Annotated[str | None, typer.Option(help="Docker engine URL.")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Private directory (0700) for nginx config, pid files, logs, the API token "
+             "[default: /var/lib/daprdockr as root, else $XDG_STATE_HOME/daprdockr].")] = None,
+    dns_listen: Annotated[str, typer.Option(help="DNS ADDR:PORT or off.")] = "127.0.0.1:53",
+    dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
+    dns_ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
+    dns_allow: Annotated[str, typer.Option(
+        help="Networks (CIDR, comma separated) besides loopback whose clients may use the DNS server for "
+             "names outside .container [default: the networks of this node's containers].")] = "",
+    dns_workers: Annotated[int, typer.Option(
+        help="Extra DNS processes sharing the address (SO_REUSEPORT); -1 = one per spare core, max 2.")] = -1,
+    http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
+    nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
+    api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
+    keep_on_exit: Annotated[bool, typer.Option(help="Leave containers running on SIGTERM.")] = False,
+    api_token_file: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_API_TOKEN_FILE",
+        help="File with the API bearer token (needed when the API listens beyond loopback) "
+             "[default: <state dir>/api-token, generated on first start].")] = None,
+) -> None:
+    """Run the agent on this host.
+
+    Example: daprdockr agent --node-id n1 --advertise-ip 127.0.0.11 --http-listen 127.0.0.11:80
+    """
+    g = globals_of(ctx)
+    try:
+        config = build_agent_config(
+            etcd=g.etcd, prefix=g.prefix, node_id=node_id, advertise_ip=advertise_ip, ttl=ttl, capacity=capacity,
+            docker=docker, state_dir=state_dir, dns_listen=dns_listen, dns_upstream=dns_upstream,
+            dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
+            keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
+            security=g.security, dns_allow=dns_allow,
+        )
+        prepare_state_dir(config.state_dir)
+    except ValidationError as exc:
+        raise fail(exc) from None
+    from daprdockr.agent.main import run_agent
+
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))  # state changes are logged at INFO
+    raise typer.Exit(run_agent(config))
+
+
+@app.command()
+def dns(
+    ctx: typer.Context,
+    listen: Annotated[str, typer.Option(help="ADDR:PORT")] = "127.0.0.1:53",
+    dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
+    ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
+    dns_allow: Annotated[str, typer.Option(
+        help="Networks (CIDR, comma separated) besides loopback whose clients may use forwarding.")] = "",
+) -> None:
+    """Run only the DNS server for .container (fed by the etcd watch).
+
+    Example: daprdockr dns --listen 127.0.0.1:5353
+    """
+    g = globals_of(ctx)
+    try:
+        addr = parse_addr(listen, field="--listen", default_port=53)
+        if addr is None:
+            raise ValidationError("must be ADDR:PORT", field="--listen")
+        upstreams = [a for a in (parse_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
+                     if a is not None]
+        allow = parse_networks(dns_allow, field="--dns-allow")
+    except ValidationError as exc:
+        raise fail(exc) from None
+    from daprdockr.agent.dns_only import run_dns
+
+    try:
+        code = run_dns(endpoints=parse_endpoints(g.etcd), prefix=g.prefix, listen=addr,
+                       upstreams=upstreams or None, ttl=ttl, security=g.security, allow=allow)
+    except DaprDockrError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+

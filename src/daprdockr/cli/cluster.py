@@ -1,0 +1,149 @@
+"""Cluster views: ``status``, ``nodes``, ``ps`` (``-w``), ``watch`` (the informer), ``logs`` (an agent's API)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.informer import Informer
+from daprdockr.cli.app import app, service_name, with_store
+from daprdockr.cli.svc import SERVICE_COLUMNS
+from daprdockr.clikit.output import make_table, print_json, print_table
+from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
+from daprdockr.core.status import instance_rows, node_rows, service_rows
+from daprdockr.errors import DaprDockrError, NotFoundError
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Cluster summary: live nodes and services desired vs running.   Example: daprdockr status"""
+    state = with_store(ctx, lambda s: s.snapshot())
+    now = time.time()
+    node_list, services = node_rows(state, now=now), service_rows(state)
+    if as_json:
+        print_json({"nodes": node_list, "services": services, "revision": state.revision,
+                    "skipped_keys": [k for k, _ in state.skipped]})
+        return
+    print_table(node_list, ["node", "address", "instances", "capacity", "up"], title="nodes")
+    print_table(services, SERVICE_COLUMNS, title="services")
+
+
+@app.command()
+def nodes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Live nodes (agents) with their instance counts.   Example: daprdockr nodes"""
+    rows = node_rows(with_store(ctx, lambda s: s.snapshot()), now=time.time())
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["node", "address", "instances", "capacity", "up", "dns", "http", "api"])
+
+
+def _ps_rows(state: ClusterState, name: ServiceName | None) -> list[dict[str, Any]]:
+    return instance_rows(state, now=time.time(), service=name)
+
+
+PS_COLUMNS = ["service", "instance", "node", "address", "ports", "state", "age", "container_id", "error"]
+
+
+@app.command()
+def ps(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow changes (etcd watch).")] = False,
+) -> None:
+    """Instances: number, node, address, ports, state, age, container.   Example: daprdockr ps web.myapp -w"""
+    target = service_name(name) if name else None
+    if watch:
+        _watch(ctx, target, as_json=as_json)
+        return
+    rows = _ps_rows(with_store(ctx, lambda s: s.snapshot()), target)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, PS_COLUMNS)
+
+
+def _watch(ctx: typer.Context, target: ServiceName | None, *, as_json: bool) -> None:
+    """Re-render on every etcd watch event (not polling)."""
+
+    async def follow(store: EtcdStore) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console()
+        live = Live(console=console, auto_refresh=False) if console.is_terminal and not as_json else None
+        informer = Informer(store=store)
+        shown: list[dict[str, Any]] | None = None
+        if live is not None:
+            live.start()
+        try:
+            async for state in informer.states():
+                rows = _ps_rows(state, target)
+                if rows == shown:
+                    continue  # something else changed (another service, a node record)
+                shown = rows
+                if as_json:
+                    print(json.dumps({"revision": informer.revision, "instances": rows}), flush=True)
+                elif live is not None:
+                    live.update(make_table(rows, PS_COLUMNS), refresh=True)
+                else:
+                    print(f"--- revision {informer.revision}", flush=True)
+                    print_table(rows, PS_COLUMNS)
+        finally:
+            if live is not None:
+                live.stop()
+
+    with_store(ctx, follow)
+
+
+@app.command("watch")
+def watch_cmd(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per change.")] = False,
+) -> None:
+    """Live view of instances, driven by the etcd watch.   Example: daprdockr watch --json"""
+    _watch(ctx, service_name(name) if name else None, as_json=as_json)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="<service>.<group>")],
+    instance: Annotated[int, typer.Option("-n", "--instance", help="Instance number.")] = 1,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream new lines.")] = False,
+    tail: Annotated[int, typer.Option(help="Lines from the end.")] = 100,
+    api_token_file: Annotated[Path | None, typer.Option(
+        envvar="DAPRDOCKR_API_TOKEN_FILE",
+        help="File with the agent API token [default: the agent's <state dir>/api-token when readable].")] = None,
+) -> None:
+    """Container logs of an instance, fetched from the agent that runs it.
+
+    Example: daprdockr logs web.myapp -n 2 -f
+    """
+    target = service_name(name)
+
+    async def fetch(store: EtcdStore) -> None:
+        from daprdockr.clikit.logs import client_token, stream_logs
+
+        state = await store.snapshot()
+        rec = state.instances.get((target, instance))
+        if rec is None:
+            raise NotFoundError(f"instance {instance} of {target} not found")
+        node = state.nodes.get(rec.node)
+        if node is None or not node.api:
+            raise DaprDockrError(f"node {rec.node} runs instance {instance} but publishes no API address")
+        token = client_token(api_token_file)
+        await stream_logs(api=node.api, service=target, number=instance, tail=tail, follow=follow, token=token)
+
+    with_store(ctx, fetch)
+
+
+# ---------------------------------------------------------------------------------------- daemons

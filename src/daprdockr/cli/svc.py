@@ -1,0 +1,175 @@
+"""``daprdockr svc``: set (merge, one transaction), get, del, ls; ``--wait`` follows the informer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.informer import Informer
+from daprdockr.cli.app import fail, service_name, svc_app, with_store
+from daprdockr.clikit.output import print_json, print_table
+from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.status import progress, service_rows
+from daprdockr.errors import NotFoundError, ValidationError, WaitTimeoutError
+
+
+def _load_files(path: str) -> list[dict[str, Any]]:
+    if path == "-":
+        return parse_spec_text(sys.stdin.read(), source="<stdin>")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValidationError(f"{path}: {exc.strerror}") from exc
+    return parse_spec_text(text, source=path)
+
+
+async def _wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool) -> None:
+    """Follow the informer until ``spec`` is fully running; raise on timeout naming the failures."""
+    tty = sys.stderr.isatty()
+    last = ""
+    p = None
+
+    async def follow() -> None:
+        nonlocal last, p
+        async for state in Informer(store=store).states():
+            p = progress(state, spec)
+            line = f"{spec.name}: {p.running}/{p.desired} running" + (f", {len(p.failed)} failed" if p.failed else "")
+            if line != last and not quiet:
+                print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                last = line
+            if p.done:
+                return
+
+    try:
+        await asyncio.wait_for(follow(), limit)
+    except TimeoutError:
+        reason = ("; ".join(p.failed) or f"only {p.running}/{p.desired} running") if p else "no state read"
+        raise WaitTimeoutError(f"{spec.name} not ready after {limit:g}s: {reason}") from None
+    finally:
+        if tty and not quiet and last:
+            print(file=sys.stderr)
+
+
+@svc_app.command("set")
+def svc_set(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="<service>.<group>, e.g. web.myapp")] = None,
+    image: Annotated[str | None, typer.Option(help="Docker image.")] = None,
+    instances: Annotated[int | None, typer.Option(help="Number of instances (>= 0).")] = None,
+    cmd: Annotated[list[str] | None, typer.Option(help="Command argument (repeat for each arg).")] = None,
+    cmd_json: Annotated[str | None, typer.Option(help='Command as a JSON list: \'["sh","-c","..."]\'.')] = None,
+    http_host: Annotated[str | None, typer.Option(help="Hostname routed by nginx.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="Container port nginx routes to.")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
+    port: Annotated[list[str] | None, typer.Option(help="Extra container port: 8081 or 53/udp.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Container label KEY=VALUE.")] = None,
+    file: Annotated[str | None, typer.Option("-f", "--file", help="Spec file (YAML/JSON), - for stdin.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until all instances run.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 60.0,
+) -> None:
+    """Create or update a service.  Flags given are merged onto the existing spec.
+
+    Examples:
+
+      daprdockr svc set web.myapp --image nginx:alpine --instances 3 --http-host web.example.com --http-port 80
+
+      daprdockr svc set web.myapp --instances 5          # scale, keep everything else
+
+      daprdockr svc set -f web.yaml --wait
+    """
+    try:
+        if cmd and cmd_json:
+            raise ValidationError("give --cmd or --cmd-json, not both", field="cmd")
+        cmd_list: list[str] | None = list(cmd) if cmd else None
+        if cmd_json is not None:
+            try:
+                cmd_list = json.loads(cmd_json)
+            except ValueError as exc:
+                raise ValidationError(f"--cmd-json is not JSON: {exc}", field="cmd") from exc
+        flags: dict[str, Any] = {
+            "image": image, "instances": instances, "cmd": cmd_list, "http_host": http_host,
+            "http_port": http_port, "ports": list(port) if port else None,
+            "env": parse_pairs(env, field="env") if env else None,
+            "labels": parse_pairs(label, field="labels") if label else None,
+        }
+        docs = _load_files(file) if file else [{}]
+        cli_name = ServiceName.parse(name, field="service name") if name else None
+        if len(docs) > 1 and (cli_name or any(v is not None for v in flags.values())):
+            raise ValidationError("a file with several specs cannot be combined with a name or flags")
+    except ValidationError as exc:
+        raise fail(exc) from None
+
+    # A file holds whole specs (replaced, not merged): all are validated before anything is written.
+    try:
+        whole = [ServiceSpec.from_dict(merge_flags(doc, flags), name=cli_name) for doc in docs] if file else []
+        if not file and cli_name is None:
+            raise ValidationError("give the service name (<service>.<group>) or a 'name' in the file")
+    except ValidationError as exc:
+        raise fail(exc) from None
+
+    async def apply(store: EtcdStore) -> list[ServiceSpec]:
+        specs = list(whole)
+        for spec in whole:
+            await store.put_service(spec)
+        if cli_name is not None and not file:  # merge: one transaction on the key, retried on conflict
+            specs.append(await store.update_service(
+                cli_name, lambda cur, bad: merge_onto(cli_name, cur, bad, flags)))
+        for spec in specs:
+            print(f"{spec.name}: {spec.instances} instance(s) of {spec.image}", file=sys.stderr)
+        if wait:
+            for spec in specs:
+                await _wait_ready(store, spec, limit=wait_timeout, quiet=False)
+        return specs
+
+    with_store(ctx, apply)
+
+
+@svc_app.command("get")
+def svc_get(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<service>.<group>")]) -> None:
+    """Print a service spec as JSON.   Example: daprdockr svc get web.myapp"""
+    target = service_name(name)
+
+    async def get(store: EtcdStore) -> ServiceSpec:
+        spec = await store.get_service(target)
+        if spec is None:
+            raise NotFoundError(f"service {target} not found")
+        return spec
+
+    print_json(with_store(ctx, get).to_dict())
+
+
+@svc_app.command("del")
+def svc_del(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<service>.<group>")]) -> None:
+    """Delete a service; agents stop its instances.   Example: daprdockr svc del web.myapp"""
+    target = service_name(name)
+
+    async def delete(store: EtcdStore) -> None:
+        if not await store.delete_service(target):
+            raise NotFoundError(f"service {target} not found")
+
+    with_store(ctx, delete)
+    print(f"{target} deleted", file=sys.stderr)
+
+
+SERVICE_COLUMNS = ["service", "status", "image", "desired", "running", "failed", "http_host", "invalid"]
+
+
+@svc_app.command("ls")
+def svc_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """List services: desired vs running.   Example: daprdockr svc ls --json"""
+    rows = service_rows(with_store(ctx, lambda s: s.snapshot()))
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, SERVICE_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------- views

@@ -1,0 +1,85 @@
+"""The CLI kit's pure helpers: spec files, flag merging, safe text, etcd options, agent config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daprdockr.clikit.agentconfig import build_agent_config, parse_addr, parse_networks
+from daprdockr.clikit.etcdopts import etcd_security
+from daprdockr.clikit.output import safe_text
+from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.errors import ValidationError
+
+WEB = ServiceName(group="myapp", service="web")
+
+
+def test_spec_text_json_yaml_and_errors_with_lines() -> None:
+    assert parse_spec_text('{"image": "x"}', source="a.json") == [{"image": "x"}]
+    assert parse_spec_text("image: x\n---\nimage: y\n", source="a.yaml") == [{"image": "x"}, {"image": "y"}]
+    with pytest.raises(ValidationError, match=r"a.json: invalid JSON at line 2"):
+        parse_spec_text('{"image":\n ', source="a.json")
+    with pytest.raises(ValidationError, match=r"a\.yaml: invalid YAML at line 2"):
+        parse_spec_text("image: x\n  bad: [\n", source="a.yaml")
+    with pytest.raises(ValidationError, match="empty spec"):
+        parse_spec_text("  ", source="x")
+
+
+def test_merge_keeps_what_was_not_given_and_merges_env_by_key() -> None:
+    base = {"image": "x", "instances": 2, "env": {"A": "1"}}
+    assert merge_flags(base, {"instances": 5, "image": None, "env": {"B": "2"}}) == {
+        "image": "x", "instances": 5, "env": {"A": "1", "B": "2"}}
+    assert parse_pairs(["A=1", "B=x=y"], field="env") == {"A": "1", "B": "x=y"}
+    with pytest.raises(ValidationError, match="KEY=VALUE"):
+        parse_pairs(["novalue"], field="env")
+
+
+def test_merge_onto_an_invalid_stored_spec_says_why() -> None:
+    with pytest.raises(ValidationError, match=r"the stored spec of web\.myapp is invalid: truncated"):
+        merge_onto(WEB, None, "truncated", {"instances": 3})
+    spec = merge_onto(WEB, None, "truncated", {"image": "busybox", "instances": 3})
+    assert spec == ServiceSpec(name=WEB, image="busybox", instances=3)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("a\x1b[2Jb", "a\\x1b[2Jb"), ("x\ny", "x\\ny"), ("tab\there", "tab\\there"),
+    ("plain [red]x[/red]", "plain [red]x[/red]"), ("\x9b31m", "\\x9b31m")])
+def test_safe_text_escapes_control_characters(text: str, shown: str) -> None:
+    assert safe_text(text) == shown
+
+
+def test_etcd_options_from_flags_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert etcd_security() is None
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    sec = etcd_security(user="dd", password_file=pw)
+    assert sec is not None and sec.user == "dd" and sec.password == "secret" and "secret" not in repr(sec)
+    monkeypatch.setenv("DAPRDOCKR_ETCD_USER", "env-user")
+    monkeypatch.setenv("DAPRDOCKR_ETCD_PASSWORD", "from-env")
+    sec = etcd_security()
+    assert sec is not None and (sec.user, sec.password) == ("env-user", "from-env")
+    with pytest.raises(ValidationError, match="no such file"):
+        etcd_security(cacert=tmp_path / "absent.pem")
+    monkeypatch.delenv("DAPRDOCKR_ETCD_PASSWORD")
+    with pytest.raises(ValidationError, match="needs a password"):
+        etcd_security()
+
+
+def test_agent_config_validation(tmp_path: Path) -> None:
+    assert parse_addr("off", field="f", default_port=1) is None
+    assert parse_addr("127.0.0.1", field="f", default_port=53) == ("127.0.0.1", 53)
+    assert [str(n) for n in parse_networks("10.0.0.0/8, 172.17.0.1/16", field="f")] == ["10.0.0.0/8",
+                                                                                         "172.17.0.0/16"]
+    with pytest.raises(ValidationError, match="--dns-allow"):
+        parse_networks("10.0.0.0/33", field="--dns-allow")
+    base = dict(etcd="http://127.0.0.1:2379", prefix="/dd", node_id="n1", advertise_ip="127.0.0.11", ttl=5,
+                capacity=0, docker=None, state_dir=tmp_path, dns_listen="off", dns_upstream=None, dns_ttl=5,
+                http_listen="off", nginx="nginx", api_listen="off", keep_on_exit=False)
+    assert build_agent_config(**base).node_id == "n1"  # type: ignore[arg-type]
+    for key, value, flag in [("ttl", 0, "--ttl"), ("dns_workers", 99, "--dns-workers"), ("node_id", "N_1", "--node-id"),
+                             ("advertise_ip", "0.0.0.0", "--advertise-ip"), ("dns_listen", "x:99999", "--dns-listen")]:
+        with pytest.raises(ValidationError, match=flag):
+            build_agent_config(**{**base, key: value})  # type: ignore[arg-type]
