@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def running(state: ClusterState, name: ServiceName = WEB) -> list[int]:
     return sorted(r.number for r in state.instances_of(name) if r.state == "running")
 
 
+async def until(predicate: Callable[[], bool], *, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.1)
+
+
 def docker_ids(*nodes: str) -> dict[str, list[str]]:
     """Running containers per instance label, straight from `docker ps` (the ground truth)."""
     out = subprocess.run(
@@ -55,12 +63,11 @@ async def test_scale_up_down_delete(store: EtcdStore, etcd_endpoints: str, prefi
         assert sorted(docker_ids("n1")) == ["1", "2", "3"]
         await store.put_service(web(docker_image, 1))
         await wait_for(store, lambda s: [r.number for r in s.instances_of(WEB)] == [1])
-        await asyncio.sleep(0.3)
-        assert sorted(docker_ids("n1")) == ["1"]
+        # release before stop: the keys go first, the containers stop once etcd confirmed that
+        await until(lambda: sorted(docker_ids("n1")) == ["1"], timeout=10)
         await store.delete_service(WEB)
         await wait_for(store, lambda s: not s.instances)
-        await asyncio.sleep(0.3)
-        assert docker_ids("n1") == {}
+        await until(lambda: docker_ids("n1") == {}, timeout=10)
 
 
 async def test_three_agents_spread_evenly_without_duplicates(
