@@ -1,6 +1,6 @@
 # DaprDockr images.  Two targets share one base:
 #
-#   agent (default)  the package + nginx-light; ENTRYPOINT `daprdockr agent`, so the container
+#   agent (default)  the package + nginx-light with its Lua module; ENTRYPOINT `daprdockr agent`, so the container
 #                    command is the agent's flags; global options come from the environment
 #                    (DAPRDOCKR_ETCD, DAPRDOCKR_PREFIX).  Needs /var/run/docker.sock mounted.
 #   etcd             Debian's etcd-server; ENTRYPOINT `etcd`.
@@ -26,7 +26,7 @@ ENTRYPOINT ["etcd"]
 
 FROM ${BASE} AS agent
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-http-lua \
  && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/daprdockr/bin:$PATH

@@ -44,7 +44,7 @@ clean: cluster-down
 # Benchmarks: each prints its figures beside a same-run baseline (see BENCHMARKS.md).
 bench: services
 	$(PY) bench/dns_bench.py
-	$(PY) bench/nginx_reload_bench.py
+	$(PY) bench/http_membership_bench.py
 
 # Container images for the docker-compose dev cluster.  The wheels are fetched on the host (its pip
 # settings, proxies and CAs), so the image build itself needs only the Debian mirror.

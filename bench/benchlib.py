@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -133,3 +134,54 @@ async def raw_round(session: aiohttp.ClientSession, n: int) -> tuple[float, floa
         return started, time.monotonic() - t0
     finally:
         await run("docker", "rm", "-f", *(i.strip() for i in ids))
+
+
+# ------------------------------------------------------------------ HTTP load clients
+def parse_wrk(out: str) -> dict[str, float]:
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in sock.groups()) if sock else 0
+    detail = sock.group(0) if sock else "Socket errors: none"
+    lat = re.search(r"Latency\s+([\d.]+\w+)\s+[\d.]+\w+\s+([\d.]+\w+)", out)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+    return {"requests": reqs, "rps": rps, "non2xx": non2xx, "socket_errors": errors,
+            "latency_avg": lat.group(1) if lat else "?", "latency_max": lat.group(2) if lat else "?",
+            "latency_p99": p99.group(1) if p99 else "?", "detail": detail}  # type: ignore[dict-item]
+
+
+async def wrk(url: str, *, seconds: int, connections: int, host: str | None = None,
+              close: bool = False, timeout: float = 10.0) -> dict[str, float]:
+    """wrk's figures; a request slower than ``timeout`` counts as a socket error (wrk's own
+    default, 2 s, would count a request delayed by a busy 2-core machine as failed)."""
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", f"{timeout:g}s"]
+    if host:
+        args += ["-H", f"Host: {host}"]
+    if close:
+        args += ["-H", "Connection: close"]
+    proc = await asyncio.create_subprocess_exec(*args, url, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return parse_wrk(out.decode())
+
+
+def parse_hey(out: str) -> dict[str, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors_part = out.split("Error distribution:", 1)[1] if "Error distribution:" in out else ""
+    errors = sum(int(n) for n in re.findall(r"\[(\d+)\]\s+\S", errors_part))
+    lat = re.search(r"Average:\s+([\d.]+) secs", out)
+    return {"requests": sum(codes.values()) + errors, "rps": rps,
+            "non2xx": sum(n for c, n in codes.items() if not 200 <= c < 400), "socket_errors": errors,
+            "latency_avg": f"{float(lat.group(1)) * 1000:.2f}ms" if lat else "?",  # type: ignore[dict-item]
+            "detail": f"errors: {errors_part.strip()[:200] or 'none'}"}  # type: ignore[dict-item]
+
+
+async def hey(url: str, *, seconds: int, connections: int, host: str) -> dict[str, float]:
+    """hey (Go net/http, keep-alive): like browsers it retries an idempotent request once when a
+    reused idle connection turns out closed (RFC 9112 section 9.3.1)."""
+    proc = await asyncio.create_subprocess_exec(
+        "hey", "-z", f"{seconds}s", "-c", str(connections), "-host", host, url, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    return parse_hey(out.decode())

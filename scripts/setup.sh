@@ -11,6 +11,8 @@ for pair in etcd:etcd-server etcdctl:etcd-client dockerd:docker.io nginx:nginx-l
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
+# nginx's Lua module (routes change without reloads); it brings lua-resty-core and LuaJIT
+[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

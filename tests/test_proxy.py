@@ -1,4 +1,5 @@
-"""The managed nginx against real nginx and real HTTP backends on loopback."""
+"""The managed nginx (Lua balancer, routes without reloads) against real nginx and real HTTP
+backends on loopback."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daprdockr.core import nginx_render
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
@@ -92,7 +92,7 @@ async def backends() -> AsyncIterator[list[Backend]]:
 async def manager(tmp_path: Path) -> AsyncIterator[NginxManager]:
     if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         missing("nginx")
-    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), min_interval=0.2,
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)),
                      binary=shutil.which("nginx") or "/usr/sbin/nginx")
     await m.start()
     task = asyncio.create_task(m.run())
@@ -108,11 +108,15 @@ async def get(m: NginxManager, host: str, session: aiohttp.ClientSession) -> tup
 
 
 async def settle(m: NginxManager, state: ClusterState) -> None:
+    """Until nginx confirmed the table of ``state`` (no reload: the next request sees it)."""
+    from daprdockr.core.routing import routing_table
+
     m.update(state)
-    await asyncio.sleep(0)
-    while m._dirty.is_set():
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.15)  # the HUP'd master brings up new workers
+    for _ in range(200):
+        if m.table == routing_table(state):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"nginx never took the table: {m.table} (error: {m.last_error})")
 
 
 async def test_routes_by_host_round_robin_404_and_503(manager: NginxManager, backends: list[Backend]) -> None:
@@ -134,25 +138,7 @@ async def test_scale_change_is_reflected(manager: NginxManager, backends: list[B
         assert {(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(6)} == {"b0"}
         await settle(manager, state_for({WEB: backends}))
         assert {(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(12)} == {"b0", "b1", "b2", "b3"}
-    assert manager.stats.reloads >= 2
-
-
-async def test_bad_service_is_kept_out_and_others_update(
-    manager: NginxManager, backends: list[Backend], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await settle(manager, state_for({WEB: backends[:1]}))
-    real_block = nginx_render._service_block
-
-    def broken_for_api(state: ClusterState, spec: ServiceSpec, listen: str) -> str:
-        text = real_block(state, spec, listen)
-        return text.replace("keepalive 32;", "keepalive banana;") if spec.name == API else text
-
-    monkeypatch.setattr(nginx_render, "_service_block", broken_for_api)
-    await settle(manager, state_for({WEB: backends[:2], API: backends[2:]}))
-    assert API in manager.service_errors and "nginx -t failed" in manager.service_errors[API]
-    async with aiohttp.ClientSession() as s:
-        assert {(await get(manager, "web.example.com", s))[1].split()[0] for _ in range(8)} == {"b0", "b1"}
-        assert (await get(manager, "api.example.com", s))[0] == 404
+    assert manager.stats.table_updates >= 2
 
 
 async def test_killed_nginx_is_restarted(manager: NginxManager, backends: list[Backend]) -> None:
@@ -185,7 +171,9 @@ async def test_websocket_upgrade(manager: NginxManager, backends: list[Backend])
         assert (await ws.receive()).data == "b0:ping"
 
 
-async def test_reloads_under_load_lose_no_request(manager: NginxManager, backends: list[Backend]) -> None:
+async def test_membership_changes_under_load_lose_no_request_and_never_reload(
+    manager: NginxManager, backends: list[Backend]
+) -> None:
     await settle(manager, state_for({WEB: backends[:2]}))
     failures: list[str] = []
     done = asyncio.Event()
@@ -204,12 +192,14 @@ async def test_reloads_under_load_lose_no_request(manager: NginxManager, backend
                 count += 1
 
     workers = [asyncio.create_task(load()) for _ in range(8)]
-    before = manager.stats.reloads
-    for i in range(8):
-        await settle(manager, state_for({WEB: backends[: 2 + i % 3]}))
+    pid, before, nginx_workers = manager.pid, manager.stats.table_updates, _children(manager.pid)
+    for i in range(30):
+        await settle(manager, state_for({WEB: backends[: 1 + i % 4]}))
+        await asyncio.sleep(0.02)
     done.set()
     await asyncio.gather(*workers)
-    assert manager.stats.reloads - before >= 5
+    assert manager.stats.table_updates - before >= 25 and manager.pid == pid
+    assert _children(pid) == nginx_workers, "nginx was reloaded (a reload replaces every worker)"
     assert count > 100 and failures == []
 
 
@@ -222,43 +212,13 @@ def test_state_dir_with_unsafe_characters_is_refused(tmp_path: Path) -> None:
 
 
 
-async def test_reloads_burst_then_hold_the_sustained_rate(tmp_path: Path, backends: list[Backend]) -> None:
-    """Token bucket: the first ``reload_burst`` changes reload at once (debounce only), later
-    ones wait for a token; the newest state always ends up live."""
-    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), min_interval=1.0,
-                     reload_burst=2, binary=shutil.which("nginx") or "/usr/sbin/nginx")
-    await m.start()
-    task = asyncio.create_task(m.run())
-    try:
-        base = m.stats.reloads
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await settle(m, state_for({WEB: backends[:1]}))
-        await settle(m, state_for({WEB: backends[:2]}))
-        burst_done = loop.time() - t0
-        assert m.stats.reloads - base == 2 and burst_done < 0.9  # no 1 s wait between the two
-        m.update(state_for({WEB: backends[:3]}))
-        await asyncio.sleep(0.3)
-        assert m.stats.reloads - base == 2  # bucket empty: this change waits for a token
-        await settle(m, state_for({WEB: backends}))  # coalesces with the pending one
-        assert m.stats.reloads - base == 3
-        assert loop.time() - t0 >= 1.0
-        async with aiohttp.ClientSession() as s:
-            seen = {(await get(m, "web.example.com", s))[1].split()[0] for _ in range(12)}
-        assert seen == {"b0", "b1", "b2", "b3"}
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await m.stop()
-
-
 async def test_upstream_names_never_collide(manager: NginxManager, backends: list[Backend]) -> None:
     """``c.a-b`` and ``b-c.a`` once mapped to the same upstream name: nginx -t failed for the pair
     while each passed alone, and the config stayed frozen on every agent."""
     one, two = ServiceName(group="a-b", service="c"), ServiceName(group="a", service="b-c")
     hosts = {one: "one.example.com", two: "two.example.com"}
     await settle(manager, state_for({one: backends[:1], two: backends[1:2]}, hosts=hosts))
-    assert manager.service_errors == {} and manager.last_error == ""
+    assert manager.last_error == ""
     async with aiohttp.ClientSession() as s:
         assert (await get(manager, "one.example.com", s))[1].split()[0] == "b0"
         assert (await get(manager, "two.example.com", s))[1].split()[0] == "b1"
@@ -332,3 +292,41 @@ async def test_workers_run_unprivileged_and_large_bodies_still_pass(
         f"http://{EDGE}:{manager.listen[1]}/", headers={"Host": "web.example.com"}, data=b"x" * (4 * 1024 * 1024)
     ) as r:
         assert r.status in (200, 405), await r.text()  # the backend only has GET: 405 proves it got through
+
+
+async def test_a_missing_lua_module_is_one_clear_line_naming_the_package(tmp_path: Path) -> None:
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), module_dirs=[str(tmp_path)],
+                     binary=shutil.which("nginx") or "/usr/sbin/nginx")
+    with pytest.raises(ProxyError) as err:
+        await m.start()
+    assert "libnginx-mod-http-lua" in str(err.value) and "\n" not in str(err.value)
+    assert m.pid is None
+
+
+async def test_unknown_host_404_empty_service_503_and_retries_skip_a_dead_instance(
+    manager: NginxManager, backends: list[Backend]
+) -> None:
+    dead = Backend("dead", "127.0.0.12")
+    dead.port = free_port("127.0.0.12")  # nothing listens: connection refused
+    state = state_for({WEB: [*backends[:2], dead]})
+    await settle(manager, state)
+    async with aiohttp.ClientSession() as s:
+        got = [await get(manager, "web.example.com", s) for _ in range(30)]
+        assert {status for status, _ in got} == {200} and {body.split()[0] for _, body in got} == {"b0", "b1"}
+        assert (await get(manager, "nobody.example.com", s))[0] == 404
+        await settle(manager, state_for({WEB: backends[:1], API: []}))
+        assert (await get(manager, "api.example.com", s))[0] == 503
+    await manager.refresh_stats()
+    assert manager.stats.retries >= 1 and manager.stats.ejections >= 1
+
+
+def _children(pid: int | None) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.add(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return found

@@ -120,6 +120,9 @@ class FakeDocker:
         self.log.append(f"start {number} {c.id}")
         return c
 
+    async def drain(self, container: ContainerInfo, *, within: float) -> int:
+        return 0
+
     async def remove(self, container_id: str, *, grace: float) -> None:
         self.containers.pop(container_id, None)
         self.log.append(f"remove {container_id}")

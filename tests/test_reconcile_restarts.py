@@ -74,6 +74,9 @@ class FakeRuntime:
         self.containers[c.id] = c
         return c
 
+    async def drain(self, container: ContainerInfo, *, within: float) -> int:
+        return 0
+
     async def remove(self, container_id: str, *, grace: float) -> None:
         self.containers.pop(container_id, None)
 

@@ -1,25 +1,26 @@
-"""The agent's own nginx: a supervised child process with validated, graceful reloads.
+"""The agent's own nginx: a supervised child process whose routes change without reloads.
 
-* nginx runs in the foreground (``daemon off``) in its own process group, with its config,
-  pid file, logs and temp dirs under ``state_dir``.  If the master dies, the group is killed
-  (no orphaned workers holding the port) and nginx is started again after the delay chosen by
-  the pure :class:`~daprdockr.core.restart_policy.RestartPolicy`; the agent stays up.
-* :meth:`NginxManager.update` only records the newest state and marks the manager dirty; the
-  run loop reloads ``debounce`` after a change, so bursts of etcd events coalesce into one
-  reload, and a pure :class:`~daprdockr.core.ratelimit.TokenBucket` bounds the rate: up to
-  ``reload_burst`` reloads back to back (a scale-up's few steps reach nginx at once), then one
-  per ``min_interval`` under sustained churn.
-* A reload renders the config (pure), skips it if unchanged, writes it to a temp file, runs
-  ``nginx -t`` on it, atomically renames it over the live file and sends SIGHUP (graceful: old
-  workers finish their requests, ``worker_shutdown_timeout`` bounds them).  If the test fails,
-  each service is tested alone to find the offending ones; if none fails alone (services that
-  fail only together), they are added one at a time and each one that breaks the growing config
-  is left out.  Left-out services are reported in :attr:`service_errors`; the last good config
-  keeps running if even that fails.
+* nginx runs in the foreground (``daemon off``) in its own process group, with its config, pid
+  file, logs, temp dirs and control socket under ``state_dir``.  Its config never depends on the
+  cluster (:mod:`daprdockr.core.nginx_render`): one catch-all server routes by ``Host`` through a
+  table in a Lua shared dict, and ``balancer_by_lua`` picks the peer.  It needs Debian's
+  ``libnginx-mod-http-lua``; when that module is missing, :meth:`NginxManager.start` refuses with
+  one line naming the package.
+* :meth:`NginxManager.update` computes the routing table (pure, :mod:`daprdockr.core.routing`)
+  and marks the manager dirty; the run loop posts the table's changes to the control socket at
+  once (a push in flight coalesces the changes that arrive meanwhile).  No membership change and
+  no new or removed host name ever reloads nginx.  :attr:`applied_revision` is the etcd revision
+  of the newest state nginx confirmed; ``on_applied(revision, removed)`` is called after each
+  push (``removed``: a peer left the table).
+* If the master dies, the group is killed (no orphaned workers holding the port) and nginx is
+  started again after the delay chosen by the pure
+  :class:`~daprdockr.core.restart_policy.RestartPolicy`; the full table is posted right after
+  the start, and until it arrives requests wait in nginx (up to 3 s) instead of being answered
+  404.  The agent stays up meanwhile.
 * Files: the manager's directory is private (0700, refused if another user could tamper with it,
   :mod:`daprdockr.adapters.statedir`); every file is written without following symlinks and
-  renamed into place.  Run as root, nginx's workers run as ``www-data`` (else ``nobody``); they
-  never touch the disk (see :mod:`daprdockr.core.nginx_render`).
+  renamed into place.  Run as root, nginx's workers run as ``www-data`` (else ``nobody``) and
+  never touch the disk.
 """
 
 from __future__ import annotations
@@ -32,27 +33,35 @@ import os
 import pwd
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
-from daprdockr.core.names import ServiceName
-from daprdockr.core.nginx_render import NginxPaths, Rendered, render_nginx_conf
-from daprdockr.core.ratelimit import TokenBucket
+from daprdockr.core.nginx_render import NginxPaths, render_nginx_conf
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
+from daprdockr.core.routing import Table, removes_backends, routing_table, table_update
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, ProxyError
 
 log = logging.getLogger(__name__)
 
+LUA_PACKAGE = "libnginx-mod-http-lua"
+MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/etc/nginx/modules")
+LUA_DIR = str(Path(__file__).resolve().parent / "lua")
+MAX_UNIX_PATH = 107
+
 
 @dataclass(slots=True)
 class NginxStats:
-    reloads: int = 0
-    reload_failures: int = 0
     restarts: int = 0
+    table_updates: int = 0
+    update_failures: int = 0
+    retries: int = 0  # from nginx: requests tried on another instance
+    ejections: int = 0  # from nginx: instances skipped for a while after a refused/timed out try
 
 
 def worker_user() -> tuple[str, str] | None:
@@ -68,6 +77,16 @@ def worker_user() -> tuple[str, str] | None:
     return None
 
 
+def lua_modules(dirs: Sequence[str] = MODULE_DIRS) -> tuple[str, str]:
+    """Paths of the NDK and lua-nginx-module shared objects, or a one-line ProxyError."""
+    for d in dirs:
+        ndk, lua = Path(d) / "ndk_http_module.so", Path(d) / "ngx_http_lua_module.so"
+        if ndk.is_file() and lua.is_file():
+            return str(ndk), str(lua)
+    raise ProxyError(f"nginx's Lua module is missing (looked in {', '.join(dirs)}): install the Debian package "
+                     f"{LUA_PACKAGE}")
+
+
 class NginxManager:
     name = "nginx"
 
@@ -77,30 +96,33 @@ class NginxManager:
         state_dir: Path,
         listen: tuple[str, int],
         binary: str = "nginx",
-        debounce: float = 0.05,
-        min_interval: float = 1.0,
-        reload_burst: int = 6,
         restart_policy: RestartPolicy | None = None,
         workers: int = 2,
+        module_dirs: Sequence[str] = MODULE_DIRS,
+        on_applied: Callable[[int, bool], None] = lambda revision, removed: None,
+        stats_every: float = 2.0,
     ) -> None:
         self.state_dir = Path(os.path.abspath(state_dir))
         self.listen = listen
         self.binary = binary
-        self.debounce = debounce
-        self.min_interval = min_interval
-        self._bucket = TokenBucket(burst=reload_burst, interval=min_interval)
         self.policy = restart_policy or RestartPolicy()
         self.workers = workers
+        self.module_dirs = tuple(module_dirs)
+        self.on_applied = on_applied
+        self.stats_every = stats_every
         self.paths = NginxPaths(root=str(self.state_dir))
         self.conf = self.state_dir / "nginx.conf"
         self.stats = NginxStats()
-        self.service_errors: Mapping[ServiceName, str] = {}
         self.last_error = ""
-        self._state = ClusterState()
+        self.applied_revision = 0
+        self._want: tuple[Table, int] = ({}, 0)
+        self._sent: Table | None = None  # None: nginx has no table yet (just (re)started)
+        self._generation = 0
         self._dirty = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._restart = RestartState()
-        self._current = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._stats_at = 0.0
 
     # ------------------------------------------------------------------ status
     @property
@@ -111,22 +133,32 @@ class NginxManager:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def table(self) -> Table:
+        """The routing table nginx last confirmed."""
+        return dict(self._sent or {})
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Write and test the initial config, then start the master; ProxyError if impossible."""
+        """Write and test the config, start the master, load the table; ProxyError if impossible."""
         try:
             prepare_state_dir(self.state_dir)
             (self.state_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
         except DaprDockrError as exc:
             raise ProxyError(str(exc)) from exc
-        rendered = self._render(skip=frozenset())
-        error = await self._test(rendered.text)
+        if len(self.paths.control) > MAX_UNIX_PATH:
+            raise ProxyError(f"state dir {self.state_dir}: the control socket path would be longer than "
+                             f"{MAX_UNIX_PATH} characters; use a shorter --state-dir")
+        self.paths = NginxPaths(root=str(self.state_dir), modules=lua_modules(self.module_dirs), lua=LUA_DIR)
+        text = render_nginx_conf(listen=self.listen, paths=self.paths, worker_user=worker_user(),
+                                 workers=self.workers)
+        error = await self._test(text)
         if error:
-            raise ProxyError(f"nginx rejects the base configuration: {error}")
-        self._write_atomic(self.conf, rendered.text)
-        self._current = rendered.text
+            raise ProxyError(f"nginx rejects its configuration: {error}")
+        write_private(self.conf, text, mode=0o644)
         await self._kill_stale_master()
         await self._spawn()
+        await self.push_once()
 
     async def _kill_stale_master(self) -> None:
         """Kill an nginx left running by a previous agent that died without stopping it
@@ -142,6 +174,8 @@ class NginxManager:
             await asyncio.sleep(0.05)
 
     async def _spawn(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.paths.control)  # a stale socket file would make the bind fail
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 self.binary, "-p", str(self.state_dir), "-c", str(self.conf),
@@ -151,18 +185,27 @@ class NginxManager:
         except OSError as exc:
             raise ProxyError(f"cannot start {self.binary}: {exc}") from exc
         self._restart = self.policy.on_start(self._restart, now=time.monotonic())
-        # nginx fails fast (bad listen address, port in use): give it a moment to say so
-        try:
-            await asyncio.wait_for(asyncio.shield(self._proc.wait()), 0.3)
-        except TimeoutError:
-            log.info("nginx master %d serving on %s:%d", self._proc.pid, *self.listen)
-            return
-        err = await self._proc.stderr.read() if self._proc.stderr else b""
-        raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
+        self._sent = None
+        deadline = time.monotonic() + 5.0
+        while not self._control_exists():  # nginx binds its sockets before serving
+            if self._proc.returncode is None and time.monotonic() > deadline:
+                self._kill_group(self._proc.pid)
+                await self._proc.wait()
+            if self._proc.returncode is not None:
+                err = await self._proc.stderr.read() if self._proc.stderr else b""
+                raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
+            await asyncio.sleep(0.02)
+        log.info("nginx master %d serving on %s:%d", self._proc.pid, *self.listen)
+
+    def _control_exists(self) -> bool:
+        return os.path.exists(self.paths.control)
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds."""
         proc, self._proc = self._proc, None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -185,17 +228,6 @@ class NginxManager:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
-    # ------------------------------------------------------------------ updates
-    def update(self, state: ClusterState) -> None:
-        self._state = state
-        self._dirty.set()
-
-    def _render(self, *, skip: frozenset[ServiceName], only: frozenset[ServiceName] | None = None) -> Rendered:
-        return render_nginx_conf(
-            self._state, listen=self.listen, paths=self.paths, worker_user=worker_user(),
-            workers=self.workers, skip=skip, only=only,
-        )
-
     async def _test(self, text: str) -> str:
         """``nginx -t`` on ``text`` in a temp file; returns the error text, or "" if valid."""
         tmp = self.state_dir / f"nginx.test.{os.getpid()}.conf"
@@ -213,66 +245,59 @@ class NginxManager:
                 tmp.unlink()
         return "" if proc.returncode == 0 else err.decode(errors="replace").strip()
 
-    @staticmethod
-    def _write_atomic(path: Path, text: str) -> None:
-        write_private(path, text, mode=0o644)
+    # ------------------------------------------------------------------ the routing table
+    def update(self, state: ClusterState) -> None:
+        self._want = (routing_table(state), state.revision)
+        self._dirty.set()
 
-    async def reload_once(self) -> bool:
-        """Render, test, swap and SIGHUP; True if nginx got a new config."""
-        rendered = self._render(skip=frozenset())
-        errors = dict(rendered.errors)
-        if rendered.text == self._current:
-            self.service_errors = errors
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.paths.control),
+                                                  timeout=aiohttp.ClientTimeout(total=5))
+        return self._session
+
+    async def push_once(self) -> bool:
+        """Post what changed in the table (all of it after a start); True if nginx took it."""
+        table, revision = self._want
+        old = self._sent
+        if old is not None and old == table:
+            self._applied(revision, removed=False)
             return False
-        problem = await self._test(rendered.text)
-        if problem:
-            bad = await self._find_bad(rendered.services)
-            rendered = self._render(skip=frozenset(bad))
-            errors.update(bad)
-            problem = await self._test(rendered.text)
-            if problem:
-                self.stats.reload_failures += 1
-                self.last_error = problem
-                self.service_errors = errors
-                log.error("nginx config rejected, keeping the last good one: %s", problem)
-                return False
-            for name, reason in bad.items():
-                log.error("service %s left out of nginx: %s", name, reason)
-        self.service_errors = errors
-        if rendered.text == self._current:
-            return False
-        self._write_atomic(self.conf, rendered.text)
-        self._current = rendered.text
-        if self.healthy and self._proc is not None:
-            self._proc.send_signal(signal.SIGHUP)
-        self._bucket = self._bucket.take(now=time.monotonic())
-        self.stats.reloads += 1
+        if old is None:
+            self._generation += 1
+        body = table_update(old, table, generation=self._generation)
+        try:
+            async with self._client().post("http://nginx/routes", data=body) as resp:
+                answer = await resp.text()
+                if resp.status != 200:
+                    raise ProxyError(f"nginx refused the table update ({resp.status}): {answer.strip()}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.stats.update_failures += 1
+            self.last_error = f"table update failed: {exc}"
+            raise ProxyError(self.last_error) from exc
+        self._sent = table
+        self.stats.table_updates += 1
         self.last_error = ""
-        log.info("nginx reloaded (%d routed services)", len(rendered.services))
+        self._applied(revision, removed=old is not None and removes_backends(old, table))
         return True
 
-    async def _find_bad(self, services: tuple[ServiceName, ...]) -> dict[ServiceName, str]:
-        """The services to leave out so that the rest passes ``nginx -t``."""
-        bad: dict[ServiceName, str] = {}
-        for name in services:
-            err = await self._test(self._render(skip=frozenset(), only=frozenset({name})).text)
-            if err:
-                bad[name] = f"nginx -t failed: {err.splitlines()[-1]}"
-        if bad:
-            return bad
-        # every service passes alone: some fail only together; grow the config one at a time
-        kept: set[ServiceName] = set()
-        for name in services:
-            err = await self._test(self._render(skip=frozenset(), only=frozenset({*kept, name})).text)
-            if err:
-                bad[name] = f"nginx -t failed together with other services: {err.splitlines()[-1]}"
-            else:
-                kept.add(name)
-        return bad
+    def _applied(self, revision: int, *, removed: bool) -> None:
+        if revision > self.applied_revision:
+            self.applied_revision = revision
+            self.on_applied(revision, removed)
+
+    async def refresh_stats(self) -> None:
+        """Retries and ejections counted inside nginx (GET /routes)."""
+        async with self._client().get("http://nginx/routes") as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("retries", "ejections") and value.isdigit():
+                setattr(self.stats, key, int(value))
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        """Forever: apply updates (debounced, rate-limited) and keep nginx alive."""
+        """Forever: push table changes as they come and keep nginx alive."""
         while True:
             proc = self._proc
             if proc is None or proc.returncode is not None:
@@ -281,24 +306,26 @@ class NginxManager:
             exit_wait = asyncio.ensure_future(proc.wait())
             dirty_wait = asyncio.ensure_future(self._dirty.wait())
             try:
-                await asyncio.wait({exit_wait, dirty_wait}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({exit_wait, dirty_wait}, return_when=asyncio.FIRST_COMPLETED,
+                                   timeout=self.stats_every)
             finally:
                 dirty_wait.cancel()
                 if not exit_wait.done():
                     exit_wait.cancel()
+            if proc.returncode is not None:
+                continue
             if self._dirty.is_set():
-                await self._apply_pending()
-
-    async def _apply_pending(self) -> None:
-        wait = max(self.debounce, self._bucket.delay(now=time.monotonic()))
-        await asyncio.sleep(wait)
-        self._dirty.clear()
-        try:
-            await self.reload_once()
-        except OSError as exc:
-            self.stats.reload_failures += 1
-            self.last_error = str(exc)
-            log.error("nginx reload failed: %s", exc)
+                self._dirty.clear()
+                try:
+                    await self.push_once()
+                except ProxyError as exc:
+                    log.error("%s; retrying", exc)
+                    self._dirty.set()
+                    await asyncio.sleep(0.2)
+            if time.monotonic() - self._stats_at >= self.stats_every:
+                self._stats_at = time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    await self.refresh_stats()
 
     async def _restart_after_exit(self) -> None:
         old = self._proc
@@ -310,10 +337,9 @@ class NginxManager:
         await asyncio.sleep(delay)
         self.stats.restarts += 1
         try:
-            self._current = ""
-            await self.reload_once()
             await self._spawn()
+            await self.push_once()  # the full table, before nginx lets requests through
         except ProxyError as exc:
             self.last_error = str(exc)
+            self._dirty.set()  # the table goes in on the next round
             log.error("nginx restart failed: %s", exc)
-            self._proc = None

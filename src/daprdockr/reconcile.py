@@ -11,9 +11,11 @@ which then marks the loop dirty again.
 etcd writes per started instance: the claim (create-if-absent on our lease, state
 ``starting``) and one update to ``running`` with container id and published ports.
 
-Release before stop: an instance leaves service in etcd first (its key is deleted, or marked
-``starting`` before a replacement), and its container is stopped only once etcd confirmed that;
-while etcd is unreachable the container keeps running.  A container that crashed is restarted
+Release before stop, confirmed: an instance leaves service in etcd first (its key is deleted, or
+marked ``starting`` before a replacement); then, if it was routed, the reconciler waits until
+every live agent has applied that etcd revision to its nginx and DNS (``confirm_removal``,
+bounded), lets its connections drain (bounded), and only then stops the container.  While etcd
+is unreachable the container keeps running.  A container that crashed is restarted
 without waiting for etcd.  Containers being stopped and this node's running containers are
 published through :meth:`Reconciler.routable` so the agent's own DNS and nginx follow them at
 once (see :mod:`daprdockr.core.local_view`).
@@ -29,7 +31,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -75,6 +77,10 @@ class InstanceStore(Protocol):
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None: ...
 
 
+async def _no_confirmation(revision: int) -> None:
+    return None
+
+
 class Reconciler:
     def __init__(
         self,
@@ -92,6 +98,8 @@ class Reconciler:
         rand: Callable[[], float] = random.random,
         on_local_change: Callable[[], None] = lambda: None,
         on_written: Callable[[WatchEvent], object] = lambda ev: None,
+        confirm_removal: Callable[[int], Awaitable[None]] | None = None,
+        drain_timeout: float = 5.0,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -106,6 +114,8 @@ class Reconciler:
         self.rand = rand
         self.on_local_change = on_local_change
         self.on_written = on_written  # read-your-writes: each confirmed write's event, to the mirror
+        self.confirm_removal = confirm_removal or _no_confirmation  # waits until every agent applied a revision
+        self.drain_timeout = drain_timeout
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
         self.dirty = asyncio.Event()
@@ -265,10 +275,12 @@ class Reconciler:
         elif isinstance(action, Release):
             # etcd first: if the key cannot be deleted (etcd unreachable) this raises and the
             # container keeps serving; it stops only once no node routes to it any more
-            if self._confirmed(await self.store.release_instance(action.record)):
+            released = await self.store.release_instance(action.record)
+            if self._confirmed(released):
                 log.info("released %s/%s (%s)", action.record.service, action.record.number, action.reason)
             if action.container is not None:
-                await self._stop_container(action.container, grace=self.stop_timeout)
+                await self._take_out(action.container, removed_at=released.revision if released else 0,
+                                     routed=action.record.state == "running")
             self.retries.pop(action.record.key_tuple, None)
         elif isinstance(action, Repair):
             await self._repair(action)
@@ -284,6 +296,18 @@ class Reconciler:
                 action.container.id[:12], action.container.service, action.container.number, action.reason,
             )
             await self._stop_container(action.container, grace=self.stop_timeout)
+
+    async def _take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool) -> None:
+        """Confirmed removal: an instance that was routed leaves every live agent's nginx and DNS
+        first (each has applied etcd revision ``removed_at``; bounded), then its connections
+        drain (bounded), then it gets its stop signal and grace period."""
+        if routed and removed_at:
+            await self.confirm_removal(removed_at)
+            left = await self.runtime.drain(c, within=self.drain_timeout)
+            if left:
+                log.info("%d connection(s) still open to %s/%s after %.1fs; stopping it anyway", left, c.service,
+                         c.number, self.drain_timeout)
+        await self._stop_container(c, grace=self.stop_timeout)
 
     async def _stop_container(self, c: ContainerInfo, *, grace: float) -> None:
         """Stop and remove ``c``; it leaves this node's own DNS and nginx before the stop begins."""
@@ -334,11 +358,16 @@ class Reconciler:
             await self._stop_container(old, grace=0)
         elif old is not None:
             log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
+            removed_at = 0
             if rec.state == "running":  # out of every node's routing first, then stop it
                 starting = replace(rec, state="starting", ports=(), since=time.time(), error=reason)
-                if not await self._write(starting):
+                written = await self.store.update_instance(starting, lease=self.lease)
+                if not self._confirmed(written):
+                    log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
                     return
-            await self._stop_container(old, grace=self.stop_timeout)
+                assert written is not None
+                removed_at = written.revision
+            await self._take_out(old, removed_at=removed_at, routed=rec.state == "running")
         try:
             info = await self.runtime.start_instance(spec=spec, number=rec.number)
         except DaprDockrError as exc:

@@ -76,7 +76,8 @@ async def test_agent_serves_dns_http_api_and_metrics(
                 assert families["daprdockr_nodes_alive"].samples[0].value == 2
                 assert families["daprdockr_dns_queries"].samples[0].value >= 20  # the 20 queries above
                 assert families["daprdockr_dns_workers"].samples[0].value == (1 if ip == "127.0.0.11" else 0)
-                assert families["daprdockr_nginx_reloads"].samples[0].value >= 1
+                assert families["daprdockr_nginx_table_updates"].samples[0].value >= 1
+                assert families["daprdockr_nginx_routes"].samples[0].value == 1
                 assert families["daprdockr_lease_healthy"].samples[0].value == 1
 
             # logs: from the owning agent, 409 with the owner from the other one, 404 unknown

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 import aiodocker
 import aiohttp
 
+from daprdockr.adapters.procs import established_to
 from daprdockr.core.containers import (
     LABEL_GROUP,
     LABEL_INSTANCE,
@@ -49,6 +50,8 @@ class ContainerRuntime(Protocol):
     async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo: ...
 
     async def remove(self, container_id: str, *, grace: float) -> None: ...
+
+    async def drain(self, container: ContainerInfo, *, within: float) -> int: ...
 
 
 def _translate(exc: BaseException, *, what: str) -> DaprDockrError:
@@ -277,6 +280,19 @@ class DockerRuntime:
         if labels.get(LABEL_NODE) != self.node_id:
             raise ContainerError(f"container {name} exists and is not ours", transient=False)
         await self.remove(old.id, grace=0)
+
+    async def drain(self, container: ContainerInfo, *, within: float) -> int:
+        """Wait until no client connection is open to ``container``'s published ports (every
+        router already took it out, so these are requests in flight and idle keepalive
+        connections, which nginx closes after 2 s), at most ``within`` seconds.  Returns the
+        connections still open at the end (0: drained)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            open_now = sum(established_to(self.advertise_ip, port) for _, port in container.ports)
+            if open_now == 0 or loop.time() >= deadline:
+                return open_now
+            await asyncio.sleep(0.1)
 
     async def remove(self, container_id: str, *, grace: float) -> None:
         """Stop (SIGTERM, then SIGKILL after ``grace`` seconds) and delete; absent is fine."""

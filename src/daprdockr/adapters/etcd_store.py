@@ -451,10 +451,23 @@ class EtcdStore:
             raise LeaseLostError(f"lease {lease_id:x} expired")
         return ttl
 
-    async def revoke_lease(self, lease_id: int) -> None:
-        await self._call(lambda c: c.revoke_lease(lease_id), what="revoke lease")
+    async def revoke_lease(self, lease_id: int) -> int:
+        """Revoke the lease (every key on it is deleted); returns the revision of that deletion."""
+
+        async def op(c: aetcd.Client) -> int:
+            await c.connect()
+            resp = await c.leasestub.LeaseRevoke(aetcd_rpc.LeaseRevokeRequest(ID=lease_id), timeout=c._timeout,
+                                                 metadata=c.metadata)
+            return int(resp.header.revision)
+
+        return await self._call(op, what="revoke lease")
 
     # ------------------------------------------------------------------ nodes and instances
+    async def put_applied(self, node_id: str, revision: int, *, lease: int) -> None:
+        """Publish the etcd revision whose removals this node's nginx and DNS have applied."""
+        key = self.schema.applied(node_id).encode()
+        await self._call(lambda c: c.put(key, dumps({"revision": revision}), lease=lease), what="put applied")
+
     async def put_node(self, node: NodeRecord, *, lease: int) -> None:
         key = self.schema.node(node.node_id).encode()
         await self._call(lambda c: c.put(key, dumps(node.to_dict()), lease=lease), what="put node")

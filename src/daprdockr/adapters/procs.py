@@ -1,4 +1,5 @@
-"""Finding processes through /proc: an nginx process group left behind by a previous agent.
+"""Reading /proc: an nginx process group left behind by a previous agent, and the TCP
+connections still open to a published port (to drain an instance before it stops).
 
 The agent runs nginx in a session of its own, so the group id of its workers is the master's pid
 (kept in nginx's pid file).  After an agent is killed with SIGKILL, its nginx master or orphaned
@@ -8,6 +9,9 @@ next start can kill it.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import struct
 from pathlib import Path
 
 
@@ -51,3 +55,27 @@ def stale_nginx_group(pid_file: Path, conf: Path) -> int | None:
     if cmdline:
         return pid if b"nginx" in cmdline and str(conf).encode() in cmdline else None
     return pid if nginx_group_members(pid) else None
+
+
+_ESTABLISHED = "01"
+
+
+def _hex_endpoint(ip: str, port: int) -> tuple[str, str]:
+    """How /proc/net/tcp(6) writes ``ip:port``: the address in host byte order, hex."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return "tcp", f"{struct.unpack('<I', socket.inet_aton(ip))[0]:08X}:{port:04X}"
+    raw = addr.packed
+    words = "".join(f"{struct.unpack('<I', raw[i:i + 4])[0]:08X}" for i in range(0, 16, 4))
+    return "tcp6", f"{words}:{port:04X}"
+
+
+def established_to(ip: str, port: int) -> int:
+    """TCP connections in state ESTABLISHED whose local end is ``ip:port`` (this host's side of
+    every client connected to a published port)."""
+    table, local = _hex_endpoint(ip, port)
+    try:
+        lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    return sum(1 for line in lines if (f := line.split())[1] == local and f[3] == _ESTABLISHED)

@@ -132,8 +132,8 @@ class AgentApi:
         }
         nginx = v.nginx()
         if nginx is not None:
-            checks["nginx"] = {"ok": nginx.healthy, "detail": nginx.last_error or "ok",
-                               "service_errors": dict(nginx.service_errors)}
+            checks["nginx"] = {"ok": nginx.healthy, "detail": nginx.last_error or "ok", "routes": nginx.routes,
+                               "applied_revision": nginx.applied_revision}
         dns = v.dns()
         if dns is not None:
             detail = dns.address + (f", {dns.workers_alive}/{dns.workers} workers" if dns.workers else "")
@@ -156,7 +156,8 @@ class AgentApi:
             "nodes": sorted(state.nodes),
             "tasks": dict(v.tasks()),
             "invalid_keys": _bad_keys(state)["keys"],
-            "nginx_errors": dict(nginx.service_errors) if nginx else {},
+            "routing": {"applied_revision": v.applied_revision(), "routes": nginx.routes if nginx else 0,
+                        "nginx_error": nginx.last_error if nginx else ""},
             "reconcile": {"count": reconcile.passes, "last_error": reconcile.last_error},
         })
 

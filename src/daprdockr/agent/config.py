@@ -41,3 +41,5 @@ class AgentConfig:
     release_on_exit: bool = True
     shutdown_timeout: float = 20.0
     stop_timeout: float = 5.0  # docker stop grace period per container
+    confirm_timeout: float = 2.0  # how long a removal waits for every agent to apply it
+    drain_timeout: float = 5.0  # then how long for open connections to a removed instance to close

@@ -30,7 +30,7 @@ class LeaseStore(Protocol):
 
     async def keepalive(self, lease_id: int, *, attempt_timeout: float | None = None) -> int: ...
 
-    async def revoke_lease(self, lease_id: int) -> None: ...
+    async def revoke_lease(self, lease_id: int) -> int: ...
 
     async def put_node(self, node: NodeRecord, *, lease: int) -> None: ...
 
@@ -108,8 +108,11 @@ class Heartbeat:
                 )
                 await asyncio.sleep(min(0.5, self.interval))
 
-    async def release(self) -> None:
-        """Revoke the lease: our node record and all our claims vanish at once."""
-        if self.lease:
-            await self.store.revoke_lease(self.lease)
-            self.lease = 0
+    async def release(self) -> int:
+        """Revoke the lease: our node record and all our claims vanish at once.  Returns the
+        revision of that deletion (0 if there was no lease)."""
+        if not self.lease:
+            return 0
+        revision = await self.store.revoke_lease(self.lease)
+        self.lease = 0
+        return revision

@@ -46,6 +46,7 @@ from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
 from daprdockr.core.backoff import Backoff
+from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import local_view
 from daprdockr.core.model import NodeRecord
@@ -76,6 +77,7 @@ class Agent:
             node_id=config.node_id, address=config.advertise_ip, store=self.store, runtime=self.runtime,
             mirror=self.mirror, capacity=config.capacity, stop_timeout=config.stop_timeout,
             on_local_change=self._local_change, on_written=self.informer.apply,
+            confirm_removal=self.confirm_removal, drain_timeout=config.drain_timeout,
         )
         self.heartbeat = Heartbeat(
             store=self.store,
@@ -89,6 +91,10 @@ class Agent:
         self.state_changed = asyncio.Event()
         self._pushed: tuple[int, int] = (-1, -1)  # (routing version, local version) last pushed
         self._local_version = 0
+        self._served: frozenset[tuple[object, ...]] = frozenset()  # running instances DNS and nginx serve
+        self._removal_at = 0  # newest revision of a served state that dropped an instance
+        self._published = 0  # newest revision written to applied/<node>
+        self._to_publish = asyncio.Event()
         self.nginx: NginxManager | None = None
         self.dns: Dns | None = None
         self.api: AgentApi | None = None
@@ -100,7 +106,7 @@ class Agent:
         cfg = self.config
         if cfg.http_listen is not None:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
-                                      binary=cfg.nginx_binary)
+                                      binary=cfg.nginx_binary, on_applied=self._nginx_applied)
             self.components.append(self.nginx)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
@@ -187,7 +193,59 @@ class Agent:
         state = self.routing_state()
         for part in self.serving:
             part.update(state)
+        served = frozenset((key, r.address, r.ports) for key, r in state.instances.items() if r.state == "running")
+        if self._served - served:  # an instance left DNS and nginx: owners wait for us to say so
+            self._removal_at = state.revision
+            self._to_publish.set()
+        self._served = served
         return True
+
+    # ------------------------------------------------------------------ confirmed removal
+    def _nginx_applied(self, revision: int, removed: bool) -> None:
+        if revision >= self._removal_at > self._published:
+            self._to_publish.set()
+
+    def applied_revision(self) -> int:
+        """The newest removal this node's DNS (at once) and nginx (once it confirmed) both serve."""
+        nginx = self.nginx.applied_revision if self.nginx is not None else self._removal_at
+        return min(self._removal_at, nginx)
+
+    async def publish_once(self) -> bool:
+        """Write ``applied/<node>`` if a removal was applied since the last write (no removal, no write)."""
+        revision = self.applied_revision()
+        if revision <= self._published or not self.heartbeat.lease:
+            return False
+        await self.store.put_applied(self.config.node_id, revision, lease=self.heartbeat.lease)
+        self._published = revision
+        return True
+
+    async def _publish(self) -> None:
+        while True:
+            await self._to_publish.wait()
+            self._to_publish.clear()
+            await asyncio.sleep(0.02)  # coalesce a burst of removals into one write
+            if not await self.publish_once() and self.applied_revision() < self._removal_at:
+                await asyncio.sleep(0.05)  # nginx has not confirmed yet: look again soon
+                self._to_publish.set()
+
+    async def confirm_removal(self, revision: int) -> None:
+        """Until every live agent has applied ``revision`` (bounded by ``confirm_timeout``; who
+        lagged is logged), so a container is out of every router before it stops."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.confirm_timeout
+        while True:
+            state = self.mirror.state()
+            lagging = sorted(n for n in state.nodes if state.applied.get(n, 0) < revision)
+            if not lagging:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("removal at revision %d: %s had not applied it after %.1fs; going on", revision,
+                            ", ".join(lagging), self.config.confirm_timeout)
+                return
+            self.informer.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.informer.changed.wait(), min(left, 0.1))
 
     async def _fanout(self) -> None:
         while True:
@@ -210,6 +268,7 @@ class Agent:
             "reconcile": self.reconciler.run,
             "fanout": self._fanout,
             "settle": self._settle,
+            "applied": self._publish,
         }
         roots.update({c.name: c.run for c in self.started})
         return roots
@@ -266,14 +325,23 @@ class Agent:
                 log.exception("stopping %s failed", component.name)
 
     async def _release_all(self) -> None:
-        """Release before stop: revoke the lease (every key of ours goes at once), then stop."""
+        """Release before stop: revoke the lease (every key of ours goes at once), wait until the
+        other agents applied that (bounded), let connections drain, then stop."""
         containers = await self.runtime.list_managed()
         try:
-            await self.heartbeat.release()
+            revoked = await self.heartbeat.release()
         except DaprDockrError as exc:
             log.error("could not revoke the lease (%s); its keys expire within %ds", exc, self.config.ttl)
-        await asyncio.gather(*(self.runtime.remove(c.id, grace=self.config.stop_timeout) for c in containers),
-                             return_exceptions=True)
+            revoked = 0
+        if revoked:
+            await self.confirm_removal(revoked)
+
+        async def stop(c: ContainerInfo) -> None:
+            if c.running:
+                await self.runtime.drain(c, within=self.config.drain_timeout)
+            await self.runtime.remove(c.id, grace=self.config.stop_timeout)
+
+        await asyncio.gather(*(stop(c) for c in containers), return_exceptions=True)
         log.info("released the lease and stopped %d containers", len(containers))
 
     async def _close(self) -> None:
@@ -329,9 +397,13 @@ class AgentStatus(AgentView):
         n = self._a.nginx
         if n is None:
             return None
-        return NginxView(healthy=n.healthy, last_error=n.last_error,
-                         service_errors={str(k): v for k, v in n.service_errors.items()},
-                         reloads=n.stats.reloads, reload_failures=n.stats.reload_failures, restarts=n.stats.restarts)
+        return NginxView(healthy=n.healthy, last_error=n.last_error, restarts=n.stats.restarts,
+                         table_updates=n.stats.table_updates, update_failures=n.stats.update_failures,
+                         retries=n.stats.retries, ejections=n.stats.ejections,
+                         applied_revision=n.applied_revision, routes=len(n.table))
+
+    def applied_revision(self) -> int:
+        return self._a.applied_revision()
 
     def dns(self) -> DnsView | None:
         return self._a.dns.view() if self._a.dns is not None else None

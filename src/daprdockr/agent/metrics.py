@@ -63,12 +63,21 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
                  [({}, dns.workers_alive)])
     nginx = view.nginx()
     if nginx is not None:
-        w.family("daprdockr_nginx_reloads_total", "counter", "Successful nginx reloads.", [({}, nginx.reloads)])
-        w.family("daprdockr_nginx_reload_failures_total", "counter", "Rejected nginx configs.",
-                 [({}, nginx.reload_failures)])
+        w.family("daprdockr_nginx_table_updates_total", "counter", "Routing table changes posted to nginx (no reload).",
+                 [({}, nginx.table_updates)])
+        w.family("daprdockr_nginx_table_update_failures_total", "counter", "Routing table posts that failed.",
+                 [({}, nginx.update_failures)])
+        w.family("daprdockr_nginx_retries_total", "counter", "Requests nginx tried on another instance.",
+                 [({}, nginx.retries)])
+        w.family("daprdockr_nginx_ejections_total", "counter",
+                 "Instances nginx skipped for a while after a refused or timed out try.", [({}, nginx.ejections)])
+        w.family("daprdockr_nginx_routes", "gauge", "Hosts in nginx's routing table.", [({}, nginx.routes)])
         w.family("daprdockr_nginx_restarts_total", "counter", "nginx master restarts after a crash.",
                  [({}, nginx.restarts)])
         w.family("daprdockr_nginx_up", "gauge", "1 while the nginx master runs.", [({}, 1 if nginx.healthy else 0)])
+    w.family("daprdockr_routing_revision_applied", "gauge",
+             "etcd revision of the newest removal this node's nginx and DNS both applied (published for owners).",
+             [({}, view.applied_revision())])
     w.family("daprdockr_task_restarts_total", "counter", "Restarts of supervised agent tasks.",
              [({"task": k}, v) for k, v in sorted(view.task_restarts().items())])
     w.family("daprdockr_process_resident_memory_bytes", "gauge", "Agent RSS.", [({}, _rss_bytes())])

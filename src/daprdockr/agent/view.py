@@ -36,10 +36,13 @@ class ReconcileView:
 class NginxView:
     healthy: bool
     last_error: str
-    service_errors: Mapping[str, str]
-    reloads: int
-    reload_failures: int
     restarts: int
+    table_updates: int  # routing table changes posted (no reloads)
+    update_failures: int
+    retries: int  # requests nginx tried on another instance
+    ejections: int  # instances skipped for a while after a refused or timed out try
+    applied_revision: int  # etcd revision of the newest state nginx's table holds
+    routes: int  # hosts in the table
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class AgentView(Protocol):
     def nginx(self) -> NginxView | None: ...
 
     def dns(self) -> DnsView | None: ...
+
+    def applied_revision(self) -> int: ...
 
     async def docker_ping(self) -> None: ...
 

@@ -5,6 +5,8 @@ Under a configurable prefix (default ``/daprdockr``)::
     <prefix>/services/<group>/<service>        desired ServiceSpec (JSON), written by the CLI
     <prefix>/instances/<group>/<service>/<n>   current InstanceRecord (JSON), on the owner's lease
     <prefix>/nodes/<node-id>                   NodeRecord (JSON), on the node's lease (heartbeat)
+    <prefix>/applied/<node-id>                 {"revision": R}: the etcd revision whose removals the
+                                               node's nginx and DNS have applied, on its lease
 
 Instance numbers are decimal, 1-based, without leading zeros.  :meth:`KeySchema.parse` turns
 a key back into what it names, or ``None`` for anything else under the prefix (garbage is the
@@ -20,7 +22,7 @@ from daprdockr.core.names import ServiceName, validate_label
 from daprdockr.errors import ValidationError
 
 DEFAULT_PREFIX = "/daprdockr"
-KeyKind = Literal["service", "instance", "node"]
+KeyKind = Literal["service", "instance", "node", "applied"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,13 @@ class KeySchema:
     def node(self, node_id: str) -> str:
         return f"{self.prefix}/nodes/{node_id}"
 
+    @property
+    def applied_prefix(self) -> str:
+        return f"{self.prefix}/applied/"
+
+    def applied(self, node_id: str) -> str:
+        return f"{self.prefix}/applied/{node_id}"
+
     def parse(self, key: str) -> ParsedKey | None:
         """What ``key`` names, or ``None`` if it is not a well-formed key of this schema."""
         if not key.startswith(self.root):
@@ -86,8 +95,9 @@ class KeySchema:
                     service=ServiceName.parse(f"{parts[2]}.{parts[1]}"),
                     number=int(n),
                 )
-            if parts[0] == "nodes" and len(parts) == 2:
-                return ParsedKey(kind="node", node_id=validate_label(parts[1], field="node_id"))
+            if parts[0] in ("nodes", "applied") and len(parts) == 2:
+                kind: KeyKind = "node" if parts[0] == "nodes" else "applied"
+                return ParsedKey(kind=kind, node_id=validate_label(parts[1], field="node_id"))
         except ValidationError:
             return None
         return None

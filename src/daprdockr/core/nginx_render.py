@@ -1,46 +1,57 @@
-"""Rendering nginx.conf from the cluster state.  Pure: no I/O; deterministic output.
+"""Rendering the agent's nginx.conf.  Pure: no I/O; deterministic output.
 
-One ``upstream`` per service with an ``http_host`` (named by :func:`upstream_name`, injective):
-servers are ``<address>:<published port>`` of every *running* instance (on every node) for the
-spec's ``http_port``; an instance whose address is not an IP literal is left out alone.  Each service gets a
-``server`` block with ``server_name <http_host>``; a service with no running instance answers
-503; any other Host gets 404 from the default server.  ``max_fails=0`` keeps nginx from marking
-every backend down after resets during reloads, and ``proxy_next_upstream`` retries another
-instance on connection errors.  WebSocket upgrades pass through (``map $http_upgrade``).
+The config does not depend on the cluster state at all: one catch-all server routes every
+request by its ``Host`` through the routing table in a ``lua_shared_dict`` (see
+:mod:`daprdockr.core.routing` and ``lua/daprdockr/balancer.lua``): an unknown host gets 404, a
+host without a running instance 503, and ``balancer_by_lua`` picks the peer.  So a change of
+instances *or of host names* never reloads nginx; the agent posts the table's changes to a
+control server on a unix socket in its private state dir.  A reload happens only when the
+agent's own settings change (listen address, workers), and the shared dicts survive it.
+
+Proxying: ``Host``, ``X-Real-IP``, ``X-Forwarded-For``, ``X-Forwarded-Proto`` are set; WebSocket
+upgrades pass through (``map $http_upgrade``); connect timeout 5 s, read 60 s.  A connection
+error or timeout tries another instance (``proxy_next_upstream error timeout``, at most 3 tries;
+nginx never replays a non-idempotent request that reached a backend).  Upstream keepalive
+connections idle for 2 s are closed, so an instance taken out of the table has no connection
+left from this nginx soon after its last request.
 
 Workers never touch the disk: responses are not buffered to temp files and request bodies are
 streamed (``proxy_max_temp_file_size 0``, ``proxy_request_buffering off``), so they can run as an
 unprivileged ``worker_user`` while every file stays in the agent's private 0700 state dir; bodies
 of any size pass (``client_max_body_size 0``: streamed, so no limit is needed to protect the disk).
-
-Everything written into the file is re-validated here (hostnames, IP literals, ports, paths), so
-even a bad record that slipped past input validation cannot inject configuration: such a service
-is left out and reported in :attr:`Rendered.errors`.
+Every path written into the file is re-validated here.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from daprdockr.core.model import ServiceSpec
-from daprdockr.core.names import ServiceName, validate_hostname
-from daprdockr.core.state import ClusterState
 from daprdockr.errors import ValidationError
 
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
+
+
+def _safe_path(path: str, *, field: str) -> str:
+    if not _SAFE_PATH.fullmatch(path):
+        raise ValidationError(f"{path!r} is not a plain absolute path", field=field)
+    return path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NginxPaths:
-    """Where the managed nginx keeps its files (all under the agent's state dir)."""
+    """Where the managed nginx keeps its files (all under the agent's state dir), and where the
+    Lua module and the balancer's Lua code are."""
 
     root: str
+    modules: tuple[str, ...] = ()  # load_module paths: the NDK, then lua-nginx-module
+    lua: str = ""  # directory holding daprdockr/balancer.lua
 
     def __post_init__(self) -> None:
-        if not _SAFE_PATH.fullmatch(self.root):
-            raise ValidationError(f"{self.root!r} is not a plain absolute path", field="state_dir")
+        _safe_path(self.root, field="state_dir")
+        for path in (*self.modules, *([self.lua] if self.lua else [])):
+            _safe_path(path, field="nginx module")
 
     @property
     def pid(self) -> str:
@@ -54,12 +65,9 @@ class NginxPaths:
     def temp(self) -> str:
         return f"{self.root}/tmp"
 
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    text: str
-    services: tuple[ServiceName, ...]  # rendered with routes
-    errors: dict[ServiceName, str] = field(default_factory=dict)  # left out, with the reason
+    @property
+    def control(self) -> str:
+        return f"{self.root}/control.sock"
 
 
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -80,55 +88,9 @@ def _listen(listen: tuple[str, int]) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
-def _escape(label: str) -> str:
-    return label.replace("-", "_h")
-
-
-def upstream_name(name: ServiceName) -> str:
-    """``dd_<group>_s<service>`` with ``-`` written ``_h``: injective, so no two services share it.
-
-    Labels hold only ``[a-z0-9-]``, so every ``_`` in the result is followed by ``h`` (a hyphen)
-    or ``s`` (the separator) and the name decodes back to exactly one service.
-    """
-    return f"dd_{_escape(name.group)}_s{_escape(name.service)}"
-
-
-def _backends(state: ClusterState, spec: ServiceSpec) -> list[str]:
-    """``addr:port`` of every running instance; one with a bad address is left out alone."""
-    assert spec.http_port is not None
-    result = set()
-    for rec in state.instances_of(spec.name):
-        port = rec.port_for(spec.http_port)
-        if rec.state != "running" or port is None:
-            continue
-        try:
-            ip = ipaddress.ip_address(rec.address)
-        except ValueError:  # not an IP literal: never written into the config
-            continue
-        result.add(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{int(port)}")
-    return sorted(result)
-
-
-def _service_block(state: ClusterState, spec: ServiceSpec, listen: str) -> str:
-    host = validate_hostname(spec.http_host)
-    backends = _backends(state, spec)
-    if not backends:
-        return (
-            f"    server {{\n        listen {listen};\n        server_name {host};\n"
-            f"        return 503;\n    }}\n"
-        )
-    upstream = upstream_name(spec.name)
-    servers = "".join(f"        server {b} max_fails=0;\n" for b in backends)
-    return (
-        f"    upstream {upstream} {{\n{servers}        keepalive 32;\n    }}\n"
-        f"    server {{\n        listen {listen};\n        server_name {host};\n"
-        f"        location / {{\n            proxy_pass http://{upstream};\n        }}\n    }}\n"
-    )
-
-
-HEAD = """\
-# generated by daprdockr from etcd state; do not edit
-{user}worker_processes {workers};
+TEMPLATE = """\
+# generated by daprdockr; do not edit.  Routes live in the dd_routes shared dict, not here.
+{modules}{user}worker_processes {workers};
 pid {pid};
 error_log {error_log} warn;
 daemon off;
@@ -144,7 +106,10 @@ http {{
     fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
-    server_names_hash_bucket_size 128;
+    lua_package_path "{lua}/?.lua;;";
+    lua_shared_dict dd_routes 16m;
+    lua_shared_dict dd_eject 1m;
+    lua_shared_dict dd_stats 1m;
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         '' '';
@@ -164,46 +129,44 @@ http {{
     client_max_body_size 0;
     proxy_next_upstream error timeout;
     proxy_next_upstream_tries 3;
+    upstream dd_balancer {{
+        server 0.0.0.1;
+        balancer_by_lua_block {{ require("daprdockr.balancer").balance() }}
+        keepalive 64;
+        keepalive_timeout 2s;
+    }}
     server {{
         listen {listen} default_server;
         server_name _;
-        return 404;
+        location / {{
+            access_by_lua_block {{ require("daprdockr.balancer").route() }}
+            proxy_pass http://dd_balancer;
+        }}
     }}
+    server {{
+        listen unix:{control};
+        client_body_buffer_size 16m;
+        client_max_body_size 16m;
+        location = /routes {{
+            content_by_lua_block {{ require("daprdockr.balancer").control() }}
+        }}
+    }}
+}}
 """
 
 
 def render_nginx_conf(
-    state: ClusterState,
     *,
     listen: tuple[str, int],
     paths: NginxPaths,
     worker_user: tuple[str, str] | None = None,
     workers: int = 2,
     connections: int = 4096,
-    skip: frozenset[ServiceName] = frozenset(),
-    only: frozenset[ServiceName] | None = None,
-) -> Rendered:
-    """The full nginx.conf for ``state``.  ``skip``/``only`` select services (used to isolate
-    a service that makes ``nginx -t`` fail)."""
-    lst = _listen(listen)
-    parts = [
-        HEAD.format(
-            user=f"user {_user(worker_user)};\n" if worker_user else "", workers=int(workers), pid=paths.pid,
-            error_log=paths.error_log, connections=int(connections), temp=paths.temp, listen=lst,
-        )
-    ]
-    rendered: list[ServiceName] = []
-    errors: dict[ServiceName, str] = {}
-    for name in sorted(state.services, key=str):
-        spec = state.services[name]
-        if spec.http_host is None or spec.http_port is None or name in skip:
-            continue
-        if only is not None and name not in only:
-            continue
-        try:
-            parts.append(_service_block(state, spec, lst))
-            rendered.append(name)
-        except (ValidationError, ValueError) as exc:
-            errors[name] = f"not routed: {exc}"
-    parts.append("}\n")
-    return Rendered(text="".join(parts), services=tuple(rendered), errors=errors)
+) -> str:
+    """The whole nginx.conf: the same for any cluster state."""
+    return TEMPLATE.format(
+        modules="".join(f"load_module {m};\n" for m in paths.modules),
+        user=f"user {_user(worker_user)};\n" if worker_user else "", workers=int(workers), pid=paths.pid,
+        error_log=paths.error_log, connections=int(connections), temp=paths.temp, lua=paths.lua,
+        listen=_listen(listen), control=paths.control,
+    )

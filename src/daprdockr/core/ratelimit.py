@@ -1,10 +1,8 @@
 """A token bucket as a pure value: bursts are allowed, the sustained rate is bounded.
 
-The nginx manager uses it for reloads: a service that scales up produces a few state changes
-close together (spec seen, first instances running, the rest running); a burst of up to
-``burst`` reloads lets each of them reach nginx at once, while a long stream of changes (churn)
-is held to one reload per ``interval`` seconds.  Nothing here reads the clock: callers pass
-``now`` and keep the returned value.
+The DNS responder's response rate limiting keeps one per client network
+(:mod:`daprdockr.core.dnsguard`): a burst of up to ``burst`` answers, then one per ``interval``
+seconds.  Nothing here reads the clock: callers pass ``now`` and keep the returned value.
 """
 
 from __future__ import annotations

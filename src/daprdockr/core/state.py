@@ -59,6 +59,7 @@ class ClusterState:
     skipped: tuple[tuple[str, str], ...] = ()
     invalid_services: dict[ServiceName, str] = field(default_factory=dict)
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)  # node -> routing revision it applied
 
     def instances_of(self, name: ServiceName) -> list[InstanceRecord]:
         return sorted(
@@ -71,7 +72,15 @@ class ClusterState:
         return frozenset(name for name in self.invalid_services if name not in self.services)
 
 
-def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord | NodeRecord:
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """``applied/<node>``: the etcd revision whose removals the node's nginx and DNS applied."""
+
+    node_id: str
+    revision: int
+
+
+def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord | NodeRecord | Applied:
     """Decode one key/value; raises ValidationError for anything malformed."""
     parsed = schema.parse(kv.key)
     if parsed is None:
@@ -93,10 +102,15 @@ def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord |
         if not kv.lease:  # no agent's heartbeat keeps it: it would block the number forever
             raise ValidationError("instance key is bound to no lease")
         return replace(rec, create_revision=kv.create_revision)
+    if parsed.kind == "applied":
+        revision = data.get("revision") if isinstance(data, dict) else None
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+            raise ValidationError("must be {\"revision\": <non-negative integer>}", field="applied")
+        return Applied(node_id=parsed.node_id, revision=revision)
     return NodeRecord.from_dict(data, node_id=parsed.node_id, lease=kv.lease)
 
 
-Decoded = ServiceSpec | InstanceRecord | NodeRecord
+Decoded = ServiceSpec | InstanceRecord | NodeRecord | Applied
 
 
 def decode_entry(schema: KeySchema, kv: RawKV) -> Decoded | str:
@@ -122,6 +136,7 @@ def assemble_state(
     services: dict[ServiceName, ServiceSpec] = {}
     instances: dict[tuple[ServiceName, int], InstanceRecord] = {}
     nodes: dict[str, NodeRecord] = {}
+    applied: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
     invalid_services: dict[ServiceName, str] = {}
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = {}
@@ -144,11 +159,13 @@ def assemble_state(
             services[value.name] = value
         elif isinstance(value, InstanceRecord):
             instances[value.key_tuple] = value
+        elif isinstance(value, Applied):
+            applied[value.node_id] = value.revision
         else:
             nodes[value.node_id] = value
     return ClusterState(
         services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
-        invalid_services=invalid_services, invalid_instances=invalid_instances,
+        invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
     )
 
 

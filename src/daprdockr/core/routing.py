@@ -1,0 +1,74 @@
+"""The HTTP routing table nginx's Lua balancer serves, and the updates that keep it current.  Pure.
+
+:func:`routing_table` maps every ``http_host`` to the peers (``address:published port``) of the
+running instances of its service.  The peers are *interleaved across nodes* (one from each host
+in turn), so the few tries a request gets never all go to one host that just died.  A host whose
+service has no running instance maps to no peers (nginx answers 503); a host absent from the
+table gets 404.  Two services claiming one host: the first by name wins, as nginx's own
+``server_name`` matching did.
+
+:func:`table_update` encodes what changed between two tables (``set`` and ``del`` lines), or the
+whole table after nginx (re)started (``full``); the agent posts it to the control socket and
+nginx applies it without a reload.  :func:`removes_backends` tells whether applying the new
+table took a peer out of service (the agent then publishes the etcd revision it applied, which
+is what an owner waits for before it stops a container).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+from daprdockr.core.state import ClusterState
+
+Table = dict[str, tuple[str, ...]]
+
+
+def _peer(address: str, port: int) -> str | None:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP literal: never handed to nginx
+        return None
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def _interleave(by_node: Mapping[str, list[str]]) -> tuple[str, ...]:
+    columns = [sorted(peers) for _, peers in sorted(by_node.items())]
+    out: list[str] = []
+    for i in range(max((len(c) for c in columns), default=0)):
+        out.extend(c[i] for c in columns if i < len(c))
+    return tuple(out)
+
+
+def routing_table(state: ClusterState) -> Table:
+    """Every routed host and its running peers, interleaved across nodes."""
+    table: Table = {}
+    for name in sorted(state.services, key=str):
+        spec = state.services[name]
+        if spec.http_host is None or spec.http_port is None or spec.http_host in table:
+            continue
+        by_node: dict[str, list[str]] = {}
+        for rec in state.instances_of(name):
+            port = rec.port_for(spec.http_port)
+            peer = _peer(rec.address, port) if rec.state == "running" and port is not None else None
+            if peer is not None:
+                by_node.setdefault(rec.node, []).append(peer)
+        table[spec.http_host] = _interleave(by_node)
+    return table
+
+
+def table_update(old: Table | None, new: Table, *, generation: int) -> bytes:
+    """The body for the control endpoint: the changes from ``old`` to ``new``, or all of ``new``
+    (``full``: nginx drops what it had) when ``old`` is None."""
+    lines = [f"full {generation}"] if old is None else []
+    base: Table = {} if old is None else old
+    for host in sorted(new):
+        if base.get(host) != new[host] or old is None:
+            lines.append(" ".join(("set", host, *new[host])))
+    lines.extend(f"del {host}" for host in sorted(set(base) - set(new)))
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def removes_backends(old: Table, new: Table) -> bool:
+    """True when some peer served before is not served now (a removal to confirm)."""
+    return any(set(peers) - set(new.get(host, ())) for host, peers in old.items())
