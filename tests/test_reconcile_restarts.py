@@ -67,7 +67,7 @@ class FakeRuntime:
     async def list_managed(self) -> list[ContainerInfo]:
         return list(self.containers.values())
 
-    async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo:
+    async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
         self.starts += 1
         c = ContainerInfo(id=f"c{self.starts}", service=spec.name, number=number, node="n1",
                           spec_hash=spec.runtime_hash, running=True, created=float(self.starts))
@@ -77,7 +77,7 @@ class FakeRuntime:
     async def drain(self, container: ContainerInfo, *, within: float) -> int:
         return 0
 
-    async def remove(self, container_id: str, *, grace: float) -> None:
+    async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None:
         self.containers.pop(container_id, None)
 
     def crash_all(self) -> None:

@@ -76,3 +76,7 @@ class ProxyError(DaprDockrError):
 
 class WaitTimeoutError(DaprDockrError):
     """``--wait`` gave up: the cluster did not reach the desired state in time."""
+
+
+class RolloutFailedError(DaprDockrError):
+    """``--wait``: the rollout of the spec that was written was rolled back or paused."""

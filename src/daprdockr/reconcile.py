@@ -20,6 +20,17 @@ without waiting for etcd.  Containers being stopped and this node's running cont
 published through :meth:`Reconciler.routable` so the agent's own DNS and nginx follow them at
 once (see :mod:`daprdockr.core.local_view`).
 
+Rolling updates and drain (:class:`~daprdockr.core.plan.Roll`, :class:`~daprdockr.core.plan.TakeOver`).
+A replacement first takes one of the service's ``update.parallel`` slots in etcd (a transaction on
+our lease, released after; a dead agent's slot frees itself with its lease).  Start-first: the new
+container starts beside the old one, must pass its check (or just keep running, without one) for
+``min_healthy`` within ``deadline``, then one write points the instance at it and the old one is
+taken out (confirmed removal, drain, stop).  Stop-first: the old one is taken out first.  A
+replacement that does not get healthy in time is removed and the rollout fails over to
+:class:`RolloutCoordinator` (rollback or pause; the first agent to report it decides).  A
+takeover starts a draining node's instance here the same way and then moves the key onto our
+lease with a compare on the revision it read.
+
 Every key has one :class:`~daprdockr.core.retry.KeyRetry` entry: crash-restart backoff (reset
 after a healthy run, with jitter) and a hold after a failed action, so no key is retried hot.
 """
@@ -31,14 +42,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import Health, InstanceRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
 from daprdockr.core.plan import (
     Action,
     Adopt,
@@ -49,15 +61,18 @@ from daprdockr.core.plan import (
     Refresh,
     Release,
     Repair,
+    Roll,
     Start,
     Stop,
+    TakeOver,
     action_key,
     plan_next,
     unowned_keys,
 )
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.retry import KeyRetry, RetryPolicy
-from daprdockr.errors import DaprDockrError, StoreError
+from daprdockr.core.rollout import Slot
+from daprdockr.errors import ContainerError, DaprDockrError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +91,55 @@ class InstanceStore(Protocol):
 
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None: ...
 
+    async def take_over_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None: ...
+
+
+class RolloutCoordinator(Protocol):
+    """Replacement slots and rollout failure (:class:`~daprdockr.adapters.lifecycle_store.LifecycleStore`)."""
+
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int: ...
+
+    async def release_slot(self, name: ServiceName, index: int) -> None: ...
+
+    async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str: ...
+
+
+class _Uncoordinated:
+    """A single node without etcd coordination (unit tests): every replacement gets a slot."""
+
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int:
+        return 1
+
+    async def release_slot(self, name: ServiceName, index: int) -> None:
+        return None
+
+    async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str:
+        return ""
+
 
 async def _no_confirmation(revision: int) -> None:
     return None
+
+
+class HealthSource(Protocol):
+    """What the reconciler needs from the health checks (:mod:`daprdockr.health`)."""
+
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health: ...
+
+    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool: ...
+
+    async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool: ...
+
+
+class _NoChecks:
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health:
+        return ""
+
+    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        return False
+
+    async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        return True
 
 
 class Reconciler:
@@ -100,6 +161,8 @@ class Reconciler:
         on_written: Callable[[WatchEvent], object] = lambda ev: None,
         confirm_removal: Callable[[int], Awaitable[None]] | None = None,
         drain_timeout: float = 5.0,
+        health: HealthSource | None = None,
+        rollouts: RolloutCoordinator | None = None,
     ) -> None:
         self.node_id = node_id
         self.address = address
@@ -116,6 +179,11 @@ class Reconciler:
         self.on_written = on_written  # read-your-writes: each confirmed write's event, to the mirror
         self.confirm_removal = confirm_removal or _no_confirmation  # waits until every agent applied a revision
         self.drain_timeout = drain_timeout
+        self.health: HealthSource = health or _NoChecks()
+        self.rollouts: RolloutCoordinator = rollouts or _Uncoordinated()
+        self.slot_retry = 0.25  # seconds before trying again after losing the race for a slot
+        self._unreleased: set[tuple[ServiceSpec, int]] = set()  # slots whose release failed (etcd down)
+        self._slot_task: asyncio.Task[None] | None = None
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
         self.dirty = asyncio.Event()
@@ -158,6 +226,18 @@ class Reconciler:
         self._containers_stale = True
         self.dirty.set()
 
+    def _health_observed(self, specs: Mapping[ServiceName, ServiceSpec]) -> dict[str, Any]:
+        health: dict[str, Health] = {}
+        restart: set[str] = set()
+        for c in self.containers:
+            spec = specs.get(c.service)
+            if spec is None or not c.running:
+                continue
+            health[c.id] = self.health.health_of(c, spec)
+            if self.health.restart_due(c, spec):
+                restart.add(c.id)
+        return {"health": health, "restart": frozenset(restart)}
+
     def routable(self) -> list[ContainerInfo]:
         """This node's running containers that are not being stopped (for its own DNS and nginx)."""
         return [c for c in self.containers if c.running and c.id not in self._stopping]
@@ -194,6 +274,8 @@ class Reconciler:
                 self.containers = containers
                 self.listed = True
                 self.on_local_change()
+        if self._unreleased and (self._slot_task is None or self._slot_task.done()):
+            self._slot_task = asyncio.create_task(self._release_leftover_slots(), name="release slots")
         state = self.mirror.state()
         now = self.clock()
         unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
@@ -214,6 +296,10 @@ class Reconciler:
             claiming=self.claiming,
             frozen=state.frozen,
             bad_instances=state.invalid_instances,
+            rollouts=state.rollouts,
+            slots=state.slots,
+            draining=state.draining,
+            **self._health_observed(state.services),
         )
         planned = plan_next(state.services, observed)
         actions, self._next_wake = planned.actions, planned.next_wake
@@ -240,9 +326,10 @@ class Reconciler:
         self.mark_containers_dirty()
 
     async def cancel_all(self) -> None:
-        for task in self._inflight.values():
+        tasks = [*self._inflight.values(), *([self._slot_task] if self._slot_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ executing actions
     async def _run_actions(self, actions: list[Action]) -> None:
@@ -268,6 +355,8 @@ class Reconciler:
             await self._claim(action.key, action.spec)
         elif isinstance(action, Start):
             await self._start(action.record, action.spec, old=action.old, reason=action.reason)
+        elif isinstance(action, Roll | TakeOver):
+            await self._replace(action)
         elif isinstance(action, Adopt):
             await self._adopt(action)
         elif isinstance(action, Refresh):
@@ -295,26 +384,35 @@ class Reconciler:
                 "stopping container %s of %s/%s: %s",
                 action.container.id[:12], action.container.service, action.container.number, action.reason,
             )
-            await self._stop_container(action.container, grace=self.stop_timeout)
+            await self._take_out(action.container, removed_at=action.removed_at, routed=bool(action.removed_at))
 
-    async def _take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool) -> None:
+    async def _take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool,
+                        confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         """Confirmed removal: an instance that was routed leaves every live agent's nginx and DNS
-        first (each has applied etcd revision ``removed_at``; bounded), then its connections
-        drain (bounded), then it gets its stop signal and grace period."""
+        first (each has applied etcd revision ``removed_at``; bounded; then ``confirmed`` is
+        awaited), then its connections drain (bounded), then it gets its stop signal and grace
+        period."""
         if routed and removed_at:
             await self.confirm_removal(removed_at)
+            if confirmed is not None:
+                await confirmed()
             left = await self.runtime.drain(c, within=self.drain_timeout)
             if left:
                 log.info("%d connection(s) still open to %s/%s after %.1fs; stopping it anyway", left, c.service,
                          c.number, self.drain_timeout)
-        await self._stop_container(c, grace=self.stop_timeout)
+        await self.stop_container(c, grace=self.stop_timeout)
 
-    async def _stop_container(self, c: ContainerInfo, *, grace: float) -> None:
-        """Stop and remove ``c``; it leaves this node's own DNS and nginx before the stop begins."""
+    async def stop_container(self, c: ContainerInfo, *, grace: float) -> None:
+        """Stop and remove ``c`` with its service's stop signal and grace period (``grace`` when the
+        spec names none; 0 kills at once); it leaves this node's own DNS and nginx first."""
+        spec = self.mirror.state().services.get(c.service)
+        signal = spec.stop_signal if spec is not None else None
+        if grace > 0 and spec is not None and spec.stop_timeout is not None:
+            grace = spec.stop_timeout
         self._stopping.add(c.id)
         self.on_local_change()
         try:
-            await self.runtime.remove(c.id, grace=grace)
+            await self.runtime.remove(c.id, grace=grace, signal=signal)
         finally:
             self._stopping.discard(c.id)
 
@@ -355,9 +453,11 @@ class Reconciler:
             # a crash: restart without waiting for etcd, and back off if it crashes in a loop
             entry = self.retries[key] = self.policy.crashed(entry, now=self.clock(), rand=self.rand())
             log.info("restarting %s/%s: %s", rec.service, rec.number, reason)
-            await self._stop_container(old, grace=0)
+            await self.stop_container(old, grace=0)
         elif old is not None:
             log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
+            if reason == "unhealthy":  # a restart for failing its checks backs off like a crash
+                entry = self.retries[key] = self.policy.crashed(entry, now=self.clock(), rand=self.rand())
             removed_at = 0
             if rec.state == "running":  # out of every node's routing first, then stop it
                 starting = replace(rec, state="starting", ports=(), since=time.time(), error=reason)
@@ -367,6 +467,7 @@ class Reconciler:
                     return
                 assert written is not None
                 removed_at = written.revision
+                rec = replace(rec, lease=self.lease)
             await self._take_out(old, removed_at=removed_at, routed=rec.state == "running")
         try:
             info = await self.runtime.start_instance(spec=spec, number=rec.number)
@@ -389,10 +490,148 @@ class Reconciler:
             return
         log.info("running %s/%s as %s (%s)", rec.service, rec.number, info.id[:12], reason)
 
-    def _running_record(self, rec: InstanceRecord, c: ContainerInfo) -> InstanceRecord:
+    # ------------------------------------------------------------------ replacements
+    async def _replace(self, action: Roll | TakeOver) -> None:
+        """A rolling-update replacement or a takeover from a draining node, in a replacement slot."""
+        rec, spec = action.record, action.spec
+        slot = Slot(node=self.node_id, instance=rec.number, since=time.time())
+        index = await self.rollouts.take_slot(spec.name, parallel=spec.update.parallel, slot=slot, lease=self.lease)
+        if not index:
+            await asyncio.sleep(self.slot_retry)  # another node took the last slot: its release re-plans us
+            return
+        released = False
+
+        async def release() -> None:  # once: when the old container is out of every router, or at the end
+            nonlocal released
+            if not released:
+                released = True
+                await self._release_slot(spec, index)
+
+        try:
+            if isinstance(action, TakeOver):
+                await self._take_over(rec, spec)
+            elif spec.update.order == "start-first":
+                await self._roll_start_first(rec, spec, action.old, release)
+            else:
+                await self._roll_stop_first(rec, spec, action.old)
+        finally:
+            await release()
+
+    async def _release_slot(self, spec: ServiceSpec, index: int) -> None:
+        try:
+            await self.rollouts.release_slot(spec.name, index)
+        except DaprDockrError as exc:  # it is on our lease: it goes with it at the latest
+            log.warning("could not release replacement slot %d of %s (%s); retrying", index, spec.name, exc)
+            self._unreleased.add((spec, index))
+
+    async def _release_leftover_slots(self) -> None:
+        for spec, index in list(self._unreleased):
+            self._unreleased.discard((spec, index))
+            await self._release_slot(spec, index)
+
+    async def _roll_start_first(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo,
+                                release: Callable[[], Awaitable[None]]) -> None:
+        new = await self._start_replacement(rec, spec, beside=True)
+        log.info("rolling %s/%s: replacement %s started beside %s", rec.service, rec.number, new.id[:12],
+                 old.id[:12])
+        await self._await_healthy(new, spec, rollout=True)
+        written = await self.store.update_instance(self._running_record(rec, new, healthy=True), lease=self.lease)
+        if not self._confirmed(written):
+            log.warning("instance %s/%s is no longer ours; removing its replacement", rec.service, rec.number)
+            await self.runtime.remove(new.id, grace=0)
+            return
+        assert written is not None
+        log.info("rolled %s/%s onto %s; taking %s out", rec.service, rec.number, new.id[:12], old.id[:12])
+        # the replacement is done once no router sends the old one new requests: the slot is
+        # free while it drains and stops
+        await self._take_out(old, removed_at=written.revision, routed=rec.routable, confirmed=release)
+
+    async def _roll_stop_first(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo) -> None:
+        removed_at = 0
+        if rec.state == "running":
+            starting = replace(rec, state="starting", ports=(), since=time.time(), error="rolling update")
+            written = await self.store.update_instance(starting, lease=self.lease)
+            if not self._confirmed(written):
+                log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
+                return
+            assert written is not None
+            removed_at = written.revision
+        await self._take_out(old, removed_at=removed_at, routed=rec.routable)
+        rec = replace(rec, lease=self.lease, state="starting")
+        new = await self._start_replacement(rec, spec, beside=False)
+        await self._must_write(self._running_record(rec, new))
+        await self._await_healthy(new, spec, rollout=True)
+        await self._must_write(self._running_record(replace(rec, state="running", container_id=new.id), new,
+                                                    healthy=True))
+        log.info("rolled %s/%s onto %s", rec.service, rec.number, new.id[:12])
+
+    async def _take_over(self, rec: InstanceRecord, spec: ServiceSpec) -> None:
+        new = await self._start_replacement(rec, spec, beside=True)
+        log.info("taking over %s/%s from draining node %s: started %s", rec.service, rec.number, rec.node,
+                 new.id[:12])
+        await self._await_healthy(new, spec, rollout=False)
+        mine = replace(self._running_record(rec, new, healthy=True), since=time.time(), lease=self.lease)
+        if not self._confirmed(await self.store.take_over_instance(mine, lease=self.lease)):
+            log.info("%s/%s changed before the takeover; removing %s", rec.service, rec.number, new.id[:12])
+            await self.runtime.remove(new.id, grace=0)
+            return
+        log.info("took over %s/%s from %s as %s", rec.service, rec.number, rec.node, new.id[:12])
+
+    async def _start_replacement(self, rec: InstanceRecord, spec: ServiceSpec, *, beside: bool) -> ContainerInfo:
+        try:
+            return await self.runtime.start_instance(spec=spec, number=rec.number, beside=beside)
+        except DaprDockrError as exc:
+            if not exc.transient:  # the new version cannot run here (no such image, bad config)
+                await self._rollout_failed(rec, spec, f"could not start: {exc}")
+            raise
+
+    async def _await_healthy(self, c: ContainerInfo, spec: ServiceSpec, *, rollout: bool) -> None:
+        """Return once ``c`` has run and passed its check (without one: kept running) for
+        ``update.min_healthy`` seconds; past ``update.deadline`` remove it, report a failed
+        rollout (``rollout``) and raise, so the key backs off."""
+        loop = asyncio.get_running_loop()
+        policy = spec.update
+        deadline = loop.time() + policy.deadline
+        period = min(spec.health.interval, 0.5) if spec.health is not None else 0.25
+        healthy_since: float | None = None
+        reason = f"not healthy for {policy.min_healthy:g}s within {policy.deadline:g}s"
+        while True:
+            now = loop.time()
+            current = await self.runtime.inspect(c.id)
+            if current is None or not current.running:
+                reason = "the replacement exited"
+                break
+            if await self.health.probe(c, spec):
+                healthy_since = now if healthy_since is None else healthy_since
+                if now - healthy_since >= policy.min_healthy:
+                    return
+            else:
+                healthy_since = None
+            if now >= deadline:
+                break
+            await asyncio.sleep(max(0.01, min(period, deadline - now)))
+        log.warning("replacement %s of %s/%s failed: %s", c.id[:12], c.service, c.number, reason)
+        await self.runtime.remove(c.id, grace=0)
+        if rollout:
+            spec_rec = InstanceRecord(service=c.service, number=c.number, node=self.node_id, address=self.address)
+            await self._rollout_failed(spec_rec, spec, reason)
+        raise ContainerError(f"replacement of {c.service}/{c.number} failed: {reason}", transient=True)
+
+    async def _rollout_failed(self, rec: InstanceRecord, spec: ServiceSpec, reason: str) -> None:
+        outcome = await self.rollouts.fail_rollout(
+            spec.name, target=spec.runtime_hash, reason=f"instance {rec.number} on {self.node_id}: {reason}",
+            rollback=spec.update.on_failure == "rollback")
+        if outcome:
+            log.warning("rollout of %s %s: %s", spec.name, outcome, reason)
+
+    def _running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord:
+        spec = self.mirror.state().services.get(c.service)
+        health: Health = self.health.health_of(c, spec) if spec is not None else rec.health
+        if healthy and health:  # it just passed its checks for min_healthy (a replacement)
+            health = "healthy"
         return replace(
             rec, node=self.node_id, address=self.address, state="running", ports=c.ports,
-            container_id=c.id, spec_hash=c.spec_hash, error="",
+            container_id=c.id, spec_hash=c.spec_hash, error="", health=health,
             since=rec.since if rec.state == "running" and rec.container_id == c.id else time.time(),
         )
 

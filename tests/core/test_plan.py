@@ -17,8 +17,9 @@ from daprdockr.core.plan import (
     Observed,
     Refresh,
     Release,
-    Start,
+    Roll,
     Stop,
+    TakeOver,
     action_key,
     deal_unowned,
     fair_share,
@@ -26,6 +27,7 @@ from daprdockr.core.plan import (
     preferred_node,
     unowned_keys,
 )
+from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import BadKey
 
 WEB = ServiceName(group="myapp", service="web")
@@ -134,8 +136,55 @@ CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str,
      obs(instances=[rec(1, state="failed")], retry_at={(WEB, 1): 50.0}), [("Start", 1)]),
     ("container exited: restart", {WEB: spec(1)},
      obs(instances=[rec(1)], containers=[ctr(1, running=False)]), [("Start", 1)]),
-    ("spec changed: replace", {WEB: spec(1, image="busybox:2")},
-     obs(instances=[rec(1)], containers=[ctr(1)]), [("Start", 1)]),
+    ("spec changed: roll", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1)], containers=[ctr(1)]), [("Roll", 1)]),
+    ("spec changed, every slot taken: wait", {WEB: spec(2, image="busybox:2")},
+     obs(instances=[rec(1), rec(2)], containers=[ctr(1), ctr(2)], slots={WEB: {1: Slot(node="n2", instance=3)}}),
+     []),
+    ("spec changed, rollout paused: hold", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1)], containers=[ctr(1)],
+         rollouts={WEB: RolloutRecord(version=2, target=spec(1, image="busybox:2").runtime_hash, state="paused")}),
+     []),
+    ("spec changed, a rollout of another target paused: roll", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1)], containers=[ctr(1)], rollouts={WEB: RolloutRecord(version=2, target="x", state="paused")}),
+     [("Roll", 1)]),
+    ("spec changed and crashed: restart with the new spec, no slot", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1)], containers=[ctr(1, running=False)], slots={WEB: {1: Slot(node="n2", instance=3)}}),
+     [("Start", 1)]),
+    ("spec changed on an old lease: adopt first", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1, lease=99)], containers=[ctr(1)]), [("Adopt", 1)]),
+    ("restart left a replacement beside the container the record names: stop the replacement",
+     {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1)], containers=[ctr(1, created=1.0), ctr(1, cid="new", created=2.0,
+                                                                   spec_hash=spec(1, image="busybox:2").runtime_hash)]),
+     [("Roll", 1), ("Stop", 1)]),
+    ("draining: no claims", {WEB: spec(2)}, obs(draining=frozenset({ME})), []),
+    ("draining: a record without container is released", {WEB: spec(1)},
+     obs(instances=[rec(1)], draining=frozenset({ME})), [("Release", 1)]),
+    ("draining: a crashed container is released, not restarted", {WEB: spec(1)},
+     obs(instances=[rec(1)], containers=[ctr(1, running=False)], draining=frozenset({ME})), [("Release", 1)]),
+    ("draining: running instances stay until taken over", {WEB: spec(1)},
+     obs(instances=[rec(1)], containers=[ctr(1)], draining=frozenset({ME})), []),
+    ("draining: an unclaimed container is not adopted", {WEB: spec(1)},
+     obs(containers=[ctr(1)], draining=frozenset({ME})), [("Stop", 1)]),
+    ("another node drains: take over what the deal gives us", {WEB: spec(4, image="busybox")},
+     obs(live=("n1", "n2", "n3"), draining=frozenset({"n3"}),
+         instances=[rec(1), rec(2, node="n2", lease=7), rec(3, node="n3", lease=8), rec(4, node="n3", lease=8)],
+         containers=[ctr(1)]),
+     [("TakeOver", 3)]),
+    ("another node drains: takeovers wait for a slot", {WEB: spec(4)},
+     obs(live=("n1", "n2", "n3"), draining=frozenset({"n3"}), slots={WEB: {1: Slot(node="n2", instance=4)}},
+         instances=[rec(1), rec(2, node="n2", lease=7), rec(3, node="n3", lease=8), rec(4, node="n3", lease=8)],
+         containers=[ctr(1)]),
+     []),
+    ("another node drains: only running instances are moved", {WEB: spec(2)},
+     obs(live=("n1", "n2"), draining=frozenset({"n2"}), instances=[rec(1), rec(2, node="n2", lease=7,
+                                                                            state="failed")],
+         containers=[ctr(1)]),
+     []),
+    ("a draining node is no capacity: its unowned numbers come to us", {WEB: spec(2)},
+     obs(live=("n1", "n2"), draining=frozenset({"n2"}), instances=[rec(1)], containers=[ctr(1)]),
+     [("Claim", 2)]),
     ("held by another node: stop our copy", {WEB: spec(1)},
      obs(instances=[rec(1, node="n2", lease=7)], containers=[ctr(1)], live=("n1", "n2")), [("Stop", 1)]),
     ("our key on an old lease: adopt", {WEB: spec(1)},
@@ -176,9 +225,28 @@ def test_stop_reason_names_holder() -> None:
     assert isinstance(actions[0], Stop) and "n2" in actions[0].reason
 
 
-def test_replace_carries_old_container() -> None:
+def test_roll_carries_old_container_and_new_spec() -> None:
     (action,) = plan({WEB: spec(1, image="x")}, obs(instances=[rec(1)], containers=[ctr(1)]))
-    assert isinstance(action, Start) and action.old is not None and action.old.id == "c1"
+    assert isinstance(action, Roll) and action.old.id == "c1" and action.spec.image == "x"
+
+
+def test_handoff_is_stopped_after_confirmed_removal() -> None:
+    moved = replace(rec(1, node="n2", lease=7), mod_revision=42)
+    (action,) = plan({WEB: spec(1)}, obs(instances=[moved], containers=[ctr(1)], live=("n1", "n2")))
+    assert isinstance(action, Stop) and action.removed_at == 42
+
+
+def test_takeover_spreads_a_draining_node_over_the_others() -> None:
+    """Every non-draining node plans from the same state; together they take each instance once."""
+    live = ("n1", "n2", "n3")
+    instances = [rec(n, node="n3", lease=8) for n in range(1, 7)]
+    taken: list[int] = []
+    for me in ("n1", "n2"):
+        o = replace(obs(live=live, instances=instances, draining=frozenset({"n3"})), node_id=me)
+        actions = plan({WEB: replace(spec(6), update=replace(spec(6).update, parallel=6))}, o)
+        assert all(isinstance(a, TakeOver) for a in actions)
+        taken += [action_key(a)[1] for a in actions]
+    assert sorted(taken) == [1, 2, 3, 4, 5, 6]
 
 
 def test_release_carries_container() -> None:

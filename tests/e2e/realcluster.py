@@ -81,6 +81,7 @@ class AgentProcess:
         self.ttl = ttl
         self.log_path = logdir / f"{addr.node_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []  # more agent flags, for the next start
 
     @property
     def node_id(self) -> str:
@@ -94,7 +95,7 @@ class AgentProcess:
             "--state-dir", str(self.state_dir),
             "--dns-listen", f"{a.ip}:{a.dns_port}", "--dns-upstream", LOOPBACK_UPSTREAM,
             "--http-listen", f"{a.ip}:{a.http_port}", "--api-listen", f"{a.ip}:{a.api_port}",
-            "--nginx", shutil.which("nginx") or "/usr/sbin/nginx",
+            "--nginx", shutil.which("nginx") or "/usr/sbin/nginx", *self.extra_args,
         ]
 
     def start(self) -> None:

@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import aiodocker
@@ -47,9 +48,11 @@ class ContainerRuntime(Protocol):
 
     async def list_managed(self) -> list[ContainerInfo]: ...
 
-    async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo: ...
+    async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo: ...
 
-    async def remove(self, container_id: str, *, grace: float) -> None: ...
+    async def inspect(self, container_id: str) -> ContainerInfo | None: ...
+
+    async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None: ...
 
     async def drain(self, container: ContainerInfo, *, within: float) -> int: ...
 
@@ -229,14 +232,18 @@ class DockerRuntime:
             config["Cmd"] = list(spec.cmd)
         return config
 
-    async def start_instance(self, *, spec: ServiceSpec, number: int) -> ContainerInfo:
-        """Create and start the container; returns it with its published host ports.
+    async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
+        """Create and start the container; returns it with its published host ports.  With
+        ``beside`` it gets a name of its own (suffixed with its spec hash), so it can run next to
+        the instance's current container (a start-first replacement).
 
         The happy path is three engine calls (create, start, inspect): the image is checked only
         the first time this runtime uses it (a create answered 404 pulls it and retries), and a
         leftover container of the same name is removed only when create reports the conflict.
         """
         name = container_name(node_id=self.node_id, service=spec.name, number=number)
+        if beside:
+            name = f"{name}.{spec.runtime_hash[:12]}"
         if spec.image not in self._images_present:
             await self.ensure_image(spec.image)
             self._images_present.add(spec.image)
@@ -288,18 +295,24 @@ class DockerRuntime:
         connections still open at the end (0: drained)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
+        ports = [port for _, port in container.ports]
         while True:
-            open_now = sum(established_to(self.advertise_ip, port) for _, port in container.ports)
+            open_now = await asyncio.to_thread(established_to, self.advertise_ip, ports) if ports else 0
             if open_now == 0 or loop.time() >= deadline:
                 return open_now
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)
 
-    async def remove(self, container_id: str, *, grace: float) -> None:
-        """Stop (SIGTERM, then SIGKILL after ``grace`` seconds) and delete; absent is fine."""
+    async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None:
+        """Stop (``signal``, default the image's stop signal; SIGKILL after ``grace`` seconds) and
+        delete; absent is fine."""
         c = self.docker.containers.container(container_id)
         try:
-            if grace > 0:
+            if grace > 0 and signal is None:
                 await self._do(c.stop(t=max(1, round(grace))), what="stop")
+            elif grace > 0:
+                await self._do(c.kill(signal=signal), what=f"kill -{signal}")
+                with contextlib.suppress(DaprDockrError):
+                    await asyncio.wait_for(self._do(c.wait(), what="wait"), grace)
         except ContainerError as exc:
             log.debug("stop %s: %s", container_id[:12], exc)
         try:
@@ -307,6 +320,36 @@ class DockerRuntime:
         except ContainerError as exc:
             if "No such container" not in str(exc) and "is already in progress" not in str(exc):
                 raise
+
+    async def exec_ok(self, container_id: str, cmd: Sequence[str], *, within: float) -> bool:
+        """Run ``cmd`` in the container (a health check); True if it exits 0 within ``within`` s."""
+        c = self.docker.containers.container(container_id)
+        try:
+            async with asyncio.timeout(within):
+                execution = await c.exec(list(cmd), stdout=True, stderr=True)
+                async with execution.start(detach=False) as stream:
+                    while await stream.read_out() is not None:
+                        pass
+                info = await execution.inspect()
+        except (TimeoutError, aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+            log.debug("health cmd in %s: %r", container_id[:12], exc)
+            return False
+        return info.get("ExitCode") == 0
+
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        """One container of ours as the engine reports it now; ``None`` if it is gone."""
+        try:
+            data = await self._do(self.docker.containers.container(container_id).show(), what="inspect")
+        except ContainerError as exc:
+            if "No such container" in str(exc):
+                return None
+            raise
+        return info_from_inspect(data)
+
+    async def docker_health(self, container_id: str) -> str:
+        """The image HEALTHCHECK's status Docker reports (``healthy``, ``unhealthy``, ``starting``, or "")."""
+        data = await self._do(self.docker.containers.container(container_id).show(), what="inspect")
+        return str(((data.get("State") or {}).get("Health") or {}).get("Status", ""))
 
     async def find_instance(self, *, service: ServiceName, number: int) -> ContainerInfo | None:
         """This node's container of ``service``/``number`` as the engine reports it (by our labels,

@@ -23,14 +23,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aetcd
 import aetcd.exceptions as aetcd_exc
 import aetcd.rpc as aetcd_rpc
+import aetcd.transactions as aetcd_txn
 import aetcd.watcher as aetcd_watcher
 import grpc
 
@@ -40,6 +42,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.rollout import HISTORY_KEEP, HistoryEntry, RolloutRecord
 from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state, decode_value
 from daprdockr.errors import (
     DaprDockrError,
@@ -188,6 +191,14 @@ class _Conn:
     inflight: int = 0
     retired: bool = False
     closing: bool = False
+
+
+class _LeaseIs(aetcd_txn.BaseCompare):  # type: ignore[misc]
+    """Compare on the lease a key is bound to (etcd >= 3.3; aetcd has no helper for it)."""
+
+    def build_compare(self, compare: Any) -> None:
+        compare.target = aetcd_rpc.Compare.LEASE
+        compare.lease = int(self.value)
 
 
 class EtcdStore:
@@ -356,19 +367,22 @@ class EtcdStore:
 
     async def _write_if(
         self, key: str, *, compare: Literal["create", "mod"], equals: int, value: bytes | None, lease: int = 0,
-        what: str,
+        what: str, on_lease: int = 0, created: int = 0,
     ) -> WatchEvent | None:
         """One transaction: put ``value`` (delete when ``None``) iff the key's create or mod revision
         equals ``equals`` (0: the key is absent).  Returns the event the write produced, ``None``
         when the compare failed.  Callers hand the event on (read-your-writes) after this returns,
-        outside the timed and retried call."""
+        outside the timed and retried call.  With ``on_lease`` the key must also still be bound to
+        that lease (a key another node took over keeps its create revision but not its lease);
+        ``created`` is the key's create revision when the compare does not tell it."""
         k = key.encode()
 
         async def op(c: aetcd.Client) -> int:
             target = c.transactions.create(k) if compare == "create" else c.transactions.mod(k)
+            checks = [target == equals] + ([_LeaseIs(k) == on_lease] if on_lease else [])
             success = [c.transactions.put(k, value, lease=lease or None) if value is not None
                        else c.transactions.delete(k)]
-            ok, responses = await c.transaction(compare=[target == equals], success=success, failure=[])
+            ok, responses = await c.transaction(compare=checks, success=success, failure=[])
             return _txn_revision(responses) if ok else 0
 
         revision = await self._call(op, what=what)
@@ -376,13 +390,67 @@ class EtcdStore:
             return None
         if value is None:
             return WatchEvent(kind="delete", key=key, revision=revision)
-        created = revision if equals == 0 else (equals if compare == "create" else 0)
+        created = created or (revision if equals == 0 else (equals if compare == "create" else 0))
         return WatchEvent(kind="put", key=key, value=value, revision=revision, lease=lease, create_revision=created)
 
+    async def transaction(
+        self, *, compares: Sequence[tuple[str, Literal["mod", "create"], int]],
+        ops: Sequence[tuple[str, bytes | None, int]], what: str,
+    ) -> int:
+        """One etcd transaction: if every ``(key, mod|create, revision)`` compare holds, apply every
+        ``(key, value or None to delete, lease)``; returns the new revision, or 0 if a compare failed."""
+
+        async def op(c: aetcd.Client) -> int:
+            checks = [(c.transactions.mod(k.encode()) if kind == "mod" else c.transactions.create(k.encode())) == rev
+                      for k, kind, rev in compares]
+            success = [c.transactions.put(k.encode(), v, lease=lease or None) if v is not None
+                       else c.transactions.delete(k.encode()) for k, v, lease in ops]
+            ok, responses = await c.transaction(compare=checks, success=success, failure=[])
+            return _txn_revision(responses) if ok else 0
+
+        return await self._call(op, what=what)
+
+    async def get_kv(self, key: str) -> RawKV | None:
+        return await self._get_kv(key)
+
+    async def keys_under(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (values not read)."""
+        got = await self._call(lambda c: c.get_prefix(prefix.encode(), keys_only=True), what=f"list {prefix}")
+        return sorted(kv.key.decode(errors="replace") for kv in got)
+
     async def put_service(self, spec: ServiceSpec) -> None:
-        """Write ``spec`` unconditionally (tests and tooling; the CLI uses :meth:`update_service`)."""
-        key = self.schema.service(spec.name).encode()
-        await self._call(lambda c: c.put(key, dumps(spec.to_dict())), what="put service")
+        """Write ``spec`` whatever is stored (tests and tooling), with its history and rollout records."""
+        await self.update_service(spec.name, lambda _current, _problem: spec)
+
+    async def history_versions(self, name: ServiceName) -> list[int]:
+        versions = []
+        for key in await self.keys_under(self.schema.history(name)):
+            tail = key.rsplit("/", 1)[1]
+            if tail.isdigit():
+                versions.append(int(tail))
+        return sorted(versions)
+
+    def spec_ops(
+        self, name: ServiceName, spec: ServiceSpec, current: ServiceSpec | None, versions: list[int], *,
+        cause: str, rollout: RolloutRecord | None = None,
+    ) -> list[tuple[str, bytes | None, int]]:
+        """The writes of one new spec version: the spec, its history entry (old ones dropped), and a
+        rollout record when what the containers are made of changed."""
+        version = (versions[-1] if versions else 0) + 1
+        now = time.time()
+        ops: list[tuple[str, bytes | None, int]] = [
+            (self.schema.service(name), dumps(spec.to_dict()), 0),
+            (self.schema.history(name, version), dumps(HistoryEntry(version=version, spec=spec.to_dict(), at=now,
+                                                                     cause=cause).to_dict()), 0),
+        ]
+        ops += [(self.schema.history(name, v), None, 0) for v in versions if v <= version - HISTORY_KEEP]
+        if rollout is None and current is not None and current.runtime_hash != spec.runtime_hash:
+            rollout = RolloutRecord(version=version, target=spec.runtime_hash,
+                                    previous_version=versions[-1] if versions else 0, previous=current.runtime_hash,
+                                    at=now)
+        if rollout is not None:
+            ops.append((self.schema.rollout(name), dumps(replace(rollout, version=version).to_dict()), 0))
+        return ops
 
     async def get_service(self, name: ServiceName) -> ServiceSpec | None:
         """The spec, ``None`` if absent; a malformed stored spec raises ValidationError."""
@@ -400,7 +468,9 @@ class EtcdStore:
 
         ``change(current, problem)`` gets the stored spec (``None`` if absent or malformed, with
         ``problem`` saying why it is malformed) and returns the spec to write; it may raise
-        ValidationError, and is called again with fresh data after a concurrent write.
+        ValidationError, and is called again with fresh data after a concurrent write.  Each write
+        is a new version: the spec, its history entry and (when what the containers are made of
+        changed) a rollout record, in one transaction; a spec equal to the stored one writes nothing.
         """
         key = self.schema.service(name)
         for attempt in range(UPDATE_ATTEMPTS):
@@ -416,8 +486,11 @@ class EtcdStore:
             spec = change(current, problem)
             if spec.name != name:
                 raise ValidationError(f"spec names {spec.name} but the key is {name}", field="name")
-            if await self._write_if(key, compare="mod", equals=kv.mod_revision if kv else 0,
-                                    value=dumps(spec.to_dict()), what="update service"):
+            if current is not None and spec == current and spec.to_dict() == current.to_dict():
+                return spec  # nothing changes: no new version in the history
+            ops = self.spec_ops(name, spec, current, await self.history_versions(name), cause="set")
+            if await self.transaction(compares=[(key, "mod", kv.mod_revision if kv else 0)], ops=ops,
+                                      what="update service"):
                 return spec
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # written concurrently: again
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
@@ -429,7 +502,10 @@ class EtcdStore:
             kv = await self._get_kv(key)
             if kv is None:
                 return False
-            if await self._write_if(key, compare="mod", equals=kv.mod_revision, value=None, what="delete service"):
+            # the rollout record goes with the spec (history stays: a re-created service goes on from it)
+            if await self.transaction(compares=[(key, "mod", kv.mod_revision)],
+                                      ops=[(key, None, 0), (self.schema.rollout(name), None, 0)],
+                                      what="delete service"):
                 return True
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being deleted; try again")
@@ -478,15 +554,24 @@ class EtcdStore:
                                     value=dumps(rec.to_dict()), lease=lease, what="claim instance")
 
     async def update_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
-        """Overwrite our own instance key; ``None`` if it is no longer the key we created."""
+        """Overwrite our own instance key; ``None`` if it is no longer the key we created, or no
+        longer on the lease ``rec`` was read with (another node took it over)."""
         return await self._write_if(self.schema.instance(rec.service, rec.number), compare="create",
                                     equals=rec.create_revision, value=dumps(rec.to_dict()), lease=lease,
-                                    what="update instance")
+                                    what="update instance", on_lease=rec.lease)
 
     async def release_instance(self, rec: InstanceRecord) -> WatchEvent | None:
-        """Delete our own instance key (only if it is still the one our claim created)."""
+        """Delete our own instance key (only if it is still the one our claim created, on our lease)."""
         return await self._write_if(self.schema.instance(rec.service, rec.number), compare="create",
-                                    equals=rec.create_revision, value=None, what="release instance")
+                                    equals=rec.create_revision, value=None, what="release instance",
+                                    on_lease=rec.lease)
+
+    async def take_over_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
+        """Move an instance key onto our ``lease`` with our record ``rec``, iff it is unchanged since
+        it was read (``rec.mod_revision``): a drained node's instance handed over."""
+        return await self._write_if(self.schema.instance(rec.service, rec.number), compare="mod",
+                                    equals=rec.mod_revision, value=dumps(rec.to_dict()), lease=lease,
+                                    what="take over instance", created=rec.create_revision)
 
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None:
         """Delete an unusable instance key (malformed, or bound to no lease) if it is unchanged."""

@@ -43,3 +43,6 @@ class AgentConfig:
     stop_timeout: float = 5.0  # docker stop grace period per container
     confirm_timeout: float = 2.0  # how long a removal waits for every agent to apply it
     drain_timeout: float = 5.0  # then how long for open connections to a removed instance to close
+    # on SIGTERM, first drain the node (its instances start elsewhere and get healthy, then stop here)
+    drain_on_shutdown: bool = False
+    drain_deadline: float = 120.0  # the most a drain on shutdown waits before shutting down anyway

@@ -9,6 +9,8 @@ One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`)
 * ``reconcile``      the level-triggered reconcile loop (:mod:`daprdockr.reconcile`)
 * ``fanout``         pushes the routing state to the serving components when it changed
 * ``settle``         enables claims once the node had time to see its peers
+* ``applied``        publishes the revision of the removals this node's nginx and DNS serve
+* ``health``         runs the services' health checks on this node's containers (:mod:`daprdockr.health`)
 * one per component: ``nginx`` (:mod:`daprdockr.proxy`), ``dns`` (the responder and its
   worker processes), ``api`` (:mod:`.api`)
 
@@ -37,6 +39,7 @@ from typing import Any
 from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
+from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.adapters.process import run_until_signal
 from daprdockr.adapters.statedir import api_token, prepare_state_dir
 from daprdockr.agent.api import AgentApi
@@ -52,6 +55,7 @@ from daprdockr.core.local_view import local_view
 from daprdockr.core.model import NodeRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
+from daprdockr.health import HealthMonitor
 from daprdockr.proxy import NginxManager
 from daprdockr.reconcile import Reconciler
 
@@ -73,11 +77,17 @@ class Agent:
         self.runtime = DockerRuntime(node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker)
         self.informer = Informer(store=self.store, on_change=self._etcd_changed)
         self.mirror = self.informer.mirror
+        self.health = HealthMonitor(runtime=self.runtime, address=config.advertise_ip,
+                                    containers=self._own_containers,
+                                    specs=lambda: self.mirror.state().services,
+                                    on_change=lambda: self.reconciler.mark_dirty())
+        self.lifecycle = LifecycleStore(self.store)
         self.reconciler = Reconciler(
             node_id=config.node_id, address=config.advertise_ip, store=self.store, runtime=self.runtime,
             mirror=self.mirror, capacity=config.capacity, stop_timeout=config.stop_timeout,
             on_local_change=self._local_change, on_written=self.informer.apply,
-            confirm_removal=self.confirm_removal, drain_timeout=config.drain_timeout,
+            confirm_removal=self.confirm_removal, drain_timeout=config.drain_timeout, health=self.health,
+            rollouts=self.lifecycle,
         )
         self.heartbeat = Heartbeat(
             store=self.store,
@@ -102,6 +112,9 @@ class Agent:
         self.started: list[Component] = []
 
     # ------------------------------------------------------------------ wiring
+    def _own_containers(self) -> list[ContainerInfo]:
+        return self.reconciler.containers
+
     def _build_components(self) -> None:
         cfg = self.config
         if cfg.http_listen is not None:
@@ -169,6 +182,8 @@ class Agent:
             return False
         if not await self._retry("registering the node", self.heartbeat.register, stop):
             return False
+        if not await self._retry("ending a drain on shutdown", self._end_shutdown_drain, stop):
+            return False
         self._build_components()
         for component in self.components:
             await component.start()
@@ -193,7 +208,7 @@ class Agent:
         state = self.routing_state()
         for part in self.serving:
             part.update(state)
-        served = frozenset((key, r.address, r.ports) for key, r in state.instances.items() if r.state == "running")
+        served = frozenset((key, r.address, r.ports) for key, r in state.instances.items() if r.routable)
         if self._served - served:  # an instance left DNS and nginx: owners wait for us to say so
             self._removal_at = state.revision
             self._to_publish.set()
@@ -269,6 +284,7 @@ class Agent:
             "fanout": self._fanout,
             "settle": self._settle,
             "applied": self._publish,
+            "health": self.health.run,
         }
         roots.update({c.name: c.run for c in self.started})
         return roots
@@ -289,6 +305,8 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 running = [tg.create_task(guarded(n, f, status=self.tasks), name=n) for n, f in self.roots().items()]
                 await stop.wait()
+                if self.config.drain_on_shutdown:
+                    await self.drain_before_exit()
                 log.info("shutting down")
                 for task in running:
                     task.cancel()
@@ -315,6 +333,39 @@ class Agent:
         except Exception:
             log.exception("closing the etcd and Docker clients failed")
 
+    async def _end_shutdown_drain(self) -> None:
+        """A drain marker our last --drain-on-shutdown left is lifted: the node is back."""
+        if await self.lifecycle.end_shutdown_drain(self.config.node_id):
+            log.info("lifted the drain this node set when it last shut down")
+
+    async def drain_before_exit(self) -> None:
+        """--drain-on-shutdown: mark the node draining, then wait (bounded) until the other nodes
+        took over every instance and ours stopped; the root tasks keep running meanwhile."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.drain_deadline
+        try:
+            await self.lifecycle.drain(cfg.node_id, on=True, shutdown=True)
+        except DaprDockrError as exc:
+            log.error("could not mark the node draining (%s); shutting down without a drain", exc)
+            return
+        log.info("draining before shutdown (at most %.0fs)", cfg.drain_deadline)
+        while True:
+            state = self.mirror.state()
+            held = sum(1 for r in state.instances.values() if r.node == cfg.node_id)
+            running = sum(1 for c in self.reconciler.containers if c.running)
+            if not held and not running:
+                log.info("drained: every instance runs elsewhere")
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("drain incomplete after %.0fs (%d instance(s) still here); shutting down",
+                            cfg.drain_deadline, held)
+                return
+            self.informer.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.informer.changed.wait(), min(left, 0.5))
+
     async def _stop_components(self) -> None:
         while self.started:
             component = self.started.pop()
@@ -339,7 +390,7 @@ class Agent:
         async def stop(c: ContainerInfo) -> None:
             if c.running:
                 await self.runtime.drain(c, within=self.config.drain_timeout)
-            await self.runtime.remove(c.id, grace=self.config.stop_timeout)
+            await self.reconciler.stop_container(c, grace=self.config.stop_timeout)
 
         await asyncio.gather(*(stop(c) for c in containers), return_exceptions=True)
         log.info("released the lease and stopped %d containers", len(containers))

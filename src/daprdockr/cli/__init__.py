@@ -2,6 +2,7 @@
 
 * :mod:`.app`      the app, global options (etcd endpoints, prefix, TLS and auth), shared plumbing
 * :mod:`.svc`      ``svc set/get/del/ls``
+* :mod:`.rollout`  ``svc history/rollback/status/resume``, ``node drain/undrain``
 * :mod:`.cluster`  ``status``, ``nodes``, ``ps``, ``watch``, ``logs``
 * :mod:`.agent`    ``agent``, ``dns``
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from daprdockr.cli import agent, cluster, svc  # noqa: F401  (registers the commands)
+from daprdockr.cli import agent, cluster, rollout, svc  # noqa: F401  (registers the commands)
 from daprdockr.cli.app import app
 from daprdockr.clikit.output import EXIT_INVALID, error_line
 from daprdockr.errors import ValidationError

@@ -38,6 +38,10 @@ def agent(
     nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
     api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
     keep_on_exit: Annotated[bool, typer.Option(help="Leave containers running on SIGTERM.")] = False,
+    drain_on_shutdown: Annotated[bool, typer.Option(
+        help="On SIGTERM first drain the node: every instance starts on another node and gets healthy "
+             "before it stops here.")] = False,
+    drain_deadline: Annotated[float, typer.Option(help="The most --drain-on-shutdown waits (seconds).")] = 120.0,
     api_token_file: Annotated[Path | None, typer.Option(
         envvar="DAPRDOCKR_API_TOKEN_FILE",
         help="File with the API bearer token (needed when the API listens beyond loopback) "
@@ -54,7 +58,8 @@ def agent(
             docker=docker, state_dir=state_dir, dns_listen=dns_listen, dns_upstream=dns_upstream,
             dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
             keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
-            security=g.security, dns_allow=dns_allow,
+            security=g.security, dns_allow=dns_allow, drain_on_shutdown=drain_on_shutdown,
+            drain_deadline=drain_deadline,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:

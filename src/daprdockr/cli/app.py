@@ -2,7 +2,8 @@
 
 Thin: parse, call the store, an informer or the agent, print.  Exit codes: 0 ok; 2 invalid input;
 3 unknown service/instance; 4 etcd unreachable (the message names every endpoint tried); 5
-``--wait`` timed out; 1 anything else.  Errors are one line on stderr, never a traceback.
+``--wait`` timed out; 6 ``--wait``: the rollout was rolled back or paused; 1 anything else.
+Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ app = typer.Typer(
 )
 svc_app = typer.Typer(help="Manage service specs (desired state).", no_args_is_help=True)
 app.add_typer(svc_app, name="svc")
+node_app = typer.Typer(help="Manage nodes: drain and undrain.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
         print_json({"nodes": node_list, "services": services, "revision": state.revision,
                     "skipped_keys": [k for k, _ in state.skipped]})
         return
-    print_table(node_list, ["node", "address", "instances", "capacity", "up"], title="nodes")
+    print_table(node_list, ["node", "state", "address", "instances", "capacity", "up"], title="nodes")
     print_table(services, SERVICE_COLUMNS, title="services")
 
 
@@ -41,14 +41,14 @@ def nodes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["node", "address", "instances", "capacity", "up", "dns", "http", "api"])
+        print_table(rows, ["node", "state", "address", "instances", "capacity", "up", "dns", "http", "api"])
 
 
 def _ps_rows(state: ClusterState, name: ServiceName | None) -> list[dict[str, Any]]:
     return instance_rows(state, now=time.time(), service=name)
 
 
-PS_COLUMNS = ["service", "instance", "node", "address", "ports", "state", "age", "container_id", "error"]
+PS_COLUMNS = ["service", "instance", "node", "address", "ports", "state", "health", "age", "container_id", "error"]
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""``daprdockr svc``: set (merge, one transaction), get, del, ls; ``--wait`` follows the informer."""
+"""``daprdockr svc``: set (merge, one transaction), get, del, ls; ``--wait`` follows the rollout
+through the informer (see :mod:`.rollout` for history, rollback, status, resume)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import typer
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.cli.app import fail, service_name, svc_app, with_store
+from daprdockr.clikit.lifecycleflags import health_flags, update_flags
 from daprdockr.clikit.output import print_json, print_table
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.status import progress, service_rows
-from daprdockr.errors import NotFoundError, ValidationError, WaitTimeoutError
+from daprdockr.errors import NotFoundError, RolloutFailedError, ValidationError, WaitTimeoutError
 
 
 def _load_files(path: str) -> list[dict[str, Any]]:
@@ -31,8 +33,10 @@ def _load_files(path: str) -> list[dict[str, Any]]:
     return parse_spec_text(text, source=path)
 
 
-async def _wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool) -> None:
-    """Follow the informer until ``spec`` is fully running; raise on timeout naming the failures."""
+async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool) -> None:
+    """Follow the informer until ``spec`` runs everywhere, updated and healthy, printing progress
+    (replacements in flight, healthy count, failures); raise on timeout naming the failures, or
+    when the rollout was rolled back or paused."""
     tty = sys.stderr.isatty()
     last = ""
     p = None
@@ -41,21 +45,23 @@ async def _wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quie
         nonlocal last, p
         async for state in Informer(store=store).states():
             p = progress(state, spec)
-            line = f"{spec.name}: {p.running}/{p.desired} running" + (f", {len(p.failed)} failed" if p.failed else "")
+            line = p.line(spec.name)
             if line != last and not quiet:
-                print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                print(f"\r\x1b[K{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
                 last = line
-            if p.done:
+            if p.done or p.halted:
                 return
 
     try:
         await asyncio.wait_for(follow(), limit)
     except TimeoutError:
-        reason = ("; ".join(p.failed) or f"only {p.running}/{p.desired} running") if p else "no state read"
+        reason = ("; ".join(p.failed) or f"only {p.healthy}/{p.desired} updated and healthy") if p else "no state read"
         raise WaitTimeoutError(f"{spec.name} not ready after {limit:g}s: {reason}") from None
     finally:
         if tty and not quiet and last:
             print(file=sys.stderr)
+    if p is not None and p.halted:
+        raise RolloutFailedError(f"{spec.name}: {p.halted}")
 
 
 @svc_app.command("set")
@@ -72,7 +78,28 @@ def svc_set(
     port: Annotated[list[str] | None, typer.Option(help="Extra container port: 8081 or 53/udp.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="Container label KEY=VALUE.")] = None,
     file: Annotated[str | None, typer.Option("-f", "--file", help="Spec file (YAML/JSON), - for stdin.")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait until all instances run.")] = False,
+    health_http: Annotated[str | None, typer.Option(help="Health check: HTTP GET of this path (2xx/3xx).")] = None,
+    health_port: Annotated[int | None, typer.Option(help="Container port of the HTTP check.")] = None,
+    health_tcp: Annotated[int | None, typer.Option(help="Health check: TCP connect to this container port.")] = None,
+    health_cmd: Annotated[str | None, typer.Option(
+        help="Health check: command run in the container (JSON list, or a sh -c line); exit 0 = healthy.")] = None,
+    health_docker: Annotated[bool, typer.Option(help="Health: the image's own HEALTHCHECK status.")] = False,
+    no_health: Annotated[bool, typer.Option(help="Remove the health check.")] = False,
+    health_interval: Annotated[str | None, typer.Option(help="Between checks, e.g. 5s.")] = None,
+    health_timeout: Annotated[str | None, typer.Option(help="Per check, e.g. 2s.")] = None,
+    health_retries: Annotated[int | None, typer.Option(help="Consecutive failures that make it unhealthy.")] = None,
+    health_start_period: Annotated[str | None, typer.Option(help="Failures after start that do not count.")] = None,
+    restart_unhealthy_after: Annotated[str | None, typer.Option(
+        help="Restart a container unhealthy this long (0: never).")] = None,
+    update_parallel: Annotated[int | None, typer.Option(help="Replacements at once across the cluster.")] = None,
+    update_order: Annotated[str | None, typer.Option(help="start-first or stop-first.")] = None,
+    update_min_healthy: Annotated[str | None, typer.Option(
+        help="How long a replacement must stay healthy.")] = None,
+    update_deadline: Annotated[str | None, typer.Option(help="Time for a replacement to get there.")] = None,
+    update_on_failure: Annotated[str | None, typer.Option(help="rollback or pause.")] = None,
+    stop_signal: Annotated[str | None, typer.Option(help="Signal that asks a container to stop.")] = None,
+    stop_timeout: Annotated[str | None, typer.Option(help="Grace before SIGKILL, e.g. 30s.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the rollout until all are updated and healthy.")] = False,
     wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 60.0,
 ) -> None:
     """Create or update a service.  Flags given are merged onto the existing spec.
@@ -84,6 +111,8 @@ def svc_set(
       daprdockr svc set web.myapp --instances 5          # scale, keep everything else
 
       daprdockr svc set -f web.yaml --wait
+
+      daprdockr svc set web.myapp --health-http /healthz --health-port 80 --update-parallel 2 --wait
     """
     try:
         if cmd and cmd_json:
@@ -99,6 +128,13 @@ def svc_set(
             "http_port": http_port, "ports": list(port) if port else None,
             "env": parse_pairs(env, field="env") if env else None,
             "labels": parse_pairs(label, field="labels") if label else None,
+            "health": health_flags(
+                http=health_http, port=health_port, tcp=health_tcp, cmd=health_cmd, docker=health_docker,
+                none=no_health, interval=health_interval, timeout=health_timeout, retries=health_retries,
+                start_period=health_start_period, restart_unhealthy_after=restart_unhealthy_after),
+            "update": update_flags(parallel=update_parallel, order=update_order, min_healthy=update_min_healthy,
+                                   deadline=update_deadline, on_failure=update_on_failure),
+            "stop_signal": stop_signal, "stop_timeout": stop_timeout,
         }
         docs = _load_files(file) if file else [{}]
         cli_name = ServiceName.parse(name, field="service name") if name else None
@@ -126,7 +162,7 @@ def svc_set(
             print(f"{spec.name}: {spec.instances} instance(s) of {spec.image}", file=sys.stderr)
         if wait:
             for spec in specs:
-                await _wait_ready(store, spec, limit=wait_timeout, quiet=False)
+                await wait_ready(store, spec, limit=wait_timeout, quiet=False)
         return specs
 
     with_store(ctx, apply)

@@ -55,10 +55,13 @@ def build_agent_config(
     docker: str | None, state_dir: Path | None, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
     http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool, dns_workers: int = -1,
     api_token_file: Path | None = None, security: EtcdSecurity | None = None, dns_allow: str = "",
+    drain_on_shutdown: bool = False, drain_deadline: float = 120.0,
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value."""
     if ttl < 1:
         raise ValidationError("must be >= 1 second", field="--ttl")
+    if not 0 < drain_deadline <= 86_400:
+        raise ValidationError("must be 0 < seconds <= 86400", field="--drain-deadline")
     if not -1 <= dns_workers <= 16:
         raise ValidationError("must be -1 (auto) or 0..16", field="--dns-workers")
     upstreams = tuple(a for a in (parse_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
@@ -83,5 +86,7 @@ def build_agent_config(
         api_listen=parse_addr(api_listen, field="--api-listen", default_port=7400),
         api_token_file=api_token_file,
         release_on_exit=not keep_on_exit,
+        drain_on_shutdown=drain_on_shutdown,
+        drain_deadline=drain_deadline,
     )
 

@@ -23,6 +23,7 @@ from rich.text import Text
 from daprdockr.errors import (
     DaprDockrError,
     NotFoundError,
+    RolloutFailedError,
     StoreUnavailableError,
     ValidationError,
     WaitTimeoutError,
@@ -33,6 +34,7 @@ EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_UNREACHABLE = 4
 EXIT_TIMEOUT = 5
+EXIT_ROLLOUT_FAILED = 6
 EXIT_ERROR = 1
 
 
@@ -45,6 +47,8 @@ def exit_code_for(exc: DaprDockrError) -> int:
         return EXIT_UNREACHABLE
     if isinstance(exc, WaitTimeoutError):
         return EXIT_TIMEOUT
+    if isinstance(exc, RolloutFailedError):
+        return EXIT_ROLLOUT_FAILED
     return EXIT_ERROR
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from daprdockr.clikit.lifecycleflags import merge_lifecycle
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import ValidationError
@@ -59,13 +60,16 @@ def parse_pairs(items: Sequence[str], *, field: str) -> dict[str, str]:
 
 
 def merge_flags(base: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> dict[str, Any]:
-    """Overlay the flags that were given (not None) on ``base``; env and labels merge by key."""
+    """Overlay the flags that were given (not None) on ``base``; env, labels, health and update
+    merge by key (:func:`~daprdockr.clikit.lifecycleflags.merge_lifecycle`)."""
     merged: dict[str, Any] = dict(base or {})
     for key, value in flags.items():
         if value is None:
             continue
         if key in ("env", "labels") and isinstance(value, Mapping):
             merged[key] = {**(merged.get(key) or {}), **value}
+        elif key in ("health", "update"):
+            merged[key] = merge_lifecycle(key, merged.get(key), value)
         else:
             merged[key] = value
     return merged

@@ -108,7 +108,7 @@ class Zone:
             self._node(f"{name.service}.{name.group}.{self.apex}")
             self._node(f"{name.group}.{self.apex}")
         for rec in sorted(state.instances.values(), key=lambda r: (str(r.service), r.number)):
-            if rec.state == "running":
+            if rec.routable:
                 self._add_instance(rec)
 
     def _node(self, name: str) -> _Node:

@@ -7,6 +7,10 @@ Under a configurable prefix (default ``/daprdockr``)::
     <prefix>/nodes/<node-id>                   NodeRecord (JSON), on the node's lease (heartbeat)
     <prefix>/applied/<node-id>                 {"revision": R}: the etcd revision whose removals the
                                                node's nginx and DNS have applied, on its lease
+    <prefix>/history/<group>/<service>/<v>     version v of the spec (the last 10 are kept)
+    <prefix>/rollouts/<group>/<service>        the rollout of the newest change (RolloutRecord)
+    <prefix>/slots/<group>/<service>/<i>       replacement slot i (1..parallel), on the holder's lease
+    <prefix>/drain/<node-id>                   the node is draining (no lease: it stays until undrain)
 
 Instance numbers are decimal, 1-based, without leading zeros.  :meth:`KeySchema.parse` turns
 a key back into what it names, or ``None`` for anything else under the prefix (garbage is the
@@ -22,7 +26,7 @@ from daprdockr.core.names import ServiceName, validate_label
 from daprdockr.errors import ValidationError
 
 DEFAULT_PREFIX = "/daprdockr"
-KeyKind = Literal["service", "instance", "node", "applied"]
+KeyKind = Literal["service", "instance", "node", "applied", "history", "rollout", "slot", "drain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,19 @@ class KeySchema:
     def node(self, node_id: str) -> str:
         return f"{self.prefix}/nodes/{node_id}"
 
+    def history(self, name: ServiceName, version: int | None = None) -> str:
+        base = f"{self.prefix}/history/{name.group}/{name.service}/"
+        return base if version is None else f"{base}{version:08d}"
+
+    def rollout(self, name: ServiceName) -> str:
+        return f"{self.prefix}/rollouts/{name.group}/{name.service}"
+
+    def slot(self, name: ServiceName, index: int) -> str:
+        return f"{self.prefix}/slots/{name.group}/{name.service}/{index}"
+
+    def drain(self, node_id: str) -> str:
+        return f"{self.prefix}/drain/{node_id}"
+
     @property
     def applied_prefix(self) -> str:
         return f"{self.prefix}/applied/"
@@ -95,9 +112,14 @@ class KeySchema:
                     service=ServiceName.parse(f"{parts[2]}.{parts[1]}"),
                     number=int(n),
                 )
-            if parts[0] in ("nodes", "applied") and len(parts) == 2:
-                kind: KeyKind = "node" if parts[0] == "nodes" else "applied"
+            if parts[0] in ("nodes", "applied", "drain") and len(parts) == 2:
+                kind: KeyKind = {"nodes": "node", "applied": "applied", "drain": "drain"}[parts[0]]  # type: ignore[assignment]
                 return ParsedKey(kind=kind, node_id=validate_label(parts[1], field="node_id"))
+            if parts[0] == "rollouts" and len(parts) == 3:
+                return ParsedKey(kind="rollout", service=ServiceName.parse(f"{parts[2]}.{parts[1]}"))
+            if parts[0] in ("history", "slots") and len(parts) == 4 and parts[3].isdigit() and len(parts[3]) <= 8:
+                return ParsedKey(kind="history" if parts[0] == "history" else "slot",
+                                 service=ServiceName.parse(f"{parts[2]}.{parts[1]}"), number=int(parts[3]))
         except ValidationError:
             return None
         return None

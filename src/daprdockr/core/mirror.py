@@ -105,7 +105,7 @@ class StateMirror:
             if ev.key.startswith(self.schema.services_prefix):
                 self._decode(kv)
         self.revision = max(self.revision, ev.revision)
-        if not ev.key.startswith((self.schema.nodes_prefix, self.schema.applied_prefix)):
+        if ev.key.startswith((self.schema.services_prefix, self.schema.instances_prefix)):
             self.routing_version += 1
         self._changed()
         return True

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from daprdockr.core.lifecycle import HealthCheck, UpdatePolicy, parse_duration, parse_stop_signal
 from daprdockr.core.names import (
     ServiceName,
     validate_env_key,
@@ -41,6 +42,8 @@ MAX_RECORD_BYTES = 64 * 1024  # a whole stored spec or record, JSON-encoded
 Protocol_ = Literal["tcp", "udp"]
 InstanceState = Literal["claimed", "starting", "running", "failed", "stopping"]
 INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping")
+Health = Literal["", "starting", "healthy", "unhealthy"]  # "": the service has no health check
+HEALTH_STATES: tuple[Health, ...] = ("", "starting", "healthy", "unhealthy")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -130,12 +133,17 @@ class ServiceSpec:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[PortSpec, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    health: HealthCheck | None = None
+    update: UpdatePolicy = field(default_factory=UpdatePolicy)
+    stop_signal: str | None = None  # None: the image's own (Docker's default SIGTERM)
+    stop_timeout: float | None = None  # None: the agent's --stop-timeout
     # derived once per spec (linear time), never part of equality
     _container_ports: tuple[PortSpec, ...] = field(init=False, repr=False, compare=False, default=())
     _runtime_hash: str = field(init=False, repr=False, compare=False, default="")
 
     FIELDS = frozenset(
-        {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels"}
+        {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels", "health", "update",
+         "stop_signal", "stop_timeout"}
     )
 
     @classmethod
@@ -195,7 +203,15 @@ class ServiceSpec:
             env=_parse_str_map(d.get("env"), field="env", key_check=validate_env_key, limit=MAX_ENV),
             ports=ports,
             labels=_parse_str_map(d.get("labels"), field="labels", key_check=validate_label_key, limit=MAX_LABELS),
+            health=None if d.get("health") in (None, "", False) else HealthCheck.parse(d["health"]),
+            update=UpdatePolicy.parse(d.get("update")),
+            stop_signal=parse_stop_signal(d.get("stop_signal")),
+            stop_timeout=None if d.get("stop_timeout") is None else parse_duration(
+                d["stop_timeout"], field="stop_timeout", maximum=3600),
         )
+        if spec.health is not None and spec.health.kind in ("http", "tcp") and PortSpec(port=spec.health.port) \
+                not in spec.container_ports():
+            raise ValidationError(f"port {spec.health.port} is not published (http_port or ports)", field="health")
         size = len(dumps(spec.to_dict()))
         if size > MAX_RECORD_BYTES:
             raise ValidationError(f"the spec is {size} bytes encoded, at most {MAX_RECORD_BYTES} allowed")
@@ -229,6 +245,14 @@ class ServiceSpec:
             out["http_host"] = self.http_host
         if self.http_port is not None:
             out["http_port"] = self.http_port
+        if self.health is not None:
+            out["health"] = self.health.to_dict()
+        if self.update != UpdatePolicy():
+            out["update"] = self.update.to_dict()
+        if self.stop_signal is not None:
+            out["stop_signal"] = self.stop_signal
+        if self.stop_timeout is not None:
+            out["stop_timeout"] = f"{self.stop_timeout:g}s"
         return out
 
     def container_ports(self) -> tuple[PortSpec, ...]:
@@ -262,12 +286,19 @@ class InstanceRecord:
     spec_hash: str = ""
     since: float = 0.0
     error: str = ""
+    health: Health = ""
     lease: int = field(default=0, compare=False)
     create_revision: int = field(default=0, compare=False)
+    mod_revision: int = field(default=0, compare=False)  # the etcd revision of its last write
 
     FIELDS = frozenset(
-        {"node", "address", "state", "ports", "container_id", "spec_hash", "since", "error"}
+        {"node", "address", "state", "ports", "container_id", "spec_hash", "since", "error", "health"}
     )
+
+    @property
+    def routable(self) -> bool:
+        """Served by DNS and nginx: running, and healthy when the service has a health check."""
+        return self.state == "running" and self.health in ("", "healthy")
 
     @property
     def key_tuple(self) -> tuple[ServiceName, int]:
@@ -286,6 +317,7 @@ class InstanceRecord:
             "spec_hash": self.spec_hash,
             "since": self.since,
             "error": self.error,
+            **({"health": self.health} if self.health else {}),
         }
 
     @classmethod
@@ -312,6 +344,9 @@ class InstanceRecord:
         since = d.get("since", 0.0)
         if isinstance(since, bool) or not isinstance(since, int | float):
             raise ValidationError("must be a number", field="since")
+        health = d.get("health", "")
+        if health not in HEALTH_STATES:
+            raise ValidationError(f"{health!r} is not one of {HEALTH_STATES}", field="health")
         return cls(
             service=service,
             number=number,
@@ -323,6 +358,7 @@ class InstanceRecord:
             spec_hash=str(d.get("spec_hash", "")),
             since=float(since),
             error=str(d.get("error", "")),
+            health=health,
             lease=lease,
         )
 

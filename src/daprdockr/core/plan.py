@@ -27,6 +27,18 @@ Scaling down releases the highest numbers first (numbers above ``instances``).  
 this node whose key another node holds (split brain after a partition, or a restart slower than
 the TTL) are stopped.
 
+Rolling updates.  A running container of ours whose spec hash is not the spec's is replaced by
+:class:`Roll` — only while the service's rollout is not paused and fewer than ``update.parallel``
+replacement slots are taken (the executor takes one with a transaction, so the bound holds across
+the cluster).  A crashed container is restarted with the new spec at once (it serves nothing).
+
+Drain.  A node with a drain marker claims and adopts nothing, releases instances it does not run,
+and keeps running the rest until another node has taken them over: the nodes that are not draining
+deal the draining node's running instances among themselves by the claim rule
+(:func:`deal_unowned`), and the node dealt one starts it (:class:`TakeOver`), within the same slots.
+When a key moves to another node, our container there is stopped only after its removal from
+every router is confirmed (``Stop.removed_at``).  Draining nodes do not count as capacity.
+
 Bad data stops nothing.  A *frozen* service (its spec is malformed and no good version is known)
 gets no action at all: its containers and keys stay as they are.  A malformed instance key is a
 taken number: nobody claims it and no container of it is stopped; the node whose lease holds it
@@ -42,8 +54,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import BadKey
 
 Key = tuple[ServiceName, int]
@@ -68,6 +81,26 @@ class Start:
     spec: ServiceSpec
     old: ContainerInfo | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Roll:
+    """Replace our running container ``old`` of an instance with one of the new ``spec``, under
+    the service's update policy (a replacement slot, start-first or stop-first, healthy for
+    ``min_healthy`` within ``deadline``; on failure the rollout is rolled back or paused)."""
+
+    record: InstanceRecord
+    spec: ServiceSpec
+    old: ContainerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """``record`` is held by a draining node: start the instance here (in a replacement slot) and,
+    once healthy, move the key onto our lease; the draining node then takes its container out."""
+
+    record: InstanceRecord
+    spec: ServiceSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +135,7 @@ class Stop:
 
     container: ContainerInfo
     reason: str = ""
+    removed_at: int = 0  # it was routed until this etcd revision: confirm its removal first
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +155,14 @@ class Purge:
     bad: BadKey
 
 
-Action = Claim | Start | Adopt | Refresh | Release | Stop | Repair | Purge
+Action = Claim | Start | Roll | TakeOver | Adopt | Refresh | Release | Stop | Repair | Purge
 
 
 def action_key(action: Action) -> Key:
     """The instance an action is about (the reconciler runs one action per key at a time)."""
     if isinstance(action, Claim | Repair | Purge):
         return action.key
-    if isinstance(action, Start | Refresh | Release):
+    if isinstance(action, Start | Roll | TakeOver | Refresh | Release):
         return action.record.key_tuple
     return action.container.key
 
@@ -153,6 +187,15 @@ class Observed:
     claiming: bool = True  # False while settling after start or while the lease is uncertain
     frozen: frozenset[ServiceName] = frozenset()  # malformed spec, no good version known: hands off
     bad_instances: Mapping[Key, BadKey] = field(default_factory=dict)  # malformed keys: taken numbers
+    health: Mapping[str, Health] = field(default_factory=dict)  # container id -> what its record should say
+    restart: frozenset[str] = frozenset()  # containers unhealthy for longer than their check allows
+    rollouts: Mapping[ServiceName, RolloutRecord] = field(default_factory=dict)
+    slots: Mapping[ServiceName, Mapping[int, Slot]] = field(default_factory=dict)  # replacements in flight
+    draining: frozenset[str] = frozenset()  # nodes that claim nothing and hand their instances over
+
+    @property
+    def drain_me(self) -> bool:
+        return self.node_id in self.draining
 
 
 def fair_share(instances: int, live_nodes: int) -> int:
@@ -221,12 +264,14 @@ def _plan_containers(
             elif bad.lease in (0, obs.lease):  # on no lease, or ours with a dead container: free the number
                 out.append(Purge(key=key, bad=bad))
             continue  # someone else's (or an old lease's) key: never stop a container over bad data
-        # Keep the best candidate (running, newest); stop any duplicates on this node.
-        group = sorted(group, key=lambda c: (c.running, c.created), reverse=True)
+        # Keep the best candidate (running, the one our record names, newest); stop any duplicates
+        # (a replacement left behind by a restart mid-rollout loses to the container it replaced).
+        rec = obs.instances.get(key)
+        named = rec.container_id if rec is not None and rec.node == obs.node_id else ""
+        group = sorted(group, key=lambda c: (c.running, c.id == named, c.created), reverse=True)
         c, extras = group[0], group[1:]
         out.extend(Stop(container=x, reason="duplicate container") for x in extras)
         spec = desired.get(c.service)
-        rec = obs.instances.get(key)
         wanted = spec is not None and c.number <= spec.instances
         if not wanted or spec is None:
             if rec is not None and rec.node == obs.node_id:
@@ -235,24 +280,49 @@ def _plan_containers(
                 out.append(Stop(container=c, reason="not desired"))
             continue
         if rec is None:
-            if c.running and c.spec_hash == spec.runtime_hash and obs.claiming:
+            if c.running and c.spec_hash == spec.runtime_hash and obs.claiming and not obs.drain_me:
                 out.append(Adopt(container=c, spec=spec))
-            elif not c.running or c.spec_hash != spec.runtime_hash:
-                out.append(Stop(container=c, reason="unclaimed and stale"))
+            else:
+                out.append(Stop(container=c, reason="unclaimed and stale" if not obs.drain_me else "draining"))
             continue
         if rec.node != obs.node_id:
-            out.append(Stop(container=c, reason=f"instance is held by node {rec.node}"))
+            # another node holds the key (it took the instance over, or a split brain): our
+            # container leaves every router first if it may still be routed
+            out.append(Stop(container=c, reason=f"instance is held by node {rec.node}",
+                            removed_at=rec.mod_revision if c.running else 0))
             continue
-        if c.spec_hash != spec.runtime_hash:
-            out.append(Start(record=rec, spec=spec, old=c, reason="spec changed"))
-        elif not c.running:
-            if wake.after(obs.retry_at.get(key, 0.0)):
-                out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
-        elif rec.lease != obs.lease:
-            out.append(Adopt(container=c, spec=spec, record=rec))
-        elif rec.state != "running" or not _container_ports_match(rec, c):
-            out.append(Refresh(record=rec, container=c))
+        _plan_own(rec, c, spec, obs, out, wake)
     return covered
+
+
+def _plan_own(
+    rec: InstanceRecord, c: ContainerInfo, spec: ServiceSpec, obs: Observed, out: list[Action], wake: _Wake
+) -> None:
+    """The action for our instance ``rec`` whose best container here is ``c``."""
+    key = rec.key_tuple
+    if not c.running:
+        if obs.drain_me:
+            out.append(Release(record=rec, container=c, reason="draining"))
+        elif wake.after(obs.retry_at.get(key, 0.0)):
+            out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
+    elif rec.lease != obs.lease:
+        out.append(Adopt(container=c, spec=spec, record=rec))
+    elif c.spec_hash != spec.runtime_hash and may_roll(spec, obs):
+        out.append(Roll(record=rec, spec=spec, old=c))
+    elif c.id in obs.restart and c.spec_hash == spec.runtime_hash:
+        out.append(Start(record=rec, spec=spec, old=c, reason="unhealthy"))
+    elif (rec.state != "running" or not _container_ports_match(rec, c)
+          or rec.health != obs.health.get(c.id, rec.health)):
+        out.append(Refresh(record=rec, container=c))
+
+
+def may_roll(spec: ServiceSpec, obs: Observed) -> bool:
+    """A replacement of an outdated instance of ``spec`` may start: the rollout is not paused and
+    a replacement slot looks free (taking it is a transaction; this only avoids hopeless tries)."""
+    rollout = obs.rollouts.get(spec.name)
+    if rollout is not None and rollout.target == spec.runtime_hash and rollout.state == "paused":
+        return False
+    return len(obs.slots.get(spec.name, {})) < spec.update.parallel
 
 
 def _keep_frozen(key: Key, group: Sequence[ContainerInfo], obs: Observed, out: list[Action]) -> None:
@@ -281,6 +351,8 @@ def _plan_records(
         spec = desired.get(rec.service)
         if spec is None or rec.number > spec.instances:
             out.append(Release(record=rec, reason="not desired"))
+        elif obs.drain_me:  # nothing runs it here: let another node claim it
+            out.append(Release(record=rec, reason="draining"))
         elif wake.after(obs.retry_at.get(key, 0.0)):
             out.append(Start(record=rec, spec=spec, reason="no container"))
 
@@ -317,9 +389,9 @@ def _plan_claims(
             continue
         if not bad.lease or (bad.lease == obs.lease and not any(c.key == key for c in obs.containers)):
             out.append(Purge(key=key, bad=bad))
-    if not obs.claiming:
+    if not obs.claiming or obs.drain_me:
         return
-    live = sorted(set(obs.nodes) | {obs.node_id})
+    live = _live(obs)
     adopting = {action_key(a) for a in out if isinstance(a, Adopt)}
     held_total = sum(1 for r in obs.instances.values() if r.node == obs.node_id) + len(adopting)
     by_service: dict[ServiceName, list[InstanceRecord]] = {}
@@ -350,6 +422,50 @@ def _plan_claims(
                 held_total += 1
 
 
+def _live(obs: Observed) -> list[str]:
+    """The nodes that take instances: live and not draining (draining nodes are no spare capacity)."""
+    return sorted((set(obs.nodes) | {obs.node_id}) - obs.draining)
+
+
+def _plan_handoffs(
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action], wake: _Wake
+) -> None:
+    """Take over instances of draining nodes: each goes to the node the deal gives it (the same
+    rule as unowned numbers, among the nodes that are not draining), at most ``update.parallel``
+    moves of one service at a time (the replacement slots)."""
+    if not obs.claiming or obs.drain_me or not obs.draining:
+        return
+    live = _live(obs)
+    moving: dict[ServiceName, list[InstanceRecord]] = {}
+    holders: dict[ServiceName, Counter[str]] = {}
+    held_total = 0
+    for (svc, _), r in obs.instances.items():
+        spec = desired.get(svc)
+        if spec is None or r.number > spec.instances:
+            continue
+        if r.node in obs.draining:
+            if r.state == "running":
+                moving.setdefault(svc, []).append(r)
+        else:
+            holders.setdefault(svc, Counter())[r.node] += 1
+        held_total += r.node == obs.node_id
+    for name in sorted(moving, key=str):
+        spec = desired[name]
+        free = spec.update.parallel - len(obs.slots.get(name, {}))
+        share = fair_share(spec.instances, len(live))
+        counts = holders.get(name, Counter())
+        by_number = {r.number: r for r in moving[name]}
+        dealt = deal_unowned(sorted(by_number), live=live, room={n: share - counts[n] for n in live})
+        for number, node in sorted(dealt.items()):
+            if free <= 0 or (obs.capacity and held_total >= obs.capacity):
+                break
+            if node != obs.node_id or _busy((name, number), obs, wake):
+                continue
+            out.append(TakeOver(record=by_number[number], spec=spec))
+            free -= 1
+            held_total += 1
+
+
 def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> Plan:
     """The next actions for this node, and when to plan again.  Pure: no I/O, no clock
     (``observed.now`` is the time).
@@ -362,6 +478,7 @@ def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) ->
     covered = _plan_containers(desired, observed, out, wake)
     _plan_records(desired, observed, covered, out, wake)
     _plan_claims(desired, observed, out, wake)
+    _plan_handoffs(desired, observed, out, wake)
     return Plan(actions=out, next_wake=wake.at)
 
 

@@ -50,7 +50,7 @@ def routing_table(state: ClusterState) -> Table:
         by_node: dict[str, list[str]] = {}
         for rec in state.instances_of(name):
             port = rec.port_for(spec.http_port)
-            peer = _peer(rec.address, port) if rec.state == "running" and port is not None else None
+            peer = _peer(rec.address, port) if rec.routable and port is not None else None
             if peer is not None:
                 by_node.setdefault(rec.node, []).append(peer)
         table[spec.http_host] = _interleave(by_node)

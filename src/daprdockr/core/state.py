@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import MAX_RECORD_BYTES, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
 from daprdockr.errors import ValidationError
 
 
@@ -60,6 +61,9 @@ class ClusterState:
     invalid_services: dict[ServiceName, str] = field(default_factory=dict)
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)  # node -> routing revision it applied
+    rollouts: dict[ServiceName, RolloutRecord] = field(default_factory=dict)
+    slots: dict[ServiceName, dict[int, Slot]] = field(default_factory=dict)  # replacements in flight
+    draining: frozenset[str] = frozenset()  # nodes with a drain marker
 
     def instances_of(self, name: ServiceName) -> list[InstanceRecord]:
         return sorted(
@@ -73,6 +77,23 @@ class ClusterState:
 
 
 @dataclass(frozen=True, slots=True)
+class Marker:
+    """A key whose presence is what matters (``drain/<node>``)."""
+
+    kind: str
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A record that belongs to a service key (rollout, slot, history entry)."""
+
+    service: ServiceName
+    number: int
+    value: RolloutRecord | Slot | HistoryEntry
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     """``applied/<node>``: the etcd revision whose removals the node's nginx and DNS applied."""
 
@@ -80,7 +101,7 @@ class Applied:
     revision: int
 
 
-def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord | NodeRecord | Applied:
+def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
     """Decode one key/value; raises ValidationError for anything malformed."""
     parsed = schema.parse(kv.key)
     if parsed is None:
@@ -101,7 +122,14 @@ def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord |
         )
         if not kv.lease:  # no agent's heartbeat keeps it: it would block the number forever
             raise ValidationError("instance key is bound to no lease")
-        return replace(rec, create_revision=kv.create_revision)
+        return replace(rec, create_revision=kv.create_revision, mod_revision=kv.mod_revision)
+    if parsed.kind == "drain":
+        return Marker(kind="drain", node_id=parsed.node_id)
+    if parsed.kind in ("rollout", "slot", "history"):
+        assert parsed.service is not None
+        value = (RolloutRecord.from_dict(data) if parsed.kind == "rollout"
+                 else Slot.from_dict(data) if parsed.kind == "slot" else HistoryEntry.from_dict(data))
+        return Keyed(service=parsed.service, number=parsed.number, value=value)
     if parsed.kind == "applied":
         revision = data.get("revision") if isinstance(data, dict) else None
         if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
@@ -110,7 +138,7 @@ def decode_value(schema: KeySchema, kv: RawKV) -> ServiceSpec | InstanceRecord |
     return NodeRecord.from_dict(data, node_id=parsed.node_id, lease=kv.lease)
 
 
-Decoded = ServiceSpec | InstanceRecord | NodeRecord | Applied
+Decoded = ServiceSpec | InstanceRecord | NodeRecord | Applied | Marker | Keyed
 
 
 def decode_entry(schema: KeySchema, kv: RawKV) -> Decoded | str:
@@ -137,6 +165,9 @@ def assemble_state(
     instances: dict[tuple[ServiceName, int], InstanceRecord] = {}
     nodes: dict[str, NodeRecord] = {}
     applied: dict[str, int] = {}
+    rollouts: dict[ServiceName, RolloutRecord] = {}
+    slots: dict[ServiceName, dict[int, Slot]] = {}
+    draining: set[str] = set()
     skipped: list[tuple[str, str]] = []
     invalid_services: dict[ServiceName, str] = {}
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = {}
@@ -161,11 +192,19 @@ def assemble_state(
             instances[value.key_tuple] = value
         elif isinstance(value, Applied):
             applied[value.node_id] = value.revision
+        elif isinstance(value, Marker):
+            draining.add(value.node_id)
+        elif isinstance(value, Keyed):
+            if isinstance(value.value, RolloutRecord):
+                rollouts[value.service] = value.value
+            elif isinstance(value.value, Slot):
+                slots.setdefault(value.service, {})[value.number] = value.value
         else:
             nodes[value.node_id] = value
     return ClusterState(
         services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
         invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
+        rollouts=rollouts, slots=slots, draining=frozenset(draining),
     )
 
 

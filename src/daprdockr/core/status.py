@@ -40,6 +40,7 @@ def instance_rows(
             "address": r.address,
             "ports": dict(r.ports),
             "state": r.state,
+            "health": r.health or "-",
             "since": r.since,
             "age": _age(r.since, now),
             "container_id": r.container_id[:12],
@@ -79,6 +80,13 @@ def service_rows(state: ClusterState) -> list[dict[str, Any]]:
     return rows
 
 
+def node_state(state: ClusterState, node_id: str, held: int) -> str:
+    """``ready``, ``draining`` (marked, still holds instances) or ``drained`` (marked, holds none)."""
+    if node_id not in state.draining:
+        return "ready"
+    return "draining" if held else "drained"
+
+
 def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
     counts: dict[str, int] = {}
     for r in state.instances.values():
@@ -86,6 +94,7 @@ def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
     return [
         {
             "node": n.node_id,
+            "state": node_state(state, n.node_id, counts.get(n.node_id, 0)),
             "address": n.address,
             "instances": counts.get(n.node_id, 0),
             "capacity": n.capacity or "unlimited",
@@ -100,22 +109,83 @@ def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """How far a service is from its desired state (for ``svc set --wait``)."""
+    """How far a service is from the spec that was written (``svc set --wait``, ``svc status``)."""
 
     desired: int
-    running: int
+    running: int  # instances running the spec's version
     failed: tuple[str, ...]  # "instance 2 on n1: image ... is not available"
+    healthy: int = 0  # of those, served (running and, with a check, healthy)
+    outdated: int = 0  # instances still running another version
+    replacing: tuple[str, ...] = ()  # replacements in flight: "instance 3 on n2"
+    rollout: str = ""  # the rollout record's state ("" without one)
+    reason: str = ""  # why a rollout was paused or rolled back
+    version: int = 0  # the version the rollout record is about
+    halted: str = ""  # the written spec will not be reached: "rolled back: ..." / "paused: ..."
 
     @property
     def done(self) -> bool:
-        return self.running >= self.desired and not self.failed
+        return self.healthy >= self.desired and self.outdated == 0 and not self.failed and not self.halted
+
+    def line(self, name: ServiceName) -> str:
+        parts = [f"{name}: {self.healthy}/{self.desired} updated and healthy"]
+        if self.outdated:
+            parts.append(f"{self.outdated} on the old version")
+        if self.replacing:
+            parts.append(f"replacing {', '.join(self.replacing)}")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        if self.halted:
+            parts.append(self.halted)
+        return ", ".join(parts)
 
 
 def progress(state: ClusterState, spec: ServiceSpec) -> Progress:
-    """Running instances of ``spec`` on its current runtime hash, and failures with reasons."""
+    """Where ``spec`` (as written) stands: instances on its runtime hash, replacements in flight,
+    failures with reasons, and whether its rollout was rolled back or paused."""
     recs: list[InstanceRecord] = [r for r in state.instances_of(spec.name) if r.number <= spec.instances]
-    running = sum(1 for r in recs if r.state == "running" and r.spec_hash == spec.runtime_hash)
+    target = spec.runtime_hash
+    running = sum(1 for r in recs if r.state == "running" and r.spec_hash == target)
+    healthy = sum(1 for r in recs if r.routable and r.spec_hash == target)
+    outdated = sum(1 for r in recs if r.state == "running" and r.spec_hash != target)
     failed = tuple(
         f"instance {r.number} on {r.node}: {r.error or 'failed'}" for r in recs if r.state == "failed"
     )
-    return Progress(desired=spec.instances, running=running, failed=failed)
+    slots = state.slots.get(spec.name, {})
+    replacing = tuple(f"instance {s.instance} on {s.node}" for _, s in sorted(slots.items()))
+    rollout = state.rollouts.get(spec.name)
+    halted = ""
+    current = state.services.get(spec.name)
+    if rollout is not None and rollout.state == "rolled-back" and rollout.previous == target:
+        halted = f"rolled back: {rollout.reason}"
+    elif rollout is not None and rollout.state == "paused" and rollout.target == target:
+        halted = f"paused: {rollout.reason}"
+    elif (current is not None and current.runtime_hash != target and rollout is not None
+          and rollout.target == current.runtime_hash):  # (the record moved on with the spec: same transaction)
+        halted = "replaced by a newer spec"
+    return Progress(
+        desired=spec.instances, running=running, failed=failed, healthy=healthy, outdated=outdated,
+        replacing=replacing, rollout=rollout.state if rollout is not None else "",
+        reason=rollout.reason if rollout is not None else "", version=rollout.version if rollout else 0,
+        halted=halted,
+    )
+
+
+def rollout_row(state: ClusterState, name: ServiceName) -> dict[str, Any]:
+    """``svc status``: the service's rollout and where its instances stand."""
+    spec = state.services.get(name)
+    if spec is None:
+        return {"service": str(name), "status": "invalid" if name in state.invalid_services else "absent"}
+    p = progress(state, spec)
+    rollout = state.rollouts.get(name)
+    if rollout is None:
+        phase = "-"
+    elif rollout.state == "rolling" and p.done:
+        phase = "complete"
+    else:
+        phase = rollout.state
+    return {
+        "service": str(name), "image": spec.image, "desired": p.desired, "updated": p.running,
+        "healthy": p.healthy, "outdated": p.outdated, "failed": list(p.failed), "replacing": list(p.replacing),
+        "rollout": phase, "version": p.version, "reason": p.reason,
+        "update": spec.update.to_dict(), "health": spec.health.to_dict() if spec.health else None,
+    }

@@ -1,0 +1,160 @@
+"""The lifecycle records in etcd: spec history and rollback, rollout state, replacement slots,
+drain markers.  Every write is a transaction (compares on mod or create revisions), so agents and
+operators can act at the same time without a coordinator.  See :mod:`daprdockr.core.rollout`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import Literal
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.model import ServiceSpec, dumps
+from daprdockr.core.names import ServiceName
+from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
+from daprdockr.errors import NotFoundError, StoreError, ValidationError
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 20
+
+
+class LifecycleStore:
+    def __init__(self, store: EtcdStore) -> None:
+        self.store = store
+        self.schema = store.schema
+
+    # ------------------------------------------------------------------ history
+    async def history(self, name: ServiceName) -> list[HistoryEntry]:
+        """The kept versions of ``name``'s spec, oldest first."""
+        kvs, _ = await self.store.read_prefix(self.schema.history(name))
+        entries = []
+        for kv in kvs:
+            try:
+                entries.append(HistoryEntry.from_dict(json.loads(kv.value)))
+            except (ValueError, ValidationError) as exc:
+                log.warning("skipping malformed history key %s: %s", kv.key, exc)
+        return sorted(entries, key=lambda e: e.version)
+
+    async def rollback(self, name: ServiceName, *, to: int | None = None) -> tuple[ServiceSpec, int]:
+        """Write version ``to`` (default: the one before the current) as a new version; returns
+        the spec and the version it was taken from."""
+        entries = await self.history(name)
+        if not entries:
+            raise NotFoundError(f"{name} has no history")
+        if to is None:
+            if len(entries) < 2:
+                raise NotFoundError(f"{name} has no version before {entries[-1].version}")
+            source = entries[-2]
+        else:
+            found = [e for e in entries if e.version == to]
+            if not found:
+                raise NotFoundError(f"{name} has no version {to} (kept: {', '.join(str(e.version) for e in entries)})")
+            source = found[0]
+        spec = ServiceSpec.from_dict(source.spec, name=name)
+        await self._write_version(name, spec, cause=f"rollback to {source.version}")
+        return spec, source.version
+
+    async def _write_version(self, name: ServiceName, spec: ServiceSpec, *, cause: str,
+                             rollout: RolloutRecord | None = None, expect_rollout: int | None = None) -> bool:
+        for _ in range(ATTEMPTS):
+            kv = await self.store.get_kv(self.schema.service(name))
+            current = None
+            if kv is not None:
+                try:
+                    current = ServiceSpec.from_dict(json.loads(kv.value), name=name)
+                except (ValueError, ValidationError):
+                    current = None
+            versions = await self.store.history_versions(name)
+            ops = self.store.spec_ops(name, spec, current, versions, cause=cause, rollout=rollout)
+            compares: list[tuple[str, Literal["mod", "create"], int]] = [
+                (self.schema.service(name), "mod", kv.mod_revision if kv else 0)]
+            if expect_rollout is not None:
+                compares.append((self.schema.rollout(name), "mod", expect_rollout))
+            if await self.store.transaction(compares=compares, ops=ops, what=cause):
+                return True
+            if expect_rollout is not None:
+                return False  # the rollout moved on meanwhile: someone else decided
+        raise StoreError(f"{name} changed {ATTEMPTS} times while it was being written; try again")
+
+    # ------------------------------------------------------------------ rollouts
+    async def rollout(self, name: ServiceName) -> tuple[RolloutRecord | None, int]:
+        kv = await self.store.get_kv(self.schema.rollout(name))
+        if kv is None:
+            return None, 0
+        return RolloutRecord.from_dict(json.loads(kv.value)), kv.mod_revision
+
+    async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str:
+        """A replacement of the rollout to ``target`` failed: roll back to the previous version, or
+        pause.  Only the first agent to report it acts (compare on the rollout record); returns
+        what happened: ``rolled-back``, ``paused``, or ``""`` (already handled)."""
+        record, mod = await self.rollout(name)
+        if record is None or record.target != target or record.state == "paused":
+            return ""
+        if rollback and record.state == "rolling" and record.previous_version:
+            entries = {e.version: e for e in await self.history(name)}
+            previous = entries.get(record.previous_version)
+            if previous is not None:
+                spec = ServiceSpec.from_dict(previous.spec, name=name)
+                back = RolloutRecord(version=0, target=spec.runtime_hash, previous_version=record.version,
+                                     previous=record.target, state="rolled-back", reason=reason, at=time.time())
+                if await self._write_version(name, spec, cause=f"automatic rollback to {previous.version}",
+                                             rollout=back, expect_rollout=mod):
+                    log.warning("rollout of %s to version %d failed (%s): rolled back to version %d", name,
+                                record.version, reason, previous.version)
+                    return "rolled-back"
+                return ""
+        paused = replace(record, state="paused", reason=reason, at=time.time())
+        if await self.store.transaction(compares=[(self.schema.rollout(name), "mod", mod)],
+                                        ops=[(self.schema.rollout(name), dumps(paused.to_dict()), 0)],
+                                        what="pause rollout"):
+            log.warning("rollout of %s to version %d failed (%s): paused", name, record.version, reason)
+            return "paused"
+        return ""
+
+    async def resume(self, name: ServiceName) -> None:
+        record, mod = await self.rollout(name)
+        if record is None or record.state != "paused":
+            raise NotFoundError(f"{name} has no paused rollout")
+        resumed = replace(record, state="rolling", reason="", at=time.time())
+        if not await self.store.transaction(compares=[(self.schema.rollout(name), "mod", mod)],
+                                            ops=[(self.schema.rollout(name), dumps(resumed.to_dict()), 0)],
+                                            what="resume rollout"):
+            raise StoreError(f"the rollout of {name} changed meanwhile; try again")
+
+    # ------------------------------------------------------------------ slots
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int:
+        """A free replacement slot (1..``parallel``) on ``lease``, or 0 if all are taken."""
+        for index in range(1, parallel + 1):
+            key = self.schema.slot(name, index)
+            if await self.store.transaction(compares=[(key, "create", 0)], ops=[(key, dumps(slot.to_dict()), lease)],
+                                            what="take slot"):
+                return index
+        return 0
+
+    async def release_slot(self, name: ServiceName, index: int) -> None:
+        await self.store.transaction(compares=[], ops=[(self.schema.slot(name, index), None, 0)],
+                                     what="release slot")
+
+    # ------------------------------------------------------------------ drain
+    async def drain(self, node_id: str, *, on: bool, shutdown: bool = False) -> None:
+        """Set (``on``) or lift the drain marker of ``node_id``; ``shutdown``: set by the node's own
+        --drain-on-shutdown, so its next start lifts it."""
+        key = self.schema.drain(node_id)
+        value = dumps({"since": time.time(), "by": "shutdown" if shutdown else "operator"}) if on else None
+        await self.store.transaction(compares=[], ops=[(key, value, 0)], what="drain" if on else "undrain")
+
+    async def end_shutdown_drain(self, node_id: str) -> bool:
+        """Lift ``node_id``'s drain marker if its own shutdown set it (an operator's stays)."""
+        kv = await self.store.get_kv(self.schema.drain(node_id))
+        if kv is None:
+            return False
+        try:
+            by = json.loads(kv.value).get("by")
+        except (ValueError, AttributeError):
+            by = None
+        if by != "shutdown":
+            return False
+        return bool(await self.store.transaction(compares=[(kv.key, "mod", kv.mod_revision)],
+                                                 ops=[(kv.key, None, 0)], what="undrain"))

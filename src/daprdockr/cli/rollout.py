@@ -1,0 +1,189 @@
+"""``daprdockr svc history / rollback / status / resume`` and ``daprdockr node drain / undrain``.
+
+History and rollback read and write the spec history in etcd (the last 10 versions,
+:mod:`daprdockr.core.rollout`); a rollback writes an old version as a new one, so it rolls out
+like any change and is itself in the history.  ``status`` shows the rollout of the newest change
+and where each instance stands.  Drain markers are plain keys the agents watch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.lifecycle_store import LifecycleStore
+from daprdockr.cli.app import node_app, service_name, svc_app, with_store
+from daprdockr.cli.svc import wait_ready
+from daprdockr.clikit.output import print_json, print_table
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import validate_label
+from daprdockr.core.rollout import HistoryEntry
+from daprdockr.core.status import instance_rows, rollout_row
+from daprdockr.errors import NotFoundError, ValidationError
+
+
+def _history_rows(entries: list[HistoryEntry], current: ServiceSpec | None) -> list[dict[str, Any]]:
+    """Oldest first; ``current``: the newest version, when it is what is stored now."""
+    rows = []
+    for e in entries:
+        spec = e.spec
+        rows.append({
+            "version": e.version,
+            "current": e is entries[-1] and current is not None and dict(spec) == current.to_dict(),
+            "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)) if e.at else "-",
+            "cause": e.cause, "image": spec.get("image", ""), "instances": spec.get("instances", 0),
+            "spec": spec,
+        })
+    return rows
+
+
+@svc_app.command("history")
+def svc_history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="<service>.<group>")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (with the whole specs).")] = False,
+) -> None:
+    """The kept versions of a service's spec (the last 10), oldest first.
+
+    Example: daprdockr svc history web.myapp
+    """
+    target = service_name(name)
+
+    async def read(store: EtcdStore) -> list[dict[str, Any]]:
+        entries = await LifecycleStore(store).history(target)
+        if not entries:
+            raise NotFoundError(f"{target} has no history")
+        return _history_rows(entries, await store.get_service(target))
+
+    rows = with_store(ctx, read)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["version", "current", "at", "cause", "image", "instances"])
+
+
+@svc_app.command("rollback")
+def svc_rollback(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="<service>.<group>")],
+    to: Annotated[int | None, typer.Option("--to", help="Version to go back to [default: the one before].")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the rollout until it is done.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 120.0,
+) -> None:
+    """Write an earlier version of the spec as the newest one (it rolls out like any change).
+
+    Example: daprdockr svc rollback web.myapp --to 3 --wait
+    """
+    target = service_name(name)
+    if to is not None and to < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--to")
+
+    async def back(store: EtcdStore) -> None:
+        spec, source = await LifecycleStore(store).rollback(target, to=to)
+        print(f"{target}: rolled back to version {source} ({spec.image}, {spec.instances} instance(s))",
+              file=sys.stderr)
+        if wait:
+            await wait_ready(store, spec, limit=wait_timeout, quiet=False)
+
+    with_store(ctx, back)
+
+
+@svc_app.command("status")
+def svc_status(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="<service>.<group>")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rollout state of a service (rolling, complete, paused, rolled-back) and its instances.
+
+    Example: daprdockr svc status web.myapp
+    """
+    target = service_name(name)
+    state = with_store(ctx, lambda s: s.snapshot())
+    row = rollout_row(state, target)
+    instances = instance_rows(state, now=time.time(), service=target)
+    if as_json:
+        print_json({**row, "instances": instances})
+        return
+    if row.get("status") in ("absent", "invalid"):
+        print_json(row)
+        raise typer.Exit(3)
+    summary = {k: v for k, v in row.items() if k not in ("update", "health", "failed", "replacing")}
+    summary["replacing"] = ", ".join(row["replacing"]) or "-"
+    print_table([summary], ["service", "rollout", "version", "desired", "updated", "healthy", "outdated",
+                            "replacing", "reason"])
+    for failure in row["failed"]:
+        print(f"failed: {failure}", file=sys.stderr)
+    print_table(instances, ["instance", "node", "state", "health", "age", "container_id", "error"])
+
+
+@svc_app.command("resume")
+def svc_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<service>.<group>")]) -> None:
+    """Resume a paused rollout.   Example: daprdockr svc resume web.myapp"""
+    target = service_name(name)
+    with_store(ctx, lambda s: LifecycleStore(s).resume(target))
+    print(f"{target}: rollout resumed", file=sys.stderr)
+
+
+def _node(text: str) -> str:
+    try:
+        return validate_label(text, field="node")
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@node_app.command("drain")
+def node_drain(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node id.")],
+    wait: Annotated[bool, typer.Option(help="Wait until the node holds no instance.")] = False,
+    wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 300.0,
+) -> None:
+    """The node stops claiming; each of its instances starts elsewhere and is healthy before it
+    stops there.   Example: daprdockr node drain n3 --wait"""
+    node_id = _node(node)
+
+    async def drain(store: EtcdStore) -> None:
+        await LifecycleStore(store).drain(node_id, on=True)
+        print(f"{node_id}: draining", file=sys.stderr)
+        if wait:
+            await _wait_drained(store, node_id, limit=wait_timeout)
+
+    with_store(ctx, drain)
+
+
+async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float) -> None:
+    import asyncio
+
+    from daprdockr.adapters.informer import Informer
+    from daprdockr.errors import WaitTimeoutError
+
+    held = -1
+
+    async def follow() -> None:
+        nonlocal held
+        async for state in Informer(store=store).states():
+            now_held = sum(1 for r in state.instances.values() if r.node == node_id)
+            if now_held != held:
+                held = now_held
+                print(f"{node_id}: {held} instance(s) left", file=sys.stderr, flush=True)
+            if not held:
+                return
+
+    try:
+        await asyncio.wait_for(follow(), limit)
+    except TimeoutError:
+        raise WaitTimeoutError(f"{node_id} still holds {held} instance(s) after {limit:g}s") from None
+    print(f"{node_id}: drained", file=sys.stderr)
+
+
+@node_app.command("undrain")
+def node_undrain(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node id.")]) -> None:
+    """Let a drained node claim instances again.   Example: daprdockr node undrain n3"""
+    node_id = _node(node)
+    with_store(ctx, lambda s: LifecycleStore(s).drain(node_id, on=False))
+    print(f"{node_id}: ready", file=sys.stderr)

@@ -1,0 +1,175 @@
+"""Health checks of this node's containers: the agent's ``health`` task.
+
+The owning agent runs each service's check against each of its running containers: an HTTP GET
+or a TCP connect to the published port on the agent's advertise address, a command run in the
+container, or Docker's own HEALTHCHECK status.  Results feed the pure state machine in
+:mod:`daprdockr.core.health`; when a container's status changes, ``on_change`` is called and the
+reconciler writes the new status into the instance record (only on change, never per check).
+DNS and nginx serve an instance with a check only while it is ``healthy``.
+
+:meth:`HealthMonitor.check_once` is also used by rolling updates to decide whether a replacement
+container is healthy before it takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import aiohttp
+
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.health import HealthState, due, observe, restart_due
+from daprdockr.core.lifecycle import HealthCheck
+from daprdockr.core.model import Health, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.errors import DaprDockrError
+
+log = logging.getLogger(__name__)
+FORGET_AFTER = 5.0  # seconds a state of a container no longer listed is kept
+
+
+class CheckRuntime(Protocol):
+    async def exec_ok(self, container_id: str, cmd: Sequence[str], *, within: float) -> bool: ...
+
+    async def docker_health(self, container_id: str) -> str: ...
+
+
+class HealthMonitor:
+    def __init__(
+        self, *, runtime: CheckRuntime, address: str,
+        containers: Callable[[], Sequence[ContainerInfo]],
+        specs: Callable[[], Mapping[ServiceName, ServiceSpec]],
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        tick: float = 0.2,
+    ) -> None:
+        self.runtime = runtime
+        self.address = address
+        self.containers = containers
+        self.specs = specs
+        self.on_change = on_change
+        self.clock = clock
+        self.tick = tick
+        self.states: dict[str, HealthState] = {}
+        # runtime hash -> the check of that spec version: a container still running an older
+        # version (mid-rollout) is checked with its own version's check, not the new one's
+        self._by_hash: dict[str, HealthCheck | None] = {}
+        self._learned_from: Mapping[ServiceName, ServiceSpec] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def learn(self, spec: ServiceSpec) -> None:
+        self._by_hash[spec.runtime_hash] = spec.health
+        if len(self._by_hash) > 4096:  # bounded: forget the oldest versions
+            for old in list(self._by_hash)[:2048]:
+                del self._by_hash[old]
+
+    def check_for(self, container: ContainerInfo, spec: ServiceSpec) -> HealthCheck | None:
+        """The check of the spec version ``container`` runs (``None``: it has none, or the version
+        is older than this agent: then its record says what it said before)."""
+        if container.spec_hash == spec.runtime_hash:
+            return spec.health
+        return self._by_hash.get(container.spec_hash)
+
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health:
+        """What the instance record should say: "" without a check, else the container's status."""
+        if self.check_for(container, spec) is None:
+            return ""
+        state = self.states.get(container.id)
+        return state.status if state is not None else "starting"
+
+    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        check = self.check_for(container, spec)
+        state = self.states.get(container.id)
+        return check is not None and state is not None and restart_due(state, now=self.clock(), check=check)
+
+    async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        """Check ``container`` now (a replacement waiting to take over), feeding its state like a
+        periodic check; True without a check."""
+        check = self.check_for(container, spec)
+        if check is None:
+            return True
+        return await self._check(container, check)
+
+    async def check_once(self, container: ContainerInfo, check: HealthCheck) -> bool:
+        """One check of ``container``; never raises."""
+        try:
+            if check.kind == "docker":
+                return await asyncio.wait_for(self.runtime.docker_health(container.id), check.timeout) == "healthy"
+            if check.kind == "cmd":
+                return await self.runtime.exec_ok(container.id, check.cmd, within=check.timeout)
+            port = dict(container.ports).get(f"{check.port}/tcp")
+            if port is None:
+                return False
+            if check.kind == "tcp":
+                async with asyncio.timeout(check.timeout):
+                    _, writer = await asyncio.open_connection(self.address, port)
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                return True
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession()
+            url = f"http://{self.address}:{port}{check.path}"
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=check.timeout),
+                                         allow_redirects=False) as resp:
+                return 200 <= resp.status < 400
+        except (TimeoutError, OSError, aiohttp.ClientError, DaprDockrError):
+            return False
+
+    async def _check(self, c: ContainerInfo, check: HealthCheck) -> bool:
+        ok = await self.check_once(c, check)
+        now = self.clock()
+        old = self.states.get(c.id, HealthState(started_at=now, since=now))
+        new = observe(old, ok=ok, now=now, check=check)
+        self.states[c.id] = new
+        if new.status != old.status:
+            log.info("%s/%s (container %s) is %s", c.service, c.number, c.id[:12], new.status)
+            self.on_change()
+        return ok
+
+    async def _periodic(self, c: ContainerInfo, check: HealthCheck) -> None:
+        await self._check(c, check)
+
+    def check_due_once(self) -> int:
+        """Start the checks that are due; returns how many were started."""
+        specs = self.specs()
+        now = self.clock()
+        live: set[str] = set()
+        started = 0
+        if specs is not self._learned_from:  # the mirror hands out a new mapping only on a change
+            self._learned_from = specs
+            for known in specs.values():
+                self.learn(known)
+        for c in self.containers():
+            spec = specs.get(c.service)
+            check = self.check_for(c, spec) if spec is not None else None
+            if not c.running or check is None:
+                continue
+            live.add(c.id)
+            state = self.states.setdefault(c.id, HealthState(started_at=now, since=now))
+            task = self._running.get(c.id)
+            if (task is None or task.done()) and due(state, now=now, check=check):
+                self._running[c.id] = asyncio.create_task(self._periodic(c, check), name=f"health {c.id[:12]}")
+                started += 1
+        for gone in set(self.states) - live:  # containers that stopped or lost their check
+            if now - self.states[gone].checked_at > FORGET_AFTER:  # (a replacement probed before it is listed stays)
+                self.states.pop(gone, None)
+                self._running.pop(gone, None)
+        return started
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.check_due_once()
+                await asyncio.sleep(self.tick)
+        finally:
+            for task in self._running.values():
+                task.cancel()
+            if self._session is not None:
+                await self._session.close()

@@ -1,0 +1,363 @@
+"""Health checks, rolling updates, rollback, history and drain on a real cluster: 3 etcd members,
+3 agent processes (nginx with the Lua balancer, DNS), real containers, real ``wrk`` load.
+
+* a failing check takes the instance out of DNS and nginx; a passing one brings it back;
+* an update that never gets healthy rolls back by itself while the old version answers every
+  request (wrk: no socket error, no non-2xx);
+* a good update of 6 instances never has more than ``parallel`` replacements in flight (replayed
+  from etcd's history) and never serves fewer instances than it must, for both orders, under load;
+* an agent SIGKILLed mid-rollout does not stall it: the others finish it;
+* ``node drain`` moves every instance under load without a failed request, ``undrain`` lets the
+  node claim again, and ``--drain-on-shutdown`` drains before the agent exits;
+* ``svc history`` and ``svc rollback`` round-trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
+from tests.e2e.probes import dig, dig_until, docker_containers, http_sample
+from tests.e2e.realcluster import RealCluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.docker, pytest.mark.nginx, pytest.mark.timeout(300)]
+
+SERVE = "echo $DAPRDOCKR_INSTANCE $DAPRDOCKR_NODE $V > /www/id; {health}exec httpd -f -p 8080 -h /www"
+HEALTHY_CMD = ["sh", "-c", SERVE.format(health="touch /www/healthz; ")]
+NEVER_HEALTHY_CMD = ["sh", "-c", SERVE.format(health="")]  # serves /id, but /healthz is a 404
+INTERVAL = 0.5
+HEALTH = {"http": "/healthz", "port": 8080, "interval": f"{INTERVAL}s", "retries": 2, "timeout": "1s"}
+
+
+def spec(name: ServiceName, image: str, n: int, *, version: str = "1", cmd: list[str] = HEALTHY_CMD,
+         update: dict[str, Any] | None = None) -> ServiceSpec:
+    return ServiceSpec.from_dict({
+        "image": image, "instances": n, "http_host": host(name), "http_port": 8080, "cmd": cmd,
+        "env": {"V": version}, "health": HEALTH,
+        "update": update or {"parallel": 1, "min_healthy": "1s", "deadline": "8s"},
+    }, name=name)
+
+
+def host(name: ServiceName) -> str:
+    return f"{name.service}.{name.group}.test"
+
+
+@pytest.fixture
+async def cluster(prefix: str, docker_image: str) -> AsyncIterator[tuple[RealCluster, EtcdStore]]:
+    workdir = Path(tempfile.mkdtemp(prefix="daprdockr-lc-"))
+    c = RealCluster(workdir, prefix=prefix, node_prefix="l")
+    c.agents["l3"].extra_args = ["--drain-on-shutdown", "--drain-deadline", "60"]
+    try:
+        c.start()
+        c.wait_registered()
+        async with EtcdStore(endpoints=parse_endpoints(c.endpoints), schema=KeySchema(prefix)) as store:
+            await asyncio.sleep(1.0)
+            yield c, store
+    except BaseException:
+        c.dump_logs(60)
+        raise
+    finally:
+        c.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def until(store: EtcdStore, ok: Callable[[ClusterState], bool], *, timeout: float, what: str) -> ClusterState:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await store.snapshot()
+        if ok(state):
+            return state
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def serving(name: ServiceName, spec_hash: str, n: int) -> Callable[[ClusterState], bool]:
+    """Every one of the ``n`` instances runs ``spec_hash`` and is routable."""
+    def ok(state: ClusterState) -> bool:
+        recs = [r for r in state.instances_of(name) if r.number <= n]
+        return len(recs) == n and all(r.routable and r.spec_hash == spec_hash for r in recs)
+    return ok
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    errors: str
+    outputs: list[str]
+
+
+class Load:
+    """``wrk`` keep-alive load through every agent's nginx at once, for a fixed time."""
+
+    def __init__(self, c: RealCluster, name: ServiceName, seconds: int, *, skip: str = "") -> None:
+        self.procs = [
+            subprocess.Popen(["wrk", "-t1", "-c6", f"-d{seconds}s", "--timeout", "10s", "-H", f"Host: {host(name)}",
+                              f"http://{a.addr.ip}:{a.addr.http_port}/id"], stdout=subprocess.PIPE, text=True)
+            for a in c.agents.values() if a.alive and a.node_id != skip
+        ]
+
+    async def result(self) -> WrkResult:
+        outs = [await asyncio.to_thread(p.communicate) for p in self.procs]
+        texts = [o for o, _ in outs]
+        requests = sum(int(m.group(1)) for t in texts if (m := re.search(r"(\d+) requests in", t)))
+        errors = "\n".join(line for t in texts for line in t.splitlines()
+                           if "Socket errors" in line or "Non-2xx" in line)
+        return WrkResult(requests=requests, errors=errors, outputs=texts)
+
+
+@dataclass
+class Timeline:
+    max_slots: int = 0
+    min_routable: int = 1 << 30
+    new_containers: frozenset[str] = frozenset()
+    dip: str = ""  # the records at the fewest routable, for the failure message
+
+
+async def replay(store: EtcdStore, name: ServiceName, *, start: ClusterState, end: int, target: str,
+                 n: int) -> Timeline:
+    """Replay etcd's history from ``start`` to revision ``end``: the most replacement slots of
+    ``name`` held at once, the fewest routable instances, the containers that served ``target``."""
+    records: dict[int, InstanceRecord] = {r.number: r for r in start.instances_of(name)}
+    slots: set[str] = {f"{i}" for i in start.slots.get(name, {})}
+    slot_prefix = store.schema.slot(name, 1).rsplit("/", 1)[0] + "/"
+    t = Timeline(max_slots=len(slots), min_routable=sum(r.routable for r in records.values() if r.number <= n))
+    fresh: set[str] = set()
+    if start.revision >= end:
+        return t
+
+    async def follow() -> None:
+        async for ev in store.watch(start_revision=start.revision + 1):
+            parsed = store.schema.parse(ev.key)
+            if ev.key.startswith(slot_prefix):
+                (slots.add if ev.kind == "put" else slots.discard)(ev.key)
+                t.max_slots = max(t.max_slots, len(slots))
+            elif parsed is not None and parsed.kind == "instance" and parsed.service == name:
+                assert parsed.number is not None
+                if ev.kind == "delete":
+                    records.pop(parsed.number, None)
+                else:
+                    rec = InstanceRecord.from_dict(json.loads(ev.value), service=name, number=parsed.number)
+                    records[parsed.number] = rec
+                    if rec.routable and rec.spec_hash == target:
+                        fresh.add(rec.container_id)
+            routable = sum(r.routable for r in records.values() if r.number <= n)
+            if ev.kind != "resync" and routable < t.min_routable:
+                t.min_routable = routable
+                t.dip = f"revision {ev.revision}: " + "; ".join(
+                    f"{r.number} {r.node} {r.state} {r.health} {r.spec_hash[:6]}" for r in sorted(
+                        records.values(), key=lambda r: r.number))
+            if ev.revision >= end:
+                return
+
+    await asyncio.wait_for(follow(), 30)
+    t.new_containers = frozenset(fresh)
+    return t
+
+
+# ------------------------------------------------------------------------------------------- tests
+async def test_a_failing_check_takes_the_instance_out_of_dns_and_nginx_and_a_passing_one_brings_it_back(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+) -> None:
+    c, store = cluster
+    name = ServiceName(group="lc", service="hc")
+    await store.put_service(spec(name, docker_image, 2))
+    await until(store, serving(name, spec(name, docker_image, 2).runtime_hash, 2), timeout=60, what="2 healthy")
+    a = c.agents["l1"].addr
+    fqdn = f"1.{name.service}.{name.group}.container"
+    assert (await dig_until(a.ip, a.dns_port, fqdn, lambda d: bool(d.records))).records
+
+    (one,) = [x for x in docker_containers(c.node_ids, service=name.service, group=name.group) if x.number == 1]
+    subprocess.run(["docker", "exec", one.container_id, "sh", "-c", "rm /www/healthz"], check=True)
+    # out of DNS on every agent, and out of every nginx
+    for agent in c.agents.values():
+        d = await dig_until(agent.addr.ip, agent.addr.dns_port, fqdn, lambda d: d.status == "NXDOMAIN", timeout=10)
+        assert d.status == "NXDOMAIN", f"{agent.node_id} still answers {d}"
+    async with aiohttp.ClientSession() as session:
+        for agent in c.agents.values():
+            sample = await http_sample(session, ip=agent.addr.ip, port=agent.addr.http_port, host=host(name),
+                                       count=40)
+            assert sample.numbers == {2}, f"{agent.node_id} routed to {sample.identities} ({sample.statuses})"
+            assert set(sample.statuses) == {200}
+
+    t0 = time.monotonic()
+    subprocess.run(["docker", "exec", one.container_id, "sh", "-c", "touch /www/healthz"], check=True)
+    for agent in c.agents.values():
+        await dig_until(agent.addr.ip, agent.addr.dns_port, fqdn, lambda d: bool(d.records), timeout=10)
+    back = time.monotonic() - t0
+    print(f"instance 1 back in DNS on every agent {back:.2f}s after its check could pass (interval {INTERVAL}s)")
+    # one interval until the next check passes, plus the etcd write and the agents applying it
+    assert back < INTERVAL + 1.5, back
+    assert dig(a.ip, a.dns_port, fqdn).records
+
+
+async def test_an_update_that_never_gets_healthy_rolls_back_and_the_old_version_answers_throughout(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+) -> None:
+    c, store = cluster
+    name = ServiceName(group="lc", service="bad")
+    good = spec(name, docker_image, 3)
+    await store.put_service(good)
+    await until(store, serving(name, good.runtime_hash, 3), timeout=60, what="3 healthy")
+    await asyncio.sleep(1.5)  # every nginx has the routes
+    load = Load(c, name, 20)
+    t0 = time.monotonic()
+    result = await asyncio.to_thread(
+        c.cli, "svc", "set", str(name), "--cmd-json", json.dumps(NEVER_HEALTHY_CMD), "--env", "V=2", "--wait",
+        "--timeout", "60", check=False)
+    took = time.monotonic() - t0
+    assert result.returncode == 6, (result.returncode, result.stderr)
+    assert "rolled back" in result.stderr, result.stderr
+    state = await until(store, serving(name, good.runtime_hash, 3), timeout=30, what="the old version back")
+    assert state.services[name].runtime_hash == good.runtime_hash
+    assert state.rollouts[name].state == "rolled-back"
+    assert not state.slots.get(name)
+    out = await load.result()
+    print(f"rolled back {took:.1f}s after the update; {out.requests} requests during it")
+    assert out.requests > 1000 and not out.errors, out.outputs
+    history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
+    assert [h["cause"] for h in history][-1].startswith("automatic rollback to")
+
+
+@pytest.mark.parametrize("order", ["start-first", "stop-first"])
+async def test_a_good_update_keeps_within_parallel_and_drops_nothing(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str, order: str
+) -> None:
+    c, store = cluster
+    name = ServiceName(group="lc", service="good")
+    policy = {"parallel": 2, "order": order, "min_healthy": "1s", "deadline": "10s"}
+    old = spec(name, docker_image, 6, update=policy)
+    await store.put_service(old)
+    await until(store, serving(name, old.runtime_hash, 6), timeout=60, what="6 healthy")
+    await asyncio.sleep(1.5)
+    start = await store.snapshot()
+    load = Load(c, name, 25)
+    new = spec(name, docker_image, 6, version="2", update=policy)
+    t0 = time.monotonic()
+    await store.put_service(new)
+    end = await until(store, lambda s: serving(name, new.runtime_hash, 6)(s) and not s.slots.get(name), timeout=60,
+                      what="the rollout")
+    took = time.monotonic() - t0
+    t = await replay(store, name, start=start, end=end.revision, target=new.runtime_hash, n=6)
+    out = await load.result()
+    print(f"{order}: 6 replaced in {took:.1f}s; at most {t.max_slots} in flight, at least {t.min_routable} served; "
+          f"{out.requests} requests")
+    assert t.max_slots == 2, t
+    assert len(t.new_containers) == 6
+    if t.min_routable < (6 if order == "start-first" else 4):
+        c.dump_logs(120)
+    assert t.min_routable >= (6 if order == "start-first" else 4), t
+    assert out.requests > 1000 and not out.errors, out.outputs
+    async with aiohttp.ClientSession() as session:
+        a = c.agents["l1"].addr
+        sample = await http_sample(session, ip=a.ip, port=a.http_port, host=host(name), count=60)
+    assert {i.split()[2] for i in sample.identities} == {"2"}, sample.identities
+
+
+async def test_an_agent_killed_mid_rollout_does_not_stall_it(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+) -> None:
+    c, store = cluster
+    name = ServiceName(group="lc", service="kill")
+    policy = {"parallel": 1, "min_healthy": "2s", "deadline": "15s"}
+    old = spec(name, docker_image, 6, update=policy)
+    await store.put_service(old)
+    await until(store, serving(name, old.runtime_hash, 6), timeout=60, what="6 healthy")
+    new = spec(name, docker_image, 6, version="2", update=policy)
+    await store.put_service(new)
+    state = await until(store, lambda s: bool(s.slots.get(name)), timeout=30, what="a replacement in flight")
+    (slot,) = state.slots[name].values()
+    victim = c.agents[slot.node]
+    victim.kill()  # SIGKILL: its slot and keys go only when its lease expires
+    print(f"killed {slot.node} while it replaced instance {slot.instance}")
+    done = await until(store, serving(name, new.runtime_hash, 6), timeout=90, what="the rollout on the others")
+    assert all(r.node != slot.node for r in done.instances_of(name))
+
+
+async def test_drain_moves_every_instance_without_a_failed_request_and_undrain_claims_again(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+) -> None:
+    c, store = cluster
+    name = ServiceName(group="lc", service="drain")
+    svc = spec(name, docker_image, 6, update={"parallel": 2, "min_healthy": "1s", "deadline": "10s"})
+    await store.put_service(svc)
+    await until(store, lambda s: serving(name, svc.runtime_hash, 6)(s)
+                and sum(r.node == "l2" for r in s.instances_of(name)) == 2, timeout=60, what="6 healthy, 2 on l2")
+    await asyncio.sleep(1.5)
+    load = Load(c, name, 15)
+    result = await asyncio.to_thread(c.cli, "node", "drain", "l2", "--wait", "--timeout", "60", check=False)
+    assert result.returncode == 0, result.stderr
+    state = await store.snapshot()
+    assert serving(name, svc.runtime_hash, 6)(state)
+    assert {r.node for r in state.instances_of(name)} == {"l1", "l3"}
+    nodes = {n["node"]: n for n in json.loads(c.cli("nodes", "--json").stdout)}
+    assert nodes["l2"]["state"] == "drained" and nodes["l2"]["instances"] == 0
+    out = await load.result()
+    assert out.requests > 1000 and not out.errors, out.outputs
+    assert not [x for x in docker_containers(["l2"], service=name.service, group=name.group)]
+
+    c.cli("node", "undrain", "l2")
+    await store.put_service(spec(name, docker_image, 9, update={"parallel": 2, "min_healthy": "1s",
+                                                                "deadline": "10s"}))
+    state = await until(store, lambda s: sum(r.node == "l2" and r.routable for r in s.instances_of(name)) == 3,
+                        timeout=60, what="l2 claiming again")
+    assert {n["node"]: n["state"] for n in json.loads(c.cli("nodes", "--json").stdout)}["l2"] == "ready"
+
+    # --drain-on-shutdown (l3 runs with it): SIGTERM under load (through the nginx of the nodes
+    # that stay) hands its instances over first
+    load = Load(c, name, 12, skip="l3")
+    await asyncio.sleep(0.5)
+    code = await asyncio.to_thread(c.agents["l3"].terminate, timeout=60)
+    assert code == 0
+    state = await store.snapshot()
+    assert {r.node for r in state.instances_of(name)} == {"l1", "l2"}
+    assert sum(r.routable for r in state.instances_of(name)) == 9
+    out = await load.result()
+    assert out.requests > 500 and not out.errors, out.outputs
+    assert "drained: every instance runs elsewhere" in c.agents["l3"].log_tail(80)
+    c.agents["l3"].start()  # its next start lifts the drain it set
+    c.wait_registered(["l3"])
+    await until(store, lambda s: "l3" not in s.draining, timeout=20, what="l3's drain lifted")
+
+
+async def test_history_and_rollback_round_trip(cluster: tuple[RealCluster, EtcdStore], docker_image: str) -> None:
+    c, store = cluster
+    name = ServiceName(group="lc", service="hist")
+    fast = {"parallel": 3, "min_healthy": "0s", "deadline": "10s"}
+    versions = [spec(name, docker_image, 1, version=str(v), update=fast) for v in range(1, 4)]
+    for v in versions:
+        await store.put_service(v)
+    history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
+    assert [h["version"] for h in history] == [1, 2, 3] and history[-1]["current"]
+    assert [h["spec"]["env"]["V"] for h in history] == ["1", "2", "3"]
+
+    c.cli("svc", "rollback", str(name), "--wait", "--timeout", "60")
+    assert await store.get_service(name) == versions[1]
+    await until(store, serving(name, versions[1].runtime_hash, 1), timeout=30, what="version 2 running")
+    c.cli("svc", "rollback", str(name), "--to", "1")
+    assert await store.get_service(name) == versions[0]
+    history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
+    assert [(h["version"], h["cause"]) for h in history][-2:] == [(4, "rollback to 2"), (5, "rollback to 1")]
+    missing = c.cli("svc", "rollback", str(name), "--to", "99", check=False)
+    assert missing.returncode == 3 and "no version 99" in missing.stderr
+    for i in range(8):  # only the last 10 are kept
+        await store.put_service(spec(name, docker_image, 1, version=f"x{i}", update=fast))
+    history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
+    assert [h["version"] for h in history] == list(range(4, 14))
