@@ -1,0 +1,103 @@
+"""The agent's health monitor against real HTTP and TCP listeners on loopback: check results move
+the state machine, a change (not every check) is reported, and a container still running an older
+version is checked with its own version's check."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.health import HealthMonitor
+
+WEB = ServiceName(group="hm", service="web")
+IP = "127.0.0.5"
+
+
+class NoExec:
+    async def exec_ok(self, container_id: str, cmd: Sequence[str], *, within: float) -> bool:
+        return False
+
+    async def docker_health(self, container_id: str) -> str:
+        return ""
+
+
+def spec(health: object, env: str = "1") -> ServiceSpec:
+    return ServiceSpec.from_dict({"image": "x", "http_port": 8080, "env": {"V": env}, "health": health}, name=WEB)
+
+
+async def serve(status: list[int]) -> tuple[web.AppRunner, int]:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(status=status[0])
+
+    app = web.Application()
+    app.router.add_get("/healthz", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, IP, 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def test_http_check_flips_status_and_reports_only_changes() -> None:
+    status = [200]
+    runner, port = await serve(status)
+    s = spec({"http": "/healthz", "port": 8080, "interval": "0.1s", "retries": 2})
+    c = ContainerInfo(id="c1", service=WEB, number=1, node="n1", spec_hash=s.runtime_hash, running=True,
+                      ports=(("8080/tcp", port),))
+    changes: list[str] = []
+    mon = HealthMonitor(runtime=NoExec(), address=IP, containers=lambda: [c], specs=lambda: {WEB: s},
+                        on_change=lambda: changes.append(mon.health_of(c, s)), tick=0.02)
+    task = asyncio.create_task(mon.run())
+    try:
+        assert mon.health_of(c, s) == "starting"
+        await _until(lambda: mon.health_of(c, s) == "healthy")
+        await asyncio.sleep(0.5)  # several more passing checks: no more reports
+        status[0] = 500
+        await _until(lambda: mon.health_of(c, s) == "unhealthy")
+        status[0] = 200
+        await _until(lambda: mon.health_of(c, s) == "healthy")
+        assert changes == ["healthy", "unhealthy", "healthy"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def test_an_older_version_keeps_its_own_check() -> None:
+    """v1 had no check; v2 adds one on a path v1 containers do not serve.  A v1 container must not
+    turn unhealthy (and leave DNS and nginx) just because v2 is desired."""
+    status = [404]
+    runner, port = await serve(status)
+    v1, v2 = spec(None), spec({"http": "/healthz", "port": 8080, "interval": "0.1s", "retries": 1}, env="2")
+    old = ContainerInfo(id="old", service=WEB, number=1, node="n1", spec_hash=v1.runtime_hash, running=True,
+                        ports=(("8080/tcp", port),))
+    desired = {WEB: v1}
+    mon = HealthMonitor(runtime=NoExec(), address=IP, containers=lambda: [old], specs=lambda: desired, tick=0.02)
+    task = asyncio.create_task(mon.run())
+    try:
+        await asyncio.sleep(0.1)
+        desired = {WEB: v2}  # the rollout starts
+        await asyncio.sleep(0.5)
+        assert mon.check_for(old, v2) is None and mon.health_of(old, v2) == ""
+        new = ContainerInfo(id="new", service=WEB, number=1, node="n1", spec_hash=v2.runtime_hash, running=True,
+                            ports=(("8080/tcp", port),))
+        assert not await mon.probe(new, v2)  # the new version is held to the new check
+        status[0] = 200
+        assert await mon.probe(new, v2) and mon.health_of(new, v2) == "healthy"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def _until(ok: object, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not ok():  # type: ignore[operator]
+        assert loop.time() < end, "not reached"
+        await asyncio.sleep(0.02)
