@@ -45,6 +45,7 @@ clean: cluster-down
 bench: services
 	$(PY) bench/dns_bench.py
 	$(PY) bench/http_membership_bench.py
+	$(PY) bench/rolling_update_bench.py
 
 # Container images for the docker-compose dev cluster.  The wheels are fetched on the host (its pip
 # settings, proxies and CAs), so the image build itself needs only the Debian mirror.

@@ -1,183 +1,268 @@
-"""Seed-compatible commands: ``daprdockrcmd`` and ``daprdockrd`` with the original Go-style flags.
+"""The original DaprDockr's commands: ``daprdockrcmd`` and ``daprdockrd``, with its Go-style flags.
 
-The original tool used Go's ``flag`` package: single or double dash, ``-flag=value`` or
-``-flag value``, booleans as ``-set`` or ``-set=true``.  argparse handles the long single-dash
-options once they are declared with one dash.  ``-cmd`` was one string in the seed; it is split
-with :func:`shlex.split` into the argument list (the only place a string becomes arguments).
+Scripts written for the original keep working: the flags, their defaults and the ``-help``
+layout are the original's (:mod:`daprdockr.clikit.goflags`), with DaprDockr's additions beside
+them.  ``daprdockrcmd``: ``-get`` is the default action, ``-set`` wins over ``-del``, ``-ip``
+prints the host's IP (from the route table) without touching etcd, ``-stdin`` reads a spec in
+DaprDockr's JSON or the original's, ``-format seed`` prints the original's shape.  ``-cmd`` (one
+string in the original) is split with :func:`shlex.split`, never run by a shell.  ``-set``
+merges the given flags onto the stored spec (the original replaced it, turning every unset flag
+into a zero value: ``-set -instances 5`` would have erased the image) and prints the stored spec.
+``daprdockrd``: ``-etcd``/``ETCD_HOSTS``, ``-docker``/``DOCKER_SOCK``, ``-host``/``HOST_IP`` (the
+advertise address; detected from ``-route`` when empty), ``-cpuprofile``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
+import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
 from daprdockr.adapters.statedir import prepare_state_dir
 from daprdockr.clikit.etcdopts import etcd_security
+from daprdockr.clikit.goflags import Flag, HelpRequested, Parsed, parse, usage
 from daprdockr.clikit.output import error_line, exit_code_for
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_spec_text
 from daprdockr.core.endpoints import SEED_DEFAULT_ETCD, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.seedformat import to_seed
 from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError
 from daprdockr.logging_setup import setup_logging
 
-GO_BOOL = {"true": True, "1": True, "t": True, "false": False, "0": False, "f": False}
+ETCD_SECURITY = [
+    Flag("etcd-cacert", "string", "CA (PEM) to verify https:// etcd endpoints."),
+    Flag("etcd-cert", "string", "Client certificate (PEM) for etcd."),
+    Flag("etcd-key", "string", "Client key (PEM) for etcd."),
+    Flag("etcd-user", "string", "etcd user (the password from -etcd-password-file or DAPRDOCKR_ETCD_PASSWORD)."),
+    Flag("etcd-password-file", "string", "File with the etcd user's password."),
+]
+ETCD = Flag("etcd", "string", "Comma separated list of URLs of the cluster's etcd.", SEED_DEFAULT_ETCD)
+PREFIX = Flag("prefix", "string", "etcd key prefix.", DEFAULT_PREFIX)
+ROUTE = Flag("route", "string", "Route table used to detect this host's IP.", str(DEFAULT_ROUTE_FILE))
+
+CMD_FLAGS = [
+    Flag("cmd", "string", "The command to run in the container."),
+    Flag("del", "bool", "Delete service configuration.", False),
+    ETCD,
+    Flag("get", "bool", "Get service configuration.", True),
+    Flag("http-host", "string", "The HTTP hostname used for load balancing this service."),
+    Flag("http-port", "string", "The HTTP port within the container for load balancing."),
+    Flag("image", "string", "The service image in the form accepted by docker."),
+    Flag("instances", "int", "The target number of service instances.", 0),
+    Flag("set", "bool", "Set service configuration.", False),
+    Flag("stdin", "bool", "Read JSON service definition from stdin.", False),
+    Flag("svc", "string", 'The service to operate on, in the form "<service>.<group>".'),
+    Flag("v", "bool", "Provide verbose output.", False),
+    Flag("ip", "bool", "Print this host's IP address (from the route table) and exit.", False),
+    ROUTE,
+    PREFIX,
+    Flag("format", "string", "Output of -get and -set: json (DaprDockr's spec) or seed (the original's shape).",
+         "json"),
+    Flag("user", "string", "Run as <user>[:<group>]."),
+    Flag("workdir", "string", "Working directory in the container."),
+    Flag("entrypoint", "string", "The entrypoint (split like -cmd)."),
+    Flag("hostname", "string", "Container host name (default <n>.<service>.<group>)."),
+    Flag("memory", "string", "Memory limit: bytes or like 512m."),
+    Flag("cpus", "string", "CPU limit, e.g. 0.5."),
+    Flag("cpu-shares", "int", "Relative CPU weight.", 0),
+    Flag("pids-limit", "int", "Most processes in the container.", 0),
+    Flag("volume", "list", "A volume: /path, name:/path or /host/path:/path[:ro] (repeatable)."),
+    Flag("network", "string", "Network mode: bridge, host or none."),
+    *ETCD_SECURITY,
+]
 
 
-def _go_style(argv: Sequence[str], booleans: set[str]) -> list[str]:
-    """``--flag`` -> ``-flag``; ``-bool=true/false`` -> ``-bool`` / dropped (Go flag semantics)."""
-    out: list[str] = []
-    for arg in argv:
-        if arg.startswith("--") and len(arg) > 2:
-            arg = arg[1:]
-        name, sep, value = arg.partition("=")
-        if sep and name.lstrip("-") in booleans:
-            if value.lower() not in GO_BOOL:
-                raise ValidationError(f"invalid boolean value {value!r} for {name}")
-            if GO_BOOL[value.lower()]:
-                out.append(name)
-            continue
-        out.append(arg)
-    return out
+def _security(p: Parsed) -> EtcdSecurity | None:
+    def path(name: str) -> Path | None:
+        return Path(p.text(name)) if p.text(name) else None
+
+    return etcd_security(cacert=path("etcd-cacert"), cert=path("etcd-cert"), key=path("etcd-key"),
+                         user=p.text("etcd-user") or None, password_file=path("etcd-password-file"))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise ValidationError(message)
+def _service(text: str) -> ServiceName:
+    if not text:
+        raise ValidationError('give the service: -svc <service>.<group>', field="-svc")
+    if text.count(".") != 1:
+        raise ValidationError(f"{text!r} must be <service>.<group> with exactly one dot, e.g. web.myapp",
+                              field="-svc")
+    return ServiceName.parse(text, field="-svc")
 
 
-def _add_etcd_security(p: _Parser) -> None:
-    """TLS and auth for etcd; the password comes from a file or DAPRDOCKR_ETCD_PASSWORD, never a flag."""
-    p.add_argument("-etcd-cacert", dest="etcd_cacert", help="CA (PEM) for https:// endpoints")
-    p.add_argument("-etcd-cert", dest="etcd_cert", help="client certificate (PEM)")
-    p.add_argument("-etcd-key", dest="etcd_key", help="client key (PEM)")
-    p.add_argument("-etcd-user", dest="etcd_user", help="etcd user")
-    p.add_argument("-etcd-password-file", dest="etcd_password_file", help="file with the etcd user's password")
+def _set_flags(p: Parsed) -> dict[str, Any]:
+    """The spec fields given on the command line (the rest stay as stored)."""
+    given = p.given
+    flags: dict[str, Any] = {}
+    for flag, field in (("image", "image"), ("http-host", "http_host"), ("user", "user"), ("workdir", "workdir"),
+                        ("hostname", "hostname"), ("memory", "memory"), ("network", "network")):
+        if flag in given:
+            flags[field] = p.text(flag)
+    for flag, field in (("instances", "instances"), ("cpu-shares", "cpu_shares"), ("pids-limit", "pids_limit")):
+        if flag in given:
+            flags[field] = p.number(flag)
+    if "cmd" in given:
+        flags["cmd"] = shlex.split(p.text("cmd"))
+    if "entrypoint" in given:
+        flags["entrypoint"] = shlex.split(p.text("entrypoint"))
+    if "http-port" in given:
+        port = p.text("http-port").strip()
+        if port and not port.isdigit():
+            raise ValidationError(f"{port!r} is not a port number", field="-http-port")
+        flags["http_port"] = int(port) if port else None
+    if "cpus" in given:
+        try:
+            flags["cpus"] = float(p.text("cpus"))
+        except ValueError:
+            raise ValidationError(f"{p.text('cpus')!r} is not a number", field="-cpus") from None
+    if "volume" in given:
+        flags["volumes"] = p.items("volume")
+    return flags
 
 
-def _security(args: argparse.Namespace) -> EtcdSecurity | None:
-    return etcd_security(cacert=args.etcd_cacert, cert=args.etcd_cert, key=args.etcd_key, user=args.etcd_user,
-                         password_file=args.etcd_password_file)
+def _show(spec: ServiceSpec, fmt: str) -> str:
+    if fmt == "seed":
+        return json.dumps(to_seed(spec), indent=2)
+    return json.dumps(spec.to_dict(), indent=2, sort_keys=True)
 
 
-def _cmd_parser() -> _Parser:
-    p = _Parser(prog="daprdockrcmd", description="Seed-compatible DaprDockr control command.",
-                prefix_chars="-", allow_abbrev=False)
-    p.add_argument("-svc", required=True, help="service name, <service>.<group>")
-    p.add_argument("-set", action="store_true", help="create or update the service")
-    p.add_argument("-get", action="store_true", help="print the service spec as JSON")
-    p.add_argument("-del", action="store_true", dest="delete", help="delete the service")
-    p.add_argument("-stdin", action="store_true", help="read the JSON spec for -set from stdin")
-    p.add_argument("-image", help="Docker image")
-    p.add_argument("-instances", type=int, help="number of instances")
-    p.add_argument("-cmd", help="command line (split like a shell would, no shell is run)")
-    p.add_argument("-http-host", dest="http_host", help="HTTP hostname")
-    p.add_argument("-http-port", dest="http_port", type=int, help="container HTTP port")
-    p.add_argument("-etcd", default=SEED_DEFAULT_ETCD, help="etcd endpoints, comma separated")
-    p.add_argument("-prefix", default=DEFAULT_PREFIX, help=argparse.SUPPRESS)
-    p.add_argument("-v", action="store_true", help="verbose")
-    _add_etcd_security(p)
-    return p
-
-
-async def _cmd(args: argparse.Namespace, stdin_text: str | None) -> int:
-    name = ServiceName.parse(args.svc, field="svc")
-    actions = [args.set, args.get, args.delete]
-    if sum(actions) != 1:
-        raise ValidationError("give exactly one of -set, -get, -del")
-    store = EtcdStore(endpoints=parse_endpoints(args.etcd), schema=KeySchema(args.prefix), timeout=2.0,
-                      security=_security(args))
+async def _cmd(p: Parsed, stdin_text: str | None) -> int:
+    fmt = p.text("format")
+    if fmt not in ("json", "seed"):
+        raise ValidationError(f"{fmt!r} is not json or seed", field="-format")
+    action = "set" if p.on("set") else "del" if p.on("del") else "get" if p.on("get") else ""
+    if not action:
+        return 0  # -get=false and nothing else: the original did nothing either
+    name = _service(p.text("svc"))
+    if p.on("stdin") and action != "set":
+        raise ValidationError("-stdin needs -set")
+    store = EtcdStore(endpoints=parse_endpoints(p.text("etcd")), schema=KeySchema(p.text("prefix")), timeout=2.0,
+                      security=_security(p))
     try:
         await store.connect()
-        if args.get:
+        if action == "get":
             spec = await store.get_service(name)
             if spec is None:
                 raise NotFoundError(f"service {name} not found")
-            print(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
-        elif args.delete:
+            print(_show(spec, fmt))
+        elif action == "del":
             if not await store.delete_service(name):
                 raise NotFoundError(f"service {name} not found")
         else:
-            flags = {
-                "image": args.image, "instances": args.instances,
-                "cmd": shlex.split(args.cmd) if args.cmd is not None else None,
-                "http_host": args.http_host, "http_port": args.http_port,
-            }
+            flags = _set_flags(p)
             if stdin_text is not None:  # a whole spec from stdin replaces the stored one
-                (doc,) = parse_spec_text(stdin_text, source="<stdin>")[:1]
-                spec = ServiceSpec.from_dict(merge_flags(doc, flags), name=name)
+                ignored: list[str] = []
+                docs = parse_spec_text(stdin_text, source="<stdin>", ignored=ignored)
+                if len(docs) != 1:
+                    raise ValidationError("-stdin takes one service definition")
+                if ignored:
+                    print(f"daprdockrcmd: ignoring fields DaprDockr does not manage: {', '.join(ignored)}",
+                          file=sys.stderr)
+                spec = ServiceSpec.from_dict(merge_flags(docs[0], flags), name=name)
                 await store.put_service(spec)
             else:  # flags merged onto the stored spec, as one transaction
                 spec = await store.update_service(name, lambda cur, bad: merge_onto(name, cur, bad, flags))
-            if args.v:
-                print(json.dumps(spec.to_dict(), sort_keys=True), file=sys.stderr)
+            print(_show(spec, fmt))
         return 0
     finally:
         await store.close()
 
 
+def _parse(prog: str, flags: Sequence[Flag], argv: Sequence[str] | None,
+           environ: Mapping[str, str] | None = None) -> Parsed | int:
+    """Parsed flags, or an exit code once the usage or an error was printed."""
+    try:
+        p = parse(sys.argv[1:] if argv is None else argv, flags, environ=os.environ if environ is None else environ)
+    except HelpRequested:
+        print(usage(prog, flags), end="")
+        return 0
+    except ValidationError as exc:
+        error_line(str(exc))
+        print(f"run '{prog} -help' for the flags", file=sys.stderr)
+        return exit_code_for(exc)
+    if p.args:
+        error_line(f"unexpected argument {p.args[0]!r} (flags only; run '{prog} -help')")
+        return 2
+    return p
+
+
 def daprdockrcmd_main(argv: Sequence[str] | None = None) -> int:
     """``daprdockrcmd -svc web.myapp -set -image busybox -instances 3 -etcd=http://...``"""
+    p = _parse("daprdockrcmd", CMD_FLAGS, argv)
+    if isinstance(p, int):
+        return p
     try:
-        args = _cmd_parser().parse_args(_go_style(sys.argv[1:] if argv is None else argv,
-                                                  {"set", "get", "del", "stdin", "v"}))
-        setup_logging(verbosity=1 if args.v else 0)
-        stdin_text = sys.stdin.read() if args.stdin else None
-        if args.stdin and not args.set:
-            raise ValidationError("-stdin needs -set")
-        return asyncio.run(_cmd(args, stdin_text))
+        if p.on("ip"):
+            print(detect_host_ip(Path(p.text("route"))))
+            return 0
+        setup_logging(verbosity=1 if p.on("v") else 0)
+        stdin_text = sys.stdin.read() if p.on("stdin") else None
+        return asyncio.run(_cmd(p, stdin_text))
     except DaprDockrError as exc:
         error_line(str(exc))
         return exit_code_for(exc)
 
 
-def _d_parser() -> _Parser:
-    p = _Parser(prog="daprdockrd", description="Seed-compatible DaprDockr agent daemon.", allow_abbrev=False)
-    p.add_argument("-docker", default=None, help="Docker engine URL (default: local socket)")
-    p.add_argument("-etcd", default=SEED_DEFAULT_ETCD, help="etcd endpoints, comma separated")
-    p.add_argument("-cpuprofile", default=None, help="write a cProfile profile here on exit")
-    p.add_argument("-node-id", dest="node_id", default=None, help="node id (default: hostname)")
-    p.add_argument("-advertise-ip", dest="advertise_ip", default="127.0.0.1", help="address to publish ports on")
-    p.add_argument("-prefix", default=DEFAULT_PREFIX, help="etcd key prefix")
-    p.add_argument("-dns-listen", dest="dns_listen", default="127.0.0.1:53", help="DNS ADDR:PORT or off")
-    p.add_argument("-http-listen", dest="http_listen", default="0.0.0.0:80", help="nginx ADDR:PORT or off")
-    p.add_argument("-api-listen", dest="api_listen", default="127.0.0.1:7400", help="API ADDR:PORT or off")
-    p.add_argument("-ttl", type=int, default=5, help="lease TTL seconds")
-    p.add_argument("-v", action="store_true", help="verbose")
-    _add_etcd_security(p)
-    return p
+D_FLAGS = [
+    Flag("cpuprofile", "string", "write cpu profile to file"),
+    Flag("docker", "string", "URLs of the local docker instance.", "unix:///var/run/docker.sock", env="DOCKER_SOCK"),
+    Flag("etcd", "string", ETCD.usage, SEED_DEFAULT_ETCD, env="ETCD_HOSTS"),
+    Flag("host", "string", "This host's IP address: ports are published and DNS answers on it; detected from "
+         "-route when empty.", env="HOST_IP"),
+    ROUTE,
+    PREFIX,
+    Flag("node-id", "string", "Node id (default: the host name)."),
+    Flag("dns-listen", "string", "DNS ADDR:PORT or off; auto: port 53 of -host (and 127.0.0.1:53).", "auto"),
+    Flag("http-listen", "string", "nginx ADDR:PORT or off.", "0.0.0.0:80"),
+    Flag("api-listen", "string", "Agent HTTP API ADDR:PORT or off.", "127.0.0.1:7400"),
+    Flag("ttl", "int", "Lease TTL in seconds.", 5),
+    Flag("allow-bind", "list", "Host path containers may bind-mount (repeatable)."),
+    Flag("drain-on-shutdown", "bool", "On SIGTERM, move every instance to other nodes first.", False),
+    Flag("v", "bool", "Provide verbose output.", False),
+    *ETCD_SECURITY,
+]
 
 
-def daprdockrd_main(argv: Sequence[str] | None = None) -> int:
-    """``daprdockrd -etcd http://... -docker unix:///var/run/docker.sock [-cpuprofile FILE]``"""
+def _docker_url(value: str) -> str | None:
+    """``-docker``/``DOCKER_SOCK``: a URL, or a bare socket path as the original image passed it."""
+    if not value:
+        return None
+    return f"unix://{value}" if value.startswith("/") else value
+
+
+def daprdockrd_main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """``daprdockrd -etcd http://... -docker unix:///var/run/docker.sock [-host IP] [-cpuprofile FILE]``"""
 
     from daprdockr.agent.main import run_agent
     from daprdockr.clikit.agentconfig import build_agent_config
 
+    p = _parse("daprdockrd", D_FLAGS, argv, environ)
+    if isinstance(p, int):
+        return p
     try:
-        args = _d_parser().parse_args(_go_style(sys.argv[1:] if argv is None else argv, {"v"}))
         config = build_agent_config(
-            etcd=args.etcd, prefix=args.prefix, node_id=args.node_id, advertise_ip=args.advertise_ip,
-            ttl=args.ttl, capacity=0, docker=args.docker, state_dir=None,
-            dns_listen=args.dns_listen, dns_upstream=None, dns_ttl=5, http_listen=args.http_listen,
-            nginx="nginx", api_listen=args.api_listen, keep_on_exit=False,
-            dns_workers=-1,  # auto, as for `daprdockr agent`
-            security=_security(args),
+            etcd=p.text("etcd"), prefix=p.text("prefix"), node_id=p.text("node-id") or None,
+            advertise_ip=p.text("host") or "auto", route_file=Path(p.text("route")), ttl=p.number("ttl"),
+            capacity=0, docker=_docker_url(p.text("docker")), state_dir=None, dns_listen=p.text("dns-listen"),
+            dns_upstream=None, dns_ttl=5, http_listen=p.text("http-listen"), nginx="nginx",
+            api_listen=p.text("api-listen"), keep_on_exit=False, dns_workers=-1, security=_security(p),
+            allow_bind=p.items("allow-bind"), drain_on_shutdown=p.on("drain-on-shutdown"),
         )
         prepare_state_dir(config.state_dir)
     except DaprDockrError as exc:
         error_line(str(exc))
         return exit_code_for(exc)
-    setup_logging(verbosity=2 if args.v else 1)
-    if not args.cpuprofile:
+    setup_logging(verbosity=2 if p.on("v") else 1)
+    if not p.text("cpuprofile"):
         return run_agent(config)
     import cProfile
 
@@ -185,5 +270,5 @@ def daprdockrd_main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(profiler.runcall(run_agent, config))
     finally:
-        profiler.dump_stats(args.cpuprofile)
-        logging.getLogger(__name__).info("CPU profile written to %s", args.cpuprofile)
+        profiler.dump_stats(p.text("cpuprofile"))
+        logging.getLogger(__name__).info("CPU profile written to %s", p.text("cpuprofile"))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.errors import ContainerError
 
 pytestmark = pytest.mark.docker
 
@@ -65,3 +67,69 @@ async def test_health_probes_run_in_the_container_and_read_the_images_healthchec
             await runtime.remove(cid, grace=0)
         assert await runtime.inspect(info.id) is None
         await runtime.close()
+
+
+async def test_every_container_field_reaches_docker(docker_image: str, tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "www").mkdir(parents=True)
+    runtime = DockerRuntime(node_id="cf1", advertise_ip="127.0.0.11", dns_server="10.9.9.9",
+                            allow_bind=(str(allowed),))
+    name = ServiceName(group="cf", service="web")
+    spec = ServiceSpec.from_dict({
+        "image": docker_image, "cmd": ["-c", "sleep 300"], "entrypoint": ["/bin/sh"], "user": "65534:65534",
+        "workdir": "/tmp", "memory": "64m", "cpus": 0.5, "cpu_shares": 256, "pids_limit": 64,
+        "volumes": ["/scratch", "daprdockr-test-vol:/data:ro", f"{allowed}/www:/www"], "http_port": 8080,
+    }, name=name)
+    info = await runtime.start_instance(spec=spec, number=2)
+    try:
+        got = json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
+                                        check=True).stdout)[0]
+        config, host = got["Config"], got["HostConfig"]
+        assert (config["Entrypoint"], config["Cmd"], config["User"], config["WorkingDir"]) == (
+            ["/bin/sh"], ["-c", "sleep 300"], "65534:65534", "/tmp")
+        assert config["Hostname"] == "2.web.cf" and "/scratch" in config["Volumes"]
+        assert (host["Memory"], host["NanoCpus"], host["CpuShares"], host["PidsLimit"]) == (
+            64 * 1024**2, 500_000_000, 256, 64)
+        assert host["Dns"] == ["10.9.9.9"] and host["NetworkMode"] == "bridge"
+        mounts = {m["Destination"]: m for m in got["Mounts"]}
+        assert mounts["/data"]["Type"] == "volume" and mounts["/data"]["Name"] == "daprdockr-test-vol"
+        assert mounts["/data"]["RW"] is False
+        assert mounts["/www"]["Type"] == "bind" and mounts["/www"]["Source"] == f"{allowed}/www"
+        assert mounts["/scratch"]["Type"] == "volume"
+    finally:
+        await runtime.remove(info.id, grace=0)
+        subprocess.run(["docker", "volume", "rm", "-f", "daprdockr-test-vol"], capture_output=True)
+        await runtime.close()
+
+
+async def test_a_bind_mount_outside_the_allowed_paths_is_refused_and_nothing_starts(
+    docker_image: str, tmp_path: Path
+) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "link").symlink_to("/etc")
+    name = ServiceName(group="cf", service="bind")
+    for rule, source in [((), "/etc"), ((str(allowed),), "/etc"), ((str(allowed),), f"{allowed}/link"),
+                         ((str(allowed),), f"{allowed}-sibling")]:
+        runtime = DockerRuntime(node_id="cf2", advertise_ip="127.0.0.11", allow_bind=rule)
+        spec = ServiceSpec.from_dict({"image": docker_image, "cmd": ["sleep", "30"],
+                                      "volumes": [f"{source}:/host"]}, name=name)
+        try:
+            with pytest.raises(ContainerError, match="--allow-bind") as err:
+                await runtime.start_instance(spec=spec, number=1)
+            assert not err.value.transient and "cf2" in str(err.value)
+            assert await runtime.list_managed() == []
+        finally:
+            await runtime.close()
+
+
+def test_containers_get_the_agents_dns_only_where_they_can_reach_it() -> None:
+    name = ServiceName(group="cf", service="dns")
+    bridge = ServiceSpec.from_dict({"image": "x"}, name=name)
+    host = ServiceSpec.from_dict({"image": "x", "network": "host"}, name=name)
+    assert DockerRuntime(node_id="n", advertise_ip="10.0.0.5", dns_server="10.0.0.5").container_dns(bridge) == [
+        "10.0.0.5"]
+    loopback = DockerRuntime(node_id="n", advertise_ip="127.0.0.11", dns_server="127.0.0.11")
+    assert loopback.container_dns(bridge) == []  # a bridge container's 127.0.0.11 is its own loopback
+    assert loopback.container_dns(host) == ["127.0.0.11"]
+    assert DockerRuntime(node_id="n", advertise_ip="10.0.0.5").container_dns(bridge) == []

@@ -42,7 +42,12 @@ ZONE = Zone(STATE, ttl=3)
         ("5.web.myapp.container.", "A", "NXDOMAIN", []),  # not running
         ("9.web.myapp.container.", "A", "NXDOMAIN", []),
         ("idle.myapp.container.", "A", "NOERROR", []),  # service exists, nothing running
-        ("myapp.container.", "A", "NOERROR", []),  # empty non-terminal
+        ("myapp.container.", "A", "NOERROR", ["127.0.0.11", "127.0.0.12"]),  # every instance of the group
+        ("myapp.container.", "AAAA", "NOERROR", ["::1"]),
+        ("8080.tcp.1.web.myapp.container.", "SRV", "NOERROR", ["30001 1"]),  # the original's SRV form
+        ("53.udp.2.web.myapp.container.", "SRV", "NOERROR", ["40002 2"]),
+        ("9999.tcp.1.web.myapp.container.", "SRV", "NXDOMAIN", []),
+        ("8080.tcp.5.web.myapp.container.", "SRV", "NXDOMAIN", []),  # not running
         ("nope.myapp.container.", "A", "NXDOMAIN", []),
         ("container.", "SOA", "NOERROR", ["soa"]),
         ("container.", "NS", "NOERROR", ["ns.container."]),

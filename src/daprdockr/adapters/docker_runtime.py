@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -35,6 +37,7 @@ from daprdockr.core.containers import (
     ContainerInfo,
     container_name,
 )
+from daprdockr.core.containerspec import default_hostname
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, ValidationError
@@ -123,10 +126,13 @@ class DockerRuntime:
     """aiodocker-backed :class:`ContainerRuntime` for one node."""
 
     def __init__(
-        self, *, node_id: str, advertise_ip: str, url: str | None = None, timeout: float = 30.0
+        self, *, node_id: str, advertise_ip: str, url: str | None = None, timeout: float = 30.0,
+        dns_server: str | None = None, allow_bind: tuple[str, ...] = (),
     ) -> None:
         self.node_id = node_id
         self.advertise_ip = advertise_ip
+        self.dns_server = dns_server  # the agent's DNS (port 53), given to containers that can reach it
+        self.allow_bind = tuple(os.path.realpath(p) for p in allow_bind)  # host paths bind mounts may use
         self.url = url
         self.timeout = timeout
         self._docker: aiodocker.Docker | None = None
@@ -201,9 +207,46 @@ class DockerRuntime:
         except ContainerError as exc:
             raise ContainerError(f"image {image} is not available: {exc}", transient=True) from exc
 
+    def container_dns(self, spec: ServiceSpec) -> list[str]:
+        """The agent's DNS for the container's resolv.conf, when the container can reach it: from
+        the host network any address, from a bridge network not a loopback one (that would be the
+        container's own loopback, and it would resolve nothing)."""
+        if self.dns_server is None or spec.container.network == "none":
+            return []
+        if ipaddress.ip_address(self.dns_server).is_loopback and spec.container.network != "host":
+            return []
+        return [self.dns_server]
+
+    def check_binds(self, spec: ServiceSpec) -> None:
+        """A bind mount's host path must lie under one of this agent's ``--allow-bind`` paths
+        (symbolic links resolved); else a terminal ContainerError naming the rule."""
+        for volume in spec.container.binds():
+            real = os.path.realpath(volume.source)
+            if not any(real == allowed or real.startswith(allowed.rstrip("/") + "/") for allowed in self.allow_bind):
+                rule = ", ".join(self.allow_bind) if self.allow_bind else "none"
+                raise ContainerError(
+                    f"bind mount of host path {volume.source} is not allowed on node {self.node_id} "
+                    f"(its --allow-bind paths: {rule})", transient=False)
+
     def container_config(self, *, spec: ServiceSpec, number: int) -> dict[str, Any]:
         """The ``POST /containers/create`` body for instance ``number`` of ``spec``."""
         ports = [str(p) for p in spec.container_ports()]
+        opts = spec.container
+        host_config: dict[str, Any] = {
+            "PortBindings": {p: [{"HostIp": self.advertise_ip, "HostPort": ""}] for p in ports},
+            "RestartPolicy": {"Name": "no"},
+            "Init": True,
+            "SecurityOpt": ["no-new-privileges"],  # setuid binaries cannot raise privileges
+            "NetworkMode": opts.network,
+            "Mounts": [{"Type": v.kind, "Source": v.source, "Target": v.target, "ReadOnly": v.read_only}
+                       for v in opts.volumes if v.kind != "anonymous"],
+        }
+        if dns := self.container_dns(spec):
+            host_config["Dns"] = dns
+        for key, value in (("Memory", opts.memory), ("NanoCpus", int(opts.cpus * 1e9)),
+                           ("CpuShares", opts.cpu_shares), ("PidsLimit", opts.pids_limit)):
+            if value:
+                host_config[key] = value
         config: dict[str, Any] = {
             "Image": spec.image,
             "Env": [f"{k}={v}" for k, v in spec.env]
@@ -221,15 +264,20 @@ class DockerRuntime:
                 LABEL_SPEC_HASH: spec.runtime_hash,
             },
             "ExposedPorts": {p: {} for p in ports},
-            "HostConfig": {
-                "PortBindings": {p: [{"HostIp": self.advertise_ip, "HostPort": ""}] for p in ports},
-                "RestartPolicy": {"Name": "no"},
-                "Init": True,
-                "SecurityOpt": ["no-new-privileges"],  # setuid binaries cannot raise privileges
-            },
+            "Hostname": opts.hostname or default_hostname(number=number, service=spec.name.service,
+                                                          group=spec.name.group),
+            "HostConfig": host_config,
         }
         if spec.cmd:
             config["Cmd"] = list(spec.cmd)
+        if opts.entrypoint is not None:
+            config["Entrypoint"] = list(opts.entrypoint)
+        if opts.user:
+            config["User"] = opts.user
+        if opts.workdir:
+            config["WorkingDir"] = opts.workdir
+        if anonymous := [v.target for v in opts.volumes if v.kind == "anonymous"]:
+            config["Volumes"] = {t: {} for t in anonymous}
         return config
 
     async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
@@ -241,6 +289,7 @@ class DockerRuntime:
         the first time this runtime uses it (a create answered 404 pulls it and retries), and a
         leftover container of the same name is removed only when create reports the conflict.
         """
+        self.check_binds(spec)
         name = container_name(node_id=self.node_id, service=spec.name, number=number)
         if beside:
             name = f"{name}.{spec.runtime_hash[:12]}"

@@ -43,7 +43,8 @@ async def idle() -> None:
 
 
 class Dns:
-    """The DNS responder on the agent's address, plus its worker processes (SO_REUSEPORT).
+    """The DNS responder on the agent's address, plus its worker processes (SO_REUSEPORT), and a
+    plain responder on each ``also`` address (loopback beside the advertise address).
 
     Forwarding (names outside ``.container``) is answered for loopback and ``allow``; when
     ``allow`` is empty, for the networks this node's containers use (asked from Docker at start).
@@ -54,9 +55,11 @@ class Dns:
     def __init__(
         self, *, listen: tuple[str, int], upstreams: Sequence[tuple[str, int]], ttl: int, workers: int,
         allow: Sequence[Network], container_networks: Callable[[], Awaitable[list[str]]],
-        state: Callable[[], ClusterState],
+        state: Callable[[], ClusterState], also: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.listen = listen
+        self.also = tuple(also)
+        self.extra: list[DnsServer] = []
         self.upstreams = list(upstreams)
         self.ttl = ttl
         self.workers = workers
@@ -82,11 +85,18 @@ class Dns:
             pool.update(self.state())
             await pool.start()
             server.spread_queries(members=self.workers + 1)
+        for addr in self.also:
+            extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, allow=allow)
+            await extra.start()
+            extra.update(self.state())
+            self.extra.append(extra)
 
     async def run(self) -> None:
         await (self.pool.run() if self.pool is not None else idle())
 
     async def stop(self) -> None:
+        for extra in self.extra:
+            await extra.stop()
         if self.server is not None:
             await self.server.stop()
         if self.pool is not None:
@@ -97,6 +107,8 @@ class Dns:
             self.server.update(state)
         if self.pool is not None:
             self.pool.update(state)
+        for extra in self.extra:
+            extra.update(state)
 
     def view(self) -> DnsView | None:
         if self.server is None:
@@ -104,6 +116,8 @@ class Dns:
         total: DnsStats = self.server.stats_snapshot()
         if self.pool is not None:
             total.add(self.pool.stats_total())
+        for extra in self.extra:
+            total.add(extra.stats_snapshot())
         return DnsView(address=f"{self.listen[0]}:{self.server.port}",
                        workers_alive=self.pool.alive if self.pool else 0, workers=self.workers,
                        queries=total.queries, cache_hits=total.cache_hits, forwarded=total.forwarded,

@@ -13,6 +13,8 @@ from daprdockr.core.keys import DEFAULT_PREFIX
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
+    """Everything an agent runs with; see ``daprdockr agent --help`` for the meaning of each."""
+
     node_id: str
     advertise_ip: str = "127.0.0.1"
     etcd: tuple[Endpoint, ...] = field(default_factory=lambda: parse_endpoints(DEFAULT_ETCD))
@@ -24,6 +26,7 @@ class AgentConfig:
     state_dir: Path = field(default_factory=default_state_dir)  # private: 0700, checked at start
     # DNS server (issue 4); None disables it
     dns_listen: tuple[str, int] | None = ("127.0.0.1", 53)
+    dns_also: tuple[tuple[str, int], ...] = ()  # more addresses answered (loopback beside the advertise address)
     dns_upstreams: tuple[tuple[str, int], ...] = ()  # empty = from /etc/resolv.conf
     dns_ttl: int = 5
     dns_workers: int = 0  # extra DNS processes sharing the address (SO_REUSEPORT)
@@ -37,6 +40,8 @@ class AgentConfig:
     api_listen: tuple[str, int] | None = ("127.0.0.1", 7400)
     api_token_file: Path | None = None  # None: <state_dir>/api-token, generated on first start
     max_log_streams: int = 16
+    # host paths containers may bind-mount (resolved; nothing by default)
+    allow_bind: tuple[str, ...] = ()
     # shutdown: release instances and stop containers (True) or leave them for a restart
     release_on_exit: bool = True
     shutdown_timeout: float = 20.0
@@ -46,3 +51,12 @@ class AgentConfig:
     # on SIGTERM, first drain the node (its instances start elsewhere and get healthy, then stop here)
     drain_on_shutdown: bool = False
     drain_deadline: float = 120.0  # the most a drain on shutdown waits before shutting down anyway
+
+    @property
+    def container_dns(self) -> str | None:
+        """The DNS server containers are given: the agent's DNS address when it is on port 53
+        (resolv.conf has no port), the advertise address when DNS listens on every address."""
+        if self.dns_listen is None or self.dns_listen[1] != 53:
+            return None
+        host = self.dns_listen[0]
+        return self.advertise_ip if host in ("0.0.0.0", "::") else host

@@ -74,7 +74,8 @@ class Agent:
         self.schema = KeySchema(config.prefix)
         self.store = EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0,
                                security=config.etcd_security)
-        self.runtime = DockerRuntime(node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker)
+        self.runtime = DockerRuntime(node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker,
+                                     dns_server=config.container_dns, allow_bind=config.allow_bind)
         self.informer = Informer(store=self.store, on_change=self._etcd_changed)
         self.mirror = self.informer.mirror
         self.health = HealthMonitor(runtime=self.runtime, address=config.advertise_ip,
@@ -124,7 +125,8 @@ class Agent:
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
                            workers=cfg.dns_workers, allow=cfg.dns_allow,
-                           container_networks=self.runtime.container_networks, state=self.routing_state)
+                           container_networks=self.runtime.container_networks, state=self.routing_state,
+                           also=cfg.dns_also)
             self.components.append(self.dns)
         if cfg.api_listen is not None:
             self.api = AgentApi(view=AgentStatus(self), logs=self.runtime, listen=cfg.api_listen,

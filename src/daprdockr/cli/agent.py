@@ -19,14 +19,19 @@ from daprdockr.errors import DaprDockrError, ValidationError
 def agent(
     ctx: typer.Context,
     node_id: Annotated[str | None, typer.Option(help="Node id (default: hostname).")] = None,
-    advertise_ip: Annotated[str, typer.Option(help="Address ports are published on.")] = "127.0.0.1",
+    advertise_ip: Annotated[str, typer.Option(
+        help="Address ports are published on and DNS answers point to; auto: the address of the interface "
+             "whose subnet holds the default gateway (--route-file).")] = "auto",
+    route_file: Annotated[Path, typer.Option(help="Route table for --advertise-ip auto.")] = Path("/proc/net/route"),
     ttl: Annotated[int, typer.Option(help="Lease TTL in seconds.")] = 5,
     capacity: Annotated[int, typer.Option(help="Max instances on this node (0 = unlimited).")] = 0,
     docker: Annotated[str | None, typer.Option(help="Docker engine URL.")] = None,
     state_dir: Annotated[Path | None, typer.Option(
         help="Private directory (0700) for nginx config, pid files, logs, the API token "
              "[default: /var/lib/daprdockr as root, else $XDG_STATE_HOME/daprdockr].")] = None,
-    dns_listen: Annotated[str, typer.Option(help="DNS ADDR:PORT or off.")] = "127.0.0.1:53",
+    dns_listen: Annotated[str, typer.Option(
+        help="DNS ADDR:PORT or off; auto: port 53 of the advertise address (plus 127.0.0.1:53 when it is not "
+             "loopback).  On port 53 it is also the DNS server of the containers that can reach it.")] = "auto",
     dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
     dns_ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
     dns_allow: Annotated[str, typer.Option(
@@ -42,6 +47,8 @@ def agent(
         help="On SIGTERM first drain the node: every instance starts on another node and gets healthy "
              "before it stops here.")] = False,
     drain_deadline: Annotated[float, typer.Option(help="The most --drain-on-shutdown waits (seconds).")] = 120.0,
+    allow_bind: Annotated[list[str] | None, typer.Option(
+        help="Host path containers may bind-mount (repeat for more); none by default.")] = None,
     api_token_file: Annotated[Path | None, typer.Option(
         envvar="DAPRDOCKR_API_TOKEN_FILE",
         help="File with the API bearer token (needed when the API listens beyond loopback) "
@@ -59,7 +66,7 @@ def agent(
             dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
             keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
             security=g.security, dns_allow=dns_allow, drain_on_shutdown=drain_on_shutdown,
-            drain_deadline=drain_deadline,
+            drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:

@@ -24,13 +24,19 @@ from daprdockr.errors import NotFoundError, RolloutFailedError, ValidationError,
 
 
 def _load_files(path: str) -> list[dict[str, Any]]:
+    ignored: list[str] = []
     if path == "-":
-        return parse_spec_text(sys.stdin.read(), source="<stdin>")
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ValidationError(f"{path}: {exc.strerror}") from exc
-    return parse_spec_text(text, source=path)
+        docs = parse_spec_text(sys.stdin.read(), source="<stdin>", ignored=ignored)
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValidationError(f"{path}: {exc.strerror}") from exc
+        docs = parse_spec_text(text, source=path, ignored=ignored)
+    if ignored:
+        print(f"daprdockr: ignoring fields of the original format DaprDockr does not manage: {', '.join(ignored)}",
+              file=sys.stderr)
+    return docs
 
 
 async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool) -> None:
@@ -77,7 +83,20 @@ def svc_set(
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable).")] = None,
     port: Annotated[list[str] | None, typer.Option(help="Extra container port: 8081 or 53/udp.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="Container label KEY=VALUE.")] = None,
-    file: Annotated[str | None, typer.Option("-f", "--file", help="Spec file (YAML/JSON), - for stdin.")] = None,
+    file: Annotated[str | None, typer.Option(
+        "-f", "--file", help="Spec file (YAML/JSON, ours or the original DaprDockr's JSON), - for stdin.")] = None,
+    user: Annotated[str | None, typer.Option(help="Run as <user>[:<group>] (names or ids).")] = None,
+    workdir: Annotated[str | None, typer.Option(help="Working directory in the container.")] = None,
+    entrypoint: Annotated[list[str] | None, typer.Option(help="Entrypoint argument (repeat for each).")] = None,
+    hostname: Annotated[str | None, typer.Option(help="Container host name [default: <n>.<service>.<group>].")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory limit: bytes or like 512m, 1g.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPU limit, e.g. 0.5.")] = None,
+    cpu_shares: Annotated[int | None, typer.Option(help="Relative CPU weight (2..262144).")] = None,
+    pids_limit: Annotated[int | None, typer.Option(help="Most processes in the container.")] = None,
+    volume: Annotated[list[str] | None, typer.Option(
+        help="/path (anonymous), name:/path or /host/path:/path, optionally :ro (repeat; replaces the list). "
+             "Host paths only under an agent's --allow-bind paths.")] = None,
+    network: Annotated[str | None, typer.Option(help="bridge (default), host or none.")] = None,
     health_http: Annotated[str | None, typer.Option(help="Health check: HTTP GET of this path (2xx/3xx).")] = None,
     health_port: Annotated[int | None, typer.Option(help="Container port of the HTTP check.")] = None,
     health_tcp: Annotated[int | None, typer.Option(help="Health check: TCP connect to this container port.")] = None,
@@ -135,6 +154,9 @@ def svc_set(
             "update": update_flags(parallel=update_parallel, order=update_order, min_healthy=update_min_healthy,
                                    deadline=update_deadline, on_failure=update_on_failure),
             "stop_signal": stop_signal, "stop_timeout": stop_timeout,
+            "user": user, "workdir": workdir, "entrypoint": list(entrypoint) if entrypoint else None,
+            "hostname": hostname, "memory": memory, "cpus": cpus, "cpu_shares": cpu_shares,
+            "pids_limit": pids_limit, "volumes": list(volume) if volume else None, "network": network,
         }
         docs = _load_files(file) if file else [{}]
         cli_name = ServiceName.parse(name, field="service name") if name else None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
+from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
 from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.agent.config import AgentConfig
 from daprdockr.core.dnsguard import Network
@@ -55,9 +57,16 @@ def build_agent_config(
     docker: str | None, state_dir: Path | None, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
     http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool, dns_workers: int = -1,
     api_token_file: Path | None = None, security: EtcdSecurity | None = None, dns_allow: str = "",
-    drain_on_shutdown: bool = False, drain_deadline: float = 120.0,
+    drain_on_shutdown: bool = False, drain_deadline: float = 120.0, allow_bind: Sequence[str] = (),
+    route_file: Path = DEFAULT_ROUTE_FILE,
 ) -> AgentConfig:
-    """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value."""
+    """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
+
+    ``advertise_ip`` ``auto`` (or empty) is detected from ``route_file`` (the address of the
+    interface whose subnet holds the default gateway, as the original DaprDockr did).
+    ``dns_listen`` ``auto`` is port 53 on the advertise address, plus 127.0.0.1:53 when the
+    advertise address is not a loopback one.
+    """
     if ttl < 1:
         raise ValidationError("must be >= 1 second", field="--ttl")
     if not 0 < drain_deadline <= 86_400:
@@ -66,9 +75,25 @@ def build_agent_config(
         raise ValidationError("must be -1 (auto) or 0..16", field="--dns-workers")
     upstreams = tuple(a for a in (parse_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
                       if a is not None)
+    if advertise_ip in ("", "auto"):
+        try:
+            advertise_ip = detect_host_ip(route_file)
+        except ValidationError as exc:
+            raise ValidationError(f"{exc}; give the address", field="--advertise-ip") from None
+    advertise_ip = validate_unicast_ip(advertise_ip, field="--advertise-ip")
+    dns_also: tuple[tuple[str, int], ...] = ()
+    if dns_listen == "auto":
+        dns_listen = f"{advertise_ip}:53"
+        if not ipaddress.ip_address(advertise_ip).is_loopback:
+            dns_also = (("127.0.0.1", 53),)
+    binds = []
+    for path in allow_bind:
+        if not path.startswith("/") or "\x00" in path or ".." in path.split("/"):
+            raise ValidationError(f"{path!r} is not an absolute path", field="--allow-bind")
+        binds.append(path)
     return AgentConfig(
         node_id=validate_label(node_id or default_node_id(), field="--node-id"),
-        advertise_ip=validate_unicast_ip(advertise_ip, field="--advertise-ip"),
+        advertise_ip=advertise_ip,
         etcd=parse_endpoints(etcd),
         etcd_security=security,
         prefix=KeySchema(prefix).prefix,
@@ -77,6 +102,8 @@ def build_agent_config(
         capacity=capacity,
         state_dir=state_dir or default_state_dir(),
         dns_listen=parse_addr(dns_listen, field="--dns-listen", default_port=53),
+        dns_also=dns_also,
+        allow_bind=tuple(binds),
         dns_upstreams=upstreams,
         dns_ttl=dns_ttl,
         dns_workers=auto_dns_workers() if dns_workers < 0 else dns_workers,

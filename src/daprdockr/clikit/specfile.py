@@ -1,7 +1,8 @@
 """Building service specs from command-line flags and from YAML/JSON files.
 
 Pure apart from reading the given text: :func:`parse_spec_text` turns a document (JSON or YAML,
-auto-detected) into one or more spec dicts with errors that name the file and line;
+auto-detected; ours or the original DaprDockr's service JSON) into one or more spec dicts with
+errors that name the file and line;
 :func:`merge_flags` overlays ``svc set`` flags on an existing spec so that
 ``svc set web.myapp --instances 5`` scales without repeating the image; :func:`merge_onto` is that
 merge as the change function of a read-modify-write transaction.
@@ -18,11 +19,14 @@ import yaml
 from daprdockr.clikit.lifecycleflags import merge_lifecycle
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.seedformat import from_seed, is_seed_doc
 from daprdockr.errors import ValidationError
 
 
-def parse_spec_text(text: str, *, source: str) -> list[dict[str, Any]]:
-    """One spec dict, or several for a JSON list / multi-document YAML."""
+def parse_spec_text(text: str, *, source: str, ignored: list[str] | None = None) -> list[dict[str, Any]]:
+    """One spec dict, or several for a JSON list / multi-document YAML.  A document in the original
+    DaprDockr's shape (:mod:`daprdockr.core.seedformat`) is converted; the original fields it
+    ignores are appended to ``ignored``."""
     stripped = text.lstrip()
     if not stripped:
         raise ValidationError(f"{source}: empty spec")
@@ -42,10 +46,21 @@ def parse_spec_text(text: str, *, source: str) -> list[dict[str, Any]]:
             raise ValidationError(f"{source}: invalid YAML{where}: {problem}") from exc
     if not docs:
         raise ValidationError(f"{source}: no spec in the document")
+    out = []
     for i, doc in enumerate(docs):
         if not isinstance(doc, Mapping):
             raise ValidationError(f"{source}: document {i + 1} must be a mapping of spec fields")
-    return [dict(d) for d in docs]
+        if is_seed_doc(doc):
+            try:
+                converted, skipped = from_seed(doc)
+            except ValidationError as exc:
+                raise ValidationError(f"{source}: {exc}") from None
+            out.append(converted)
+            if ignored is not None:
+                ignored.extend(skipped)
+        else:
+            out.append(dict(doc))
+    return out
 
 
 def parse_pairs(items: Sequence[str], *, field: str) -> dict[str, str]:

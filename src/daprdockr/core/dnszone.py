@@ -5,11 +5,15 @@ Names (``<domain>`` defaults to ``container``; all names case-insensitive)::
     <n>.<service>.<group>.<domain>          A/AAAA  address of the host running instance n
                                             SRV     one per published port:
                                                     0 0 <host port> <n>.<service>.<group>.<domain>.
+    <port>.<tcp|udp>.<n>.<service>.<group>.<domain>
+                                            SRV     0 0 <host port of <port>> <n>.<service>.<group>.<domain>.
+                                                    (the original DaprDockr's form)
     <service>.<group>.<domain>              A/AAAA  every host running an instance (deduplicated)
                                             SRV     every running instance's ports, as above
     _<port>._<tcp|udp>.<service>.<group>.<domain>
                                             SRV     one per running instance:
                                                     0 0 <host port of <port>> <n>.<service>.<group>.<domain>.
+    <group>.<domain>                        A/AAAA, SRV  the same over every service of the group
     <domain>                                SOA, NS
 
 Only instances in state ``running`` are answered.  A name that exists with no record of the asked
@@ -121,17 +125,18 @@ class Zone:
         rtype = _addr_type(rec.address)
         if rtype is None:
             return
-        svc = f"{rec.service.service}.{rec.service.group}.{self.apex}"
+        group = f"{rec.service.group}.{self.apex}"
+        svc = f"{rec.service.service}.{group}"
         inst = f"{rec.number}.{svc}"
-        self._node(f"{rec.service.group}.{self.apex}")
-        for owner in (inst, svc):
+        for owner in (inst, svc, group):
             self._node(owner).add(RR(name=owner, rtype=rtype, ttl=self.ttl, data=rec.address))
         for key, host_port in rec.ports:
             port, _, proto = key.partition("/")
             srv = Srv(priority=0, weight=0, port=host_port, target=inst)
-            for owner in (inst, svc, f"_{port}._{proto}.{svc}"):
+            for owner in (inst, svc, group, f"_{port}._{proto}.{svc}", f"{port}.{proto}.{inst}"):
                 self._node(owner).add(RR(name=owner, rtype="SRV", ttl=self.ttl, data=srv))
-            self._node(f"_{proto}.{svc}")  # empty non-terminal
+            self._node(f"_{proto}.{svc}")  # empty non-terminals
+            self._node(f"{proto}.{inst}")
 
     def in_zone(self, qname: str) -> bool:
         name = qname.lower()

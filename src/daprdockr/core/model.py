@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from daprdockr.core.containerspec import FIELDS as CONTAINER_FIELDS
+from daprdockr.core.containerspec import ContainerOptions
 from daprdockr.core.lifecycle import HealthCheck, UpdatePolicy, parse_duration, parse_stop_signal
 from daprdockr.core.names import (
     ServiceName,
@@ -137,6 +139,7 @@ class ServiceSpec:
     update: UpdatePolicy = field(default_factory=UpdatePolicy)
     stop_signal: str | None = None  # None: the image's own (Docker's default SIGTERM)
     stop_timeout: float | None = None  # None: the agent's --stop-timeout
+    container: ContainerOptions = field(default_factory=ContainerOptions)  # user, limits, volumes, ...
     # derived once per spec (linear time), never part of equality
     _container_ports: tuple[PortSpec, ...] = field(init=False, repr=False, compare=False, default=())
     _runtime_hash: str = field(init=False, repr=False, compare=False, default="")
@@ -144,7 +147,7 @@ class ServiceSpec:
     FIELDS = frozenset(
         {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels", "health", "update",
          "stop_signal", "stop_timeout"}
-    )
+    ) | CONTAINER_FIELDS
 
     @classmethod
     def from_dict(cls, data: object, *, name: ServiceName | None = None) -> ServiceSpec:
@@ -208,7 +211,11 @@ class ServiceSpec:
             stop_signal=parse_stop_signal(d.get("stop_signal")),
             stop_timeout=None if d.get("stop_timeout") is None else parse_duration(
                 d["stop_timeout"], field="stop_timeout", maximum=3600),
+            container=ContainerOptions.parse(d),
         )
+        if spec.container.network != "bridge" and spec.container_ports():
+            raise ValidationError(f"ports are not published in network mode {spec.container.network}; "
+                                  "drop http_port and ports", field="network")
         if spec.health is not None and spec.health.kind in ("http", "tcp") and PortSpec(port=spec.health.port) \
                 not in spec.container_ports():
             raise ValidationError(f"port {spec.health.port} is not published (http_port or ports)", field="health")
@@ -228,6 +235,8 @@ class ServiceSpec:
             "ports": [str(p) for p in ports],
             "labels": dict(self.labels),
         }
+        if container := self.container.to_dict():  # only when set: older specs keep their hash
+            material["container"] = container
         blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
         object.__setattr__(self, "_runtime_hash", hashlib.sha256(blob).hexdigest()[:16])
 
@@ -253,6 +262,7 @@ class ServiceSpec:
             out["stop_signal"] = self.stop_signal
         if self.stop_timeout is not None:
             out["stop_timeout"] = f"{self.stop_timeout:g}s"
+        out.update(self.container.to_dict())
         return out
 
     def container_ports(self) -> tuple[PortSpec, ...]:
@@ -264,7 +274,9 @@ class ServiceSpec:
         """Hash of what the container is made from; a change means: replace the container.
 
         ``instances`` and ``http_host`` are left out: scaling or renaming the route does not
-        touch running containers.  Computed once, when the spec is made.
+        touch running containers, and so are the health check, update policy and stop grace.
+        The container options (user, limits, volumes, ...) are in.  Computed once, when the spec
+        is made.
         """
         return self._runtime_hash
 
