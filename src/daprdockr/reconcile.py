@@ -386,6 +386,23 @@ class Reconciler:
             )
             await self._take_out(action.container, removed_at=action.removed_at, routed=bool(action.removed_at))
 
+    async def _retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str) -> InstanceRecord | None:
+        """Take our instance's container ``old`` out of service before it is replaced: the record
+        says ``starting`` (out of every router), then confirmed removal, drain and stop.  Returns
+        the record as it now stands in etcd (on our lease), or None if the key is no longer ours."""
+        removed_at = 0
+        if rec.state == "running":
+            starting = replace(rec, state="starting", ports=(), since=time.time(), error=reason)
+            written = await self.store.update_instance(starting, lease=self.lease)
+            if not self._confirmed(written):
+                log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
+                return None
+            assert written is not None
+            removed_at = written.revision
+        # an instance that was not routable (unhealthy) left the routers already: nothing to confirm
+        await self._take_out(old, removed_at=removed_at, routed=rec.routable)
+        return replace(rec, lease=self.lease)
+
     async def _take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool,
                         confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         """Confirmed removal: an instance that was routed leaves every live agent's nginx and DNS
@@ -458,17 +475,10 @@ class Reconciler:
             log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
             if reason == "unhealthy":  # a restart for failing its checks backs off like a crash
                 entry = self.retries[key] = self.policy.crashed(entry, now=self.clock(), rand=self.rand())
-            removed_at = 0
-            if rec.state == "running":  # out of every node's routing first, then stop it
-                starting = replace(rec, state="starting", ports=(), since=time.time(), error=reason)
-                written = await self.store.update_instance(starting, lease=self.lease)
-                if not self._confirmed(written):
-                    log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
-                    return
-                assert written is not None
-                removed_at = written.revision
-                rec = replace(rec, lease=self.lease)
-            await self._take_out(old, removed_at=removed_at, routed=rec.state == "running")
+            retired = await self._retire(rec, old, reason=reason)
+            if retired is None:
+                return
+            rec = retired
         try:
             info = await self.runtime.start_instance(spec=spec, number=rec.number)
         except DaprDockrError as exc:
@@ -547,17 +557,11 @@ class Reconciler:
         await self._take_out(old, removed_at=written.revision, routed=rec.routable, confirmed=release)
 
     async def _roll_stop_first(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo) -> None:
-        removed_at = 0
-        if rec.state == "running":
-            starting = replace(rec, state="starting", ports=(), since=time.time(), error="rolling update")
-            written = await self.store.update_instance(starting, lease=self.lease)
-            if not self._confirmed(written):
-                log.warning("instance %s/%s is no longer ours", rec.service, rec.number)
-                return
-            assert written is not None
-            removed_at = written.revision
-        await self._take_out(old, removed_at=removed_at, routed=rec.routable)
-        rec = replace(rec, lease=self.lease, state="starting")
+        log.info("rolling %s/%s: taking %s out first (stop-first)", rec.service, rec.number, old.id[:12])
+        retired = await self._retire(rec, old, reason="rolling update")
+        if retired is None:
+            return
+        rec = replace(retired, state="starting")
         new = await self._start_replacement(rec, spec, beside=False)
         await self._must_write(self._running_record(rec, new))
         await self._await_healthy(new, spec, rollout=True)

@@ -422,7 +422,7 @@ class EtcdStore:
         """Write ``spec`` whatever is stored (tests and tooling), with its history and rollout records."""
         await self.update_service(spec.name, lambda _current, _problem: spec)
 
-    async def history_versions(self, name: ServiceName) -> list[int]:
+    async def _history_versions(self, name: ServiceName) -> list[int]:
         versions = []
         for key in await self.keys_under(self.schema.history(name)):
             tail = key.rsplit("/", 1)[1]
@@ -430,7 +430,7 @@ class EtcdStore:
                 versions.append(int(tail))
         return sorted(versions)
 
-    def spec_ops(
+    def _spec_ops(
         self, name: ServiceName, spec: ServiceSpec, current: ServiceSpec | None, versions: list[int], *,
         cause: str, rollout: RolloutRecord | None = None,
     ) -> list[tuple[str, bytes | None, int]]:
@@ -472,6 +472,18 @@ class EtcdStore:
         is a new version: the spec, its history entry and (when what the containers are made of
         changed) a rollout record, in one transaction; a spec equal to the stored one writes nothing.
         """
+        spec = await self.write_version(name, change, cause="set")
+        assert spec is not None  # (no guard)
+        return spec
+
+    async def write_version(
+        self, name: ServiceName, change: Callable[[ServiceSpec | None, str | None], ServiceSpec], *, cause: str,
+        rollout: RolloutRecord | None = None, guard: tuple[str, int] | None = None,
+    ) -> ServiceSpec | None:
+        """:meth:`update_service` with the history entry's ``cause``, a given ``rollout`` record
+        (default: a new one when the runtime hash changes), and an optional ``guard``: a key that
+        must still be at this mod revision; if it moved, nothing is written and None returned
+        (someone else decided meanwhile)."""
         key = self.schema.service(name)
         for attempt in range(UPDATE_ATTEMPTS):
             kv = await self._get_kv(key)
@@ -486,12 +498,18 @@ class EtcdStore:
             spec = change(current, problem)
             if spec.name != name:
                 raise ValidationError(f"spec names {spec.name} but the key is {name}", field="name")
-            if current is not None and spec == current and spec.to_dict() == current.to_dict():
+            if current is not None and spec == current and spec.to_dict() == current.to_dict() and rollout is None:
                 return spec  # nothing changes: no new version in the history
-            ops = self.spec_ops(name, spec, current, await self.history_versions(name), cause="set")
-            if await self.transaction(compares=[(key, "mod", kv.mod_revision if kv else 0)], ops=ops,
-                                      what="update service"):
+            ops = self._spec_ops(name, spec, current, await self._history_versions(name), cause=cause,
+                                 rollout=rollout)
+            compares: list[tuple[str, Literal["mod", "create"], int]] = [(key, "mod", kv.mod_revision if kv else 0)]
+            if guard is not None:
+                compares.append((guard[0], "mod", guard[1]))
+            if await self.transaction(compares=compares, ops=ops, what=cause):
                 return spec
+            if guard is not None and (moved := await self._get_kv(guard[0])) is not None \
+                    and moved.mod_revision != guard[1]:
+                return None
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # written concurrently: again
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
 

@@ -8,7 +8,6 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Literal
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.model import ServiceSpec, dumps
@@ -17,7 +16,6 @@ from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
 from daprdockr.errors import NotFoundError, StoreError, ValidationError
 
 log = logging.getLogger(__name__)
-ATTEMPTS = 20
 
 
 class LifecycleStore:
@@ -58,25 +56,11 @@ class LifecycleStore:
 
     async def _write_version(self, name: ServiceName, spec: ServiceSpec, *, cause: str,
                              rollout: RolloutRecord | None = None, expect_rollout: int | None = None) -> bool:
-        for _ in range(ATTEMPTS):
-            kv = await self.store.get_kv(self.schema.service(name))
-            current = None
-            if kv is not None:
-                try:
-                    current = ServiceSpec.from_dict(json.loads(kv.value), name=name)
-                except (ValueError, ValidationError):
-                    current = None
-            versions = await self.store.history_versions(name)
-            ops = self.store.spec_ops(name, spec, current, versions, cause=cause, rollout=rollout)
-            compares: list[tuple[str, Literal["mod", "create"], int]] = [
-                (self.schema.service(name), "mod", kv.mod_revision if kv else 0)]
-            if expect_rollout is not None:
-                compares.append((self.schema.rollout(name), "mod", expect_rollout))
-            if await self.store.transaction(compares=compares, ops=ops, what=cause):
-                return True
-            if expect_rollout is not None:
-                return False  # the rollout moved on meanwhile: someone else decided
-        raise StoreError(f"{name} changed {ATTEMPTS} times while it was being written; try again")
+        """Write ``spec`` as a new version; with ``expect_rollout`` only while the rollout record is
+        still at that revision (False: it moved on, someone else decided)."""
+        guard = (self.schema.rollout(name), expect_rollout) if expect_rollout is not None else None
+        return await self.store.write_version(name, lambda _cur, _bad: spec, cause=cause, rollout=rollout,
+                                              guard=guard) is not None
 
     # ------------------------------------------------------------------ rollouts
     async def rollout(self, name: ServiceName) -> tuple[RolloutRecord | None, int]:
