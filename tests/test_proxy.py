@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ProxyError
-from daprdockr.proxy import NginxManager
+from daprdockr.proxy import NginxManager, control_accepts
 from tests.conftest import missing
 from tests.support.procs import free_port
 
@@ -330,3 +331,17 @@ def _children(pid: int | None) -> set[int]:
             except (OSError, IndexError):
                 continue
     return found
+
+
+async def test_a_control_socket_bound_but_not_yet_listening_is_not_ready(tmp_path: Path) -> None:
+    """Regression (a CI start failure: 'Cannot connect to unix socket .../control.sock
+    [Connection refused]'): nginx creates the socket file at bind(), a moment before listen();
+    the manager must wait for a socket that accepts, not for the file."""
+    path = str(tmp_path / "control.sock")
+    assert not await control_accepts(path)  # no file yet
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(path)
+        assert os.path.exists(path)
+        assert not await control_accepts(path)  # bound, not listening: refused
+        sock.listen(1)
+        assert await control_accepts(path)

@@ -87,6 +87,19 @@ def lua_modules(dirs: Sequence[str] = MODULE_DIRS) -> tuple[str, str]:
                      f"{LUA_PACKAGE}")
 
 
+async def control_accepts(path: str) -> bool:
+    """True once a connection to the unix socket ``path`` is accepted.  The socket file appears
+    at nginx's ``bind()``, a moment before its ``listen()``: a connection in between is refused."""
+    try:
+        _, writer = await asyncio.open_unix_connection(path)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 class NginxManager:
     name = "nginx"
 
@@ -187,7 +200,7 @@ class NginxManager:
         self._restart = self.policy.on_start(self._restart, now=time.monotonic())
         self._sent = None
         deadline = time.monotonic() + 5.0
-        while not self._control_exists():  # nginx binds its sockets before serving
+        while not await control_accepts(self.paths.control):  # nginx listens before it serves
             if self._proc.returncode is None and time.monotonic() > deadline:
                 self._kill_group(self._proc.pid)
                 await self._proc.wait()
@@ -196,9 +209,6 @@ class NginxManager:
                 raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
             await asyncio.sleep(0.02)
         log.info("nginx master %d serving on %s:%d", self._proc.pid, *self.listen)
-
-    def _control_exists(self) -> bool:
-        return os.path.exists(self.paths.control)
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds."""
