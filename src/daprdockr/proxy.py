@@ -31,6 +31,7 @@ import grp
 import logging
 import os
 import pwd
+import random
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -342,7 +343,7 @@ class NginxManager:
         code = old.returncode if old is not None else None
         if old is not None:
             self._kill_group(old.pid)  # orphaned workers must not keep the port
-        self._restart, delay = self.policy.on_exit(self._restart, now=time.monotonic())
+        self._restart, delay = self.policy.on_exit(self._restart, now=time.monotonic(), rand=random.random())
         log.error("nginx exited (code %s); restarting in %.1fs", code, delay)
         await asyncio.sleep(delay)
         self.stats.restarts += 1

@@ -369,7 +369,7 @@ class Reconciler:
                 log.info("released %s/%s (%s)", action.record.service, action.record.number, action.reason)
             if action.container is not None:
                 await self._take_out(action.container, removed_at=released.revision if released else 0,
-                                     routed=action.record.state == "running")
+                                     routed=action.record.routable)
             self.retries.pop(action.record.key_tuple, None)
         elif isinstance(action, Repair):
             await self._repair(action)
@@ -434,14 +434,16 @@ class Reconciler:
             self._stopping.discard(c.id)
 
     async def _repair(self, action: Repair) -> None:
-        """Rewrite our malformed key from our running container (compare on its create revision)."""
+        """Rewrite a malformed (or lease-less) key from our running container onto our lease, iff
+        the key is unchanged since it was read (a compare on its mod revision)."""
         c = action.container
         rec = InstanceRecord(
             service=c.service, number=c.number, node=self.node_id, address=self.address, state="running",
             ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
-            create_revision=action.bad.create_revision, lease=self.lease,
+            create_revision=action.bad.create_revision, mod_revision=action.bad.mod_revision, lease=self.lease,
         )
-        await self._must_write(rec)
+        if not self._confirmed(await self.store.take_over_instance(rec, lease=self.lease)):
+            raise StoreError(f"{action.bad.key} changed before it could be rewritten", transient=True)
         log.warning("rewrote malformed instance key %s from container %s (%s)", action.bad.key, c.id[:12],
                     action.bad.reason)
 

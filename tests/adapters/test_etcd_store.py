@@ -16,7 +16,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.errors import LeaseLostError, StoreUnavailableError
+from daprdockr.errors import LeaseLostError, StoreUnavailableError, ValidationError
 
 pytestmark = pytest.mark.etcd
 WEB = ServiceName(group="myapp", service="web")
@@ -189,3 +189,29 @@ async def test_update_service_sees_a_malformed_spec_with_its_reason(store: EtcdS
     await store.update_service(WEB, replace_it)
     assert got[0][0] is None and got[0][1] is not None and "image" in got[0][1]
     assert await store.get_service(WEB) == spec(2)
+
+
+async def test_a_delete_between_the_read_and_the_write_of_a_merge_is_never_undone(
+    store: EtcdStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``svc set --instances 4`` racing ``svc del``, made deterministic: the delete lands between
+    the merge's read and its transaction.  The transaction's compare fails, the merge is redone on
+    what is stored now (nothing: ``svc set`` without an image is refused), and the deleted
+    service stays deleted.  A read-merge-put without a compare would have written it back."""
+    from daprdockr.clikit.specfile import merge_onto
+
+    await store.put_service(spec(1))
+    real = store.transaction
+    deleted = False
+
+    async def delete_in_between(**kw: Any) -> int:
+        nonlocal deleted
+        if not deleted and kw.get("what") == "set":
+            deleted = True
+            assert await store.delete_service(WEB)
+        return await real(**kw)
+
+    monkeypatch.setattr(store, "transaction", delete_in_between)
+    with pytest.raises(ValidationError, match="image"):
+        await store.update_service(WEB, lambda cur, bad: merge_onto(WEB, cur, bad, {"instances": 4}))
+    assert deleted and await store.get_service(WEB) is None, "the deleted service came back"

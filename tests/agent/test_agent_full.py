@@ -92,4 +92,37 @@ async def test_agent_serves_dns_http_api_and_metrics(
                 assert body["api"] == f"127.0.0.12:{ports['127.0.0.12'][2]}"
             async with http.get(f"{api1}/v1/logs/myapp/web/99") as resp:
                 assert resp.status == 404
+
+            # bad data in etcd is visible: /healthz, /v1/status and a metric name the bad keys
+            bad_spec = store.schema.service(ServiceName(group="myapp", service="bad"))
+            bad_instance = store.schema.instance(ServiceName(group="myapp", service="bad"), 1)
+            await store.put_raw(bad_spec, b'{"image": "busybox", "instances": "2"}')
+            await store.put_raw(bad_instance, b"{not json")
+            await asyncio.sleep(0.5)
+            async with http.get(f"{api1}/healthz") as resp:
+                health = await resp.json()
+                assert resp.status == 200 and health["status"] == "degraded", health  # not critical
+                data = health["checks"]["etcd_data"]
+                assert not data["ok"] and set(data["keys"]) == {bad_spec, bad_instance}, data
+            async with http.get(f"{api1}/v1/status") as resp:
+                assert set((await resp.json())["invalid_keys"]) == {bad_spec, bad_instance}
+            async with http.get(f"{api1}/metrics") as resp:
+                families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+            invalid = {s.labels["kind"]: s.value for s in families["daprdockr_invalid_keys"].samples}
+            assert invalid == {"service": 1, "instance": 1, "other": 0}, invalid
+
+            # a root task that is not running turns /healthz red and is named
+            def crash() -> None:
+                raise RuntimeError("health checks crash (injected)")
+
+            agents[0].agent.health.check_due_once = crash  # type: ignore[method-assign]
+            deadline = asyncio.get_running_loop().time() + 5
+            while True:
+                async with http.get(f"{api1}/healthz") as resp:
+                    health = await resp.json()
+                if resp.status == 503 or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert resp.status == 503 and health["status"] == "degraded", health
+            assert health["checks"]["tasks"]["not_running"] == ["health"], health["checks"]["tasks"]
         assert all(a.task is not None and not a.task.done() for a in agents)

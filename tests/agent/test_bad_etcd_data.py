@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
@@ -71,33 +72,49 @@ async def _own_record(store: EtcdStore, number: int) -> tuple[int, str]:
     return rec.lease, rec.container_id
 
 
-@pytest.mark.parametrize("variant", ["garbage-on-lease", "garbage-no-lease", "valid-no-lease"])
+@pytest.mark.parametrize("variant", ["garbage-on-lease", "garbage-no-lease", "valid-no-lease", "names-another-node"])
 async def test_bad_own_instance_key_never_removes_the_container(
     store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path, variant: str
 ) -> None:
-    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="k") as agents:
-        agent = agents[0].agent
+    """Three agents, two instances: one agent's key of instance 2 is overwritten.  The container
+    keeps running, the key comes back on its owner's lease, and no agent loops on it.
+
+    ``valid-no-lease`` (its own record, on no lease): the owner rebinds the key to its lease; no
+    agent deletes it (a delete would free the number for any node to claim, and then the owner's
+    container would be stopped as held elsewhere).  ``names-another-node`` (a well-formed record
+    naming node "ghost", on the owner's lease): the owner rewrites it; it used to obey it and stop
+    its healthy container."""
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=3, node_prefix="k") as agents:
         await store.put_service(web(docker_image, 2))
         state = await wait_for(store, lambda s: running(s) == [1, 2])
-        lease = state.instances[(WEB, 2)].lease
-        ids = docker_ids("k1")
+        before = state.instances[(WEB, 2)]
+        owner = next(a.agent for a in agents if a.config.node_id == before.node)
+        nodes = [a.config.node_id for a in agents]
+        ids = docker_ids(*nodes)
         key = store.schema.instance(WEB, 2)
-        claims_before = agent.reconciler.actions_total.get("Claim", 0) + agent.reconciler.actions_total.get("Adopt", 0)
+        actions_before = [sum(a.agent.reconciler.actions_total.values()) for a in agents]
         if variant == "garbage-on-lease":
-            await store.put_raw(key, b"{not json", lease=lease)
+            await store.put_raw(key, b"{not json", lease=before.lease)
         elif variant == "garbage-no-lease":
             await store.put_raw(key, b"{not json")
+        elif variant == "valid-no-lease":
+            await store.put_raw(key, json.dumps(before.to_dict()).encode())
         else:
-            await store.put_raw(key, json.dumps(state.instances[(WEB, 2)].to_dict()).encode())
-        # repaired: instance 2 is running again on the agent's lease, on the same container
+            await store.put_raw(key, json.dumps({**before.to_dict(), "node": "ghost"}).encode(), lease=before.lease)
+        # repaired: instance 2 is running again on its owner's lease, on the same container
         state = await wait_for(
-            store, lambda s: (WEB, 2) in s.instances and s.instances[(WEB, 2)].lease == lease
-            and s.instances[(WEB, 2)].state == "running", timeout=10)
+            store, lambda s: (WEB, 2) in s.instances and s.instances[(WEB, 2)].lease == before.lease
+            and s.instances[(WEB, 2)].node == before.node and s.instances[(WEB, 2)].state == "running", timeout=10)
         await asyncio.sleep(2)
-        assert docker_ids("k1") == ids, "the healthy container was removed"
-        assert state.instances[(WEB, 2)].container_id[:12] == ids["2"][0]
-        claims = agent.reconciler.actions_total.get("Claim", 0) + agent.reconciler.actions_total.get("Adopt", 0)
-        assert claims - claims_before <= 3, f"hot loop: {claims - claims_before} claim/adopt actions"
+        assert docker_ids(*nodes) == ids, "the healthy container was removed"
+        assert state.instances[(WEB, 2)].container_id == before.container_id
+        if variant in ("valid-no-lease", "names-another-node"):
+            assert state.instances[(WEB, 2)].create_revision == before.create_revision, \
+                "the key was deleted and created again (the number was free for any node to claim)"
+        actions = [sum(a.agent.reconciler.actions_total.values()) - b
+                   for a, b in zip(agents, actions_before, strict=True)]
+        print(f"{variant}: actions per agent after the bad write: {actions} (owner {owner.config.node_id})")
+        assert sum(actions) <= 6, f"hot loop: {actions} actions"
 
 
 @pytest.mark.parametrize(("ports", "reason"), [(65, "at most 64"), (16_000, "bytes, at most 65536")])
@@ -114,28 +131,44 @@ async def test_spec_with_too_many_ports_is_invalid_for_every_reader(
     print(f"snapshot with a {ports}-port spec took {took * 1000:.1f} ms")
 
 
-async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances(
+async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances_and_its_route(
     store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
 ) -> None:
     """A fresh agent has never seen a good version of the spec (the service is frozen for it): it
-    still binds its running containers' keys to its new lease, so they do not expire and run twice."""
+    still binds its running containers' keys to its new lease, so they do not expire and run twice,
+    and its nginx keeps routing the service's host to them (the route of the newest stored version;
+    it used to answer 404)."""
     from tests.agent.cluster import remove_node_containers, spawn_agent
+    from tests.support.procs import free_port
 
-    proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path)
+    http = ("127.0.0.11", free_port("127.0.0.11"))
+    extra = ("--http-listen", f"{http[0]}:{http[1]}")
+
+    async def get() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s, s.get(f"http://{http[0]}:{http[1]}/",
+                                                       headers={"Host": "web.example.com"}) as r:
+            return r.status, await r.text()
+
+    proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path,
+                       extra=extra)
     try:
         await wait_for(store, lambda s: "fz1" in s.nodes, timeout=20)
-        await store.put_service(web(docker_image, 2))
+        await store.put_service(web(docker_image, 2, http_host="web.example.com"))
         await wait_for(store, lambda s: running(s) == [1, 2])
         ids = docker_ids("fz1")
         await store.put_raw(_spec_key(store), b'{"image": "busybox", "instances": "2"}')
         proc.kill()
         proc.wait()
-        proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path)
+        proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path,
+                           extra=extra)
         await asyncio.sleep(6)  # three TTLs: the old lease has expired by now
         state = await store.snapshot()
         node = state.nodes["fz1"]
         assert running(state) == [1, 2] and all(r.lease == node.lease for r in state.instances_of(WEB))
         assert docker_ids("fz1") == ids
+        for _ in range(5):
+            status, body = await get()
+            assert status == 200 and "daprdockr test image" in body, (status, body)
     finally:
         proc.kill()
         proc.wait()

@@ -157,11 +157,19 @@ async def test_own_dns_drops_a_dead_instance_while_etcd_is_down(
         async with EtcdStore(endpoints=parse_endpoints(etcd.endpoints), schema=KeySchema(prefix)) as store, \
                 local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="l",
                               per_node=lambda i, _ip: {"dns_listen": (ip, dns_port),
-                                                       "dns_upstreams": (("127.0.0.1", 9),)}) as agents:
+                                                       "dns_upstreams": (("127.0.0.1", 9),),
+                                                       "http_listen": (ip, free_port(ip))}) as agents:
             local: LocalAgent = agents[0]
-            await store.put_service(web(docker_image, 2))
+            nginx = local.agent.nginx
+            assert nginx is not None
+            await store.put_service(web(docker_image, 2, http_host="web.example.com"))
             state = await wait_for(store, lambda s: running(s) == [1, 2])
             assert await _a_records(ip, dns_port, "2.web.myapp.container") == ("NOERROR", [ip])
+            peer2 = f"{ip}:{state.instances[(WEB, 2)].port_for(8080)}"
+            deadline = time.monotonic() + 3
+            while peer2 not in nginx.table.get("web.example.com", ()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert peer2 in nginx.table["web.example.com"]
 
             etcd.stop()  # the agent's mirror can no longer learn anything
 
@@ -178,6 +186,71 @@ async def test_own_dns_drops_a_dead_instance_while_etcd_is_down(
                 answer = await _a_records(ip, dns_port, "2.web.myapp.container")
             assert not answer[1], f"the agent still answers for its dead instance 2: {answer}"
             assert await _a_records(ip, dns_port, "1.web.myapp.container") == ("NOERROR", [ip])
+            # and its own nginx no longer routes to it (the table nginx confirmed)
+            assert peer2 not in nginx.table["web.example.com"], nginx.table
+            assert len(nginx.table["web.example.com"]) == 1
             etcd.start()
     finally:
         etcd.stop()
+
+
+async def test_shutdown_that_etcd_cannot_confirm_leaves_the_containers_running(
+    tmp_path: Path, prefix: str, docker_image: str
+) -> None:
+    """Release before stop, at shutdown too: when the lease cannot be revoked (etcd down), every
+    other router may still send requests to this node's instances, so they keep running (the next
+    start adopts them).  It used to stop them anyway."""
+    (tmp_path / "etcd").mkdir()
+    etcd = EtcdCluster(tmp_path / "etcd", size=1)
+    etcd.start()
+    try:
+        async with EtcdStore(endpoints=parse_endpoints(etcd.endpoints), schema=KeySchema(prefix)) as store, \
+                local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="u") as agents:
+            await store.put_service(web(docker_image, 2))
+            await wait_for(store, lambda s: running(s) == [1, 2])
+            ids = docker_ids("u1")
+            etcd.stop()
+            await agents[0].shutdown()
+            assert docker_ids("u1") == ids, "containers were stopped although etcd never confirmed their release"
+    finally:
+        etcd.stop()
+
+
+async def test_an_agent_whose_lease_expired_comes_back_on_the_same_containers(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    """An agent cut off for longer than its TTL (its process frozen with SIGSTOP: etcd expires
+    the lease, its node record and instance keys vanish): once it runs again it has a new lease,
+    its node record and its instance keys back within TTL + 2 s, on the same containers."""
+    from tests.agent.cluster import remove_node_containers, spawn_agent
+
+    proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="x1", ip="127.0.0.11", state_dir=tmp_path)
+    try:
+        await wait_for(store, lambda s: "x1" in s.nodes, timeout=20)
+        await store.put_service(web(docker_image, 2))
+        state = await wait_for(store, lambda s: running(s) == [1, 2])
+        before = {r.number: r.container_id for r in state.instances_of(WEB)}
+        old_lease = state.nodes["x1"].lease
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            await wait_for(store, lambda s: "x1" not in s.nodes and not s.instances, timeout=TTL + 5)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+
+        def back(s: object) -> bool:
+            from daprdockr.core.state import ClusterState
+
+            assert isinstance(s, ClusterState)
+            node = s.nodes.get("x1")
+            return node is not None and node.lease != old_lease and running(s) == [1, 2] and all(
+                r.lease == node.lease for r in s.instances_of(WEB))
+
+        state = await wait_for(store, back, timeout=TTL + 2)
+        print(f"back {time.monotonic() - resumed:.2f}s after the agent ran again")
+        assert {r.number: r.container_id for r in state.instances_of(WEB)} == before, "containers were replaced"
+        assert docker_ids("x1") == {str(n): [cid[:12]] for n, cid in before.items()}
+    finally:
+        proc.kill()
+        proc.wait()
+        remove_node_containers(["x1"])

@@ -165,6 +165,9 @@ def test_garbage_in_etcd_does_not_break_listing(cli, etcd_endpoints: str, prefix
     assert table.exit_code == 0 and "invalid" in table.stdout
     status = json.loads(cli("status", "--json").stdout)
     assert len(status["skipped_keys"]) == 2
+    broken = cli("svc", "status", "broken.myapp")
+    assert broken.exit_code == 3
+    assert json.loads(broken.stdout)["status"] == "invalid" and "not JSON" in json.loads(broken.stdout)["reason"]
 
 
 def test_help_has_examples() -> None:

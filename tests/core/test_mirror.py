@@ -132,3 +132,33 @@ def test_routing_version_moves_for_services_and_instances_only() -> None:
     assert mirror.routing_version == v0 + 1
     mirror.apply(_spec(4, json.dumps({"image": "busybox"}).encode()))
     assert mirror.routing_version == v0 + 2
+
+
+def _record(state: str, health: str = "") -> bytes:
+    return json.dumps({"node": "n1", "address": "127.0.0.11", "state": state, "health": health}).encode()
+
+
+def _put(key: str, rev: int, value: bytes) -> WatchEvent:
+    return WatchEvent(kind="put", key=key, value=value, revision=rev, lease=1, create_revision=1)
+
+
+@pytest.mark.parametrize(
+    ("events", "removal"),
+    [
+        ([_put(KEY, 5, _record("starting")), _put(KEY, 6, _record("running"))], 0),  # a start: no removal
+        ([_put(KEY, 5, _record("running")), delete(KEY, 8)], 8),  # scale-down / release
+        ([_put(KEY, 5, _record("running")), _put(KEY, 7, _record("starting"))], 7),  # retired before a replacement
+        ([_put(KEY, 5, _record("running", "healthy")), _put(KEY, 6, _record("running", "unhealthy"))], 6),
+        ([_put(KEY, 5, _record("running")), _put(KEY, 6, b"{garbage")], 6),  # bad data is no route
+        ([_put(KEY, 5, _record("starting")), delete(KEY, 6)], 0),  # never routable: nothing to confirm
+        ([_put(KEY, 5, _record("running")), _put(OTHER, 6, _record("running")), delete(KEY, 9)], 9),
+    ],
+)
+def test_removal_revision_is_tracked_per_event(events: list[WatchEvent], removal: int) -> None:
+    """Regression: an agent published the revision it applied only when the set it served shrank,
+    so an instance that came and went between two of its reads (flips every 0.3 s) was never
+    confirmed and its owner waited out the bound.  The mirror now sees every removal event."""
+    mirror = StateMirror(schema=KeySchema("/daprdockr"))
+    for ev in events:  # no state() in between: the removal is seen without a read of the state
+        mirror.apply(ev)
+    assert mirror.removal_revision == removal

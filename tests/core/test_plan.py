@@ -297,9 +297,9 @@ def test_simulated_spread(node_count: int, instances: int, expected: list[int]) 
 
 
 # --------------------------------------------------------------------------- bad data stops nothing
-def bad(number: int, *, lease: int = LEASE, name: ServiceName = WEB) -> BadKey:
+def bad(number: int, *, lease: int = LEASE, name: ServiceName = WEB, node: str = "") -> BadKey:
     return BadKey(key=f"/p/instances/{name.group}/{name.service}/{number}", reason="value is not JSON",
-                  lease=lease, create_revision=number, mod_revision=50 + number)
+                  lease=lease, create_revision=number, mod_revision=50 + number, node=node)
 
 
 @pytest.mark.parametrize(
@@ -315,10 +315,19 @@ def bad(number: int, *, lease: int = LEASE, name: ServiceName = WEB) -> BadKey:
          [rec(1)], [ctr(1), ctr(2)], [bad(2)], set(), [("Repair", 2)]),
         ("our malformed key, container exited: delete the key",
          [rec(1)], [ctr(1), ctr(2, running=False)], [bad(2)], set(), [("Purge", 2)]),
-        ("malformed key on no lease over our container: delete the key",
-         [rec(1)], [ctr(1), ctr(2)], [bad(2, lease=0)], set(), [("Purge", 2)]),
+        ("key on no lease over our running container: rebind it to our lease (deleting it would let "
+         "another node claim the number and stop our container)",
+         [rec(1)], [ctr(1), ctr(2)], [bad(2, lease=0, node=ME)], set(), [("Repair", 2)]),
+        ("key on no lease naming nobody, over our running container: rebind it",
+         [rec(1)], [ctr(1), ctr(2)], [bad(2, lease=0)], set(), [("Repair", 2)]),
+        ("key on no lease naming us, our container exited: delete it",
+         [rec(1)], [ctr(1), ctr(2, running=False)], [bad(2, lease=0, node=ME)], set(), [("Purge", 2)]),
         ("malformed key on no lease, no container anywhere: delete it (any node)",
          [rec(1)], [ctr(1)], [bad(2, lease=0)], set(), [("Purge", 2)]),
+        ("key on no lease naming another live node: left to that node",
+         [rec(1)], [ctr(1)], [bad(2, lease=0, node="n2")], set(), []),
+        ("key on no lease naming a node that is gone: delete it",
+         [rec(1)], [ctr(1)], [bad(2, lease=0, node="n9")], set(), [("Purge", 2)]),
         ("malformed key on another lease: the number is taken, our container stays",
          [rec(1)], [ctr(1), ctr(2)], [bad(2, lease=999)], set(), []),
         ("malformed key on another lease, no container: not claimed",
@@ -331,12 +340,50 @@ def test_bad_data_never_stops_anything(desc: str, instances: list[InstanceRecord
                                        bad_keys: list[BadKey], frozen: set[ServiceName],
                                        want: list[tuple[str, int]]) -> None:
     desired = {} if frozen else {WEB: spec(2)}
-    o = obs(instances=instances, containers=containers, frozen=frozenset(frozen),
+    o = obs(instances=instances, containers=containers, frozen=frozenset(frozen), live=(ME, "n2"),
             bad_instances={(WEB, int(b.key.rsplit("/", 1)[1])): b for b in bad_keys})
     actions = plan(desired, o)
     assert kinds(actions) == want, desc
     assert not any(isinstance(a, Stop | Release) for a in actions), desc
 
 
+@pytest.mark.parametrize(
+    ("desc", "instances", "containers", "want"),
+    [
+        ("our running container, its record on our lease names another node: rewrite it as ours",
+         [rec(1), rec(2, node="ghost")], [ctr(1), ctr(2)], [("Refresh", 2)]),
+        ("a record on our lease names another node, no container here: start it as ours",
+         [rec(1), rec(2, node="ghost")], [ctr(1)], [("Start", 2)]),
+        ("another node's record on its own lease: our container of it stops (it was taken over)",
+         [rec(1), rec(2, node="n2", lease=7)], [ctr(1), ctr(2)], [("Stop", 2)]),
+    ],
+)
+def test_a_record_on_our_lease_is_ours_whatever_node_it_names(
+    desc: str, instances: list[InstanceRecord], containers: list[ContainerInfo], want: list[tuple[str, int]]
+) -> None:
+    """Regression: ``{"node": "ghost", ...}`` written over our key on our lease made the owner stop
+    its healthy container ("held by node ghost") and left the number blocked while our lease lived."""
+    actions = plan({WEB: spec(2)}, obs(instances=instances, containers=containers, live=(ME, "n2")))
+    assert kinds(actions) == want, desc
+
+
 def test_unowned_keys_leave_out_malformed_keys() -> None:
     assert unowned_keys({WEB: spec(3)}, {(WEB, 1): rec(1)}, {(WEB, 2): bad(2)}) == {(WEB, 3)}
+
+
+@pytest.mark.parametrize(
+    ("claiming", "running", "spec_hash", "want"),
+    [
+        (True, True, HASH, [("Adopt", 1)]),
+        # regression: when our lease expired while we were cut off (or at start, while settling) the
+        # keys are gone and we cannot claim yet: the healthy container was stopped and re-created
+        (False, True, HASH, []),
+        (False, True, "old", [("Stop", 1)]),
+        (True, False, HASH, [("Claim", 1), ("Stop", 1)]),
+    ],
+)
+def test_a_container_whose_key_vanished_is_kept_until_we_can_claim(
+    claiming: bool, running: bool, spec_hash: str, want: list[tuple[str, int]]
+) -> None:
+    o = obs(containers=[ctr(1, running=running, spec_hash=spec_hash)], claiming=claiming)
+    assert kinds(plan({WEB: spec(1)}, o)) == want

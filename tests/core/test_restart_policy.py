@@ -32,3 +32,11 @@ def test_on_start_records_time() -> None:
 @pytest.mark.parametrize(("failures", "delay"), [(0, 0.0), (1, 0.5), (2, 1.0), (7, 30.0), (100, 30.0)])
 def test_backoff(failures: int, delay: float) -> None:
     assert Backoff().delay(failures) == delay
+
+
+@pytest.mark.parametrize(("rand", "factor"), [(0.0, 0.8), (0.5, 1.0), (0.999999, 1.2)])
+def test_restart_delays_carry_jitter(rand: float, factor: float) -> None:
+    """nginx and DNS-worker restarts are spread too (agents whose children died together)."""
+    policy = RestartPolicy(backoff=Backoff(base=1.0, max_delay=8.0), stable_after=10.0, jitter=0.2)
+    _, wait = policy.on_exit(RestartState(failures=1, started_at=0.0), now=1.0, rand=rand)  # second: 2.0 s
+    assert wait == pytest.approx(2.0 * factor, rel=1e-4)

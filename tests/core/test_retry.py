@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from daprdockr.core.backoff import Backoff
+from daprdockr.core.restart_policy import RestartPolicy
 from daprdockr.core.retry import KeyRetry, RetryPolicy
 
-POLICY = RetryPolicy(crash=Backoff(base=0.5, max_delay=30.0), action=Backoff(base=0.2, max_delay=5.0),
-                     healthy_after=30.0, jitter=0.2)
+POLICY = RetryPolicy(crash=RestartPolicy(backoff=Backoff(base=0.5, max_delay=30.0), stable_after=30.0, jitter=0.2),
+                     action=Backoff(base=0.2, max_delay=5.0))
 
 
 def test_rare_crashes_never_grow_the_backoff() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routing import removes_backends, routing_table, table_update
@@ -51,3 +53,29 @@ def test_removals_are_detected() -> None:
     assert removes_backends(a, {"a.test": ("p1",)})
     assert removes_backends(a, {})
     assert not removes_backends(a, {"a.test": ("p2", "p1", "p3")})
+
+
+def test_a_frozen_service_keeps_the_route_of_its_newest_stored_version() -> None:
+    """Regression: an agent that never saw a good version of a spec (started while it was bad)
+    dropped its host from nginx (404) although the instances ran; the route now comes from the
+    newest history entry, through the state decoder."""
+    from daprdockr.core.keys import KeySchema
+    from daprdockr.core.rollout import HistoryEntry
+    from daprdockr.core.state import RawKV, decode_state
+
+    schema = KeySchema("/p")
+    good = ServiceSpec(name=WEB, image="x", instances=1, http_host="web.example.com", http_port=8080).to_dict()
+    old = {**good, "http_host": "old.example.com"}
+    kvs = [
+        RawKV(key=schema.service(WEB), value=b'{"image": "x", "instances": "2"}'),
+        RawKV(key=schema.history(WEB, 1), value=json.dumps(HistoryEntry(version=1, spec=old).to_dict()).encode()),
+        RawKV(key=schema.history(WEB, 2), value=json.dumps(HistoryEntry(version=2, spec=good).to_dict()).encode()),
+        RawKV(key=schema.instance(WEB, 1), lease=5,
+              value=json.dumps({"node": "n1", "address": "127.0.0.11", "state": "running",
+                                "ports": {"8080/tcp": 31001}}).encode()),
+    ]
+    state = decode_state(schema, kvs)
+    assert WEB in state.frozen and state.frozen_routes == {WEB: ("web.example.com", 8080)}
+    assert routing_table(state) == {"web.example.com": ("127.0.0.11:31001",)}
+    # without history the host is unknown: no route (never a wrong one)
+    assert routing_table(decode_state(schema, [kvs[0], kvs[3]])) == {}

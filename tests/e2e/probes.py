@@ -172,7 +172,8 @@ class HttpLoad:
     """Steady HTTP load through several nginx (``targets``), counted two ways.
 
     Each of ``workers`` clients sends one GET at a time, taking the targets in turn.  A request
-    that fails (connection error, timeout, 5xx) counts in ``first_try_failures``: what a client
+    that fails (connection error, timeout, any status but 2xx: a 404 means the route was lost)
+    counts in ``first_try_failures``: what a client
     that never retries would have seen.  The client then retries on the next target, with a
     short growing pause, for up to ``retry_budget`` seconds, as an idempotent GET may be; only a
     request that still fails after that counts in ``failed``.
@@ -196,7 +197,7 @@ class HttpLoad:
             async with session.get(f"http://{ip}:{port}{self.path}", headers={"Host": self.host},
                                    timeout=aiohttp.ClientTimeout(total=3)) as resp:
                 await resp.read()
-                return "" if resp.status < 500 else f"HTTP {resp.status} from {ip}:{port}"
+                return "" if 200 <= resp.status < 300 else f"HTTP {resp.status} from {ip}:{port}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__} from {ip}:{port}"
 

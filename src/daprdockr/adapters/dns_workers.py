@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import pickle
+import random
 import struct
 import sys
 import time
@@ -265,7 +266,7 @@ class DnsWorkerPool:
 
     def _back_off(self, slot: int, *, now: float) -> float:
         """Record an exit (or a failed start) of ``slot``; returns the delay before the next start."""
-        self._restart[slot], delay = self.policy.on_exit(self._restart[slot], now=now)
+        self._restart[slot], delay = self.policy.on_exit(self._restart[slot], now=now, rand=random.random())
         self._not_before[slot] = now + delay
         return delay
 

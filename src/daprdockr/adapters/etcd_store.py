@@ -586,7 +586,8 @@ class EtcdStore:
 
     async def take_over_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None:
         """Move an instance key onto our ``lease`` with our record ``rec``, iff it is unchanged since
-        it was read (``rec.mod_revision``): a drained node's instance handed over."""
+        it was read (``rec.mod_revision``): a drained node's instance handed over, or a malformed or
+        lease-less key rewritten from our container."""
         return await self._write_if(self.schema.instance(rec.service, rec.number), compare="mod",
                                     equals=rec.mod_revision, value=dumps(rec.to_dict()), lease=lease,
                                     what="take over instance", created=rec.create_revision)

@@ -21,10 +21,12 @@ reconciler hands the events of its confirmed writes to the informer (read-your-w
 after each store call returned.
 
 Signals only set the stop event (:mod:`daprdockr.adapters.process`).  Shutdown is ordered and
-time-limited: stop reconciling and watching, then (``release_on_exit``) revoke the lease and stop
-this node's containers, or leave them running for a restart to adopt; then the components in
-reverse start order (API, DNS, nginx last).  A second signal kills nginx's process group and
-exits at once.
+time-limited: stop the tasks that act (:data:`ACTING_TASKS`: heartbeat, reconcile, health ...),
+then (``release_on_exit``) revoke the lease, wait until every other agent and this node's own
+nginx and DNS applied that (the watch, fanout and serving tasks still run), drain and stop this
+node's containers, or leave them running for a restart to adopt (also when etcd cannot confirm
+the revoke); then the components in reverse start order (API, DNS, nginx last).  A second signal
+kills nginx's process group and exits at once.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ from daprdockr.proxy import NginxManager
 from daprdockr.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+
+
+# Root tasks that act on the cluster: on shutdown they stop first; the others (the etcd watch,
+# fanout, ``applied`` and the serving components) keep running while this node's instances are
+# released, so the removal is confirmed and this node's own nginx and DNS drop them first.
+ACTING_TASKS = frozenset({"heartbeat", "reconcile", "settle", "health", "docker-events"})
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:
@@ -104,6 +112,7 @@ class Agent:
         self._local_version = 0
         self._served: frozenset[tuple[object, ...]] = frozenset()  # running instances DNS and nginx serve
         self._removal_at = 0  # newest revision of a served state that dropped an instance
+        self._removal_seen = 0  # the mirror's removal revision when we last served
         self._published = 0  # newest revision written to applied/<node>
         self._to_publish = asyncio.Event()
         self.nginx: NginxManager | None = None
@@ -211,7 +220,11 @@ class Agent:
         for part in self.serving:
             part.update(state)
         served = frozenset((key, r.address, r.ports) for key, r in state.instances.items() if r.routable)
-        if self._served - served:  # an instance left DNS and nginx: owners wait for us to say so
+        removal = self.mirror.removal_revision
+        # an instance left DNS and nginx (etcd says so, even if it never reached ours, or we know
+        # first): the owner waits for us to say we serve a state without it
+        if self._served - served or removal > self._removal_seen:
+            self._removal_seen = removal
             self._removal_at = state.revision
             self._to_publish.set()
         self._served = served
@@ -253,6 +266,8 @@ class Agent:
         while True:
             state = self.mirror.state()
             lagging = sorted(n for n in state.nodes if state.applied.get(n, 0) < revision)
+            if self.config.node_id not in state.nodes and self.applied_revision() < revision:
+                lagging.append(self.config.node_id)  # our lease is gone (shutdown): our own routers still count
             if not lagging:
                 return
             left = deadline - loop.time()
@@ -303,21 +318,31 @@ class Agent:
             await self._stop_components()
             await self._close()
             return 1
+        released = False
         try:
             async with asyncio.TaskGroup() as tg:
-                running = [tg.create_task(guarded(n, f, status=self.tasks), name=n) for n, f in self.roots().items()]
+                running = {n: tg.create_task(guarded(n, f, status=self.tasks), name=n) for n, f in self.roots().items()}
                 await stop.wait()
                 if self.config.drain_on_shutdown:
                     await self.drain_before_exit()
                 log.info("shutting down")
-                for task in running:
+                acting = [t for n, t in running.items() if n in ACTING_TASKS]
+                for task in acting:
+                    task.cancel()
+                await asyncio.wait(acting)
+                released = True
+                await self.release_instances()  # the watch, fanout, applied and serving tasks still run
+                for task in running.values():
                     task.cancel()
         finally:
+            if not released:
+                await self.release_instances()
             await self.shutdown()
         return 0
 
-    async def shutdown(self) -> None:
-        """Ordered, time-limited: instances, then the components in reverse start order."""
+    async def release_instances(self) -> None:
+        """Time-limited: end the running actions, then release this node's instances (or leave
+        them for the next start to adopt, without ``release_on_exit``)."""
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.shutdown_timeout):
@@ -328,6 +353,9 @@ class Agent:
                     log.info("leaving containers running for the next start to adopt")
         except (TimeoutError, DaprDockrError) as exc:
             log.error("releasing instances did not finish: %r", exc)
+
+    async def shutdown(self) -> None:
+        """Ordered, time-limited: the components in reverse start order, then the clients."""
         await self._stop_components()
         try:
             async with asyncio.timeout(5):
@@ -379,13 +407,17 @@ class Agent:
 
     async def _release_all(self) -> None:
         """Release before stop: revoke the lease (every key of ours goes at once), wait until the
-        other agents applied that (bounded), let connections drain, then stop."""
+        other agents and this node's own nginx and DNS applied that (bounded), let connections
+        drain, then stop.  If etcd cannot confirm the revoke, every other router may still send
+        requests here: the containers keep running (the next start adopts them; if this node
+        does not come back, the other nodes re-run its instances once the lease expired)."""
         containers = await self.runtime.list_managed()
         try:
             revoked = await self.heartbeat.release()
         except DaprDockrError as exc:
-            log.error("could not revoke the lease (%s); its keys expire within %ds", exc, self.config.ttl)
-            revoked = 0
+            log.error("could not revoke the lease (%s): leaving %d container(s) running (the next start adopts "
+                      "them; other nodes re-run the instances once the lease expired)", exc, len(containers))
+            return
         if revoked:
             await self.confirm_removal(revoked)
 

@@ -15,6 +15,11 @@ out of order with the local ones; each key remembers the revision of its last pu
 revision of the last full read are dropped too: that read already shows their effect, and a late
 put of a key deleted before the read must not bring it back.
 
+:attr:`StateMirror.removal_revision` is the newest revision at which a routable instance stopped
+being routable (an owner waits until every agent served a state at or past it before it stops
+the container), tracked per event, so a removal is seen even when the instance came and went
+between two reads of the state.
+
 Bad data never stops a service: the mirror remembers the last valid spec of every service key,
 and when a spec key turns malformed it keeps planning with that one (see
 :func:`~daprdockr.core.state.assemble_state`).  :meth:`StateMirror.new_problems` hands each
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import ServiceSpec
+from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.state import ClusterState, Decoded, RawKV, assemble_state, decode_entry
 
 
@@ -55,6 +60,9 @@ class StateMirror:
         # bumped when a service or instance key changes (not a node record): what DNS and nginx
         # serve depends only on those, so consumers skip a push when it did not move
         self.routing_version = 0
+        # the newest revision at which a routable instance stopped being routable (its key was
+        # deleted, or rewritten as not running or not healthy): agents confirm such removals
+        self.removal_revision = 0
         self._reported: set[str] = set()  # malformed keys already handed out by new_problems()
         self._deleted_at: dict[str, int] = {}  # tombstones: key -> revision of its delete
         self._last_good: dict[str, ServiceSpec] = {}  # service key -> last valid spec seen
@@ -70,6 +78,7 @@ class StateMirror:
         self.revision = revision
         self._reset_revision = revision
         self.routing_version += 1
+        self.removal_revision = revision  # (a re-read may have dropped anything)
         self._changed()
 
     def _seen(self, ev: WatchEvent) -> int:
@@ -84,6 +93,8 @@ class StateMirror:
         ):
             return False
         self._reported.discard(ev.key)  # a new value: report it again if it is malformed too
+        if ev.key.startswith(self.schema.instances_prefix) and self._removes(ev):
+            self.removal_revision = max(self.removal_revision, ev.revision)
         if ev.kind == "delete":
             self._kvs.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
@@ -112,6 +123,23 @@ class StateMirror:
 
     def _changed(self) -> None:
         self._cached = None
+
+    def _routable(self, kv: RawKV) -> bool:
+        value = self._decode(kv)
+        return isinstance(value, InstanceRecord) and value.routable
+
+    def _removes(self, ev: WatchEvent) -> bool:
+        """Whether ``ev`` takes a routable instance out (decodes the old value, and the new one
+        only when the old one was routable: at most two decodes per event)."""
+        old = self._kvs.get(ev.key)
+        if old is None or not self._routable(old):
+            return False
+        if ev.kind == "delete":
+            return True
+        new = RawKV(key=ev.key, value=ev.value, lease=ev.lease, create_revision=ev.create_revision,
+                    mod_revision=ev.revision)
+        value = decode_entry(self.schema, new)
+        return not (isinstance(value, InstanceRecord) and value.routable)
 
     def _decode(self, kv: RawKV) -> Decoded | str:
         value = self._decoded.get(kv.key)

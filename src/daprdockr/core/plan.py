@@ -41,9 +41,12 @@ every router is confirmed (``Stop.removed_at``).  Draining nodes do not count as
 
 Bad data stops nothing.  A *frozen* service (its spec is malformed and no good version is known)
 gets no action at all: its containers and keys stay as they are.  A malformed instance key is a
-taken number: nobody claims it and no container of it is stopped; the node whose lease holds it
-rewrites it from its container (:class:`Repair`), and a key on no lease (or ours with no
-container behind it) is deleted with a compare on its revision (:class:`Purge`).
+taken number: nobody claims it and no container of it is stopped.  The node that runs its
+container rebinds it to its lease from the container (:class:`Repair`, a compare on the key's
+revision) if the key is on its lease or on none; a key nobody can use is deleted with a compare
+on its revision (:class:`Purge`) by the node whose lease holds it, or, on no lease, by the node
+it names (by any node if it names none that is live).  A well-formed record on our lease that
+names another node is garbage too: it is rewritten (or released) as ours, never obeyed.
 """
 
 from __future__ import annotations
@@ -258,11 +261,9 @@ def _plan_containers(
             continue
         bad = obs.bad_instances.get(key)
         if bad is not None:
-            best = max(group, key=lambda c: (c.running, c.created))
-            if bad.lease == obs.lease and best.running:
-                out.append(Repair(key=key, bad=bad, container=best))
-            elif bad.lease in (0, obs.lease):  # on no lease, or ours with a dead container: free the number
-                out.append(Purge(key=key, bad=bad))
+            fix = _fix_bad_key(key, bad, group, obs)
+            if fix is not None:
+                out.append(fix)
             continue  # someone else's (or an old lease's) key: never stop a container over bad data
         # Keep the best candidate (running, the one our record names, newest); stop any duplicates
         # (a replacement left behind by a restart mid-rollout loses to the container it replaced).
@@ -280,12 +281,15 @@ def _plan_containers(
                 out.append(Stop(container=c, reason="not desired"))
             continue
         if rec is None:
-            if c.running and c.spec_hash == spec.runtime_hash and obs.claiming and not obs.drain_me:
-                out.append(Adopt(container=c, spec=spec))
+            if c.running and c.spec_hash == spec.runtime_hash and not obs.drain_me:
+                if obs.claiming:
+                    out.append(Adopt(container=c, spec=spec))
+                # else our lease is uncertain (it expired while we were cut off, or we are settling
+                # after a start): keep serving, and adopt once we can claim again
             else:
                 out.append(Stop(container=c, reason="unclaimed and stale" if not obs.drain_me else "draining"))
             continue
-        if rec.node != obs.node_id:
+        if rec.node != obs.node_id and rec.lease != obs.lease:
             # another node holds the key (it took the instance over, or a split brain): our
             # container leaves every router first if it may still be routed
             out.append(Stop(container=c, reason=f"instance is held by node {rec.node}",
@@ -311,9 +315,22 @@ def _plan_own(
         out.append(Roll(record=rec, spec=spec, old=c))
     elif c.id in obs.restart and c.spec_hash == spec.runtime_hash:
         out.append(Start(record=rec, spec=spec, old=c, reason="unhealthy"))
-    elif (rec.state != "running" or not _container_ports_match(rec, c)
+    elif (rec.state != "running" or not _container_ports_match(rec, c) or rec.node != obs.node_id
           or rec.health != obs.health.get(c.id, rec.health)):
-        out.append(Refresh(record=rec, container=c))
+        out.append(Refresh(record=rec, container=c))  # (a record on our lease naming another node: garbage)
+
+
+def _fix_bad_key(key: Key, bad: BadKey, group: Sequence[ContainerInfo], obs: Observed) -> Action | None:
+    """What this node does about a malformed (or lease-less) instance key, given its containers of
+    that instance (``group``, maybe empty).  Never a stop: a running container of ours rebinds the
+    key to our lease (a compare on its revision); a key nobody can use is deleted, by the node
+    whose lease holds it, or, on no lease, by the node it names (anyone, if it names no live node)."""
+    running = [c for c in group if c.running]
+    if running and bad.lease in (0, obs.lease):
+        return Repair(key=key, bad=bad, container=max(running, key=lambda c: c.created))
+    if bad.lease == obs.lease or (not bad.lease and (bad.node == obs.node_id or bad.node not in obs.nodes)):
+        return Purge(key=key, bad=bad)
+    return None
 
 
 def may_roll(spec: ServiceSpec, obs: Observed) -> bool:
@@ -346,7 +363,8 @@ def _plan_records(
 ) -> None:
     """Actions for keys with our node id but no container here."""
     for key, rec in sorted(obs.instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        if rec.node != obs.node_id or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
+        mine = rec.node == obs.node_id or rec.lease == obs.lease  # (on our lease: ours, whatever it says)
+        if not mine or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
             continue
         spec = desired.get(rec.service)
         if spec is None or rec.number > spec.instances:
@@ -380,15 +398,15 @@ def deal_unowned(numbers: Sequence[int], *, live: Sequence[str], room: Mapping[s
 
 
 def _plan_claims(
-    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action], wake: _Wake
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, covered: set[Key], out: list[Action], wake: _Wake
 ) -> None:
     """Claims for unowned instance numbers, within fair share and capacity; purges of unusable keys."""
-    planned = {action_key(a) for a in out}
     for key, bad in sorted(obs.bad_instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        if key in planned or _busy(key, obs, wake):
-            continue
-        if not bad.lease or (bad.lease == obs.lease and not any(c.key == key for c in obs.containers)):
-            out.append(Purge(key=key, bad=bad))
+        if key in covered or key[0] in obs.frozen or _busy(key, obs, wake):
+            continue  # (keys with containers here were decided with them)
+        fix = _fix_bad_key(key, bad, (), obs)
+        if fix is not None:
+            out.append(fix)
     if not obs.claiming or obs.drain_me:
         return
     live = _live(obs)
@@ -477,7 +495,7 @@ def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) ->
     wake = _Wake(observed.now)
     covered = _plan_containers(desired, observed, out, wake)
     _plan_records(desired, observed, covered, out, wake)
-    _plan_claims(desired, observed, out, wake)
+    _plan_claims(desired, observed, covered, out, wake)
     _plan_handoffs(desired, observed, out, wake)
     return Plan(actions=out, next_wake=wake.at)
 

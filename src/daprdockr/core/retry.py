@@ -6,17 +6,18 @@ row, and until when it must be left alone.  :class:`RetryPolicy` turns an event 
 crash, a failed action) into the next :class:`KeyRetry`; the caller passes the time and a random
 number in ``[0, 1)`` for the jitter.
 
-* A **crash** counts toward the restart backoff only when the container had run for less than
-  ``healthy_after``: a container that crashes once a day restarts at once every time, a crash
-  loop backs off up to ``crash.max_delay``.  Only the next *start* waits (``hold="start"``), so
+* A **crash** is the project's :class:`~daprdockr.core.restart_policy.RestartPolicy` (the same
+  as for nginx and the DNS workers): it counts toward the restart backoff only when the
+  container had run for less than ``crash.stable_after``: a container that crashes once a day
+  restarts at once every time, a crash loop backs off up to the cap.  Only the next *start* waits (``hold="start"``), so
   a crash-looping instance that is scaled away is released at once.
 * A **failed start** backs off the same way; a terminal one (an image that does not exist, a
-  refused config) waits the full ``crash.max_delay`` at once instead of being retried hot.
+  refused config) waits the full cap at once instead of being retried hot.
 * A **failed action** (etcd or Docker unreachable, a lost compare) holds every action on the key
   (``hold="all"``) for the ``action`` backoff; the next successful action clears it.
 
-Every delay carries ``jitter`` (a fraction, ±) so agents that failed together do not retry
-together.
+Every delay carries ``jitter`` (a fraction, ±; the crash policy's own) so agents that failed
+together do not retry together.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from daprdockr.core.backoff import Backoff
+from daprdockr.core.backoff import Backoff, jittered
+from daprdockr.core.restart_policy import RestartPolicy, RestartState
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +40,12 @@ class KeyRetry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    crash: Backoff = field(default_factory=lambda: Backoff(base=0.5, max_delay=30.0))
+    crash: RestartPolicy = field(default_factory=lambda: RestartPolicy(
+        backoff=Backoff(base=0.5, max_delay=30.0), stable_after=30.0, jitter=0.2))
     action: Backoff = field(default_factory=lambda: Backoff(base=0.2, max_delay=5.0))
-    healthy_after: float = 30.0
-    jitter: float = 0.2
 
     def _jittered(self, delay: float, rand: float) -> float:
-        return delay * (1.0 + self.jitter * (2.0 * rand - 1.0))
+        return jittered(delay, jitter=self.crash.jitter, rand=rand)
 
     def started(self, entry: KeyRetry, *, now: float) -> KeyRetry:
         """A container of the key came up."""
@@ -52,15 +53,15 @@ class RetryPolicy:
 
     def crashed(self, entry: KeyRetry, *, now: float, rand: float) -> KeyRetry:
         """The key's container exited on its own: the next start waits if it crashes in a loop."""
-        healthy = entry.started_at is not None and now - entry.started_at >= self.healthy_after
-        crashes = 1 if healthy else entry.crashes + 1
-        delay = self._jittered(self.crash.delay(crashes), rand)
-        return replace(entry, crashes=crashes, not_before=now + delay, hold="start", started_at=None)
+        ran = RestartState(failures=entry.crashes, started_at=now if entry.started_at is None else entry.started_at)
+        state, delay = self.crash.on_exit(ran, now=now, rand=rand)
+        return replace(entry, crashes=state.failures, not_before=now + delay, hold="start", started_at=None)
 
     def start_failed(self, entry: KeyRetry, *, now: float, rand: float, terminal: bool) -> KeyRetry:
         """Creating or starting the container failed."""
         crashes = entry.crashes + 1
-        delay = self.crash.max_delay if terminal else self.crash.delay(crashes)
+        backoff = self.crash.backoff
+        delay = backoff.max_delay if terminal else backoff.delay(crashes)
         return replace(entry, crashes=crashes, not_before=now + self._jittered(delay, rand), hold="start")
 
     def action_failed(self, entry: KeyRetry, *, now: float, rand: float) -> KeyRetry:

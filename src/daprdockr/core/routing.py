@@ -1,7 +1,8 @@
 """The HTTP routing table nginx's Lua balancer serves, and the updates that keep it current.  Pure.
 
 :func:`routing_table` maps every ``http_host`` to the peers (``address:published port``) of the
-running instances of its service.  The peers are *interleaved across nodes* (one from each host
+running instances of its service (a frozen service, whose spec is malformed, keeps the route of
+its newest stored version).  The peers are *interleaved across nodes* (one from each host
 in turn), so the few tries a request gets never all go to one host that just died.  A host whose
 service has no running instance maps to no peers (nginx answers 503); a host absent from the
 table gets 404.  Two services claiming one host: the first by name wins, as nginx's own
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
+from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 
 Table = dict[str, tuple[str, ...]]
@@ -40,20 +42,33 @@ def _interleave(by_node: Mapping[str, list[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def routes(state: ClusterState) -> dict[ServiceName, tuple[str, int]]:
+    """``(http_host, http_port)`` of every service that has one, frozen services included (their
+    route from the newest stored version: bad data never takes a route away)."""
+    out = dict(state.frozen_routes)
+    for name, spec in state.services.items():
+        if spec.http_host is not None and spec.http_port is not None:
+            out[name] = (spec.http_host, spec.http_port)
+    return out
+
+
 def routing_table(state: ClusterState) -> Table:
     """Every routed host and its running peers, interleaved across nodes."""
-    table: Table = {}
-    for name in sorted(state.services, key=str):
-        spec = state.services[name]
-        if spec.http_host is None or spec.http_port is None or spec.http_host in table:
+    by_service = routes(state)
+    peers: dict[ServiceName, dict[str, list[str]]] = {}  # service -> node -> peers (one pass)
+    for (name, _), rec in state.instances.items():
+        route = by_service.get(name)
+        if route is None or not rec.routable:
             continue
-        by_node: dict[str, list[str]] = {}
-        for rec in state.instances_of(name):
-            port = rec.port_for(spec.http_port)
-            peer = _peer(rec.address, port) if rec.routable and port is not None else None
-            if peer is not None:
-                by_node.setdefault(rec.node, []).append(peer)
-        table[spec.http_host] = _interleave(by_node)
+        port = rec.port_for(route[1])
+        peer = _peer(rec.address, port) if port is not None else None
+        if peer is not None:
+            peers.setdefault(name, {}).setdefault(rec.node, []).append(peer)
+    table: Table = {}
+    for name in sorted(by_service, key=str):
+        host = by_service[name][0]
+        if host not in table:
+            table[host] = _interleave(peers.get(name, {}))
     return table
 
 

@@ -47,6 +47,7 @@ class BadKey:
     lease: int = 0
     create_revision: int = 0
     mod_revision: int = 0
+    node: str = ""  # the node the value names, if it names one (a lease-less key is left to it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,9 @@ class ClusterState:
     rollouts: dict[ServiceName, RolloutRecord] = field(default_factory=dict)
     slots: dict[ServiceName, dict[int, Slot]] = field(default_factory=dict)  # replacements in flight
     draining: frozenset[str] = frozenset()  # nodes with a drain marker
+    # (http_host, http_port) of frozen services, from their newest history entry: a frozen
+    # service keeps its route on every agent, also one that never saw a good version of the spec
+    frozen_routes: dict[ServiceName, tuple[str, int]] = field(default_factory=dict)
 
     def instances_of(self, name: ServiceName) -> list[InstanceRecord]:
         return sorted(
@@ -168,6 +172,7 @@ def assemble_state(
     rollouts: dict[ServiceName, RolloutRecord] = {}
     slots: dict[ServiceName, dict[int, Slot]] = {}
     draining: set[str] = set()
+    history: dict[ServiceName, HistoryEntry] = {}  # the newest version of each service
     skipped: list[tuple[str, str]] = []
     invalid_services: dict[ServiceName, str] = {}
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = {}
@@ -185,7 +190,7 @@ def assemble_state(
             elif parsed.kind == "instance":
                 invalid_instances[(parsed.service, parsed.number)] = BadKey(
                     key=kv.key, reason=value, lease=kv.lease, create_revision=kv.create_revision,
-                    mod_revision=kv.mod_revision)
+                    mod_revision=kv.mod_revision, node=_named_node(kv.value))
         elif isinstance(value, ServiceSpec):
             services[value.name] = value
         elif isinstance(value, InstanceRecord):
@@ -199,13 +204,40 @@ def assemble_state(
                 rollouts[value.service] = value.value
             elif isinstance(value.value, Slot):
                 slots.setdefault(value.service, {})[value.number] = value.value
+            elif (newest := history.get(value.service)) is None or value.value.version > newest.version:
+                history[value.service] = value.value
         else:
             nodes[value.node_id] = value
+    frozen_routes = {
+        name: route for name in invalid_services if name not in services and name in history
+        if (route := _route_of(name, history[name])) is not None
+    }
     return ClusterState(
         services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
         invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
-        rollouts=rollouts, slots=slots, draining=frozenset(draining),
+        rollouts=rollouts, slots=slots, draining=frozenset(draining), frozen_routes=frozen_routes,
     )
+
+
+def _named_node(value: bytes) -> str:
+    """The ``node`` a malformed instance value still names ("" if none can be read)."""
+    try:
+        data = json.loads(value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    node = data.get("node") if isinstance(data, dict) else None
+    return node if isinstance(node, str) and len(node) <= 253 else ""
+
+
+def _route_of(name: ServiceName, entry: HistoryEntry) -> tuple[str, int] | None:
+    """The HTTP route of a stored spec version, if it is valid and has one."""
+    try:
+        spec = ServiceSpec.from_dict(entry.spec, name=name)
+    except ValidationError:
+        return None
+    if spec.http_host is None or spec.http_port is None:
+        return None
+    return spec.http_host, spec.http_port
 
 
 def decode_state(schema: KeySchema, kvs: Iterable[RawKV], *, revision: int = 0) -> ClusterState:

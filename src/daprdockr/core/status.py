@@ -174,7 +174,9 @@ def rollout_row(state: ClusterState, name: ServiceName) -> dict[str, Any]:
     """``svc status``: the service's rollout and where its instances stand."""
     spec = state.services.get(name)
     if spec is None:
-        return {"service": str(name), "status": "invalid" if name in state.invalid_services else "absent"}
+        if name in state.invalid_services:
+            return {"service": str(name), "status": "invalid", "reason": state.invalid_services[name]}
+        return {"service": str(name), "status": "absent"}
     p = progress(state, spec)
     rollout = state.rollouts.get(name)
     if rollout is None:
