@@ -44,6 +44,10 @@ clean: cluster-down
 # Benchmarks: each prints its figures beside a same-run baseline (see BENCHMARKS.md).
 bench: services
 	$(PY) bench/dns_bench.py
+	$(PY) bench/convergence_bench.py
+	$(PY) bench/failover_bench.py
+	$(PY) bench/etcd_ops_bench.py
+	$(PY) bench/etcd_outage_bench.py
 	$(PY) bench/http_membership_bench.py
 	$(PY) bench/rolling_update_bench.py
 

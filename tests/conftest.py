@@ -32,6 +32,14 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
+@pytest.fixture
+def root() -> None:
+    """The test needs root (to chown, or for nginx to switch users): skipped without it locally, an
+    error under DAPRDOCKR_REQUIRE_SERVICES (CI runs as root, so it never passes by skipping)."""
+    if os.geteuid() != 0:
+        missing("root")
+
+
 @pytest.fixture(scope="session")
 def etcd_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Comma list of client URLs of a real etcd (started here unless DAPRDOCKR_TEST_ETCD is set)."""

@@ -172,6 +172,52 @@ async def test_loop_between_two_servers_is_bounded_by_the_cap() -> None:
         await b.stop()
 
 
+async def test_the_agents_two_listeners_never_forward_to_each_other() -> None:
+    """Regression: with the advertise address plus a loopback listener (``--dns-listen auto`` on a
+    non-loopback host) and both in resolv.conf, each listener dropped only itself as an upstream,
+    so the two forwarded every outside name to each other until the in-flight cap (SERVFAIL after
+    a loop of sockets).  Each listener now drops every address of the agent's DNS."""
+    from daprdockr.agent.components import Dns
+    from daprdockr.core.state import ClusterState
+
+    port = free_port("127.0.0.11")
+    while not _free_on("127.0.0.1", port):
+        port = free_port("127.0.0.11")
+
+    async def no_networks() -> list[str]:
+        return []
+
+    real = StubUpstream()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: real,
+                                                                              local_addr=("127.0.0.1", 0))
+    real_port = transport.get_extra_info("sockname")[1]
+    dns_ = Dns(listen=("127.0.0.11", port), also=(("127.0.0.1", port),), ttl=5, workers=0, allow=(),
+               upstreams=[("127.0.0.1", port), ("127.0.0.11", port), ("127.0.0.1", real_port)],
+               container_networks=no_networks, state=ClusterState)
+    await dns_.start()
+    try:
+        assert dns_.server is not None and dns_.server.upstreams == [("127.0.0.1", real_port)]
+        assert [x.upstreams for x in dns_.extra] == [[("127.0.0.1", real_port)]]
+        for listener in (("127.0.0.11", port), ("127.0.0.1", port)):
+            r = await dns.asyncquery.udp(dns.message.make_query("www.example.test", "A"), listener[0],
+                                         port=listener[1], timeout=2)
+            assert r.rcode() == dns.rcode.NOERROR and addresses(r) == ["192.0.2.1"], r
+        total = dns_.server.stats.forwarded + sum(x.stats.forwarded for x in dns_.extra)
+        assert total == 2, f"{total} forwards for 2 queries: a loop between the listeners"
+    finally:
+        await dns_.stop()
+        transport.close()
+
+
+def _free_on(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 # ---------------------------------------------------------------------------------- 2. amplification
 class TruncatingUpstream(asyncio.DatagramProtocol):
     """Answers UDP with TC=1 and no records; its TCP side answers with ~30 KB."""
@@ -486,7 +532,7 @@ def test_fuzz_slowest_packet_is_cheap() -> None:
 # ---------------------------------------------------------------------------------- 5. TCP limits
 async def test_tcp_connections_beyond_the_cap_are_closed() -> None:
     cap = 8
-    srv = await started(listen=("127.0.0.1", 0), upstreams=[], max_tcp=cap)
+    srv = await started(listen=("127.0.0.1", 0), upstreams=[], max_tcp=cap, max_tcp_per_client=100)
     conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(cap + 10)]
     try:
         answered = closed = 0
@@ -514,6 +560,34 @@ async def test_tcp_connections_beyond_the_cap_are_closed() -> None:
         assert addresses(again) == ["127.0.0.2"]
     finally:
         for _, writer in conns:
+            writer.close()
+        await srv.stop()
+
+
+async def test_one_client_cannot_take_every_tcp_slot() -> None:
+    """Regression: the TCP cap was global, so one client holding 64 idle connections (each sending
+    a query every few seconds) locked every other client out.  Now one address gets a few."""
+    srv = await started(listen=("127.0.0.1", 0), upstreams=[], max_tcp=64, max_tcp_per_client=4)
+    q = query("1.web.myapp.container", 3)
+
+    async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(struct.pack("!H", len(q)) + q)
+        try:
+            await writer.drain()
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))[0]
+            return DNSRecord.parse(await reader.readexactly(size)).header.id == 3
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False
+
+    greedy = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(10)]
+    try:
+        answered = [await ask(r, w) for r, w in greedy]
+        assert answered.count(True) == 4 and answered.count(False) == 6
+        other = await asyncio.open_connection("127.0.0.1", srv.port, local_addr=(OUTSIDER, 0))
+        assert await ask(*other), "another client was locked out"
+        other[1].close()
+    finally:
+        for _, writer in greedy:
             writer.close()
         await srv.stop()
 
@@ -551,3 +625,33 @@ async def test_tcp_client_that_never_reads_is_dropped() -> None:
     finally:
         sock.close()
         await srv.stop()
+
+
+@pytest.mark.docker
+async def test_the_default_allow_is_this_host_and_the_containers_network(docker_image: str) -> None:
+    """Without ``--dns-allow`` the agent's DNS recurses for loopback, this host's own addresses
+    (the host and host-network containers) and the subnet of Docker's ``bridge`` network (the
+    containers'), read from the real engine; anyone else gets REFUSED."""
+    import json as jsonlib
+    import subprocess
+
+    from daprdockr.adapters.docker_runtime import DockerRuntime
+    from daprdockr.adapters.sockets import host_networks
+    from daprdockr.agent.components import Dns
+    from daprdockr.core.state import ClusterState
+
+    bridge = jsonlib.loads(subprocess.run(["docker", "network", "inspect", "bridge"], capture_output=True,
+                                          text=True, check=True).stdout)[0]["IPAM"]["Config"][0]["Subnet"]
+    runtime = DockerRuntime(node_id="al1", advertise_ip="127.0.0.11")
+    dns_ = Dns(listen=("127.0.0.11", 0), upstreams=[("127.0.0.1", 9)], ttl=5, workers=0, allow=(),
+               container_networks=runtime.container_networks, state=ClusterState)
+    await dns_.start()
+    try:
+        assert dns_.server is not None
+        allowed = set(dns_.server.allow)
+        assert ip_network(bridge) in allowed and ip_network("127.0.0.0/8") in allowed
+        assert set(host_networks()) <= allowed
+        assert not any(ip_network("192.0.2.1/32").subnet_of(n) for n in allowed if n.version == 4)
+    finally:
+        await dns_.stop()
+        await runtime.close()

@@ -257,8 +257,7 @@ async def test_a_newline_in_http_host_cannot_add_server_names(manager: NginxMana
         assert (await get(manager, "api.example.com", s))[0] == 200
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")
-async def test_a_state_dir_prepared_by_another_user_is_refused(tmp_path: Path) -> None:
+async def test_a_state_dir_prepared_by_another_user_is_refused(root: None, tmp_path: Path) -> None:
     """A local user pre-creates the agent's nginx dir with ``nginx.conf`` -> a file of root's: the
     agent once wrote through the symlink (root overwrote any file)."""
     import pwd
@@ -278,9 +277,8 @@ async def test_a_state_dir_prepared_by_another_user_is_refused(tmp_path: Path) -
     assert victim.read_text() == "precious"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="workers switch users only when nginx runs as root")
 async def test_workers_run_unprivileged_and_large_bodies_still_pass(
-    manager: NginxManager, backends: list[Backend]
+    root: None, manager: NginxManager, backends: list[Backend]
 ) -> None:
     import subprocess
 

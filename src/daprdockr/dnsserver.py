@@ -27,11 +27,11 @@ truncated with the TC bit so that the client retries over TCP; that includes for
 the question), so the server never amplifies.
 
 Forwarding, bounded.  At most ``max_forwards`` forwards are in flight (each holds a socket);
-beyond that a query is answered SERVFAIL at once.  An upstream that would reach this very server
-is dropped at start with a warning: same port, and its address (0.0.0.0 and :: meaning loopback,
-IPv4-mapped IPv6 as IPv4) is our listen address, or any address the host owns (from
-``/proc/net/fib_trie`` and ``/proc/net/if_inet6``, loopback always) when we listen on a
-wildcard.  The cap also bounds a loop through another server that forwards back to us, which no
+beyond that a query is answered SERVFAIL at once.  An upstream that would reach this very server,
+or one of the agent's other DNS listeners (``siblings``: the loopback listener beside the
+advertise address), is dropped at start with a warning: same port, and its address (0.0.0.0 and
+:: meaning loopback, IPv4-mapped IPv6 as IPv4) is that listen address, or any address the host
+owns (from ``/proc/net/fib_trie`` and ``/proc/net/if_inet6``, loopback always) for a wildcard.  The cap also bounds a loop through another server that forwards back to us, which no
 address check can see.
 
 Clients.  Recursion is only for clients in ``allow`` (by default loopback; the agent passes its
@@ -43,8 +43,9 @@ a real client whose network is being spoofed can still get through over TCP).  C
 are remembered as inside (a set) or outside with their bucket key (a dict), each of at most
 :data:`MAX_CLIENTS` entries (cleared when full), so an allowed client costs one set lookup per
 datagram and is never limited.  TCP clients cannot spoof, so TCP is not rate limited; instead at most ``max_tcp``
-connections are served at once (further ones are closed at once), a connection idle for
-:data:`TCP_IDLE` seconds is closed, and one whose answers cannot be written within
+connections are served at once, at most ``max_tcp_per_client`` from one address (further ones
+are closed at once), a connection idle for :data:`TCP_IDLE` seconds or open for
+:data:`TCP_LIFETIME` seconds is closed, and one whose answers cannot be written within
 ``tcp_write_timeout`` seconds (a client that never reads) is reset.
 
 Sharing the port: with ``reuse_port`` the UDP and TCP sockets are bound with SO_REUSEPORT so
@@ -122,6 +123,7 @@ MAX_CACHE = 50_000
 MAX_ROTATIONS = 8
 MAX_CLIENTS = 4096  # client verdicts kept (inside ``allow``, or the rate-limit key)
 TCP_IDLE = 10.0
+TCP_LIFETIME = 120.0  # seconds a TCP connection may stay open, however busy
 PORT_ATTEMPTS = 20  # listen port 0: tries to find a port free for both UDP and TCP
 CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reached
 
@@ -177,9 +179,12 @@ class DnsServer:
         rrl: RrlPolicy | None = DEFAULT_RRL,
         max_forwards: int = 256,
         max_tcp: int = 64,
+        max_tcp_per_client: int = 8,
         tcp_write_timeout: float = 5.0,
+        siblings: Sequence[Address] = (),
     ) -> None:
         self.listen = listen
+        self.siblings = tuple(siblings)  # the agent's other DNS listeners: forwarding there is a loop too
         self.reuse_port = reuse_port
         self.probe = probe
         self.domain = domain
@@ -189,6 +194,7 @@ class DnsServer:
         self.rrl = rrl
         self.max_forwards = max_forwards
         self.max_tcp = max_tcp
+        self.max_tcp_per_client = max_tcp_per_client
         self.tcp_write_timeout = tcp_write_timeout
         self._limiter = ResponseRateLimiter(rrl) if rrl is not None else None
         self._inside: set[str] = set()  # client addresses known to be inside ``allow``
@@ -196,6 +202,7 @@ class DnsServer:
         self._forwarding = 0
         self._cap_warned = -CAP_WARN_EVERY
         self._tcp_open = 0
+        self._tcp_by_client: dict[str, int] = {}  # open TCP connections per client address
         self._upstreams_given = list(upstreams) if upstreams is not None else None
         self.upstreams: list[Address] = []
         self._state = ClusterState()
@@ -228,10 +235,11 @@ class DnsServer:
         candidates = self._upstreams_given if self._upstreams_given is not None else resolv_conf_upstreams()
         local = host_networks()
         self.upstreams = []
+        ours = ((self.listen[0], self.port), *self.siblings)
         for upstream in candidates:
-            if reaches_self(upstream, listen=(self.listen[0], self.port), local=local):
-                log.warning("DNS upstream %s:%d is this server (listening on %s:%d); not forwarding to it",
-                            upstream[0], upstream[1], self.listen[0], self.port)
+            if any(reaches_self(upstream, listen=addr, local=local) for addr in ours):
+                log.warning("DNS upstream %s:%d is this agent's own DNS server (listening on %s); not forwarding "
+                            "to it", upstream[0], upstream[1], ", ".join(f"{a}:{p}" for a, p in ours))
             else:
                 self.upstreams.append(upstream)
         log.info("DNS on %s:%d for .%s, upstreams %s", self.listen[0], self.port, self.domain, self.upstreams)
@@ -346,17 +354,23 @@ class DnsServer:
         return key
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_open >= self.max_tcp:
-            log.debug("DNS: %d TCP connections open; closing a new one", self._tcp_open)
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else ""
+        mine = self._tcp_by_client.get(client, 0)
+        if self._tcp_open >= self.max_tcp or mine >= self.max_tcp_per_client:
+            log.debug("DNS: %d TCP connections open (%d from %s); closing a new one", self._tcp_open, mine, client)
             writer.close()
             return
         self._tcp_open += 1
-        peer = writer.get_extra_info("peername")
-        client = str(peer[0]) if peer else ""
+        self._tcp_by_client[client] = mine + 1
         stuck = False
+        ends = asyncio.get_running_loop().time() + TCP_LIFETIME
         try:
             while True:
-                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                left = ends - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break  # a connection gets a bounded life: a few clients cannot hold every slot
+                head = await asyncio.wait_for(reader.readexactly(2), min(TCP_IDLE, left))
                 data = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE)
                 reply = await self.handle(data, tcp=True, client=client)
                 if reply is not None:
@@ -373,6 +387,10 @@ class DnsServer:
             log.exception("DNS TCP handler failed")
         finally:
             self._tcp_open -= 1
+            if self._tcp_by_client[client] <= 1:
+                del self._tcp_by_client[client]
+            else:
+                self._tcp_by_client[client] -= 1
             if stuck:
                 writer.transport.abort()  # close() would wait to flush what the client never reads
             else:
@@ -530,7 +548,10 @@ class DnsServer:
         return reply
 
     async def _ask_upstreams(self, data: bytes, *, tcp: bool) -> bytes | None:
-        """The first upstream answer to ``data`` (same id, a response), or None."""
+        """The first upstream answer to ``data`` (same id, a response), or None.  A SERVFAIL or
+        REFUSED answer moves on to the next upstream, as a stub resolver would (it is returned
+        only if no other upstream answers better)."""
+        fallback: bytes | None = None
         for upstream in self.upstreams:
             try:
                 if tcp:
@@ -542,10 +563,13 @@ class DnsServer:
                             reply = await asyncio.wait_for(query_tcp(upstream, data), self.forward_timeout)
                 if len(reply) < 12 or reply[:2] != data[:2] or not reply[2] & 0x80:
                     continue
+                if reply[3] & 0x0F in (RCODE.SERVFAIL, RCODE.REFUSED):
+                    fallback = fallback or bytes(reply)
+                    continue
                 return bytes(reply)
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 log.debug("upstream %s:%d failed: %r", upstream[0], upstream[1], exc)
-        return None
+        return fallback
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -47,6 +47,17 @@ class StoreUnavailableError(DaprDockrError):
         self.endpoints = endpoints
 
 
+class StoreRefusedError(StoreUnavailableError):
+    """etcd is reachable but refuses us: a TLS handshake failed (wrong CA, certificate or key).
+    Terminal: retrying with the same settings cannot help."""
+
+    transient = False
+
+    def __init__(self, message: str, *, endpoints: tuple[str, ...] = ()) -> None:
+        super().__init__(message, endpoints=endpoints)
+        self.transient = False
+
+
 class StoreError(DaprDockrError):
     """etcd answered with an error other than unavailability."""
 

@@ -199,3 +199,32 @@ async def test_agent_with_a_user_limited_to_the_prefix(auth_etcd: EtcdCluster, d
         assert set(state.nodes) == {"au1"}
         await store.delete_service(WEB)
         await wait_for(store, lambda s: not s.instances_of(WEB))
+
+
+def _agent(*args: str, env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # (the etcd options are the command's, before ``agent``)
+        [sys.executable, "-m", "daprdockr", *args, "agent", "--node-id", "bad1", "--advertise-ip", "127.0.0.11",
+         "--state-dir", str(tmp), "--dns-listen", "off", "--http-listen", "off", "--api-listen", "off"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+
+@pytest.mark.docker
+def test_an_agent_with_a_wrong_password_or_certificate_exits_with_one_line(
+    auth_etcd: EtcdCluster, tls_etcd: tuple[EtcdCluster, Pki], docker_image: str, tmp_path: Path
+) -> None:
+    """Regression: the agent retried a refused password or certificate forever, logging the same
+    error every few seconds; it now exits (code 1) with one error line naming the endpoint."""
+    tls, pki = tls_etcd
+    cases = {
+        "password": (["--etcd", auth_etcd.endpoints, "--etcd-user", "dd"], {"DAPRDOCKR_ETCD_PASSWORD": "nope"},
+                     auth_etcd.endpoints),
+        "certificate": (["--etcd", tls.endpoints, "--etcd-cacert", str(pki.ca.cert), "--etcd-cert",
+                         str(pki.rogue.cert), "--etcd-key", str(pki.rogue.key)], {}, tls.endpoints),
+    }
+    for name, (args, env, endpoint) in cases.items():
+        r = _agent(*args, env=env, tmp=tmp_path / name)
+        errors = [line for line in r.stderr.splitlines() if " ERROR " in line]
+        assert r.returncode == 1, (name, r.stderr[-2000:])
+        assert len(errors) == 1 and endpoint.removeprefix("http://").removeprefix("https://") in errors[0], \
+            (name, errors)
+        assert "nope" not in r.stderr

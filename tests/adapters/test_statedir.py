@@ -20,8 +20,7 @@ def test_created_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o700 and path.stat().st_uid == os.geteuid()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-def test_a_dir_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+def test_a_dir_owned_by_someone_else_is_refused(root: None, tmp_path: Path) -> None:
     hostile = tmp_path / "state"
     hostile.mkdir()
     os.chown(hostile, NOBODY, -1)
@@ -60,3 +59,15 @@ def test_default_is_not_a_shared_directory() -> None:
     assert not str(default_state_dir()).startswith("/tmp")
     if os.geteuid() == 0:
         assert default_state_dir() == Path("/var/lib/daprdockr")
+
+
+def test_a_state_dir_under_another_users_directory_is_refused(root: None, tmp_path: Path) -> None:
+    """Regression: a state dir the agent owns, inside a directory another user owns, passed; that
+    user can rename it away and put a directory of their own (or a symlink) in its place between
+    the check and nginx reading its config."""
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / "home-of-nobody"
+    home.mkdir(mode=0o755)
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(ValidationError, match=f"its parent {home} belongs to uid {nobody.pw_uid}"):
+        prepare_state_dir(home / "daprdockr")

@@ -127,3 +127,19 @@ def spawn_agent(
         stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "DAPRDOCKR_ETCD": etcd, "DAPRDOCKR_PREFIX": prefix},
     )
+
+
+def kill_spawned(proc: subprocess.Popen[bytes], *, state_dir: Path, node: str) -> None:
+    """SIGKILL a spawned agent and the nginx it leaves behind (nginx runs in its own session)."""
+    import os
+    import signal
+
+    from daprdockr.adapters.procs import stale_nginx_group
+
+    proc.kill()
+    proc.wait()
+    nginx = state_dir / node / "nginx"
+    pgid = stale_nginx_group(nginx / "nginx.pid", nginx / "nginx.conf")
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)

@@ -138,7 +138,7 @@ async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances_and_its_r
     still binds its running containers' keys to its new lease, so they do not expire and run twice,
     and its nginx keeps routing the service's host to them (the route of the newest stored version;
     it used to answer 404)."""
-    from tests.agent.cluster import remove_node_containers, spawn_agent
+    from tests.agent.cluster import kill_spawned, remove_node_containers, spawn_agent
     from tests.support.procs import free_port
 
     http = ("127.0.0.11", free_port("127.0.0.11"))
@@ -170,6 +170,5 @@ async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances_and_its_r
             status, body = await get()
             assert status == 200 and "daprdockr test image" in body, (status, body)
     finally:
-        proc.kill()
-        proc.wait()
+        kill_spawned(proc, state_dir=tmp_path, node="fz1")
         remove_node_containers(["fz1"])

@@ -93,3 +93,35 @@ async def test_watch_json_follows_etcd_events(etcd_endpoints: str, prefix: str) 
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_an_api_beyond_loopback_makes_its_token_and_daprdockr_logs_sends_it(
+    etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    """An agent whose API listens beyond loopback generates its bearer token on first start (0600,
+    in its private state dir); ``daprdockr logs`` gets the logs with ``--api-token-file`` and a
+    one-line error naming the option without it."""
+    port = free_port("127.0.0.1")
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="tk",
+                             per_node=lambda i, ip: {"api_listen": ("0.0.0.0", port)}):
+        token = tmp_path / "api-token"
+        assert token.is_file() and token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+        run = {"etcd": etcd_endpoints, "prefix": prefix}
+        rc, _, err = await cli("svc", "set", "web.myapp", "--image", docker_image, "--cmd-json", CMD, "--wait",
+                               "--timeout", "60", **run)
+        assert rc == 0, err
+        rc, out, err = await cli("logs", "web.myapp", "-n", "1", "--api-token-file", str(token), **run)
+        assert rc == 0 and "hello-from-1" in out, err
+        rc, out, err = await cli("logs", "web.myapp", "-n", "1", **run)  # this user's default holds no token
+        assert rc != 0 and "--api-token-file" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_local_token_never_goes_to_another_host(tmp_path: Path) -> None:
+    from daprdockr.clikit.logs import client_token, on_this_host
+
+    token = tmp_path / "t"
+    token.write_text("x" * 32 + "\n")
+    assert on_this_host("127.0.0.11:7400") and on_this_host("0.0.0.0:7400") and on_this_host("[::1]:7400")
+    assert not on_this_host("192.0.2.7:7400") and not on_this_host("api.example.com:7400")
+    assert client_token(None, api="192.0.2.7:7400") == ""  # not even looked for
+    assert client_token(token, api="192.0.2.7:7400") == "x" * 32  # given explicitly: the operator's choice

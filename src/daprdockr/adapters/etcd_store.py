@@ -37,7 +37,7 @@ import aetcd.watcher as aetcd_watcher
 import grpc
 
 from daprdockr.cancellation import owner_cancelled
-from daprdockr.core.endpoints import Endpoint, EtcdSecurity
+from daprdockr.core.endpoints import Endpoint, EtcdSecurity, check_security
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
@@ -48,6 +48,7 @@ from daprdockr.errors import (
     DaprDockrError,
     LeaseLostError,
     StoreError,
+    StoreRefusedError,
     StoreUnavailableError,
     ValidationError,
 )
@@ -88,8 +89,8 @@ def translate(exc: BaseException, *, what: str) -> DaprDockrError:
         return exc
     text = str(exc)
     if any(hint in text for hint in ("andshake", "ertificate", "TSI_", "SSL")):
-        return StoreUnavailableError(f"etcd {what} failed: TLS handshake refused (check --etcd-cacert, --etcd-cert "
-                                     f"and --etcd-key): {text.splitlines()[0][:300]}")
+        return StoreRefusedError(f"etcd {what} failed: TLS handshake refused (check --etcd-cacert, --etcd-cert "
+                                 f"and --etcd-key): {text.splitlines()[0][:300]}")
     if "invalid auth token" in text or "auth: revision" in text:  # the token expired: a new client re-authenticates
         return StoreUnavailableError(f"etcd {what} failed: {text}")
     if "permission denied" in text:
@@ -217,6 +218,9 @@ class EtcdStore:
             raise ValidationError("no endpoint given", field="etcd")
         self.endpoints = tuple(endpoints)
         self.security = security or EtcdSecurity()
+        clear = check_security(self.endpoints, self.security)
+        if clear:
+            log.warning("the etcd password goes in clear text to %s (use https:// endpoints)", ", ".join(clear))
         self._credentials = (channel_credentials(self.security) if any(e.tls for e in self.endpoints)
                              else None)
         self.schema = schema or KeySchema()
@@ -310,6 +314,8 @@ class EtcdStore:
             except Exception as exc:
                 expired = "invalid auth token" in str(exc)
                 err = translate(exc, what=what)
+                if isinstance(err, StoreRefusedError):  # the same settings go to every endpoint
+                    raise StoreRefusedError(str(err), endpoints=(str(self.endpoints[conn.index]),)) from exc
                 if not err.transient or isinstance(err, LeaseLostError):
                     raise err from exc
             finally:

@@ -7,8 +7,9 @@ make root overwrite any file, or to feed nginx a config of their choosing.  Henc
   ``~/.local/state/daprdockr``) for anyone else, never a shared directory such as ``/tmp``;
 * :func:`prepare_state_dir` creates the directory with mode 0700, and refuses one that is a
   symlink, not owned by the agent's user, or writable by group or others, or that sits under a
-  directory others can write to without the sticky bit (they could rename it away), with a
-  one-line error naming the path and the reason;
+  directory others can write to without the sticky bit, or under one that belongs to another
+  user than root or the agent's (they could rename it away and put their own in its place), with
+  a one-line error naming the path and the reason;
 * :func:`api_token` reads the agent API's bearer token from a given file, or from
   ``<state dir>/api-token``, generating it there (0600) on first start.
 * :func:`write_private` writes a file as a fresh temp file (``O_CREAT | O_EXCL | O_NOFOLLOW``,
@@ -46,6 +47,8 @@ def _check_ancestors(path: Path) -> None:
             continue
         if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
             raise _refuse(path, f"its parent {parent} is writable by others without the sticky bit")
+        if st.st_uid not in (0, os.geteuid()):
+            raise _refuse(path, f"its parent {parent} belongs to uid {st.st_uid}, who could swap it")
 
 
 def prepare_state_dir(path: Path) -> Path:

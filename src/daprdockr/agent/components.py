@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from daprdockr.adapters.dns_workers import DnsWorkerPool
+from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.view import DnsView
 from daprdockr.core.dnsguard import LOOPBACK, Network
 from daprdockr.core.dnsstats import DnsStats
@@ -47,7 +48,8 @@ class Dns:
     plain responder on each ``also`` address (loopback beside the advertise address).
 
     Forwarding (names outside ``.container``) is answered for loopback and ``allow``; when
-    ``allow`` is empty, for the networks this node's containers use (asked from Docker at start).
+    ``allow`` is empty, for this host's own addresses and the network this node's containers use
+    (asked from Docker at start: containers attach to Docker's ``bridge`` or the host's network).
     """
 
     name = "dns"
@@ -70,13 +72,16 @@ class Dns:
         self.pool: DnsWorkerPool | None = None
 
     async def _allowed(self) -> tuple[Network, ...]:
-        extra = self.allow or tuple(ipaddress.ip_network(n, strict=False) for n in await self.container_networks())
+        """``allow``, or by default this host's own addresses (the host and its host-network
+        containers) and the subnets of the Docker network this node's containers attach to."""
+        extra = self.allow or (*host_networks(),
+                               *(ipaddress.ip_network(n, strict=False) for n in await self.container_networks()))
         return tuple(dict.fromkeys((*LOOPBACK, *extra)))
 
     async def start(self) -> None:
         allow = await self._allowed()
         server = self.server = DnsServer(listen=self.listen, upstreams=self.upstreams or None, ttl=self.ttl,
-                                         reuse_port=self.workers > 0, allow=allow)
+                                         reuse_port=self.workers > 0, allow=allow, siblings=self.also)
         await server.start()
         server.update(self.state())
         if self.workers > 0:
@@ -86,7 +91,8 @@ class Dns:
             await pool.start()
             server.spread_queries(members=self.workers + 1)
         for addr in self.also:
-            extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, allow=allow)
+            extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, allow=allow,
+                              siblings=((self.listen[0], server.port),))
             await extra.start()
             extra.update(self.state())
             self.extra.append(extra)

@@ -1,8 +1,9 @@
 """``daprdockr dns``: the DNS server alone, fed by the informer (no containers, no nginx).
 
-Level-triggered like the agent: the informer (list, watch, resync) calls back on every change,
-and the server's zone is rebuilt lazily from the newest state on the next query that needs it,
-so bursts of events cost one zone build.
+Level-triggered like the agent: the informer (list, watch, resync) calls back on every change;
+the server gets the new state only when a service or instance key changed (the mirror's
+routing version), and rebuilds its zone lazily on the next query that needs it, so bursts of
+events cost one zone build and node or ``applied`` writes cost none.
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ async def serve_dns(
     allow: Sequence[Network] = (),
 ) -> int:
     server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, allow=(*LOOPBACK, *allow))
+    served = -1  # the mirror's routing version the server has
+
+    def changed() -> None:  # only services and instances matter to DNS (not node or applied keys)
+        nonlocal served
+        if informer.mirror.routing_version != served:
+            served = informer.mirror.routing_version
+            server.update(informer.state)
+
     async with EtcdStore(endpoints=endpoints, schema=KeySchema(prefix), security=security) as store:
-        informer = Informer(store=store, on_change=lambda: server.update(informer.state))
+        informer = Informer(store=store, on_change=changed)
         await informer.list_once()
         await server.start()
         task = asyncio.create_task(informer.run(), name="dns-feed")

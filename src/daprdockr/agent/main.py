@@ -36,7 +36,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.adapters.etcd_store import EtcdStore
@@ -168,8 +167,10 @@ class Agent:
         self.reconciler.mark_dirty()
 
     # ------------------------------------------------------------------ lifecycle
-    async def _retry(self, what: str, fn: Callable[[], Awaitable[Any]], stop: asyncio.Event) -> bool:
-        """Retry a start-up step until it works or ``stop`` is set (etcd/Docker may come later)."""
+    async def _retry(self, what: str, fn: Callable[[], Awaitable[object]], stop: asyncio.Event) -> bool:
+        """Retry a start-up step until it works or ``stop`` is set (etcd/Docker may come later).
+        A terminal error (a refused certificate or password, a permission denied) is raised at
+        once: the agent exits with that one line instead of retrying what cannot work."""
         policy = Backoff(base=0.5, max_delay=5.0)
         failures = 0
         while not stop.is_set():
@@ -177,6 +178,8 @@ class Agent:
                 await fn()
                 return True
             except DaprDockrError as exc:
+                if not exc.transient:
+                    raise DaprDockrError(f"{what} failed: {exc}") from exc
                 failures += 1
                 log.error("%s failed (%s); retrying", what, exc)
                 with contextlib.suppress(TimeoutError):

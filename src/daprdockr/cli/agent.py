@@ -73,9 +73,14 @@ def agent(
         raise fail(exc) from None
     from daprdockr.agent.main import run_agent
 
-    root = logging.getLogger()
-    root.setLevel(min(root.level, logging.INFO))  # state changes are logged at INFO
+    _daemon_logging()
     raise typer.Exit(run_agent(config))
+
+
+def _daemon_logging() -> None:
+    """A daemon logs its state changes (INFO) and warnings, not only the CLI's errors."""
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))
 
 
 @app.command()
@@ -103,6 +108,7 @@ def dns(
         raise fail(exc) from None
     from daprdockr.agent.dns_only import run_dns
 
+    _daemon_logging()
     try:
         code = run_dns(endpoints=parse_endpoints(g.etcd), prefix=g.prefix, listen=addr,
                        upstreams=upstreams or None, ttl=ttl, security=g.security, allow=allow)

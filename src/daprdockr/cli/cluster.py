@@ -140,10 +140,7 @@ def logs(
         node = state.nodes.get(rec.node)
         if node is None or not node.api:
             raise DaprDockrError(f"node {rec.node} runs instance {instance} but publishes no API address")
-        token = client_token(api_token_file)
+        token = client_token(api_token_file, api=node.api)
         await stream_logs(api=node.api, service=target, number=instance, tail=tail, follow=follow, token=token)
 
     with_store(ctx, fetch)
-
-
-# ---------------------------------------------------------------------------------------- daemons

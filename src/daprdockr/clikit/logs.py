@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from daprdockr.adapters.sockets import host_networks
 from daprdockr.adapters.statedir import TOKEN_FILE, default_state_dir, read_token
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import DaprDockrError, NotFoundError
 
 
-def client_token(given: Path | None) -> str:
-    """The API token to send: from ``given``, else the local agent's ``<state dir>/api-token`` if
-    this user can read it, else none (an agent on loopback needs none)."""
+def on_this_host(api: str) -> bool:
+    """Whether the API address ``host:port`` is one of this host's own (loopback included)."""
+    host = api.rpartition(":")[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified or any(ip in net for net in host_networks())
+
+
+def client_token(given: Path | None, *, api: str) -> str:
+    """The API token to send to the agent at ``api``: from ``given``, else, if that agent runs on
+    this host, the local agent's ``<state dir>/api-token`` if this user can read it, else none (an
+    agent on loopback needs none).  The local agent's token never goes to another host: each
+    agent makes its own, and it would cross the network in clear text (for several hosts, give
+    every agent and client the same ``--api-token-file``)."""
     if given is not None:
         return read_token(given)
+    if not on_this_host(api):
+        return ""
     local = default_state_dir() / TOKEN_FILE
     try:
         return read_token(local) if local.is_file() else ""

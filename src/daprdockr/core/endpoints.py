@@ -76,3 +76,15 @@ def parse_endpoints(text: str) -> tuple[Endpoint, ...]:
     if not result:
         raise ValidationError("no endpoint given", field="etcd")
     return tuple(result)
+
+
+def check_security(endpoints: tuple[Endpoint, ...], security: EtcdSecurity) -> list[str]:
+    """Refuse TLS files given for plain-http endpoints only (they would be silently unused); return
+    the non-loopback http endpoints a password would cross in clear text (the caller warns)."""
+    if (security.cacert or security.cert) and not any(e.tls for e in endpoints):
+        raise ValidationError("TLS files were given (--etcd-cacert/--etcd-cert/--etcd-key) but every endpoint is "
+                              "http://; use https:// endpoints", field="etcd")
+    if security.password is None:
+        return []
+    return [str(e) for e in endpoints if not e.tls and e.host not in ("localhost", "127.0.0.1", "::1")
+            and not e.host.startswith("127.")]
