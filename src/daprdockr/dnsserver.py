@@ -31,11 +31,13 @@ beyond that a query is answered SERVFAIL at once.  An upstream that would reach 
 or one of the agent's other DNS listeners (``siblings``: the loopback listener beside the
 advertise address), is dropped at start with a warning: same port, and its address (0.0.0.0 and
 :: meaning loopback, IPv4-mapped IPv6 as IPv4) is that listen address, or any address the host
-owns (from ``/proc/net/fib_trie`` and ``/proc/net/if_inet6``, loopback always) for a wildcard.  The cap also bounds a loop through another server that forwards back to us, which no
-address check can see.
+owns (from ``/proc/net/fib_trie`` and ``/proc/net/if_inet6``, loopback always) for a wildcard.
+The cap also bounds a loop through another server that forwards back to us, which no address
+check can see.  A SERVFAIL or REFUSED from one upstream moves on to the next, as a stub
+resolver does.
 
-Clients.  Recursion is only for clients in ``allow`` (by default loopback; the agent passes its
-containers' networks too): others get REFUSED for names outside the zone, while zone answers stay
+Clients.  Recursion is only for clients in ``allow`` (by default loopback; the agent passes this
+host's own addresses and its containers' network too): others get REFUSED for names outside the zone, while zone answers stay
 open to all.  UDP clients outside ``allow`` are also rate limited
 (:class:`daprdockr.core.dnsguard.ResponseRateLimiter`: a token bucket per /24 or /56, ``rrl``;
 a limited response is dropped, or every ``slip``-th one sent as TC=1 with only the question, so
