@@ -36,17 +36,17 @@ The cap also bounds a loop through another server that forwards back to us, whic
 check can see.  A SERVFAIL or REFUSED from one upstream moves on to the next, as a stub
 resolver does.
 
-Clients.  Recursion is only for clients in ``allow`` (by default loopback; the agent passes this
-host's own addresses and its containers' network too): others get REFUSED for names outside the zone, while zone answers stay
-open to all.  UDP clients outside ``allow`` are also rate limited
-(:class:`daprdockr.core.dnsguard.ResponseRateLimiter`: a token bucket per /24 or /56, ``rrl``;
-a limited response is dropped, or every ``slip``-th one sent as TC=1 with only the question, so
-a real client whose network is being spoofed can still get through over TCP).  Client addresses
-are remembered as inside (a set) or outside with their bucket key (a dict), each of at most
+Clients. Recursion is only for clients in ``allow`` (by default loopback; the agent passes this
+host's own addresses and its containers' network too): others get REFUSED for names outside the
+zone, while zone answers stay open to all. UDP clients outside ``allow`` are also rate limited
+(:class:`daprdockr.core.dnsguard.ResponseRateLimiter`: a token bucket per /24 or /56, ``rrl``; a
+limited response is dropped, or every ``slip``-th one sent as TC=1 with only the question, so a
+real client whose network is being spoofed can still get through over TCP). Client addresses are
+remembered as inside (a set) or outside with their bucket key (a dict), each of at most
 :data:`MAX_CLIENTS` entries (cleared when full), so an allowed client costs one set lookup per
-datagram and is never limited.  TCP clients cannot spoof, so TCP is not rate limited; instead at most ``max_tcp``
-connections are served at once, at most ``max_tcp_per_client`` from one address (further ones
-are closed at once), a connection idle for :data:`TCP_IDLE` seconds or open for
+datagram and is never limited. TCP clients cannot spoof, so TCP is not rate limited; instead at
+most ``max_tcp`` connections are served at once, at most ``max_tcp_per_client`` from one address
+(further ones are closed at once), a connection idle for :data:`TCP_IDLE` seconds or open for
 :data:`TCP_LIFETIME` seconds is closed, and one whose answers cannot be written within
 ``tcp_write_timeout`` seconds (a client that never reads) is reset.
 
