@@ -98,12 +98,12 @@ def test_a_transcript_in_the_original_readmes_style_runs_unchanged(etcd_endpoint
 
     ip = run_bin("daprdockrcmd", "-ip", etcd="", prefix="")  # no etcd needed
     assert ip.returncode == 0 and ipaddress.ip_address(ip.stdout.strip()), ip.stderr
-    usage = run_bin("daprdockrcmd", "-help", etcd="", prefix="")
-    assert usage.returncode == 0 and usage.stdout.startswith("Usage of daprdockrcmd:\n")
+    usage = run_bin("daprdockrcmd", "-help", etcd="", prefix="")  # on stderr, as Go's flag package prints it
+    assert usage.returncode == 0 and usage.stdout == "" and usage.stderr.startswith("Usage of daprdockrcmd:\n")
     for line in ('  -get=true: Get service configuration.', '  -instances=0: The target number of service instances.',
                  '  -svc="": The service to operate on, in the form "<service>.<group>".'):
-        assert line in usage.stdout.splitlines()
-    assert "Seed" not in usage.stdout + run_bin("daprdockrd", "-h", etcd="", prefix="").stdout
+        assert line in usage.stderr.splitlines()
+    assert "Seed" not in usage.stderr + run_bin("daprdockrd", "-h", etcd="", prefix="").stderr
 
     stored = json.loads(cmd("-svc", "web.myapp", "-set", "-image", IMG, "-instances", "3", "-cmd",
                             "httpd -f -p 8080", "-http-host", "web.example.com", "-http-port", "8080"))
@@ -120,14 +120,54 @@ def test_a_transcript_in_the_original_readmes_style_runs_unchanged(etcd_endpoint
         "volumes": ["/data"]}
     seed = json.loads(cmd("-svc", "api.myapp", "-format", "seed"))
     assert (seed["Name"], seed["Group"], seed["Instances"]) == ("api", "myapp", 2)
+    assert list(seed["Container"]) == GO_CONTAINER_FIELDS and seed["Container"]["Dns"] is None
     assert seed["Container"]["Env"] == ["EMPTY=", "MODE=prod"] and seed["Http"]["ContainerPort"] == "9000"
     assert seed["Container"]["Volumes"] == {"/data": {}} and seed["Container"]["Memory"] == 67108864
     cmd("-svc", "web.myapp", "-del")
     gone = run_bin("daprdockrcmd", "-svc", "web.myapp", "-etcd", etcd_endpoints, "-prefix", prefix, etcd="",
                    prefix="")
     assert gone.returncode == 3
-    # -set wins over -del, as in the original
-    assert json.loads(cmd("-svc", "web.myapp", "-set", "-del", "-image", IMG))["image"] == IMG
+    # -set wins over -del, as in the original; a new service without -instances has none, as in the original
+    assert json.loads(cmd("-svc", "web.myapp", "-set", "-del", "-image", IMG))["instances"] == 0
+    # -stdin without -svc: the document names the service (the original ignored -svc with -stdin)
+    doc = json.dumps({"Name": "web2", "Group": "myapp", "Container": {"Image": IMG}})
+    assert json.loads(cmd("-set", "-stdin", stdin=doc))["name"] == "web2.myapp"
+    assert json.loads(cmd("-stdin", stdin=doc))["instances"] == 0  # -stdin alone: -get of the service it names
+    cmd("-stdin", "-del", stdin=doc)
+    assert run_bin("daprdockrcmd", "-stdin", "-etcd", etcd_endpoints, "-prefix", prefix, etcd="", prefix="",
+                   stdin=doc).returncode == 3
+
+
+GO_CONTAINER_FIELDS = ["Hostname", "Domainname", "User", "Memory", "MemorySwap", "CpuShares", "AttachStdin",
+                       "AttachStdout", "AttachStderr", "PortSpecs", "ExposedPorts", "Tty", "OpenStdin", "StdinOnce",
+                       "Env", "Cmd", "Dns", "Image", "Volumes", "VolumesFrom", "WorkingDir", "Entrypoint",
+                       "NetworkDisabled"]
+
+
+@pytest.mark.parametrize(("args", "doc", "message"), [
+    (["-svc", "other.myapp", "-set"], {"Name": "web", "Group": "myapp", "Container": {"Image": IMG}},
+     "-svc names other.myapp but the document on stdin names web.myapp"),
+    (["-set"], {"Container": {"Image": IMG}}, "give the service: -svc <service>.<group> (or Name and Group"),
+    (["-set"], {"image": IMG}, "(or Name and Group in the document on stdin)"),
+    (["-set"], {"Name": "web", "Group": "my.app", "Container": {"Image": IMG}}, "name"),
+])
+def test_stdin_without_a_clear_service_is_refused(etcd_endpoints: str, prefix: str, args: list[str],
+                                                   doc: dict[str, object], message: str) -> None:
+    r = run_bin("daprdockrcmd", *args, "-stdin", "-etcd", etcd_endpoints, "-prefix", prefix, etcd="", prefix="",
+                stdin=json.dumps(doc))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert run_bin("daprdockr", "svc", "ls", "--json", etcd=etcd_endpoints, prefix=prefix).stdout.strip() == "[]"
+
+
+def test_set_of_a_new_service_says_it_has_no_instances(etcd_endpoints: str, prefix: str) -> None:
+    common = ["-etcd", etcd_endpoints, "-prefix", prefix]
+    r = run_bin("daprdockrcmd", "-svc", "web.myapp", "-set", "-image", IMG, *common, etcd="", prefix="")
+    assert r.returncode == 0 and json.loads(r.stdout)["instances"] == 0
+    assert "web.myapp has 0 instances (give -instances N to run it)" in r.stderr
+    r = run_bin("daprdockrcmd", "-svc", "web.myapp", "-set", "-instances", "2", *common, etcd="", prefix="")
+    assert json.loads(r.stdout)["instances"] == 2 and "0 instances" not in r.stderr
+    r = run_bin("daprdockrcmd", "-svc", "web.myapp", "-set", "-cmd", "true", *common, etcd="", prefix="")
+    assert json.loads(r.stdout)["instances"] == 2  # a stored service keeps its count (flags merge)
 
 
 def test_svc_set_reads_the_original_json_too(etcd_endpoints: str, prefix: str, tmp_path: Path) -> None:
