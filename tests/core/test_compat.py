@@ -206,6 +206,57 @@ def test_the_host_ip_is_the_address_in_the_default_gateways_subnet() -> None:
     assert host_ip(routes, IFACES) == "192.0.2.7"
 
 
+def route_table(*routes: tuple[str, str, str, int]) -> str:
+    """A /proc/net/route text of default routes: (interface, gateway, flags, metric)."""
+    def le(ip: str) -> str:
+        return f"{int.from_bytes(ipaddress.IPv4Address(ip).packed, 'little'):08X}"
+
+    lines = [ROUTES.splitlines()[0]]
+    lines += [f"{i}\t00000000\t{le(gw)}\t{flags:04X}\t0\t0\t{metric}\t00000000\t0\t0\t0"
+              for i, gw, flags, metric in routes]
+    return "\n".join(lines) + "\n"
+
+
+def ifs(*items: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """``"eth0=192.0.2.7/24"`` -> (name, interface), in the order given (the kernel's)."""
+    return [(name, ipaddress.IPv4Interface(addr)) for name, addr in (item.split("=") for item in items)]
+
+
+UP_GW, UP = 0x3, 0x1
+
+
+@pytest.mark.parametrize(("routes", "interfaces", "expected"), [
+    # the default route's interface has several addresses: the one in the gateway's subnet
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("lo=127.0.0.1/8", "eth0=10.0.0.5/24", "eth0=192.0.2.7/24"), "192.0.2.7"),
+    # another interface in the same subnet listed first: the route's own interface wins
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("eth1=192.0.2.9/24", "eth0=192.0.2.7/24"), "192.0.2.7"),
+    # several default routes: the lowest metric first
+    ([("eth0", "192.0.2.1", UP_GW, 600), ("wlan0", "198.51.100.1", UP_GW, 100)],
+     ifs("eth0=192.0.2.7/24", "wlan0=198.51.100.8/24"), "198.51.100.8"),
+    ([("eth0", "192.0.2.1", UP_GW, 100), ("wlan0", "198.51.100.1", UP_GW, 600)],
+     ifs("eth0=192.0.2.7/24", "wlan0=198.51.100.8/24"), "192.0.2.7"),
+    # a default route without a gateway (point to point): its interface's first address
+    ([("ppp0", "0.0.0.0", UP, 0)], ifs("eth0=192.0.2.7/24", "ppp0=203.0.113.5/32", "ppp0=203.0.113.6/32"),
+     "203.0.113.5"),
+    # the route's own interface has no address in the gateway's subnet: another interface's
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("eth0=10.0.0.5/24", "br0=192.0.2.7/24"), "192.0.2.7"),
+])
+def test_host_ip_rule(routes: list[tuple[str, str, int, int]], interfaces: list[tuple[str, ipaddress.IPv4Interface]],
+                      expected: str) -> None:
+    assert host_ip(parse_routes(route_table(*routes)), interfaces) == expected
+
+
+@pytest.mark.parametrize(("routes", "interfaces", "message"), [
+    ([("eth0", "192.0.2.1", 0x2, 0)], ifs("eth0=192.0.2.7/24"), "no default route"),  # not up
+    ([("lo", "0.0.0.0", UP, 0)], ifs("lo=127.0.0.1/8"), "0.0.0.0 on lo"),  # loopback never counts
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("eth0=10.0.0.5/24"), "192.0.2.1 on eth0"),
+])
+def test_host_ip_rule_failures(routes: list[tuple[str, str, int, int]],
+                               interfaces: list[tuple[str, ipaddress.IPv4Interface]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        host_ip(parse_routes(route_table(*routes)), interfaces)
+
+
 def test_host_ip_detection_says_why_it_failed() -> None:
     with pytest.raises(ValidationError, match="no default route"):
         host_ip(parse_routes(ROUTES.splitlines()[0] + "\n"), IFACES)
