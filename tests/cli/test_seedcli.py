@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import os
+import pstats
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import IMG, run_bin
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.hostip import interface_addresses
+from daprdockr.agent.config import AgentConfig
+from daprdockr.clikit.goflags import parse
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+from daprdockr.errors import ValidationError
+from daprdockr.seedcli import D_FLAGS, daprdockrd_config
+from tests.cli.test_cli import BIN, IMG, run_bin
 
 pytestmark = pytest.mark.etcd
 
@@ -77,6 +90,121 @@ def test_default_etcd_is_the_seed_cluster(prefix: str) -> None:
 def test_daprdockrd_rejects_bad_flags_clearly() -> None:
     r = run_bin("daprdockrd", "-node-id", "Bad_Node", "-etcd", "http://127.0.0.1:1", etcd="", prefix="")
     assert r.returncode == 2 and "node" in r.stderr
+
+
+def test_field_flags_round_trip(etcd_endpoints: str, prefix: str) -> None:
+    common = ["-etcd", etcd_endpoints, "-prefix", prefix]
+    r = run_bin("daprdockrcmd", "-svc", "web.myapp", "-set", "-image", IMG, "-instances", "2", "-memory", "64m",
+                "-user", "65534:65534", "-workdir", "/srv/app/", "-entrypoint", "/bin/sh -c", "-hostname", "web",
+                "-cpus", "0.5", "-cpu-shares", "256", "-pids-limit", "64", "-volume", "/cache",
+                "-volume=data:/data:ro", "-network", "none", *common, etcd="", prefix="")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(run_bin("daprdockrcmd", "-svc", "web.myapp", *common, etcd="", prefix="").stdout)
+    assert {k: got.get(k) for k in ("memory", "user", "workdir", "entrypoint", "hostname", "cpus", "cpu_shares",
+                                    "pids_limit", "volumes", "network")} == {
+        "memory": 64 * 1024**2, "user": "65534:65534", "workdir": "/srv/app", "entrypoint": ["/bin/sh", "-c"],
+        "hostname": "web", "cpus": 0.5, "cpu_shares": 256, "pids_limit": 64, "volumes": ["/cache", "data:/data:ro"],
+        "network": "none"}
+    seed = json.loads(run_bin("daprdockrcmd", "-svc", "web.myapp", "-format", "seed", *common, etcd="",
+                              prefix="").stdout)["Container"]
+    assert (seed["Memory"], seed["User"], seed["WorkingDir"], seed["Entrypoint"], seed["Hostname"],
+            seed["CpuShares"], seed["Volumes"], seed["NetworkDisabled"]) == (
+        64 * 1024**2, "65534:65534", "/srv/app", ["/bin/sh", "-c"], "web", 256, {"/cache": {}}, True)
+
+
+# ------------------------------------------------------------------ daprdockrd's flags -> agent config
+def route_via_a_local_interface(tmp_path: Path) -> tuple[Path, str]:
+    """A route table whose default gateway is on a real non-loopback interface of this machine,
+    and that interface's address (what detection must find)."""
+    name, iface = next(((n, i) for n, i in interface_addresses() if not i.ip.is_loopback), ("", None))
+    if iface is None:
+        pytest.skip("no non-loopback IPv4 interface on this machine")
+    gateway = next(h for h in iface.network.hosts() if h != iface.ip)
+    le = f"{int.from_bytes(gateway.packed, 'little'):08X}"
+    table = tmp_path / "route"
+    table.write_text("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+                     f"{name}\t00000000\t{le}\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+    return table, str(iface.ip)
+
+
+def d_config(argv: list[str], environ: dict[str, str]) -> AgentConfig:
+    return daprdockrd_config(parse(argv, D_FLAGS, environ=environ))
+
+
+def test_daprdockrd_in_the_original_images_way_detects_the_host_and_answers_dns_there(tmp_path: Path) -> None:
+    route, address = route_via_a_local_interface(tmp_path)
+    config = d_config(["-route", str(route)], {"ETCD_HOSTS": "http://127.0.0.1:5001,http://127.0.0.1:5002",
+                                               "DOCKER_SOCK": "/host/docker/docker.sock"})
+    assert config.advertise_ip == address and not ipaddress.ip_address(address).is_loopback
+    assert (config.dns_listen, config.dns_also) == ((address, 53), (("127.0.0.1", 53),))  # -dns-listen auto
+    assert config.container_dns == address  # containers are given the agent's DNS on the host's address
+    assert config.docker == "unix:///host/docker/docker.sock"  # a bare path, as the image passes it
+    assert [str(e) for e in config.etcd] == ["http://127.0.0.1:5001", "http://127.0.0.1:5002"]
+
+
+@pytest.mark.parametrize(("argv", "environ", "expected"), [
+    (["-host", "10.1.2.3"], {}, ("10.1.2.3", ("10.1.2.3", 53), (("127.0.0.1", 53),), "10.1.2.3")),
+    ([], {"HOST_IP": "10.1.2.4"}, ("10.1.2.4", ("10.1.2.4", 53), (("127.0.0.1", 53),), "10.1.2.4")),
+    (["-host=10.1.2.5"], {"HOST_IP": "10.1.2.4"}, ("10.1.2.5", ("10.1.2.5", 53), (("127.0.0.1", 53),), "10.1.2.5")),
+    (["-host", "127.0.0.5"], {}, ("127.0.0.5", ("127.0.0.5", 53), (), "127.0.0.5")),  # loopback: no extra
+    (["-host", "10.1.2.3", "-dns-listen", "127.0.0.1:5353"], {}, ("10.1.2.3", ("127.0.0.1", 5353), (), None)),
+    (["-host", "10.1.2.3", "-dns-listen", "off"], {}, ("10.1.2.3", None, (), None)),
+])
+def test_daprdockrd_host_and_dns_flags(argv: list[str], environ: dict[str, str],
+                                       expected: tuple[object, ...]) -> None:
+    # the route table is never read when the address is given
+    config = d_config([*argv, "-route", "/nonexistent/route"], environ)
+    assert (config.advertise_ip, config.dns_listen, config.dns_also, config.container_dns) == expected
+
+
+@pytest.mark.parametrize(("value", "url"), [
+    ("/var/run/docker.sock", "unix:///var/run/docker.sock"), ("unix:///run/d.sock", "unix:///run/d.sock"),
+    ("tcp://127.0.0.1:2375", "tcp://127.0.0.1:2375"),
+])
+def test_daprdockrd_docker_flag_and_environment(value: str, url: str) -> None:
+    assert d_config(["-host", "10.1.2.3"], {"DOCKER_SOCK": value}).docker == url
+    assert d_config(["-host", "10.1.2.3", "-docker", value], {"DOCKER_SOCK": "/elsewhere"}).docker == url
+
+
+def test_daprdockrd_without_a_detectable_host_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="cannot read the route table /nonexistent/route"):
+        d_config(["-route", "/nonexistent/route"], {})
+    empty = tmp_path / "route"
+    empty.write_text("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n")
+    r = run_bin("daprdockrd", "-route", str(empty), etcd="", prefix="")
+    assert r.returncode == 2 and "no default route" in r.stderr and "give the address" in r.stderr
+
+
+def test_daprdockrd_help_shows_the_environments_defaults() -> None:
+    env = {**os.environ, "ETCD_HOSTS": "http://127.0.0.1:5009", "HOST_IP": "10.1.2.3"}
+    r = subprocess.run([str(BIN / "daprdockrd"), "-help"], capture_output=True, text=True, env=env, timeout=30)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 0 and r.stdout == "" and lines[0] == "Usage of daprdockrd:"
+    assert any(line.startswith('  -etcd="http://127.0.0.1:5009": ') for line in lines), lines
+    assert any(line.startswith('  -host="10.1.2.3": ') for line in lines), lines
+
+
+async def test_daprdockrd_cpuprofile_writes_a_profile(etcd_endpoints: str, prefix: str, tmp_path: Path) -> None:
+    node = f"cpuprof{os.getpid()}"
+    profile = tmp_path / "cpu.prof"
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "daprdockrd"), "-etcd", etcd_endpoints, "-prefix", prefix, "-host", "127.0.0.1", "-node-id", node,
+        "-dns-listen", "off", "-http-listen", "off", "-api-listen", "off", "-cpuprofile", str(profile),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with EtcdStore(endpoints=parse_endpoints(etcd_endpoints), schema=KeySchema(prefix)) as store:
+            for _ in range(120):  # the agent is up once its node record is in etcd
+                if node in (await store.snapshot()).nodes or proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.25)
+            assert node in (await store.snapshot()).nodes
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    stats = pstats.Stats(str(profile))  # a Python cProfile file
+    assert any(file.endswith("daprdockr/agent/main.py") for file, _, _ in stats.stats)  # type: ignore[attr-defined]
 
 
 ORIGINAL_JSON = {  # the original's config type, keys in mixed case as Go decodes them
