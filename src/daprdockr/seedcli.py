@@ -1,15 +1,20 @@
 """The original DaprDockr's commands: ``daprdockrcmd`` and ``daprdockrd``, with its Go-style flags.
 
 Scripts written for the original keep working: the flags, their defaults and the ``-help``
-layout are the original's (:mod:`daprdockr.clikit.goflags`), with DaprDockr's additions beside
-them.  ``daprdockrcmd``: ``-get`` is the default action, ``-set`` wins over ``-del``, ``-ip``
-prints the host's IP (from the route table) without touching etcd, ``-stdin`` reads a spec in
-DaprDockr's JSON or the original's, ``-format seed`` prints the original's shape.  ``-cmd`` (one
-string in the original) is split with :func:`shlex.split`, never run by a shell.  ``-set``
-merges the given flags onto the stored spec (the original replaced it, turning every unset flag
-into a zero value: ``-set -instances 5`` would have erased the image) and prints the stored spec.
-``daprdockrd``: ``-etcd``/``ETCD_HOSTS``, ``-docker``/``DOCKER_SOCK``, ``-host``/``HOST_IP`` (the
-advertise address; detected from ``-route`` when empty), ``-cpuprofile``.
+layout are the original's (:mod:`daprdockr.clikit.goflags`; usage on stderr, as Go's ``flag``
+prints it), with DaprDockr's additions beside them.  ``daprdockrcmd``: ``-get`` is the default
+action, ``-set`` wins over ``-del``, ``-ip`` prints the host's IP (from the route table) without
+touching etcd, ``-format seed`` prints the original's shape.  ``-stdin`` reads one spec, in
+DaprDockr's JSON or the original's: as in the original it names the service (``-svc`` may be left
+out; given and different, it is an error), ``-set`` writes it whole, ``-get``/``-del`` act on the
+service it names.  ``-cmd`` (one string in the original) is split with :func:`shlex.split`, never
+run by a shell.  ``-set`` merges the given flags onto the stored spec (the original replaced it,
+turning every unset flag into a zero value: ``-set -instances 5`` would have erased the image) and
+prints the stored spec; a new service starts from the original's zero values, so without
+``-instances`` it has 0 instances (said on stderr).
+``daprdockrd``: ``-etcd``/``ETCD_HOSTS``, ``-docker``/``DOCKER_SOCK`` (a URL or a bare socket
+path), ``-host``/``HOST_IP`` (the advertise address; detected from ``-route`` when empty),
+``-cpuprofile`` (a Python cProfile file, read with ``python -m pstats``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
@@ -35,9 +40,12 @@ from daprdockr.core.endpoints import SEED_DEFAULT_ETCD, EtcdSecurity, parse_endp
 from daprdockr.core.keys import DEFAULT_PREFIX, KeySchema
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.seedformat import to_seed
+from daprdockr.core.seedformat import marshal_indent, to_seed
 from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError
 from daprdockr.logging_setup import setup_logging
+
+if TYPE_CHECKING:
+    from daprdockr.agent.config import AgentConfig
 
 ETCD_SECURITY = [
     Flag("etcd-cacert", "string", "CA (PEM) to verify https:// etcd endpoints."),
@@ -91,12 +99,36 @@ def _security(p: Parsed) -> EtcdSecurity | None:
 
 
 def _service(text: str) -> ServiceName:
-    if not text:
-        raise ValidationError('give the service: -svc <service>.<group>', field="-svc")
     if text.count(".") != 1:
         raise ValidationError(f"{text!r} must be <service>.<group> with exactly one dot, e.g. web.myapp",
                               field="-svc")
     return ServiceName.parse(text, field="-svc")
+
+
+def _target(svc: str, doc: Mapping[str, Any] | None) -> ServiceName:
+    """The service to act on: ``-svc``, or (as the original with ``-stdin``) the document's name;
+    both given and different is an error rather than a guess."""
+    given = _service(svc) if svc else None
+    raw = doc.get("name") if doc is not None else None
+    named = ServiceName.parse(raw, field="name") if raw not in (None, "") else None
+    if given is not None and named is not None and given != named:
+        raise ValidationError(f"-svc names {given} but the document on stdin names {named}", field="-svc")
+    name = given or named
+    if name is None:
+        where = " (or Name and Group in the document on stdin)" if doc is not None else ""
+        raise ValidationError(f"give the service: -svc <service>.<group>{where}", field="-svc")
+    return name
+
+
+def _stdin_doc(text: str, *, warn: bool) -> dict[str, Any]:
+    """The one service definition on stdin (ours or the original's, converted)."""
+    ignored: list[str] = []
+    docs = parse_spec_text(text, source="<stdin>", ignored=ignored)
+    if len(docs) != 1:
+        raise ValidationError("-stdin takes one service definition")
+    if ignored and warn:
+        print(f"daprdockrcmd: ignoring fields DaprDockr does not manage: {', '.join(ignored)}", file=sys.stderr)
+    return docs[0]
 
 
 def _set_flags(p: Parsed) -> dict[str, Any]:
@@ -131,7 +163,7 @@ def _set_flags(p: Parsed) -> dict[str, Any]:
 
 def _show(spec: ServiceSpec, fmt: str) -> str:
     if fmt == "seed":
-        return json.dumps(to_seed(spec), indent=2)
+        return marshal_indent(to_seed(spec))
     return json.dumps(spec.to_dict(), indent=2, sort_keys=True)
 
 
@@ -142,9 +174,9 @@ async def _cmd(p: Parsed, stdin_text: str | None) -> int:
     action = "set" if p.on("set") else "del" if p.on("del") else "get" if p.on("get") else ""
     if not action:
         return 0  # -get=false and nothing else: the original did nothing either
-    name = _service(p.text("svc"))
-    if p.on("stdin") and action != "set":
-        raise ValidationError("-stdin needs -set")
+    # -stdin: the document names the service (as in the original) and, with -set, is the spec
+    doc = _stdin_doc(stdin_text, warn=action == "set") if stdin_text is not None else None
+    name = _target(p.text("svc"), doc)
     store = EtcdStore(endpoints=parse_endpoints(p.text("etcd")), schema=KeySchema(p.text("prefix")), timeout=2.0,
                       security=_security(p))
     try:
@@ -159,18 +191,16 @@ async def _cmd(p: Parsed, stdin_text: str | None) -> int:
                 raise NotFoundError(f"service {name} not found")
         else:
             flags = _set_flags(p)
-            if stdin_text is not None:  # a whole spec from stdin replaces the stored one
-                ignored: list[str] = []
-                docs = parse_spec_text(stdin_text, source="<stdin>", ignored=ignored)
-                if len(docs) != 1:
-                    raise ValidationError("-stdin takes one service definition")
-                if ignored:
-                    print(f"daprdockrcmd: ignoring fields DaprDockr does not manage: {', '.join(ignored)}",
-                          file=sys.stderr)
-                spec = ServiceSpec.from_dict(merge_flags(docs[0], flags), name=name)
+            if doc is not None:  # a whole spec from stdin replaces the stored one
+                spec = ServiceSpec.from_dict(merge_flags(doc, flags), name=name)
                 await store.put_service(spec)
-            else:  # flags merged onto the stored spec, as one transaction
-                spec = await store.update_service(name, lambda cur, bad: merge_onto(name, cur, bad, flags))
+            else:  # flags merged onto the stored spec, as one transaction; a new service starts
+                # from the original's zero values: no -instances, no instances
+                new = {"instances": 0, **flags}
+                spec = await store.update_service(
+                    name, lambda cur, bad: merge_onto(name, cur, bad, flags if cur is not None else new))
+            if spec.instances == 0 and "instances" not in p.given:
+                print(f"daprdockrcmd: {name} has 0 instances (give -instances N to run it)", file=sys.stderr)
             print(_show(spec, fmt))
         return 0
     finally:
@@ -180,10 +210,11 @@ async def _cmd(p: Parsed, stdin_text: str | None) -> int:
 def _parse(prog: str, flags: Sequence[Flag], argv: Sequence[str] | None,
            environ: Mapping[str, str] | None = None) -> Parsed | int:
     """Parsed flags, or an exit code once the usage or an error was printed."""
+    env = os.environ if environ is None else environ
     try:
-        p = parse(sys.argv[1:] if argv is None else argv, flags, environ=os.environ if environ is None else environ)
-    except HelpRequested:
-        print(usage(prog, flags), end="")
+        p = parse(sys.argv[1:] if argv is None else argv, flags, environ=env)
+    except HelpRequested:  # on stderr, as Go's flag package prints it
+        print(usage(prog, flags, environ=env), end="", file=sys.stderr)
         return 0
     except ValidationError as exc:
         error_line(str(exc))
@@ -239,24 +270,30 @@ def _docker_url(value: str) -> str | None:
     return f"unix://{value}" if value.startswith("/") else value
 
 
+def daprdockrd_config(p: Parsed) -> AgentConfig:
+    """The agent configuration of ``daprdockrd``'s flags (and their environment variables)."""
+    from daprdockr.clikit.agentconfig import build_agent_config
+
+    return build_agent_config(
+        etcd=p.text("etcd"), prefix=p.text("prefix"), node_id=p.text("node-id") or None,
+        advertise_ip=p.text("host") or "auto", route_file=Path(p.text("route")), ttl=p.number("ttl"),
+        capacity=0, docker=_docker_url(p.text("docker")), state_dir=None, dns_listen=p.text("dns-listen"),
+        dns_upstream=None, dns_ttl=5, http_listen=p.text("http-listen"), nginx="nginx",
+        api_listen=p.text("api-listen"), keep_on_exit=False, dns_workers=-1, security=_security(p),
+        allow_bind=p.items("allow-bind"), drain_on_shutdown=p.on("drain-on-shutdown"),
+    )
+
+
 def daprdockrd_main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """``daprdockrd -etcd http://... -docker unix:///var/run/docker.sock [-host IP] [-cpuprofile FILE]``"""
 
     from daprdockr.agent.main import run_agent
-    from daprdockr.clikit.agentconfig import build_agent_config
 
     p = _parse("daprdockrd", D_FLAGS, argv, environ)
     if isinstance(p, int):
         return p
     try:
-        config = build_agent_config(
-            etcd=p.text("etcd"), prefix=p.text("prefix"), node_id=p.text("node-id") or None,
-            advertise_ip=p.text("host") or "auto", route_file=Path(p.text("route")), ttl=p.number("ttl"),
-            capacity=0, docker=_docker_url(p.text("docker")), state_dir=None, dns_listen=p.text("dns-listen"),
-            dns_upstream=None, dns_ttl=5, http_listen=p.text("http-listen"), nginx="nginx",
-            api_listen=p.text("api-listen"), keep_on_exit=False, dns_workers=-1, security=_security(p),
-            allow_bind=p.items("allow-bind"), drain_on_shutdown=p.on("drain-on-shutdown"),
-        )
+        config = daprdockrd_config(p)
         prepare_state_dir(config.state_dir)
     except DaprDockrError as exc:
         error_line(str(exc))

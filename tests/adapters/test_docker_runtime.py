@@ -102,6 +102,24 @@ async def test_every_container_field_reaches_docker(docker_image: str, tmp_path:
         await runtime.close()
 
 
+async def test_an_explicit_hostname_is_used_as_given(docker_image: str) -> None:
+    """Every instance gets the spec's hostname itself (the original appended i<n>: webi1)."""
+    runtime = DockerRuntime(node_id="cf3", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "cmd": ["sleep", "300"], "hostname": "web-1.local"},
+                                 name=ServiceName(group="cf", service="host"))
+    started = [await runtime.start_instance(spec=spec, number=n) for n in (1, 2)]
+    try:
+        got = json.loads(subprocess.run(["docker", "inspect", *(i.id for i in started)], capture_output=True,
+                                        text=True, check=True).stdout)
+        assert [c["Config"]["Hostname"] for c in got] == ["web-1.local", "web-1.local"]
+        seen = subprocess.run(["docker", "exec", started[0].id, "hostname"], capture_output=True, text=True, check=True)
+        assert seen.stdout.strip() == "web-1.local"
+    finally:
+        for info in started:
+            await runtime.remove(info.id, grace=0)
+        await runtime.close()
+
+
 async def test_a_bind_mount_outside_the_allowed_paths_is_refused_and_nothing_starts(
     docker_image: str, tmp_path: Path
 ) -> None:

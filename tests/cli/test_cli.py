@@ -176,3 +176,30 @@ def test_help_has_examples() -> None:
                  ["watch"], ["logs"], ["agent"], ["dns"]):
         r = runner.invoke(app, [*args, "--help"])
         assert r.exit_code == 0 and "Example" in r.output, args
+
+
+def test_container_flags_round_trip_as_real_processes(etcd_endpoints: str, prefix: str) -> None:
+    r = run_bin("daprdockr", "svc", "set", "web.myapp", "--image", IMG, "--memory", "64m", "--user", "65534:65534",
+                "--workdir", "/srv/app/", "--entrypoint", "/bin/sh", "--entrypoint", "-c", "--hostname", "web-1.local",
+                "--cpus", "0.5", "--cpu-shares", "256", "--pids-limit", "64", "--volume", "/cache",
+                "--volume", "data:/data:ro", "--network", "none", etcd=etcd_endpoints, prefix=prefix)
+    assert r.returncode == 0, r.stderr
+    fields = ("memory", "user", "workdir", "entrypoint", "hostname", "cpus", "cpu_shares", "pids_limit", "volumes",
+              "network")
+    expected = {"memory": 64 * 1024**2, "user": "65534:65534", "workdir": "/srv/app", "entrypoint": ["/bin/sh", "-c"],
+                "hostname": "web-1.local", "cpus": 0.5, "cpu_shares": 256, "pids_limit": 64,
+                "volumes": ["/cache", "data:/data:ro"], "network": "none"}
+
+    def stored() -> dict[str, object]:
+        got = json.loads(run_bin("daprdockr", "svc", "get", "web.myapp", etcd=etcd_endpoints, prefix=prefix).stdout)
+        return {k: got.get(k) for k in fields}
+
+    assert stored() == expected
+    # one flag changes one field; a bad value is refused naming the field and changes nothing
+    assert run_bin("daprdockr", "svc", "set", "web.myapp", "--memory", "1g", etcd=etcd_endpoints,
+                   prefix=prefix).returncode == 0
+    assert stored() == {**expected, "memory": 1024**3}
+    bad = run_bin("daprdockr", "svc", "set", "web.myapp", "--memory", "1k", "--user", "x", etcd=etcd_endpoints,
+                  prefix=prefix)
+    assert bad.returncode == 2 and "memory" in bad.stderr
+    assert stored() == {**expected, "memory": 1024**3}

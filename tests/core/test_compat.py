@@ -13,7 +13,7 @@ from daprdockr.core.containerspec import ContainerOptions, Volume, default_hostn
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routetable import host_ip, parse_routes
-from daprdockr.core.seedformat import from_seed, is_seed_doc, to_seed
+from daprdockr.core.seedformat import from_seed, is_seed_doc, marshal_indent, to_seed
 from daprdockr.errors import ValidationError
 
 WEB = ServiceName(group="myapp", service="web")
@@ -35,8 +35,93 @@ def test_original_json_maps_field_by_field_case_insensitively() -> None:
     spec = ServiceSpec.from_dict(ours)
     back = to_seed(spec)
     assert list(back) == ["Name", "Group", "Instances", "Container", "Http"]
-    assert from_seed(back)[0] == {**ours, "ports": ["8080/tcp"]}
-    assert ServiceSpec.from_dict(from_seed(back)[0]) == spec
+    assert "Labels" not in back["Container"]  # not a field of the original's type
+    unlabelled = {k: v for k, v in ours.items() if k != "labels"}
+    assert from_seed(back) == (unlabelled, [])  # Go's zero values read back as "not set", nothing ignored
+    assert ServiceSpec.from_dict(from_seed(back)[0]) == ServiceSpec.from_dict(unlabelled)
+
+
+@pytest.mark.parametrize(("doc", "instances"), [
+    ({}, 0), ({"Instances": None}, 0), ({"Instances": 0}, 0), ({"instances": 3}, 3),
+])
+def test_original_instances_missing_or_zero_mean_none_as_in_go(doc: dict[str, Any], instances: int) -> None:
+    ours, _ = from_seed({"Name": "web", "Group": "myapp", "Container": {"Image": "busybox"}, **doc})
+    assert ServiceSpec.from_dict(ours).instances == instances
+
+
+@pytest.mark.parametrize(("disabled", "network", "ignored"), [(True, "none", []), (False, "bridge", [])])
+def test_original_network_disabled_is_network_none(disabled: bool, network: str, ignored: list[str]) -> None:
+    ours, skipped = from_seed({"Name": "web", "Group": "myapp",
+                               "Container": {"Image": "busybox", "NetworkDisabled": disabled}})
+    assert ServiceSpec.from_dict(ours).container.network == network and skipped == ignored
+    assert to_seed(ServiceSpec.from_dict(ours))["Container"]["NetworkDisabled"] is disabled
+    with pytest.raises(ValidationError, match="true or false"):
+        from_seed({"Container": {"Image": "busybox", "NetworkDisabled": "yes"}})
+
+
+# What the original printed (Go's json.MarshalIndent(config, "", "  ") of its config type, whose
+# Container is Docker 0.7's Config) for `daprdockrcmd -set -svc web.myapp -image busybox -instances 1`.
+GO_MINIMAL = """{
+  "Name": "web",
+  "Group": "myapp",
+  "Instances": 1,
+  "Container": {
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "Memory": 0,
+    "MemorySwap": 0,
+    "CpuShares": 0,
+    "AttachStdin": false,
+    "AttachStdout": false,
+    "AttachStderr": false,
+    "PortSpecs": null,
+    "ExposedPorts": null,
+    "Tty": false,
+    "OpenStdin": false,
+    "StdinOnce": false,
+    "Env": null,
+    "Cmd": null,
+    "Dns": null,
+    "Image": "busybox",
+    "Volumes": null,
+    "VolumesFrom": "",
+    "WorkingDir": "",
+    "Entrypoint": null,
+    "NetworkDisabled": false
+  },
+  "Http": {
+    "HostName": "",
+    "ContainerPort": ""
+  }
+}"""
+
+
+def test_seed_output_is_the_originals_type_with_go_zero_values() -> None:
+    assert marshal_indent(to_seed(ServiceSpec.from_dict({"image": "busybox"}, name=WEB))) == GO_MINIMAL
+    full = to_seed(ServiceSpec.from_dict({
+        "image": "busybox", "instances": 2, "cmd": ["httpd", "-f"], "env": {"B": "2", "A": "1"},
+        "ports": ["9000/tcp", "53/udp"], "http_host": "web.example.com", "http_port": 8080, "user": "nobody",
+        "workdir": "/www", "entrypoint": [], "hostname": "web", "memory": "64m", "cpu_shares": 512,
+        "volumes": ["/b", "/a", "cache:/c"], "labels": {"team": "x"}, "pids_limit": 5}, name=WEB))
+    c = full["Container"]
+    assert (c["ExposedPorts"], c["Env"], c["Cmd"], c["Entrypoint"]) == (
+        {"53/udp": {}, "8080/tcp": {}, "9000/tcp": {}}, ["A=1", "B=2"], ["httpd", "-f"], [])
+    assert list(c["ExposedPorts"]) == ["53/udp", "8080/tcp", "9000/tcp"]  # Go sorts map keys
+    assert (c["User"], c["WorkingDir"], c["Hostname"], c["Memory"], c["CpuShares"]) == (
+        "nobody", "/www", "web", 64 * 1024**2, 512)
+    assert list(c["Volumes"]) == ["/a", "/b"]  # anonymous volumes only
+    assert full["Http"] == {"HostName": "web.example.com", "ContainerPort": "8080"}
+    assert '"Entrypoint": [],' in marshal_indent(full)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ("<a&b>", r'"\u003ca\u0026b\u003e"'), ("tab\there", r'"tab\u0009here"'), ('q"\\', r'"q\"\\"'),
+    ("line\n\r", r'"line\n\r"'), ("é\u2028", '"é\\u2028"'), ({}, "{}"), ([], "[]"), (None, "null"),
+    ({"a": [1, True]}, '{\n  "a": [\n    1,\n    true\n  ]\n}'),
+])
+def test_marshal_indent_writes_json_as_go_does(value: Any, text: str) -> None:
+    assert marshal_indent(value) == text
 
 
 @pytest.mark.parametrize(("doc", "message"), [
@@ -100,6 +185,9 @@ def test_usage_is_the_originals_layout() -> None:
         '  -svc="": Service.',
         "  -vol=[]: Volume.",
     ]
+    # the default a flag takes from its environment variable is the default shown
+    shown = usage("daprdockrd", FLAGS, environ={"ETCD_HOSTS": "http://e:2379"}).splitlines()
+    assert '  -etcd="http://e:2379": etcd. (env ETCD_HOSTS)' in shown
 
 
 # ------------------------------------------------------------------ host IP from the route table
@@ -116,6 +204,57 @@ def test_the_host_ip_is_the_address_in_the_default_gateways_subnet() -> None:
     routes = parse_routes(ROUTES)
     assert [str(r.gateway) for r in routes if r.is_default] == ["192.0.2.1"]
     assert host_ip(routes, IFACES) == "192.0.2.7"
+
+
+def route_table(*routes: tuple[str, str, str, int]) -> str:
+    """A /proc/net/route text of default routes: (interface, gateway, flags, metric)."""
+    def le(ip: str) -> str:
+        return f"{int.from_bytes(ipaddress.IPv4Address(ip).packed, 'little'):08X}"
+
+    lines = [ROUTES.splitlines()[0]]
+    lines += [f"{i}\t00000000\t{le(gw)}\t{flags:04X}\t0\t0\t{metric}\t00000000\t0\t0\t0"
+              for i, gw, flags, metric in routes]
+    return "\n".join(lines) + "\n"
+
+
+def ifs(*items: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """``"eth0=192.0.2.7/24"`` -> (name, interface), in the order given (the kernel's)."""
+    return [(name, ipaddress.IPv4Interface(addr)) for name, addr in (item.split("=") for item in items)]
+
+
+UP_GW, UP = 0x3, 0x1
+
+
+@pytest.mark.parametrize(("routes", "interfaces", "expected"), [
+    # the default route's interface has several addresses: the one in the gateway's subnet
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("lo=127.0.0.1/8", "eth0=10.0.0.5/24", "eth0=192.0.2.7/24"), "192.0.2.7"),
+    # another interface in the same subnet listed first: the route's own interface wins
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("eth1=192.0.2.9/24", "eth0=192.0.2.7/24"), "192.0.2.7"),
+    # several default routes: the lowest metric first
+    ([("eth0", "192.0.2.1", UP_GW, 600), ("wlan0", "198.51.100.1", UP_GW, 100)],
+     ifs("eth0=192.0.2.7/24", "wlan0=198.51.100.8/24"), "198.51.100.8"),
+    ([("eth0", "192.0.2.1", UP_GW, 100), ("wlan0", "198.51.100.1", UP_GW, 600)],
+     ifs("eth0=192.0.2.7/24", "wlan0=198.51.100.8/24"), "192.0.2.7"),
+    # a default route without a gateway (point to point): its interface's first address
+    ([("ppp0", "0.0.0.0", UP, 0)], ifs("eth0=192.0.2.7/24", "ppp0=203.0.113.5/32", "ppp0=203.0.113.6/32"),
+     "203.0.113.5"),
+    # the route's own interface has no address in the gateway's subnet: another interface's
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("eth0=10.0.0.5/24", "br0=192.0.2.7/24"), "192.0.2.7"),
+])
+def test_host_ip_rule(routes: list[tuple[str, str, int, int]], interfaces: list[tuple[str, ipaddress.IPv4Interface]],
+                      expected: str) -> None:
+    assert host_ip(parse_routes(route_table(*routes)), interfaces) == expected
+
+
+@pytest.mark.parametrize(("routes", "interfaces", "message"), [
+    ([("eth0", "192.0.2.1", 0x2, 0)], ifs("eth0=192.0.2.7/24"), "no default route"),  # not up
+    ([("lo", "0.0.0.0", UP, 0)], ifs("lo=127.0.0.1/8"), "0.0.0.0 on lo"),  # loopback never counts
+    ([("eth0", "192.0.2.1", UP_GW, 0)], ifs("eth0=10.0.0.5/24"), "192.0.2.1 on eth0"),
+])
+def test_host_ip_rule_failures(routes: list[tuple[str, str, int, int]],
+                               interfaces: list[tuple[str, ipaddress.IPv4Interface]], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        host_ip(parse_routes(route_table(*routes)), interfaces)
 
 
 def test_host_ip_detection_says_why_it_failed() -> None:

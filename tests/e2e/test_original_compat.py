@@ -94,16 +94,18 @@ async def test_daprdockrd_with_only_etcd_hosts_and_host_ip_runs_an_agent_on_that
                     f"http://{host_ip}:80/id", headers={"Host": "web.orig.test"}) as resp:
                 assert resp.status == 200 and (await resp.text()).strip() in ("1", "2")
             # a bind mount outside the agent's -allow-bind paths (none): refused, nothing starts
-            bad = cmd(etcd_endpoints, "-svc", "bind.orig", "-set", "-image", IMG, "-cmd", "sleep 300",
-                      "-volume", "/etc:/host-etc")
+            bad = cmd(etcd_endpoints, "-svc", "bind.orig", "-set", "-image", IMG, "-instances", "1", "-cmd",
+                      "sleep 300", "-volume", "/etc:/host-etc")
             assert bad.returncode == 0, bad.stderr
             state = await eventually(store.snapshot, lambda s: any(
                 str(r.service) == "bind.orig" and r.state == "failed" for r in s.instances.values()), timeout=30)
             failed = next(r for r in state.instances.values() if str(r.service) == "bind.orig")
             assert "--allow-bind" in failed.error and "/etc" in failed.error, failed.error
-            running = subprocess.run(["docker", "ps", "-q", "--filter", "label=daprdockr.service=bind"],
-                                     capture_output=True, text=True).stdout
-            assert running == ""
+            # no container at all, not even a created one that never started
+            made = subprocess.run(["docker", "ps", "-aq", "--filter", "label=daprdockr.service=bind",
+                                   "--filter", "label=daprdockr.group=orig"],
+                                  capture_output=True, text=True, check=True)
+            assert made.stdout == ""
         finally:
             for svc in ("web.orig", "bind.orig"):
                 cmd(etcd_endpoints, "-svc", svc, "-del")

@@ -126,10 +126,12 @@ def parse(argv: Sequence[str], flags: Sequence[Flag], *, environ: Mapping[str, s
     return Parsed(values=values, given=frozenset(given), args=tuple(args[i:]))
 
 
-def usage(prog: str, flags: Sequence[Flag]) -> str:
-    """``Usage of <prog>:`` and one ``  -name=default: text`` line per flag, sorted by name."""
+def usage(prog: str, flags: Sequence[Flag], *, environ: Mapping[str, str] | None = None) -> str:
+    """``Usage of <prog>:`` and one ``  -name=default: text`` line per flag, sorted by name; a flag
+    whose environment variable is set in ``environ`` shows that value as its default."""
     lines = [f"Usage of {prog}:"]
     for f in sorted(flags, key=lambda f: f.name):
+        value = (environ or {}).get(f.env) if f.env else None
         if f.kind == "bool":
             default = "true" if f.default else "false"
         elif f.kind == "int":
@@ -137,7 +139,7 @@ def usage(prog: str, flags: Sequence[Flag]) -> str:
         elif f.kind == "list":
             default = "[]"
         else:
-            default = f'"{f.default}"'
+            default = f'"{value or f.default}"'
         env = f" (env {f.env})" if f.env else ""
         lines.append(f"  -{f.name}={default}: {f.usage}{env}")
     return "\n".join(lines) + "\n"

@@ -2,9 +2,12 @@
 
 ``/proc/net/route`` lists IPv4 routes: interface, destination, gateway, flags, ..., mask, each
 address as 8 hex digits in host byte order (little-endian on the machines this runs on).  A
-default route has destination 0.0.0.0 and the gateway flag.  The host's IP is the address of the
-interface whose subnet holds a default route's gateway (the original's rule); the caller gives the
-interfaces' addresses and masks.
+default route has destination and mask 0.0.0.0 and is up.  The host's IP (the original's rule) is
+an address of the default route's own interface whose subnet holds the route's gateway; every
+address of the interface counts, not only its first.  Default routes are tried lowest metric
+first.  A default route without a gateway (``default dev ppp0``) gives its interface's first
+address.  Failing both, an address of another interface whose subnet holds a default gateway.
+Loopback addresses never count.  The caller gives every interface address with its prefix.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ class Route:
 
     @property
     def is_default(self) -> bool:
-        return (int(self.destination) == 0 and int(self.mask) == 0 and bool(self.flags & RTF_UP)
-                and bool(self.flags & RTF_GATEWAY))
+        return int(self.destination) == 0 and int(self.mask) == 0 and bool(self.flags & RTF_UP)
+
+    @property
+    def has_gateway(self) -> bool:
+        return bool(self.flags & RTF_GATEWAY) and int(self.gateway) != 0
 
 
 def _addr(hex_le: str) -> ipaddress.IPv4Address:
@@ -54,14 +60,21 @@ def parse_routes(text: str) -> list[Route]:
 
 
 def host_ip(routes: Iterable[Route], interfaces: Iterable[tuple[str, ipaddress.IPv4Interface]]) -> str:
-    """The address of the interface whose subnet holds a default gateway (lowest metric first)."""
-    ifaces = list(interfaces)
+    """This host's address by the rule above; a ValidationError says why there is none."""
+    ifaces = [(name, iface) for name, iface in interfaces if not iface.ip.is_loopback]
     defaults = sorted((r for r in routes if r.is_default), key=lambda r: r.metric)
     if not defaults:
         raise ValidationError("the routing table has no default route")
     for route in defaults:
-        for _name, iface in ifaces:
-            if route.gateway in iface.network and not iface.ip.is_loopback:
+        own = [iface for name, iface in ifaces if name == route.iface]
+        if not route.has_gateway and own:
+            return str(own[0].ip)
+        for iface in own:
+            if route.gateway in iface.network:
                 return str(iface.ip)
-    gateways = ", ".join(str(r.gateway) for r in defaults)
+    for route in (r for r in defaults if r.has_gateway):
+        for _name, iface in ifaces:
+            if route.gateway in iface.network:
+                return str(iface.ip)
+    gateways = ", ".join(f"{r.gateway} on {r.iface}" for r in defaults)
     raise ValidationError(f"no interface has an address in the subnet of the default gateway ({gateways})")
