@@ -209,6 +209,32 @@ async def test_the_agents_two_listeners_never_forward_to_each_other() -> None:
         transport.close()
 
 
+async def test_a_taken_loopback_address_does_not_stop_the_agents_dns(caplog: pytest.LogCaptureFixture) -> None:
+    """The loopback listener beside the advertise address is best effort: when another resolver
+    holds it, the agent's DNS still starts on its advertise address (a warning says so)."""
+    from daprdockr.agent.components import Dns
+
+    async def no_networks() -> list[str]:
+        return []
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        taken = holder.getsockname()
+        dns_ = Dns(listen=("127.0.0.11", 0), also=(taken,), ttl=5, workers=0, allow=(), upstreams=[],
+                   container_networks=no_networks, state=lambda: STATE)
+        with caplog.at_level(logging.WARNING, logger="daprdockr.agent.components"):
+            await dns_.start()
+        try:
+            assert dns_.server is not None and dns_.extra == []
+            assert any(f"127.0.0.1:{taken[1]} not started" in r.getMessage() for r in caplog.records)
+            r = await dns.asyncquery.udp(dns.message.make_query("1.web.myapp.container", "A"), "127.0.0.11",
+                                         port=dns_.server.port, timeout=2)
+            assert addresses(r) == ["127.0.0.2"]
+        finally:
+            await dns_.stop()
+
+
+
 def _free_on(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:

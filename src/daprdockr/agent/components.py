@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -20,6 +21,9 @@ from daprdockr.core.dnsguard import LOOPBACK, Network
 from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
+from daprdockr.errors import DaprDockrError
+
+log = logging.getLogger(__name__)
 
 
 class Component(Protocol):
@@ -45,7 +49,8 @@ async def idle() -> None:
 
 class Dns:
     """The DNS responder on the agent's address, plus its worker processes (SO_REUSEPORT), and a
-    plain responder on each ``also`` address (loopback beside the advertise address).
+    plain responder on each ``also`` address (loopback beside the advertise address; best effort:
+    when that address is taken, a warning, and the agent answers on its advertise address only).
 
     Forwarding (names outside ``.container``) is answered for loopback and ``allow``; when
     ``allow`` is empty, for this host's own addresses and the network this node's containers use
@@ -90,10 +95,15 @@ class Dns:
             pool.update(self.state())
             await pool.start()
             server.spread_queries(members=self.workers + 1)
-        for addr in self.also:
+        for addr in self.also:  # best effort: the advertise address is the one that must work
             extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, allow=allow,
                               siblings=((self.listen[0], server.port),))
-            await extra.start()
+            try:
+                await extra.start()
+            except DaprDockrError as exc:
+                log.warning("DNS on %s:%d not started (%s); answering on %s:%d only", *addr, exc, self.listen[0],
+                            server.port)
+                continue
             extra.update(self.state())
             self.extra.append(extra)
 
