@@ -31,7 +31,7 @@ from dnslib import QTYPE, RR, A, DNSHeader, DNSRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daprdockr.core.dnsguard import RrlPolicy
+from daprdockr.core.dnsguard import DnsLimits, RrlPolicy
 from daprdockr.dnsserver import DnsServer
 from tests.support.procs import free_port
 from tests.test_dnsserver import STATE, StubUpstream, addresses
@@ -152,8 +152,10 @@ async def test_loop_between_two_servers_is_bounded_by_the_cap() -> None:
     while pb == pa:
         pb = free_port("127.0.0.1")
     cap = 8
-    a = await started(listen=("127.0.0.1", pa), upstreams=[("127.0.0.1", pb)], max_forwards=cap, forward_timeout=1.0)
-    b = await started(listen=("127.0.0.1", pb), upstreams=[("127.0.0.1", pa)], max_forwards=cap, forward_timeout=1.0)
+    a = await started(listen=("127.0.0.1", pa), upstreams=[("127.0.0.1", pb)], limits=DnsLimits(max_forwards=cap),
+                      forward_timeout=1.0)
+    b = await started(listen=("127.0.0.1", pb), upstreams=[("127.0.0.1", pa)], limits=DnsLimits(max_forwards=cap),
+                      forward_timeout=1.0)
     try:
         before = fd_count()
         async with fd_peak() as peak:
@@ -323,7 +325,7 @@ async def stub() -> AsyncIterator[tuple[StubUpstream, int]]:
 @pytest.fixture
 async def guarded(stub: tuple[StubUpstream, int]) -> AsyncIterator[DnsServer]:
     srv = await started(listen=("127.0.0.1", 0), upstreams=[("127.0.0.1", stub[1])], forward_timeout=0.5,
-                        allow=ONLY_ONE, rrl=RrlPolicy(rate=20.0, burst=10, slip=2))
+                        limits=DnsLimits(allow=tuple(ONLY_ONE), rrl=RrlPolicy(rate=20.0, burst=10, slip=2)))
     yield srv
     await srv.stop()
 
@@ -526,9 +528,14 @@ hostile = st.one_of(
 
 
 def test_fuzz_slowest_packet_is_cheap() -> None:
-    """Random and adversarial packets through the handler: the slowest costs less than 5 ms of CPU."""
+    """Random and adversarial packets through the handler: the slowest costs less than 5 ms of CPU.
+
+    The 8 slowest are handled again, each 5 times by a fresh server (same state, empty caches),
+    and each one's cheapest run is what counts: a packet that is expensive stays expensive, a
+    spike of the machine (another process's load evicting caches) does not repeat."""
     srv = offline_server()
-    slowest: list[Any] = [0.0, b"", False, None]
+    slowest: list[Any] = [0.0, b"", False, None, 0.0]
+    top: list[tuple[float, bytes, bool, str | None]] = []
     packets = [0]
 
     @settings(max_examples=8000, deadline=None, database=None,
@@ -537,8 +544,9 @@ def test_fuzz_slowest_packet_is_cheap() -> None:
     def one(packet: bytes, tcp: bool, client: str | None) -> None:
         reply, cpu = timed(lambda: run_now(srv.handle(packet, tcp=tcp, client=client)))
         packets[0] += 1
-        if cpu > slowest[0]:
-            slowest[:] = [cpu, packet, tcp, client]
+        top.append((cpu, packet, tcp, client))
+        top.sort(key=lambda t: t[0], reverse=True)
+        del top[8:]
         assert reply is None or len(reply) >= 12
         if reply is not None and not tcp:
             assert len(reply) <= 1232
@@ -547,18 +555,24 @@ def test_fuzz_slowest_packet_is_cheap() -> None:
     gc.disable()  # a collection of the test's own garbage is not the handler's cost
     try:
         one()
+        for first, packet, tcp, client in top:
+            fresh = [offline_server() for _ in range(5)]
+            again = min(timed(lambda f=f, p=packet, t=tcp, c=client: run_now(f.handle(p, tcp=t, client=c)))[1]
+                        for f in fresh)
+            if again > slowest[0]:
+                slowest[:] = [again, packet, tcp, client, first]
     finally:
         gc.enable()
-    cpu, packet, tcp, client = slowest
-    print(f"slowest of {packets[0]} packets: {cpu * 1e3:.3f} ms CPU ({len(packet)} bytes, {'TCP' if tcp else 'UDP'}, "
-          f"client {client}, header {packet[:12].hex()})")
+    cpu, packet, tcp, client, first = slowest
+    print(f"slowest of {packets[0]} packets: {cpu * 1e3:.3f} ms CPU at best of 5 ({first * 1e3:.3f} ms the first "
+          f"time; {len(packet)} bytes, {'TCP' if tcp else 'UDP'}, client {client}, header {packet[:12].hex()})")
     assert cpu < BUDGET
 
 
 # ---------------------------------------------------------------------------------- 5. TCP limits
 async def test_tcp_connections_beyond_the_cap_are_closed() -> None:
     cap = 8
-    srv = await started(listen=("127.0.0.1", 0), upstreams=[], max_tcp=cap, max_tcp_per_client=100)
+    srv = await started(listen=("127.0.0.1", 0), upstreams=[], limits=DnsLimits(max_tcp=cap, max_tcp_per_client=100))
     conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(cap + 10)]
     try:
         answered = closed = 0
@@ -593,7 +607,7 @@ async def test_tcp_connections_beyond_the_cap_are_closed() -> None:
 async def test_one_client_cannot_take_every_tcp_slot() -> None:
     """Regression: the TCP cap was global, so one client holding 64 idle connections (each sending
     a query every few seconds) locked every other client out.  Now one address gets a few."""
-    srv = await started(listen=("127.0.0.1", 0), upstreams=[], max_tcp=64, max_tcp_per_client=4)
+    srv = await started(listen=("127.0.0.1", 0), upstreams=[], limits=DnsLimits(max_tcp=64, max_tcp_per_client=4))
     q = query("1.web.myapp.container", 3)
 
     async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -620,7 +634,7 @@ async def test_one_client_cannot_take_every_tcp_slot() -> None:
 
 async def test_tcp_client_that_never_reads_is_dropped() -> None:
     timeout = 1.0
-    srv = await started(listen=("127.0.0.1", 0), upstreams=[], tcp_write_timeout=timeout)
+    srv = await started(listen=("127.0.0.1", 0), upstreams=[], limits=DnsLimits(tcp_write_timeout=timeout))
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

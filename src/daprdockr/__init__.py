@@ -1,14 +1,22 @@
 """DaprDockr: declaratively described services on a cluster of Docker hosts, coordinated via etcd.
 
-Layout (enforced by import-linter contracts in pyproject.toml):
+Layout, top to bottom (each layer imports only from the ones below it; enforced by import-linter
+contracts in pyproject.toml):
 
-* ``daprdockr.core``     pure logic: model and validation, etcd key schema, placement planner,
-                         DNS zone, nginx config rendering, restart policy.  No I/O, no I/O libraries.
-* ``daprdockr.adapters`` the outside world: etcd store (aetcd), Docker runtime (aiodocker),
-                         DNS socket server (dnslib), nginx process.  Library errors are translated
-                         into :mod:`daprdockr.errors` here.
-* ``daprdockr.agent``    task supervision and the reconcile loop wiring core and adapters.
-* ``daprdockr.cli`` / ``daprdockr.seedcli``  thin command-line front ends.
+* ``daprdockr.cli`` / ``daprdockr.seedcli``  the ``daprdockr`` command line by command group, and
+                         the original tool's ``daprdockrcmd`` / ``daprdockrd``.
+* ``daprdockr.clikit``   what the command lines share: options, spec files, output, ``logs``.
+* ``daprdockr.agent``    the agent: typed components and their order, supervision, heartbeat,
+                         HTTP API and metrics; ``daprdockr.dnsworker``: a DNS worker process.
+* ``daprdockr.reconcile`` / ``dnsserver`` / ``proxy`` / ``health``  the agent's cooperating
+                         tasks: the reconcile loop, the DNS responder, the nginx manager, the
+                         health checks (independent of each other).
+* ``daprdockr.adapters`` the outside world: etcd store (aetcd), the informer, Docker runtime
+                         (aiodocker), sockets, /proc, the state dir.  Library errors are
+                         translated into :mod:`daprdockr.errors` here.
+* ``daprdockr.core``     pure logic: model and validation, key schema, state and mirror, planner,
+                         DNS zone and wire parsing, routing table, restart and retry policies.
+                         No I/O, no I/O libraries.
 """
 
 import os

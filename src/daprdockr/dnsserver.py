@@ -98,13 +98,11 @@ from dnslib import (
 from daprdockr.adapters.dnsclient import query_tcp, query_udp
 from daprdockr.adapters.sockets import attach_random_spread, host_networks, probe_bind, resolv_conf_upstreams
 from daprdockr.core.dnsguard import (
-    DEFAULT_RRL,
+    DEFAULT_LIMITS,
     EDNS_SIZE,
-    LOOPBACK,
     Check,
-    Network,
+    DnsLimits,
     ResponseRateLimiter,
-    RrlPolicy,
     client_key,
     error_reply,
     precheck,
@@ -158,14 +156,8 @@ def _dns_rr(rr: ZoneRR) -> Any:
 
 
 class DnsServer:
-    """Authoritative for ``<domain>.``, forwarder for the rest.  UDP and TCP on one port.
-
-    ``allow``: the networks whose clients may recurse (forwarded names) and are never rate
-    limited; ``rrl``: the rate limit of UDP responses to everyone else (None: unlimited);
-    ``max_forwards``: forwards in flight at once (SERVFAIL beyond); ``max_tcp``: TCP connections
-    served at once (closed beyond); ``tcp_write_timeout``: seconds an answer may wait to be
-    written to a TCP client before the connection is reset.
-    """
+    """Authoritative for ``<domain>.``, forwarder for the rest.  UDP and TCP on one port, within
+    ``limits`` (:class:`~daprdockr.core.dnsguard.DnsLimits`)."""
 
     def __init__(
         self,
@@ -177,12 +169,7 @@ class DnsServer:
         forward_timeout: float = 2.0,
         reuse_port: bool = False,
         probe: bool = True,
-        allow: Sequence[Network] = LOOPBACK,
-        rrl: RrlPolicy | None = DEFAULT_RRL,
-        max_forwards: int = 256,
-        max_tcp: int = 64,
-        max_tcp_per_client: int = 8,
-        tcp_write_timeout: float = 5.0,
+        limits: DnsLimits = DEFAULT_LIMITS,
         siblings: Sequence[Address] = (),
     ) -> None:
         self.listen = listen
@@ -192,13 +179,9 @@ class DnsServer:
         self.domain = domain
         self.ttl = ttl
         self.forward_timeout = forward_timeout
-        self.allow = tuple(allow)
-        self.rrl = rrl
-        self.max_forwards = max_forwards
-        self.max_tcp = max_tcp
-        self.max_tcp_per_client = max_tcp_per_client
-        self.tcp_write_timeout = tcp_write_timeout
-        self._limiter = ResponseRateLimiter(rrl) if rrl is not None else None
+        self.limits = limits
+        self.allow = limits.allow  # (read per datagram)
+        self._limiter = ResponseRateLimiter(limits.rrl) if limits.rrl is not None else None
         self._inside: set[str] = set()  # client addresses known to be inside ``allow``
         self._outside: dict[str, str] = {}  # other client addresses -> their rate-limit key
         self._forwarding = 0
@@ -275,11 +258,6 @@ class DnsServer:
     def tcp_connections(self) -> int:
         """TCP connections being served now."""
         return self._tcp_open
-
-    @property
-    def forwards_in_flight(self) -> int:
-        """Queries being forwarded now (at most ``max_forwards``)."""
-        return self._forwarding
 
     @property
     def zone(self) -> Zone:
@@ -359,7 +337,7 @@ class DnsServer:
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if peer else ""
         mine = self._tcp_by_client.get(client, 0)
-        if self._tcp_open >= self.max_tcp or mine >= self.max_tcp_per_client:
+        if self._tcp_open >= self.limits.max_tcp or mine >= self.limits.max_tcp_per_client:
             log.debug("DNS: %d TCP connections open (%d from %s); closing a new one", self._tcp_open, mine, client)
             writer.close()
             return
@@ -378,7 +356,7 @@ class DnsServer:
                 if reply is not None:
                     writer.write(struct.pack("!H", len(reply)) + reply)
                     try:
-                        await asyncio.wait_for(writer.drain(), self.tcp_write_timeout)
+                        await asyncio.wait_for(writer.drain(), self.limits.tcp_write_timeout)
                     except TimeoutError:
                         log.debug("DNS TCP client %s does not read its answers; resetting", client)
                         stuck = True
@@ -528,7 +506,7 @@ class DnsServer:
         return variants[0]
 
     async def _forward(self, req: DNSRecord, data: bytes, check: Check, *, tcp: bool) -> bytes:
-        if self._forwarding >= self.max_forwards:
+        if self._forwarding >= self.limits.max_forwards:
             now = time.monotonic()
             if now - self._cap_warned >= CAP_WARN_EVERY:
                 self._cap_warned = now

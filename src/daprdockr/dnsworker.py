@@ -6,7 +6,7 @@ to the agent's DNS address, so the kernel spreads queries over the agent and its
 
 The config (JSON) holds the listen address, upstreams, domain and TTL, and the server's limits
 against hostile input (allowed networks, response rate limit, forward and TCP caps, TCP write
-timeout: :func:`limits_config`), so that every process sharing the address behaves alike.
+timeout: :class:`~daprdockr.core.dnsguard.DnsLimits`), so that every process sharing the address behaves alike.
 
 Protocol with the parent, over the pipes:
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from daprdockr.adapters.dns_workers import FRAME
 from daprdockr.adapters.process import run_until_signal
-from daprdockr.core.dnsguard import limits_from_config
+from daprdockr.core.dnsguard import DnsLimits
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
 
@@ -101,7 +101,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         ttl=int(config.get("ttl", 5)),
         reuse_port=True,
         probe=False,
-        **limits_from_config(config),
+        limits=DnsLimits.from_config(config),
     )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

@@ -18,7 +18,7 @@ import dns.rdatatype
 import pytest
 
 from daprdockr.adapters.dns_workers import FRAME, DnsWorkerPool
-from daprdockr.core.dnsguard import RrlPolicy, limits_config, limits_from_config
+from daprdockr.core.dnsguard import DnsLimits, RrlPolicy
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
@@ -203,16 +203,13 @@ async def test_pool_start_fails_clearly_when_workers_cannot_bind() -> None:
 
 
 def test_limits_round_trip_through_the_worker_config() -> None:
-    allow = [ip_network("127.0.0.0/8"), ip_network("172.17.0.0/16"), ip_network("fd00::/64")]
+    allow = (ip_network("127.0.0.0/8"), ip_network("172.17.0.0/16"), ip_network("fd00::/64"))
     rrl = RrlPolicy(rate=5.0, burst=6, slip=0, max_keys=7)
-    config = json.loads(json.dumps(limits_config(allow=allow, rrl=rrl, max_forwards=3, max_tcp=4,
-                                                 tcp_write_timeout=1.5)))
-    assert limits_from_config(config) == {"allow": allow, "rrl": rrl, "max_forwards": 3, "max_tcp": 4,
-                                          "tcp_write_timeout": 1.5}
-    config = json.loads(json.dumps(limits_config(allow=[], rrl=None, max_forwards=1, max_tcp=1,
-                                                 tcp_write_timeout=1.0)))
-    assert limits_from_config(config)["rrl"] is None and limits_from_config(config)["allow"] == []
-    assert limits_from_config({}) == {}  # an old config: the server's defaults
+    limits = DnsLimits(allow=allow, rrl=rrl, max_forwards=3, max_tcp=4, max_tcp_per_client=2, tcp_write_timeout=1.5)
+    assert DnsLimits.from_config(json.loads(json.dumps(limits.to_config()))) == limits
+    none = DnsLimits(allow=(), rrl=None, max_forwards=1, max_tcp=1, tcp_write_timeout=1.0)
+    assert DnsLimits.from_config(json.loads(json.dumps(none.to_config()))) == none
+    assert DnsLimits.from_config({}) == DnsLimits()  # an old config: the server's defaults
 
 
 async def exchange(port: int, packets: list[bytes], *, source: str) -> list[bytes | None]:
@@ -236,7 +233,8 @@ async def test_workers_get_the_limits() -> None:
     server = DnsServer(listen=("127.0.0.1", 0), upstreams=[], reuse_port=True)
     await server.start()
     pool = DnsWorkerPool(listen=("127.0.0.1", server.port), upstreams=[], count=2,
-                         allow=[ip_network("127.0.0.1/32")], rrl=RrlPolicy(rate=0.01, burst=2, slip=1))
+                         limits=DnsLimits(allow=(ip_network("127.0.0.1/32"),),
+                                          rrl=RrlPolicy(rate=0.01, burst=2, slip=1)))
     pool.update(state(["127.0.0.11"]))
     await pool.start()
     await server.stop()  # only workers answer

@@ -18,7 +18,34 @@ def test_round_trips() -> None:
     assert parsed is not None and parsed.kind == "instance" and parsed.service == WEB and parsed.number == 12
     node = S.parse(S.node("n1"))
     assert node is not None and node.kind == "node" and node.node_id == "n1"
-    assert S.service_instances(WEB) == "/dd/instances/myapp/web/"
+
+
+
+@pytest.mark.parametrize(
+    ("key", "kind", "service", "number", "node"),
+    [
+        (S.applied("n1"), "applied", None, 0, "n1"),
+        (S.drain("n2"), "drain", None, 0, "n2"),
+        (S.rollout(WEB), "rollout", WEB, 0, ""),
+        (S.history(WEB, 7), "history", WEB, 7, ""),
+        (S.slot(WEB, 2), "slot", WEB, 2, ""),
+    ],
+)
+def test_lifecycle_keys_round_trip(key: str, kind: str, service: ServiceName | None, number: int, node: str) -> None:
+    parsed = S.parse(key)
+    assert parsed is not None
+    assert (parsed.kind, parsed.service, parsed.number, parsed.node_id) == (kind, service, number, node)
+
+
+def test_history_versions_sort_as_text() -> None:
+    """Zero-padded: a prefix listing returns versions in order (9 before 10)."""
+    assert S.history(WEB, 9) < S.history(WEB, 10) and S.history(WEB).endswith("/myapp/web/")
+
+
+@pytest.mark.parametrize("key", ["/dd/history/myapp/web/123456789", "/dd/slots/myapp/web/x", "/dd/rollouts/myapp",
+                                 "/dd/applied/n1/x", "/dd/drain/N1"])
+def test_malformed_lifecycle_keys_are_none(key: str) -> None:
+    assert S.parse(key) is None
 
 
 @pytest.mark.parametrize("key", [

@@ -18,8 +18,8 @@ all of them.
   newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
   kills: time-limited, never raises.
 * Limits: the pool takes the same limits against hostile input as
-  :class:`~daprdockr.dnsserver.DnsServer` (``allow``, ``rrl``, ``max_forwards``,
-  ``max_tcp``, ``tcp_write_timeout``) and passes them to every worker, so all processes on the
+  :class:`~daprdockr.dnsserver.DnsServer` (:class:`~daprdockr.core.dnsguard.DnsLimits`) and passes
+  them to every worker, so all processes on the
   address answer alike.  They hold per process: with ``count`` workers the address as a whole
   allows ``count + 1`` times as many forwards and TCP connections, and a rate-limited client whose
   datagrams are spread over every process gets up to ``count + 1`` times the rate.
@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from daprdockr.core.backoff import Backoff
-from daprdockr.core.dnsguard import DEFAULT_RRL, LOOPBACK, Network, RrlPolicy, limits_config
+from daprdockr.core.dnsguard import DEFAULT_LIMITS, DnsLimits
 from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.dnswire import Address
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
@@ -92,18 +92,13 @@ class DnsWorkerPool:
         python: str = sys.executable,
         restart_policy: RestartPolicy | None = None,
         coalesce: float = 0.02,
-        allow: Sequence[Network] = LOOPBACK,
-        rrl: RrlPolicy | None = DEFAULT_RRL,
-        max_forwards: int = 256,
-        max_tcp: int = 64,
-        tcp_write_timeout: float = 5.0,
+        limits: DnsLimits = DEFAULT_LIMITS,
     ) -> None:
         self.listen = listen
         self.upstreams = list(upstreams)
         self.domain = domain
         self.ttl = ttl
-        self.limits = limits_config(allow=allow, rrl=rrl, max_forwards=max_forwards, max_tcp=max_tcp,
-                                    tcp_write_timeout=tcp_write_timeout)
+        self.limits = limits
         self.count = count
         self.python = python
         self.policy = restart_policy or RestartPolicy(backoff=Backoff(base=0.5, max_delay=30.0), stable_after=30.0)
@@ -138,7 +133,7 @@ class DnsWorkerPool:
         self._restart[slot] = self.policy.on_start(self._restart.get(slot, RestartState()), now=time.monotonic())
         config = json.dumps({
             "listen": list(self.listen), "upstreams": [list(u) for u in self.upstreams],
-            "domain": self.domain, "ttl": self.ttl, **self.limits,
+            "domain": self.domain, "ttl": self.ttl, **self.limits.to_config(),
         })
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -17,7 +17,7 @@ from typing import Protocol
 from daprdockr.adapters.dns_workers import DnsWorkerPool
 from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.view import DnsView
-from daprdockr.core.dnsguard import LOOPBACK, Network
+from daprdockr.core.dnsguard import LOOPBACK, DnsLimits, Network
 from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
@@ -85,18 +85,19 @@ class Dns:
 
     async def start(self) -> None:
         allow = await self._allowed()
+        limits = DnsLimits(allow=allow)
         server = self.server = DnsServer(listen=self.listen, upstreams=self.upstreams or None, ttl=self.ttl,
-                                         reuse_port=self.workers > 0, allow=allow, siblings=self.also)
+                                         reuse_port=self.workers > 0, limits=limits, siblings=self.also)
         await server.start()
         server.update(self.state())
         if self.workers > 0:
             pool = self.pool = DnsWorkerPool(listen=(self.listen[0], server.port), upstreams=server.upstreams,
-                                             ttl=self.ttl, count=self.workers, allow=allow)
+                                             ttl=self.ttl, count=self.workers, limits=limits)
             pool.update(self.state())
             await pool.start()
             server.spread_queries(members=self.workers + 1)
         for addr in self.also:  # best effort: the advertise address is the one that must work
-            extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, allow=allow,
+            extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, limits=limits,
                               siblings=((self.listen[0], server.port),))
             try:
                 await extra.start()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.process import run_until_signal
-from daprdockr.core.dnsguard import LOOPBACK, Network
+from daprdockr.core.dnsguard import LOOPBACK, DnsLimits, Network
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
 from daprdockr.dnsserver import DnsServer
@@ -28,7 +28,7 @@ async def serve_dns(
     upstreams: Sequence[tuple[str, int]] | None, ttl: int, stop: asyncio.Event, security: EtcdSecurity | None = None,
     allow: Sequence[Network] = (),
 ) -> int:
-    server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, allow=(*LOOPBACK, *allow))
+    server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, limits=DnsLimits(allow=(*LOOPBACK, *allow)))
     served = -1  # the mirror's routing version the server has
 
     def changed() -> None:  # only services and instances matter to DNS (not node or applied keys)

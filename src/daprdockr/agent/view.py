@@ -2,7 +2,8 @@
 
 The API and the metrics writer never see the :class:`~daprdockr.agent.main.Agent` itself (no
 import cycle, no reaching into its parts): they get an :class:`AgentView`, whose methods return
-frozen snapshots, and a :class:`LogSource` for container logs.  The agent implements both.
+frozen snapshots (implemented by :class:`~daprdockr.agent.main.AgentStatus`), and a
+:class:`LogSource` for container logs (implemented by the Docker runtime).
 """
 
 from __future__ import annotations

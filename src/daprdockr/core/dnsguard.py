@@ -205,28 +205,49 @@ class RrlPolicy:
 DEFAULT_RRL = RrlPolicy()  # 100 responses/s per /24 or /56 outside ``allow``, bursts of 200, slip 2
 
 
-def limits_config(
-    *, allow: Sequence[Network], rrl: RrlPolicy | None, max_forwards: int, max_tcp: int, tcp_write_timeout: float
-) -> dict[str, Any]:
-    """A responder's hostile-input limits as JSON values (a DNS worker process's config)."""
-    return {
-        "allow": [str(net) for net in allow],
-        "rrl": dataclasses.asdict(rrl) if rrl is not None else None,
-        "max_forwards": max_forwards, "max_tcp": max_tcp, "tcp_write_timeout": tcp_write_timeout,
-    }
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsLimits:
+    """A DNS responder's limits against hostile input, the same in every process on its address.
+
+    ``allow``: the networks whose clients may recurse (forwarded names) and are never rate
+    limited; ``rrl``: the rate limit of UDP responses to everyone else (None: unlimited);
+    ``max_forwards``: forwards in flight at once (SERVFAIL beyond); ``max_tcp``: TCP connections
+    served at once, ``max_tcp_per_client`` of them from one address (closed beyond);
+    ``tcp_write_timeout``: seconds an answer may wait to be written to a TCP client.
+    """
+
+    allow: tuple[Network, ...] = LOOPBACK
+    rrl: RrlPolicy | None = DEFAULT_RRL
+    max_forwards: int = 256
+    max_tcp: int = 64
+    max_tcp_per_client: int = 8
+    tcp_write_timeout: float = 5.0
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON values (a DNS worker process's config)."""
+        return {
+            "allow": [str(net) for net in self.allow],
+            "rrl": dataclasses.asdict(self.rrl) if self.rrl is not None else None,
+            "max_forwards": self.max_forwards, "max_tcp": self.max_tcp,
+            "max_tcp_per_client": self.max_tcp_per_client, "tcp_write_timeout": self.tcp_write_timeout,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DnsLimits:
+        """The limits :meth:`to_config` wrote (the defaults for missing keys)."""
+        kwargs: dict[str, Any] = {}
+        if "allow" in config:
+            kwargs["allow"] = tuple(ip_network(str(net)) for net in config["allow"])
+        if "rrl" in config:
+            kwargs["rrl"] = RrlPolicy(**config["rrl"]) if config["rrl"] is not None else None
+        for key, kind in (("max_forwards", int), ("max_tcp", int), ("max_tcp_per_client", int),
+                          ("tcp_write_timeout", float)):
+            if key in config:
+                kwargs[key] = kind(config[key])
+        return cls(**kwargs)
 
 
-def limits_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Responder keyword arguments from :func:`limits_config` values (defaults for missing keys)."""
-    kwargs: dict[str, Any] = {}
-    if "allow" in config:
-        kwargs["allow"] = [ip_network(str(net)) for net in config["allow"]]
-    if "rrl" in config:
-        kwargs["rrl"] = RrlPolicy(**config["rrl"]) if config["rrl"] is not None else None
-    for key, kind in (("max_forwards", int), ("max_tcp", int), ("tcp_write_timeout", float)):
-        if key in config:
-            kwargs[key] = kind(config[key])
-    return kwargs
+DEFAULT_LIMITS = DnsLimits()
 
 
 class ResponseRateLimiter:

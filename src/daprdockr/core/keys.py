@@ -59,15 +59,8 @@ class KeySchema:
     def instances_prefix(self) -> str:
         return f"{self.prefix}/instances/"
 
-    @property
-    def nodes_prefix(self) -> str:
-        return f"{self.prefix}/nodes/"
-
     def service(self, name: ServiceName) -> str:
         return f"{self.prefix}/services/{name.group}/{name.service}"
-
-    def service_instances(self, name: ServiceName) -> str:
-        return f"{self.prefix}/instances/{name.group}/{name.service}/"
 
     def instance(self, name: ServiceName, number: int) -> str:
         return f"{self.prefix}/instances/{name.group}/{name.service}/{number}"
@@ -87,10 +80,6 @@ class KeySchema:
 
     def drain(self, node_id: str) -> str:
         return f"{self.prefix}/drain/{node_id}"
-
-    @property
-    def applied_prefix(self) -> str:
-        return f"{self.prefix}/applied/"
 
     def applied(self, node_id: str) -> str:
         return f"{self.prefix}/applied/{node_id}"
