@@ -21,19 +21,31 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
-from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.backoff import Backoff
+from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.state import ClusterState
+from daprdockr.core.state import ClusterState, RawKV
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
 LIST_BACKOFF = Backoff(base=0.1, max_delay=1.0)
 
 
+class WatchedStore(Protocol):
+    """What the informer reads (:class:`~daprdockr.adapters.etcd_store.EtcdStore`)."""
+
+    @property
+    def schema(self) -> KeySchema: ...
+
+    async def read_prefix(self, prefix: str) -> tuple[list[RawKV], int]: ...
+
+    def watch(self, prefix: str | None = None, *, start_revision: int | None = None) -> AsyncIterator[WatchEvent]: ...
+
+
 class Informer:
-    def __init__(self, *, store: EtcdStore, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, *, store: WatchedStore, on_change: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.mirror = StateMirror(schema=store.schema)
         self.on_change = on_change
