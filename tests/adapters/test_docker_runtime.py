@@ -151,3 +151,32 @@ def test_containers_get_the_agents_dns_only_where_they_can_reach_it() -> None:
     assert loopback.container_dns(bridge) == []  # a bridge container's 127.0.0.11 is its own loopback
     assert loopback.container_dns(host) == ["127.0.0.11"]
     assert DockerRuntime(node_id="n", advertise_ip="10.0.0.5").container_dns(bridge) == []
+
+
+async def test_drain_counts_client_connections_inside_the_container(docker_image: str) -> None:
+    """The drain before a stop counts the connections the container itself holds on its own port
+    (its network namespace's socket table): a connection through the loopback publish shows there
+    as one through Docker's DNAT rules would (the host has no socket for those); once the client
+    closes it, the drain is over at once."""
+    from daprdockr.adapters.procs import established_on_ports
+
+    runtime = DockerRuntime(node_id="dr1", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["httpd", "-f", "-p", "8080"]},
+                                 name=ServiceName(group="dr", service="web"))
+    info = await runtime.start_instance(spec=spec, number=1)
+    try:
+        pid = json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
+                                        check=True).stdout)[0]["State"]["Pid"]
+        assert established_on_ports(pid, [8080]) == 0
+        _, writer = await asyncio.open_connection("127.0.0.11", info.ports[0][1])  # a client, idle
+        await asyncio.sleep(0.3)
+        assert established_on_ports(pid, [8080]) == 1
+        assert await runtime.drain(info, within=0.5) == 1  # still open after the bound
+        writer.close()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await runtime.drain(info, within=5) == 0
+        assert loop.time() - t0 < 2
+    finally:
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 import aiodocker
 import aiohttp
 
-from daprdockr.adapters.procs import established_to
+from daprdockr.adapters.procs import established_on_ports, established_to
 from daprdockr.core.containers import (
     LABEL_GROUP,
     LABEL_INSTANCE,
@@ -341,15 +341,33 @@ class DockerRuntime:
         """Wait until no client connection is open to ``container``'s published ports (every
         router already took it out, so these are requests in flight and idle keepalive
         connections, which nginx closes after 2 s), at most ``within`` seconds.  Returns the
-        connections still open at the end (0: drained)."""
+        connections still open at the end (0: drained).
+
+        Counted inside the container's network namespace, on its own ports (a connection that
+        came through Docker's DNAT has no socket on the host side); from the host's socket table
+        on the published ports when the container's cannot be read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        ports = [port for _, port in container.ports]
+        if not container.ports:
+            return 0
+        private = [int(key.partition("/")[0]) for key, _ in container.ports if key.endswith("/tcp")]
+        published = [port for _, port in container.ports]
+        pid = await self._pid(container.id)
         while True:
-            open_now = await asyncio.to_thread(established_to, self.advertise_ip, ports) if ports else 0
+            inside = await asyncio.to_thread(established_on_ports, pid, private) if pid else None
+            open_now = inside if inside is not None else await asyncio.to_thread(
+                established_to, self.advertise_ip, published)
             if open_now == 0 or loop.time() >= deadline:
                 return open_now
             await asyncio.sleep(0.2)
+
+    async def _pid(self, container_id: str) -> int:
+        """The container's main process id (0: not running, or gone)."""
+        try:
+            data = await self._do(self.docker.containers.container(container_id).show(), what="inspect")
+        except ContainerError:
+            return 0
+        return int((data.get("State") or {}).get("Pid") or 0)
 
     async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None:
         """Stop (``signal``, default the image's stop signal; SIGKILL after ``grace`` seconds) and

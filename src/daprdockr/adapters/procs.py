@@ -72,6 +72,28 @@ def _hex_endpoint(ip: str, port: int) -> tuple[str, str]:
     return "tcp6", f"{words}:{port:04X}"
 
 
+def established_on_ports(pid: int, ports: Iterable[int]) -> int | None:
+    """TCP connections in state ESTABLISHED whose local port is one of ``ports`` (any address), in
+    the network namespace of process ``pid`` (a container's: ``/proc/<pid>/net/tcp{,6}``), or
+    ``None`` when that table cannot be read.  Inside the container every client connection shows,
+    however it came in: through Docker's userland proxy (a loopback publish) or straight through
+    Docker's DNAT rules (a host address), where the host has no socket of its own for it."""
+    wanted = b"|".join(f"{port:04X}".encode() for port in ports)
+    if not wanted:
+        return 0
+    pattern = re.compile(rb"^ *\d+: [0-9A-F]+:(?:" + wanted + rb") [0-9A-F]+:[0-9A-F]+ " + _ESTABLISHED.encode()
+                         + rb" ", re.M)
+    found, read = 0, False
+    for table in ("tcp", "tcp6"):
+        try:
+            text = Path(f"/proc/{pid}/net/{table}").read_bytes()
+        except OSError:
+            continue
+        read = True
+        found += len(pattern.findall(text))
+    return found if read else None
+
+
 def established_to(ip: str, ports: Iterable[int]) -> int:
     """TCP connections in state ESTABLISHED whose local end is ``ip`` and one of ``ports`` (this
     host's side of every client connected to a published port).  One read of the table for all
