@@ -93,14 +93,30 @@ async def test_slots_bound_replacements_across_agents_and_free_with_the_lease(st
     got = await asyncio.gather(*(
         life.take_slot(WEB, parallel=2, slot=Slot(node=f"n{i}", instance=i + 1), lease=lease)
         for i, lease in enumerate(leases)))
-    assert sorted(got) == [0, 0, 1, 2]
-    holder = leases[got.index(1)]
+    assert sorted(index for index, _ in got) == [0, 0, 1, 2]
+    taken = {index: revision for index, revision in got if index}
+    holder = leases[[index for index, _ in got].index(1)]
     await store.revoke_lease(holder)  # an agent dies: its slot goes with its lease
     fresh = await store.grant_lease(5)
-    assert await life.take_slot(WEB, parallel=2, slot=Slot(node="n9", instance=9), lease=fresh) == 1
-    await life.release_slot(WEB, 2)
+    assert (await life.take_slot(WEB, parallel=2, slot=Slot(node="n9", instance=9), lease=fresh))[0] == 1
+    assert await life.release_slot(WEB, 2, create_revision=taken[2])
     state = await store.snapshot()
     assert set(state.slots[WEB]) == {1}
+
+
+async def test_a_failed_replacement_marks_its_own_slot_only(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    lease = await store.grant_lease(5)
+    slot = Slot(node="n1", instance=3, target="abc")
+    index, revision = await life.take_slot(WEB, parallel=1, slot=slot, lease=lease)
+    assert index == 1
+    assert await life.mark_slot_failed(WEB, 1, slot=replace(slot, failed="could not start", create_revision=revision),
+                                       lease=lease)
+    (marked,) = (await store.snapshot()).slots[WEB].values()
+    assert (marked.failed, marked.target, marked.create_revision) == ("could not start", "abc", revision)
+    # a stale revision (the slot was released and taken anew) marks nothing
+    assert not await life.mark_slot_failed(WEB, 1, slot=replace(slot, failed="x", create_revision=revision - 1),
+                                           lease=lease)
 
 
 async def test_a_takeover_cannot_be_undone_by_the_old_owner(store: EtcdStore) -> None:

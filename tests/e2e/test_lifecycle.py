@@ -236,6 +236,60 @@ async def test_an_update_that_never_gets_healthy_rolls_back_and_the_old_version_
     assert [h["cause"] for h in history][-1].startswith("automatic rollback to")
 
 
+def failed_requests(out: WrkResult) -> int:
+    """Socket errors and non-2xx answers, summed over every wrk."""
+    total = 0
+    for line in out.errors.splitlines():
+        if "Non-2xx" in line:
+            total += int(line.rsplit(":", 1)[1])
+        else:
+            total += sum(int(n) for n in re.findall(r"\b(?:connect|read|write|timeout) (\d+)", line))
+    return total
+
+
+@pytest.mark.parametrize("order", ["start-first", "stop-first"])
+async def test_an_update_to_a_missing_image_rolls_back_by_itself(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str, order: str
+) -> None:
+    """A replacement that cannot even start (its image tag does not exist: the pull fails, which
+    is a transient error) fails the rollout: it is rolled back, without an operator.  Start-first
+    never touches a serving container; stop-first takes at most ``parallel`` instances down (the
+    failure does not cascade onto the next instances)."""
+    c, store = cluster
+    name = ServiceName(group="lc", service="noimg")
+    policy = {"parallel": 1, "order": order, "min_healthy": "1s", "deadline": "8s"}
+    good = spec(name, docker_image, 3, update=policy)
+    await store.put_service(good)
+    await until(store, serving(name, good.runtime_hash, 3), timeout=60, what="3 healthy")
+    await asyncio.sleep(1.5)  # every nginx has the routes
+    start = await store.snapshot()
+    load = Load(c, name, 20)
+    missing = docker_image.rsplit(":", 1)[0] + ":no-such-tag"
+    t0 = time.monotonic()
+    result = await asyncio.to_thread(c.cli, "svc", "set", str(name), "--image", missing, "--wait", "--timeout", "60",
+                                     check=False)
+    took = time.monotonic() - t0
+    assert result.returncode == 6, (result.returncode, result.stderr)
+    assert "rolled back" in result.stderr and "could not start" in result.stderr, result.stderr
+    state = await until(store, lambda s: serving(name, good.runtime_hash, 3)(s) and not s.slots.get(name),
+                        timeout=30, what="the old version back on every instance")
+    assert state.services[name].image == docker_image and state.rollouts[name].state == "rolled-back"
+    t = await replay(store, name, start=start, end=state.revision, target=good.runtime_hash, n=3)
+    out = await load.result()
+    failed = failed_requests(out)
+    print(f"{order}: rolled back {took:.1f}s after the update; at most {t.max_slots} in flight, at least "
+          f"{t.min_routable} of 3 served; {out.requests} requests, {failed} failed")
+    assert t.max_slots == 1, t
+    assert t.min_routable >= (3 if order == "start-first" else 3 - 1), t
+    assert out.requests > 1000, out.outputs
+    if order == "start-first":
+        assert failed == 0, out.outputs
+    async with aiohttp.ClientSession() as session:
+        a = c.agents["l1"].addr
+        sample = await http_sample(session, ip=a.ip, port=a.http_port, host=host(name), count=30)
+    assert set(sample.statuses) == {200} and sample.numbers == {1, 2, 3}, sample
+
+
 @pytest.mark.parametrize("order", ["start-first", "stop-first"])
 async def test_a_good_update_keeps_within_parallel_and_drops_nothing(
     cluster: tuple[RealCluster, EtcdStore], docker_image: str, order: str

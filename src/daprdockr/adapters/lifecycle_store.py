@@ -108,18 +108,32 @@ class LifecycleStore:
             raise StoreError(f"the rollout of {name} changed meanwhile; try again")
 
     # ------------------------------------------------------------------ slots
-    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int:
-        """A free replacement slot (1..``parallel``) on ``lease``, or 0 if all are taken."""
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> tuple[int, int]:
+        """A free replacement slot (1..``parallel``) on ``lease``: its index and create revision,
+        or ``(0, 0)`` if all are taken.  (A take whose reply was lost leaves a slot on our lease
+        that no replacement holds: the reconciler releases such slots.)"""
         for index in range(1, parallel + 1):
             key = self.schema.slot(name, index)
-            if await self.store.transaction(compares=[(key, "create", 0)], ops=[(key, dumps(slot.to_dict()), lease)],
-                                            what="take slot"):
-                return index
-        return 0
+            revision = await self.store.transaction(compares=[(key, "create", 0)],
+                                                    ops=[(key, dumps(slot.to_dict()), lease)], what="take slot")
+            if revision:
+                return index, revision
+        return 0, 0
 
-    async def release_slot(self, name: ServiceName, index: int) -> None:
-        await self.store.transaction(compares=[], ops=[(self.schema.slot(name, index), None, 0)],
-                                     what="release slot")
+    async def mark_slot_failed(self, name: ServiceName, index: int, *, slot: Slot, lease: int) -> bool:
+        """Write ``slot`` (with its ``failed`` reason) into our slot ``index``, iff it is still the
+        slot we took (its create revision is ``slot.create_revision``)."""
+        key = self.schema.slot(name, index)
+        return bool(await self.store.transaction(compares=[(key, "create", slot.create_revision)],
+                                                 ops=[(key, dumps(slot.to_dict()), lease)], what="mark slot failed"))
+
+    async def release_slot(self, name: ServiceName, index: int, *, create_revision: int) -> bool:
+        """Delete slot ``index`` iff it is still the one created at ``create_revision`` (ours): a
+        retried release, or one after our lease expired, never deletes a slot another agent took
+        since.  False: it was not there (any more)."""
+        key = self.schema.slot(name, index)
+        return bool(await self.store.transaction(compares=[(key, "create", create_revision)], ops=[(key, None, 0)],
+                                                 what="release slot"))
 
     # ------------------------------------------------------------------ drain
     async def drain(self, node_id: str, *, on: bool, shutdown: bool = False) -> None:

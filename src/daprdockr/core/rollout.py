@@ -7,8 +7,11 @@
   again).  No central process drives it: each agent replaces its own instances.
 * :class:`Slot` (``slots/<g>/<s>/<i>``, ``i`` in 1..``update.parallel``) — a replacement in flight.
   An agent takes a free slot with a create-if-absent transaction on its lease before it replaces
-  an instance and deletes it after; so at most ``parallel`` replacements run at once across the
-  cluster, and a slot of an agent that died frees itself with its lease.
+  an instance and deletes it after (with a compare on the slot's create revision, so it never
+  deletes a slot another agent took since); so at most ``parallel`` replacements run at once across
+  the cluster, and a slot of an agent that died frees itself with its lease.  A replacement that
+  failed marks its slot ``failed`` before it reports the failure: no new replacement towards that
+  target starts while such a slot is held (the rollout is being rolled back or paused).
 * :class:`HistoryEntry` (``history/<g>/<s>/<v>``) — version ``v`` of the spec; the last
   :data:`HISTORY_KEEP` are kept, for ``svc history`` and ``svc rollback``.
 * ``drain/<node>`` — the node is draining: it claims nothing, and its instances are handed over.
@@ -17,7 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from daprdockr.errors import ValidationError
@@ -84,14 +87,22 @@ class Slot:
     node: str
     instance: int
     since: float = 0.0
+    target: str = ""  # the runtime hash the replacement starts ("" in slots written before it was kept)
+    failed: str = ""  # why the replacement failed ("": it has not)
+    create_revision: int = field(default=0, compare=False)  # from etcd, not part of the value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "instance": self.instance, "since": self.since}
+        out: dict[str, Any] = {"node": self.node, "instance": self.instance, "since": self.since,
+                               "target": self.target}
+        if self.failed:
+            out["failed"] = self.failed
+        return out
 
     @classmethod
     def from_dict(cls, data: object) -> Slot:
         d = _mapping(data, what="slot")
-        return cls(node=_str(d, "node", limit=63), instance=_int(d, "instance", minimum=1), since=_num(d, "since"))
+        return cls(node=_str(d, "node", limit=63), instance=_int(d, "instance", minimum=1), since=_num(d, "since"),
+                   target=_str(d, "target", limit=64), failed=_str(d, "failed"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,8 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
     if parsed.kind in ("rollout", "slot", "history"):
         assert parsed.service is not None
         value = (RolloutRecord.from_dict(data) if parsed.kind == "rollout"
-                 else Slot.from_dict(data) if parsed.kind == "slot" else HistoryEntry.from_dict(data))
+                 else replace(Slot.from_dict(data), create_revision=kv.create_revision) if parsed.kind == "slot"
+                 else HistoryEntry.from_dict(data))
         return Keyed(service=parsed.service, number=parsed.number, value=value)
     if parsed.kind == "applied":
         revision = data.get("revision") if isinstance(data, dict) else None
