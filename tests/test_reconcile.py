@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import pytest
 
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
@@ -26,6 +29,7 @@ from daprdockr.errors import ContainerError, StoreUnavailableError
 from daprdockr.reconcile import Reconciler
 
 WEB = ServiceName(group="myapp", service="web")
+T = TypeVar("T")
 SCHEMA = KeySchema("/t")
 LEASE = 0x11
 
@@ -492,3 +496,80 @@ async def test_a_failed_replacement_keeps_its_slot_marked_until_the_rollout_is_t
     del w.slots.fail_rollout  # etcd is back: the failure is reported, then the slot goes
     await w.settle()
     assert w.slots.failed == [(WEB, True)] and w.slots.held == 0
+
+
+async def test_a_slot_taken_by_a_call_whose_reply_was_lost_is_released_and_the_rollout_moves() -> None:
+    w = World()
+    w.spec(1, update=FAST)
+    await w.settle()
+    w.slots.lost_reply = 1  # the take commits, the retried call finds the slot taken: "none free"
+    w.spec(1, env={"A": "1"}, update=FAST)
+    await w.settle_until(lambda: w.running() == {1: "c2"})
+    assert w.etcd.log.count("slot 1 taken") == 2 and w.slots.held == 0
+
+
+async def test_leftover_slots_are_released_only_if_still_the_one_we_took() -> None:
+    w = World()
+    w.spec(2, update=FAST)
+    await w.settle()
+    w.slots.free = 2
+    # slot 1: ours, left by a release that failed; slot 2: taken by n2 since (same instance number)
+    mine = Slot(node="n1", instance=1, target="x")
+    w.etcd.external(SCHEMA.slot(WEB, 1), dumps(mine.to_dict()), LEASE)
+    w.etcd.external(SCHEMA.slot(WEB, 2), dumps(Slot(node="n2", instance=1, target="x").to_dict()), 0x22)
+    await w.settle()
+    assert set(w.slots.slots()) == {2}
+    assert w.slots.slots()[2].node == "n2"
+
+
+@pytest.mark.etcd
+async def test_on_real_etcd_a_slot_taken_by_a_call_whose_reply_was_lost_does_not_stall_the_rollout(
+    store: EtcdStore,
+) -> None:
+    """The take transaction commits, then the reply is lost (injected into the store's call): the
+    slot sits on our lease although no replacement holds it; a later pass releases it."""
+    mirror = StateMirror(schema=store.schema)
+    docker = FakeDocker()
+    lease = await store.grant_lease(30)
+    r = Reconciler(node_id="n1", address="127.0.0.11", store=store, runtime=docker, mirror=mirror,
+                   on_written=mirror.apply, rollouts=LifecycleStore(store))
+    r.lease, r.claiming = lease, True
+    await store.put_node(NodeRecord(node_id="n1", address="127.0.0.11"), lease=lease)
+    call = store._call
+    lost: list[str] = []
+
+    async def lossy(op: Callable[[Any], Awaitable[T]], *, what: str, attempt_timeout: float | None = None) -> T:
+        if what == "take slot" and not lost:
+            lost.append(what)
+
+            async def committed_then_lost(client: Any) -> T:
+                await op(client)
+                raise ConnectionResetError("reply lost (injected)")
+
+            return await call(committed_then_lost, what=what, attempt_timeout=attempt_timeout)
+        return await call(op, what=what, attempt_timeout=attempt_timeout)
+
+    store._call = lossy  # type: ignore[method-assign]
+
+    async def converge(done: Callable[[], bool]) -> None:
+        for _ in range(200):
+            kvs, revision = await store.read_prefix(store.schema.root)
+            mirror.reset(kvs, revision=revision)
+            if done():
+                return
+            await r.reconcile_once()
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not converged: {mirror.state().instances}, slots {mirror.state().slots}")
+
+    def runs(spec: ServiceSpec) -> Callable[[], bool]:
+        return lambda: [(x.state, x.spec_hash) for x in mirror.state().instances_of(WEB)] == [
+            ("running", spec.runtime_hash)] and not mirror.state().slots.get(WEB)
+
+    old = ServiceSpec.from_dict({"image": "busybox", "http_port": 8080, "update": FAST}, name=WEB)
+    await store.put_service(old)
+    await converge(runs(old))
+    new = ServiceSpec.from_dict({"image": "busybox", "http_port": 8080, "update": FAST, "env": {"A": "1"}}, name=WEB)
+    await store.put_service(new)
+    await converge(runs(new))
+    assert lost == ["take slot"]
+    await r.cancel_all()

@@ -30,7 +30,10 @@ deadline covers the start too: a replacement that cannot start (refused, or fail
 :data:`START_ATTEMPTS` times, e.g. a missing image tag) or does not get healthy in time is removed,
 its slot is marked failed (the planner starts no replacement towards that version meanwhile), and
 the rollout fails over to :class:`RolloutCoordinator` (rollback or pause; the first agent to report
-it decides).  A failure that could not be reported keeps its marked slot until it is.  A
+it decides).  Every release compares the slot's create revision (never another agent's slot), and
+each pass releases this node's slots that no replacement task holds (a release that failed, a
+take that committed although its reply was lost, a failure that could not be reported yet: it is
+reported first).  A
 takeover starts a draining node's instance here the same way and then moves the key onto our
 lease with a compare on the revision it read.
 
@@ -217,7 +220,7 @@ class Reconciler:
         self.health: HealthSource = health or _NoChecks()
         self.rollouts: RolloutCoordinator = rollouts or _Uncoordinated()
         self.slot_retry = 0.25  # seconds before trying again after losing the race for a slot
-        self._unreleased: set[_Job] = set()  # slots whose release failed (etcd down)
+        self._released_slots: set[int] = set()  # create revisions of slots we deleted (the mirror may lag)
         self._slot_task: asyncio.Task[None] | None = None
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
@@ -310,7 +313,7 @@ class Reconciler:
                 self.listed = True
                 self.on_local_change()
         state = self.mirror.state()
-        if (self._slot_task is None or self._slot_task.done()) and (self._unreleased or self._leftover_slots(state)):
+        if (self._slot_task is None or self._slot_task.done()) and self._leftover_slots(state):
             self._slot_task = asyncio.create_task(self._tidy_slots(), name="tidy slots")
         now = self.clock()
         unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
@@ -575,38 +578,42 @@ class Reconciler:
     async def _release_slot(self, job: _Job) -> None:
         try:
             await self.rollouts.release_slot(job.spec.name, job.index, create_revision=job.slot.create_revision)
-        except DaprDockrError as exc:  # it is on our lease: it goes with it at the latest
+            self._released_slots.add(job.slot.create_revision)
+        except DaprDockrError as exc:  # a later pass releases it (see _tidy_slots); our lease at the latest
             log.warning("could not release replacement slot %d of %s (%s); retrying", job.index, job.spec.name, exc)
-            self._unreleased.add(job)
 
     def _leftover_slots(self, state: ClusterState) -> list[tuple[ServiceName, int, Slot]]:
-        """Our failed replacements' slots that no replacement task holds any more: the rollout
-        could not be told of the failure when it happened."""
-        return [(name, index, slot) for name, by_index in state.slots.items() for index, slot in by_index.items()
-                if slot.node == self.node_id and slot.failed and not self._holds((name, slot.instance))]
+        """Slots of this node that no replacement task holds: a release that failed, a take that
+        committed although its reply was lost (the retried call then found the slot taken), a
+        failed replacement whose failure could not be reported, a slot of our previous lease."""
+        ours = [(name, index, slot) for name, by_index in state.slots.items() for index, slot in by_index.items()
+                if slot.node == self.node_id]
+        self._released_slots &= {slot.create_revision for _, _, slot in ours}
+        return [(name, index, slot) for name, index, slot in ours
+                if slot.create_revision not in self._released_slots and not self._holds((name, slot.instance))]
 
     def _holds(self, key: Key) -> bool:
         task = self._inflight.get(key)
         return task is not None and not task.done()
 
     async def _tidy_slots(self) -> None:
-        """Release the slots whose release failed; report the failures that could not be reported,
-        then release their slots.  Each release compares the slot's create revision."""
-        for job in list(self._unreleased):
-            self._unreleased.discard(job)
-            await self._release_slot(job)
+        """Release :meth:`_leftover_slots`, each with a compare on its create revision (so never a
+        slot taken anew since); a failed replacement's failure is reported first, while its
+        rollout is undecided."""
         state = self.mirror.state()
         for name, index, slot in self._leftover_slots(state):
             spec, rollout = state.services.get(name), state.rollouts.get(name)
             try:
-                if spec is not None and rollout is not None and rollout.state == "rolling" \
+                if slot.failed and spec is not None and rollout is not None and rollout.state == "rolling" \
                         and rollout.target == slot.target:
                     outcome = await self.rollouts.fail_rollout(name, target=slot.target, reason=slot.failed,
                                                                rollback=spec.update.on_failure == "rollback")
                     log.warning("rollout of %s %s: %s", name, outcome or "already decided", slot.failed)
-                await self.rollouts.release_slot(name, index, create_revision=slot.create_revision)
+                if await self.rollouts.release_slot(name, index, create_revision=slot.create_revision):
+                    log.info("released leftover replacement slot %d of %s (instance %d)", index, name, slot.instance)
+                self._released_slots.add(slot.create_revision)
             except DaprDockrError as exc:  # the next pass tries again
-                log.warning("could not tidy replacement slot %d of %s (%s)", index, name, exc)
+                log.warning("could not release replacement slot %d of %s (%s)", index, name, exc)
 
     async def _report_failure(self, job: _Job, reason: str) -> bool:
         """Mark our slot failed (so no new replacement towards this target starts anywhere), then

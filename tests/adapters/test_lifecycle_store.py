@@ -147,3 +147,20 @@ async def test_drain_markers(store: EtcdStore) -> None:
     assert await life.end_shutdown_drain("n2") is True
     await life.drain("n1", on=False)
     assert (await store.snapshot()).draining == frozenset()
+
+
+async def test_a_release_deletes_only_the_slot_it_took(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    a, b, c = [await store.grant_lease(10) for _ in range(3)]
+    _, mine = await life.take_slot(WEB, parallel=1, slot=Slot(node="n1", instance=1), lease=a)
+    assert await life.release_slot(WEB, 1, create_revision=mine)
+    assert await life.take_slot(WEB, parallel=1, slot=Slot(node="n2", instance=2), lease=b) != (0, 0)
+    # a retried release (the first one went through) does not delete n2's slot
+    assert not await life.release_slot(WEB, 1, create_revision=mine)
+    assert (await store.snapshot()).slots[WEB][1].node == "n2"
+    # n2's lease expires, n3 takes the index: n2's late release does not delete n3's slot
+    theirs = (await store.snapshot()).slots[WEB][1].create_revision
+    await store.revoke_lease(b)
+    assert (await life.take_slot(WEB, parallel=1, slot=Slot(node="n3", instance=3), lease=c))[0] == 1
+    assert not await life.release_slot(WEB, 1, create_revision=theirs)
+    assert (await store.snapshot()).slots[WEB][1].node == "n3"
