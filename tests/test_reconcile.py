@@ -573,3 +573,25 @@ async def test_on_real_etcd_a_slot_taken_by_a_call_whose_reply_was_lost_does_not
     await converge(runs(new))
     assert lost == ["take slot"]
     await r.cancel_all()
+
+
+@pytest.mark.parametrize("change", ["paused", "rolled back", "new lease"])
+async def test_a_replacement_in_flight_gives_up_early_when_it_has_no_point_any_more(change: str) -> None:
+    w = World()
+    slow = {"min_healthy": 0, "deadline": "60s"}
+    w.spec(1, update=slow)
+    await w.settle()
+    w.r.health = NeverHealthy()
+    new = w.spec(1, env={"A": "1"}, update=slow)
+    await w.settle_until(lambda: "start 1 c2" in w.docker.log)
+    if change == "paused":  # another agent's replacement failed and the policy says pause
+        w.etcd.external(SCHEMA.rollout(WEB), dumps(RolloutRecord(version=2, target=new.runtime_hash,
+                                                                 state="paused").to_dict()))
+    elif change == "rolled back":
+        w.spec(1, update=slow)
+    else:  # the lease was lost and replaced: the slot went with it
+        w.r.lease = 0x99
+    await w.settle_until(lambda: "remove c2" in w.docker.log)  # long before the 60s deadline
+    await w.settle()
+    assert w.slots.failed == []  # not this version's failure: nothing reported
+    assert "c1" in w.docker.containers and w.slots.held == 0

@@ -33,7 +33,8 @@ the rollout fails over to :class:`RolloutCoordinator` (rollback or pause; the fi
 it decides).  Every release compares the slot's create revision (never another agent's slot), and
 each pass releases this node's slots that no replacement task holds (a release that failed, a
 take that committed although its reply was lost, a failure that could not be reported yet: it is
-reported first).  A
+reported first).  A replacement in flight stops early (:class:`ReplacementAbandoned`, nothing
+reported) when the spec moved on, a start-first rollout was paused, or our lease was replaced.  A
 takeover starts a draining node's instance here the same way and then moves the key onto our
 lease with a compare on the revision it read.
 
@@ -144,6 +145,15 @@ class ReplacementFailed(ContainerError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"replacement failed: {reason}", transient=True)
         self.reason = reason
+
+
+class ReplacementAbandoned(ContainerError):
+    """A replacement stopped early, through no fault of the new version: the spec moved on (a
+    rollback, a newer change), a start-first rollout was paused, or our lease (and with it the
+    slot) was replaced.  Nothing is reported; the key is planned afresh."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"replacement abandoned: {reason}", transient=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -674,6 +684,20 @@ class Reconciler:
             return
         log.info("took over %s/%s from %s as %s", rec.service, rec.number, rec.node, new.id[:12])
 
+    def _abandon_reason(self, job: _Job) -> str:
+        """Why the replacement ``job`` should stop now ("": it goes on)."""
+        if self.lease != job.lease:
+            return "our lease was replaced (the slot went with the old one)"
+        state = self.mirror.state()
+        spec = state.services.get(job.spec.name)
+        if spec is None or spec.runtime_hash != job.spec.runtime_hash:
+            return "the service's spec changed (rolled back, or a newer version)"
+        rollout = state.rollouts.get(job.spec.name)
+        if (job.rollout and job.spec.update.order == "start-first" and rollout is not None
+                and rollout.target == job.spec.runtime_hash and rollout.state == "paused"):
+            return "the rollout was paused"  # (stop-first goes on: the old container is gone already)
+        return ""
+
     async def _start_replacement(self, job: _Job, number: int, *, beside: bool) -> ContainerInfo:
         """Start the replacement within its deadline: a start that fails ``START_ATTEMPTS`` times
         (a missing image, a container that exits at once), is refused for good, or does not finish
@@ -682,6 +706,8 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
+            if why := self._abandon_reason(job):
+                raise ReplacementAbandoned(why)
             left = job.deadline - loop.time()
             if left <= 0:
                 raise ReplacementFailed(f"did not start within {job.spec.update.deadline:g}s")
@@ -701,7 +727,8 @@ class Reconciler:
     async def _await_healthy(self, job: _Job, c: ContainerInfo) -> None:
         """Return once ``c`` has run and passed its check (without one: kept running) for
         ``update.min_healthy`` seconds; past the replacement's deadline remove it and raise
-        :class:`ReplacementFailed`."""
+        :class:`ReplacementFailed`.  Remove it and raise :class:`ReplacementAbandoned` as soon as
+        the replacement has no point any more (:meth:`_abandon_reason`)."""
         loop = asyncio.get_running_loop()
         spec = job.spec
         policy = spec.update
@@ -710,6 +737,10 @@ class Reconciler:
         reason = f"not healthy for {policy.min_healthy:g}s within {policy.deadline:g}s"
         while True:
             now = loop.time()
+            if why := self._abandon_reason(job):
+                log.info("replacement %s of %s/%s abandoned: %s", c.id[:12], c.service, c.number, why)
+                await self.runtime.remove(c.id, grace=0)
+                raise ReplacementAbandoned(why)
             current = await self.runtime.inspect(c.id)
             if current is None or not current.running:
                 reason = "the replacement exited"
