@@ -12,6 +12,7 @@ from aiohttp import web
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.rollout import HistoryEntry
 from daprdockr.health import HealthMonitor
 
 WEB = ServiceName(group="hm", service="web")
@@ -54,7 +55,7 @@ async def test_http_check_flips_status_and_reports_only_changes() -> None:
                         on_change=lambda: changes.append(mon.health_of(c, s)), tick=0.02)
     task = asyncio.create_task(mon.run())
     try:
-        assert mon.health_of(c, s) == "starting"
+        assert mon.health_of(c, s) is None  # no verdict yet: the record keeps what it says
         await _until(lambda: mon.health_of(c, s) == "healthy")
         await asyncio.sleep(0.5)  # several more passing checks: no more reports
         status[0] = 500
@@ -89,6 +90,51 @@ async def test_an_older_version_keeps_its_own_check() -> None:
         assert not await mon.probe(new, v2)  # the new version is held to the new check
         status[0] = 200
         assert await mon.probe(new, v2) and mon.health_of(new, v2) == "healthy"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def test_after_an_agent_restart_an_older_version_is_checked_with_its_check_from_the_history() -> None:
+    """The monitor never saw v1 (the agent restarted mid-rollout): v1's check comes from the
+    history, so a v1 container that fails it turns unhealthy instead of passing as check-less."""
+    status = [500]
+    runner, port = await serve(status)
+    v1 = spec({"http": "/healthz", "port": 8080, "interval": "0.1s", "retries": 1})
+    v2 = spec({"http": "/healthz", "port": 8080, "interval": "0.1s", "retries": 1}, env="2")
+    old = ContainerInfo(id="old", service=WEB, number=1, node="n1", spec_hash=v1.runtime_hash, running=True,
+                        ports=(("8080/tcp", port),))
+    history = {WEB: {1: HistoryEntry(version=1, spec=v1.to_dict()), 2: HistoryEntry(version=2, spec=v2.to_dict())}}
+    mon = HealthMonitor(runtime=NoExec(), address=IP, containers=lambda: [old], specs=lambda: {WEB: v2},
+                        history=lambda: history, tick=0.02)
+    assert mon.check_for(old, v2) == v1.health
+    task = asyncio.create_task(mon.run())
+    try:
+        await _until(lambda: mon.health_of(old, v2) == "unhealthy")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.cleanup()
+    gone = ContainerInfo(id="older", service=WEB, number=2, node="n1", spec_hash="not-kept", running=True)
+    assert mon.health_of(gone, v2) is None  # older than the history: unknown, the record keeps its word
+
+
+async def test_the_start_period_counts_from_the_container_creation_not_from_the_first_check() -> None:
+    status = [500]
+    runner, port = await serve(status)
+    s = spec({"http": "/healthz", "port": 8080, "interval": "0.1s", "retries": 1, "start_period": "60s"})
+    now = 1_000_000.0
+    fresh = ContainerInfo(id="fresh", service=WEB, number=1, node="n1", spec_hash=s.runtime_hash, running=True,
+                          ports=(("8080/tcp", port),), created=now - 5)
+    aged = ContainerInfo(id="aged", service=WEB, number=2, node="n1", spec_hash=s.runtime_hash, running=True,
+                         ports=(("8080/tcp", port),), created=now - 3600)
+    mon = HealthMonitor(runtime=NoExec(), address=IP, containers=lambda: [fresh, aged], specs=lambda: {WEB: s},
+                        wall=lambda: now, tick=0.02)
+    task = asyncio.create_task(mon.run())
+    try:
+        await _until(lambda: mon.health_of(aged, s) == "unhealthy")  # an agent restart gives it no new grace
+        assert mon.states["fresh"].checked_at > float("-inf") and mon.health_of(fresh, s) is None  # still in it
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -26,7 +26,9 @@ from daprdockr.core.names import ServiceName
 from daprdockr.core.retry import KeyRetry
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.errors import ContainerError, StoreUnavailableError
+from daprdockr.health import HealthMonitor
 from daprdockr.reconcile import Reconciler
+from tests.test_health_monitor import NoExec
 
 WEB = ServiceName(group="myapp", service="web")
 T = TypeVar("T")
@@ -595,3 +597,22 @@ async def test_a_replacement_in_flight_gives_up_early_when_it_has_no_point_any_m
     await w.settle()
     assert w.slots.failed == []  # not this version's failure: nothing reported
     assert "c1" in w.docker.containers and w.slots.held == 0
+
+
+async def test_an_agent_restart_keeps_the_recorded_health_until_the_first_check() -> None:
+    """A restarted agent adopts its running containers on its new lease before any check ran: a
+    healthy instance stays healthy in etcd (and routed) instead of turning ``starting``."""
+    w = World()
+    spec = w.spec(1, health={"http": "/healthz", "port": 8080})
+    w.r.health = HealthMonitor(runtime=NoExec(), address="127.0.0.11", containers=lambda: w.r.containers,
+                               specs=lambda: w.mirror.state().services)  # not run: nothing checked yet
+    c = ContainerInfo(id="c1", service=WEB, number=1, node="n1", spec_hash=spec.runtime_hash, running=True,
+                      ports=(("8080/tcp", 30001),))
+    w.docker.containers[c.id] = c
+    rec = InstanceRecord(service=WEB, number=1, node="n1", address="127.0.0.11", state="running", ports=c.ports,
+                         container_id=c.id, spec_hash=spec.runtime_hash, health="healthy")
+    w.etcd.external(SCHEMA.instance(WEB, 1), dumps(rec.to_dict()), 0x10)  # our previous lease
+    await w.settle()
+    (now,) = w.mirror.state().instances_of(WEB)
+    assert (now.lease, now.health, now.routable) == (LEASE, "healthy", True)
+    assert "update 1 running" in w.etcd.log

@@ -172,7 +172,8 @@ class _Job:
 class HealthSource(Protocol):
     """What the reconciler needs from the health checks (:mod:`daprdockr.health`)."""
 
-    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health: ...
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
+        """"" without a check, the container's status, or None while unknown (keep the record's)."""
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool: ...
 
@@ -180,7 +181,7 @@ class HealthSource(Protocol):
 
 
 class _NoChecks:
-    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health:
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
         return ""
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
@@ -281,7 +282,9 @@ class Reconciler:
             spec = specs.get(c.service)
             if spec is None or not c.running:
                 continue
-            health[c.id] = self.health.health_of(c, spec)
+            status = self.health.health_of(c, spec)
+            if status is not None:  # unknown (not checked yet): the record keeps what it says
+                health[c.id] = status
             if self.health.restart_due(c, spec):
                 restart.add(c.id)
         return {"health": health, "restart": frozenset(restart)}
@@ -766,7 +769,9 @@ class Reconciler:
 
     def _running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord:
         spec = self.mirror.state().services.get(c.service)
-        health: Health = self.health.health_of(c, spec) if spec is not None else rec.health
+        health = self.health.health_of(c, spec) if spec is not None else rec.health
+        if health is None:  # no verdict yet: what the record says of this container, else starting
+            health = rec.health if rec.container_id == c.id else "starting"
         if healthy and health:  # it just passed its checks for min_healthy (a replacement)
             health = "healthy"
         return replace(

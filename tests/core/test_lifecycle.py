@@ -233,3 +233,16 @@ def test_slot_and_rollout_changes_do_not_move_the_routing_version() -> None:
     assert state.slots[WEB][1].node == "n1" and state.rollouts[WEB].target == "h" and state.draining == {"n1"}
     m.apply(WatchEvent(kind="put", key=schema.service(WEB), value=dumps(spec().to_dict()), revision=5))
     assert m.routing_version == v + 1
+
+
+def test_the_mirror_keeps_history_entries_and_slot_create_revisions() -> None:
+    schema = KeySchema("/t")
+    m = StateMirror(schema=schema)
+    m.reset([], revision=1)
+    entry = HistoryEntry(version=3, spec=spec().to_dict(), cause="set")
+    m.apply(WatchEvent(kind="put", key=schema.history(WEB, 3), value=dumps(entry.to_dict()), revision=2))
+    m.apply(WatchEvent(kind="put", key=schema.slot(WEB, 1), value=dumps(Slot(node="n1", instance=1).to_dict()),
+                       revision=3, lease=5, create_revision=3))
+    state = m.state()
+    assert state.history[WEB][3] == entry
+    assert state.slots[WEB][1].create_revision == 3

@@ -64,6 +64,7 @@ class ClusterState:
     rollouts: dict[ServiceName, RolloutRecord] = field(default_factory=dict)
     slots: dict[ServiceName, dict[int, Slot]] = field(default_factory=dict)  # replacements in flight
     draining: frozenset[str] = frozenset()  # nodes with a drain marker
+    history: dict[ServiceName, dict[int, HistoryEntry]] = field(default_factory=dict)  # kept spec versions
 
     def instances_of(self, name: ServiceName) -> list[InstanceRecord]:
         return sorted(
@@ -168,6 +169,7 @@ def assemble_state(
     applied: dict[str, int] = {}
     rollouts: dict[ServiceName, RolloutRecord] = {}
     slots: dict[ServiceName, dict[int, Slot]] = {}
+    history: dict[ServiceName, dict[int, HistoryEntry]] = {}
     draining: set[str] = set()
     skipped: list[tuple[str, str]] = []
     invalid_services: dict[ServiceName, str] = {}
@@ -200,12 +202,14 @@ def assemble_state(
                 rollouts[value.service] = value.value
             elif isinstance(value.value, Slot):
                 slots.setdefault(value.service, {})[value.number] = value.value
+            else:
+                history.setdefault(value.service, {})[value.value.version] = value.value
         else:
             nodes[value.node_id] = value
     return ClusterState(
         services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
         invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
-        rollouts=rollouts, slots=slots, draining=frozenset(draining),
+        rollouts=rollouts, slots=slots, draining=frozenset(draining), history=history,
     )
 
 
