@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from daprdockr.adapters.procs import established_to
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -138,6 +139,24 @@ async def test_the_start_period_counts_from_the_container_creation_not_from_the_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def test_an_http_check_leaves_no_connection_open_to_a_keep_alive_server() -> None:
+    """The container's drain waits for established connections to its published port to close: a
+    kept-alive checker connection would make every removal wait the full drain timeout."""
+    runner, port = await serve([200])  # aiohttp's server keeps connections alive
+    s = spec({"http": "/healthz", "port": 8080})
+    c = ContainerInfo(id="c1", service=WEB, number=1, node="n1", spec_hash=s.runtime_hash, running=True,
+                      ports=(("8080/tcp", port),))
+    mon = HealthMonitor(runtime=NoExec(), address=IP, containers=lambda: [c], specs=lambda: {WEB: s})
+    try:
+        assert await mon.check_once(c, s.health)  # type: ignore[arg-type]
+        assert await mon.check_once(c, s.health)  # type: ignore[arg-type]
+        await _until(lambda: established_to(IP, [port]) == 0, timeout=2.0)
+    finally:
+        if mon._session is not None:
+            await mon._session.close()
         await runner.cleanup()
 
 

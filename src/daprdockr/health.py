@@ -161,7 +161,9 @@ class HealthMonitor:
                         await writer.wait_closed()
                 return True
             if self._session is None or self._session.closed:
-                self._session = aiohttp.ClientSession()
+                # a connection per check, closed after it: a kept-alive one would count as an open
+                # client connection and hold up the drain before the container stops
+                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
             url = f"http://{self.address}:{port}{check.path}"
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=check.timeout),
                                          allow_redirects=False) as resp:
