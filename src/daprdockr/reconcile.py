@@ -631,7 +631,7 @@ class Reconciler:
     async def _report_failure(self, job: _Job, reason: str) -> bool:
         """Mark our slot failed (so no new replacement towards this target starts anywhere), then
         fail the rollout (rollback or pause).  False: marked, but the rollout could not be told."""
-        text = f"instance {job.slot.instance} on {self.node_id}: {reason}"
+        text = f"instance {job.slot.instance} on {self.node_id}: {reason}"[:1024]
         try:
             await self.rollouts.mark_slot_failed(job.spec.name, job.index, slot=replace(job.slot, failed=text),
                                                  lease=job.lease)

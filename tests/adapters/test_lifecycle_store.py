@@ -11,7 +11,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import Slot
 from daprdockr.errors import NotFoundError
@@ -164,3 +164,39 @@ async def test_a_release_deletes_only_the_slot_it_took(store: EtcdStore) -> None
     assert (await life.take_slot(WEB, parallel=1, slot=Slot(node="n3", instance=3), lease=c))[0] == 1
     assert not await life.release_slot(WEB, 1, create_revision=theirs)
     assert (await store.snapshot()).slots[WEB][1].node == "n3"
+
+
+async def test_an_automatic_rollback_keeps_the_instance_count_and_the_route(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    v1 = ServiceSpec.from_dict({"image": "busybox", "instances": 2, "env": {"V": "1"}, "http_port": 80,
+                                "http_host": "a.test"}, name=WEB)
+    v2 = ServiceSpec.from_dict({"image": "busybox", "instances": 2, "env": {"V": "2"}, "http_port": 80,
+                                "http_host": "b.test"}, name=WEB)
+    await store.put_service(v1)
+    await store.put_service(v2)
+    await store.update_service(WEB, lambda cur, _: replace(cur, instances=6) if cur else v2)  # scaled meanwhile
+    assert await life.fail_rollout(WEB, target=v2.runtime_hash, reason="r", rollback=True) == "rolled-back"
+    back = await store.get_service(WEB)
+    assert back is not None and back.runtime_hash == v1.runtime_hash
+    assert (back.env, back.instances, back.http_host) == (v1.env, 6, "b.test")
+
+
+async def test_a_service_written_before_history_was_kept_is_seeded_and_rolls_back(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    await store.put_raw(store.schema.service(WEB), dumps(spec("old").to_dict()))  # no history, no rollout record
+    await store.put_service(spec("new"))
+    entries = await life.history(WEB)
+    assert [(e.version, e.cause) for e in entries] == [(1, "seeded"), (2, "set")]
+    assert await life.fail_rollout(WEB, target=spec("new").runtime_hash, reason="r", rollback=True) == "rolled-back"
+    assert await store.get_service(WEB) == spec("old")
+
+
+async def test_a_rollback_with_no_earlier_version_pauses_and_says_why(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    await store.put_service(spec("1"))
+    await store.put_service(spec("2"))
+    await store.transaction(compares=[], ops=[(store.schema.history(WEB, 1), None, 0)], what="test")  # lost
+    assert await life.fail_rollout(WEB, target=spec("2").runtime_hash, reason="boom", rollback=True) == "paused"
+    record, _ = await life.rollout(WEB)
+    assert record is not None and record.state == "paused"
+    assert record.reason == "boom; paused instead of rolled back: version 1 is not in the history"

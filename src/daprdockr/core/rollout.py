@@ -15,6 +15,14 @@
 * :class:`HistoryEntry` (``history/<g>/<s>/<v>``) — version ``v`` of the spec; the last
   :data:`HISTORY_KEEP` are kept, for ``svc history`` and ``svc rollback``.
 * ``drain/<node>`` — the node is draining: it claims nothing, and its instances are handed over.
+
+An automatic rollback (:func:`rollback_spec`) brings back what rolled out, not the whole previous
+spec: the fields that make the containers (image, cmd, env, ports and ``http_port``, labels,
+container options) with the health check and stop signal/grace they were run and checked with;
+the instance count, ``http_host`` and update policy stay as they are now (a scale or a route
+change made with the failed update is not undone; scaling meanwhile is kept).  A service written
+before history was kept gets its current spec seeded as a history entry (cause ``seeded``) with
+the next change, so that change can be rolled back.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from daprdockr.core.model import ServiceSpec
 from daprdockr.errors import ValidationError
 
 HISTORY_KEEP = 10
+SEEDED = "seeded"  # history cause of a version written before history was kept
 RolloutState = Literal["rolling", "paused", "rolled-back"]
 ROLLOUT_STATES: tuple[RolloutState, ...] = ("rolling", "paused", "rolled-back")
 
@@ -110,7 +120,7 @@ class HistoryEntry:
     version: int
     spec: Mapping[str, Any]  # the spec as written (``ServiceSpec.to_dict``)
     at: float = 0.0
-    cause: str = "set"  # set | rollback
+    cause: str = "set"  # set | rollback to N | automatic rollback to N | seeded
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "spec": dict(self.spec), "at": self.at, "cause": self.cause}
@@ -121,3 +131,28 @@ class HistoryEntry:
         spec = _mapping(d.get("spec"), what="history spec")
         return cls(version=_int(d, "version", minimum=1), spec=dict(spec), at=_num(d, "at"),
                    cause=_str(d, "cause", limit=32) or "set")
+
+
+def rollback_spec(current: ServiceSpec | None, previous: ServiceSpec) -> ServiceSpec:
+    """The spec an automatic rollback writes: ``previous``'s containers (everything in its runtime
+    hash, its health check and stop signal/grace) with ``current``'s instance count, ``http_host``
+    and update policy.  Falls back to keeping fewer of ``current``'s fields when the mix is not a
+    valid spec (an ``http_host`` needs the ``http_port`` of the previous version)."""
+    if current is None:
+        return previous
+    base = previous.to_dict()
+    for keep_route, keep_update in ((True, True), (False, True), (False, False)):
+        mixed = {**base, "instances": current.instances}
+        if keep_route:
+            mixed.pop("http_host", None)
+            if current.http_host is not None:
+                mixed["http_host"] = current.http_host
+        if keep_update:
+            mixed["update"] = current.update.to_dict()
+        try:
+            spec = ServiceSpec.from_dict(mixed, name=previous.name)
+        except ValidationError:
+            continue
+        if spec.runtime_hash == previous.runtime_hash:
+            return spec
+    return previous
