@@ -616,3 +616,52 @@ async def test_an_agent_restart_keeps_the_recorded_health_until_the_first_check(
     (now,) = w.mirror.state().instances_of(WEB)
     assert (now.lease, now.health, now.routable) == (LEASE, "healthy", True)
     assert "update 1 running" in w.etcd.log
+
+
+class OldTurnsUnhealthy:
+    """The new version never passes its check; the old container's status is set by the test."""
+
+    def __init__(self) -> None:
+        self.old: Health | None = "healthy"
+
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
+        return self.old if container.spec_hash != spec.runtime_hash else None
+
+    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        return False
+
+    async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        return False
+
+
+async def test_while_a_replacement_waits_the_old_container_health_still_reaches_its_record() -> None:
+    w = World()
+    slow = {"min_healthy": 0, "deadline": "60s"}
+    w.spec(1, health={"http": "/healthz", "port": 8080}, update=slow)
+    health = OldTurnsUnhealthy()
+    w.r.health = health
+    await w.settle()
+    w.etcd.external(SCHEMA.instance(WEB, 1), dumps(replace(w.mirror.state().instances[(WEB, 1)],
+                                                           health="healthy").to_dict()), LEASE)
+    w.spec(1, health={"http": "/healthz", "port": 8080}, env={"A": "1"}, update=slow)
+    await w.settle_until(lambda: "start 1 c2" in w.docker.log)
+    health.old = "unhealthy"  # the old container fails its checks while its replacement waits
+    await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].health == "unhealthy")
+    assert not w.mirror.state().instances[(WEB, 1)].routable and "c2" in w.docker.containers
+    w.spec(1, health={"http": "/healthz", "port": 8080}, update=slow)  # rolled back: the replacement goes
+    await w.settle_until(lambda: "remove c2" in w.docker.log)
+
+
+async def test_stop_first_routes_the_replacement_only_after_min_healthy() -> None:
+    """Without a check a stop-first replacement must still keep running for min_healthy before
+    it is routed; the record names it at once (an agent restart adopts it), as ``starting``."""
+    w = World()
+    policy = {"order": "stop-first", "min_healthy": "0.5s", "deadline": "10s"}
+    w.spec(1, update=policy)
+    await w.settle()
+    w.spec(1, env={"A": "1"}, update=policy)
+    await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].container_id == "c2")
+    rec = w.mirror.state().instances[(WEB, 1)]
+    assert (rec.state, rec.routable) == ("starting", False)
+    await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].routable)
+    assert w.running() == {1: "c2"}

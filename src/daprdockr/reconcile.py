@@ -25,7 +25,10 @@ A replacement first takes one of the service's ``update.parallel`` slots in etcd
 our lease, released after; a dead agent's slot frees itself with its lease).  Start-first: the new
 container starts beside the old one, must pass its check (or just keep running, without one) for
 ``min_healthy`` within ``deadline``, then one write points the instance at it and the old one is
-taken out (confirmed removal, drain, stop).  Stop-first: the old one is taken out first.  The
+taken out (confirmed removal, drain, stop); meanwhile the old container's health changes are still
+written (the key is busy, so no Refresh would).  Stop-first: the old one is taken out first, and
+the record names the new one at once but as ``starting`` (not routed) until it has passed its
+check, or without one kept running, for ``min_healthy``.  The
 deadline covers the start too: a replacement that cannot start (refused, or failing
 :data:`START_ATTEMPTS` times, e.g. a missing image tag) or does not get healthy in time is removed,
 its slot is marked failed (the planner starts no replacement towards that version meanwhile), and
@@ -649,7 +652,21 @@ class Reconciler:
         new = await self._start_replacement(job, rec.number, beside=True)
         log.info("rolling %s/%s: replacement %s started beside %s", rec.service, rec.number, new.id[:12],
                  old.id[:12])
-        await self._await_healthy(job, new)
+
+        async def follow_old() -> None:
+            # the key is busy with this replacement, so no Refresh writes the old container's
+            # health meanwhile: an old container that turns unhealthy leaves the routers now
+            nonlocal rec
+            health = self.health.health_of(old, job.spec)
+            if health is None or health == rec.health:
+                return
+            try:
+                if await self._write(replace(rec, health=health)):
+                    rec = replace(rec, health=health)
+            except DaprDockrError as exc:
+                log.warning("could not record the health of %s/%s (%s)", rec.service, rec.number, exc)
+
+        await self._await_healthy(job, new, each_round=follow_old)
         written = await self.store.update_instance(self._running_record(rec, new, healthy=True), lease=self.lease)
         if not self._confirmed(written):
             log.warning("instance %s/%s is no longer ours; removing its replacement", rec.service, rec.number)
@@ -727,7 +744,8 @@ class Reconciler:
                             failures, START_ATTEMPTS, exc)
             await asyncio.sleep(max(0.0, min(START_RETRY * failures, job.deadline - loop.time())))
 
-    async def _await_healthy(self, job: _Job, c: ContainerInfo) -> None:
+    async def _await_healthy(self, job: _Job, c: ContainerInfo,
+                             each_round: Callable[[], Awaitable[None]] | None = None) -> None:
         """Return once ``c`` has run and passed its check (without one: kept running) for
         ``update.min_healthy`` seconds; past the replacement's deadline remove it and raise
         :class:`ReplacementFailed`.  Remove it and raise :class:`ReplacementAbandoned` as soon as
@@ -748,6 +766,8 @@ class Reconciler:
             if current is None or not current.running:
                 reason = "the replacement exited"
                 break
+            if each_round is not None:
+                await each_round()
             if await self.health.probe(c, spec):
                 healthy_since = now if healthy_since is None else healthy_since
                 if now - healthy_since >= policy.min_healthy:
