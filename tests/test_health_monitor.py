@@ -160,6 +160,31 @@ async def test_an_http_check_leaves_no_connection_open_to_a_keep_alive_server() 
         await runner.cleanup()
 
 
+async def test_a_tcp_check_fails_when_the_connection_is_closed_at_once_as_behind_dockers_proxy() -> None:
+    """Docker's userland proxy accepts a connect on the published port even when nothing listens in
+    the container, then closes it at once: that is no healthy listener."""
+    async def proxy_without_backend(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def quiet_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # waits for the client to speak or leave, like most servers
+        writer.close()
+
+    s = spec({"tcp": 8080})
+    assert s.health is not None
+    mon = HealthMonitor(runtime=NoExec(), address=IP, containers=lambda: [], specs=lambda: {WEB: s})
+    for handler, healthy in ((proxy_without_backend, False), (quiet_server, True)):
+        server = await asyncio.start_server(handler, IP, 0)
+        port = server.sockets[0].getsockname()[1]
+        c = ContainerInfo(id="c1", service=WEB, number=1, node="n1", spec_hash=s.runtime_hash, running=True,
+                          ports=(("8080/tcp", port),))
+        try:
+            assert await mon.check_once(c, s.health) is healthy, handler.__name__
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
 async def _until(ok: object, timeout: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -3,12 +3,14 @@
 The owning agent runs each service's check against each of its running containers: an HTTP GET
 (one connection per check, closed after it: a kept-alive checker connection would hold up the
 connection drain before a container stops) or a TCP connect to the published port on the
-agent's advertise address, a command run in the container, or Docker's own HEALTHCHECK status.
-Results feed the pure state machine in :mod:`daprdockr.core.health`, whose ``start_period`` counts
-from when the container was created (not from when this agent first saw it); when a container's
-status changes, ``on_change`` is called and the reconciler writes the new status into the
-instance record (only on change, never per check).  DNS and nginx serve an instance with a check
-only while it is ``healthy``.
+agent's advertise address (the connection must not be closed at once: Docker's userland proxy
+accepts every connect and closes it when nothing listens in the container; a server that sends
+something, or nothing, for :data:`TCP_SETTLE` seconds passes), a command run in the container, or
+Docker's own HEALTHCHECK status.  Results feed the pure state machine in
+:mod:`daprdockr.core.health`, whose ``start_period`` counts from when the container was created
+(not from when this agent first saw it); when a container's status changes, ``on_change`` is
+called and the reconciler writes the new status into the instance record (only on change, never
+per check).  DNS and nginx serve an instance with a check only while it is ``healthy``.
 
 Until a container's first verdict (``healthy`` or ``unhealthy``) its health is *unknown*
 (:meth:`HealthMonitor.health_of` returns None) and its record keeps what it says: an agent that
@@ -42,6 +44,7 @@ from daprdockr.errors import DaprDockrError, ValidationError
 
 log = logging.getLogger(__name__)
 FORGET_AFTER = 5.0  # seconds a state of a container no longer listed is kept
+TCP_SETTLE = 0.2  # seconds a TCP check's connection must stay open (not closed at once by a proxy)
 
 
 class CheckRuntime(Protocol):
@@ -155,11 +158,19 @@ class HealthMonitor:
                 return False
             if check.kind == "tcp":
                 async with asyncio.timeout(check.timeout):
-                    _, writer = await asyncio.open_connection(self.address, port)
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-                return True
+                    reader, writer = await asyncio.open_connection(self.address, port)
+                    try:
+                        # behind Docker's userland proxy a connect always succeeds; with nothing
+                        # listening in the container the proxy closes the connection at once
+                        closed = False
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(min(TCP_SETTLE, check.timeout / 2)):
+                                closed = await reader.read(1) == b""
+                    finally:
+                        writer.close()
+                        with contextlib.suppress(OSError):
+                            await writer.wait_closed()
+                return not closed
             if self._session is None or self._session.closed:
                 # a connection per check, closed after it: a kept-alive one would count as an open
                 # client connection and hold up the drain before the container stops
