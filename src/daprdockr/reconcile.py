@@ -22,24 +22,23 @@ once (see :mod:`daprdockr.core.local_view`).
 
 Rolling updates and drain (:class:`~daprdockr.core.plan.Roll`, :class:`~daprdockr.core.plan.TakeOver`).
 A replacement first takes one of the service's ``update.parallel`` slots in etcd (a transaction on
-our lease, released after; a dead agent's slot frees itself with its lease).  Start-first: the new
+our lease, released after; a dead agent's slot frees itself with its lease). Start-first: the new
 container starts beside the old one, must pass its check (or just keep running, without one) for
 ``min_healthy`` within ``deadline``, then one write points the instance at it and the old one is
 taken out (confirmed removal, drain, stop); meanwhile the old container's health changes are still
-written (the key is busy, so no Refresh would).  Stop-first: the old one is taken out first, and
-the record names the new one at once but as ``starting`` (not routed) until it has passed its
-check, or without one kept running, for ``min_healthy``.  The
-deadline covers the start too: a replacement that cannot start (refused, or failing
-:data:`START_ATTEMPTS` times, e.g. a missing image tag) or does not get healthy in time is removed,
-its slot is marked failed (the planner starts no replacement towards that version meanwhile), and
-the rollout fails over to :class:`RolloutCoordinator` (rollback or pause; the first agent to report
-it decides).  Every release compares the slot's create revision (never another agent's slot), and
-each pass releases this node's slots that no replacement task holds (a release that failed, a
-take that committed although its reply was lost, a failure that could not be reported yet: it is
-reported first).  A replacement in flight stops early (:class:`ReplacementAbandoned`, nothing
-reported) when the spec moved on, a start-first rollout was paused, or our lease was replaced.  A
-takeover starts a draining node's instance here the same way and then moves the key onto our
-lease with a compare on the revision it read.
+written (the key is busy, so no Refresh would). Stop-first: the old one is taken out first, and the
+record names the new one at once but as ``starting`` (not routed) until it has passed its check, or
+without one kept running, for ``min_healthy``. The deadline covers the start too: a replacement that
+cannot start (refused, or failing :data:`START_ATTEMPTS` times, e.g. a missing image tag) or does
+not get healthy in time is removed, its slot is marked failed (the planner starts no replacement
+towards that version meanwhile), and the rollout fails over to :class:`RolloutCoordinator` (rollback
+or pause; the first agent to report it decides). Every release compares the slot's create revision
+(never another agent's slot), and each pass releases this node's slots that no replacement task
+holds (a release that failed, a take that committed although its reply was lost, a failure that
+could not be reported yet: it is reported first). A replacement in flight stops early
+(:class:`ReplacementAbandoned`, nothing reported) when the spec moved on, a start-first rollout was
+paused, or our lease was replaced. A takeover starts a draining node's instance here the same way
+and then moves the key onto our lease with a compare on the revision it read.
 
 Every key has one :class:`~daprdockr.core.retry.KeyRetry` entry: crash-restart backoff (reset
 after a healthy run, with jitter) and a hold after a failed action, so no key is retried hot.
