@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import pytest
 
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
-from daprdockr.core.rollout import Slot
+from daprdockr.core.retry import KeyRetry
+from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.errors import ContainerError, StoreUnavailableError
+from daprdockr.health import HealthMonitor
 from daprdockr.reconcile import Reconciler
+from tests.test_health_monitor import NoExec
 
 WEB = ServiceName(group="myapp", service="web")
+T = TypeVar("T")
 SCHEMA = KeySchema("/t")
 LEASE = 0x11
 
@@ -116,11 +123,17 @@ class FakeDocker:
     log: list[str] = field(default_factory=list)
     starts: int = 0
     refuse_start: bool = False
+    start_error: ContainerError | None = None  # raised by every start while set
+    start_attempts: int = 0
 
     async def list_managed(self) -> list[ContainerInfo]:
         return list(self.containers.values())
 
     async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
+        self.start_attempts += 1
+        if self.start_error is not None:
+            self.log.append(f"start {number} failed")
+            raise self.start_error
         if self.refuse_start:
             raise ContainerError("image not found (simulated)", transient=False)
         self.starts += 1
@@ -150,27 +163,65 @@ class FakeDocker:
 
 @dataclass
 class FakeSlots:
-    """The rollout coordinator: ``free`` slots, failures recorded."""
+    """The rollout coordinator on the fake etcd: slot keys with create revisions (compared on every
+    write, as the real transactions do), seen by the mirror; ``free`` caps the slots; failures are
+    recorded and pause the rollout (a rollout record the planner sees)."""
 
-    log: list[str]
+    etcd: FakeEtcd
     free: int = 1
-    held: int = 0
     failed: list[tuple[ServiceName, bool]] = field(default_factory=list)
+    lost_reply: int = 0  # the next takes commit, but their caller hears "all taken" (a retried call)
 
-    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int:
-        if self.held >= min(self.free, parallel):
-            return 0
-        self.held += 1
-        self.log.append(f"slot {self.held} taken")
-        return self.held
+    @property
+    def log(self) -> list[str]:
+        return self.etcd.log
 
-    async def release_slot(self, name: ServiceName, index: int) -> None:
-        self.held -= 1
+    @property
+    def held(self) -> int:
+        return sum(1 for k in self.etcd.kvs if k.startswith(SCHEMA.slot(WEB, 1).rsplit("/", 1)[0] + "/"))
+
+    def slots(self) -> dict[int, Slot]:
+        return dict(self.etcd.mirror.state().slots.get(WEB, {}))
+
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> tuple[int, int]:
+        for index in range(1, min(self.free, parallel) + 1):
+            key = SCHEMA.slot(name, index)
+            if key not in self.etcd.kvs:
+                ev = self.etcd._commit(key, dumps(slot.to_dict()), lease)
+                self.etcd.mirror.apply(ev)
+                self.log.append(f"slot {index} taken")
+                if self.lost_reply:
+                    self.lost_reply -= 1
+                    return 0, 0
+                return index, ev.revision
+        return 0, 0
+
+    def _ours(self, name: ServiceName, index: int, create_revision: int) -> str | None:
+        key = SCHEMA.slot(name, index)
+        kv = self.etcd.kvs.get(key)
+        return key if kv is not None and kv.create == create_revision else None
+
+    async def mark_slot_failed(self, name: ServiceName, index: int, *, slot: Slot, lease: int) -> bool:
+        key = self._ours(name, index, slot.create_revision)
+        if key is None:
+            return False
+        self.etcd.mirror.apply(self.etcd._commit(key, dumps(slot.to_dict()), lease))
+        self.log.append(f"slot {index} failed")
+        return True
+
+    async def release_slot(self, name: ServiceName, index: int, *, create_revision: int) -> bool:
+        key = self._ours(name, index, create_revision)
+        if key is None:
+            return False
+        self.etcd.mirror.apply(self.etcd._commit(key, None))
         self.log.append(f"slot {index} released")
+        return True
 
     async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str:
         self.failed.append((name, rollback))
-        return "rolled-back" if rollback else "paused"
+        self.etcd.external(SCHEMA.rollout(name), dumps(RolloutRecord(version=2, target=target, state="paused",
+                                                                     reason=reason).to_dict()))
+        return "paused"
 
 
 class NeverHealthy:
@@ -190,7 +241,7 @@ class World:
         self.etcd = FakeEtcd(self.mirror)
         self.docker = FakeDocker()
         self.now = 100.0
-        self.slots = FakeSlots(self.etcd.log)
+        self.slots = FakeSlots(self.etcd)
         self.r = Reconciler(node_id="n1", address="127.0.0.11", store=self.etcd, runtime=self.docker,
                             mirror=self.mirror, clock=lambda: self.now, rand=lambda: 0.5,
                             on_written=self.mirror.apply, rollouts=self.slots)
@@ -293,7 +344,7 @@ async def test_start_first_update_points_the_record_at_the_replacement_before_st
     w.spec(1, update=FAST)
     await w.settle()
     order: list[str] = []
-    w.etcd.log = w.docker.log = w.slots.log = order
+    w.etcd.log = w.docker.log = order
     w.spec(1, env={"A": "1"}, update=FAST)
     await w.settle()
     assert order == ["slot 1 taken", "start 1 c2", "update 1 running", "slot 1 released", "remove c1"]
@@ -306,7 +357,7 @@ async def test_stop_first_update_takes_the_old_out_before_starting() -> None:
     w.spec(1, update=stop_first)
     await w.settle()
     order: list[str] = []
-    w.etcd.log = w.docker.log = w.slots.log = order
+    w.etcd.log = w.docker.log = order
     w.spec(1, env={"A": "1"}, update=stop_first)
     await w.settle()
     assert order[:4] == ["slot 1 taken", "update 1 starting", "remove c1", "start 1 c2"]
@@ -373,3 +424,244 @@ async def test_the_planner_says_when_to_retry_a_failed_start(terminal: bool) -> 
 
 async def _transient_failure(*, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
     raise ContainerError("engine busy (simulated)", transient=True)
+
+
+@pytest.fixture
+def quick_start_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("daprdockr.reconcile.START_RETRY", 0.01)
+
+
+NO_IMAGE = ContainerError("image busybox:nope is not available: manifest unknown (simulated)", transient=True)
+
+
+@pytest.mark.usefixtures("quick_start_retries")
+async def test_a_start_first_replacement_that_cannot_start_fails_the_rollout_and_the_old_one_serves() -> None:
+    w = World()
+    w.spec(1, update={"min_healthy": 0, "deadline": "5s"})
+    await w.settle()
+    w.docker.start_error = NO_IMAGE  # a pull of a missing tag fails as a transient error
+    w.spec(1, image="busybox:nope", update={"min_healthy": 0, "deadline": "5s"})
+    await w.settle_until(lambda: bool(w.slots.failed))
+    await w.settle()
+    assert w.slots.failed == [(WEB, True)]  # reported once, after START_ATTEMPTS starts
+    assert w.docker.start_attempts == 1 + 3
+    assert "slot 1 failed" in w.etcd.log and w.slots.held == 0
+    assert w.running() == {1: "c1"} and "c1" in w.docker.containers
+    await w.settle()
+    assert w.docker.start_attempts == 4  # the rollout is decided (paused here): no new try
+
+
+@pytest.mark.usefixtures("quick_start_retries")
+async def test_a_stop_first_replacement_that_cannot_start_takes_down_one_instance_only() -> None:
+    w = World()
+    policy = {"order": "stop-first", "min_healthy": 0, "deadline": "5s"}
+    w.spec(3, update=policy)
+    await w.settle()
+    assert w.running() == {1: "c1", 2: "c2", 3: "c3"}
+    w.docker.start_error = NO_IMAGE
+    w.spec(3, image="busybox:nope", update=policy)
+    await w.settle_until(lambda: bool(w.slots.failed))
+    for _ in range(3):
+        w.now += 60  # past every hold and backoff
+        await w.settle()
+    assert w.slots.failed == [(WEB, True)]
+    removed = [line for line in w.docker.log if line.startswith("remove")]
+    assert removed == ["remove c1"], w.docker.log  # the next instances were never taken out
+    assert w.running() == {2: "c2", 3: "c3"}
+
+
+async def test_a_failed_replacement_keeps_its_slot_marked_until_the_rollout_is_told() -> None:
+    w = World()
+    policy = {**FAST, "parallel": 2}
+    w.spec(2, update=policy)
+    await w.settle()
+    w.slots.free = 2
+    w.r.health = NeverHealthy()
+    told: list[str] = []
+
+    async def etcd_down(name: ServiceName, *, target: str, reason: str, rollback: bool) -> str:
+        told.append(reason)
+        raise StoreUnavailableError("etcd fail rollout: unreachable (simulated)")
+
+    w.slots.fail_rollout = etcd_down  # type: ignore[method-assign]
+    w.r.retries[(WEB, 2)] = KeyRetry(hold="all", not_before=w.now + 1)  # instance 2 rolls only later
+    new = w.spec(2, env={"A": "1"}, update=policy)
+    w.etcd.external(SCHEMA.rollout(WEB), dumps(RolloutRecord(version=2, target=new.runtime_hash).to_dict()))
+    await w.settle_until(lambda: len(told) >= 1)
+    await w.settle()
+    (slot,) = w.slots.slots().values()
+    assert slot.failed.startswith("instance 1 on n1: ") and "not healthy" in slot.failed
+    w.now += 2  # instance 2 may act now, and a slot is free: but a replacement towards this version failed
+    await w.settle()
+    assert w.docker.log == ["start 1 c1", "start 2 c2", "start 1 c3", "remove c3"]
+    assert w.running() == {1: "c1", 2: "c2"}
+    del w.slots.fail_rollout  # etcd is back: the failure is reported, then the slot goes
+    await w.settle()
+    assert w.slots.failed == [(WEB, True)] and w.slots.held == 0
+
+
+async def test_a_slot_taken_by_a_call_whose_reply_was_lost_is_released_and_the_rollout_moves() -> None:
+    w = World()
+    w.spec(1, update=FAST)
+    await w.settle()
+    w.slots.lost_reply = 1  # the take commits, the retried call finds the slot taken: "none free"
+    w.spec(1, env={"A": "1"}, update=FAST)
+    await w.settle_until(lambda: w.running() == {1: "c2"})
+    assert w.etcd.log.count("slot 1 taken") == 2 and w.slots.held == 0
+
+
+async def test_leftover_slots_are_released_only_if_still_the_one_we_took() -> None:
+    w = World()
+    w.spec(2, update=FAST)
+    await w.settle()
+    w.slots.free = 2
+    # slot 1: ours, left by a release that failed; slot 2: taken by n2 since (same instance number)
+    mine = Slot(node="n1", instance=1, target="x")
+    w.etcd.external(SCHEMA.slot(WEB, 1), dumps(mine.to_dict()), LEASE)
+    w.etcd.external(SCHEMA.slot(WEB, 2), dumps(Slot(node="n2", instance=1, target="x").to_dict()), 0x22)
+    await w.settle()
+    assert set(w.slots.slots()) == {2}
+    assert w.slots.slots()[2].node == "n2"
+
+
+@pytest.mark.etcd
+async def test_on_real_etcd_a_slot_taken_by_a_call_whose_reply_was_lost_does_not_stall_the_rollout(
+    store: EtcdStore,
+) -> None:
+    """The take transaction commits, then the reply is lost (injected into the store's call): the
+    slot sits on our lease although no replacement holds it; a later pass releases it."""
+    mirror = StateMirror(schema=store.schema)
+    docker = FakeDocker()
+    lease = await store.grant_lease(30)
+    r = Reconciler(node_id="n1", address="127.0.0.11", store=store, runtime=docker, mirror=mirror,
+                   on_written=mirror.apply, rollouts=LifecycleStore(store))
+    r.lease, r.claiming = lease, True
+    await store.put_node(NodeRecord(node_id="n1", address="127.0.0.11"), lease=lease)
+    call = store._call
+    lost: list[str] = []
+
+    async def lossy(op: Callable[[Any], Awaitable[T]], *, what: str, attempt_timeout: float | None = None) -> T:
+        if what == "take slot" and not lost:
+            lost.append(what)
+
+            async def committed_then_lost(client: Any) -> T:
+                await op(client)
+                raise ConnectionResetError("reply lost (injected)")
+
+            return await call(committed_then_lost, what=what, attempt_timeout=attempt_timeout)
+        return await call(op, what=what, attempt_timeout=attempt_timeout)
+
+    store._call = lossy  # type: ignore[method-assign]
+
+    async def converge(done: Callable[[], bool]) -> None:
+        for _ in range(200):
+            kvs, revision = await store.read_prefix(store.schema.root)
+            mirror.reset(kvs, revision=revision)
+            if done():
+                return
+            await r.reconcile_once()
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"not converged: {mirror.state().instances}, slots {mirror.state().slots}")
+
+    def runs(spec: ServiceSpec) -> Callable[[], bool]:
+        return lambda: [(x.state, x.spec_hash) for x in mirror.state().instances_of(WEB)] == [
+            ("running", spec.runtime_hash)] and not mirror.state().slots.get(WEB)
+
+    old = ServiceSpec.from_dict({"image": "busybox", "http_port": 8080, "update": FAST}, name=WEB)
+    await store.put_service(old)
+    await converge(runs(old))
+    new = ServiceSpec.from_dict({"image": "busybox", "http_port": 8080, "update": FAST, "env": {"A": "1"}}, name=WEB)
+    await store.put_service(new)
+    await converge(runs(new))
+    assert lost == ["take slot"]
+    await r.cancel_all()
+
+
+@pytest.mark.parametrize("change", ["paused", "rolled back", "new lease"])
+async def test_a_replacement_in_flight_gives_up_early_when_it_has_no_point_any_more(change: str) -> None:
+    w = World()
+    slow = {"min_healthy": 0, "deadline": "60s"}
+    w.spec(1, update=slow)
+    await w.settle()
+    w.r.health = NeverHealthy()
+    new = w.spec(1, env={"A": "1"}, update=slow)
+    await w.settle_until(lambda: "start 1 c2" in w.docker.log)
+    if change == "paused":  # another agent's replacement failed and the policy says pause
+        w.etcd.external(SCHEMA.rollout(WEB), dumps(RolloutRecord(version=2, target=new.runtime_hash,
+                                                                 state="paused").to_dict()))
+    elif change == "rolled back":
+        w.spec(1, update=slow)
+    else:  # the lease was lost and replaced: the slot went with it
+        w.r.lease = 0x99
+    await w.settle_until(lambda: "remove c2" in w.docker.log)  # long before the 60s deadline
+    await w.settle()
+    assert w.slots.failed == []  # not this version's failure: nothing reported
+    assert "c1" in w.docker.containers and w.slots.held == 0
+
+
+async def test_an_agent_restart_keeps_the_recorded_health_until_the_first_check() -> None:
+    """A restarted agent adopts its running containers on its new lease before any check ran: a
+    healthy instance stays healthy in etcd (and routed) instead of turning ``starting``."""
+    w = World()
+    spec = w.spec(1, health={"http": "/healthz", "port": 8080})
+    w.r.health = HealthMonitor(runtime=NoExec(), address="127.0.0.11", containers=lambda: w.r.containers,
+                               specs=lambda: w.mirror.state().services)  # not run: nothing checked yet
+    c = ContainerInfo(id="c1", service=WEB, number=1, node="n1", spec_hash=spec.runtime_hash, running=True,
+                      ports=(("8080/tcp", 30001),))
+    w.docker.containers[c.id] = c
+    rec = InstanceRecord(service=WEB, number=1, node="n1", address="127.0.0.11", state="running", ports=c.ports,
+                         container_id=c.id, spec_hash=spec.runtime_hash, health="healthy")
+    w.etcd.external(SCHEMA.instance(WEB, 1), dumps(rec.to_dict()), 0x10)  # our previous lease
+    await w.settle()
+    (now,) = w.mirror.state().instances_of(WEB)
+    assert (now.lease, now.health, now.routable) == (LEASE, "healthy", True)
+    assert "update 1 running" in w.etcd.log
+
+
+class OldTurnsUnhealthy:
+    """The new version never passes its check; the old container's status is set by the test."""
+
+    def __init__(self) -> None:
+        self.old: Health | None = "healthy"
+
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
+        return self.old if container.spec_hash != spec.runtime_hash else None
+
+    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        return False
+
+    async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        return False
+
+
+async def test_while_a_replacement_waits_the_old_container_health_still_reaches_its_record() -> None:
+    w = World()
+    slow = {"min_healthy": 0, "deadline": "60s"}
+    w.spec(1, health={"http": "/healthz", "port": 8080}, update=slow)
+    health = OldTurnsUnhealthy()
+    w.r.health = health
+    await w.settle()
+    w.etcd.external(SCHEMA.instance(WEB, 1), dumps(replace(w.mirror.state().instances[(WEB, 1)],
+                                                           health="healthy").to_dict()), LEASE)
+    w.spec(1, health={"http": "/healthz", "port": 8080}, env={"A": "1"}, update=slow)
+    await w.settle_until(lambda: "start 1 c2" in w.docker.log)
+    health.old = "unhealthy"  # the old container fails its checks while its replacement waits
+    await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].health == "unhealthy")
+    assert not w.mirror.state().instances[(WEB, 1)].routable and "c2" in w.docker.containers
+    w.spec(1, health={"http": "/healthz", "port": 8080}, update=slow)  # rolled back: the replacement goes
+    await w.settle_until(lambda: "remove c2" in w.docker.log)
+
+
+async def test_stop_first_routes_the_replacement_only_after_min_healthy() -> None:
+    """Without a check a stop-first replacement must still keep running for min_healthy before
+    it is routed; the record names it at once (an agent restart adopts it), as ``starting``."""
+    w = World()
+    policy = {"order": "stop-first", "min_healthy": "0.5s", "deadline": "10s"}
+    w.spec(1, update=policy)
+    await w.settle()
+    w.spec(1, env={"A": "1"}, update=policy)
+    await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].container_id == "c2")
+    rec = w.mirror.state().instances[(WEB, 1)]
+    assert (rec.state, rec.routable) == ("starting", False)
+    await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].routable)
+    assert w.running() == {1: "c2"}

@@ -1,11 +1,23 @@
 """Health checks of this node's containers: the agent's ``health`` task.
 
 The owning agent runs each service's check against each of its running containers: an HTTP GET
-or a TCP connect to the published port on the agent's advertise address, a command run in the
-container, or Docker's own HEALTHCHECK status.  Results feed the pure state machine in
-:mod:`daprdockr.core.health`; when a container's status changes, ``on_change`` is called and the
-reconciler writes the new status into the instance record (only on change, never per check).
-DNS and nginx serve an instance with a check only while it is ``healthy``.
+(one connection per check, closed after it: a kept-alive checker connection would hold up the
+connection drain before a container stops) or a TCP connect to the published port on the
+agent's advertise address (the connection must not be closed at once: Docker's userland proxy
+accepts every connect and closes it when nothing listens in the container; a server that sends
+something, or nothing, for :data:`TCP_SETTLE` seconds passes), a command run in the container, or
+Docker's own HEALTHCHECK status.  Results feed the pure state machine in
+:mod:`daprdockr.core.health`, whose ``start_period`` counts from when the container was created
+(not from when this agent first saw it); when a container's status changes, ``on_change`` is
+called and the reconciler writes the new status into the instance record (only on change, never
+per check).  DNS and nginx serve an instance with a check only while it is ``healthy``.
+
+Until a container's first verdict (``healthy`` or ``unhealthy``) its health is *unknown*
+(:meth:`HealthMonitor.health_of` returns None) and its record keeps what it says: an agent that
+restarts does not pull its healthy instances out of DNS and nginx until their first check.  A
+container still running an older version (mid-rollout) is checked with its own version's check,
+found in the specs this agent saw or in the service's history (the last 10 versions); a version
+older than that is unknown too.
 
 :meth:`HealthMonitor.check_once` is also used by rolling updates to decide whether a replacement
 container is healthy before it takes over.
@@ -27,10 +39,12 @@ from daprdockr.core.health import HealthState, due, observe, restart_due
 from daprdockr.core.lifecycle import HealthCheck
 from daprdockr.core.model import Health, ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.errors import DaprDockrError
+from daprdockr.core.rollout import HistoryEntry
+from daprdockr.errors import DaprDockrError, ValidationError
 
 log = logging.getLogger(__name__)
 FORGET_AFTER = 5.0  # seconds a state of a container no longer listed is kept
+TCP_SETTLE = 0.2  # seconds a TCP check's connection must stay open (not closed at once by a proxy)
 
 
 class CheckRuntime(Protocol):
@@ -44,22 +58,27 @@ class HealthMonitor:
         self, *, runtime: CheckRuntime, address: str,
         containers: Callable[[], Sequence[ContainerInfo]],
         specs: Callable[[], Mapping[ServiceName, ServiceSpec]],
+        history: Callable[[], Mapping[ServiceName, Mapping[int, HistoryEntry]]] = dict,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         tick: float = 0.2,
     ) -> None:
         self.runtime = runtime
         self.address = address
         self.containers = containers
         self.specs = specs
+        self.history = history
         self.on_change = on_change
         self.clock = clock
+        self.wall = wall  # container creation times are wall-clock seconds
         self.tick = tick
         self.states: dict[str, HealthState] = {}
         # runtime hash -> the check of that spec version: a container still running an older
         # version (mid-rollout) is checked with its own version's check, not the new one's
         self._by_hash: dict[str, HealthCheck | None] = {}
         self._learned_from: Mapping[ServiceName, ServiceSpec] | None = None
+        self._history_read: dict[ServiceName, Mapping[int, HistoryEntry]] = {}  # history mapping last learned
         self._running: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -69,24 +88,55 @@ class HealthMonitor:
             for old in list(self._by_hash)[:2048]:
                 del self._by_hash[old]
 
+    def _version_check(self, container: ContainerInfo, spec: ServiceSpec) -> tuple[bool, HealthCheck | None]:
+        """``(known, check)`` of the spec version ``container`` runs: the desired one, one this
+        agent saw, or one in the service's history; ``known`` is False for a version older than all."""
+        if container.spec_hash == spec.runtime_hash:
+            return True, spec.health
+        if container.spec_hash not in self._by_hash:
+            self._learn_history(spec.name)
+        if container.spec_hash in self._by_hash:
+            return True, self._by_hash[container.spec_hash]
+        return False, None
+
+    def _learn_history(self, name: ServiceName) -> None:
+        entries = self.history().get(name)
+        if not entries or self._history_read.get(name) is entries:
+            return
+        self._history_read[name] = entries
+        for entry in entries.values():
+            try:
+                self.learn(ServiceSpec.from_dict(entry.spec, name=name))
+            except ValidationError as exc:
+                log.debug("history version %d of %s is not a valid spec: %s", entry.version, name, exc)
+
     def check_for(self, container: ContainerInfo, spec: ServiceSpec) -> HealthCheck | None:
         """The check of the spec version ``container`` runs (``None``: it has none, or the version
-        is older than this agent: then its record says what it said before)."""
-        if container.spec_hash == spec.runtime_hash:
-            return spec.health
-        return self._by_hash.get(container.spec_hash)
+        is unknown)."""
+        return self._version_check(container, spec)[1]
 
-    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health:
-        """What the instance record should say: "" without a check, else the container's status."""
-        if self.check_for(container, spec) is None:
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
+        """What the instance record should say: "" without a check, else the container's status;
+        None while that is unknown (no verdict yet, or a version older than the history): the
+        record keeps what it says."""
+        known, check = self._version_check(container, spec)
+        if not known:
+            return None
+        if check is None:
             return ""
         state = self.states.get(container.id)
-        return state.status if state is not None else "starting"
+        return state.status if state is not None and state.status != "starting" else None
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
         check = self.check_for(container, spec)
         state = self.states.get(container.id)
         return check is not None and state is not None and restart_due(state, now=self.clock(), check=check)
+
+    def _new_state(self, c: ContainerInfo, now: float) -> HealthState:
+        """A container's first state: ``start_period`` counts from its creation (an agent that
+        restarts does not give its old containers a new start period)."""
+        age = max(0.0, self.wall() - c.created) if c.created > 0 else 0.0
+        return HealthState(started_at=now - age, since=now)
 
     async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
         """Check ``container`` now (a replacement waiting to take over), feeding its state like a
@@ -108,13 +158,23 @@ class HealthMonitor:
                 return False
             if check.kind == "tcp":
                 async with asyncio.timeout(check.timeout):
-                    _, writer = await asyncio.open_connection(self.address, port)
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-                return True
+                    reader, writer = await asyncio.open_connection(self.address, port)
+                    try:
+                        # behind Docker's userland proxy a connect always succeeds; with nothing
+                        # listening in the container the proxy closes the connection at once
+                        closed = False
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(min(TCP_SETTLE, check.timeout / 2)):
+                                closed = await reader.read(1) == b""
+                    finally:
+                        writer.close()
+                        with contextlib.suppress(OSError):
+                            await writer.wait_closed()
+                return not closed
             if self._session is None or self._session.closed:
-                self._session = aiohttp.ClientSession()
+                # a connection per check, closed after it: a kept-alive one would count as an open
+                # client connection and hold up the drain before the container stops
+                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
             url = f"http://{self.address}:{port}{check.path}"
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=check.timeout),
                                          allow_redirects=False) as resp:
@@ -125,7 +185,7 @@ class HealthMonitor:
     async def _check(self, c: ContainerInfo, check: HealthCheck) -> bool:
         ok = await self.check_once(c, check)
         now = self.clock()
-        old = self.states.get(c.id, HealthState(started_at=now, since=now))
+        old = self.states.get(c.id) or self._new_state(c, now)
         new = observe(old, ok=ok, now=now, check=check)
         self.states[c.id] = new
         if new.status != old.status:
@@ -152,7 +212,7 @@ class HealthMonitor:
             if not c.running or check is None:
                 continue
             live.add(c.id)
-            state = self.states.setdefault(c.id, HealthState(started_at=now, since=now))
+            state = self.states.get(c.id) or self.states.setdefault(c.id, self._new_state(c, now))
             task = self._running.get(c.id)
             if (task is None or task.done()) and due(state, now=now, check=check):
                 self._running[c.id] = asyncio.create_task(self._periodic(c, check), name=f"health {c.id[:12]}")

@@ -22,14 +22,23 @@ once (see :mod:`daprdockr.core.local_view`).
 
 Rolling updates and drain (:class:`~daprdockr.core.plan.Roll`, :class:`~daprdockr.core.plan.TakeOver`).
 A replacement first takes one of the service's ``update.parallel`` slots in etcd (a transaction on
-our lease, released after; a dead agent's slot frees itself with its lease).  Start-first: the new
+our lease, released after; a dead agent's slot frees itself with its lease). Start-first: the new
 container starts beside the old one, must pass its check (or just keep running, without one) for
 ``min_healthy`` within ``deadline``, then one write points the instance at it and the old one is
-taken out (confirmed removal, drain, stop).  Stop-first: the old one is taken out first.  A
-replacement that does not get healthy in time is removed and the rollout fails over to
-:class:`RolloutCoordinator` (rollback or pause; the first agent to report it decides).  A
-takeover starts a draining node's instance here the same way and then moves the key onto our
-lease with a compare on the revision it read.
+taken out (confirmed removal, drain, stop); meanwhile the old container's health changes are still
+written (the key is busy, so no Refresh would). Stop-first: the old one is taken out first, and the
+record names the new one at once but as ``starting`` (not routed) until it has passed its check, or
+without one kept running, for ``min_healthy``. The deadline covers the start too: a replacement that
+cannot start (refused, or failing :data:`START_ATTEMPTS` times, e.g. a missing image tag) or does
+not get healthy in time is removed, its slot is marked failed (the planner starts no replacement
+towards that version meanwhile), and the rollout fails over to :class:`RolloutCoordinator` (rollback
+or pause; the first agent to report it decides). Every release compares the slot's create revision
+(never another agent's slot), and each pass releases this node's slots that no replacement task
+holds (a release that failed, a take that committed although its reply was lost, a failure that
+could not be reported yet: it is reported first). A replacement in flight stops early
+(:class:`ReplacementAbandoned`, nothing reported) when the spec moved on, a start-first rollout was
+paused, or our lease was replaced. A takeover starts a draining node's instance here the same way
+and then moves the key onto our lease with a compare on the revision it read.
 
 Every key has one :class:`~daprdockr.core.retry.KeyRetry` entry: crash-restart backoff (reset
 after a healthy run, with jitter) and a hold after a failed action, so no key is retried hot.
@@ -43,7 +52,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
@@ -72,6 +81,7 @@ from daprdockr.core.plan import (
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.retry import KeyRetry, RetryPolicy
 from daprdockr.core.rollout import Slot
+from daprdockr.core.state import ClusterState
 from daprdockr.errors import ContainerError, DaprDockrError, StoreError
 
 log = logging.getLogger(__name__)
@@ -97,9 +107,11 @@ class InstanceStore(Protocol):
 class RolloutCoordinator(Protocol):
     """Replacement slots and rollout failure (:class:`~daprdockr.adapters.lifecycle_store.LifecycleStore`)."""
 
-    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int: ...
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> tuple[int, int]: ...
 
-    async def release_slot(self, name: ServiceName, index: int) -> None: ...
+    async def mark_slot_failed(self, name: ServiceName, index: int, *, slot: Slot, lease: int) -> bool: ...
+
+    async def release_slot(self, name: ServiceName, index: int, *, create_revision: int) -> bool: ...
 
     async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str: ...
 
@@ -107,11 +119,14 @@ class RolloutCoordinator(Protocol):
 class _Uncoordinated:
     """A single node without etcd coordination (unit tests): every replacement gets a slot."""
 
-    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int:
-        return 1
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> tuple[int, int]:
+        return 1, 1
 
-    async def release_slot(self, name: ServiceName, index: int) -> None:
-        return None
+    async def mark_slot_failed(self, name: ServiceName, index: int, *, slot: Slot, lease: int) -> bool:
+        return True
+
+    async def release_slot(self, name: ServiceName, index: int, *, create_revision: int) -> bool:
+        return True
 
     async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str:
         return ""
@@ -121,10 +136,46 @@ async def _no_confirmation(revision: int) -> None:
     return None
 
 
+START_ATTEMPTS = 3  # failed starts that fail a replacement (within its deadline)
+START_RETRY = 0.5  # seconds before the next start of a replacement, times the failures so far
+
+
+class ReplacementFailed(ContainerError):
+    """A replacement did not start, or not get healthy, within its deadline: the new version
+    fails here (the rollout is rolled back or paused)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"replacement failed: {reason}", transient=True)
+        self.reason = reason
+
+
+class ReplacementAbandoned(ContainerError):
+    """A replacement stopped early, through no fault of the new version: the spec moved on (a
+    rollback, a newer change), a start-first rollout was paused, or our lease (and with it the
+    slot) was replaced.  Nothing is reported; the key is planned afresh."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"replacement abandoned: {reason}", transient=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Job:
+    """One replacement in flight: the slot it holds (taken on ``lease``) and its deadline (event
+    loop time), which covers both the start and getting healthy."""
+
+    spec: ServiceSpec
+    index: int
+    slot: Slot
+    lease: int
+    deadline: float
+    rollout: bool  # a rolling update (a failure fails the rollout), not a takeover
+
+
 class HealthSource(Protocol):
     """What the reconciler needs from the health checks (:mod:`daprdockr.health`)."""
 
-    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health: ...
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
+        """"" without a check, the container's status, or None while unknown (keep the record's)."""
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool: ...
 
@@ -132,7 +183,7 @@ class HealthSource(Protocol):
 
 
 class _NoChecks:
-    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health:
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
         return ""
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
@@ -182,7 +233,7 @@ class Reconciler:
         self.health: HealthSource = health or _NoChecks()
         self.rollouts: RolloutCoordinator = rollouts or _Uncoordinated()
         self.slot_retry = 0.25  # seconds before trying again after losing the race for a slot
-        self._unreleased: set[tuple[ServiceSpec, int]] = set()  # slots whose release failed (etcd down)
+        self._released_slots: set[int] = set()  # create revisions of slots we deleted (the mirror may lag)
         self._slot_task: asyncio.Task[None] | None = None
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
@@ -233,7 +284,9 @@ class Reconciler:
             spec = specs.get(c.service)
             if spec is None or not c.running:
                 continue
-            health[c.id] = self.health.health_of(c, spec)
+            status = self.health.health_of(c, spec)
+            if status is not None:  # unknown (not checked yet): the record keeps what it says
+                health[c.id] = status
             if self.health.restart_due(c, spec):
                 restart.add(c.id)
         return {"health": health, "restart": frozenset(restart)}
@@ -274,9 +327,9 @@ class Reconciler:
                 self.containers = containers
                 self.listed = True
                 self.on_local_change()
-        if self._unreleased and (self._slot_task is None or self._slot_task.done()):
-            self._slot_task = asyncio.create_task(self._release_leftover_slots(), name="release slots")
         state = self.mirror.state()
+        if (self._slot_task is None or self._slot_task.done()) and self._leftover_slots(state):
+            self._slot_task = asyncio.create_task(self._tidy_slots(), name="tidy slots")
         now = self.clock()
         unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
@@ -506,47 +559,115 @@ class Reconciler:
     async def _replace(self, action: Roll | TakeOver) -> None:
         """A rolling-update replacement or a takeover from a draining node, in a replacement slot."""
         rec, spec = action.record, action.spec
-        slot = Slot(node=self.node_id, instance=rec.number, since=time.time())
-        index = await self.rollouts.take_slot(spec.name, parallel=spec.update.parallel, slot=slot, lease=self.lease)
+        lease = self.lease
+        slot = Slot(node=self.node_id, instance=rec.number, since=time.time(), target=spec.runtime_hash)
+        index, revision = await self.rollouts.take_slot(spec.name, parallel=spec.update.parallel, slot=slot,
+                                                        lease=lease)
         if not index:
             await asyncio.sleep(self.slot_retry)  # another node took the last slot: its release re-plans us
             return
+        job = _Job(spec=spec, index=index, slot=replace(slot, create_revision=revision), lease=lease,
+                   deadline=asyncio.get_running_loop().time() + spec.update.deadline,
+                   rollout=isinstance(action, Roll))
         released = False
 
         async def release() -> None:  # once: when the old container is out of every router, or at the end
             nonlocal released
             if not released:
                 released = True
-                await self._release_slot(spec, index)
+                await self._release_slot(job)
 
         try:
             if isinstance(action, TakeOver):
-                await self._take_over(rec, spec)
+                await self._take_over(job, rec)
             elif spec.update.order == "start-first":
-                await self._roll_start_first(rec, spec, action.old, release)
+                await self._roll_start_first(job, rec, action.old, release)
             else:
-                await self._roll_stop_first(rec, spec, action.old)
+                await self._roll_stop_first(job, rec, action.old)
+        except ReplacementFailed as failure:
+            log.warning("replacement of %s/%s failed: %s", rec.service, rec.number, failure.reason)
+            if job.rollout and not await self._report_failure(job, failure.reason):
+                released = True  # marked failed but not reported yet: it stays until it is (see _tidy_slots)
+            raise
         finally:
             await release()
 
-    async def _release_slot(self, spec: ServiceSpec, index: int) -> None:
+    async def _release_slot(self, job: _Job) -> None:
         try:
-            await self.rollouts.release_slot(spec.name, index)
-        except DaprDockrError as exc:  # it is on our lease: it goes with it at the latest
-            log.warning("could not release replacement slot %d of %s (%s); retrying", index, spec.name, exc)
-            self._unreleased.add((spec, index))
+            await self.rollouts.release_slot(job.spec.name, job.index, create_revision=job.slot.create_revision)
+            self._released_slots.add(job.slot.create_revision)
+        except DaprDockrError as exc:  # a later pass releases it (see _tidy_slots); our lease at the latest
+            log.warning("could not release replacement slot %d of %s (%s); retrying", job.index, job.spec.name, exc)
 
-    async def _release_leftover_slots(self) -> None:
-        for spec, index in list(self._unreleased):
-            self._unreleased.discard((spec, index))
-            await self._release_slot(spec, index)
+    def _leftover_slots(self, state: ClusterState) -> list[tuple[ServiceName, int, Slot]]:
+        """Slots of this node that no replacement task holds: a release that failed, a take that
+        committed although its reply was lost (the retried call then found the slot taken), a
+        failed replacement whose failure could not be reported, a slot of our previous lease."""
+        ours = [(name, index, slot) for name, by_index in state.slots.items() for index, slot in by_index.items()
+                if slot.node == self.node_id]
+        self._released_slots &= {slot.create_revision for _, _, slot in ours}
+        return [(name, index, slot) for name, index, slot in ours
+                if slot.create_revision not in self._released_slots and not self._holds((name, slot.instance))]
 
-    async def _roll_start_first(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo,
+    def _holds(self, key: Key) -> bool:
+        task = self._inflight.get(key)
+        return task is not None and not task.done()
+
+    async def _tidy_slots(self) -> None:
+        """Release :meth:`_leftover_slots`, each with a compare on its create revision (so never a
+        slot taken anew since); a failed replacement's failure is reported first, while its
+        rollout is undecided."""
+        state = self.mirror.state()
+        for name, index, slot in self._leftover_slots(state):
+            spec, rollout = state.services.get(name), state.rollouts.get(name)
+            try:
+                if slot.failed and spec is not None and rollout is not None and rollout.state == "rolling" \
+                        and rollout.target == slot.target:
+                    outcome = await self.rollouts.fail_rollout(name, target=slot.target, reason=slot.failed,
+                                                               rollback=spec.update.on_failure == "rollback")
+                    log.warning("rollout of %s %s: %s", name, outcome or "already decided", slot.failed)
+                if await self.rollouts.release_slot(name, index, create_revision=slot.create_revision):
+                    log.info("released leftover replacement slot %d of %s (instance %d)", index, name, slot.instance)
+                self._released_slots.add(slot.create_revision)
+            except DaprDockrError as exc:  # the next pass tries again
+                log.warning("could not release replacement slot %d of %s (%s)", index, name, exc)
+
+    async def _report_failure(self, job: _Job, reason: str) -> bool:
+        """Mark our slot failed (so no new replacement towards this target starts anywhere), then
+        fail the rollout (rollback or pause).  False: marked, but the rollout could not be told."""
+        text = f"instance {job.slot.instance} on {self.node_id}: {reason}"[:1024]
+        try:
+            await self.rollouts.mark_slot_failed(job.spec.name, job.index, slot=replace(job.slot, failed=text),
+                                                 lease=job.lease)
+        except DaprDockrError as exc:
+            log.warning("could not mark replacement slot %d of %s failed: %s", job.index, job.spec.name, exc)
+        try:
+            await self._rollout_failed(job.spec, text)
+        except DaprDockrError as exc:
+            log.warning("could not report the failed rollout of %s (%s); retrying", job.spec.name, exc)
+            return False
+        return True
+
+    async def _roll_start_first(self, job: _Job, rec: InstanceRecord, old: ContainerInfo,
                                 release: Callable[[], Awaitable[None]]) -> None:
-        new = await self._start_replacement(rec, spec, beside=True)
+        new = await self._start_replacement(job, rec.number, beside=True)
         log.info("rolling %s/%s: replacement %s started beside %s", rec.service, rec.number, new.id[:12],
                  old.id[:12])
-        await self._await_healthy(new, spec, rollout=True)
+
+        async def follow_old() -> None:
+            # the key is busy with this replacement, so no Refresh writes the old container's
+            # health meanwhile: an old container that turns unhealthy leaves the routers now
+            nonlocal rec
+            health = self.health.health_of(old, job.spec)
+            if health is None or health == rec.health:
+                return
+            try:
+                if await self._write(replace(rec, health=health)):
+                    rec = replace(rec, health=health)
+            except DaprDockrError as exc:
+                log.warning("could not record the health of %s/%s (%s)", rec.service, rec.number, exc)
+
+        await self._await_healthy(job, new, each_round=follow_old)
         written = await self.store.update_instance(self._running_record(rec, new, healthy=True), lease=self.lease)
         if not self._confirmed(written):
             log.warning("instance %s/%s is no longer ours; removing its replacement", rec.service, rec.number)
@@ -558,24 +679,25 @@ class Reconciler:
         # free while it drains and stops
         await self._take_out(old, removed_at=written.revision, routed=rec.routable, confirmed=release)
 
-    async def _roll_stop_first(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo) -> None:
+    async def _roll_stop_first(self, job: _Job, rec: InstanceRecord, old: ContainerInfo) -> None:
         log.info("rolling %s/%s: taking %s out first (stop-first)", rec.service, rec.number, old.id[:12])
         retired = await self._retire(rec, old, reason="rolling update")
         if retired is None:
             return
         rec = replace(retired, state="starting")
-        new = await self._start_replacement(rec, spec, beside=False)
-        await self._must_write(self._running_record(rec, new))
-        await self._await_healthy(new, spec, rollout=True)
-        await self._must_write(self._running_record(replace(rec, state="running", container_id=new.id), new,
-                                                    healthy=True))
+        new = await self._start_replacement(job, rec.number, beside=False)
+        # the record names the new container at once (an agent restart adopts it) but it is routed
+        # only once it passed its check for min_healthy, as with start-first
+        await self._must_write(replace(self._running_record(rec, new), state="starting"))
+        await self._await_healthy(job, new)
+        await self._must_write(self._running_record(rec, new, healthy=True))
         log.info("rolled %s/%s onto %s", rec.service, rec.number, new.id[:12])
 
-    async def _take_over(self, rec: InstanceRecord, spec: ServiceSpec) -> None:
-        new = await self._start_replacement(rec, spec, beside=True)
+    async def _take_over(self, job: _Job, rec: InstanceRecord) -> None:
+        new = await self._start_replacement(job, rec.number, beside=True)
         log.info("taking over %s/%s from draining node %s: started %s", rec.service, rec.number, rec.node,
                  new.id[:12])
-        await self._await_healthy(new, spec, rollout=False)
+        await self._await_healthy(job, new)
         mine = replace(self._running_record(rec, new, healthy=True), since=time.time(), lease=self.lease)
         if not self._confirmed(await self.store.take_over_instance(mine, lease=self.lease)):
             log.info("%s/%s changed before the takeover; removing %s", rec.service, rec.number, new.id[:12])
@@ -583,56 +705,94 @@ class Reconciler:
             return
         log.info("took over %s/%s from %s as %s", rec.service, rec.number, rec.node, new.id[:12])
 
-    async def _start_replacement(self, rec: InstanceRecord, spec: ServiceSpec, *, beside: bool) -> ContainerInfo:
-        try:
-            return await self.runtime.start_instance(spec=spec, number=rec.number, beside=beside)
-        except DaprDockrError as exc:
-            if not exc.transient:  # the new version cannot run here (no such image, bad config)
-                await self._rollout_failed(rec, spec, f"could not start: {exc}")
-            raise
+    def _abandon_reason(self, job: _Job) -> str:
+        """Why the replacement ``job`` should stop now ("": it goes on)."""
+        if self.lease != job.lease:
+            return "our lease was replaced (the slot went with the old one)"
+        state = self.mirror.state()
+        spec = state.services.get(job.spec.name)
+        if spec is None or spec.runtime_hash != job.spec.runtime_hash:
+            return "the service's spec changed (rolled back, or a newer version)"
+        rollout = state.rollouts.get(job.spec.name)
+        if (job.rollout and job.spec.update.order == "start-first" and rollout is not None
+                and rollout.target == job.spec.runtime_hash and rollout.state == "paused"):
+            return "the rollout was paused"  # (stop-first goes on: the old container is gone already)
+        return ""
 
-    async def _await_healthy(self, c: ContainerInfo, spec: ServiceSpec, *, rollout: bool) -> None:
-        """Return once ``c`` has run and passed its check (without one: kept running) for
-        ``update.min_healthy`` seconds; past ``update.deadline`` remove it, report a failed
-        rollout (``rollout``) and raise, so the key backs off."""
+    async def _start_replacement(self, job: _Job, number: int, *, beside: bool) -> ContainerInfo:
+        """Start the replacement within its deadline: a start that fails ``START_ATTEMPTS`` times
+        (a missing image, a container that exits at once), is refused for good, or does not finish
+        before the deadline fails the replacement.  An unreachable engine is no failure of the
+        new version: it raises as it is, and the key backs off."""
         loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            if why := self._abandon_reason(job):
+                raise ReplacementAbandoned(why)
+            left = job.deadline - loop.time()
+            if left <= 0:
+                raise ReplacementFailed(f"did not start within {job.spec.update.deadline:g}s")
+            try:
+                async with asyncio.timeout(left):
+                    return await self.runtime.start_instance(spec=job.spec, number=number, beside=beside)
+            except TimeoutError:
+                raise ReplacementFailed(f"did not start within {job.spec.update.deadline:g}s") from None
+            except ContainerError as exc:
+                failures += 1
+                if not exc.transient or failures >= START_ATTEMPTS:
+                    raise ReplacementFailed(f"could not start: {exc}") from None
+                log.warning("starting a replacement of %s/%s failed (%d of %d): %s", job.spec.name, number,
+                            failures, START_ATTEMPTS, exc)
+            await asyncio.sleep(max(0.0, min(START_RETRY * failures, job.deadline - loop.time())))
+
+    async def _await_healthy(self, job: _Job, c: ContainerInfo,
+                             each_round: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Return once ``c`` has run and passed its check (without one: kept running) for
+        ``update.min_healthy`` seconds; past the replacement's deadline remove it and raise
+        :class:`ReplacementFailed`.  Remove it and raise :class:`ReplacementAbandoned` as soon as
+        the replacement has no point any more (:meth:`_abandon_reason`)."""
+        loop = asyncio.get_running_loop()
+        spec = job.spec
         policy = spec.update
-        deadline = loop.time() + policy.deadline
         period = min(spec.health.interval, 0.5) if spec.health is not None else 0.25
         healthy_since: float | None = None
         reason = f"not healthy for {policy.min_healthy:g}s within {policy.deadline:g}s"
         while True:
             now = loop.time()
+            if why := self._abandon_reason(job):
+                log.info("replacement %s of %s/%s abandoned: %s", c.id[:12], c.service, c.number, why)
+                await self.runtime.remove(c.id, grace=0)
+                raise ReplacementAbandoned(why)
             current = await self.runtime.inspect(c.id)
             if current is None or not current.running:
                 reason = "the replacement exited"
                 break
+            if each_round is not None:
+                await each_round()
             if await self.health.probe(c, spec):
                 healthy_since = now if healthy_since is None else healthy_since
                 if now - healthy_since >= policy.min_healthy:
                     return
             else:
                 healthy_since = None
-            if now >= deadline:
+            if now >= job.deadline:
                 break
-            await asyncio.sleep(max(0.01, min(period, deadline - now)))
+            await asyncio.sleep(max(0.01, min(period, job.deadline - now)))
         log.warning("replacement %s of %s/%s failed: %s", c.id[:12], c.service, c.number, reason)
         await self.runtime.remove(c.id, grace=0)
-        if rollout:
-            spec_rec = InstanceRecord(service=c.service, number=c.number, node=self.node_id, address=self.address)
-            await self._rollout_failed(spec_rec, spec, reason)
-        raise ContainerError(f"replacement of {c.service}/{c.number} failed: {reason}", transient=True)
+        raise ReplacementFailed(reason)
 
-    async def _rollout_failed(self, rec: InstanceRecord, spec: ServiceSpec, reason: str) -> None:
-        outcome = await self.rollouts.fail_rollout(
-            spec.name, target=spec.runtime_hash, reason=f"instance {rec.number} on {self.node_id}: {reason}",
-            rollback=spec.update.on_failure == "rollback")
+    async def _rollout_failed(self, spec: ServiceSpec, reason: str) -> None:
+        outcome = await self.rollouts.fail_rollout(spec.name, target=spec.runtime_hash, reason=reason,
+                                                   rollback=spec.update.on_failure == "rollback")
         if outcome:
             log.warning("rollout of %s %s: %s", spec.name, outcome, reason)
 
     def _running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord:
         spec = self.mirror.state().services.get(c.service)
-        health: Health = self.health.health_of(c, spec) if spec is not None else rec.health
+        health = self.health.health_of(c, spec) if spec is not None else rec.health
+        if health is None:  # no verdict yet: what the record says of this container, else starting
+            health = rec.health if rec.container_id == c.id else "starting"
         if healthy and health:  # it just passed its checks for min_healthy (a replacement)
             health = "healthy"
         return replace(

@@ -11,7 +11,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import Slot
 from daprdockr.errors import NotFoundError
@@ -93,14 +93,30 @@ async def test_slots_bound_replacements_across_agents_and_free_with_the_lease(st
     got = await asyncio.gather(*(
         life.take_slot(WEB, parallel=2, slot=Slot(node=f"n{i}", instance=i + 1), lease=lease)
         for i, lease in enumerate(leases)))
-    assert sorted(got) == [0, 0, 1, 2]
-    holder = leases[got.index(1)]
+    assert sorted(index for index, _ in got) == [0, 0, 1, 2]
+    taken = {index: revision for index, revision in got if index}
+    holder = leases[[index for index, _ in got].index(1)]
     await store.revoke_lease(holder)  # an agent dies: its slot goes with its lease
     fresh = await store.grant_lease(5)
-    assert await life.take_slot(WEB, parallel=2, slot=Slot(node="n9", instance=9), lease=fresh) == 1
-    await life.release_slot(WEB, 2)
+    assert (await life.take_slot(WEB, parallel=2, slot=Slot(node="n9", instance=9), lease=fresh))[0] == 1
+    assert await life.release_slot(WEB, 2, create_revision=taken[2])
     state = await store.snapshot()
     assert set(state.slots[WEB]) == {1}
+
+
+async def test_a_failed_replacement_marks_its_own_slot_only(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    lease = await store.grant_lease(5)
+    slot = Slot(node="n1", instance=3, target="abc")
+    index, revision = await life.take_slot(WEB, parallel=1, slot=slot, lease=lease)
+    assert index == 1
+    assert await life.mark_slot_failed(WEB, 1, slot=replace(slot, failed="could not start", create_revision=revision),
+                                       lease=lease)
+    (marked,) = (await store.snapshot()).slots[WEB].values()
+    assert (marked.failed, marked.target, marked.create_revision) == ("could not start", "abc", revision)
+    # a stale revision (the slot was released and taken anew) marks nothing
+    assert not await life.mark_slot_failed(WEB, 1, slot=replace(slot, failed="x", create_revision=revision - 1),
+                                           lease=lease)
 
 
 async def test_a_takeover_cannot_be_undone_by_the_old_owner(store: EtcdStore) -> None:
@@ -131,3 +147,56 @@ async def test_drain_markers(store: EtcdStore) -> None:
     assert await life.end_shutdown_drain("n2") is True
     await life.drain("n1", on=False)
     assert (await store.snapshot()).draining == frozenset()
+
+
+async def test_a_release_deletes_only_the_slot_it_took(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    a, b, c = [await store.grant_lease(10) for _ in range(3)]
+    _, mine = await life.take_slot(WEB, parallel=1, slot=Slot(node="n1", instance=1), lease=a)
+    assert await life.release_slot(WEB, 1, create_revision=mine)
+    assert await life.take_slot(WEB, parallel=1, slot=Slot(node="n2", instance=2), lease=b) != (0, 0)
+    # a retried release (the first one went through) does not delete n2's slot
+    assert not await life.release_slot(WEB, 1, create_revision=mine)
+    assert (await store.snapshot()).slots[WEB][1].node == "n2"
+    # n2's lease expires, n3 takes the index: n2's late release does not delete n3's slot
+    theirs = (await store.snapshot()).slots[WEB][1].create_revision
+    await store.revoke_lease(b)
+    assert (await life.take_slot(WEB, parallel=1, slot=Slot(node="n3", instance=3), lease=c))[0] == 1
+    assert not await life.release_slot(WEB, 1, create_revision=theirs)
+    assert (await store.snapshot()).slots[WEB][1].node == "n3"
+
+
+async def test_an_automatic_rollback_keeps_the_instance_count_and_the_route(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    v1 = ServiceSpec.from_dict({"image": "busybox", "instances": 2, "env": {"V": "1"}, "http_port": 80,
+                                "http_host": "a.test"}, name=WEB)
+    v2 = ServiceSpec.from_dict({"image": "busybox", "instances": 2, "env": {"V": "2"}, "http_port": 80,
+                                "http_host": "b.test"}, name=WEB)
+    await store.put_service(v1)
+    await store.put_service(v2)
+    await store.update_service(WEB, lambda cur, _: replace(cur, instances=6) if cur else v2)  # scaled meanwhile
+    assert await life.fail_rollout(WEB, target=v2.runtime_hash, reason="r", rollback=True) == "rolled-back"
+    back = await store.get_service(WEB)
+    assert back is not None and back.runtime_hash == v1.runtime_hash
+    assert (back.env, back.instances, back.http_host) == (v1.env, 6, "b.test")
+
+
+async def test_a_service_written_before_history_was_kept_is_seeded_and_rolls_back(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    await store.put_raw(store.schema.service(WEB), dumps(spec("old").to_dict()))  # no history, no rollout record
+    await store.put_service(spec("new"))
+    entries = await life.history(WEB)
+    assert [(e.version, e.cause) for e in entries] == [(1, "seeded"), (2, "set")]
+    assert await life.fail_rollout(WEB, target=spec("new").runtime_hash, reason="r", rollback=True) == "rolled-back"
+    assert await store.get_service(WEB) == spec("old")
+
+
+async def test_a_rollback_with_no_earlier_version_pauses_and_says_why(store: EtcdStore) -> None:
+    life = LifecycleStore(store)
+    await store.put_service(spec("1"))
+    await store.put_service(spec("2"))
+    await store.transaction(compares=[], ops=[(store.schema.history(WEB, 1), None, 0)], what="test")  # lost
+    assert await life.fail_rollout(WEB, target=spec("2").runtime_hash, reason="boom", rollback=True) == "paused"
+    record, _ = await life.rollout(WEB)
+    assert record is not None and record.state == "paused"
+    assert record.reason == "boom; paused instead of rolled back: version 1 is not in the history"

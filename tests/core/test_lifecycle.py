@@ -17,7 +17,7 @@ from daprdockr.core.local_view import local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
-from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
+from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot, rollback_spec
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import node_state, progress, rollout_row
 from daprdockr.errors import ValidationError
@@ -233,3 +233,47 @@ def test_slot_and_rollout_changes_do_not_move_the_routing_version() -> None:
     assert state.slots[WEB][1].node == "n1" and state.rollouts[WEB].target == "h" and state.draining == {"n1"}
     m.apply(WatchEvent(kind="put", key=schema.service(WEB), value=dumps(spec().to_dict()), revision=5))
     assert m.routing_version == v + 1
+
+
+def test_the_mirror_keeps_history_entries_and_slot_create_revisions() -> None:
+    schema = KeySchema("/t")
+    m = StateMirror(schema=schema)
+    m.reset([], revision=1)
+    entry = HistoryEntry(version=3, spec=spec().to_dict(), cause="set")
+    m.apply(WatchEvent(kind="put", key=schema.history(WEB, 3), value=dumps(entry.to_dict()), revision=2))
+    m.apply(WatchEvent(kind="put", key=schema.slot(WEB, 1), value=dumps(Slot(node="n1", instance=1).to_dict()),
+                       revision=3, lease=5, create_revision=3))
+    state = m.state()
+    assert state.history[WEB][3] == entry
+    assert state.slots[WEB][1].create_revision == 3
+
+
+ROLLBACK_CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+    # (case, previous version's extra fields, the failed current one's, what the rollback writes)
+    ("containers come back, the instance count stays",
+     {"env": {"V": "1"}}, {"env": {"V": "2"}, "instances": 7}, {"env": {"V": "1"}, "instances": 7}),
+    ("the route stays as it is now", {"http_host": "a.test", "image": "busybox:1"},
+     {"http_host": "b.test", "image": "busybox:2"}, {"http_host": "b.test", "image": "busybox:1"}),
+    ("a route removed with the update stays removed", {"http_host": "a.test", "cmd": ["a"]}, {"cmd": ["b"]},
+     {"cmd": ["a"]}),
+    ("the update policy stays", {"labels": {"v": "1"}}, {"labels": {"v": "2"}, "update": {"parallel": 3}},
+     {"labels": {"v": "1"}, "update": {"parallel": 3}}),
+    ("the check and stop grace the old containers ran with come back",
+     {"health": {"tcp": 8080}, "stop_signal": "SIGQUIT", "env": {"V": "1"}},
+     {"health": {"http": "/h", "port": 8080}, "stop_timeout": "30s", "env": {"V": "2"}},
+     {"health": {"tcp": 8080}, "stop_signal": "SIGQUIT", "env": {"V": "1"}}),
+    ("a route that needs a port the old version did not publish: the old route comes back",
+     {"http_port": None, "ports": [9000]}, {"http_host": "b.test", "ports": [9000]},
+     {"http_port": None, "ports": [9000]}),
+]
+
+
+@pytest.mark.parametrize(("case", "before", "now", "expected"), ROLLBACK_CASES, ids=[c[0] for c in ROLLBACK_CASES])
+def test_an_automatic_rollback_brings_back_what_rolled_out(
+    case: str, before: dict[str, Any], now: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    previous, current = spec(**before), spec(**now)
+    back = rollback_spec(current, previous)
+    assert back == spec(**expected)
+    assert back.runtime_hash == previous.runtime_hash
+    assert rollback_spec(None, previous) == previous

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.lifecycle import UpdatePolicy
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.plan import (
@@ -35,8 +36,8 @@ API = ServiceName(group="myapp", service="api")
 ME, LEASE = "n1", 100
 
 
-def spec(n: int, *, name: ServiceName = WEB, image: str = "busybox") -> ServiceSpec:
-    return ServiceSpec(name=name, image=image, instances=n, http_port=80)
+def spec(n: int, *, name: ServiceName = WEB, image: str = "busybox", parallel: int = 1) -> ServiceSpec:
+    return ServiceSpec(name=name, image=image, instances=n, http_port=80, update=UpdatePolicy(parallel=parallel))
 
 
 HASH = spec(1).runtime_hash
@@ -148,6 +149,17 @@ CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str,
     ("spec changed, a rollout of another target paused: roll", {WEB: spec(1, image="busybox:2")},
      obs(instances=[rec(1)], containers=[ctr(1)], rollouts={WEB: RolloutRecord(version=2, target="x", state="paused")}),
      [("Roll", 1)]),
+    ("spec changed, a replacement towards it failed (rollout undecided): hold",
+     {WEB: spec(2, image="busybox:2", parallel=2)},
+     obs(instances=[rec(1), rec(2)], containers=[ctr(1), ctr(2)],
+         slots={WEB: {1: Slot(node="n2", instance=3, target=spec(1, image="busybox:2").runtime_hash,
+                              failed="could not start")}}),
+     []),
+    ("spec changed, a failed replacement of another target left a slot: roll",
+     {WEB: spec(2, image="busybox:2", parallel=2)},
+     obs(instances=[rec(1), rec(2)], containers=[ctr(1), ctr(2)],
+         slots={WEB: {1: Slot(node="n2", instance=3, target="x", failed="could not start")}}),
+     [("Roll", 1), ("Roll", 2)]),
     ("spec changed and crashed: restart with the new spec, no slot", {WEB: spec(1, image="busybox:2")},
      obs(instances=[rec(1)], containers=[ctr(1, running=False)], slots={WEB: {1: Slot(node="n2", instance=3)}}),
      [("Start", 1)]),

@@ -42,7 +42,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
-from daprdockr.core.rollout import HISTORY_KEEP, HistoryEntry, RolloutRecord
+from daprdockr.core.rollout import HISTORY_KEEP, SEEDED, HistoryEntry, RolloutRecord
 from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state, decode_value
 from daprdockr.errors import (
     DaprDockrError,
@@ -441,14 +441,18 @@ class EtcdStore:
         cause: str, rollout: RolloutRecord | None = None,
     ) -> list[tuple[str, bytes | None, int]]:
         """The writes of one new spec version: the spec, its history entry (old ones dropped), and a
-        rollout record when what the containers are made of changed."""
-        version = (versions[-1] if versions else 0) + 1
+        rollout record when what the containers are made of changed.  A stored spec with no
+        history (written before history was kept) is seeded as the version before, so the change
+        can be rolled back."""
         now = time.time()
-        ops: list[tuple[str, bytes | None, int]] = [
-            (self.schema.service(name), dumps(spec.to_dict()), 0),
-            (self.schema.history(name, version), dumps(HistoryEntry(version=version, spec=spec.to_dict(), at=now,
-                                                                     cause=cause).to_dict()), 0),
-        ]
+        ops: list[tuple[str, bytes | None, int]] = [(self.schema.service(name), dumps(spec.to_dict()), 0)]
+        if not versions and current is not None:
+            versions = [1]
+            ops.append((self.schema.history(name, 1), dumps(HistoryEntry(version=1, spec=current.to_dict(), at=now,
+                                                                         cause=SEEDED).to_dict()), 0))
+        version = (versions[-1] if versions else 0) + 1
+        ops.append((self.schema.history(name, version), dumps(HistoryEntry(version=version, spec=spec.to_dict(),
+                                                                           at=now, cause=cause).to_dict()), 0))
         ops += [(self.schema.history(name, v), None, 0) for v in versions if v <= version - HISTORY_KEEP]
         if rollout is None and current is not None and current.runtime_hash != spec.runtime_hash:
             rollout = RolloutRecord(version=version, target=spec.runtime_hash,

@@ -12,10 +12,11 @@ from dataclasses import replace
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.model import ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
-from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
+from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot, rollback_spec
 from daprdockr.errors import NotFoundError, StoreError, ValidationError
 
 log = logging.getLogger(__name__)
+REASON_LIMIT = 1024  # characters of a failure's reason kept in the rollout record
 
 
 class LifecycleStore:
@@ -51,16 +52,8 @@ class LifecycleStore:
                 raise NotFoundError(f"{name} has no version {to} (kept: {', '.join(str(e.version) for e in entries)})")
             source = found[0]
         spec = ServiceSpec.from_dict(source.spec, name=name)
-        await self._write_version(name, spec, cause=f"rollback to {source.version}")
+        await self.store.write_version(name, lambda _cur, _bad: spec, cause=f"rollback to {source.version}")
         return spec, source.version
-
-    async def _write_version(self, name: ServiceName, spec: ServiceSpec, *, cause: str,
-                             rollout: RolloutRecord | None = None, expect_rollout: int | None = None) -> bool:
-        """Write ``spec`` as a new version; with ``expect_rollout`` only while the rollout record is
-        still at that revision (False: it moved on, someone else decided)."""
-        guard = (self.schema.rollout(name), expect_rollout) if expect_rollout is not None else None
-        return await self.store.write_version(name, lambda _cur, _bad: spec, cause=cause, rollout=rollout,
-                                              guard=guard) is not None
 
     # ------------------------------------------------------------------ rollouts
     async def rollout(self, name: ServiceName) -> tuple[RolloutRecord | None, int]:
@@ -70,25 +63,39 @@ class LifecycleStore:
         return RolloutRecord.from_dict(json.loads(kv.value)), kv.mod_revision
 
     async def fail_rollout(self, name: ServiceName, *, target: str, reason: str, rollback: bool) -> str:
-        """A replacement of the rollout to ``target`` failed: roll back to the previous version, or
-        pause.  Only the first agent to report it acts (compare on the rollout record); returns
-        what happened: ``rolled-back``, ``paused``, or ``""`` (already handled)."""
+        """A replacement of the rollout to ``target`` failed: roll back to the previous version
+        (what rolled out only: :func:`~daprdockr.core.rollout.rollback_spec`), or pause.  Only the
+        first agent to report it acts (compare on the rollout record); returns what happened:
+        ``rolled-back``, ``paused``, or ``""`` (already handled).  A rollback with no previous
+        version to go to pauses, and the reason says why."""
         record, mod = await self.rollout(name)
         if record is None or record.target != target or record.state == "paused":
             return ""
-        if rollback and record.state == "rolling" and record.previous_version:
-            entries = {e.version: e for e in await self.history(name)}
-            previous = entries.get(record.previous_version)
-            if previous is not None:
-                spec = ServiceSpec.from_dict(previous.spec, name=name)
-                back = RolloutRecord(version=0, target=spec.runtime_hash, previous_version=record.version,
+        reason = reason[:REASON_LIMIT]
+        if rollback and record.state == "rolling":
+            previous = None
+            if record.previous_version:
+                previous = {e.version: e for e in await self.history(name)}.get(record.previous_version)
+            try:
+                old = ServiceSpec.from_dict(previous.spec, name=name) if previous is not None else None
+            except ValidationError as exc:
+                log.warning("version %d of %s in the history is not a valid spec: %s", record.previous_version,
+                            name, exc)
+                old = None
+            if previous is not None and old is not None:
+                back = RolloutRecord(version=0, target=old.runtime_hash, previous_version=record.version,
                                      previous=record.target, state="rolled-back", reason=reason, at=time.time())
-                if await self._write_version(name, spec, cause=f"automatic rollback to {previous.version}",
-                                             rollout=back, expect_rollout=mod):
+                guard = (self.schema.rollout(name), mod)
+                if await self.store.write_version(name, lambda cur, _bad: rollback_spec(cur, old),
+                                                  cause=f"automatic rollback to {previous.version}", rollout=back,
+                                                  guard=guard) is not None:
                     log.warning("rollout of %s to version %d failed (%s): rolled back to version %d", name,
                                 record.version, reason, previous.version)
                     return "rolled-back"
                 return ""
+            why = (f"version {record.previous_version} is not in the history" if record.previous_version
+                   else "no earlier version is known")
+            reason = f"{reason}; paused instead of rolled back: {why}"
         paused = replace(record, state="paused", reason=reason, at=time.time())
         if await self.store.transaction(compares=[(self.schema.rollout(name), "mod", mod)],
                                         ops=[(self.schema.rollout(name), dumps(paused.to_dict()), 0)],
@@ -108,18 +115,32 @@ class LifecycleStore:
             raise StoreError(f"the rollout of {name} changed meanwhile; try again")
 
     # ------------------------------------------------------------------ slots
-    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> int:
-        """A free replacement slot (1..``parallel``) on ``lease``, or 0 if all are taken."""
+    async def take_slot(self, name: ServiceName, *, parallel: int, slot: Slot, lease: int) -> tuple[int, int]:
+        """A free replacement slot (1..``parallel``) on ``lease``: its index and create revision,
+        or ``(0, 0)`` if all are taken.  (A take whose reply was lost leaves a slot on our lease
+        that no replacement holds: the reconciler releases such slots.)"""
         for index in range(1, parallel + 1):
             key = self.schema.slot(name, index)
-            if await self.store.transaction(compares=[(key, "create", 0)], ops=[(key, dumps(slot.to_dict()), lease)],
-                                            what="take slot"):
-                return index
-        return 0
+            revision = await self.store.transaction(compares=[(key, "create", 0)],
+                                                    ops=[(key, dumps(slot.to_dict()), lease)], what="take slot")
+            if revision:
+                return index, revision
+        return 0, 0
 
-    async def release_slot(self, name: ServiceName, index: int) -> None:
-        await self.store.transaction(compares=[], ops=[(self.schema.slot(name, index), None, 0)],
-                                     what="release slot")
+    async def mark_slot_failed(self, name: ServiceName, index: int, *, slot: Slot, lease: int) -> bool:
+        """Write ``slot`` (with its ``failed`` reason) into our slot ``index``, iff it is still the
+        slot we took (its create revision is ``slot.create_revision``)."""
+        key = self.schema.slot(name, index)
+        return bool(await self.store.transaction(compares=[(key, "create", slot.create_revision)],
+                                                 ops=[(key, dumps(slot.to_dict()), lease)], what="mark slot failed"))
+
+    async def release_slot(self, name: ServiceName, index: int, *, create_revision: int) -> bool:
+        """Delete slot ``index`` iff it is still the one created at ``create_revision`` (ours): a
+        retried release, or one after our lease expired, never deletes a slot another agent took
+        since.  False: it was not there (any more)."""
+        key = self.schema.slot(name, index)
+        return bool(await self.store.transaction(compares=[(key, "create", create_revision)], ops=[(key, None, 0)],
+                                                 what="release slot"))
 
     # ------------------------------------------------------------------ drain
     async def drain(self, node_id: str, *, on: bool, shutdown: bool = False) -> None:

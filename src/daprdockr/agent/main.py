@@ -88,6 +88,7 @@ class Agent:
         self.health = HealthMonitor(runtime=self.runtime, address=config.advertise_ip,
                                     containers=self._own_containers,
                                     specs=lambda: self.mirror.state().services,
+                                    history=lambda: self.mirror.state().history,
                                     on_change=lambda: self.reconciler.mark_dirty())
         self.lifecycle = LifecycleStore(self.store)
         self.reconciler = Reconciler(

@@ -4,10 +4,15 @@ History and rollback read and write the spec history in etcd (the last 10 versio
 :mod:`daprdockr.core.rollout`); a rollback writes an old version as a new one, so it rolls out
 like any change and is itself in the history.  ``status`` shows the rollout of the newest change
 and where each instance stands.  Drain markers are plain keys the agents watch.
+
+Every command takes ``--json`` (its result on stdout; ``--wait`` progress as JSON lines on
+stderr); text from etcd is printed with its control characters escaped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 import time
 from typing import Annotated, Any
@@ -15,15 +20,16 @@ from typing import Annotated, Any
 import typer
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.cli.app import node_app, service_name, svc_app, with_store
-from daprdockr.cli.svc import wait_ready
-from daprdockr.clikit.output import print_json, print_table
+from daprdockr.cli.svc import progress_line, wait_ready
+from daprdockr.clikit.output import print_json, print_table, safe_text
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import validate_label
 from daprdockr.core.rollout import HistoryEntry
 from daprdockr.core.status import instance_rows, rollout_row
-from daprdockr.errors import NotFoundError, ValidationError
+from daprdockr.errors import NotFoundError, ValidationError, WaitTimeoutError
 
 
 def _history_rows(entries: list[HistoryEntry], current: ServiceSpec | None) -> list[dict[str, Any]]:
@@ -73,6 +79,8 @@ def svc_rollback(
     to: Annotated[int | None, typer.Option("--to", help="Version to go back to [default: the one before].")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the rollout until it is done.")] = False,
     wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 120.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the version taken and the spec written as JSON; --wait progress as JSON lines.")] = False,
 ) -> None:
     """Write an earlier version of the spec as the newest one (it rolls out like any change).
 
@@ -84,10 +92,14 @@ def svc_rollback(
 
     async def back(store: EtcdStore) -> None:
         spec, source = await LifecycleStore(store).rollback(target, to=to)
-        print(f"{target}: rolled back to version {source} ({spec.image}, {spec.instances} instance(s))",
-              file=sys.stderr)
+        if as_json:
+            print_json({"service": str(target), "from_version": source, "spec": spec.to_dict()})
+            sys.stdout.flush()
+        else:
+            print(f"{target}: rolled back to version {source} ({spec.image}, {spec.instances} instance(s))",
+                  file=sys.stderr)
         if wait:
-            await wait_ready(store, spec, limit=wait_timeout, quiet=False)
+            await wait_ready(store, spec, limit=wait_timeout, quiet=False, as_json=as_json)
 
     with_store(ctx, back)
 
@@ -117,16 +129,23 @@ def svc_status(
     print_table([summary], ["service", "rollout", "version", "desired", "updated", "healthy", "outdated",
                             "replacing", "reason"])
     for failure in row["failed"]:
-        print(f"failed: {failure}", file=sys.stderr)
+        print(f"failed: {safe_text(failure)}", file=sys.stderr)
     print_table(instances, ["instance", "node", "state", "health", "age", "container_id", "error"])
 
 
 @svc_app.command("resume")
-def svc_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<service>.<group>")]) -> None:
+def svc_resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="<service>.<group>")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
     """Resume a paused rollout.   Example: daprdockr svc resume web.myapp"""
     target = service_name(name)
     with_store(ctx, lambda s: LifecycleStore(s).resume(target))
-    print(f"{target}: rollout resumed", file=sys.stderr)
+    if as_json:
+        print_json({"service": str(target), "rollout": "rolling"})
+    else:
+        print(f"{target}: rollout resumed", file=sys.stderr)
 
 
 def _node(text: str) -> str:
@@ -142,26 +161,32 @@ def node_drain(
     node: Annotated[str, typer.Argument(help="Node id.")],
     wait: Annotated[bool, typer.Option(help="Wait until the node holds no instance.")] = False,
     wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 300.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the node's state as JSON; --wait progress as JSON lines on stderr.")] = False,
 ) -> None:
     """The node stops claiming; each of its instances starts elsewhere and is healthy before it
-    stops there.   Example: daprdockr node drain n3 --wait"""
+    stops there.  The node must be live or hold instances.   Example: daprdockr node drain n3 --wait"""
     node_id = _node(node)
 
     async def drain(store: EtcdStore) -> None:
+        state = await store.snapshot()
+        held = sum(1 for r in state.instances.values() if r.node == node_id)
+        if node_id not in state.nodes and not held:
+            known = ", ".join(sorted(state.nodes)) or "none"
+            raise NotFoundError(f"node {node_id} is not known: no live agent has that id and it holds no "
+                                f"instance (live nodes: {known})")
         await LifecycleStore(store).drain(node_id, on=True)
-        print(f"{node_id}: draining", file=sys.stderr)
+        if not as_json:
+            print(f"{node_id}: draining", file=sys.stderr)
         if wait:
-            await _wait_drained(store, node_id, limit=wait_timeout)
+            held = await _wait_drained(store, node_id, limit=wait_timeout, as_json=as_json)
+        if as_json:
+            print_json({"node": node_id, "state": "drained" if wait else "draining", "instances": held})
 
     with_store(ctx, drain)
 
 
-async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float) -> None:
-    import asyncio
-
-    from daprdockr.adapters.informer import Informer
-    from daprdockr.errors import WaitTimeoutError
-
+async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float, as_json: bool) -> int:
     held = -1
 
     async def follow() -> None:
@@ -170,7 +195,9 @@ async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float) -> None
             now_held = sum(1 for r in state.instances.values() if r.node == node_id)
             if now_held != held:
                 held = now_held
-                print(f"{node_id}: {held} instance(s) left", file=sys.stderr, flush=True)
+                line = (json.dumps({"node": node_id, "instances": held}) if as_json
+                        else f"{node_id}: {held} instance(s) left")
+                progress_line(line, last="", tty=False)
             if not held:
                 return
 
@@ -178,12 +205,29 @@ async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float) -> None
         await asyncio.wait_for(follow(), limit)
     except TimeoutError:
         raise WaitTimeoutError(f"{node_id} still holds {held} instance(s) after {limit:g}s") from None
-    print(f"{node_id}: drained", file=sys.stderr)
+    if not as_json:
+        print(f"{node_id}: drained", file=sys.stderr)
+    return held
 
 
 @node_app.command("undrain")
-def node_undrain(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node id.")]) -> None:
+def node_undrain(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
     """Let a drained node claim instances again.   Example: daprdockr node undrain n3"""
     node_id = _node(node)
-    with_store(ctx, lambda s: LifecycleStore(s).drain(node_id, on=False))
-    print(f"{node_id}: ready", file=sys.stderr)
+
+    async def undrain(store: EtcdStore) -> None:
+        state = await store.snapshot()
+        if node_id not in state.draining and node_id not in state.nodes:
+            raise NotFoundError(f"node {node_id} is not known and not draining "
+                                f"(live nodes: {', '.join(sorted(state.nodes)) or 'none'})")
+        await LifecycleStore(store).drain(node_id, on=False)
+
+    with_store(ctx, undrain)
+    if as_json:
+        print_json({"node": node_id, "state": "ready"})
+    else:
+        print(f"{node_id}: ready", file=sys.stderr)

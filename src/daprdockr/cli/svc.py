@@ -1,11 +1,15 @@
 """``daprdockr svc``: set (merge, one transaction), get, del, ls; ``--wait`` follows the rollout
-through the informer (see :mod:`.rollout` for history, rollback, status, resume)."""
+through the informer (see :mod:`.rollout` for history, rollback, status, resume).
+
+Progress lines go to stderr: text (control characters from etcd escaped) or, with ``--json``, one
+JSON object per line; the command's result (``--json``) goes to stdout."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,11 +19,11 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.cli.app import fail, service_name, svc_app, with_store
 from daprdockr.clikit.lifecycleflags import health_flags, update_flags
-from daprdockr.clikit.output import print_json, print_table
+from daprdockr.clikit.output import print_json, print_table, safe_text
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.status import progress, service_rows
+from daprdockr.core.status import Progress, progress, service_rows
 from daprdockr.errors import NotFoundError, RolloutFailedError, ValidationError, WaitTimeoutError
 
 
@@ -39,11 +43,23 @@ def _load_files(path: str) -> list[dict[str, Any]]:
     return docs
 
 
-async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool) -> None:
+def progress_json(name: ServiceName, p: Progress) -> str:
+    """One ``--wait --json`` progress line: every field of :class:`Progress`, plus ``done``."""
+    return json.dumps({"service": str(name), **asdict(p), "done": p.done}, sort_keys=True)
+
+
+def progress_line(line: str, *, last: str, tty: bool) -> None:
+    """Print a progress line to stderr: on a terminal over the previous one, else one per line."""
+    if line != last:
+        print(f"\r\x1b[K{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+
+async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool,
+                     as_json: bool = False) -> None:
     """Follow the informer until ``spec`` runs everywhere, updated and healthy, printing progress
-    (replacements in flight, healthy count, failures); raise on timeout naming the failures, or
-    when the rollout was rolled back or paused."""
-    tty = sys.stderr.isatty()
+    (replacements in flight, healthy count, failures; ``as_json``: JSON lines); raise on timeout
+    naming the failures, or when the rollout was rolled back or paused."""
+    tty = sys.stderr.isatty() and not as_json
     last = ""
     p = None
 
@@ -51,9 +67,9 @@ async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet
         nonlocal last, p
         async for state in Informer(store=store).states():
             p = progress(state, spec)
-            line = p.line(spec.name)
-            if line != last and not quiet:
-                print(f"\r\x1b[K{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            line = progress_json(spec.name, p) if as_json else safe_text(p.line(spec.name))
+            if not quiet:
+                progress_line(line, last=last, tty=tty)
                 last = line
             if p.done or p.halted:
                 return
@@ -120,6 +136,9 @@ def svc_set(
     stop_timeout: Annotated[str | None, typer.Option(help="Grace before SIGKILL, e.g. 30s.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the rollout until all are updated and healthy.")] = False,
     wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 60.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the written spec as JSON (a list for a file of several); --wait progress as "
+                       "JSON lines on stderr.")] = False,
 ) -> None:
     """Create or update a service.  Flags given are merged onto the existing spec.
 
@@ -180,11 +199,15 @@ def svc_set(
         if cli_name is not None and not file:  # merge: one transaction on the key, retried on conflict
             specs.append(await store.update_service(
                 cli_name, lambda cur, bad: merge_onto(cli_name, cur, bad, flags)))
-        for spec in specs:
-            print(f"{spec.name}: {spec.instances} instance(s) of {spec.image}", file=sys.stderr)
+        if as_json:
+            print_json(specs[0].to_dict() if len(specs) == 1 else [s.to_dict() for s in specs])
+            sys.stdout.flush()
+        else:
+            for spec in specs:
+                print(f"{spec.name}: {spec.instances} instance(s) of {spec.image}", file=sys.stderr)
         if wait:
             for spec in specs:
-                await wait_ready(store, spec, limit=wait_timeout, quiet=False)
+                await wait_ready(store, spec, limit=wait_timeout, quiet=False, as_json=as_json)
         return specs
 
     with_store(ctx, apply)

@@ -28,9 +28,10 @@ this node whose key another node holds (split brain after a partition, or a rest
 the TTL) are stopped.
 
 Rolling updates.  A running container of ours whose spec hash is not the spec's is replaced by
-:class:`Roll` — only while the service's rollout is not paused and fewer than ``update.parallel``
-replacement slots are taken (the executor takes one with a transaction, so the bound holds across
-the cluster).  A crashed container is restarted with the new spec at once (it serves nothing).
+:class:`Roll` — only while the service's rollout is not paused, no slot holds a failed replacement
+towards the same version (the rollout is about to be rolled back or paused), and fewer than
+``update.parallel`` replacement slots are taken (the executor takes one with a transaction, so the
+bound holds across the cluster).  A crashed container is restarted with the new spec at once (it serves nothing).
 
 Drain.  A node with a drain marker claims and adopts nothing, releases instances it does not run,
 and keeps running the rest until another node has taken them over: the nodes that are not draining
@@ -334,12 +335,17 @@ def _fix_bad_key(key: Key, bad: BadKey, group: Sequence[ContainerInfo], obs: Obs
 
 
 def may_roll(spec: ServiceSpec, obs: Observed) -> bool:
-    """A replacement of an outdated instance of ``spec`` may start: the rollout is not paused and
-    a replacement slot looks free (taking it is a transaction; this only avoids hopeless tries)."""
+    """A replacement of an outdated instance of ``spec`` may start: the rollout is not paused, no
+    replacement towards this version has failed without the rollout being decided yet (its slot
+    is marked failed until then), and a replacement slot looks free (taking it is a transaction;
+    this only avoids hopeless tries)."""
     rollout = obs.rollouts.get(spec.name)
     if rollout is not None and rollout.target == spec.runtime_hash and rollout.state == "paused":
         return False
-    return len(obs.slots.get(spec.name, {})) < spec.update.parallel
+    slots = obs.slots.get(spec.name, {})
+    if any(s.failed and s.target == spec.runtime_hash for s in slots.values()):
+        return False
+    return len(slots) < spec.update.parallel
 
 
 def _keep_frozen(key: Key, group: Sequence[ContainerInfo], obs: Observed, out: list[Action]) -> None:

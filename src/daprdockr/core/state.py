@@ -65,6 +65,7 @@ class ClusterState:
     rollouts: dict[ServiceName, RolloutRecord] = field(default_factory=dict)
     slots: dict[ServiceName, dict[int, Slot]] = field(default_factory=dict)  # replacements in flight
     draining: frozenset[str] = frozenset()  # nodes with a drain marker
+    history: dict[ServiceName, dict[int, HistoryEntry]] = field(default_factory=dict)  # kept spec versions
     # (http_host, http_port) of frozen services, from their newest history entry: a frozen
     # service keeps its route on every agent, also one that never saw a good version of the spec
     frozen_routes: dict[ServiceName, tuple[str, int]] = field(default_factory=dict)
@@ -132,7 +133,8 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
     if parsed.kind in ("rollout", "slot", "history"):
         assert parsed.service is not None
         value = (RolloutRecord.from_dict(data) if parsed.kind == "rollout"
-                 else Slot.from_dict(data) if parsed.kind == "slot" else HistoryEntry.from_dict(data))
+                 else replace(Slot.from_dict(data), create_revision=kv.create_revision) if parsed.kind == "slot"
+                 else HistoryEntry.from_dict(data))
         return Keyed(service=parsed.service, number=parsed.number, value=value)
     if parsed.kind == "applied":
         revision = data.get("revision") if isinstance(data, dict) else None
@@ -171,8 +173,8 @@ def assemble_state(
     applied: dict[str, int] = {}
     rollouts: dict[ServiceName, RolloutRecord] = {}
     slots: dict[ServiceName, dict[int, Slot]] = {}
+    history: dict[ServiceName, dict[int, HistoryEntry]] = {}
     draining: set[str] = set()
-    history: dict[ServiceName, HistoryEntry] = {}  # the newest version of each service
     skipped: list[tuple[str, str]] = []
     invalid_services: dict[ServiceName, str] = {}
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = {}
@@ -204,18 +206,19 @@ def assemble_state(
                 rollouts[value.service] = value.value
             elif isinstance(value.value, Slot):
                 slots.setdefault(value.service, {})[value.number] = value.value
-            elif (newest := history.get(value.service)) is None or value.value.version > newest.version:
-                history[value.service] = value.value
+            else:
+                history.setdefault(value.service, {})[value.value.version] = value.value
         else:
             nodes[value.node_id] = value
     frozen_routes = {
         name: route for name in invalid_services if name not in services and name in history
-        if (route := _route_of(name, history[name])) is not None
+        if (route := _route_of(name, history[name][max(history[name])])) is not None
     }
     return ClusterState(
         services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
         invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
-        rollouts=rollouts, slots=slots, draining=frozenset(draining), frozen_routes=frozen_routes,
+        rollouts=rollouts, slots=slots, draining=frozenset(draining), history=history,
+        frozen_routes=frozen_routes,
     )
 
 
