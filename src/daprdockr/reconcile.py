@@ -53,7 +53,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo
@@ -277,7 +277,9 @@ class Reconciler:
         self._containers_stale = True
         self.dirty.set()
 
-    def _health_observed(self, specs: Mapping[ServiceName, ServiceSpec]) -> dict[str, Any]:
+    def _health_observed(self, specs: Mapping[ServiceName, ServiceSpec]) -> tuple[dict[str, Health], frozenset[str]]:
+        """What each running container's record should say about its health (unknown ones left
+        out: the record keeps what it says), and the containers due for an unhealthy restart."""
         health: dict[str, Health] = {}
         restart: set[str] = set()
         for c in self.containers:
@@ -289,7 +291,7 @@ class Reconciler:
                 health[c.id] = status
             if self.health.restart_due(c, spec):
                 restart.add(c.id)
-        return {"health": health, "restart": frozenset(restart)}
+        return health, frozenset(restart)
 
     def routable(self) -> list[ContainerInfo]:
         """This node's running containers that are not being stopped (for its own DNS and nginx)."""
@@ -333,6 +335,7 @@ class Reconciler:
         now = self.clock()
         unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
+        health, restart = self._health_observed(state.services)
         observed = Observed(
             node_id=self.node_id,
             lease=self.lease,
@@ -352,7 +355,8 @@ class Reconciler:
             rollouts=state.rollouts,
             slots=state.slots,
             draining=state.draining,
-            **self._health_observed(state.services),
+            health=health,
+            restart=restart,
         )
         planned = plan_next(state.services, observed)
         actions, self._next_wake = planned.actions, planned.next_wake
