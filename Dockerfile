@@ -13,9 +13,10 @@
 # wheel`) fills wheelhouse/ on the host with its own pip settings; when wheels are there the image
 # installs from them only (--no-index), otherwise from PyPI.
 #
-# BASE must be Debian-based (apt) with Python >= 3.11 and its venv module, like python:3.11-slim
-# (or debian:bookworm with python3 and python3-venv installed).
-ARG BASE=python:3.11-slim
+# BASE must be Debian-based (apt) with Python >= 3.11 and its venv module, like
+# python:3.11-slim-bookworm (or debian:bookworm with python3 and python3-venv installed); the
+# Debian release is pinned so nginx-light and libnginx-mod-http-lua come from one release.
+ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS etcd
 RUN apt-get update \
@@ -27,7 +28,8 @@ ENTRYPOINT ["etcd"]
 FROM ${BASE} AS agent
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-http-lua \
- && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default
+ && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default \
+ && test -f /usr/lib/nginx/modules/ngx_http_lua_module.so
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/daprdockr/bin:$PATH
 WORKDIR /build

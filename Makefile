@@ -53,8 +53,8 @@ bench: services
 
 # Container images for the docker-compose dev cluster.  The wheels are fetched on the host (its pip
 # settings, proxies and CAs), so the image build itself needs only the Debian mirror.
-# BASE: a Debian-based image with python3 + python3-venv (default python:3.11-slim).
-BASE ?= python:3.11-slim
+# BASE: a Debian-based image with python3 + python3-venv (default python:3.11-slim-bookworm).
+BASE ?= python:3.11-slim-bookworm
 wheelhouse: setup
 	$(VENV)/bin/pip wheel -q -w wheelhouse '.[fast]' setuptools wheel
 

@@ -10,6 +10,7 @@ import signal
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -343,3 +344,99 @@ async def test_a_control_socket_bound_but_not_yet_listening_is_not_ready(tmp_pat
         assert not await control_accepts(path)  # bound, not listening: refused
         sock.listen(1)
         assert await control_accepts(path)
+
+
+class Resetter:
+    """A backend that reads a request and closes the connection without an answer (it got the
+    request: a non-idempotent one must not be sent again), counting what it saw."""
+
+    def __init__(self, host: str) -> None:
+        self.host, self.port, self.seen = host, 0, Counter()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            line = await reader.readline()
+            self.seen[line.split(b" ")[0].decode()] += 1
+            writer.transport.abort()
+
+        self.server = await asyncio.start_server(serve, self.host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_post_that_reached_a_backend_is_never_sent_again(
+    manager: NginxManager, backends: list[Backend]
+) -> None:
+    """GET is retried on another instance when its backend fails; POST only when it never reached
+    one: the resetting backend sees every POST that failed, and the good one never sees them."""
+    bad = Resetter("127.0.0.12")
+    await bad.start()
+    good = backends[0]
+    try:
+        await settle(manager, state_for({WEB: [good, bad]}))  # type: ignore[list-item]
+        url = f"http://{EDGE}:{manager.listen[1]}/"
+        statuses: Counter[int] = Counter()
+        async with aiohttp.ClientSession() as s:
+            for _ in range(10):
+                async with s.post(url, headers={"Host": "web.example.com"}, data=b"pay once") as r:
+                    statuses[r.status] += 1
+            gets = [await get(manager, "web.example.com", s) for _ in range(10)]
+        assert statuses[502] == bad.seen["POST"] and statuses[502] >= 1, (statuses, bad.seen)
+        assert statuses[200] + statuses[405] == 10 - statuses[502]  # (the good backend has only GET)
+        assert {status for status, _ in gets} == {200}, gets  # GETs were retried on the good one
+    finally:
+        await bad.stop()
+
+
+async def test_a_refused_last_try_ejects_and_tries_prefer_another_host(
+    manager: NginxManager, backends: list[Backend]
+) -> None:
+    """Three dead instances on one host, one live on another: every request is answered (a retry
+    goes to a host not tried yet, not to the dead host's next instance), and a host with a single
+    dead instance gets it ejected from the log phase (there is no retry to see it fail)."""
+    dead = [Backend(f"dead{i}", "127.0.0.12") for i in range(3)]
+    for d in dead:
+        d.port = free_port("127.0.0.12")
+    live = Backend("live", "127.0.0.11")
+    await live.start()
+    try:
+        state = state_for({WEB: [*dead, live]})
+        instances = {k: replace(r, node="n1" if r.address == "127.0.0.12" else "n2")
+                     for k, r in state.instances.items()}
+        await settle(manager, replace(state, instances=instances))
+        async with aiohttp.ClientSession() as s:
+            got = [await get(manager, "web.example.com", s) for _ in range(12)]
+        assert {status for status, _ in got} == {200}, got
+        lone = Backend("lone", "127.0.0.12")
+        lone.port = free_port("127.0.0.12")
+        await settle(manager, state_for({WEB: [live], API: [lone]}))
+        await manager.refresh_stats()
+        before = manager.stats.ejections
+        async with aiohttp.ClientSession() as s:
+            assert (await get(manager, "api.example.com", s))[0] == 502
+        await manager.refresh_stats()
+        assert manager.stats.ejections == before + 1
+    finally:
+        await live.stop()
+
+
+async def test_a_bad_control_body_changes_nothing_and_a_full_dict_evicts_nothing(manager: NginxManager) -> None:
+    async def post(body: bytes) -> tuple[int, str]:
+        async with manager._client().post("http://nginx/routes", data=body) as r:
+            return r.status, await r.text()
+
+    status, text = await post(b"set a.test 127.0.0.11:1\nbogus line\n")
+    assert status == 400 and "bad line" in text
+    status, text = await post(b"set keep.test 127.0.0.11:1\n")
+    assert status == 200
+    big = b" ".join(b"127.0.0.11:%d" % (i % 60000 + 1) for i in range(700_000))  # ~9 MB of peers
+    assert (await post(b"set big1.test " + big + b"\n"))[0] == 200
+    status, text = await post(b"set big2.test " + big + b"\n")  # does not fit beside big1 in 16 MB
+    assert status == 500 and "no memory" in text, (status, text[:200])
+    async with manager._client().get("http://nginx/routes") as r:
+        routes = {line.split()[1] for line in (await r.text()).splitlines() if line.startswith("route ")}
+    assert {"keep.test", "big1.test"} <= routes and "a.test" not in routes and "big2.test" not in routes

@@ -75,11 +75,18 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
 
 
 async def feed(server: DnsServer, reader: asyncio.StreamReader) -> None:
-    """Apply state frames from ``reader`` until end of file."""
+    """Apply state frames from ``reader`` until end of file; each applied state is acknowledged on
+    stdout with its etcd revision (the agent confirms removals only once every worker has it)."""
     while (payload := await read_frame(reader)) is not None:
         state = decode_frame(payload)
         if state is not None:
             server.update(state)
+            acknowledge(state)
+
+
+def acknowledge(state: ClusterState) -> None:
+    sys.stdout.write(json.dumps({"applied": state.revision}) + "\n")
+    sys.stdout.flush()
 
 
 async def report(server: DnsServer) -> None:
@@ -115,6 +122,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     await server.start()
     sys.stdout.write(f"ready {server.port}\n")
     sys.stdout.flush()
+    acknowledge(state)
     feeding = asyncio.create_task(feed(server, reader))
     reporting = asyncio.create_task(report(server))
     stopping = asyncio.create_task(stop.wait())

@@ -299,7 +299,7 @@ class NginxManager:
 
     async def refresh_stats(self) -> None:
         """Retries and ejections counted inside nginx (GET /routes)."""
-        async with self._client().get("http://nginx/routes") as resp:
+        async with self._client().get("http://nginx/routes?stats=1") as resp:
             text = await resp.text()
         for line in text.splitlines():
             key, _, value = line.partition(" ")

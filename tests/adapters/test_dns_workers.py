@@ -257,3 +257,22 @@ async def test_workers_get_the_limits() -> None:
         assert not any(m.flags & dns.flags.TC for m in msgs)
     finally:
         await pool.stop()
+
+
+async def test_workers_acknowledge_each_state_they_serve(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
+    """A removal is confirmed only once every worker serves without it: each worker prints the
+    revision of every state it applied, and the pool reports the oldest."""
+    from dataclasses import replace
+
+    server, pool = shared
+    port = server.port
+    newer = replace(state(["127.0.0.11"]), revision=4242)  # instance 2 is gone at revision 4242
+    server.update(newer)
+    pool.update(newer)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while pool.applied_revision != 4242:
+        assert loop.time() < deadline, pool.applied_revision
+        await asyncio.sleep(0.01)
+    # by then every process answers without it
+    await answers_become(port, "2.web.myapp.container", set(), within=0.01)

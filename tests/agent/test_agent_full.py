@@ -126,3 +126,23 @@ async def test_agent_serves_dns_http_api_and_metrics(
             assert resp.status == 503 and health["status"] == "degraded", health
             assert health["checks"]["tasks"]["not_running"] == ["health"], health["checks"]["tasks"]
         assert all(a.task is not None and not a.task.done() for a in agents)
+
+
+async def test_an_agent_without_nginx_lua_says_so_before_joining_the_cluster(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Lua module is checked before the agent registers: it exits (code 1) with one line
+    naming the Debian package, and never shows up as a node (it used to register first, fail at
+    nginx's start and leave its node record until the lease ran out)."""
+    import logging
+
+    from daprdockr.agent.main import Agent
+    from tests.agent.cluster import agent_config
+
+    config = agent_config(etcd=etcd_endpoints, prefix=prefix, node="nolua", ip="127.0.0.11", tmp=tmp_path,
+                          http_listen=("127.0.0.11", free_port("127.0.0.11")), nginx_modules=(str(tmp_path),))
+    with caplog.at_level(logging.ERROR, logger="daprdockr.agent.main"):
+        code = await asyncio.wait_for(Agent(config).run(asyncio.Event()), 30)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == 1 and len(errors) == 1 and "libnginx-mod-http-lua" in errors[0], errors
+    assert "nolua" not in (await store.snapshot()).nodes

@@ -23,6 +23,9 @@ all of them.
   address answer alike.  They hold per process: with ``count`` workers the address as a whole
   allows ``count + 1`` times as many forwards and TCP connections, and a rate-limited client whose
   datagrams are spread over every process gets up to ``count + 1`` times the rate.
+* Acknowledgements: a worker prints ``{"applied": <revision>}`` as soon as it serves a new state;
+  :attr:`DnsWorkerPool.applied_revision` is the oldest of them, so the agent confirms a removal
+  only once every process on its DNS address answers without the removed instance.
 * Counters: each worker prints its cumulative counters as a JSON line about once a second;
   :meth:`stats_total` adds them up (keeping the last counts of workers that exited), so the
   agent's metrics cover every process that answers.
@@ -63,6 +66,7 @@ class _Worker:
     proc: asyncio.subprocess.Process
     started_at: float
     sent_version: int = -1
+    applied: int = 0  # the etcd revision of the newest state the worker acknowledged
     stats: DnsStats = field(default_factory=DnsStats)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -227,9 +231,19 @@ class DnsWorkerPool:
         stdout = worker.proc.stdout
         assert stdout is not None
         while line := await stdout.readline():
+            if line.startswith(b'{"applied": '):
+                with contextlib.suppress(ValueError):
+                    worker.applied = int(line[12:].rstrip(b"}\n"))
+                continue
             stats = _parse_stats(line)
             if stats is not None:
                 worker.stats = stats
+
+    @property
+    def applied_revision(self) -> int | None:
+        """The oldest etcd revision every live worker acknowledged serving (None: no worker)."""
+        live = [w.applied for w in self._workers.values() if w.proc.returncode is None]
+        return min(live) if live else None
 
     def stats_total(self) -> DnsStats:
         total = DnsStats()

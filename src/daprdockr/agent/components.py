@@ -127,6 +127,12 @@ class Dns:
         for extra in self.extra:
             extra.update(state)
 
+    @property
+    def workers_applied(self) -> int | None:
+        """The oldest revision every DNS worker process acknowledged (None: no workers; the
+        agent's own responders take a new state at once, in :meth:`update`)."""
+        return self.pool.applied_revision if self.pool is not None else None
+
     def view(self) -> DnsView | None:
         if self.server is None:
             return None

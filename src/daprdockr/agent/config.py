@@ -9,6 +9,7 @@ from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX
+from daprdockr.proxy import MODULE_DIRS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +37,7 @@ class AgentConfig:
     # nginx (issue 5); None disables it
     http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
     nginx_binary: str = "nginx"
+    nginx_modules: tuple[str, ...] = MODULE_DIRS  # where nginx's Lua module is looked for
     # agent HTTP API (issue 7); None disables it
     api_listen: tuple[str, int] | None = ("127.0.0.1", 7400)
     api_token_file: Path | None = None  # None: <state_dir>/api-token, generated on first start

@@ -57,7 +57,7 @@ from daprdockr.core.model import NodeRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
 from daprdockr.health import HealthMonitor
-from daprdockr.proxy import NginxManager
+from daprdockr.proxy import NginxManager, lua_modules
 from daprdockr.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ class Agent:
         cfg = self.config
         if cfg.http_listen is not None:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
-                                      binary=cfg.nginx_binary, on_applied=self._nginx_applied)
+                                      binary=cfg.nginx_binary, on_applied=self._nginx_applied,
+                                      module_dirs=cfg.nginx_modules)
             self.components.append(self.nginx)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
@@ -191,6 +192,8 @@ class Agent:
         """Connect to Docker and etcd, load state, register the node, start the components."""
         cfg = self.config
         prepare_state_dir(cfg.state_dir)
+        if cfg.http_listen is not None:
+            lua_modules(cfg.nginx_modules)  # one clear line naming the package, before joining the cluster
         if not await self._retry("connecting to Docker", self.runtime.ping, stop):
             return False
         if not await self._retry("reading etcd", self.informer.list_once, stop):
@@ -240,9 +243,11 @@ class Agent:
             self._to_publish.set()
 
     def applied_revision(self) -> int:
-        """The newest removal this node's DNS (at once) and nginx (once it confirmed) both serve."""
+        """The newest removal this node's DNS and nginx all serve: the agent's own DNS responders
+        at once, its DNS worker processes and nginx once they acknowledged it."""
         nginx = self.nginx.applied_revision if self.nginx is not None else self._removal_at
-        return min(self._removal_at, nginx)
+        workers = self.dns.workers_applied if self.dns is not None else None
+        return min(self._removal_at, nginx, self._removal_at if workers is None else workers)
 
     async def publish_once(self) -> bool:
         """Write ``applied/<node>`` if a removal was applied since the last write (no removal, no write)."""

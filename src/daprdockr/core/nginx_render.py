@@ -5,8 +5,11 @@ request by its ``Host`` through the routing table in a ``lua_shared_dict`` (see
 :mod:`daprdockr.core.routing` and ``lua/daprdockr/balancer.lua``): an unknown host gets 404, a
 host without a running instance 503, and ``balancer_by_lua`` picks the peer.  So a change of
 instances *or of host names* never reloads nginx; the agent posts the table's changes to a
-control server on a unix socket in its private state dir.  A reload happens only when the
-agent's own settings change (listen address, workers), and the shared dicts survive it.
+control server on a unix socket in its private state dir.  The file holds only the agent's own
+settings (listen address, workers, paths), written once when nginx starts: nginx is never
+reloaded.  The balancer module is loaded at configuration time (``init_by_lua``), so ``nginx -t``
+catches a broken module, and the master (root) reads it before the workers drop privileges; a
+log-phase handler ejects a peer whose connection was refused on a request's last try.
 
 Proxying: ``Host``, ``X-Real-IP``, ``X-Forwarded-For``, ``X-Forwarded-Proto`` are set; WebSocket
 upgrades pass through (``map $http_upgrade``); connect timeout 5 s, read 60 s.  A connection
@@ -110,6 +113,7 @@ http {{
     lua_shared_dict dd_routes 16m;
     lua_shared_dict dd_eject 1m;
     lua_shared_dict dd_stats 1m;
+    init_by_lua_block {{ require("daprdockr.balancer") }}
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         '' '';
@@ -141,6 +145,7 @@ http {{
         location / {{
             access_by_lua_block {{ require("daprdockr.balancer").route() }}
             proxy_pass http://dd_balancer;
+            log_by_lua_block {{ require("daprdockr.balancer").log() }}
         }}
     }}
     server {{

@@ -12,10 +12,18 @@
 --   del <host>                   forget <host> (404)
 -- GET /routes answers the table and the counters.
 --
+-- GET /routes?stats=1 answers the counters only (the agent polls them).  A body is checked whole
+-- before any of it is applied (a bad line changes nothing); a full load sets every route before
+-- it drops the stale ones (a request never sees a host missing in between); a table that does
+-- not fit the shared dict is refused (500, "no memory") instead of evicting live routes.
+--
 -- Balancer: round robin per worker over the peers, starting one further for each request;
 -- a peer that refused or timed out is skipped by every worker for EJECT_SECONDS and the
 -- request goes to the next peer (nginx's proxy_next_upstream decides whether a retry is
--- allowed: never for a non-idempotent request that reached a backend); at most MAX_TRIES.
+-- allowed: never for a non-idempotent request that reached a backend); at most MAX_TRIES.  A
+-- retry prefers a peer on a host (address) not tried yet, so a dead host never takes every try.
+-- A refused connection on a request's last try (nothing left to retry, or a non-idempotent
+-- request) ejects the peer too, from the log phase.
 
 local balancer = require "ngx.balancer"
 
@@ -29,6 +37,7 @@ local READY_KEY = "\0ready"
 
 local _M = {}
 local rr = {}        -- per worker: host -> round robin counter
+local rr_n = 0
 local parsed = {}    -- per worker: raw peers string -> array of {host, port, name}
 local parsed_n = 0
 
@@ -68,8 +77,12 @@ function _M.route()
     if raw == "" then
         return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
     end
+    local peers = split_peers(raw)
+    if #peers == 0 then
+        return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
+    end
     ngx.ctx.host = ngx.var.host
-    ngx.ctx.peers = split_peers(raw)
+    ngx.ctx.peers = peers
 end
 
 function _M.balance()
@@ -78,9 +91,16 @@ function _M.balance()
     local n = #peers
     if ctx.tries == nil then
         local host = ctx.host
-        local next_start = (rr[host] or 0) + 1
+        local last = rr[host]
+        if last == nil then
+            if rr_n >= 10000 then  -- bounded: hosts come and go
+                rr, rr_n = {}, 0
+            end
+            rr_n = rr_n + 1
+        end
+        local next_start = (last or 0) + 1
         rr[host] = next_start
-        ctx.start, ctx.tries, ctx.tried = next_start, 0, {}
+        ctx.start, ctx.tries, ctx.tried, ctx.tried_hosts = next_start, 0, {}, {}
     else
         local state = balancer.get_last_failure()
         if state == "failed" and ctx.last then
@@ -89,22 +109,27 @@ function _M.balance()
         end
         count("retries")
     end
-    local pick, fallback
+    -- untried, not ejected, on a host not tried yet; else untried and not ejected; else untried
+    local pick, same_host, fallback
     for i = 0, n - 1 do
         local p = peers[(ctx.start + i) % n + 1]
         if not ctx.tried[p.name] then
-            if not ejected:get(p.name) then
+            if ejected:get(p.name) then
+                fallback = fallback or p
+            elseif ctx.tried_hosts[p.host] then
+                same_host = same_host or p
+            else
                 pick = p
                 break
             end
-            fallback = fallback or p
         end
     end
-    pick = pick or fallback
+    pick = pick or same_host or fallback
     if not pick then
         return ngx.exit(ngx.HTTP_BAD_GATEWAY)
     end
     ctx.tried[pick.name] = true
+    ctx.tried_hosts[pick.host] = true
     ctx.last = pick.name
     ctx.tries = ctx.tries + 1
     local ok, err = balancer.set_current_peer(pick.host, pick.port)
@@ -117,45 +142,74 @@ function _M.balance()
     end
 end
 
-local function apply(body)
-    local applied = 0
+-- The lines of a control body, checked whole: a list of {verb, a, b}, or nil and the bad line.
+local function parse(body)
+    local ops = {}
     for line in body:gmatch("[^\n]+") do
         local verb, rest = line:match("^(%S+)%s*(.*)$")
-        if verb == "full" then
-            for _, key in ipairs(routes:get_keys(0)) do
-                if key ~= READY_KEY then routes:delete(key) end
-            end
-            parsed, parsed_n = {}, 0
-            routes:set("\0pending", rest)
+        if verb == "full" and rest ~= "" then
+            ops[#ops + 1] = {"full", rest}
         elseif verb == "set" then
             local host, peers = rest:match("^(%S+)%s*(.*)$")
-            if host then
-                routes:set(host, peers)
-                applied = applied + 1
-            end
-        elseif verb == "del" then
-            routes:delete(rest)
-            applied = applied + 1
+            if not host then return nil, "bad line: " .. line end
+            ops[#ops + 1] = {"set", host, peers}
+        elseif verb == "del" and rest ~= "" then
+            ops[#ops + 1] = {"del", rest}
         else
             return nil, "bad line: " .. line
         end
     end
-    local pending = routes:get("\0pending")
-    if pending then
-        routes:delete("\0pending")
-        routes:set(READY_KEY, pending)
+    return ops
+end
+
+local function apply(body)
+    local ops, err = parse(body)
+    if not ops then return nil, err, ngx.HTTP_BAD_REQUEST end
+    local generation, kept = nil, nil
+    for _, op in ipairs(ops) do
+        if op[1] == "full" then
+            generation, kept = op[2], {}
+            parsed, parsed_n = {}, 0
+        end
+    end
+    local applied = 0
+    for _, op in ipairs(ops) do
+        if op[1] == "set" then
+            local ok, set_err = routes:safe_set(op[2], op[3])
+            if not ok then
+                return nil, "cannot store the route of " .. op[2] .. ": " .. tostring(set_err),
+                    ngx.HTTP_INTERNAL_SERVER_ERROR
+            end
+            if kept then kept[op[2]] = true end
+            applied = applied + 1
+        elseif op[1] == "del" then
+            routes:delete(op[2])
+            applied = applied + 1
+        end
+    end
+    if kept then  -- a full load: every route is in place; now drop the ones it does not name
+        for _, key in ipairs(routes:get_keys(0)) do
+            if key:sub(1, 1) ~= "\0" and not kept[key] then routes:delete(key) end
+        end
+        routes:set(READY_KEY, generation)
     end
     count("updates")
     return applied
+end
+
+local function say_counters()
+    for _, key in ipairs({"updates", "retries", "ejections"}) do
+        ngx.say(key, " ", stats:get(key) or 0)
+    end
 end
 
 function _M.control()
     if ngx.req.get_method() == "POST" then
         ngx.req.read_body()
         local body = ngx.req.get_body_data() or ""
-        local applied, err = apply(body)
+        local applied, err, status = apply(body)
         if not applied then
-            ngx.status = ngx.HTTP_BAD_REQUEST
+            ngx.status = status
             ngx.say(err)
             return
         end
@@ -163,11 +217,25 @@ function _M.control()
         return
     end
     ngx.say("ready ", routes:get(READY_KEY) or "-")
-    for _, key in ipairs({"updates", "retries", "ejections"}) do
-        ngx.say(key, " ", stats:get(key) or 0)
-    end
+    say_counters()
+    if ngx.var.arg_stats then return end
     for _, key in ipairs(routes:get_keys(0)) do
         if key:sub(1, 1) ~= "\0" then ngx.say("route ", key, " ", routes:get(key)) end
+    end
+end
+
+-- Log phase: a connection refused on the request's last try ejects that peer as a retry would
+-- have ($upstream_connect_time "-" with status 502: nginx never got a connection).
+function _M.log()
+    local ctx = ngx.ctx
+    if not ctx.last then return end
+    local statuses = ngx.var.upstream_status or ""
+    local connects = ngx.var.upstream_connect_time or ""
+    local last_status = statuses:match("(%d+)%s*$")
+    local last_connect = connects:match("([%d%.%-]+)%s*$")
+    if last_status == "502" and last_connect == "-" and not ejected:get(ctx.last) then
+        ejected:set(ctx.last, true, EJECT_SECONDS)
+        count("ejections")
     end
 end
 
