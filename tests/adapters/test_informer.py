@@ -87,3 +87,35 @@ async def test_an_own_write_and_its_echo_count_once() -> None:
     assert informer.apply(mine) is True  # read-your-writes: the confirmed write, at once
     assert informer.apply(mine) is False  # ... and its echo from the watch
     assert informer.state.services[WEB].instances == 2 and changes == [5, 6]
+
+
+async def test_follow_and_wait_for() -> None:
+    """``follow`` runs the informer and feeds each state to a step until it says done (a CLI's
+    --wait); ``wait_for`` waits on an informer running elsewhere (the agent's)."""
+    store = FakeStore([spec_kv(1, rev=5)], revision=5)
+    seen: list[int] = []
+
+    def step(state: object) -> bool:
+        from daprdockr.core.state import ClusterState
+
+        assert isinstance(state, ClusterState)
+        seen.append(state.services[WEB].instances)
+        return state.services[WEB].instances == 3
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        store.events.put_nowait(put(spec_kv(2, rev=6)))
+        store.events.put_nowait(put(spec_kv(3, rev=7)))
+
+    writer = asyncio.create_task(later())
+    assert await Informer(store=store).follow(step, within=5) is True
+    await writer
+    assert seen[0] == 1 and seen[-1] == 3
+    assert await Informer(store=store).follow(lambda s: False, within=0.2) is False
+
+    informer = Informer(store=store)
+    await informer.list_once()
+    flag = {"ok": False}
+    asyncio.get_running_loop().call_later(0.1, lambda: flag.update(ok=True))  # not an etcd change: polled
+    assert await informer.wait_for(lambda s: flag["ok"], within=2, poll=0.02) is True
+    assert await informer.wait_for(lambda s: False, within=0.1) is False

@@ -18,6 +18,7 @@ Malformed keys are logged once each (the mirror hands each bad value out once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -102,6 +103,35 @@ class Informer:
                 await self._list()
             else:
                 self.apply(ev)
+
+    async def wait_for(self, ready: Callable[[ClusterState], bool], *, within: float, poll: float = 0.1) -> bool:
+        """With the informer running elsewhere: until ``ready(state)`` holds, checked on every change
+        and at least every ``poll`` seconds (``ready`` may look at more than etcd); False after
+        ``within`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not ready(self.mirror.state()):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, poll))
+        return True
+
+    async def follow(self, step: Callable[[ClusterState], bool], *, within: float) -> bool:
+        """Run the informer and call ``step`` with the state after the first list and after every
+        change, until it returns True; False after ``within`` seconds (a CLI's ``--wait``)."""
+        async def until_done() -> None:
+            async for state in self.states():
+                if step(state):
+                    return
+
+        try:
+            await asyncio.wait_for(until_done(), within)
+        except TimeoutError:
+            return False
+        return True
 
     async def states(self) -> AsyncIterator[ClusterState]:
         """The state after the first list, then again after every change (bursts coalesce).

@@ -270,23 +270,15 @@ class Agent:
     async def confirm_removal(self, revision: int) -> None:
         """Until every live agent has applied ``revision`` (bounded by ``confirm_timeout``; who
         lagged is logged), so a container is out of every router before it stops."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.confirm_timeout
-        while True:
-            state = self.mirror.state()
-            lagging = sorted(n for n in state.nodes if state.applied.get(n, 0) < revision)
+        def lagging(state: ClusterState) -> list[str]:
+            late = sorted(n for n in state.nodes if state.applied.get(n, 0) < revision)
             if self.config.node_id not in state.nodes and self.applied_revision() < revision:
-                lagging.append(self.config.node_id)  # our lease is gone (shutdown): our own routers still count
-            if not lagging:
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                log.warning("removal at revision %d: %s had not applied it after %.1fs; going on", revision,
-                            ", ".join(lagging), self.config.confirm_timeout)
-                return
-            self.informer.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.informer.changed.wait(), min(left, 0.1))
+                late.append(self.config.node_id)  # our lease is gone (shutdown): our own routers still count
+            return late
+
+        if not await self.informer.wait_for(lambda s: not lagging(s), within=self.config.confirm_timeout):
+            log.warning("removal at revision %d: %s had not applied it after %.1fs; going on", revision,
+                        ", ".join(lagging(self.mirror.state())), self.config.confirm_timeout)
 
     async def _fanout(self) -> None:
         while True:
@@ -381,29 +373,24 @@ class Agent:
         """--drain-on-shutdown: mark the node draining, then wait (bounded) until the other nodes
         took over every instance and ours stopped; the root tasks keep running meanwhile."""
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.drain_deadline
         try:
             await self.lifecycle.drain(cfg.node_id, on=True, shutdown=True)
         except DaprDockrError as exc:
             log.error("could not mark the node draining (%s); shutting down without a drain", exc)
             return
         log.info("draining before shutdown (at most %.0fs)", cfg.drain_deadline)
-        while True:
-            state = self.mirror.state()
-            held = sum(1 for r in state.instances.values() if r.node == cfg.node_id)
-            running = sum(1 for c in self.reconciler.containers if c.running)
-            if not held and not running:
-                log.info("drained: every instance runs elsewhere")
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                log.warning("drain incomplete after %.0fs (%d instance(s) still here); shutting down",
-                            cfg.drain_deadline, held)
-                return
-            self.informer.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.informer.changed.wait(), min(left, 0.5))
+
+        def held(state: ClusterState) -> int:
+            return sum(1 for r in state.instances.values() if r.node == cfg.node_id)
+
+        def drained(state: ClusterState) -> bool:
+            return not held(state) and not any(c.running for c in self.reconciler.containers)
+
+        if await self.informer.wait_for(drained, within=cfg.drain_deadline, poll=0.5):
+            log.info("drained: every instance runs elsewhere")
+        else:
+            log.warning("drain incomplete after %.0fs (%d instance(s) still here); shutting down",
+                        cfg.drain_deadline, held(self.mirror.state()))
 
     async def _stop_components(self) -> None:
         while self.started:

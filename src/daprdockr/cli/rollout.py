@@ -11,7 +11,6 @@ stderr); text from etcd is printed with its control characters escaped.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -28,6 +27,7 @@ from daprdockr.clikit.output import print_json, print_table, safe_text
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import validate_label
 from daprdockr.core.rollout import HistoryEntry
+from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, rollout_row
 from daprdockr.errors import NotFoundError, ValidationError, WaitTimeoutError
 
@@ -189,22 +189,18 @@ def node_drain(
 async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float, as_json: bool) -> int:
     held = -1
 
-    async def follow() -> None:
+    def step(state: ClusterState) -> bool:
         nonlocal held
-        async for state in Informer(store=store).states():
-            now_held = sum(1 for r in state.instances.values() if r.node == node_id)
-            if now_held != held:
-                held = now_held
-                line = (json.dumps({"node": node_id, "instances": held}) if as_json
-                        else f"{node_id}: {held} instance(s) left")
-                progress_line(line, last="", tty=False)
-            if not held:
-                return
+        now_held = sum(1 for r in state.instances.values() if r.node == node_id)
+        if now_held != held:
+            held = now_held
+            line = (json.dumps({"node": node_id, "instances": held}) if as_json
+                    else f"{node_id}: {held} instance(s) left")
+            progress_line(line, last="", tty=False)
+        return not held
 
-    try:
-        await asyncio.wait_for(follow(), limit)
-    except TimeoutError:
-        raise WaitTimeoutError(f"{node_id} still holds {held} instance(s) after {limit:g}s") from None
+    if not await Informer(store=store).follow(step, within=limit):
+        raise WaitTimeoutError(f"{node_id} still holds {held} instance(s) after {limit:g}s")
     if not as_json:
         print(f"{node_id}: drained", file=sys.stderr)
     return held

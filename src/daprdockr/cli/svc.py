@@ -6,7 +6,6 @@ JSON object per line; the command's result (``--json``) goes to stdout."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import asdict
@@ -23,6 +22,7 @@ from daprdockr.clikit.output import print_json, print_table, safe_text
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
 from daprdockr.core.status import Progress, progress, service_rows
 from daprdockr.errors import NotFoundError, RolloutFailedError, ValidationError, WaitTimeoutError
 
@@ -63,22 +63,20 @@ async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet
     last = ""
     p = None
 
-    async def follow() -> None:
+    def step(state: ClusterState) -> bool:
         nonlocal last, p
-        async for state in Informer(store=store).states():
-            p = progress(state, spec)
-            line = progress_json(spec.name, p) if as_json else safe_text(p.line(spec.name))
-            if not quiet:
-                progress_line(line, last=last, tty=tty)
-                last = line
-            if p.done or p.halted:
-                return
+        p = progress(state, spec)
+        line = progress_json(spec.name, p) if as_json else safe_text(p.line(spec.name))
+        if not quiet:
+            progress_line(line, last=last, tty=tty)
+            last = line
+        return p.done or bool(p.halted)
 
     try:
-        await asyncio.wait_for(follow(), limit)
-    except TimeoutError:
-        reason = ("; ".join(p.failed) or f"only {p.healthy}/{p.desired} updated and healthy") if p else "no state read"
-        raise WaitTimeoutError(f"{spec.name} not ready after {limit:g}s: {reason}") from None
+        if not await Informer(store=store).follow(step, within=limit):
+            reason = ("; ".join(p.failed) or f"only {p.healthy}/{p.desired} updated and healthy") if p \
+                else "no state read"
+            raise WaitTimeoutError(f"{spec.name} not ready after {limit:g}s: {reason}")
     finally:
         if tty and not quiet and last:
             print(file=sys.stderr)
