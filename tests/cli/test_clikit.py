@@ -46,7 +46,10 @@ def test_merge_onto_an_invalid_stored_spec_says_why() -> None:
 
 @pytest.mark.parametrize(("text", "shown"), [
     ("a\x1b[2Jb", "a\\x1b[2Jb"), ("x\ny", "x\\ny"), ("tab\there", "tab\\there"),
-    ("plain [red]x[/red]", "plain [red]x[/red]"), ("\x9b31m", "\\x9b31m")])
+    ("plain [red]x[/red]", "plain [red]x[/red]"), ("\x9b31m", "\\x9b31m"),
+    # invisible characters that reorder or hide text: a bidi override, a zero-width space, an isolate
+    ("ok\u202etxt.exe", "ok\\u202etxt.exe"), ("a\u200bb", "a\\u200bb"), ("\u2066x\u2069", "\\u2066x\\u2069"),
+    ("café ünïcode", "café ünïcode")])
 def test_safe_text_escapes_control_characters(text: str, shown: str) -> None:
     assert safe_text(text) == shown
 

@@ -60,11 +60,14 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# control characters, and the invisible ones that reorder or hide text on a terminal (bidi
+# overrides and isolates, zero-width characters, the BOM)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def safe_text(text: str) -> str:
-    """``text`` with every control character written as an escape (``\x1b``, ``\n``)."""
+    """``text`` with every control or invisible formatting character written as an escape
+    (``\x1b``, ``\n``, ``\u202e``)."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
