@@ -437,6 +437,10 @@ async def test_a_bad_control_body_changes_nothing_and_a_full_dict_evicts_nothing
     assert (await post(b"set big1.test " + big + b"\n"))[0] == 200
     status, text = await post(b"set big2.test " + big + b"\n")  # does not fit beside big1 in 16 MB
     assert status == 500 and "no memory" in text, (status, text[:200])
+    status, text = await post(b"set keep.test " + big + b"\n")  # a host whose new route does not fit
+    assert status == 500 and "no memory" in text, (status, text[:200])
     async with manager._client().get("http://nginx/routes") as r:
-        routes = {line.split()[1] for line in (await r.text()).splitlines() if line.startswith("route ")}
-    assert {"keep.test", "big1.test"} <= routes and "a.test" not in routes and "big2.test" not in routes
+        routes = {line.split()[1]: line.split()[2:] for line in (await r.text()).splitlines()
+                  if line.startswith("route ")}
+    assert {"keep.test", "big1.test"} <= set(routes) and "a.test" not in routes and "big2.test" not in routes
+    assert routes["keep.test"] == ["127.0.0.11:1"], "the host lost its route"

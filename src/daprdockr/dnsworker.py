@@ -15,8 +15,9 @@ Protocol with the parent, over the pipes:
   The first frame arrives before the worker binds, so it never answers from an empty zone; each
   later frame replaces the state.  End of file means the parent closed the pipe or died, even by
   SIGKILL: the worker stops.  So a worker never outlives its agent.
-* stdout: ``ready <port>`` once bound, then one JSON line of cumulative counters about once a
-  second while they change.
+* stdout: ``ready <port>`` once bound; ``{"applied": <revision>}`` for the first state and each
+  later one it serves (the agent confirms a removal only once every worker has it); one JSON line
+  of cumulative counters about once a second while they change.
 
 A frame that does not unpickle to a ClusterState is logged and skipped.  SIGINT is ignored (a
 Ctrl-C in a terminal reaches the whole process group; the parent decides); SIGTERM stops.

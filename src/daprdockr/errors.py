@@ -48,8 +48,9 @@ class StoreUnavailableError(DaprDockrError):
 
 
 class StoreRefusedError(StoreUnavailableError):
-    """etcd is reachable but refuses us: a TLS handshake failed (wrong CA, certificate or key).
-    Terminal: retrying with the same settings cannot help."""
+    """etcd is reachable but its TLS handshake refuses us (wrong CA, certificate or key).
+    Terminal: retrying with the same settings cannot help.  (An error of unavailability for the
+    CLI's exit code; see also :class:`StoreAccessError`.)"""
 
     transient = False
 
@@ -60,6 +61,13 @@ class StoreRefusedError(StoreUnavailableError):
 
 class StoreError(DaprDockrError):
     """etcd answered with an error other than unavailability."""
+
+
+class StoreAccessError(StoreError):
+    """etcd refuses this client's user: the password is wrong, or its role does not allow the
+    prefix.  Terminal: retrying with the same settings cannot help."""
+
+    transient = False
 
 
 class LeaseLostError(DaprDockrError):

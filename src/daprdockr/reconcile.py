@@ -494,11 +494,8 @@ class Reconciler:
         """Rewrite a malformed (or lease-less) key from our running container onto our lease, iff
         the key is unchanged since it was read (a compare on its mod revision)."""
         c = action.container
-        rec = InstanceRecord(
-            service=c.service, number=c.number, node=self.node_id, address=self.address, state="running",
-            ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
-            create_revision=action.bad.create_revision, mod_revision=action.bad.mod_revision, lease=self.lease,
-        )
+        rec = replace(self._running_record(self._fresh_record(c), c), create_revision=action.bad.create_revision,
+                      mod_revision=action.bad.mod_revision, lease=self.lease)
         if not self._confirmed(await self.store.take_over_instance(rec, lease=self.lease)):
             raise StoreError(f"{action.bad.key} changed before it could be rewritten", transient=True)
         log.warning("rewrote malformed instance key %s from container %s (%s)", action.bad.key, c.id[:12],
@@ -588,6 +585,8 @@ class Reconciler:
                 await self._roll_start_first(job, rec, action.old, release)
             else:
                 await self._roll_stop_first(job, rec, action.old)
+        except ReplacementAbandoned as gone:  # not a failure: the key is planned afresh, without a hold
+            log.info("replacement of %s/%s stopped: %s", rec.service, rec.number, gone)
         except ReplacementFailed as failure:
             log.warning("replacement of %s/%s failed: %s", rec.service, rec.number, failure.reason)
             if job.rollout and not await self._report_failure(job, failure.reason):
@@ -597,11 +596,19 @@ class Reconciler:
             await release()
 
     async def _release_slot(self, job: _Job) -> None:
+        await self._release(job.spec.name, job.index, job.slot.create_revision)
+
+    async def _release(self, name: ServiceName, index: int, create_revision: int) -> bool:
+        """Delete our slot ``index`` (a compare on its create revision: never one taken anew since);
+        False if it was not there, or etcd failed (a later pass of :meth:`_tidy_slots` tries
+        again; our lease takes it along at the latest)."""
         try:
-            await self.rollouts.release_slot(job.spec.name, job.index, create_revision=job.slot.create_revision)
-            self._released_slots.add(job.slot.create_revision)
-        except DaprDockrError as exc:  # a later pass releases it (see _tidy_slots); our lease at the latest
-            log.warning("could not release replacement slot %d of %s (%s); retrying", job.index, job.spec.name, exc)
+            done = await self.rollouts.release_slot(name, index, create_revision=create_revision)
+        except DaprDockrError as exc:
+            log.warning("could not release replacement slot %d of %s (%s); retrying", index, name, exc)
+            return False
+        self._released_slots.add(create_revision)
+        return done
 
     def _leftover_slots(self, state: ClusterState) -> list[tuple[ServiceName, int, Slot]]:
         """Slots of this node that no replacement task holds: a release that failed, a take that
@@ -624,32 +631,31 @@ class Reconciler:
         state = self.mirror.state()
         for name, index, slot in self._leftover_slots(state):
             spec, rollout = state.services.get(name), state.rollouts.get(name)
-            try:
-                if slot.failed and spec is not None and rollout is not None and rollout.state == "rolling" \
-                        and rollout.target == slot.target:
-                    outcome = await self.rollouts.fail_rollout(name, target=slot.target, reason=slot.failed,
-                                                               rollback=spec.update.on_failure == "rollback")
-                    log.warning("rollout of %s %s: %s", name, outcome or "already decided", slot.failed)
-                if await self.rollouts.release_slot(name, index, create_revision=slot.create_revision):
-                    log.info("released leftover replacement slot %d of %s (instance %d)", index, name, slot.instance)
-                self._released_slots.add(slot.create_revision)
-            except DaprDockrError as exc:  # the next pass tries again
-                log.warning("could not release replacement slot %d of %s (%s)", index, name, exc)
+            if slot.failed and spec is not None and rollout is not None and rollout.state == "rolling" \
+                    and rollout.target == slot.target:
+                try:
+                    await self._rollout_failed(spec, slot.failed, target=slot.target)
+                except DaprDockrError as exc:  # the next pass tries again, the slot held meanwhile
+                    log.warning("could not report the failed rollout of %s (%s); retrying", name, exc)
+                    continue
+            if await self._release(name, index, slot.create_revision):
+                log.info("released leftover replacement slot %d of %s (instance %d)", index, name, slot.instance)
 
     async def _report_failure(self, job: _Job, reason: str) -> bool:
         """Mark our slot failed (so no new replacement towards this target starts anywhere), then
         fail the rollout (rollback or pause).  False: marked, but the rollout could not be told."""
         text = f"instance {job.slot.instance} on {self.node_id}: {reason}"[:1024]
+        marked = False
         try:
-            await self.rollouts.mark_slot_failed(job.spec.name, job.index, slot=replace(job.slot, failed=text),
-                                                 lease=job.lease)
+            marked = await self.rollouts.mark_slot_failed(job.spec.name, job.index,
+                                                          slot=replace(job.slot, failed=text), lease=job.lease)
         except DaprDockrError as exc:
             log.warning("could not mark replacement slot %d of %s failed: %s", job.index, job.spec.name, exc)
         try:
             await self._rollout_failed(job.spec, text)
         except DaprDockrError as exc:
             log.warning("could not report the failed rollout of %s (%s); retrying", job.spec.name, exc)
-            return False
+            return not marked  # unmarked, the slot would be released unreported: let it go as usual
         return True
 
     async def _roll_start_first(self, job: _Job, rec: InstanceRecord, old: ContainerInfo,
@@ -786,17 +792,24 @@ class Reconciler:
         await self.runtime.remove(c.id, grace=0)
         raise ReplacementFailed(reason)
 
-    async def _rollout_failed(self, spec: ServiceSpec, reason: str) -> None:
-        outcome = await self.rollouts.fail_rollout(spec.name, target=spec.runtime_hash, reason=reason,
+    async def _rollout_failed(self, spec: ServiceSpec, reason: str, *, target: str = "") -> None:
+        """Tell the rollout towards ``target`` (default: ``spec``'s) that a replacement failed: the
+        first agent to report it decides (rollback or pause, by ``spec.update.on_failure``)."""
+        outcome = await self.rollouts.fail_rollout(spec.name, target=target or spec.runtime_hash, reason=reason,
                                                    rollback=spec.update.on_failure == "rollback")
-        if outcome:
-            log.warning("rollout of %s %s: %s", spec.name, outcome, reason)
+        log.warning("rollout of %s %s: %s", spec.name, outcome or "already decided", reason)
+
+    def _fresh_record(self, c: ContainerInfo) -> InstanceRecord:
+        """A record of ours for container ``c`` with nothing known yet (adopted, or rewritten over
+        bad data): :meth:`_running_record` fills it in."""
+        return InstanceRecord(service=c.service, number=c.number, node=self.node_id, address=self.address,
+                              state="starting", since=time.time())
 
     def _running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord:
         spec = self.mirror.state().services.get(c.service)
         health = self.health.health_of(c, spec) if spec is not None else rec.health
         if health is None:  # no verdict yet: what the record says of this container, else starting
-            health = rec.health if rec.container_id == c.id else "starting"
+            health = rec.health if rec.container_id == c.id and rec.health else "starting"
         if healthy and health:  # it just passed its checks for min_healthy (a replacement)
             health = "healthy"
         return replace(
@@ -831,10 +844,7 @@ class Reconciler:
             await self._must_write(self._running_record(action.record, c))
             log.info("adopted %s/%s (container %s) on the new lease", c.service, c.number, c.id[:12])
             return
-        rec = InstanceRecord(
-            service=c.service, number=c.number, node=self.node_id, address=self.address,
-            state="running", ports=c.ports, container_id=c.id, spec_hash=c.spec_hash, since=time.time(),
-        )
+        rec = self._running_record(self._fresh_record(c), c)
         if not self._confirmed(await self.store.claim_instance(rec, lease=self.lease)):
             # the key exists after all (our view is behind): let the watch bring the truth, then
             # re-plan; never stop a running container on a guess

@@ -78,6 +78,9 @@ async def test_agent_serves_dns_http_api_and_metrics(
                 assert families["daprdockr_dns_workers"].samples[0].value == (1 if ip == "127.0.0.11" else 0)
                 assert families["daprdockr_nginx_table_updates"].samples[0].value >= 1
                 assert families["daprdockr_nginx_routes"].samples[0].value == 1
+                # the routing metrics exist (their values move in the zero-drop tests' removals)
+                assert {"daprdockr_nginx_retries", "daprdockr_nginx_ejections",
+                        "daprdockr_routing_revision_applied"} <= set(families)
                 assert families["daprdockr_lease_healthy"].samples[0].value == 1
 
             # logs: from the owning agent, 409 with the owner from the other one, 404 unknown

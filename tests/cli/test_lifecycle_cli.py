@@ -45,7 +45,7 @@ async def test_lifecycle_commands_answer_json(etcd_endpoints: str, prefix: str) 
     assert code == 0 and json.loads(out)["env"] == {"V": "2"}, err
     code, out, err = dd("svc", "rollback", str(WEB), "--json")
     assert code == 0, err
-    assert json.loads(out) == {"service": str(WEB), "from_version": 1, "spec": spec("1").to_dict()}
+    assert json.loads(out) == {"service": str(WEB), "to_version": 1, "spec": spec("1").to_dict()}
 
     async def pause(store: EtcdStore) -> None:
         assert await LifecycleStore(store).fail_rollout(WEB, target=spec("1").runtime_hash, reason="r",

@@ -134,8 +134,9 @@ def test_routing_version_moves_for_services_and_instances_only() -> None:
     assert mirror.routing_version == v0 + 2
 
 
-def _record(state: str, health: str = "") -> bytes:
-    return json.dumps({"node": "n1", "address": "127.0.0.11", "state": state, "health": health}).encode()
+def _record(state: str, health: str = "", port: int = 31001) -> bytes:
+    return json.dumps({"node": "n1", "address": "127.0.0.11", "state": state, "health": health,
+                       "ports": {"8080/tcp": port}}).encode()
 
 
 def _put(key: str, rev: int, value: bytes) -> WatchEvent:
@@ -152,6 +153,8 @@ def _put(key: str, rev: int, value: bytes) -> WatchEvent:
         ([_put(KEY, 5, _record("running")), _put(KEY, 6, b"{garbage")], 6),  # bad data is no route
         ([_put(KEY, 5, _record("starting")), delete(KEY, 6)], 0),  # never routable: nothing to confirm
         ([_put(KEY, 5, _record("running")), _put(OTHER, 6, _record("running")), delete(KEY, 9)], 9),
+        ([_put(KEY, 5, _record("running")), _put(KEY, 6, _record("running", port=31002))], 6),  # repointed
+        ([_put(KEY, 5, _record("running")), _put(KEY, 6, _record("running"))], 0),  # same peer, new since
     ],
 )
 def test_removal_revision_is_tracked_per_event(events: list[WatchEvent], removal: int) -> None:

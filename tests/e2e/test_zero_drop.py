@@ -124,14 +124,15 @@ def _kill_events(since: float, until: float) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+@pytest.mark.parametrize("how", ["scale-down", "delete"])
 async def test_sigterm_comes_after_every_agent_applied_the_removal(
-    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str, how: str
 ) -> None:
     c, store = cluster
     await store.put_service(spec(docker_image, 4))
     await wait_running(store, 4)
     state = await store.snapshot()
-    removed = {r.container_id: r.number for r in state.instances_of(WEB) if r.number > 2}
+    removed = {r.container_id: r.number for r in state.instances_of(WEB) if r.number > 2 or how == "delete"}
     applied: dict[str, list[tuple[float, int]]] = {}
     deletes: dict[int, int] = {}
 
@@ -148,7 +149,10 @@ async def test_sigterm_comes_after_every_agent_applied_the_removal(
 
     watcher = asyncio.create_task(follow())
     t0 = time.time()
-    await store.put_service(spec(docker_image, 2))
+    if how == "delete":
+        assert await store.delete_service(WEB)
+    else:
+        await store.put_service(spec(docker_image, 2))
     await asyncio.sleep(12)  # removal, confirmation, drain (nginx closes idle upstream connections after 2 s), stop
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
@@ -262,3 +266,46 @@ async def test_an_agent_shutting_down_drops_no_request_and_confirms_its_removal(
     assert "had not applied it" not in log, log[-2000:]
     assert "Socket errors" not in out and "Non-2xx" not in out, out
     assert int(re.search(r"(\d+) requests in", out).group(1)) > 500  # type: ignore[union-attr]
+
+
+SLOW_CMD = ["sh", "-c", "mkdir -p /www/cgi-bin; printf '#!/bin/sh\\nsleep 2\\necho Content-Type: text/plain\\necho\\n"
+            "echo slow-done\\n' > /www/cgi-bin/slow; chmod +x /www/cgi-bin/slow; exec httpd -f -p 8080 -h /www"]
+
+
+async def test_a_request_in_flight_finishes_before_its_instance_stops(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+) -> None:
+    """A 2 s request is running on the only instance when the service is scaled to 0: new
+    requests get 503 at once (no instance), the running one is answered in full (the owner drains
+    before the stop), and the routing metrics show the removal was applied."""
+    c, store = cluster
+    slow = ServiceSpec.from_dict({"image": docker_image, "instances": 1, "http_host": HOST, "http_port": 8080,
+                                  "cmd": SLOW_CMD}, name=WEB)
+    await store.put_service(slow)
+    await eventually(lambda: _answers(c, "/cgi-bin/slow"), lambda got: got == (200, "slow-done"), timeout=60)
+    async with aiohttp.ClientSession() as s:
+        a = next(iter(c.agents.values())).addr
+        inflight = asyncio.create_task(_get(s, f"http://{a.ip}:{a.http_port}/cgi-bin/slow"))
+        await asyncio.sleep(0.4)
+        await store.put_service(ServiceSpec.from_dict({**slow.to_dict(), "instances": 0}, name=WEB))
+        await asyncio.sleep(0.6)
+        assert (await _get(s, f"http://{a.ip}:{a.http_port}/"))[0] == 503  # no instance left to route to
+        assert await inflight == (200, "slow-done"), "the request in flight was cut off"
+        async with s.get(f"http://{a.ip}:{a.api_port}/metrics") as r:
+            metrics = await r.text()
+    applied = re.search(r"^daprdockr_routing_revision_applied (\d+)", metrics, re.M)
+    assert applied is not None and int(applied.group(1)) > 0, metrics[-1500:]
+
+
+async def _get(s: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with s.get(url, headers={"Host": HOST}, timeout=aiohttp.ClientTimeout(total=15)) as r:
+        return r.status, (await r.text()).strip()
+
+
+async def _answers(c: RealCluster, path: str) -> tuple[int, str]:
+    a = next(iter(c.agents.values())).addr
+    try:
+        async with aiohttp.ClientSession() as s:
+            return await _get(s, f"http://{a.ip}:{a.http_port}{path}")
+    except (aiohttp.ClientError, TimeoutError):
+        return 0, ""

@@ -47,6 +47,7 @@ from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state
 from daprdockr.errors import (
     DaprDockrError,
     LeaseLostError,
+    StoreAccessError,
     StoreError,
     StoreRefusedError,
     StoreUnavailableError,
@@ -94,7 +95,7 @@ def translate(exc: BaseException, *, what: str) -> DaprDockrError:
     if "invalid auth token" in text or "auth: revision" in text:  # the token expired: a new client re-authenticates
         return StoreUnavailableError(f"etcd {what} failed: {text}")
     if "permission denied" in text:
-        return StoreError(f"etcd {what} failed: permission denied (the etcd user's role must allow read and "
+        return StoreAccessError(f"etcd {what} failed: permission denied (the etcd user's role must allow read and "
                           "write on the prefix)", transient=False)
     if isinstance(exc, _TRANSIENT):
         return StoreUnavailableError(f"etcd {what} failed: {exc}")
@@ -151,7 +152,7 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                               grpc.StatusCode.PERMISSION_DENIED):
-                raise StoreError(f"etcd {self.endpoint}: authentication as {self._user!r} failed: "
+                raise StoreAccessError(f"etcd {self.endpoint}: authentication as {self._user!r} failed: "
                                  f"{exc.details()}", transient=False) from None
             raise
         self.metadata = (*REQUIRE_LEADER, ("token", str(resp.token)))

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Protocol
 
 from daprdockr.core.backoff import Backoff
@@ -123,9 +123,10 @@ class Informer:
         """Run the informer and call ``step`` with the state after the first list and after every
         change, until it returns True; False after ``within`` seconds (a CLI's ``--wait``)."""
         async def until_done() -> None:
-            async for state in self.states():
-                if step(state):
-                    return
+            async with contextlib.aclosing(self.states()) as states:  # (its informer task ends with it)
+                async for state in states:
+                    if step(state):
+                        return
 
         try:
             await asyncio.wait_for(until_done(), within)
@@ -133,7 +134,7 @@ class Informer:
             return False
         return True
 
-    async def states(self) -> AsyncIterator[ClusterState]:
+    async def states(self) -> AsyncGenerator[ClusterState, None]:
         """The state after the first list, then again after every change (bursts coalesce).
 
         Runs the informer meanwhile; its failure (etcd unreachable) is raised here.

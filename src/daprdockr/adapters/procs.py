@@ -72,6 +72,22 @@ def _hex_endpoint(ip: str, port: int) -> tuple[str, str]:
     return "tcp6", f"{words}:{port:04X}"
 
 
+def _count_established(tables: Iterable[Path], local: bytes) -> int | None:
+    """ESTABLISHED lines of /proc TCP ``tables`` whose local address matches the regular
+    expression ``local`` (one pass per table, tens of thousands of lines under load); None when no
+    table could be read."""
+    pattern = re.compile(rb"^ *\d+: (?:" + local + rb") [0-9A-F]+:[0-9A-F]+ " + _ESTABLISHED.encode() + rb" ", re.M)
+    found, read = 0, False
+    for table in tables:
+        try:
+            text = table.read_bytes()
+        except OSError:
+            continue
+        read = True
+        found += len(pattern.findall(text))
+    return found if read else None
+
+
 def established_on_ports(pid: int, ports: Iterable[int]) -> int | None:
     """TCP connections in state ESTABLISHED whose local port is one of ``ports`` (any address), in
     the network namespace of process ``pid`` (a container's: ``/proc/<pid>/net/tcp{,6}``), or
@@ -81,35 +97,18 @@ def established_on_ports(pid: int, ports: Iterable[int]) -> int | None:
     wanted = b"|".join(f"{port:04X}".encode() for port in ports)
     if not wanted:
         return 0
-    pattern = re.compile(rb"^ *\d+: [0-9A-F]+:(?:" + wanted + rb") [0-9A-F]+:[0-9A-F]+ " + _ESTABLISHED.encode()
-                         + rb" ", re.M)
-    found, read = 0, False
-    for table in ("tcp", "tcp6"):
-        try:
-            text = Path(f"/proc/{pid}/net/{table}").read_bytes()
-        except OSError:
-            continue
-        read = True
-        found += len(pattern.findall(text))
-    return found if read else None
+    return _count_established((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
+                              rb"[0-9A-F]+:(?:" + wanted + rb")")
 
 
 def established_to(ip: str, ports: Iterable[int]) -> int:
     """TCP connections in state ESTABLISHED whose local end is ``ip`` and one of ``ports`` (this
-    host's side of every client connected to a published port).  One read of the table for all
-    ports, matched by one regular expression (the table holds every socket of the host, tens of
-    thousands of lines under load): blocking, so callers run it in a thread."""
+    host's side of every client connected to a published port), from the host's tables: blocking,
+    so callers run it in a thread."""
     by_table: dict[str, list[str]] = {}
     for port in ports:
         table, local = _hex_endpoint(ip, port)
         by_table.setdefault(table, []).append(local)
-    found = 0
-    for table, locals_ in by_table.items():
-        try:
-            text = Path(f"/proc/net/{table}").read_bytes()
-        except OSError:
-            continue
-        pattern = re.compile(rb"^ *\d+: (?:" + b"|".join(re.escape(x.encode()) for x in locals_)
-                             + rb") [0-9A-F]+:[0-9A-F]+ " + _ESTABLISHED.encode() + rb" ", re.M)
-        found += len(pattern.findall(text))
-    return found
+    return sum(_count_established([Path(f"/proc/net/{table}")],
+                                  b"|".join(re.escape(x.encode()) for x in locals_)) or 0
+               for table, locals_ in by_table.items())

@@ -55,7 +55,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import local_view
 from daprdockr.core.model import NodeRecord
 from daprdockr.core.state import ClusterState
-from daprdockr.errors import DaprDockrError
+from daprdockr.errors import DaprDockrError, StoreAccessError, StoreRefusedError
 from daprdockr.health import HealthMonitor
 from daprdockr.proxy import NginxManager, lua_modules
 from daprdockr.reconcile import Reconciler
@@ -171,8 +171,8 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
     async def _retry(self, what: str, fn: Callable[[], Awaitable[object]], stop: asyncio.Event) -> bool:
         """Retry a start-up step until it works or ``stop`` is set (etcd/Docker may come later).
-        A terminal error (a refused certificate or password, a permission denied) is raised at
-        once: the agent exits with that one line instead of retrying what cannot work."""
+        etcd refusing our certificate, password or role is raised at once: the agent exits with
+        that one line instead of retrying what cannot work (any other error is retried)."""
         policy = Backoff(base=0.5, max_delay=5.0)
         failures = 0
         while not stop.is_set():
@@ -180,7 +180,7 @@ class Agent:
                 await fn()
                 return True
             except DaprDockrError as exc:
-                if not exc.transient:
+                if isinstance(exc, StoreRefusedError | StoreAccessError):
                     raise DaprDockrError(f"{what} failed: {exc}") from exc
                 failures += 1
                 log.error("%s failed (%s); retrying", what, exc)
@@ -380,17 +380,14 @@ class Agent:
             return
         log.info("draining before shutdown (at most %.0fs)", cfg.drain_deadline)
 
-        def held(state: ClusterState) -> int:
-            return sum(1 for r in state.instances.values() if r.node == cfg.node_id)
-
         def drained(state: ClusterState) -> bool:
-            return not held(state) and not any(c.running for c in self.reconciler.containers)
+            return not state.held_by(cfg.node_id) and not any(c.running for c in self.reconciler.containers)
 
         if await self.informer.wait_for(drained, within=cfg.drain_deadline, poll=0.5):
             log.info("drained: every instance runs elsewhere")
         else:
             log.warning("drain incomplete after %.0fs (%d instance(s) still here); shutting down",
-                        cfg.drain_deadline, held(self.mirror.state()))
+                        cfg.drain_deadline, self.mirror.state().held_by(cfg.node_id))
 
     async def _stop_components(self) -> None:
         while self.started:

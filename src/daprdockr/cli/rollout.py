@@ -93,7 +93,7 @@ def svc_rollback(
     async def back(store: EtcdStore) -> None:
         spec, source = await LifecycleStore(store).rollback(target, to=to)
         if as_json:
-            print_json({"service": str(target), "from_version": source, "spec": spec.to_dict()})
+            print_json({"service": str(target), "to_version": source, "spec": spec.to_dict()})
             sys.stdout.flush()
         else:
             print(f"{target}: rolled back to version {source} ({spec.image}, {spec.instances} instance(s))",
@@ -148,6 +148,10 @@ def svc_resume(
         print(f"{target}: rollout resumed", file=sys.stderr)
 
 
+def _unknown(node_id: str, why: str, state: ClusterState) -> NotFoundError:
+    return NotFoundError(f"node {node_id} is not known: {why} (live nodes: {', '.join(sorted(state.nodes)) or 'none'})")
+
+
 def _node(text: str) -> str:
     try:
         return validate_label(text, field="node")
@@ -170,11 +174,9 @@ def node_drain(
 
     async def drain(store: EtcdStore) -> None:
         state = await store.snapshot()
-        held = sum(1 for r in state.instances.values() if r.node == node_id)
+        held = state.held_by(node_id)
         if node_id not in state.nodes and not held:
-            known = ", ".join(sorted(state.nodes)) or "none"
-            raise NotFoundError(f"node {node_id} is not known: no live agent has that id and it holds no "
-                                f"instance (live nodes: {known})")
+            raise _unknown(node_id, "no live agent has that id and it holds no instance", state)
         await LifecycleStore(store).drain(node_id, on=True)
         if not as_json:
             print(f"{node_id}: draining", file=sys.stderr)
@@ -191,7 +193,7 @@ async def _wait_drained(store: EtcdStore, node_id: str, *, limit: float, as_json
 
     def step(state: ClusterState) -> bool:
         nonlocal held
-        now_held = sum(1 for r in state.instances.values() if r.node == node_id)
+        now_held = state.held_by(node_id)
         if now_held != held:
             held = now_held
             line = (json.dumps({"node": node_id, "instances": held}) if as_json
@@ -218,8 +220,7 @@ def node_undrain(
     async def undrain(store: EtcdStore) -> None:
         state = await store.snapshot()
         if node_id not in state.draining and node_id not in state.nodes:
-            raise NotFoundError(f"node {node_id} is not known and not draining "
-                                f"(live nodes: {', '.join(sorted(state.nodes)) or 'none'})")
+            raise _unknown(node_id, "no live agent has that id and it is not draining", state)
         await LifecycleStore(store).drain(node_id, on=False)
 
     with_store(ctx, undrain)

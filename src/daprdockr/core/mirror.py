@@ -124,22 +124,25 @@ class StateMirror:
     def _changed(self) -> None:
         self._cached = None
 
-    def _routable(self, kv: RawKV) -> bool:
+    def _peer(self, kv: RawKV) -> tuple[str, tuple[tuple[str, int], ...]] | None:
+        """Where a routable instance record is served (address, ports); None if it is not routable."""
         value = self._decode(kv)
-        return isinstance(value, InstanceRecord) and value.routable
+        return (value.address, value.ports) if isinstance(value, InstanceRecord) and value.routable else None
 
     def _removes(self, ev: WatchEvent) -> bool:
-        """Whether ``ev`` takes a routable instance out (decodes the old value, and the new one
-        only when the old one was routable: at most two decodes per event)."""
+        """Whether ``ev`` takes a routed peer out: a routable instance deleted, made not routable,
+        or moved to another address or port (a replacement, a takeover).  Decodes the old value,
+        and the new one only when the old one was routable: at most two decodes per event."""
         old = self._kvs.get(ev.key)
-        if old is None or not self._routable(old):
+        served = self._peer(old) if old is not None else None
+        if served is None:
             return False
         if ev.kind == "delete":
             return True
-        new = RawKV(key=ev.key, value=ev.value, lease=ev.lease, create_revision=ev.create_revision,
-                    mod_revision=ev.revision)
-        value = decode_entry(self.schema, new)
-        return not (isinstance(value, InstanceRecord) and value.routable)
+        value = decode_entry(self.schema, RawKV(key=ev.key, value=ev.value, lease=ev.lease,
+                                                create_revision=ev.create_revision, mod_revision=ev.revision))
+        return not (isinstance(value, InstanceRecord) and value.routable
+                    and (value.address, value.ports) == served)
 
     def _decode(self, kv: RawKV) -> Decoded | str:
         value = self._decoded.get(kv.key)

@@ -236,6 +236,12 @@ class _Wake:
         return False
 
 
+def _ours(rec: InstanceRecord, obs: Observed) -> bool:
+    """A record is ours when it names this node, or is on our current lease whatever node it
+    names (only garbage puts another node's name on our lease: it is rewritten as ours)."""
+    return rec.node == obs.node_id or rec.lease == obs.lease
+
+
 def _busy(key: Key, obs: Observed, wake: _Wake) -> bool:
     return key in obs.busy or not wake.after(obs.held_until.get(key, 0.0))
 
@@ -269,14 +275,14 @@ def _plan_containers(
         # Keep the best candidate (running, the one our record names, newest); stop any duplicates
         # (a replacement left behind by a restart mid-rollout loses to the container it replaced).
         rec = obs.instances.get(key)
-        named = rec.container_id if rec is not None and rec.node == obs.node_id else ""
+        named = rec.container_id if rec is not None and _ours(rec, obs) else ""
         group = sorted(group, key=lambda c: (c.running, c.id == named, c.created), reverse=True)
         c, extras = group[0], group[1:]
         out.extend(Stop(container=x, reason="duplicate container") for x in extras)
         spec = desired.get(c.service)
         wanted = spec is not None and c.number <= spec.instances
         if not wanted or spec is None:
-            if rec is not None and rec.node == obs.node_id:
+            if rec is not None and _ours(rec, obs):
                 out.append(Release(record=rec, container=c, reason="not desired"))
             else:
                 out.append(Stop(container=c, reason="not desired"))
@@ -290,7 +296,7 @@ def _plan_containers(
             else:
                 out.append(Stop(container=c, reason="unclaimed and stale" if not obs.drain_me else "draining"))
             continue
-        if rec.node != obs.node_id and rec.lease != obs.lease:
+        if not _ours(rec, obs):
             # another node holds the key (it took the instance over, or a split brain): our
             # container leaves every router first if it may still be routed
             out.append(Stop(container=c, reason=f"instance is held by node {rec.node}",
@@ -369,8 +375,7 @@ def _plan_records(
 ) -> None:
     """Actions for keys with our node id but no container here."""
     for key, rec in sorted(obs.instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        mine = rec.node == obs.node_id or rec.lease == obs.lease  # (on our lease: ours, whatever it says)
-        if not mine or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
+        if not _ours(rec, obs) or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
             continue
         spec = desired.get(rec.service)
         if spec is None or rec.number > spec.instances:

@@ -75,6 +75,10 @@ class ClusterState:
             (r for (svc, _), r in self.instances.items() if svc == name), key=lambda r: r.number
         )
 
+    def held_by(self, node_id: str) -> int:
+        """How many instance keys ``node_id`` holds."""
+        return sum(1 for r in self.instances.values() if r.node == node_id)
+
     @property
     def frozen(self) -> frozenset[ServiceName]:
         """Services whose spec is malformed and no good version of it is known: leave them be."""

@@ -12,10 +12,12 @@
 --   del <host>                   forget <host> (404)
 -- GET /routes answers the table and the counters.
 --
--- GET /routes?stats=1 answers the counters only (the agent polls them).  A body is checked whole
--- before any of it is applied (a bad line changes nothing); a full load sets every route before
--- it drops the stale ones (a request never sees a host missing in between); a table that does
--- not fit the shared dict is refused (500, "no memory") instead of evicting live routes.
+-- GET /routes?stats=1 answers the counters only (the agent polls them).  The syntax of a body is
+-- checked whole before any of it is applied (a bad line changes nothing); a full load sets every
+-- route before it drops the stale ones (a request never sees a host missing in between); a route
+-- that does not fit the shared dict is refused (500, "no memory") and its host keeps its previous
+-- route, instead of evicting other live routes (the lines before it stay applied; the agent
+-- sends the same changes again).
 --
 -- Balancer: round robin per worker over the peers, starting one further for each request;
 -- a peer that refused or timed out is skipped by every worker for EJECT_SECONDS and the
@@ -175,8 +177,11 @@ local function apply(body)
     local applied = 0
     for _, op in ipairs(ops) do
         if op[1] == "set" then
+            local old = routes:get(op[2])
             local ok, set_err = routes:safe_set(op[2], op[3])
             if not ok then
+                -- a longer value frees the old one before it allocates: give the host its route back
+                if old ~= nil then routes:safe_set(op[2], old) end
                 return nil, "cannot store the route of " .. op[2] .. ": " .. tostring(set_err),
                     ngx.HTTP_INTERNAL_SERVER_ERROR
             end
@@ -191,7 +196,7 @@ local function apply(body)
         for _, key in ipairs(routes:get_keys(0)) do
             if key:sub(1, 1) ~= "\0" and not kept[key] then routes:delete(key) end
         end
-        routes:set(READY_KEY, generation)
+        routes:safe_set(READY_KEY, generation)
     end
     count("updates")
     return applied
