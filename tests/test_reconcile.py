@@ -668,3 +668,24 @@ async def test_stop_first_routes_the_replacement_only_after_min_healthy() -> Non
     assert (rec.state, rec.routable) == ("starting", False)
     await w.settle_until(lambda: w.mirror.state().instances[(WEB, 1)].routable)
     assert w.running() == {1: "c2"}
+
+
+async def test_a_stop_first_deadline_starts_once_the_old_container_is_out() -> None:
+    """Regression (seen in the rolling-update benchmark): a stop-first replacement's deadline ran
+    from before the old container was taken out, so its confirmed removal and drain (about 2 s
+    for nginx's idle connections) ate the new version's time and a good update was rolled back."""
+    w = World()
+
+    async def slow_drain(container: ContainerInfo, *, within: float) -> int:
+        await asyncio.sleep(1.3)  # longer than the whole deadline below
+        return 0
+
+    w.docker.drain = slow_drain  # type: ignore[method-assign]
+    update = {"order": "stop-first", "min_healthy": 0, "deadline": "1s"}
+    w.spec(1, update=update)
+    await w.settle()
+    new = w.spec(1, env={"A": "1"}, update=update)
+    await w.settle_until(lambda: any(c.spec_hash == new.runtime_hash and c.running
+                                     for c in w.docker.containers.values())
+                         and w.running().get(1, "") != "c1" and not w.r._inflight, limit=8)
+    assert w.slots.failed == [], "a good update failed on the old container's drain time"

@@ -161,7 +161,8 @@ class ReplacementAbandoned(ContainerError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Job:
     """One replacement in flight: the slot it holds (taken on ``lease``) and its deadline (event
-    loop time), which covers both the start and getting healthy."""
+    loop time), which covers both the start and getting healthy (for stop-first, from when the
+    old container is out)."""
 
     spec: ServiceSpec
     index: int
@@ -694,6 +695,9 @@ class Reconciler:
         retired = await self._retire(rec, old, reason="rolling update")
         if retired is None:
             return
+        # the deadline is the new version's (start and health): taking the old one out (confirmed
+        # removal, drain, stop) does not count against it
+        job = replace(job, deadline=asyncio.get_running_loop().time() + job.spec.update.deadline)
         rec = replace(retired, state="starting")
         new = await self._start_replacement(job, rec.number, beside=False)
         # the record names the new container at once (an agent restart adopts it) but it is routed

@@ -146,3 +146,42 @@ async def test_restart_keeps_and_adopts_containers(store: EtcdStore, etcd_endpoi
             and all(r.lease == agent.agent.heartbeat.lease for r in s.instances_of(WEB))
         )
         assert {n: after.instances[(WEB, n)].container_id for n in (1, 2)} == ids
+
+
+async def test_crash_backoff_resets_after_a_healthy_run_on_real_containers(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    """Real containers that exit on their own: one that crashes at once backs off (its failure
+    count grows), one that runs longer than the healthy window before each exit restarts at once
+    every time (its count stays 1; it used to grow to the cap too).  The policy's windows are
+    scaled down for the test (stable after 1.5 s instead of 30 s)."""
+    from daprdockr.core.backoff import Backoff
+    from daprdockr.core.restart_policy import RestartPolicy
+    from daprdockr.core.retry import RetryPolicy
+
+    quick = ServiceName(group="crash", service="quick")
+    steady = ServiceName(group="crash", service="steady")
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="cr") as agents:
+        reconciler = agents[0].agent.reconciler
+        reconciler.policy = RetryPolicy(crash=RestartPolicy(backoff=Backoff(base=0.3, max_delay=20.0),
+                                                            stable_after=1.5, jitter=0.2))
+        await store.put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1,
+                                                       "cmd": ["sh", "-c", "exit 1"]}, name=quick))
+        await store.put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1,
+                                                       "cmd": ["sh", "-c", "sleep 2; exit 1"]}, name=steady))
+        worst: dict[ServiceName, int] = {quick: 0, steady: 0}
+        starts: dict[ServiceName, set[str]] = {quick: set(), steady: set()}
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 12
+        while loop.time() < end:
+            for name in (quick, steady):
+                entry = reconciler.retries.get((name, 1))
+                if entry is not None:
+                    worst[name] = max(worst[name], entry.crashes)
+            for c in reconciler.containers:
+                starts[c.service].add(c.id)
+            await asyncio.sleep(0.05)
+        print(f"crash counts: quick {worst[quick]}, steady {worst[steady]}; containers: quick "
+              f"{len(starts[quick])}, steady {len(starts[steady])}")
+        assert worst[quick] >= 3, "a crash loop backs off"
+        assert worst[steady] == 1 and len(starts[steady]) >= 3, "a container that ran healthy restarts at once"

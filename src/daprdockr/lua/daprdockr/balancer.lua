@@ -232,6 +232,7 @@ end
 -- Log phase: a connection refused on the request's last try ejects that peer as a retry would
 -- have ($upstream_connect_time "-" with status 502: nginx never got a connection).
 function _M.log()
+    if ngx.status ~= 502 then return end  -- (the common case costs one comparison)
     local ctx = ngx.ctx
     if not ctx.last then return end
     local statuses = ngx.var.upstream_status or ""
