@@ -42,7 +42,7 @@ import aiohttp
 
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
-from daprdockr.core.nginx_render import NginxPaths, render_nginx_conf
+from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.routing import Table, removes_backends, routing_table, table_update
 from daprdockr.core.state import ClusterState
@@ -51,7 +51,6 @@ from daprdockr.errors import DaprDockrError, ProxyError
 log = logging.getLogger(__name__)
 
 LUA_PACKAGE = "libnginx-mod-http-lua"
-MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/etc/nginx/modules")
 LUA_DIR = str(Path(__file__).resolve().parent / "lua")
 MAX_UNIX_PATH = 107
 

@@ -9,7 +9,7 @@ from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX
-from daprdockr.proxy import MODULE_DIRS
+from daprdockr.core.nginx_render import MODULE_DIRS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,9 @@ from dataclasses import dataclass
 
 from daprdockr.errors import ValidationError
 
+# where Debian's nginx keeps its dynamic modules (the Lua module among them)
+MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/etc/nginx/modules")
+
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 
