@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
-from tests.support.procs import free_port
+from tests.support.procs import free_port, terminate
 from tests.test_dnsserver_hostile import TruncatingUpstream, hostile, query, rcode_of
 
 pytestmark = pytest.mark.etcd
@@ -63,12 +63,7 @@ class DnsProcess:
             assert time.monotonic() < deadline, self.log.read_text()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, grace=10)
 
 
 @pytest.fixture

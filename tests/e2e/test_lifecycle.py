@@ -123,6 +123,20 @@ class Load:
         return WrkResult(requests=requests, errors=errors, outputs=texts)
 
 
+async def three_healthy_under_load(
+    c: RealCluster, store: EtcdStore, name: ServiceName, image: str, order: str
+) -> tuple[ServiceSpec, ClusterState, Load]:
+    """Three healthy instances of ``name`` (update policy: ``parallel`` 1, ``order``, healthy 1 s
+    within 8 s), routed by every nginx, and 20 s of load through all of them starting now."""
+    policy = {"parallel": 1, "order": order, "min_healthy": "1s", "deadline": "8s"}
+    good = spec(name, image, 3, update=policy)
+    await store.put_service(good)
+    await until(store, serving(name, good.runtime_hash, 3), timeout=60, what="3 healthy")
+    await asyncio.sleep(1.5)  # every nginx has the routes
+    start = await store.snapshot()
+    return good, start, Load(c, name, 20)
+
+
 @dataclass
 class Timeline:
     max_slots: int = 0
@@ -243,13 +257,7 @@ async def test_an_update_that_never_gets_healthy_rolls_back_and_the_old_version_
     is down while its replacement fails, the others answer, and it comes back on the old version."""
     c, store = cluster
     name = ServiceName(group="lc", service="bad")
-    policy = {"parallel": 1, "order": order, "min_healthy": "1s", "deadline": "8s"}
-    good = spec(name, docker_image, 3, update=policy)
-    await store.put_service(good)
-    await until(store, serving(name, good.runtime_hash, 3), timeout=60, what="3 healthy")
-    await asyncio.sleep(1.5)  # every nginx has the routes
-    start = await store.snapshot()
-    load = Load(c, name, 20)
+    good, start, load = await three_healthy_under_load(c, store, name, docker_image, order)
     t0 = time.monotonic()
     result = await asyncio.to_thread(
         c.cli, "svc", "set", str(name), "--cmd-json", json.dumps(NEVER_HEALTHY_CMD), "--env", "V=2", "--wait",
@@ -402,13 +410,7 @@ async def test_an_update_to_a_missing_image_rolls_back_by_itself(
     failure does not cascade onto the next instances)."""
     c, store = cluster
     name = ServiceName(group="lc", service="noimg")
-    policy = {"parallel": 1, "order": order, "min_healthy": "1s", "deadline": "8s"}
-    good = spec(name, docker_image, 3, update=policy)
-    await store.put_service(good)
-    await until(store, serving(name, good.runtime_hash, 3), timeout=60, what="3 healthy")
-    await asyncio.sleep(1.5)  # every nginx has the routes
-    start = await store.snapshot()
-    load = Load(c, name, 20)
+    good, start, load = await three_healthy_under_load(c, store, name, docker_image, order)
     missing = docker_image.rsplit(":", 1)[0] + ":no-such-tag"
     t0 = time.monotonic()
     result = await asyncio.to_thread(c.cli, "svc", "set", str(name), "--image", missing, "--wait", "--timeout", "60",

@@ -130,12 +130,7 @@ class EtcdCluster:
 
     def stop_member(self, m: EtcdMember) -> None:
         if m.proc is not None and m.proc.poll() is None:
-            m.proc.terminate()
-            try:
-                m.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                m.proc.kill()
-                m.proc.wait()
+            terminate(m.proc, grace=5)
 
     def stop(self) -> None:
         for m in self.members:
@@ -150,3 +145,13 @@ def etcd_cluster(workdir: Path, *, size: int = 1) -> Iterator[EtcdCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+def terminate(proc: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM ``proc``; SIGKILL it if it has not exited within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
