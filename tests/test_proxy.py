@@ -350,14 +350,15 @@ class Resetter:
     """A backend that reads a request and closes the connection without an answer (it got the
     request: a non-idempotent one must not be sent again), counting what it saw."""
 
-    def __init__(self, host: str) -> None:
-        self.host, self.port, self.seen = host, 0, Counter()
+    def __init__(self, host: str, *, delay: float = 0.0) -> None:
+        self.host, self.port, self.seen, self.delay = host, 0, Counter(), delay
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             line = await reader.readline()
             self.seen[line.split(b" ")[0].decode()] += 1
+            await asyncio.sleep(self.delay)
             writer.transport.abort()
 
         self.server = await asyncio.start_server(serve, self.host, 0)
@@ -390,6 +391,30 @@ async def test_a_post_that_reached_a_backend_is_never_sent_again(
         assert {status for status, _ in gets} == {200}, gets  # GETs were retried on the good one
     finally:
         await bad.stop()
+
+
+async def test_a_retry_goes_by_the_routes_as_they_are_now(manager: NginxManager, backends: list[Backend]) -> None:
+    """A request's first try hangs and is then reset (a backend stopped under it); meanwhile the
+    host's route changed to one live instance: the retry goes there.  (With the peers read when the
+    request arrived, the retry went to the other instance it had listed, stopped too by then: a
+    502; under instances flipping every 0.5 s this was the benchmark's rare failed request.)"""
+    slow = [Resetter("127.0.0.12", delay=0.6), Resetter("127.0.0.13", delay=0.6)]
+    for r in slow:
+        await r.start()
+    live = backends[0]
+    try:
+        await settle(manager, state_for({WEB: slow}))  # type: ignore[dict-item]
+        async with aiohttp.ClientSession() as s:
+            pending = asyncio.create_task(get(manager, "web.example.com", s))
+            await asyncio.sleep(0.2)
+            assert sum(r.seen["GET"] for r in slow) == 1 and not pending.done()  # the first try hangs
+            await settle(manager, state_for({WEB: [live]}))
+            status, body = await pending
+        assert (status, body.split()[0]) == (200, live.ident), (status, body)
+        assert sum(r.seen["GET"] for r in slow) == 1  # the other listed instance was never tried
+    finally:
+        for r in slow:
+            await r.stop()
 
 
 async def test_a_refused_last_try_ejects_and_tries_prefer_another_host(

@@ -180,3 +180,81 @@ async def test_drain_counts_client_connections_inside_the_container(docker_image
     finally:
         await runtime.remove(info.id, grace=0)
         await runtime.close()
+
+
+async def test_a_start_returns_once_the_program_listens_on_its_http_port(docker_image: str) -> None:
+    """nginx routes an instance as soon as its record says running, and Docker's userland proxy
+    resets every connection until the container's program listens: so a start returns only once
+    the program listens on ``http_port``.  A request sent the moment it returns is answered (it
+    was reset before: the program here listens 1 s after the container starts)."""
+    runtime = DockerRuntime(node_id="ls1", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict(
+        {"image": docker_image, "http_port": 8080,
+         "cmd": ["sh", "-c", "mkdir -p /www; echo ok > /www/id; sleep 1; exec httpd -f -p 8080 -h /www"]},
+        name=ServiceName(group="ls", service="web"))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    info = await runtime.start_instance(spec=spec, number=1)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.11", dict(info.ports)["8080/tcp"])
+        writer.write(b"GET /id HTTP/1.0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n", 1)[0], answer
+        assert loop.time() - t0 >= 0.9
+    finally:
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()
+
+
+async def test_a_program_that_never_listens_is_started_after_the_bound_with_a_warning(
+    docker_image: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = DockerRuntime(node_id="ls2", advertise_ip="127.0.0.11", listen_wait=0.5)
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["sleep", "300"]},
+                                 name=ServiceName(group="ls", service="web"))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    info = await runtime.start_instance(spec=spec, number=1)
+    try:
+        assert 0.5 <= loop.time() - t0 < 5
+        assert info.running
+        assert "does not listen on port 8080 after" in caplog.text
+    finally:
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()
+
+
+async def test_drain_also_waits_for_connections_held_on_the_host_side(docker_image: str) -> None:
+    """Docker's userland proxy holds a client's connection on the published port before the
+    container has one (its SYN to a busy container is sent again a second later): such a
+    connection counts too.  The proxy's side is played here by a listener of our own on the port
+    the container info names; the container itself has no connection (the old rule, inside only,
+    said drained at once)."""
+    from dataclasses import replace
+
+    runtime = DockerRuntime(node_id="dr2", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["httpd", "-f", "-p", "8080"]},
+                                 name=ServiceName(group="dr", service="proxyside"))
+    info = await runtime.start_instance(spec=spec, number=1)
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    proxy_side = await asyncio.start_server(hold, "127.0.0.11", 0)
+    port = proxy_side.sockets[0].getsockname()[1]
+    try:
+        _, client = await asyncio.open_connection("127.0.0.11", port)
+        await asyncio.sleep(0.2)
+        seen_by_proxy = replace(info, ports=(("8080/tcp", port),))
+        assert await runtime.drain(seen_by_proxy, within=0.5) == 1
+        client.close()
+        for w in held:
+            w.close()
+        await asyncio.sleep(0.1)
+        assert await runtime.drain(seen_by_proxy, within=5) == 0
+    finally:
+        proxy_side.close()
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()

@@ -3,6 +3,9 @@ balancer, DNS), real containers, real ``wrk``.
 
 * flipping a service between 2 and 6 instances every 0.3 s under wrk keep-alive load drops no
   request (no socket error, no non-2xx), and nginx is never reloaded;
+* instances whose program listens only 1 s after the container starts come and go under load
+  without a failed request and without a request reset by a backend (an instance is routed once
+  it listens, not once Docker started it);
 * a removed instance's SIGTERM (Docker's ``kill`` event) comes only after every agent published
   an applied revision at or past the removal (the timeline from etcd's watch and Docker's events);
 * an nginx SIGKILLed under load comes back with its whole table before it answers: no 404;
@@ -72,9 +75,9 @@ def edge(c: RealCluster, i: int = 0) -> str:
     return f"http://{a.ip}:{a.http_port}/id"
 
 
-async def run_wrk(url: str, seconds: int) -> str:
+async def run_wrk(url: str, seconds: int, *, host: str = HOST) -> str:
     proc = await asyncio.create_subprocess_exec(
-        "wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "10s", "-H", f"Host: {HOST}", url,
+        "wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "10s", "-H", f"Host: {host}", url,
         stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     return out.decode()
@@ -104,6 +107,50 @@ async def test_flipping_membership_under_keepalive_load_drops_nothing(
     assert {a.node_id: a.nginx_master_pid() for a in c.agents.values()} == nginx_pids  # never restarted
     # and never reloaded: a reload replaces every worker process; these are the same ones
     assert {n: _children(pid) for n, pid in nginx_pids.items()} == workers
+
+
+async def test_instances_that_listen_late_join_without_a_failed_request(
+    cluster: tuple[RealCluster, EtcdStore], docker_image: str
+) -> None:
+    """Docker's userland proxy resets every connection to a container whose program does not
+    listen yet; such an instance must not be routed before it listens.  Scaled 1 -> 6 -> 1 three
+    times under wrk keep-alive load, with a program that listens 1 s after its container starts:
+    no socket error, no non-2xx, and the edge nginx never had a request reset by an instance
+    (routed at start, new instances reset dozens: nginx's retries hid them, but a request whose
+    every try lands on such instances gets a 502; and the drain waits for connections Docker's
+    userland proxy holds before the container sees them, so a stop resets none either)."""
+    c, store = cluster
+    error_log = next(iter(c.agents.values())).nginx_dir() / "error.log"
+    logged_before = error_log.stat().st_size if error_log.exists() else 0
+    name, host = ServiceName(group="zd", service="late"), "late.zd.test"
+    late_cmd = ["sh", "-c", IDENTITY_CMD[2].replace("exec httpd", "sleep 1; exec httpd")]
+
+    def late(n: int) -> ServiceSpec:
+        return ServiceSpec.from_dict({"image": docker_image, "instances": n, "http_host": host, "http_port": 8080,
+                                      "cmd": late_cmd}, name=name)
+
+    await store.put_service(late(1))
+    got = await eventually(store.snapshot, lambda s: any(r.state == "running" for r in s.instances_of(name)),
+                           timeout=60)
+    assert any(r.state == "running" for r in got.instances_of(name))
+    await asyncio.sleep(1.5)
+    load = asyncio.create_task(run_wrk(edge(c), 17, host=host))
+    for _ in range(3):
+        await store.put_service(late(6))
+        await asyncio.sleep(3)
+        await store.put_service(late(1))
+        await asyncio.sleep(2.5)
+    out = await load
+    print(out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    assert requests > 1000
+    assert "Socket errors" not in out, out
+    assert "Non-2xx" not in out, out
+    with error_log.open("rb") as f:
+        f.seek(logged_before)
+        upstream_errors = [line for line in f.read().decode(errors="replace").splitlines()
+                           if "from upstream" in line and host in line]
+    assert not upstream_errors, f"{len(upstream_errors)} upstream errors, e.g. {upstream_errors[:3]}"
 
 
 def _children(pid: int | None) -> set[int]:

@@ -8,6 +8,11 @@
   with host-assigned ports; the real host ports come back in :class:`ContainerInfo`.  Every
   container runs with ``no-new-privileges``; user labels never use the reserved namespaces
   (``daprdockr.``, ``com.docker.``, ``io.docker.``, ``org.dockerproject.``: refused at validation).
+* A start returns once the container's program listens on ``http_port`` (read from the
+  container's own socket table; at most ``listen_wait`` seconds): nginx routes an instance as
+  soon as its record says ``running``, and Docker's userland proxy resets every connection until
+  the program listens (a few milliseconds on a busy machine, a second for a program that sleeps
+  first: nginx retries each reset, but a request whose every try met one failed).
 * The image is pulled only when absent.  aiodocker/aiohttp errors become
   :class:`~daprdockr.errors.ContainerError` (terminal for a missing image or bad config,
   transient otherwise) or :class:`~daprdockr.errors.RuntimeUnavailableError` (engine down).
@@ -27,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 import aiodocker
 import aiohttp
 
-from daprdockr.adapters.procs import established_on_ports, established_to
+from daprdockr.adapters.procs import established_on_ports, established_to, listening_on
 from daprdockr.core.containers import (
     LABEL_GROUP,
     LABEL_INSTANCE,
@@ -127,9 +132,10 @@ class DockerRuntime:
 
     def __init__(
         self, *, node_id: str, advertise_ip: str, url: str | None = None, timeout: float = 30.0,
-        dns_server: str | None = None, allow_bind: tuple[str, ...] = (),
+        dns_server: str | None = None, allow_bind: tuple[str, ...] = (), listen_wait: float = 10.0,
     ) -> None:
         self.node_id = node_id
+        self.listen_wait = listen_wait  # how long a start waits for the program to listen on http_port
         self.advertise_ip = advertise_ip
         self.dns_server = dns_server  # the agent's DNS (port 53), given to containers that can reach it
         self.allow_bind = tuple(os.path.realpath(p) for p in allow_bind)  # host paths bind mounts may use
@@ -288,6 +294,7 @@ class DockerRuntime:
         The happy path is three engine calls (create, start, inspect): the image is checked only
         the first time this runtime uses it (a create answered 404 pulls it and retries), and a
         leftover container of the same name is removed only when create reports the conflict.
+        With an ``http_port``, it then waits (:meth:`_await_listening`) until the program listens.
         """
         self.check_binds(spec)
         name = container_name(node_id=self.node_id, service=spec.name, number=number)
@@ -306,7 +313,26 @@ class DockerRuntime:
         info = info_from_inspect(details)
         if info is None or not info.running:
             raise ContainerError(f"{name} exited right after start", transient=True)
+        if spec.http_port is not None:
+            await self._await_listening(name, int((details.get("State") or {}).get("Pid") or 0), spec.http_port)
         return info
+
+    async def _await_listening(self, name: str, pid: int, port: int) -> None:
+        """Poll the container's socket table until its program listens on ``port``; give up (and
+        route it anyway, as every peer does without a readiness check) after ``listen_wait``
+        seconds, or at once when the table cannot be read (the program exited: the reconciler's
+        crash handling takes it from there)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.listen_wait
+        while pid:
+            ready = await asyncio.to_thread(listening_on, pid, port)
+            if ready is None or ready:
+                return
+            if loop.time() >= deadline:
+                log.warning("%s does not listen on port %d after %.0fs; routing it anyway (a health check "
+                            "would keep it out until it answers)", name, port, self.listen_wait)
+                return
+            await asyncio.sleep(0.01)
 
     async def _create(self, config: dict[str, Any], *, name: str) -> aiodocker.containers.DockerContainer:
         """``POST /containers/create``, repairing the two expected refusals once: a name still
@@ -343,9 +369,11 @@ class DockerRuntime:
         connections, which nginx closes after 2 s), at most ``within`` seconds.  Returns the
         connections still open at the end (0: drained).
 
-        Counted inside the container's network namespace, on its own ports (a connection that
-        came through Docker's DNAT has no socket on the host side); from the host's socket table
-        on the published ports when the container's cannot be read."""
+        Counted on both sides, and drained when both are 0: inside the container's network
+        namespace, on its own ports (a connection that came through Docker's DNAT has no socket on
+        the host side), and in the host's table on the published ports (Docker's userland proxy
+        holds a client's connection there before the container sees one: while its SYN to a busy
+        container waits to be sent again, for a second)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         if not container.ports:
@@ -353,10 +381,13 @@ class DockerRuntime:
         private = [int(key.partition("/")[0]) for key, _ in container.ports if key.endswith("/tcp")]
         published = [port for _, port in container.ports]
         pid = await self._pid(container.id)
+
+        def count() -> int:
+            inside = established_on_ports(pid, private) if pid else None
+            return max(inside or 0, established_to(self.advertise_ip, published))
+
         while True:
-            inside = await asyncio.to_thread(established_on_ports, pid, private) if pid else None
-            open_now = inside if inside is not None else await asyncio.to_thread(
-                established_to, self.advertise_ip, published)
+            open_now = await asyncio.to_thread(count)
             if open_now == 0 or loop.time() >= deadline:
                 return open_now
             await asyncio.sleep(0.2)

@@ -1,5 +1,6 @@
-"""Reading /proc: an nginx process group left behind by a previous agent, and the TCP
-connections still open to a published port (to drain an instance before it stops).
+"""Reading /proc: an nginx process group left behind by a previous agent, the TCP connections
+still open to a published port (to drain an instance before it stops), and whether a container's
+process listens on its port yet (to route an instance only once it can answer).
 
 The agent runs nginx in a session of its own, so the group id of its workers is the master's pid
 (kept in nginx's pid file).  After an agent is killed with SIGKILL, its nginx master or orphaned
@@ -60,6 +61,7 @@ def stale_nginx_group(pid_file: Path, conf: Path) -> int | None:
 
 
 _ESTABLISHED = "01"
+_LISTEN = "0A"
 
 
 def _hex_endpoint(ip: str, port: int) -> tuple[str, str]:
@@ -72,11 +74,11 @@ def _hex_endpoint(ip: str, port: int) -> tuple[str, str]:
     return "tcp6", f"{words}:{port:04X}"
 
 
-def _count_established(tables: Iterable[Path], local: bytes) -> int | None:
-    """ESTABLISHED lines of /proc TCP ``tables`` whose local address matches the regular
-    expression ``local`` (one pass per table, tens of thousands of lines under load); None when no
-    table could be read."""
-    pattern = re.compile(rb"^ *\d+: (?:" + local + rb") [0-9A-F]+:[0-9A-F]+ " + _ESTABLISHED.encode() + rb" ", re.M)
+def _count_sockets(tables: Iterable[Path], local: bytes, *, state: str = _ESTABLISHED) -> int | None:
+    """Lines of /proc TCP ``tables`` in ``state`` (default ESTABLISHED) whose local address
+    matches the regular expression ``local`` (one pass per table, tens of thousands of lines under
+    load); None when no table could be read."""
+    pattern = re.compile(rb"^ *\d+: (?:" + local + rb") [0-9A-F]+:[0-9A-F]+ " + state.encode() + rb" ", re.M)
     found, read = 0, False
     for table in tables:
         try:
@@ -97,8 +99,18 @@ def established_on_ports(pid: int, ports: Iterable[int]) -> int | None:
     wanted = b"|".join(f"{port:04X}".encode() for port in ports)
     if not wanted:
         return 0
-    return _count_established((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
-                              rb"[0-9A-F]+:(?:" + wanted + rb")")
+    return _count_sockets((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
+                          rb"[0-9A-F]+:(?:" + wanted + rb")")
+
+
+def listening_on(pid: int, port: int) -> bool | None:
+    """Whether a socket listens on TCP ``port`` (any address) in the network namespace of process
+    ``pid``; ``None`` when its tables cannot be read (the process is gone).  Docker's userland
+    proxy accepts on the published port before the container's program listens, and then resets
+    each connection: only the container's own table tells that the program is ready."""
+    found = _count_sockets((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
+                           rb"[0-9A-F]+:" + f"{port:04X}".encode(), state=_LISTEN)
+    return None if found is None else found > 0
 
 
 def established_to(ip: str, ports: Iterable[int]) -> int:
@@ -109,6 +121,6 @@ def established_to(ip: str, ports: Iterable[int]) -> int:
     for port in ports:
         table, local = _hex_endpoint(ip, port)
         by_table.setdefault(table, []).append(local)
-    return sum(_count_established([Path(f"/proc/net/{table}")],
-                                  b"|".join(re.escape(x.encode()) for x in locals_)) or 0
+    return sum(_count_sockets([Path(f"/proc/net/{table}")],
+                              b"|".join(re.escape(x.encode()) for x in locals_)) or 0
                for table, locals_ in by_table.items())

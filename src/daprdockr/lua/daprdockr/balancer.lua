@@ -23,7 +23,8 @@
 -- a peer that refused or timed out is skipped by every worker for EJECT_SECONDS and the
 -- request goes to the next peer (nginx's proxy_next_upstream decides whether a retry is
 -- allowed: never for a non-idempotent request that reached a backend); at most MAX_TRIES.  A
--- retry prefers a peer on a host (address) not tried yet, so a dead host never takes every try.
+-- retry prefers a peer on a host (address) not tried yet, so a dead host never takes every try,
+-- and picks from the host's route as it is at the retry, not as it was when the request came.
 -- A refused connection on a request's last try (nothing left to retry, or a non-idempotent
 -- request) ejects the peer too, from the log phase.
 
@@ -110,6 +111,16 @@ function _M.balance()
             count("ejections")
         end
         count("retries")
+        -- a retry goes by the table as it is now: a try can take seconds (a SYN retransmitted to
+        -- a busy backend), and peers removed meanwhile are stopped, or soon will be
+        local raw = routes:get(ctx.host)
+        if raw and raw ~= "" then
+            local fresh = split_peers(raw)
+            if #fresh > 0 then
+                peers, n = fresh, #fresh
+                ctx.peers = fresh
+            end
+        end
     end
     -- untried, not ejected, on a host not tried yet; else untried and not ejected; else untried
     local pick, same_host, fallback
