@@ -225,36 +225,36 @@ async def test_a_program_that_never_listens_is_started_after_the_bound_with_a_wa
         await runtime.close()
 
 
-async def test_drain_also_waits_for_connections_held_on_the_host_side(docker_image: str) -> None:
-    """Docker's userland proxy holds a client's connection on the published port before the
-    container has one (its SYN to a busy container is sent again a second later): such a
-    connection counts too.  The proxy's side is played here by a listener of our own on the port
-    the container info names; the container itself has no connection (the old rule, inside only,
-    said drained at once)."""
-    from dataclasses import replace
+async def test_drain_also_waits_for_a_connection_the_userland_proxy_holds(docker_image: str) -> None:
+    """Docker's userland proxy holds a client's connection before the container has one: while
+    its SYN to a busy container (a full listen backlog drops it) waits to be sent again.  Played
+    here by dropping SYNs inside the container's network namespace (iptables through nsenter):
+    the container's own table shows nothing, the proxy holds the client, and the drain waits for
+    it (the old rule, inside only, said drained at once and the stop reset the request).  Once
+    SYNs pass again the request is served and the drain ends."""
+    from daprdockr.adapters.procs import established_on_ports
 
     runtime = DockerRuntime(node_id="dr2", advertise_ip="127.0.0.11")
-    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["httpd", "-f", "-p", "8080"]},
-                                 name=ServiceName(group="dr", service="proxyside"))
+    serve = "mkdir -p /www; echo ok > /www/id; exec httpd -f -p 8080 -h /www"
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["sh", "-c", serve]},
+                                 name=ServiceName(group="dr", service="proxied"))
     info = await runtime.start_instance(spec=spec, number=1)
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    proxy_side = await asyncio.start_server(hold, "127.0.0.11", 0)
-    port = proxy_side.sockets[0].getsockname()[1]
+    pid = str(json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
+                                        check=True).stdout)[0]["State"]["Pid"])
+    rule = ["INPUT", "-p", "tcp", "--dport", "8080", "--syn", "-j", "DROP"]
+    subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", *rule], check=True)
     try:
-        _, client = await asyncio.open_connection("127.0.0.11", port)
-        await asyncio.sleep(0.2)
-        seen_by_proxy = replace(info, ports=(("8080/tcp", port),))
-        assert await runtime.drain(seen_by_proxy, within=0.5) == 1
-        client.close()
-        for w in held:
-            w.close()
-        await asyncio.sleep(0.1)
-        assert await runtime.drain(seen_by_proxy, within=5) == 0
+        reader, writer = await asyncio.open_connection("127.0.0.11", dict(info.ports)["8080/tcp"])
+        writer.write(b"GET /id HTTP/1.0\r\n\r\n")
+        await asyncio.sleep(0.3)
+        assert established_on_ports(int(pid), [8080]) == 0  # the container has seen nothing
+        assert await runtime.drain(info, within=0.5) == 1
+        subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-D", *rule], check=True)
+        answer = await asyncio.wait_for(reader.read(), 10)  # the proxy's next SYN gets through
+        writer.close()
+        assert b" 200 " in answer.split(b"\r\n", 1)[0], answer
+        assert await runtime.drain(info, within=5) == 0
     finally:
-        proxy_side.close()
+        subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-D", *rule], capture_output=True)
         await runtime.remove(info.id, grace=0)
         await runtime.close()

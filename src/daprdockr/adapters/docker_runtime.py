@@ -32,7 +32,13 @@ from typing import Any, Protocol, TypeVar
 import aiodocker
 import aiohttp
 
-from daprdockr.adapters.procs import established_on_ports, established_to, listening_on
+from daprdockr.adapters.procs import (
+    established_on_ports,
+    established_to,
+    listening_on,
+    proxied_connections,
+    proxy_pids,
+)
 from daprdockr.core.containers import (
     LABEL_GROUP,
     LABEL_INSTANCE,
@@ -371,9 +377,10 @@ class DockerRuntime:
 
         Counted on both sides, and drained when both are 0: inside the container's network
         namespace, on its own ports (a connection that came through Docker's DNAT has no socket on
-        the host side), and in the host's table on the published ports (Docker's userland proxy
-        holds a client's connection there before the container sees one: while its SYN to a busy
-        container waits to be sent again, for a second)."""
+        the host side; from the host's table on the published ports when the container's cannot
+        be read), and in Docker's userland proxy processes for those ports (a proxy holds a
+        client's connection before the container sees one: while its SYN to a busy container waits
+        to be sent again, for a second)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         if not container.ports:
@@ -381,10 +388,13 @@ class DockerRuntime:
         private = [int(key.partition("/")[0]) for key, _ in container.ports if key.endswith("/tcp")]
         published = [port for _, port in container.ports]
         pid = await self._pid(container.id)
+        proxies = await asyncio.to_thread(proxy_pids, self.advertise_ip, published)
 
         def count() -> int:
             inside = established_on_ports(pid, private) if pid else None
-            return max(inside or 0, established_to(self.advertise_ip, published))
+            if inside is None:
+                inside = established_to(self.advertise_ip, published)
+            return max(inside, proxied_connections(proxies))
 
         while True:
             open_now = await asyncio.to_thread(count)

@@ -2,6 +2,10 @@
 still open to a published port (to drain an instance before it stops), and whether a container's
 process listens on its port yet (to route an instance only once it can answer).
 
+Connections are counted in the container's own (small) socket table, and in the file descriptors
+of Docker's userland proxy processes, never by reading the host's whole table: under load that
+holds tens of thousands of lines (TIME_WAIT included) and one read took 70 ms of CPU.
+
 The agent runs nginx in a session of its own, so the group id of its workers is the master's pid
 (kept in nginx's pid file).  After an agent is killed with SIGKILL, its nginx master or orphaned
 workers may still hold the listening socket; :func:`stale_nginx_group` finds that group so the
@@ -11,6 +15,7 @@ next start can kill it.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import struct
@@ -111,6 +116,44 @@ def listening_on(pid: int, port: int) -> bool | None:
     found = _count_sockets((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
                            rb"[0-9A-F]+:" + f"{port:04X}".encode(), state=_LISTEN)
     return None if found is None else found > 0
+
+
+def proxy_pids(ip: str, ports: Iterable[int]) -> list[int]:
+    """Docker's userland proxy processes (``docker-proxy``, one per published TCP port) that
+    publish one of ``ports`` on ``ip``.  Blocking (a scan of /proc): callers run it in a thread."""
+    wanted = {str(port).encode() for port in ports}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _cmdline(int(entry.name)).rstrip(b"\0").split(b"\0")
+        if not argv[0].endswith(b"docker-proxy"):
+            continue
+        flags = dict(zip(argv[1::2], argv[2::2], strict=False))  # "-flag value" pairs
+        if (flags.get(b"-proto") == b"tcp" and flags.get(b"-host-ip") == ip.encode()
+                and flags.get(b"-host-port") in wanted):
+            found.append(int(entry.name))
+    return found
+
+
+def proxied_connections(pids: Iterable[int]) -> int:
+    """Client connections the userland proxy processes ``pids`` hold: each has a socket to the
+    client and one to the container (or one still dialling it: a SYN the container dropped is
+    sent again a second later), besides the proxy's listener."""
+    total = 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        sockets = 0
+        for fd in fds:
+            try:
+                sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            except OSError:
+                continue
+        total += sockets // 2  # its listener, then two per connection (one while it dials)
+    return total
 
 
 def established_to(ip: str, ports: Iterable[int]) -> int:
