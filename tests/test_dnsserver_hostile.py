@@ -279,15 +279,31 @@ class TruncatingUpstream(asyncio.DatagramProtocol):
         writer.close()
 
 
+@contextlib.asynccontextmanager
+async def truncating_upstream() -> AsyncIterator[int]:
+    """A :class:`TruncatingUpstream` on one port for UDP and TCP (127.0.0.1); yields the port."""
+    loop = asyncio.get_running_loop()
+    for _ in range(50):  # the UDP port's number may be taken for TCP (a client's ephemeral port): another
+        transport, _ = await loop.create_datagram_endpoint(TruncatingUpstream, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(TruncatingUpstream.serve_tcp, "127.0.0.1", port)
+            break
+        except OSError:
+            transport.close()
+    else:
+        raise AssertionError("no port free for both UDP and TCP in 50 tries")
+    try:
+        yield port
+    finally:
+        tcp.close()
+        transport.close()
+
+
 @pytest.fixture
 async def truncating() -> AsyncIterator[int]:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(TruncatingUpstream, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(TruncatingUpstream.serve_tcp, "127.0.0.1", port)
-    yield port
-    tcp.close()
-    transport.close()
+    async with truncating_upstream() as port:
+        yield port
 
 
 async def test_truncated_upstream_answer_is_not_amplified(truncating: int) -> None:

@@ -28,7 +28,7 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from tests.support.procs import free_port, terminate
-from tests.test_dnsserver_hostile import TruncatingUpstream, hostile, query, rcode_of
+from tests.test_dnsserver_hostile import hostile, query, rcode_of, truncating_upstream
 
 pytestmark = pytest.mark.etcd
 WEB = ServiceName(group="myapp", service="web")
@@ -107,20 +107,13 @@ async def test_a_self_forward_loop_keeps_the_process_fds_flat(
 async def test_a_truncated_upstream_answer_is_never_amplified_over_udp(
     seeded: None, etcd_endpoints: str, prefix: str, tmp_path: Path
 ) -> None:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(TruncatingUpstream, local_addr=("127.0.0.1", 0))
-    up = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(TruncatingUpstream.serve_tcp, "127.0.0.1", up)
-    try:
+    async with truncating_upstream() as up:
         with dns_process(etcd_endpoints, prefix, ("127.0.0.1", up), tmp_path) as srv:
             q = query("big.example.test", 7)
             reply = await asyncio.to_thread(srv.ask, q)
             assert reply is not None
             print(f"query {len(q)} bytes, reply {len(reply)} bytes over UDP")
             assert len(reply) <= 512 and reply[2] & 0x02, "answer not truncated for a client without EDNS"
-    finally:
-        tcp.close()
-        transport.close()
 
 
 @pytest.mark.slow
