@@ -98,6 +98,7 @@ class HttpSample:
 
     identities: Counter[str] = field(default_factory=Counter)  # "<n> <node>" -> hits
     statuses: Counter[int] = field(default_factory=Counter)
+    first_seen: dict[str, float] = field(default_factory=dict)  # identity -> monotonic time of its first answer
 
     @property
     def numbers(self) -> set[int]:
@@ -120,6 +121,7 @@ async def http_sample(
                 sample.statuses[resp.status] += 1
                 if resp.status == 200 and body:
                     sample.identities[body] += 1
+                    sample.first_seen.setdefault(body, time.monotonic())
         except (aiohttp.ClientError, TimeoutError):
             sample.statuses[0] += 1
 
