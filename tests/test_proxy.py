@@ -397,7 +397,8 @@ async def test_a_retry_goes_by_the_routes_as_they_are_now(manager: NginxManager,
     """A request's first try hangs and is then reset (a backend stopped under it); meanwhile the
     host's route changed to one live instance: the retry goes there.  (With the peers read when the
     request arrived, the retry went to the other instance it had listed, stopped too by then: a
-    502; under instances flipping every 0.5 s this was the benchmark's rare failed request.)"""
+    502; under instances flipping every 0.5 s, the likely cause of the benchmark's rare failed
+    requests.)"""
     slow = [Resetter("127.0.0.12", delay=0.6), Resetter("127.0.0.13", delay=0.6)]
     for r in slow:
         await r.start()

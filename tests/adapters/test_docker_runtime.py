@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -17,14 +18,19 @@ from daprdockr.errors import ContainerError
 pytestmark = pytest.mark.docker
 
 
+def inspect(*container_ids: str) -> list[dict[str, Any]]:
+    """``docker inspect`` of the containers, as Docker prints it."""
+    out = subprocess.run(["docker", "inspect", *container_ids], capture_output=True, text=True, check=True).stdout
+    return cast(list[dict[str, Any]], json.loads(out))
+
+
 async def test_containers_run_without_new_privileges_and_with_only_our_labels(docker_image: str) -> None:
     runtime = DockerRuntime(node_id="sec1", advertise_ip="127.0.0.11")
     spec = ServiceSpec.from_dict({"image": docker_image, "labels": {"team": "a"}, "http_port": 8080,
                                   "cmd": ["httpd", "-f", "-p", "8080"]}, name=ServiceName(group="sec", service="web"))
     info = await runtime.start_instance(spec=spec, number=1)
     try:
-        inspected = json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
-                                              check=True).stdout)[0]
+        inspected = inspect(info.id)[0]
         assert "no-new-privileges" in (inspected["HostConfig"]["SecurityOpt"] or [])
         labels = inspected["Config"]["Labels"]
         assert labels["team"] == "a" and labels["daprdockr.node"] == "sec1"
@@ -73,7 +79,7 @@ async def test_every_container_field_reaches_docker(docker_image: str, tmp_path:
     allowed = tmp_path / "allowed"
     (allowed / "www").mkdir(parents=True)
     runtime = DockerRuntime(node_id="cf1", advertise_ip="127.0.0.11", dns_server="10.9.9.9",
-                            allow_bind=(str(allowed),))
+                            allow_bind=(str(allowed),), listen_wait=0.5)  # (its program never listens)
     name = ServiceName(group="cf", service="web")
     spec = ServiceSpec.from_dict({
         "image": docker_image, "cmd": ["-c", "sleep 300"], "entrypoint": ["/bin/sh"], "user": "65534:65534",
@@ -82,8 +88,7 @@ async def test_every_container_field_reaches_docker(docker_image: str, tmp_path:
     }, name=name)
     info = await runtime.start_instance(spec=spec, number=2)
     try:
-        got = json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
-                                        check=True).stdout)[0]
+        got = inspect(info.id)[0]
         config, host = got["Config"], got["HostConfig"]
         assert (config["Entrypoint"], config["Cmd"], config["User"], config["WorkingDir"]) == (
             ["/bin/sh"], ["-c", "sleep 300"], "65534:65534", "/tmp")
@@ -109,8 +114,7 @@ async def test_an_explicit_hostname_is_used_as_given(docker_image: str) -> None:
                                  name=ServiceName(group="cf", service="host"))
     started = [await runtime.start_instance(spec=spec, number=n) for n in (1, 2)]
     try:
-        got = json.loads(subprocess.run(["docker", "inspect", *(i.id for i in started)], capture_output=True,
-                                        text=True, check=True).stdout)
+        got = inspect(*(i.id for i in started))
         assert [c["Config"]["Hostname"] for c in got] == ["web-1.local", "web-1.local"]
         seen = subprocess.run(["docker", "exec", started[0].id, "hostname"], capture_output=True, text=True, check=True)
         assert seen.stdout.strip() == "web-1.local"
@@ -165,8 +169,7 @@ async def test_drain_counts_client_connections_inside_the_container(docker_image
                                  name=ServiceName(group="dr", service="web"))
     info = await runtime.start_instance(spec=spec, number=1)
     try:
-        pid = json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
-                                        check=True).stdout)[0]["State"]["Pid"]
+        pid = inspect(info.id)[0]["State"]["Pid"]
         assert established_on_ports(pid, [8080]) == 0
         _, writer = await asyncio.open_connection("127.0.0.11", info.ports[0][1])  # a client, idle
         await asyncio.sleep(0.3)
@@ -239,8 +242,7 @@ async def test_drain_also_waits_for_a_connection_the_userland_proxy_holds(docker
     spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["sh", "-c", serve]},
                                  name=ServiceName(group="dr", service="proxied"))
     info = await runtime.start_instance(spec=spec, number=1)
-    pid = str(json.loads(subprocess.run(["docker", "inspect", info.id], capture_output=True, text=True,
-                                        check=True).stdout)[0]["State"]["Pid"])
+    pid = str(inspect(info.id)[0]["State"]["Pid"])
     rule = ["INPUT", "-p", "tcp", "--dport", "8080", "--syn", "-j", "DROP"]
     subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", *rule], check=True)
     try:

@@ -3,8 +3,9 @@ still open to a published port (to drain an instance before it stops), and wheth
 process listens on its port yet (to route an instance only once it can answer).
 
 Connections are counted in the container's own (small) socket table, and in the file descriptors
-of Docker's userland proxy processes, never by reading the host's whole table: under load that
-holds tens of thousands of lines (TIME_WAIT included) and one read took 70 ms of CPU.
+of Docker's userland proxy processes.  The host's whole table is read only when the container's
+cannot be: under load it holds tens of thousands of lines (TIME_WAIT included), and one read took
+70 ms of CPU.
 
 The agent runs nginx in a session of its own, so the group id of its workers is the master's pid
 (kept in nginx's pid file).  After an agent is killed with SIGKILL, its nginx master or orphaned
@@ -79,6 +80,11 @@ def _hex_endpoint(ip: str, port: int) -> tuple[str, str]:
     return "tcp6", f"{words}:{port:04X}"
 
 
+def _netns_tables(pid: int) -> list[Path]:
+    """The TCP socket tables (IPv4, IPv6) of the network namespace of process ``pid``."""
+    return [Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")]
+
+
 def _count_sockets(tables: Iterable[Path], local: bytes, *, state: str = _ESTABLISHED) -> int | None:
     """Lines of /proc TCP ``tables`` in ``state`` (default ESTABLISHED) whose local address
     matches the regular expression ``local`` (one pass per table, tens of thousands of lines under
@@ -104,8 +110,7 @@ def established_on_ports(pid: int, ports: Iterable[int]) -> int | None:
     wanted = b"|".join(f"{port:04X}".encode() for port in ports)
     if not wanted:
         return 0
-    return _count_sockets((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
-                          rb"[0-9A-F]+:(?:" + wanted + rb")")
+    return _count_sockets(_netns_tables(pid), rb"[0-9A-F]+:(?:" + wanted + rb")")
 
 
 def listening_on(pid: int, port: int) -> bool | None:
@@ -113,8 +118,7 @@ def listening_on(pid: int, port: int) -> bool | None:
     ``pid``; ``None`` when its tables cannot be read (the process is gone).  Docker's userland
     proxy accepts on the published port before the container's program listens, and then resets
     each connection: only the container's own table tells that the program is ready."""
-    found = _count_sockets((Path(f"/proc/{pid}/net/{t}") for t in ("tcp", "tcp6")),
-                           rb"[0-9A-F]+:" + f"{port:04X}".encode(), state=_LISTEN)
+    found = _count_sockets(_netns_tables(pid), rb"[0-9A-F]+:" + f"{port:04X}".encode(), state=_LISTEN)
     return None if found is None else found > 0
 
 
