@@ -427,6 +427,46 @@ def offline_server() -> DnsServer:
     return srv
 
 
+def test_a_large_answer_is_encoded_once_per_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding (CI): the first query for a name with many records encoded all eight rotations at
+    once (10-17 ms for the group's 126 SRV and A records), and over UDP truncated each only after
+    encoding it in full.  Now a query costs at most one encoding: a rotation is encoded the first
+    time it is served, and a truncated answer (the same for every rotation) is encoded once."""
+    import daprdockr.dnsserver as dnsserver
+
+    calls: list[int] = []
+    real = dnsserver.encode_answer
+
+    def counting(**kwargs: Any) -> bytes:
+        calls.append(len(kwargs["answers"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(dnsserver, "encode_answer", counting)
+    srv = offline_server()
+    calls.clear()
+    udp = [run_now(srv.handle(query("myapp.container", i, qtype="SRV"))) for i in range(20)]
+    assert len(calls) == 1 and all(r is not None and r[2] & 0x02 for r in udp)  # TC, one variant
+    calls.clear()
+    tcp = [run_now(srv.handle(query("myapp.container", i, qtype="SRV"), tcp=True)) for i in range(20)]
+    assert len(calls) == 8  # each rotation once, when first served
+    firsts = [dns.message.from_wire(r).answer[0][0].target for r in tcp if r is not None]  # type: ignore[attr-defined]
+    assert len(set(firsts[:8])) == 8 and firsts[8:16] == firsts[:8]  # round robin, in turn
+
+
+def test_udp_zone_answers_are_capped_at_our_edns_size() -> None:
+    """Finding (CI, the fuzz test): a client offering an EDNS buffer of 4096 got a 3 871-byte zone
+    answer over UDP (110 times its 35-byte query), though we advertise 1232 and the docstring
+    says answers are capped there.  Now it gets TC=1 and retries over TCP."""
+    srv = offline_server()
+    for size in (1233, 4096, 65535):
+        reply = run_now(srv.handle(query("myapp.container", 5, qtype="SRV", edns=size)))
+        assert reply is not None and len(reply) <= 1232 and reply[2] & 0x02
+        msg = dns.message.from_wire(reply)
+        assert not msg.answer and msg.payload == 1232
+    full = run_now(srv.handle(query("myapp.container", 6, qtype="SRV", edns=4096), tcp=True))
+    assert full is not None and len(full) > 1232 and not full[2] & 0x02
+
+
 async def test_finding_packet_is_answered_cheaply() -> None:
     packet = finding_packet()
     assert 5_500 < len(packet) < 6_500

@@ -4,10 +4,12 @@ Hot path.  Most queries are one question with at most an EDNS0 OPT record.  Such
 header and question are parsed by hand (no dnslib), and the answer comes from a cache of
 pre-encoded wire responses keyed on the raw question bytes, the RD bit, the EDNS buffer size and
 the transport; only the 2-byte id is patched per query.  Names with several records keep up to
-eight pre-encoded rotations that are served in turn (round robin).  The cache holds only
-in-zone answers and is cleared by :meth:`DnsServer.update` whenever the cluster state changes,
-so answers follow etcd within one watch event.  The only other per-datagram work is one set
-lookup of the client's address (see "Clients" below).
+eight rotations that are served in turn (round robin); each is encoded the first time it is
+served, so a query costs at most one encoding, and an answer too large for UDP (truncated, so
+the same for every rotation) keeps one.  The cache holds only in-zone answers and is cleared by
+:meth:`DnsServer.update` whenever the cluster state changes, so answers follow etcd within one
+watch event.  The only other per-datagram work is one set lookup of the client's address (see
+"Clients" below).
 
 Slow path: every packet first goes through the cheap check of its raw bytes
 (:func:`daprdockr.core.dnsguard.precheck`): no readable header or a response (QR set) gets no
@@ -17,14 +19,16 @@ options), nothing after it, a bounded question name (no compression loops, at mo
 255 bytes) and at most 512 bytes over UDP without OPT gets a header-only FORMERR.  So a full
 parse only ever sees one question and one OPT record, and a hostile packet (thousands of
 questions behind compression chains) costs microseconds, not a stalled loop.  Then dnslib parses
-and builds the answer (and fills the cache) from the zone, which is built from the newest state on
-the first query that needs it, or the query is forwarded verbatim to the upstream resolvers in
-order (UDP, or TCP for TCP clients and truncated upstream replies), with a timeout; SERVFAIL when
-none answers.  ANY gets the RFC 8482 minimal answer (one HINFO "RFC8482").  UDP answers larger
-than 512 bytes (or the client's EDNS0 buffer size, capped at our :data:`EDNS_SIZE`) are
-truncated with the TC bit so that the client retries over TCP; that includes forwarded answers
-(an upstream answer fetched over TCP after a truncated UDP one goes back as a TC=1 header with
-the question), so the server never amplifies.
+the query, and either the answer is looked up in the zone (built from the newest state on the
+first query that needs it), encoded by :func:`daprdockr.core.dnsencode.encode_answer` (linear in
+its records: about a millisecond for a group's hundred records) and cached, or the query is
+forwarded verbatim to the upstream resolvers in order (UDP, or TCP for TCP clients and truncated
+upstream replies), with a timeout; SERVFAIL when none answers.  ANY gets the RFC 8482 minimal
+answer (one HINFO "RFC8482").  UDP answers larger than 512 bytes (or the client's EDNS0 buffer
+size, capped at the 1232 we advertise, :data:`daprdockr.core.dnsguard.EDNS_SIZE`) are truncated
+with the TC bit so that the client retries over TCP; that includes forwarded answers (an
+upstream answer fetched over TCP after a truncated UDP one goes back as a TC=1 header with the
+question), so the server never amplifies.
 
 Forwarding, bounded.  At most ``max_forwards`` forwards are in flight (each holds a socket);
 beyond that a query is answered SERVFAIL at once.  An upstream that would reach this very server,
@@ -76,30 +80,17 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dnslib import (
-    AAAA,
-    EDNS0,
-    NS,
-    QTYPE,
-    RCODE,
-    RD,
-    RR,
-    SOA,
-    SRV,
-    A,
-    DNSError,
-    DNSRecord,
-)
+from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from daprdockr.adapters.dnsclient import query_tcp, query_udp
 from daprdockr.adapters.sockets import attach_random_spread, host_networks, probe_bind, resolv_conf_upstreams
+from daprdockr.core.dnsencode import encode_answer
 from daprdockr.core.dnsguard import (
     DEFAULT_LIMITS,
-    EDNS_SIZE,
     Check,
     DnsLimits,
     ResponseRateLimiter,
@@ -113,7 +104,7 @@ from daprdockr.core.dnsguard import (
 from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.dnswire import Address, parse_question
 from daprdockr.core.dnszone import RR as ZoneRR
-from daprdockr.core.dnszone import Soa, Srv, Zone
+from daprdockr.core.dnszone import Answer, Zone
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
 
@@ -130,29 +121,26 @@ CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reache
 
 @dataclass(slots=True)
 class _Cached:
-    """Pre-encoded answers (without the 2-byte id) for one question; served round robin."""
+    """Pre-encoded answers (without the 2-byte id) for one question; served round robin.
 
-    variants: list[bytes]
+    A rotation is encoded the first time it is served (``build``; None once all are), so that
+    one query costs one encoding, however many rotations its answer has.
+    """
+
+    variants: list[bytes | None]
     next: int
     rcode: str
+    build: Callable[[int], bytes] | None = None
     hits: int = 0
 
-
-def _rdata(rr: ZoneRR) -> Any:
-    d = rr.data
-    if isinstance(d, Srv):
-        return SRV(priority=d.priority, weight=d.weight, port=d.port, target=d.target)
-    if isinstance(d, Soa):
-        return SOA(mname=d.mname, rname=d.rname, times=(d.serial, d.refresh, d.retry, d.expire, d.minimum))
-    if rr.rtype == "A":
-        return A(d)
-    if rr.rtype == "AAAA":
-        return AAAA(d)
-    return NS(d)
-
-
-def _dns_rr(rr: ZoneRR) -> Any:
-    return RR(rname=rr.name, rtype=getattr(QTYPE, rr.rtype), ttl=rr.ttl, rdata=_rdata(rr))
+    def variant(self, i: int) -> bytes:
+        wire = self.variants[i]
+        if wire is None:
+            assert self.build is not None
+            wire = self.variants[i] = self.build(i)
+            if None not in self.variants:
+                self.build = None  # (frees the records it held)
+        return wire
 
 
 class DnsServer:
@@ -402,7 +390,7 @@ class DnsServer:
         i = entry.next
         entry.next = (i + 1) % len(entry.variants)
         entry.hits += 1
-        return data[:2] + entry.variants[i]
+        return data[:2] + entry.variant(i)
 
     async def answer_slow(self, data: bytes, *, tcp: bool = False, client: str | None = None) -> bytes | None:
         """Precheck, full parse: answer in-zone (and cache it), forward, or answer an error.  Never raises.
@@ -462,48 +450,40 @@ class DnsServer:
         q = req.questions[0]
         qtype = QTYPE.get(q.qtype, str(q.qtype))
         edns = next((ar for ar in req.ar if ar.rtype == QTYPE.OPT), None)
-        limit = 65535 if tcp else max(512, edns.edns_len if edns is not None else 512)
+        limit = 65535 if tcp else udp_limit(max(512, edns.edns_len) if edns is not None else 0)
+        qname = tuple(q.qname.label)
+        ra = bool(self.upstreams)
+        rotations: list[tuple[ZoneRR, ...]] = [()]
         if qtype == "ANY":
-            answer_rrs = [RR(rname=q.qname, rtype=QTYPE.HINFO, ttl=self.ttl, rdata=RD(b"\x07RFC8482\x00"))]
-            rcode, authority, additional, rotations = RCODE.NOERROR, [], [], [answer_rrs]
+            ans = Answer(rcode="NOERROR")
         else:
-            ans = self.zone.lookup(qname := str(q.qname), qtype)
-            rcode = getattr(RCODE, ans.rcode)
-            base = [_dns_rr(rr) for rr in ans.answers]
-            for rr in base:
-                rr.rname = q.qname  # echo the query's case
-            del qname
-            authority = [_dns_rr(rr) for rr in ans.authority]
-            additional = [_dns_rr(rr) for rr in ans.additional]
-            count = min(len(base), MAX_ROTATIONS) or 1
-            rotations = [base[i:] + base[:i] for i in range(count)]
-        variants = []
-        for rrs in rotations:
-            reply = req.reply(ra=1 if self.upstreams else 0, aa=1)
-            reply.header.rcode = rcode
-            reply.header.ad = 0  # our data is not DNSSEC-validated
-            reply.rr = list(rrs)
-            reply.auth = list(authority)
-            reply.ar = list(additional)
-            if edns is not None:
-                reply.ar.append(EDNS0(udp_len=EDNS_SIZE))
-            wire = bytes(reply.pack())
-            if len(wire) > limit:
-                reply.header.tc = 1
-                reply.rr, reply.auth = [], []
-                reply.ar = [EDNS0(udp_len=EDNS_SIZE)] if edns is not None else []
-                wire = bytes(reply.pack())
-            variants.append(wire)
+            ans = self.zone.lookup(str(q.qname), qtype)
+            count = min(len(ans.answers), MAX_ROTATIONS) or 1
+            rotations = [ans.answers[i:] + ans.answers[:i] for i in range(count)]
+        rcode = getattr(RCODE, ans.rcode)
+
+        def build(i: int) -> bytes:
+            """Rotation ``i`` on the wire, without the id (TC=1 and no records if over ``limit``)."""
+            return encode_answer(
+                query=data, qname=qname, qtype=q.qtype, rcode=rcode, ra=ra, answers=rotations[i],
+                authority=ans.authority, additional=ans.additional,
+                rfc8482_ttl=self.ttl if qtype == "ANY" else None, edns=edns is not None, limit=limit,
+            )[2:]
+
+        first = build(0)
+        # Every rotation holds the same records, so when the first is truncated they all are:
+        # then one variant serves them all, and none of the other rotations is ever encoded.
+        count = 1 if first[0] & 0x02 else len(rotations)
+        entry = _Cached(variants=[first] + [None] * (count - 1), next=1 % count, rcode=RCODE[rcode],
+                        build=build if count > 1 else None)
         self.stats.count(RCODE[rcode])
         parsed = parse_question(data)
         if parsed is not None:
             if len(self._cache) >= MAX_CACHE:
                 self._fold_hits()
                 self._cache, self._exact_udp, self._exact_tcp = {}, {}, {}
-            self._cache[parsed[0] + (b"T" if tcp else b"U")] = _Cached(
-                variants=[v[2:] for v in variants], next=1 % len(variants), rcode=RCODE[rcode]
-            )
-        return variants[0]
+            self._cache[parsed[0] + (b"T" if tcp else b"U")] = entry
+        return data[:2] + first
 
     async def _forward(self, req: DNSRecord, data: bytes, check: Check, *, tcp: bool) -> bytes:
         if self._forwarding >= self.limits.max_forwards:

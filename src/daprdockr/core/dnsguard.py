@@ -156,13 +156,13 @@ def error_reply(data: bytes, rcode: int, *, ra: bool) -> bytes | None:
     return bytes(data[:2]) + _flags(data, rcode, ra=ra) + bytes(8)
 
 
-_OPT_RR = b"\x00\x00\x29" + EDNS_SIZE.to_bytes(2, "big") + bytes(6)
+OPT_RR = b"\x00\x00\x29" + EDNS_SIZE.to_bytes(2, "big") + bytes(6)  # root, OPT, our UDP size, no options
 
 
 def truncated_reply(data: bytes, *, qend: int, rcode: int, ra: bool, edns: bool) -> bytes:
     """TC=1, the question of ``data`` (which ends at ``qend``), no records; our OPT if ``edns``."""
     counts = b"\x00\x01\x00\x00\x00\x00\x00\x01" if edns else b"\x00\x01\x00\x00\x00\x00\x00\x00"
-    opt = _OPT_RR if edns else b""
+    opt = OPT_RR if edns else b""
     return bytes(data[:2]) + _flags(data, rcode, ra=ra, tc=True) + counts + bytes(data[12:qend]) + opt
 
 
