@@ -525,14 +525,17 @@ async def test_drain_moves_every_instance_without_a_failed_request_and_undrain_c
     # that stay) hands its instances over first
     load = Load(c, name, 12, skip="l3")
     await asyncio.sleep(0.5)
-    code = await asyncio.to_thread(c.agents["l3"].terminate, timeout=60)
-    assert code == 0
+    # (more than its --drain-deadline 60: a drain that does not finish still ends in an exit)
+    code = await asyncio.to_thread(c.agents["l3"].terminate, timeout=90)
+    drained = "drained: every instance runs elsewhere" in c.agents["l3"].log_tail(80)
+    if code != 0 or not drained:
+        c.dump_logs(150)  # (the fixture does not see a test's failure: it would print nothing)
+    assert code == 0 and drained
     state = await store.snapshot()
     assert {r.node for r in state.instances_of(name)} == {"l1", "l2"}
     assert sum(r.routable for r in state.instances_of(name)) == 9
     out = await load.result()
     assert out.requests > 500 and not out.errors, out.outputs
-    assert "drained: every instance runs elsewhere" in c.agents["l3"].log_tail(80)
     c.agents["l3"].start()  # its next start lifts the drain it set
     c.wait_registered(["l3"])
     await until(store, lambda s: "l3" not in s.draining, timeout=20, what="l3's drain lifted")
