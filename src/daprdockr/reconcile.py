@@ -18,7 +18,9 @@ bounded), lets its connections drain (bounded), and only then stops the containe
 is unreachable the container keeps running.  A container that crashed is restarted
 without waiting for etcd.  Containers being stopped and this node's running containers are
 published through :meth:`Reconciler.routable` so the agent's own DNS and nginx follow them at
-once (see :mod:`daprdockr.core.local_view`).
+once (see :mod:`daprdockr.core.local_view`).  That list is the last Docker listing plus every
+container this node started since the listing began (:meth:`Reconciler.observe_started`), so an
+instance is served here as soon as its record says ``running``, not only after the next listing.
 
 Rolling updates and drain (:class:`~daprdockr.core.plan.Roll`, :class:`~daprdockr.core.plan.TakeOver`).
 A replacement first takes one of the service's ``update.parallel`` slots in etcd (a transaction on
@@ -252,6 +254,10 @@ class Reconciler:
         # the engine free for creates while a large service converges.
         self._containers_stale = True
         self._listed_at = float("-inf")
+        # containers started by us (``observe_started``) with a sequence number: a listing begun
+        # before a start may finish after it, and must not drop the container until the next one
+        self._started: dict[str, tuple[int, ContainerInfo]] = {}
+        self._started_seq = 0
         self.relist_interval = 2.0
         self.reconciles = 0
         self.reconcile_seconds = 0.0
@@ -294,6 +300,15 @@ class Reconciler:
                 restart.add(c.id)
         return health, frozenset(restart)
 
+    def observe_started(self, info: ContainerInfo) -> None:
+        """A container this node just started runs, whatever the last listing said: our own DNS
+        and nginx may serve it as soon as its record says so, not only after the next listing
+        (which waits for the engine, busy with the creates of a large service)."""
+        self._started_seq += 1
+        self._started[info.id] = (self._started_seq, info)
+        self.containers = [c for c in self.containers if c.id != info.id] + [info]
+        self.on_local_change()
+
     def routable(self) -> list[ContainerInfo]:
         """This node's running containers that are not being stopped (for its own DNS and nginx)."""
         return [c for c in self.containers if c.running and c.id not in self._stopping]
@@ -320,12 +335,16 @@ class Reconciler:
             return []
         if self._containers_stale or self.clock() - self._listed_at >= self.relist_interval:
             self._containers_stale = False
+            listing_from = self._started_seq
             try:
                 containers = await self.runtime.list_managed()
             except BaseException:
                 self._containers_stale = True
                 raise
             self._listed_at = self.clock()
+            self._started = {i: (seq, c) for i, (seq, c) in self._started.items() if seq > listing_from}
+            listed = {c.id for c in containers}
+            containers += [c for _, c in self._started.values() if c.id not in listed]
             if containers != self.containers or not self.listed:
                 self.containers = containers
                 self.listed = True
@@ -551,6 +570,7 @@ class Reconciler:
             )
             return
         self.retries[key] = self.policy.started(entry, now=self.clock())
+        self.observe_started(info)
         if not await self._write(self._running_record(rec, info)):
             log.warning("lost %s/%s while starting it; removing the container", rec.service, rec.number)
             await self.runtime.remove(info.id, grace=0)
@@ -748,7 +768,9 @@ class Reconciler:
                 raise ReplacementFailed(f"did not start within {job.spec.update.deadline:g}s")
             try:
                 async with asyncio.timeout(left):
-                    return await self.runtime.start_instance(spec=job.spec, number=number, beside=beside)
+                    info = await self.runtime.start_instance(spec=job.spec, number=number, beside=beside)
+                self.observe_started(info)
+                return info
             except TimeoutError:
                 raise ReplacementFailed(f"did not start within {job.spec.update.deadline:g}s") from None
             except ContainerError as exc:
