@@ -719,15 +719,20 @@ async def test_a_listing_begun_before_a_start_does_not_drop_the_started_containe
         await gate.wait()
         return snapshot
 
+    created = ContainerInfo(id="c1", service=WEB, number=1, node="n1", spec_hash=spec.runtime_hash, running=False,
+                            ports=(), created=1.0)
+    w.docker.containers[created.id] = created  # created, not yet started, when the listing is asked
+
     w.docker.list_managed = slow_listing  # type: ignore[method-assign]
     w.r.mark_containers_dirty()
     listing = asyncio.create_task(w.r.reconcile_once())
     await asyncio.sleep(0)
-    info = await w.docker.start_instance(spec=spec, number=1)
+    info = replace(created, running=True, ports=(("8080/tcp", 30001),))
+    w.docker.containers[info.id] = info
     w.r.observe_started(info)
     gate.set()
     await listing
-    assert [c.id for c in w.r.routable()] == [info.id]
+    assert w.r.routable() == [info]
     # the next listing, begun after the start, is the truth again: a container gone is dropped
     w.docker.containers.pop(info.id, None)
     w.r.mark_containers_dirty()

@@ -342,9 +342,11 @@ class Reconciler:
                 self._containers_stale = True
                 raise
             self._listed_at = self.clock()
+            # started since the listing began: the listing may predate the start (or show the
+            # container created but not yet running); the next listing is the truth again
             self._started = {i: (seq, c) for i, (seq, c) in self._started.items() if seq > listing_from}
-            listed = {c.id for c in containers}
-            containers += [c for _, c in self._started.values() if c.id not in listed]
+            containers = [c for c in containers if c.id not in self._started]
+            containers += [c for _, c in self._started.values()]
             if containers != self.containers or not self.listed:
                 self.containers = containers
                 self.listed = True
