@@ -285,3 +285,24 @@ async def test_an_agent_whose_lease_expired_comes_back_on_the_same_containers(
         proc.kill()
         proc.wait()
         remove_node_containers(["x1"])
+
+
+async def test_a_lease_lost_before_the_heartbeat_sees_it_never_ends_the_applied_task(
+    etcd3: EtcdCluster, store3: EtcdStore, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    """Finding (CI, the quorum-loss test): when the lease expired, the watch delivered the
+    deletion of the node's instance keys before its heartbeat noticed; the agent published its
+    applied revision on the dead lease, and the ``applied`` task crashed (LeaseLostError) and
+    showed ``restarting``.  Now it retries, and writes ``applied/<node>`` again on the new lease."""
+    async with local_cluster(etcd=etcd3.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="p") as agents:
+        agent = agents[0].agent
+        await store3.put_service(web(docker_image, 2))
+        await wait_for(store3, lambda s: running(s) == [1, 2])
+        old = agent.heartbeat.lease
+        assert old
+        await store3.revoke_lease(old)  # what an expiry does: every key on the lease goes at once
+        state = await wait_for(store3, lambda s: "p1" in s.nodes and s.nodes["p1"].lease != old
+                               and running(s) == [1, 2] and s.applied.get("p1", 0) > 0, timeout=TTL + 3)
+        assert all(v == "running" for v in agent.tasks.state.values()), agent.tasks.state
+        assert agent.tasks.restarts == {}, agent.tasks.restarts  # no root task ever ended
+        assert state.applied["p1"] >= agent.applied_revision() > 0

@@ -167,6 +167,8 @@ class Agent:
     def _on_new_lease(self, lease: int) -> None:
         self.reconciler.lease = lease
         self.reconciler.mark_dirty()
+        self._published = 0  # ``applied/<node>`` went with the old lease: write it again on this one
+        self._to_publish.set()
 
     # ------------------------------------------------------------------ lifecycle
     async def _retry(self, what: str, fn: Callable[[], Awaitable[object]], stop: asyncio.Event) -> bool:
@@ -263,7 +265,16 @@ class Agent:
             await self._to_publish.wait()
             self._to_publish.clear()
             await asyncio.sleep(0.02)  # coalesce a burst of removals into one write
-            if not await self.publish_once() and self.applied_revision() < self._removal_at:
+            try:
+                published = await self.publish_once()
+            except DaprDockrError as exc:
+                # etcd unreachable, or our lease expired before the heartbeat saw it (it registers
+                # again, and the new lease publishes anew): try again, never end the task
+                log.info("publishing the applied revision failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                self._to_publish.set()
+                continue
+            if not published and self.applied_revision() < self._removal_at:
                 await asyncio.sleep(0.05)  # nginx has not confirmed yet: look again soon
                 self._to_publish.set()
 
