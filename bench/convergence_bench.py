@@ -65,16 +65,17 @@ async def daprdockr_round(
     # HTTP probing starts once etcd shows all N running (nginx routes only running instances,
     # so all N cannot be routable earlier), like the raw baseline, which probes only after
     # every ``docker run`` returned: the probe's load must not compete with the starts.
-    t_routable = await wait_identities(
-        session, ip=entry.ip, port=entry.http_port, timeout=180, batch=max(24, 2 * n),
-        done=lambda seen: {int(i.split()[0]) for i in seen} >= want,
-    )
+    async def all_answered(timeout: float) -> float:
+        """The probe: the time of the answer that completed the set of N instances."""
+        return await wait_identities(
+            session, ip=entry.ip, port=entry.http_port, timeout=timeout, batch=max(24, 2 * n),
+            done=lambda seen: {int(i.split()[0]) for i in seen} >= want,
+        )
+
+    t_routable = await all_answered(180)
     # the probe's own floor: the same probe on the same instances, now all routable
     t_floor = time.monotonic()
-    floor = await wait_identities(
-        session, ip=entry.ip, port=entry.http_port, timeout=30, batch=max(24, 2 * n),
-        done=lambda seen: {int(i.split()[0]) for i in seen} >= want,
-    ) - t_floor
+    floor = await all_answered(30) - t_floor
     await cli
     result = (t_running - t0, t_routable - t0, floor)
     cluster.cli("svc", "del", str(WEB))
