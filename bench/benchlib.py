@@ -10,6 +10,7 @@ e.g. ``.venv/bin/python bench/convergence_bench.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -17,7 +18,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +89,60 @@ async def wait_identities(
         if time.monotonic() > deadline:
             raise TimeoutError(f"routes not complete in {timeout}s: saw {sorted(seen_at)}")
         await asyncio.sleep(0.02)
+
+
+async def route_peers(socket: Path, host: str) -> int:
+    """How many peers one agent's nginx routes ``host`` to now, read from its routing table (the
+    Lua shared dict) through the agent's private control socket (``GET /routes``)."""
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket))) as session, \
+            session.get("http://nginx/routes") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        words = line.split()
+        if words[:2] == ["route", host]:
+            return len(words) - 2
+    return 0
+
+
+async def wait_routed(sockets: list[Path], *, host: str, peers: int, timeout: float,
+                      interval: float = 0.01) -> float:
+    """Poll every agent's nginx routing table until each routes ``host`` to ``peers`` peers;
+    returns the monotonic time that first held (each poll is one small request per agent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await asyncio.gather(*(route_peers(s, host) for s in sockets))
+        if all(c == peers for c in counts):
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"routing tables not complete in {timeout}s: {counts} of {peers} peers")
+        await asyncio.sleep(interval)
+
+
+TW_BUCKETS = Path("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+
+
+@contextlib.contextmanager
+def time_wait_cap(cap: int = 2048) -> Iterator[str]:
+    """Cap the host's TIME_WAIT sockets for the duration of an HTTP benchmark, then restore.
+
+    The load here opens a new connection per request (busybox httpd closes each one) to a few
+    loopback destinations.  A destination hammered within the last 60 s has its ~28k ephemeral
+    ports held in TIME_WAIT, and new connections to it then stall (a SYN meeting a TIME_WAIT
+    socket is answered with an ACK, the client resets and sends its SYN again a second later):
+    ``wrk`` straight at one port fell from 3 052 to 910 requests/s on its second 20 s run.  That
+    punishes whichever run comes after another at the same destination (the direct baselines:
+    every run hits the same port), not DaprDockr.  With the cap, a connection past it closes
+    without TIME_WAIT.  Yields what was done, for the report."""
+    try:
+        old = TW_BUCKETS.read_text().strip()
+        TW_BUCKETS.write_text(f"{cap}\n")
+    except OSError as exc:
+        yield f"TIME_WAIT not capped ({exc.strerror}): runs after runs at the same port may stall"
+        return
+    try:
+        yield f"TIME_WAIT capped at {cap} sockets during the runs (was {old})"
+    finally:
+        TW_BUCKETS.write_text(f"{old}\n")
 
 
 def percentile(values: list[float], p: float) -> float:
