@@ -105,7 +105,7 @@ async def route_peers(socket: Path, host: str) -> int:
 
 
 async def wait_routed(sockets: list[Path], *, host: str, peers: int, timeout: float,
-                      interval: float = 0.01) -> float:
+                      interval: float = 0.005) -> float:
     """Poll every agent's nginx routing table until each routes ``host`` to ``peers`` peers;
     returns the monotonic time that first held (each poll is one small request per agent)."""
     deadline = time.monotonic() + timeout

@@ -7,11 +7,12 @@ DaprDockr side (3 etcd members, 3 agents, real CLI, default 5 s TTL):
   instances in state ``running`` (containers started, their programs listening, records
   written), seen by an etcd watch in the benchmark;
 * *routed*   = from the same moment until every agent's nginx routing table (the Lua shared dict,
-  read through each agent's control socket every 10 ms) routes the service's host to all N;
+  read through each agent's control socket every 5 ms, before any HTTP probing) routes the
+  service's host to all N;
 * *answered* = from the same moment until HTTP through one agent's nginx (``Host`` header) has
-  been answered by all N distinct containers.  The HTTP probe starts when etcd shows all N
-  running (nginx only routes running instances), as the baseline probes only after every
-  ``docker run`` returned;
+  been answered by all N distinct containers.  The HTTP probe starts once etcd shows all N
+  running and the tables route them (nginx only routes running instances), as the baseline
+  probes only after every ``docker run`` returned;
 * *probe floor* = right after, the same HTTP probe again on the same instances (now all
   routable): the part of *answered - running* that is the probe's own time (batches of 2N
   requests through nginx to busybox httpd, which forks per connection), not DaprDockr's.
@@ -88,9 +89,10 @@ async def daprdockr_round(
     t_running = time.monotonic()
     follow.cancel()
     await asyncio.gather(follow, return_exceptions=True)
-    # HTTP probing starts once etcd shows all N running (nginx routes only running instances,
-    # so all N cannot be routable earlier), like the raw baseline, which probes only after
-    # every ``docker run`` returned: the probe's load must not compete with the starts.
+    # HTTP probing starts once etcd shows all N running and every table routes them (nginx
+    # routes only running instances, so all N cannot be routable earlier), like the raw
+    # baseline, which probes only after every ``docker run`` returned: the probe's load must
+    # compete neither with the starts nor with the reads of the tables.
     async def all_answered(timeout: float) -> float:
         """The probe: the time of the answer that completed the set of N instances."""
         return await wait_identities(
@@ -98,8 +100,9 @@ async def daprdockr_round(
             done=lambda seen: {int(i.split()[0]) for i in seen} >= want,
         )
 
-    t_answered = await all_answered(180)
+    # the routing tables first: the HTTP probe's burst would delay the control socket's answers
     t_routed = await routed
+    t_answered = await all_answered(180)
     # the probe's own floor: the same probe on the same instances, now all routable
     t_floor = time.monotonic()
     floor = await all_answered(30) - t_floor
