@@ -127,9 +127,9 @@ def time_wait_cap(cap: int = 2048) -> Iterator[str]:
 
     The load here opens a new connection per request (busybox httpd closes each one) to a few
     loopback destinations.  A destination hammered within the last 60 s has its ~28k ephemeral
-    ports held in TIME_WAIT, and new connections to it then stall (a SYN meeting a TIME_WAIT
-    socket is answered with an ACK, the client resets and sends its SYN again a second later):
-    ``wrk`` straight at one port fell from 3 052 to 910 requests/s on its second 20 s run.  That
+    ports held in TIME_WAIT, and new connections to it then stall (the kernel path was not
+    traced): ``wrk`` straight at one port fell from 3 052 to 910 requests/s on its second 20 s
+    run, and with the cap it gave 3 224 and 3 018 requests/s on two runs in a row.  That
     punishes whichever run comes after another at the same destination (the direct baselines:
     every run hits the same port), not DaprDockr.  With the cap, a connection past it closes
     without TIME_WAIT.  Yields what was done, for the report."""
