@@ -287,7 +287,9 @@ class Agent:
                 late.append(self.config.node_id)  # our lease is gone (shutdown): our own routers still count
             return late
 
-        if not await self.informer.wait_for(lambda s: not lagging(s), within=self.config.confirm_timeout):
+        if await self.informer.wait_for(lambda s: not lagging(s), within=self.config.confirm_timeout):
+            log.info("removal at revision %d: applied by every agent", revision)
+        else:
             log.warning("removal at revision %d: %s had not applied it after %.1fs; going on", revision,
                         ", ".join(lagging(self.mirror.state())), self.config.confirm_timeout)
 
