@@ -91,11 +91,10 @@ async def wait_identities(
         await asyncio.sleep(0.02)
 
 
-async def route_peers(socket: Path, host: str) -> int:
+async def route_peers(session: aiohttp.ClientSession, host: str) -> int:
     """How many peers one agent's nginx routes ``host`` to now, read from its routing table (the
-    Lua shared dict) through the agent's private control socket (``GET /routes``)."""
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket))) as session, \
-            session.get("http://nginx/routes") as resp:
+    Lua shared dict) through ``session``, bound to the agent's private control socket."""
+    async with session.get("http://nginx/routes") as resp:
         text = await resp.text()
     for line in text.splitlines():
         words = line.split()
@@ -107,15 +106,20 @@ async def route_peers(socket: Path, host: str) -> int:
 async def wait_routed(sockets: list[Path], *, host: str, peers: int, timeout: float,
                       interval: float = 0.005) -> float:
     """Poll every agent's nginx routing table until each routes ``host`` to ``peers`` peers;
-    returns the monotonic time that first held (each poll is one small request per agent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = await asyncio.gather(*(route_peers(s, host) for s in sockets))
-        if all(c == peers for c in counts):
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"routing tables not complete in {timeout}s: {counts} of {peers} peers")
-        await asyncio.sleep(interval)
+    returns the monotonic time that first held (each poll is one small request per agent, on a
+    session per agent kept for the whole wait)."""
+    sessions = [aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(s))) for s in sockets]
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = await asyncio.gather(*(route_peers(session, host) for session in sessions))
+            if all(c == peers for c in counts):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"routing tables not complete in {timeout}s: {counts} of {peers} peers")
+            await asyncio.sleep(interval)
+    finally:
+        await asyncio.gather(*(session.close() for session in sessions))
 
 
 TW_BUCKETS = Path("/proc/sys/net/ipv4/tcp_max_tw_buckets")
