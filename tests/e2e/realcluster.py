@@ -18,7 +18,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from daprdockr.adapters.procs import stale_nginx_group
 from tests.agent.cluster import remove_node_containers
-from tests.support.procs import EtcdCluster
+from tests.support.procs import EtcdCluster, free_port
 
 # Forwarding target for non-.container DNS names: a dead loopback port, so that nothing a test
 # resolves by mistake ever leaves the machine.
@@ -37,17 +36,7 @@ LOOPBACK_UPSTREAM = "127.0.0.1:9"
 
 def free_port_on(ip: str) -> int:
     """A port free for both TCP and UDP on ``ip`` (DNS listens on both)."""
-    for _ in range(50):
-        with socket.socket() as tcp:
-            tcp.bind((ip, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((ip, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free TCP+UDP port on {ip}")
+    return free_port(ip, udp=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,12 +2,19 @@
 
 Used by the pytest fixtures in ``tests/conftest.py`` and by the cluster tests.  Every process
 started here is killed when its context exits.
+
+Ports handed to processes that bind them later (etcd members, agents) come from *below* the
+kernel's ephemeral range (``ip_local_port_range``): a port from ``bind(0)`` is free when it is
+picked, but the kernel can give the same number to an outgoing connection (the suite makes tens
+of thousands) or to a Docker-published port before the process binds it, and the process then
+fails with "address already in use".  A port is never handed out twice in one test session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -16,20 +23,63 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+_handed_out: set[tuple[str, int]] = set()
 
 
-def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
+def _below_ephemeral() -> range:
+    """Ports the kernel never picks by itself: from 10000 up to the ephemeral range's start."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, max(low, 20000))
+
+
+def _bindable(host: str, port: int, *, udp: bool) -> bool:
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    try:
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", *, udp: bool = False) -> int:
+    """A port free on ``host`` (for TCP, and for UDP too with ``udp``), outside the ephemeral range."""
+    ports = _below_ephemeral()
+    for _ in range(500):
+        port = random.choice(ports)
+        if (host, port) not in _handed_out and _bindable(host, port, udp=udp):
+            _handed_out.add((host, port))
+            return port
+    raise RuntimeError(f"no free port on {host} in {ports.start}-{ports.stop - 1}")
+
+
+def wait_port(
+    host: str, port: int, timeout: float = 15.0, *, proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Until ``host:port`` accepts; fails at once when ``proc`` exits first, with ``log``'s tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited {proc.returncode} before {host}:{port} opened{_tail(log)}")
         time.sleep(0.05)
-    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+    raise TimeoutError(f"{host}:{port} did not open within {timeout}s{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 20) -> str:
+    if log is None:
+        return ""
+    try:
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; last lines of {log}:\n" + "\n".join(text)
 
 
 @dataclass
@@ -112,7 +162,9 @@ class EtcdCluster:
         for m in self.members:
             self.start_member(m)
         for m in self.members:
-            wait_port("127.0.0.1", m.client_port)
+            wait_port(
+                "127.0.0.1", m.client_port, timeout=30, proc=m.proc, log=self.workdir / f"{m.name}.log"
+            )
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
