@@ -9,17 +9,18 @@ between 2 and 6 instances every ``--flip`` seconds (real scale-ups and confirmed
 scale-downs across the 3 agents).  The time is cut into ``--rounds`` rounds; in each round every
 client runs one segment straight at instance 1, then one through nginx, so a direct figure and a
 figure through nginx are always measured seconds apart.  On a 2-core machine that also runs the
-flips' container starts and stops, one 60 s run straight at instance 1 gave anything from 1 800 to
-2 900 requests/s; measured in one block, a client's two runs could land in different phases of that
-drift.  The baseline is ``wrk`` keep-alive straight at instance 1 under the flips; each client is
-also compared with itself straight at instance 1, since the load generator shares the 2 cores and
-hey costs several times wrk's CPU per request.  Figures are means over the rounds, and the
-per-round ratios are printed too.  Also ``wrk`` keep-alive straight at instance 1 with the cluster
-idle, and a scale-down from 9 to 3 under ``wrk`` keep-alive load through nginx.  Every ``wrk``
-gives up on a request after 10 s (a socket error); latency p99 (the worst segment's) and max are
-reported.  During the runs the host's TIME_WAIT sockets are capped (``benchlib.time_wait_cap``;
-restored after): without it, the connections each run leaves in TIME_WAIT at instance 1's port
-made the next direct run there stall, to 380 requests/s.
+flips' container starts and stops, 10 s runs straight at instance 1 within one cluster's life gave
+anything from 1 800 to 2 900 requests/s; measured in one block each, a client's two runs could land
+in different phases of that drift.  The baseline is ``wrk`` keep-alive straight at instance 1 under
+the flips; each client is also compared with itself straight at instance 1, since the load
+generator shares the 2 cores and hey costs several times wrk's CPU per request.  Figures are means
+over the rounds, and the per-round ratios are printed too.  Also ``wrk`` keep-alive straight at
+instance 1 with the cluster idle (one segment), and a scale-down from 9 to 3 under ``wrk``
+keep-alive load through nginx.  Every ``wrk`` gives up on a request after 10 s (a socket error);
+latency p99 (the worst segment's) and max are reported.  During the runs the host's TIME_WAIT
+sockets are capped (``benchlib.time_wait_cap``; restored after): without it, the connections each
+run leaves in TIME_WAIT at instance 1's port made the next direct run there stall, to 380
+requests/s.
 
 Targets: 0 failed requests (non-2xx + socket errors) through nginx for every client, throughput
 through nginx >= 0.6 x the direct baseline under the same flips (printed against wrk and against
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import shutil
 import statistics
@@ -70,7 +72,7 @@ class Row:
         return sum(seg[key] for seg in self.segments)
 
     def worst(self, key: str) -> str:
-        known = [seg[key] for seg in self.segments if _seconds(seg.get(key)) == _seconds(seg.get(key))]
+        known = [seg[key] for seg in self.segments if not math.isnan(_seconds(seg.get(key)))]
         return str(max(known, key=_seconds)) if known else "?"
 
 
