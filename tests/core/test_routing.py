@@ -79,3 +79,16 @@ def test_a_frozen_service_keeps_the_route_of_its_newest_stored_version() -> None
     assert routing_table(state) == {"web.example.com": ("127.0.0.11:31001",)}
     # without history the host is unknown: no route (never a wrong one)
     assert routing_table(decode_state(schema, [kvs[0], kvs[3]])) == {}
+
+
+def test_a_proxy_policy_puts_its_options_in_front_of_the_peers_and_defaults_add_none() -> None:
+    tuned = ServiceSpec.from_dict({"image": "x", "http_host": "web.example.com", "http_port": 8080,
+                                   "proxy": {"balancer": "round-robin", "read_timeout": "1500ms"}}, name=WEB)
+    state = ClusterState(services={WEB: tuned, API: SPECS[API]},
+                         instances={(WEB, 1): rec(WEB, 1, "n1", "127.0.0.11", 31001)})
+    table = routing_table(state)
+    assert table["web.example.com"] == ("lb=round-robin", "read=1.5", "127.0.0.11:31001")
+    assert table["api.example.com"] == ()
+    # an option changing is no peer removed; a peer going is
+    assert not removes_backends(table, {**table, "web.example.com": ("read=2", "127.0.0.11:31001")})
+    assert removes_backends(table, {**table, "web.example.com": ("lb=round-robin", "read=1.5")})

@@ -132,6 +132,13 @@ def svc_set(
     update_on_failure: Annotated[str | None, typer.Option(help="rollback or pause.")] = None,
     stop_signal: Annotated[str | None, typer.Option(help="Signal that asks a container to stop.")] = None,
     stop_timeout: Annotated[str | None, typer.Option(help="Grace before SIGKILL, e.g. 30s.")] = None,
+    proxy_balancer: Annotated[str | None, typer.Option(
+        help="least-request (default: skips stalled instances) or round-robin.")] = None,
+    proxy_connect_timeout: Annotated[str | None, typer.Option(help="nginx's connect timeout per try [5s].")] = None,
+    proxy_read_timeout: Annotated[str | None, typer.Option(
+        help="nginx's wait for a response per try [60s]; a GET that times out is retried elsewhere.")] = None,
+    pause_limit: Annotated[str | None, typer.Option(
+        help="Replace a container paused this long (default: never).")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the rollout until all are updated and healthy.")] = False,
     wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 60.0,
     as_json: Annotated[bool, typer.Option(
@@ -170,7 +177,9 @@ def svc_set(
                 start_period=health_start_period, restart_unhealthy_after=restart_unhealthy_after),
             "update": update_flags(parallel=update_parallel, order=update_order, min_healthy=update_min_healthy,
                                    deadline=update_deadline, on_failure=update_on_failure),
-            "stop_signal": stop_signal, "stop_timeout": stop_timeout,
+            "stop_signal": stop_signal, "stop_timeout": stop_timeout, "pause_limit": pause_limit,
+            "proxy": {k: v for k, v in (("balancer", proxy_balancer), ("connect_timeout", proxy_connect_timeout),
+                                        ("read_timeout", proxy_read_timeout)) if v is not None} or None,
             "user": user, "workdir": workdir, "entrypoint": list(entrypoint) if entrypoint else None,
             "hostname": hostname, "memory": memory, "cpus": cpus, "cpu_shares": cpu_shares,
             "pids_limit": pids_limit, "volumes": list(volume) if volume else None, "network": network,

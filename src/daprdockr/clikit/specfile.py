@@ -75,8 +75,8 @@ def parse_pairs(items: Sequence[str], *, field: str) -> dict[str, str]:
 
 
 def merge_flags(base: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> dict[str, Any]:
-    """Overlay the flags that were given (not None) on ``base``; env, labels, health and update
-    merge by key (:func:`~daprdockr.clikit.lifecycleflags.merge_lifecycle`)."""
+    """Overlay the flags that were given (not None) on ``base``; env, labels, proxy, health and
+    update merge by key (:func:`~daprdockr.clikit.lifecycleflags.merge_lifecycle`)."""
     merged: dict[str, Any] = dict(base or {})
     for key, value in flags.items():
         if value is None:
@@ -85,6 +85,8 @@ def merge_flags(base: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> dic
             merged[key] = {**(merged.get(key) or {}), **value}
         elif key in ("health", "update"):
             merged[key] = merge_lifecycle(key, merged.get(key), value)
+        elif key == "proxy" and isinstance(value, Mapping):
+            merged[key] = {**(merged.get(key) or {}), **value}
         else:
             merged[key] = value
     return merged

@@ -30,6 +30,7 @@ from daprdockr.core.names import (
     validate_label_key,
     validate_port,
 )
+from daprdockr.core.proxypolicy import ProxyPolicy
 from daprdockr.errors import ValidationError
 
 MAX_INSTANCES = 1000
@@ -140,13 +141,15 @@ class ServiceSpec:
     stop_signal: str | None = None  # None: the image's own (Docker's default SIGTERM)
     stop_timeout: float | None = None  # None: the agent's --stop-timeout
     container: ContainerOptions = field(default_factory=ContainerOptions)  # user, limits, volumes, ...
+    proxy: ProxyPolicy = field(default_factory=ProxyPolicy)  # nginx's balancer and timeouts for http_host
+    pause_limit: float = 0.0  # a container paused this long is replaced (0: never)
     # derived once per spec (linear time), never part of equality
     _container_ports: tuple[PortSpec, ...] = field(init=False, repr=False, compare=False, default=())
     _runtime_hash: str = field(init=False, repr=False, compare=False, default="")
 
     FIELDS = frozenset(
         {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels", "health", "update",
-         "stop_signal", "stop_timeout"}
+         "stop_signal", "stop_timeout", "proxy", "pause_limit"}
     ) | CONTAINER_FIELDS
 
     @classmethod
@@ -212,6 +215,9 @@ class ServiceSpec:
             stop_timeout=None if d.get("stop_timeout") is None else parse_duration(
                 d["stop_timeout"], field="stop_timeout", maximum=3600),
             container=ContainerOptions.parse(d),
+            proxy=ProxyPolicy.parse(d.get("proxy")),
+            pause_limit=0.0 if d.get("pause_limit") is None else parse_duration(
+                d["pause_limit"], field="pause_limit", maximum=30 * 86_400),
         )
         if spec.container.network != "bridge" and spec.container_ports():
             raise ValidationError(f"ports are not published in network mode {spec.container.network}; "
@@ -263,6 +269,10 @@ class ServiceSpec:
         if self.stop_timeout is not None:
             out["stop_timeout"] = f"{self.stop_timeout:g}s"
         out.update(self.container.to_dict())
+        if self.proxy != ProxyPolicy():  # only when set: older agents read the spec unchanged
+            out["proxy"] = self.proxy.to_dict()
+        if self.pause_limit:
+            out["pause_limit"] = f"{self.pause_limit:g}s"
         return out
 
     def container_ports(self) -> tuple[PortSpec, ...]:

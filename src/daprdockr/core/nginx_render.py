@@ -116,6 +116,7 @@ http {{
     lua_shared_dict dd_routes 16m;
     lua_shared_dict dd_eject 1m;
     lua_shared_dict dd_stats 1m;
+    lua_shared_dict dd_peers 16m;
     init_by_lua_block {{ require("daprdockr.balancer") }}
     map $http_upgrade $connection_upgrade {{
         default upgrade;
@@ -148,6 +149,7 @@ http {{
         location / {{
             access_by_lua_block {{ require("daprdockr.balancer").route() }}
             proxy_pass http://dd_balancer;
+            header_filter_by_lua_block {{ require("daprdockr.balancer").header() }}
             log_by_lua_block {{ require("daprdockr.balancer").log() }}
         }}
     }}

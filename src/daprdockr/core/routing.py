@@ -52,8 +52,13 @@ def routes(state: ClusterState) -> dict[ServiceName, tuple[str, int]]:
     return out
 
 
+def is_option(token: str) -> bool:
+    """A route's ``key=value`` option, not a peer."""
+    return "=" in token
+
+
 def routing_table(state: ClusterState) -> Table:
-    """Every routed host and its running peers, interleaved across nodes."""
+    """Every routed host and its options and running peers, interleaved across nodes."""
     by_service = routes(state)
     peers: dict[ServiceName, dict[str, list[str]]] = {}  # service -> node -> peers (one pass)
     for (name, _), rec in state.instances.items():
@@ -68,7 +73,9 @@ def routing_table(state: ClusterState) -> Table:
     for name in sorted(by_service, key=str):
         host = by_service[name][0]
         if host not in table:
-            table[host] = _interleave(peers.get(name, {}))
+            spec = state.services.get(name)
+            options = spec.proxy.route_options() if spec is not None else ()
+            table[host] = options + _interleave(peers.get(name, {}))
     return table
 
 
@@ -86,4 +93,4 @@ def table_update(old: Table | None, new: Table, *, generation: int) -> bytes:
 
 def removes_backends(old: Table, new: Table) -> bool:
     """True when some peer served before is not served now (a removal to confirm)."""
-    return any(set(peers) - set(new.get(host, ())) for host, peers in old.items())
+    return any({p for p in peers if not is_option(p)} - set(new.get(host, ())) for host, peers in old.items())

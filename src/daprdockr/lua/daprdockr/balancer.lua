@@ -19,29 +19,46 @@
 -- route, instead of evicting other live routes (the lines before it stay applied; the agent
 -- sends the same changes again).
 --
--- Balancer: round robin per worker over the peers, starting one further for each request;
--- a peer that refused or timed out is skipped by every worker for EJECT_SECONDS and the
--- request goes to the next peer (nginx's proxy_next_upstream decides whether a retry is
--- allowed: never for a non-idempotent request that reached a backend); at most MAX_TRIES.  A
--- retry prefers a peer on a host (address) not tried yet, so a dead host never takes every try,
--- and picks from the host's route as it is at the retry, not as it was when the request came.
--- A refused connection on a request's last try (nothing left to retry, or a non-idempotent
--- request) ejects the peer too, from the log phase.
+-- A route may start with options (key=value tokens, never a peer): lb=round-robin (the plain
+-- rotation), connect=<s> and read=<s> (this host's timeouts per try, else the config's 5 s / 60 s).
+--
+-- Balancer (lb=least-request, the default): each request goes to the peer with the fewest
+-- requests in flight from this nginx (all workers: counters in the dd_peers shared dict), ties
+-- broken in round-robin order per worker, so light traffic still rotates over every peer.  A peer
+-- that is *stalled* -- requests in flight, but none answered for STALL_FACTOR x its usual latency
+-- (an EWMA of its answers) and at least STALL_MIN seconds -- is passed over like an ejected one:
+-- a frozen process (SIGSTOP, a deadlock, a long GC pause) accepts connections and never answers,
+-- and round robin kept sending it a share of new requests until every client connection was stuck
+-- there.  Now it keeps the one or two requests it got before it stalled.  A request that upgrades
+-- (WebSocket) is not counted: it stays open by design.
+-- A peer that refused or timed out is skipped by every worker for EJECT_SECONDS and the request
+-- goes to the next peer (nginx's proxy_next_upstream decides whether a retry is allowed: never
+-- for a non-idempotent request that reached a backend); at most MAX_TRIES.  A retry prefers a
+-- peer on a host (address) not tried yet, so a dead host never takes every try, and picks from
+-- the host's route as it is at the retry, not as it was when the request came.  A refused
+-- connection on a request's last try (nothing left to retry, or a non-idempotent request) ejects
+-- the peer too, from the log phase.  Ejected and stalled peers are still tried when nothing else
+-- is left.
 
 local balancer = require "ngx.balancer"
 
 local routes = ngx.shared.dd_routes
 local ejected = ngx.shared.dd_eject
 local stats = ngx.shared.dd_stats
+local load = ngx.shared.dd_peers  -- "n"..peer: requests in flight; "t"..peer: last progress; "l"..peer: EWMA
 
 local EJECT_SECONDS = 2
 local MAX_TRIES = 3
+local STALL_MIN = 0.1
+local STALL_FACTOR = 10
+local EWMA_ALPHA = 0.3
+local SCAN = 32  -- least-request looks at this many peers at most (from the rotation's start)
 local READY_KEY = "\0ready"
 
 local _M = {}
 local rr = {}        -- per worker: host -> round robin counter
 local rr_n = 0
-local parsed = {}    -- per worker: raw peers string -> array of {host, port, name}
+local parsed = {}    -- per worker: raw route string -> array of {host, port, name}, with .opts
 local parsed_n = 0
 
 local function split_peers(raw)
@@ -51,11 +68,16 @@ local function split_peers(raw)
         parsed, parsed_n = {}, 0
     end
     parsed_n = parsed_n + 1
-    local list = {}
-    for peer in raw:gmatch("%S+") do
-        local host, port = peer:match("^%[(.+)%]:(%d+)$")
-        if not host then host, port = peer:match("^(.+):(%d+)$") end
-        if host then list[#list + 1] = {host = host, port = tonumber(port), name = peer} end
+    local list = {opts = {}}
+    for token in raw:gmatch("%S+") do
+        local key, value = token:match("^(%w+)=(%S+)$")
+        if key then
+            list.opts[key] = tonumber(value) or value
+        else
+            local host, port = token:match("^%[(.+)%]:(%d+)$")
+            if not host then host, port = token:match("^(.+):(%d+)$") end
+            if host then list[#list + 1] = {host = host, port = tonumber(port), name = token} end
+        end
     end
     parsed[raw] = list
     return list
@@ -63,6 +85,49 @@ end
 
 local function count(key, n)
     stats:incr(key, n or 1, 0)
+end
+
+-- The load of a peer: requests in flight, and whether it is stalled (see the header).
+local function peer_load(name, now)
+    local n = load:get("n" .. name) or 0
+    if n <= 0 then return 0, false end
+    local since = load:get("t" .. name) or now
+    local usual = load:get("l" .. name) or 0
+    local limit = usual * STALL_FACTOR
+    if limit < STALL_MIN then limit = STALL_MIN end
+    return n, now - since > limit
+end
+
+-- A try of a request starts on peer `name`.
+local function try_started(ctx, name, now)
+    ctx.sent_at = now
+    if ctx.uncounted then return end
+    local n = load:incr("n" .. name, 1, 0)
+    if n == 1 then load:set("t" .. name, now) end  -- busy from now: progress is measured from here
+end
+
+-- The request's current try on ctx.last ended (answered or not).
+local function try_ended(ctx)
+    local name = ctx.last
+    if not name or not ctx.sent_at then return end
+    ctx.sent_at = nil
+    if ctx.uncounted then return end
+    local n = load:incr("n" .. name, -1, 0)
+    if n and n < 0 then load:set("n" .. name, 0) end
+end
+
+-- Header filter: the peer of the current try answered (a response header from the upstream, not
+-- one nginx made up after a failed try): progress, and a sample of its usual latency.
+function _M.header()
+    local ctx = ngx.ctx
+    local name = ctx.last
+    if not name or not ctx.sent_at or ctx.answered or ctx.uncounted then return end
+    local took = tonumber((ngx.var.upstream_header_time or ""):match("([%d%.]+)%s*$") or "")
+    if not took then return end
+    ctx.answered = true
+    load:set("t" .. name, ngx.now())
+    local usual = load:get("l" .. name)
+    load:set("l" .. name, usual and usual + EWMA_ALPHA * (took - usual) or took)
 end
 
 function _M.route()
@@ -84,14 +149,47 @@ function _M.route()
     if #peers == 0 then
         return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
     end
-    ngx.ctx.host = ngx.var.host
-    ngx.ctx.peers = peers
+    local ctx = ngx.ctx
+    ctx.host = ngx.var.host
+    ctx.peers = peers
+    ctx.uncounted = ngx.var.http_upgrade ~= nil
+end
+
+-- The peer for this try: the best by (rank, in flight), scanning from the rotation's start.
+-- rank 1: untried, healthy, on a host not tried yet; 2: untried and healthy; 3: untried but
+-- ejected or stalled.  Round robin ignores the load (rank and order only).
+local function choose(ctx, peers, n, least, now)
+    local best, best_rank, best_load
+    local scanned = 0
+    for i = 0, n - 1 do
+        local p = peers[(ctx.start + i) % n + 1]
+        if not ctx.tried[p.name] then
+            local inflight, stalled = 0, false
+            if least then inflight, stalled = peer_load(p.name, now) end
+            local rank
+            if stalled or ejected:get(p.name) then
+                rank = 3
+            elseif ctx.tried_hosts[p.host] then
+                rank = 2
+            else
+                rank = 1
+            end
+            if not best or rank < best_rank or (rank == best_rank and inflight < best_load) then
+                best, best_rank, best_load = p, rank, inflight
+            end
+            if best_rank == 1 and (best_load == 0 or not least) then break end
+            scanned = scanned + 1
+            if scanned >= SCAN and best_rank < 3 then break end
+        end
+    end
+    return best
 end
 
 function _M.balance()
     local ctx = ngx.ctx
     local peers = ctx.peers
     local n = #peers
+    local now = ngx.now()
     if ctx.tries == nil then
         local host = ctx.host
         local last = rr[host]
@@ -105,6 +203,7 @@ function _M.balance()
         rr[host] = next_start
         ctx.start, ctx.tries, ctx.tried, ctx.tried_hosts = next_start, 0, {}, {}
     else
+        try_ended(ctx)
         local state = balancer.get_last_failure()
         if state == "failed" and ctx.last then
             ejected:set(ctx.last, true, EJECT_SECONDS)
@@ -122,22 +221,8 @@ function _M.balance()
             end
         end
     end
-    -- untried, not ejected, on a host not tried yet; else untried and not ejected; else untried
-    local pick, same_host, fallback
-    for i = 0, n - 1 do
-        local p = peers[(ctx.start + i) % n + 1]
-        if not ctx.tried[p.name] then
-            if ejected:get(p.name) then
-                fallback = fallback or p
-            elseif ctx.tried_hosts[p.host] then
-                same_host = same_host or p
-            else
-                pick = p
-                break
-            end
-        end
-    end
-    pick = pick or same_host or fallback
+    local opts = peers.opts
+    local pick = choose(ctx, peers, n, opts.lb ~= "round-robin", now)
     if not pick then
         return ngx.exit(ngx.HTTP_BAD_GATEWAY)
     end
@@ -150,9 +235,14 @@ function _M.balance()
         ngx.log(ngx.ERR, "daprdockr: cannot use peer ", pick.name, ": ", err)
         return ngx.exit(ngx.HTTP_BAD_GATEWAY)
     end
+    if opts.connect or opts.read then
+        local read = opts.read or 60
+        balancer.set_timeouts(opts.connect or 5, read, read)
+    end
     if ctx.tries < MAX_TRIES and ctx.tries < n then
         balancer.set_more_tries(1)
     end
+    try_started(ctx, pick.name, now)
 end
 
 -- The lines of a control body, checked whole: a list of {verb, a, b}, or nil and the bad line.
@@ -235,16 +325,29 @@ function _M.control()
     ngx.say("ready ", routes:get(READY_KEY) or "-")
     say_counters()
     if ngx.var.arg_stats then return end
+    if ngx.var.arg_peers then  -- each peer's load: in flight, seconds since progress, usual latency
+        local now = ngx.now()
+        for _, key in ipairs(load:get_keys(0)) do
+            if key:sub(1, 1) == "n" then
+                local name = key:sub(2)
+                local _, stalled = peer_load(name, now)
+                ngx.say("peer ", name, " ", load:get(key), " ", now - (load:get("t" .. name) or now), " ",
+                        load:get("l" .. name) or "-", stalled and " stalled" or "")
+            end
+        end
+        return
+    end
     for _, key in ipairs(routes:get_keys(0)) do
         if key:sub(1, 1) ~= "\0" then ngx.say("route ", key, " ", routes:get(key)) end
     end
 end
 
--- Log phase: a connection refused on the request's last try ejects that peer as a retry would
+-- Log phase: the last try ended; a connection refused on the request's last try ejects that peer as a retry would
 -- have ($upstream_connect_time "-" with status 502: nginx never got a connection).
 function _M.log()
-    if ngx.status ~= 502 then return end  -- (the common case costs one comparison)
     local ctx = ngx.ctx
+    try_ended(ctx)
+    if ngx.status ~= 502 then return end  -- (the common case costs one comparison)
     if not ctx.last then return end
     local statuses = ngx.var.upstream_status or ""
     local connects = ngx.var.upstream_connect_time or ""
