@@ -209,7 +209,7 @@ class HealthMonitor:
         for c in self.containers():
             spec = specs.get(c.service)
             check = self.check_for(c, spec) if spec is not None else None
-            if not c.running or check is None:
+            if not c.serving or check is None:
                 continue
             live.add(c.id)
             state = self.states.get(c.id) or self.states.setdefault(c.id, self._new_state(c, now))

@@ -248,6 +248,7 @@ class Reconciler:
         self.containers: list[ContainerInfo] = []
         self.listed = False  # containers were listed at least once (routable() means something)
         self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
+        self._paused_since: dict[str, float] = {}  # container id -> when a listing first showed it paused
         # The Docker listing is re-read only when it can have changed: a Docker event for this
         # node, one of our own actions finishing, or the periodic resync.  Etcd events alone
         # (other nodes' claims, DNS-only changes) re-plan from the cached listing, which keeps
@@ -291,7 +292,7 @@ class Reconciler:
         restart: set[str] = set()
         for c in self.containers:
             spec = specs.get(c.service)
-            if spec is None or not c.running:
+            if spec is None or not c.serving:
                 continue
             status = self.health.health_of(c, spec)
             if status is not None:  # unknown (not checked yet): the record keeps what it says
@@ -311,7 +312,7 @@ class Reconciler:
 
     def routable(self) -> list[ContainerInfo]:
         """This node's running containers that are not being stopped (for its own DNS and nginx)."""
-        return [c for c in self.containers if c.running and c.id not in self._stopping]
+        return [c for c in self.containers if c.serving and c.id not in self._stopping]
 
     async def run(self, *, resync_interval: float = 2.0) -> None:
         """Forever: wait for a change, a timer or the periodic resync, then :meth:`reconcile_once`."""
@@ -355,6 +356,7 @@ class Reconciler:
         if (self._slot_task is None or self._slot_task.done()) and self._leftover_slots(state):
             self._slot_task = asyncio.create_task(self._tidy_slots(), name="tidy slots")
         now = self.clock()
+        self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in self.containers if c.paused}
         unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
         health, restart = self._health_observed(state.services)
@@ -379,6 +381,7 @@ class Reconciler:
             draining=state.draining,
             health=health,
             restart=restart,
+            paused_since=self._paused_since,
         )
         planned = plan_next(state.services, observed)
         actions, self._next_wake = planned.actions, planned.next_wake
@@ -841,7 +844,7 @@ class Reconciler:
         if healthy and health:  # it just passed its checks for min_healthy (a replacement)
             health = "healthy"
         return replace(
-            rec, node=self.node_id, address=self.address, state="running", ports=c.ports,
+            rec, node=self.node_id, address=self.address, state="paused" if c.paused else "running", ports=c.ports,
             container_id=c.id, spec_hash=c.spec_hash, error="", health=health,
             since=rec.since if rec.state == "running" and rec.container_id == c.id else time.time(),
         )

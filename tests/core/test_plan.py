@@ -53,10 +53,10 @@ def rec(number: int, *, node: str = ME, lease: int = LEASE, state: str = "runnin
 
 
 def ctr(number: int, *, running: bool = True, spec_hash: str = HASH, name: ServiceName = WEB,
-        node: str = ME, created: float = 1.0, cid: str = "") -> ContainerInfo:
+        node: str = ME, created: float = 1.0, cid: str = "", paused: bool = False) -> ContainerInfo:
     return ContainerInfo(
         id=cid or f"c{number}", service=name, number=number, node=node, spec_hash=spec_hash,
-        running=running, ports=(("80/tcp", 30000 + number),), created=created,
+        running=running, ports=(("80/tcp", 30000 + number),), created=created, paused=paused,
     )
 
 
@@ -137,6 +137,21 @@ CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str,
      obs(instances=[rec(1, state="failed")], retry_at={(WEB, 1): 50.0}), [("Start", 1)]),
     ("container exited: restart", {WEB: spec(1)},
      obs(instances=[rec(1)], containers=[ctr(1, running=False)]), [("Start", 1)]),
+    ("container paused: the record says paused, nothing restarts", {WEB: spec(1)},
+     obs(instances=[rec(1)], containers=[ctr(1, paused=True)]), [("Refresh", 1)]),
+    ("paused and its record says so: nothing", {WEB: spec(1)},
+     obs(instances=[rec(1, state="paused")], containers=[ctr(1, paused=True)], paused_since={"c1": 0.0}), []),
+    ("paused, spec changed: no roll while paused", {WEB: spec(1, image="busybox:2")},
+     obs(instances=[rec(1, state="paused")], containers=[ctr(1, paused=True)]), []),
+    ("paused with no pause_limit, for ages: nothing", {WEB: spec(1)},
+     obs(instances=[rec(1, state="paused")], containers=[ctr(1, paused=True)], paused_since={"c1": -1e9}), []),
+    ("paused longer than pause_limit: replace", {WEB: replace(spec(1), pause_limit=30.0)},
+     obs(instances=[rec(1, state="paused")], containers=[ctr(1, paused=True)], paused_since={"c1": 60.0}),
+     [("Start", 1)]),
+    ("paused, pause_limit not reached: nothing", {WEB: replace(spec(1), pause_limit=60.0)},
+     obs(instances=[rec(1, state="paused")], containers=[ctr(1, paused=True)], paused_since={"c1": 60.0}), []),
+    ("unpaused: the record says running again", {WEB: spec(1)},
+     obs(instances=[rec(1, state="paused")], containers=[ctr(1)]), [("Refresh", 1)]),
     ("spec changed: roll", {WEB: spec(1, image="busybox:2")},
      obs(instances=[rec(1)], containers=[ctr(1)]), [("Roll", 1)]),
     ("spec changed, every slot taken: wait", {WEB: spec(2, image="busybox:2")},

@@ -35,11 +35,11 @@ def test_age(since: float, now: float, text: str) -> None:
 
 
 def test_service_rows_count_running_failed_and_orphans() -> None:
-    rows = service_rows(state(rec(1), rec(2, "failed"), rec(1, name=OLD)))
+    rows = service_rows(state(rec(1), rec(2, "failed"), rec(3, "paused"), rec(1, name=OLD)))
     assert rows == [
-        {"service": "old.myapp", "image": "", "desired": 0, "running": 1, "failed": 0, "http_host": "",
+        {"service": "old.myapp", "image": "", "desired": 0, "running": 1, "failed": 0, "paused": 0, "http_host": "",
          "deleted": True, "status": "deleted", "invalid": ""},
-        {"service": "web.myapp", "image": "busybox", "desired": 3, "running": 1, "failed": 1,
+        {"service": "web.myapp", "image": "busybox", "desired": 3, "running": 1, "failed": 1, "paused": 1,
          "http_host": "web.example.com", "deleted": False, "status": "ok", "invalid": ""},
     ]
 

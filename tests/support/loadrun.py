@@ -73,6 +73,7 @@ async def hey(url: str, *, host: str, requests: int, qps: float, connections: in
               disable_keepalive: bool = False) -> HeyRun:
     """hey sending ``requests`` at ``qps`` in all, with every request's time (``-o csv``).  hey
     writes no row for a request that got no answer, so those are the requests sent minus the rows."""
+    requests -= requests % connections  # hey sends requests // connections per worker
     per_worker = max(1.0, qps / connections)
     args = ["hey", "-n", str(requests), "-c", str(connections), "-q", f"{per_worker:g}",
             "-t", f"{max(1, int(timeout))}", "-host", host]

@@ -108,9 +108,10 @@ def info_from_summary(data: dict[str, Any]) -> ContainerInfo | None:
         number=number,
         node=str(labels.get(LABEL_NODE, "")),
         spec_hash=str(labels.get(LABEL_SPEC_HASH, "")),
-        running=data.get("State") == "running",
+        running=data.get("State") in ("running", "paused"),
         ports=tuple(ports),
         created=float(data.get("Created", 0)),
+        paused=data.get("State") == "paused",
     )
 
 
@@ -128,7 +129,8 @@ def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
             "Id": data.get("Id", ""),
             "Labels": (data.get("Config") or {}).get("Labels") or {},
             "Ports": ports,
-            "State": "running" if state.get("Running") else str(state.get("Status", "")),
+            "State": "paused" if state.get("Paused") else "running" if state.get("Running")
+            else str(state.get("Status", "")),
         }
     )
 

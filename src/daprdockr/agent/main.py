@@ -428,7 +428,7 @@ class Agent:
             await self.confirm_removal(revoked)
 
         async def stop(c: ContainerInfo) -> None:
-            if c.running:
+            if c.serving:  # (a paused container cannot finish anything)
                 await self.runtime.drain(c, within=self.config.drain_timeout)
             await self.reconciler.stop_container(c, grace=self.config.stop_timeout)
 

@@ -247,7 +247,7 @@ def svc_del(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<servi
     print(f"{target} deleted", file=sys.stderr)
 
 
-SERVICE_COLUMNS = ["service", "status", "image", "desired", "running", "failed", "http_host", "invalid"]
+SERVICE_COLUMNS = ["service", "status", "image", "desired", "running", "failed", "paused", "http_host", "invalid"]
 
 
 @svc_app.command("ls")

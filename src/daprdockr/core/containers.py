@@ -32,9 +32,15 @@ class ContainerInfo:
     number: int
     node: str
     spec_hash: str
-    running: bool
+    running: bool  # its processes exist (running or paused)
     ports: tuple[tuple[str, int], ...] = ()  # "9000/tcp" -> published host port
     created: float = 0.0
+    paused: bool = False  # frozen by ``docker pause``: kept, never restarted for it, not served
+
+    @property
+    def serving(self) -> bool:
+        """Running and not paused: what DNS, nginx and health checks may use."""
+        return self.running and not self.paused
 
     @property
     def key(self) -> tuple[ServiceName, int]:

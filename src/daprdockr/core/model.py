@@ -43,8 +43,10 @@ MAX_CMD_ARGS = 256
 MAX_STRING = 8192  # one env value, label value or argument, in characters
 MAX_RECORD_BYTES = 64 * 1024  # a whole stored spec or record, JSON-encoded
 Protocol_ = Literal["tcp", "udp"]
-InstanceState = Literal["claimed", "starting", "running", "failed", "stopping"]
-INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping")
+# "paused": its container is paused (docker pause); agents before it read such a record as malformed,
+# which to them is a taken number that is not served: the same thing.
+InstanceState = Literal["claimed", "starting", "running", "failed", "stopping", "paused"]
+INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping", "paused")
 Health = Literal["", "starting", "healthy", "unhealthy"]  # "": the service has no health check
 HEALTH_STATES: tuple[Health, ...] = ("", "starting", "healthy", "unhealthy")
 

@@ -196,6 +196,7 @@ class Observed:
     rollouts: Mapping[ServiceName, RolloutRecord] = field(default_factory=dict)
     slots: Mapping[ServiceName, Mapping[int, Slot]] = field(default_factory=dict)  # replacements in flight
     draining: frozenset[str] = frozenset()  # nodes that claim nothing and hand their instances over
+    paused_since: Mapping[str, float] = field(default_factory=dict)  # container id -> first seen paused
 
     @property
     def drain_me(self) -> bool:
@@ -318,6 +319,8 @@ def _plan_own(
             out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
     elif rec.lease != obs.lease:
         out.append(Adopt(container=c, spec=spec, record=rec))
+    elif c.paused:
+        _plan_paused(rec, c, spec, obs, out, wake)
     elif c.spec_hash != spec.runtime_hash and may_roll(spec, obs):
         out.append(Roll(record=rec, spec=spec, old=c))
     elif c.id in obs.restart and c.spec_hash == spec.runtime_hash:
@@ -325,6 +328,19 @@ def _plan_own(
     elif (rec.state != "running" or not _container_ports_match(rec, c) or rec.node != obs.node_id
           or rec.health != obs.health.get(c.id, rec.health)):
         out.append(Refresh(record=rec, container=c))  # (a record on our lease naming another node: garbage)
+
+
+def _plan_paused(
+    rec: InstanceRecord, c: ContainerInfo, spec: ServiceSpec, obs: Observed, out: list[Action], wake: _Wake
+) -> None:
+    """Our container is paused (``docker pause``): its record says so (nothing serves it), and it is
+    kept as it is (no restart, no rolling replacement) until it is unpaused, or until it has been
+    paused for the spec's ``pause_limit`` (if any): then it is replaced."""
+    since = obs.paused_since.get(c.id, obs.now)
+    if spec.pause_limit and wake.after(since + spec.pause_limit):
+        out.append(Start(record=rec, spec=spec, old=c, reason=f"paused for longer than {spec.pause_limit:g}s"))
+    elif rec.state != "paused" or not _container_ports_match(rec, c) or rec.node != obs.node_id:
+        out.append(Refresh(record=rec, container=c))
 
 
 def _fix_bad_key(key: Key, bad: BadKey, group: Sequence[ContainerInfo], obs: Observed) -> Action | None:

@@ -71,6 +71,7 @@ def service_rows(state: ClusterState) -> list[dict[str, Any]]:
                 "desired": spec.instances if spec else 0,
                 "running": sum(1 for r in recs if r.state == "running"),
                 "failed": sum(1 for r in recs if r.state == "failed"),
+                "paused": sum(1 for r in recs if r.state == "paused"),
                 "http_host": (spec.http_host or "") if spec else "",
                 "deleted": spec is None and not problem,
                 "status": "invalid" if problem else ("deleted" if spec is None else "ok"),
