@@ -24,6 +24,7 @@ from daprdockr.core.local_view import local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.removal import KeyEvent
 from daprdockr.core.retry import KeyRetry
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.errors import ContainerError, StoreUnavailableError
@@ -54,9 +55,11 @@ class FakeEtcd:
     revision: int = 1
     down: bool = False
     log: list[str] = field(default_factory=list)
+    history: dict[str, list[KeyEvent]] = field(default_factory=dict)
 
     def _commit(self, key: str, value: bytes | None, lease: int = 0) -> WatchEvent:
         self.revision += 1
+        self.history.setdefault(key, []).append(KeyEvent(revision=self.revision, value=value))
         if value is None:
             self.kvs.pop(key, None)
             return WatchEvent(kind="delete", key=key, revision=self.revision)
@@ -108,6 +111,10 @@ class FakeEtcd:
             return None
         self.log.append(f"take over {rec.number}")
         return self._commit(key, dumps(rec.to_dict()), lease)
+
+    async def instance_history(self, service: ServiceName, number: int, *, until: int) -> list[KeyEvent]:
+        self._check("history")
+        return [e for e in self.history.get(SCHEMA.instance(service, number), []) if e.revision <= until]
 
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None:
         self._check("purge")
@@ -738,3 +745,50 @@ async def test_a_listing_begun_before_a_start_does_not_drop_the_started_containe
     w.r.mark_containers_dirty()
     await w.r.reconcile_once()
     assert w.r.routable() == []
+
+
+async def test_a_container_another_node_holds_now_is_confirmed_at_the_revision_it_left_the_routes() -> None:
+    """Regression (issue 23, finding 6): a restarted agent found a container whose key another node
+    now held and waited 2 s for every agent to apply the *current* record's revision, which no
+    agent ever published (they publish a revision only after a removal they routed: the old
+    key's deletion).  The wait is now for the revision that took the container out of the routes."""
+    w = World()
+    confirmed: list[int] = []
+
+    async def confirm(revision: int) -> None:
+        confirmed.append(revision)
+
+    w.r.confirm_removal = confirm
+    w.spec(1)
+    await w.settle()
+    assert w.running() == {1: "c1"}
+    key = SCHEMA.instance(WEB, 1)
+    w.etcd.external(key, None)  # our lease expired while we were away: the key went
+    left = w.etcd.revision
+    w.etcd.external(SCHEMA.node("n2"), json.dumps({"address": "127.0.0.12"}).encode(), 0x22)
+    theirs = InstanceRecord(service=WEB, number=1, node="n2", address="127.0.0.12", state="running",
+                            container_id="x9", spec_hash=w.mirror.state().services[WEB].runtime_hash)
+    w.etcd.external(key, dumps(theirs.to_dict()), 0x22)  # claimed by n2
+    w.etcd.external(key, dumps(replace(theirs, health="").to_dict()), 0x22)  # and written again since
+    await w.settle()
+    assert "c1" not in w.docker.containers
+    assert confirmed == [left], (confirmed, left, w.etcd.revision)
+
+
+async def test_a_container_no_record_ever_routed_is_stopped_without_a_confirmation() -> None:
+    w = World()
+    confirmed: list[int] = []
+
+    async def confirm(revision: int) -> None:
+        confirmed.append(revision)
+
+    w.r.confirm_removal = confirm
+    spec = w.spec(1)
+    w.docker.containers["c7"] = ContainerInfo(id="c7", service=WEB, number=1, node="n1", spec_hash="old",
+                                              running=True, ports=(("8080/tcp", 30007),))
+    w.etcd.external(SCHEMA.node("n2"), json.dumps({"address": "127.0.0.12"}).encode(), 0x22)
+    theirs = InstanceRecord(service=WEB, number=1, node="n2", address="127.0.0.12", state="running",
+                            container_id="x9", spec_hash=spec.runtime_hash)
+    w.etcd.external(SCHEMA.instance(WEB, 1), dumps(theirs.to_dict()), 0x22)
+    await w.settle()
+    assert "c7" not in w.docker.containers and confirmed == []

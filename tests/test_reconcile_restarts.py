@@ -14,6 +14,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.removal import KeyEvent
 from daprdockr.core.state import RawKV
 from daprdockr.reconcile import Reconciler
 
@@ -53,6 +54,9 @@ class FakeStore:
         self.revision += 1
         return WatchEvent(kind="delete", key=self.mirror.schema.instance(rec.service, rec.number),
                           revision=self.revision)
+
+    async def instance_history(self, service: ServiceName, number: int, *, until: int) -> list[KeyEvent]:
+        return []  # (no removal to confirm: these tests confirm nothing)
 
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None:
         self.revision += 1

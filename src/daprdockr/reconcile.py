@@ -81,6 +81,7 @@ from daprdockr.core.plan import (
     unowned_keys,
 )
 from daprdockr.core.prometheus import Histogram
+from daprdockr.core.removal import KeyEvent, left_routing_at
 from daprdockr.core.retry import KeyRetry, RetryPolicy
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState
@@ -102,6 +103,8 @@ class InstanceStore(Protocol):
     async def release_instance(self, rec: InstanceRecord) -> WatchEvent | None: ...
 
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None: ...
+
+    async def instance_history(self, service: ServiceName, number: int, *, until: int) -> list[KeyEvent]: ...
 
     async def take_over_instance(self, rec: InstanceRecord, *, lease: int) -> WatchEvent | None: ...
 
@@ -466,7 +469,28 @@ class Reconciler:
                 "stopping container %s of %s/%s: %s",
                 action.container.id[:12], action.container.service, action.container.number, action.reason,
             )
-            await self._take_out(action.container, removed_at=action.removed_at, routed=bool(action.removed_at))
+            removed_at = await self._left_routing_at(action.container, until=action.removed_at)
+            await self._take_out(action.container, removed_at=removed_at, routed=bool(removed_at))
+
+    async def _left_routing_at(self, c: ContainerInfo, *, until: int) -> int:
+        """The revision at which the routers took ``c`` out, read from its key's history up to
+        ``until`` (the key is held by another node now): 0 when no record ever routed it.  When
+        the history cannot be read, ``until`` (the confirmation then waits its bound at most)."""
+        if not until:
+            return 0
+        try:
+            events = await self.store.instance_history(c.service, c.number, until=until)
+        except DaprDockrError as exc:
+            log.info("history of %s/%s unreadable (%s): confirming its removal at revision %d", c.service,
+                     c.number, exc, until)
+            return until
+        left = left_routing_at(events, c.id)
+        if left:
+            log.info("container %s of %s/%s left the routes at revision %d", c.id[:12], c.service, c.number, left)
+        else:
+            log.info("container %s of %s/%s was routed by no record since revision %d: no removal to confirm",
+                     c.id[:12], c.service, c.number, events[0].revision if events else until)
+        return left
 
     async def _retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str) -> InstanceRecord | None:
         """Take our instance's container ``old`` out of service before it is replaced: the record

@@ -260,3 +260,26 @@ async def test_drain_also_waits_for_a_connection_the_userland_proxy_holds(docker
         subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-D", *rule], capture_output=True)
         await runtime.remove(info.id, grace=0)
         await runtime.close()
+
+
+async def test_a_paused_container_is_listed_and_inspected_as_paused_not_exited(docker_image: str) -> None:
+    """Regression: Docker's "paused" state read as not running, and the agent restarted the
+    container (SIGKILL, exit 137) ~2 s after a ``docker pause``."""
+    runtime = DockerRuntime(node_id="pause1", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["httpd", "-f", "-p", "8080"]},
+                                 name=ServiceName(group="pause", service="web"))
+    info = await runtime.start_instance(spec=spec, number=1)
+    try:
+        assert info.serving and not info.paused
+        subprocess.run(["docker", "pause", info.id], check=True, capture_output=True)
+        listed = [c for c in await runtime.list_managed() if c.id == info.id]
+        inspected = await runtime.inspect(info.id)
+        for c in (*listed, inspected):
+            assert c is not None and c.running and c.paused and not c.serving
+        assert listed
+        subprocess.run(["docker", "unpause", info.id], check=True, capture_output=True)
+        again = await runtime.inspect(info.id)
+        assert again is not None and again.serving
+    finally:
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()

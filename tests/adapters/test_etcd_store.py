@@ -215,3 +215,22 @@ async def test_a_delete_between_the_read_and_the_write_of_a_merge_is_never_undon
     with pytest.raises(ValidationError, match="image"):
         await store.update_service(WEB, lambda cur, bad: merge_onto(WEB, cur, bad, {"instances": 4}))
     assert deleted and await store.get_service(WEB) is None, "the deleted service came back"
+
+
+async def test_an_instance_keys_history_is_read_up_to_a_revision_even_after_a_compaction(
+    store: EtcdStore, prefix: str
+) -> None:
+    key = f"{prefix}/instances/myapp/web/1"
+    revisions = []
+    for value in (b'{"a":1}', b'{"a":2}', None, b'{"a":3}', b'{"a":4}'):
+        if value is None:
+            await store._call(lambda c: c.delete(key.encode()), what="delete")
+        else:
+            await store.put_raw(key, value)
+        revisions.append((await store.read_prefix(key))[1])
+    history = await store.instance_history(ServiceName(group="myapp", service="web"), 1, until=revisions[3])
+    assert [(e.revision, e.value) for e in history] == [
+        (revisions[0], b'{"a":1}'), (revisions[1], b'{"a":2}'), (revisions[2], None), (revisions[3], b'{"a":3}')]
+    await store._call(lambda c: c.compact(revisions[1]), what="compact")
+    after = await store.key_history(key, until=revisions[4])
+    assert [e.revision for e in after] == [revisions[2], revisions[3], revisions[4]]

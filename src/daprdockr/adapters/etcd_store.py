@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar
 import aetcd
 import aetcd.exceptions as aetcd_exc
 import aetcd.rpc as aetcd_rpc
+import aetcd.rtypes as aetcd_rtypes
 import aetcd.transactions as aetcd_txn
 import aetcd.watcher as aetcd_watcher
 import grpc
@@ -42,6 +43,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.removal import KeyEvent
 from daprdockr.core.rollout import HISTORY_KEEP, SEEDED, HistoryEntry, RolloutRecord
 from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state, decode_value
 from daprdockr.errors import (
@@ -602,6 +604,46 @@ class EtcdStore:
         return await self._write_if(self.schema.instance(rec.service, rec.number), compare="mod",
                                     equals=rec.mod_revision, value=dumps(rec.to_dict()), lease=lease,
                                     what="take over instance", created=rec.create_revision)
+
+    async def key_history(self, key: str, *, until: int, within: float = 2.0) -> list[KeyEvent]:
+        """The writes of one key up to revision ``until``, as etcd still keeps them (a watch from
+        the oldest revision not compacted; nothing is written).  Raises StoreError when they
+        cannot be read within ``within`` seconds."""
+        start = 1
+        for _ in range(3):
+            client = self._new_client(self._index)
+            found: list[KeyEvent] = []
+            try:
+                async with asyncio.timeout(within):
+                    watch = await client.watch(key.encode(), start_revision=start)
+                    try:
+                        async for ev in watch:
+                            revision = int(ev.kv.mod_revision)
+                            if revision > until:
+                                break
+                            deleted = ev.kind == aetcd_rtypes.EventKind.DELETE
+                            found.append(KeyEvent(revision=revision, value=None if deleted else bytes(ev.kv.value)))
+                            if revision == until:
+                                break
+                    finally:
+                        await watch.cancel()
+                return found
+            except aetcd_exc.RevisionCompactedError as exc:
+                start = int(exc.compacted_revision) + 1
+            except asyncio.CancelledError:
+                if owner_cancelled():
+                    raise
+                raise StoreUnavailableError("key history read cancelled under us") from None
+            except Exception as exc:  # (TimeoutError included)
+                raise StoreError(f"cannot read the history of {key}: {translate(exc, what='watch')}",
+                                 transient=True) from exc
+            finally:
+                await self._close_client(client)
+        raise StoreError(f"cannot read the history of {key}: compacted while reading", transient=True)
+
+    async def instance_history(self, service: ServiceName, number: int, *, until: int) -> list[KeyEvent]:
+        """The writes of an instance key up to revision ``until`` (:meth:`key_history`)."""
+        return await self.key_history(self.schema.instance(service, number), until=until)
 
     async def purge_instance(self, *, key: str, mod_revision: int) -> WatchEvent | None:
         """Delete an unusable instance key (malformed, or bound to no lease) if it is unchanged."""

@@ -49,6 +49,7 @@ from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
+from daprdockr.core import removal
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
@@ -282,7 +283,8 @@ class Agent:
         """Until every live agent has applied ``revision`` (bounded by ``confirm_timeout``; who
         lagged is logged), so a container is out of every router before it stops."""
         def lagging(state: ClusterState) -> list[str]:
-            late = sorted(n for n in state.nodes if state.applied.get(n, 0) < revision)
+            late = removal.lagging(revision=revision, applied=state.applied,
+                                   nodes={n: r.create_revision for n, r in state.nodes.items()})
             if self.config.node_id not in state.nodes and self.applied_revision() < revision:
                 late.append(self.config.node_id)  # our lease is gone (shutdown): our own routers still count
             return late

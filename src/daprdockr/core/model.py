@@ -399,6 +399,7 @@ class NodeRecord:
     http: str = ""
     api: str = ""
     lease: int = field(default=0, compare=False)
+    create_revision: int = field(default=0, compare=False)  # when the node (last) joined
 
     # "instances" was written by earlier versions (a count per change of this node's instances,
     # echoed to every agent); still accepted, never written: readers count instance keys instead.

@@ -145,7 +145,8 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
         if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
             raise ValidationError("must be {\"revision\": <non-negative integer>}", field="applied")
         return Applied(node_id=parsed.node_id, revision=revision)
-    return NodeRecord.from_dict(data, node_id=parsed.node_id, lease=kv.lease)
+    return replace(NodeRecord.from_dict(data, node_id=parsed.node_id, lease=kv.lease),
+                   create_revision=kv.create_revision)
 
 
 Decoded = ServiceSpec | InstanceRecord | NodeRecord | Applied | Marker | Keyed
