@@ -27,7 +27,7 @@ from daprdockr.core.names import ServiceName
 from daprdockr.core.removal import KeyEvent
 from daprdockr.core.retry import KeyRetry
 from daprdockr.core.rollout import RolloutRecord, Slot
-from daprdockr.errors import ContainerError, StoreUnavailableError
+from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, StoreUnavailableError
 from daprdockr.health import HealthMonitor
 from daprdockr.reconcile import Reconciler
 from tests.test_health_monitor import NoExec
@@ -131,11 +131,23 @@ class FakeDocker:
     log: list[str] = field(default_factory=list)
     starts: int = 0
     refuse_start: bool = False
-    start_error: ContainerError | None = None  # raised by every start while set
+    start_error: DaprDockrError | None = None  # raised by every start while set
     start_attempts: int = 0
 
     async def list_managed(self) -> list[ContainerInfo]:
         return list(self.containers.values())
+
+    async def restart_instance(self, container: ContainerInfo, *, spec: ServiceSpec) -> ContainerInfo:
+        if self.start_error is not None:
+            self.log.append(f"start again {container.id} failed")
+            raise self.start_error
+        if container.id not in self.containers:
+            raise ContainerError(f"no such container {container.id}", transient=False)
+        self.starts += 1
+        again = replace(self.containers[container.id], running=True, ports=(("8080/tcp", 30000 + self.starts),))
+        self.containers[container.id] = again
+        self.log.append(f"start again {container.id}")
+        return again
 
     async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
         self.start_attempts += 1
@@ -304,14 +316,54 @@ async def test_losing_the_race_starts_nothing() -> None:
     assert w.docker.log == [] and w.etcd.log == []
 
 
-async def test_a_dead_container_is_restarted_and_the_record_follows() -> None:
+async def test_a_dead_container_is_started_again_as_it_is_and_the_record_follows() -> None:
+    """(Issue 23: a dockerd restart stops every container; each comes back as it was, docker start,
+    instead of being removed and re-created.)"""
     w = World()
     w.spec(1)
     await w.settle()
     w.docker.die(1)
     await w.settle()
-    assert w.docker.log == ["start 1 c1", "remove c1", "start 1 c2"]
-    assert w.running() == {1: "c2"}
+    assert w.docker.log == ["start 1 c1", "start again c1"]
+    assert w.running() == {1: "c1"}
+    assert w.mirror.state().instances[(WEB, 1)].port_for(8080) == 30002  # (its ports as Docker gave them again)
+
+
+async def test_a_crash_loop_gets_a_new_container_and_a_failed_docker_start_keeps_the_old_one() -> None:
+    w = World()
+    w.spec(1)
+    await w.settle()
+    for _ in range(2):  # exits soon after its start, twice in a row: started again as it is
+        w.docker.die(1)
+        w.now += 5  # past the crash backoff
+        await w.settle()
+    assert w.docker.log == ["start 1 c1", "start again c1", "start again c1"]
+    w.docker.die(1)  # a third time: a crash loop gets a new container
+    w.now += 5
+    await w.settle()
+    assert w.docker.log[3:] == ["remove c1", "start 1 c4"]
+    w.docker.log.clear()
+    w.now += 60  # a stable run
+    w.docker.die(1)
+    w.docker.start_error = RuntimeUnavailableError("the engine is away (simulated)")
+    w.now += 5
+    await w.settle()
+    assert w.docker.log and set(w.docker.log) == {"start again c4 failed"} and "c4" in w.docker.containers
+    w.docker.start_error = None
+    w.now += 20  # the engine is back within START_AGAIN_FOR: the same container runs again
+    await w.settle()
+    assert w.docker.log[-1] == "start again c4" and w.running() == {1: "c4"}
+    w.docker.log.clear()
+    w.now += 60
+    w.docker.die(1)
+    w.docker.start_error = ContainerError("cannot start (simulated)", transient=True)
+    for _ in range(3):  # refused for 3 s by an engine that answers: replaced
+        w.now += 5
+        await w.settle()
+    w.docker.start_error = None
+    w.now += 10
+    await w.settle()
+    assert "remove c4" in w.docker.log and list(w.running().values()) != ["c4"] and w.running(), w.docker.log
 
 
 async def test_scale_down_releases_in_etcd_before_stopping() -> None:

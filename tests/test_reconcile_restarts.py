@@ -71,6 +71,12 @@ class FakeRuntime:
     async def list_managed(self) -> list[ContainerInfo]:
         return list(self.containers.values())
 
+    async def restart_instance(self, container: ContainerInfo, *, spec: ServiceSpec) -> ContainerInfo:
+        self.starts += 1  # (started again as it is)
+        again = replace(self.containers[container.id], running=True)
+        self.containers[container.id] = again
+        return again
+
     async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo:
         self.starts += 1
         c = ContainerInfo(id=f"c{self.starts}", service=spec.name, number=number, node="n1",

@@ -117,10 +117,11 @@ async def test_the_loop_converges_on_events_alone_and_echoes_change_nothing() ->
                               "update 3 running"], "an echo of our own write was taken for news"
         assert sorted(c.number for c in n.docker.containers.values()) == [1, 2, 3]
 
-        # a Docker event: the dead container is replaced, its record follows
+        # a Docker event: the dead container is started again as it is (docker start), its record follows
         old = n.running()[2]
         n.docker.die(2)
-        await n.until(lambda: n.running().get(2) not in (None, old))
+        await n.until(lambda: n.etcd.log.count("update 2 running") == 2)
+        assert n.running().get(2) == old and f"start again {old}" in n.docker.log
         assert sum(1 for c in n.docker.containers.values() if c.running) == 3
 
         # the watch is interrupted: the informer lists again; the same state means no action

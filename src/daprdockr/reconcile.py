@@ -57,6 +57,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from daprdockr.adapters.container_reaper import ContainerReaper
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import StateMirror, WatchEvent
@@ -85,7 +86,7 @@ from daprdockr.core.removal import KeyEvent, left_routing_at
 from daprdockr.core.retry import KeyRetry, RetryPolicy
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState
-from daprdockr.errors import ContainerError, DaprDockrError, StoreError
+from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ async def _no_confirmation(revision: int) -> None:
 
 START_ATTEMPTS = 3  # failed starts that fail a replacement (within its deadline)
 START_RETRY = 0.5  # seconds before the next start of a replacement, times the failures so far
+START_AGAIN_FOR = 30.0  # seconds of docker starts failing on an unreachable engine before a container is replaced
+START_AGAIN_REFUSED = 3.0  # seconds of docker starts refused by an answering engine before a container is replaced
+START_AGAIN_LOOP = 2  # quick exits in a row that an exited container is started again as it is for
 
 
 class ReplacementFailed(ContainerError):
@@ -252,6 +256,11 @@ class Reconciler:
         self.listed = False  # containers were listed at least once (routable() means something)
         self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
         self._paused_since: dict[str, float] = {}  # container id -> when a listing first showed it paused
+        # containers Docker could not remove: retried in the background, never in an instance's way
+        self.reaper = ContainerReaper(remove=self._remove_for_good)
+        self._exits_counted: set[str] = set()  # exited containers whose exit the crash backoff counted
+        self._start_again_failing: dict[str, float] = {}  # container id -> first failed docker start
+        self._start_again_refused: dict[str, float] = {}  # container id -> first docker start the engine refused
         # The Docker listing is re-read only when it can have changed: a Docker event for this
         # node, one of our own actions finishing, or the periodic resync.  Etcd events alone
         # (other nodes' claims, DNS-only changes) re-plan from the cached listing, which keeps
@@ -342,9 +351,18 @@ class Reconciler:
             listing_from = self._started_seq
             try:
                 containers = await self.runtime.list_managed()
-            except BaseException:
+            except BaseException as exc:
                 self._containers_stale = True
+                if isinstance(exc, RuntimeUnavailableError):
+                    self._engine_away()
                 raise
+            listed = {c.id for c in containers}
+            self._exits_counted &= listed
+            self._start_again_failing = {i: t for i, t in self._start_again_failing.items() if i in listed}
+            self._start_again_refused = {i: n for i, n in self._start_again_refused.items() if i in listed}
+            for c in containers:
+                if c.doomed:
+                    self.reaper.add(c, error="Docker lists it dead or being removed")
             self._listed_at = self.clock()
             # started since the listing began: the listing may predate the start (or show the
             # container created but not yet running); the next listing is the truth again
@@ -369,7 +387,7 @@ class Reconciler:
             now=now,
             instances=state.instances,
             nodes=state.nodes,
-            containers=self.containers,
+            containers=[c for c in self.containers if c.id not in self.reaper],
             busy=frozenset(k for k, t in self._inflight.items() if not t.done()),
             unowned_since=self._unowned_since,
             retry_at={k: e.not_before for k, e in self.retries.items() if e.hold == "start"},
@@ -539,6 +557,68 @@ class Reconciler:
         finally:
             self._stopping.discard(c.id)
 
+    def _why_not_start_again(self, old: ContainerInfo, spec: ServiceSpec, *, crashes: int) -> str:
+        """Why the exited container ``old`` is not started again as it is ("" when it is)."""
+        if old.spec_hash != spec.runtime_hash:
+            return "its spec changed"
+        if old.doomed:
+            return "Docker is removing it"
+        if crashes > START_AGAIN_LOOP:
+            return f"it exited {crashes} times in a row soon after a start"
+        failing = self._start_again_failing.get(old.id)
+        if failing is not None and self.clock() - failing > START_AGAIN_FOR:
+            return f"docker start has failed for {START_AGAIN_FOR:g}s"
+        refused = self._start_again_refused.get(old.id)
+        if refused is not None and self.clock() - refused >= START_AGAIN_REFUSED:
+            return f"the engine refused to start it for {START_AGAIN_REFUSED:g}s"
+        return ""
+
+    def _engine_away(self) -> None:
+        """The engine does not answer (it is restarting): what it refused while it went down, and
+        the exits it caused, say nothing about the containers.  A dying dockerd answers for a moment
+        with errors ("transport is closing", "failed to update store ... libnetwork") after it
+        killed every container; counted, they had every instance re-created once it was back."""
+        self._start_again_refused.clear()
+        self._exits_counted.clear()
+        self.retries = {k: replace(e, crashes=0) for k, e in self.retries.items()}
+
+    async def _start_again(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo) -> None:
+        """``docker start`` our exited container ``old`` as it is (still the spec's; its writable
+        layer kept, as Docker's own restart policy does): an engine or host restart stopped every
+        container, and each comes back as it was.  A failure keeps the container and fails the
+        action (retried with backoff) for up to ``START_AGAIN_FOR`` seconds while the engine is
+        unreachable, and ``START_AGAIN_REFUSED`` seconds when it answers with an error; a
+        container that keeps exiting soon after its start (more than ``START_AGAIN_LOOP`` times in
+        a row: a crash loop) is replaced by a new one."""
+        log.info("starting %s/%s's exited container %s again", rec.service, rec.number, old.id[:12])
+        try:
+            info = await self.runtime.restart_instance(old, spec=spec)
+        except RuntimeUnavailableError:
+            self._start_again_failing.setdefault(old.id, self.clock())  # the engine is away: try again
+            self._engine_away()
+            raise
+        except DaprDockrError:  # (the engine may be going down: it is tried again for a while)
+            self._start_again_failing.setdefault(old.id, self.clock())
+            self._start_again_refused.setdefault(old.id, self.clock())
+            raise
+        self._exits_counted.discard(old.id)
+        self._start_again_failing.pop(old.id, None)
+        self._start_again_refused.pop(old.id, None)
+        self.retries[rec.key_tuple] = self.policy.started(self.retries.get(rec.key_tuple, KeyRetry()), now=self.clock())
+        self.observe_started(info)
+        if not await self._write(self._running_record(rec, info)):
+            log.warning("lost %s/%s while starting it again; removing the container", rec.service, rec.number)
+            await self.runtime.remove(info.id, grace=0)
+            return
+        log.info("running %s/%s again in its container %s", rec.service, rec.number, info.id[:12])
+
+    async def _remove_for_good(self, container_id: str) -> None:
+        """Remove a container and check it is gone (Docker answers a removal already under way
+        with success while the container stays)."""
+        await self.runtime.remove(container_id, grace=0)
+        if await self.runtime.inspect(container_id) is not None:
+            raise ContainerError(f"container {container_id[:12]} is still there", transient=True)
+
     async def _repair(self, action: Repair) -> None:
         """Rewrite a malformed (or lease-less) key from our running container onto our lease, iff
         the key is unchanged since it was read (a compare on its mod revision)."""
@@ -573,9 +653,18 @@ class Reconciler:
         entry = self.retries.get(key, KeyRetry())
         if old is not None and not old.running:
             # a crash: restart without waiting for etcd, and back off if it crashes in a loop
-            entry = self.retries[key] = self.policy.crashed(entry, now=self.clock(), rand=self.rand())
-            log.info("restarting %s/%s: %s", rec.service, rec.number, reason)
-            await self.stop_container(old, grace=0)
+            if old.id not in self._exits_counted:  # (a retried start of the same exit counts once)
+                self._exits_counted.add(old.id)
+                entry = self.retries[key] = self.policy.crashed(entry, now=self.clock(), rand=self.rand())
+            why_not = self._why_not_start_again(old, spec, crashes=entry.crashes)
+            if not why_not:
+                await self._start_again(rec, spec, old)
+                return
+            log.info("restarting %s/%s: %s (a new container: %s)", rec.service, rec.number, reason, why_not)
+            try:
+                await self.stop_container(old, grace=0)
+            except DaprDockrError as exc:  # the new container starts beside it, under a fresh name
+                self.reaper.add(old, error=str(exc))
         elif old is not None:
             log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
             if reason == "unhealthy":  # a restart for failing its checks backs off like a crash

@@ -283,3 +283,59 @@ async def test_a_paused_container_is_listed_and_inspected_as_paused_not_exited(d
     finally:
         await runtime.remove(info.id, grace=0)
         await runtime.close()
+
+
+def make_unremovable(container_id: str, path: str) -> str:
+    """Make Docker's removal of the container fail (overlay2: "failed to remove root filesystem ...
+    operation not permitted", then "removal ... is already in progress"), as a busy rootfs did after
+    a dockerd restart: an immutable file in its writable layer.  Returns the file (to undo it)."""
+    upper = inspect(container_id)[0]["GraphDriver"]["Data"]["UpperDir"]
+    target = f"{upper}{path}"
+    subprocess.run(["chattr", "+i", target], check=True, capture_output=True)
+    return target
+
+
+async def test_a_container_docker_cannot_remove_does_not_keep_its_instance_from_starting(docker_image: str) -> None:
+    runtime = DockerRuntime(node_id="stuck1", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080,
+                                  "cmd": ["sh", "-c", "echo x > /stuck; exec httpd -f -p 8080"]},
+                                 name=ServiceName(group="stuck", service="web"))
+    old = await runtime.start_instance(spec=spec, number=1)
+    immutable = make_unremovable(old.id, "/stuck")
+    new = None
+    try:
+        subprocess.run(["docker", "kill", old.id], check=True, capture_output=True)
+        with pytest.raises(ContainerError):
+            await runtime.remove(old.id, grace=0)  # Docker marks it dead ("Removal In Progress")
+        dead = await runtime.inspect(old.id)
+        assert dead is not None and dead.doomed and not dead.running
+        assert [c.doomed for c in await runtime.list_managed() if c.id == old.id] == [True]
+        new = await runtime.start_instance(spec=spec, number=1)  # the name is still held by the dead one
+        assert new.id != old.id and new.serving
+        name = inspect(new.id)[0]["Name"].lstrip("/")
+        stem = "daprdockr.stuck1.web.stuck.1."
+        assert name.startswith(stem) and len(name) == len(stem) + 6
+        assert {c.id for c in await runtime.list_managed() if c.key == new.key} == {old.id, new.id}
+    finally:
+        subprocess.run(["chattr", "-i", immutable], capture_output=True)
+        await runtime.remove(old.id, grace=0)
+        if new is not None:
+            await runtime.remove(new.id, grace=0)
+        await runtime.close()
+    assert await DockerRuntime(node_id="stuck1", advertise_ip="127.0.0.11").inspect(old.id) is None
+
+
+async def test_a_stopped_container_is_started_again_as_it_is(docker_image: str) -> None:
+    runtime = DockerRuntime(node_id="again1", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "http_port": 8080, "cmd": ["httpd", "-f", "-p", "8080"]},
+                                 name=ServiceName(group="again", service="web"))
+    info = await runtime.start_instance(spec=spec, number=1)
+    try:
+        subprocess.run(["docker", "stop", "-t", "0", info.id], check=True, capture_output=True)
+        stopped = await runtime.inspect(info.id)
+        assert stopped is not None and not stopped.running
+        again = await runtime.restart_instance(stopped, spec=spec)
+        assert again.id == info.id and again.serving and again.ports
+    finally:
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()

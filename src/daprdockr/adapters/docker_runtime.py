@@ -26,6 +26,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -65,6 +66,8 @@ class ContainerRuntime(Protocol):
     async def start_instance(self, *, spec: ServiceSpec, number: int, beside: bool = False) -> ContainerInfo: ...
 
     async def inspect(self, container_id: str) -> ContainerInfo | None: ...
+
+    async def restart_instance(self, container: ContainerInfo, *, spec: ServiceSpec) -> ContainerInfo: ...
 
     async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None: ...
 
@@ -112,6 +115,7 @@ def info_from_summary(data: dict[str, Any]) -> ContainerInfo | None:
         ports=tuple(ports),
         created=float(data.get("Created", 0)),
         paused=data.get("State") == "paused",
+        doomed=data.get("State") in ("dead", "removing"),
     )
 
 
@@ -130,7 +134,7 @@ def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
             "Labels": (data.get("Config") or {}).get("Labels") or {},
             "Ports": ports,
             "State": "paused" if state.get("Paused") else "running" if state.get("Running")
-            else str(state.get("Status", "")),
+            else "dead" if state.get("Dead") else str(state.get("Status", "")),
         }
     )
 
@@ -344,12 +348,20 @@ class DockerRuntime:
 
     async def _create(self, config: dict[str, Any], *, name: str) -> aiodocker.containers.DockerContainer:
         """``POST /containers/create``, repairing the two expected refusals once: a name still
-        taken by an old container of ours (409) and an image removed since we checked (404)."""
+        taken by an old container of ours (409: removed, or when Docker cannot remove it, the new
+        container takes a fresh name beside it) and an image removed since we checked (404)."""
         try:
             return await asyncio.wait_for(self.docker.containers.create(config, name=name), timeout=self.timeout)
         except aiodocker.DockerError as exc:
             if exc.status == 409:
-                await self._remove_by_name(name)
+                try:
+                    await self._remove_by_name(name)
+                except ContainerError as stuck:
+                    if not stuck.transient:
+                        raise
+                    log.warning("the name %s is held by a container Docker cannot remove (%s); using a fresh name",
+                                name, stuck)
+                name = await self._free_name(name)
             elif exc.status == 404:
                 self._images_present.discard(config["Image"])
                 await self.ensure_image(config["Image"])
@@ -358,6 +370,32 @@ class DockerRuntime:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _translate(exc, what=f"create {name}") from exc
         return await self._do(self.docker.containers.create(config, name=name), what=f"create {name}")
+
+    async def _free_name(self, name: str) -> str:
+        """``name`` if nothing holds it now, else ``<name>.<6 hex digits>`` (a removal under way or
+        stuck: a new container never waits behind an old one)."""
+        try:
+            await self.docker.containers.get(name)
+        except aiodocker.DockerError:
+            return name
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc, what="get") from exc
+        return f"{name}.{secrets.token_hex(3)}"
+
+    async def restart_instance(self, container: ContainerInfo, *, spec: ServiceSpec) -> ContainerInfo:
+        """Start our stopped ``container`` again as it is (``docker start``: after the engine or
+        the host restarted, the container is still the spec's); returns it with its (new) published
+        ports once its program listens, as :meth:`start_instance` does."""
+        c = self.docker.containers.container(container.id)
+        await self._do(c.start(), what=f"start {container.id[:12]}")
+        details = await self._do(c.show(), what=f"inspect {container.id[:12]}")
+        info = info_from_inspect(details)
+        if info is None or not info.serving:
+            raise ContainerError(f"{container.id[:12]} exited right after start", transient=True)
+        if spec.http_port is not None:
+            await self._await_listening(container.id[:12], int((details.get("State") or {}).get("Pid") or 0),
+                                        spec.http_port)
+        return info
 
     async def _remove_by_name(self, name: str) -> None:
         try:

@@ -158,7 +158,8 @@ class AgentApi:
             "invalid_keys": _bad_keys(state)["keys"],
             "routing": {"applied_revision": v.applied_revision(), "routes": nginx.routes if nginx else 0,
                         "nginx_error": nginx.last_error if nginx else ""},
-            "reconcile": {"count": reconcile.passes, "last_error": reconcile.last_error},
+            "reconcile": {"count": reconcile.passes, "last_error": reconcile.last_error,
+                          "unremovable": list(reconcile.unremovable)},
         })
 
     async def logs(self, request: web.Request) -> web.StreamResponse:

@@ -318,6 +318,7 @@ class Agent:
             "settle": self._settle,
             "applied": self._publish,
             "health": self.health.run,
+            "reaper": self.reconciler.reaper.run,
         }
         roots.update({c.name: c.run for c in self.started})
         return roots
@@ -481,7 +482,8 @@ class AgentStatus(AgentView):
     def reconcile(self) -> ReconcileView:
         r = self._a.reconciler
         return ReconcileView(passes=r.reconciles, seconds=r.reconcile_seconds, latency=r.latency,
-                             actions=dict(r.actions_total), last_error=r.last_error)
+                             actions=dict(r.actions_total), last_error=r.last_error,
+                             unremovable=r.reaper.pending(), reaped=r.reaper.removed)
 
     def etcd_errors(self) -> int:
         return self._a.store.errors

@@ -43,6 +43,11 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
     w.histogram("daprdockr_reconcile_seconds", "Duration of one reconcile pass.", r.latency)
     w.family("daprdockr_actions_total", "counter", "Actions launched, by kind.",
              [({"action": k}, v) for k, v in sorted(r.actions.items())])
+    w.family("daprdockr_containers_unremovable", "gauge",
+             "Containers Docker could not remove yet (retried in the background; their instances run anew).",
+             [({}, len(r.unremovable))])
+    w.family("daprdockr_containers_reaped_total", "counter", "Containers removed by the background retry.",
+             [({}, r.reaped)])
     w.family("daprdockr_etcd_errors_total", "counter", "Transient etcd failures (calls and watch).",
              [({}, view.etcd_errors())])
     w.family("daprdockr_lease_healthy", "gauge", "1 while the node's lease is confirmed alive.",

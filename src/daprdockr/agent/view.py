@@ -8,7 +8,7 @@ frozen snapshots (implemented by :class:`~daprdockr.agent.main.AgentStatus`), an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,8 @@ class ReconcileView:
     latency: Histogram
     actions: Mapping[str, int]
     last_error: str
+    unremovable: Sequence[Mapping[str, object]] = ()  # containers Docker could not remove yet (the reaper's)
+    reaped: int = 0  # of those, removed since
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,9 @@ LABEL_SPEC_HASH = "daprdockr.spec-hash"
 
 
 def container_name(*, node_id: str, service: ServiceName, number: int) -> str:
-    """Unique per (node, service, instance) on a shared engine: ``daprdockr.<node>.<svc>.<grp>.<n>``."""
+    """Unique per (node, service, instance) on a shared engine: ``daprdockr.<node>.<svc>.<grp>.<n>``.
+    A container of the instance that Docker cannot remove keeps this name; its replacement gets
+    ``<name>.<6 hex digits>`` (the labels, not the name, say which instance a container is)."""
     return f"daprdockr.{node_id}.{service.service}.{service.group}.{number}"
 
 
@@ -36,6 +38,7 @@ class ContainerInfo:
     ports: tuple[tuple[str, int], ...] = ()  # "9000/tcp" -> published host port
     created: float = 0.0
     paused: bool = False  # frozen by ``docker pause``: kept, never restarted for it, not served
+    doomed: bool = False  # Docker lists it ``dead`` or ``removing``: a removal failed or is under way
 
     @property
     def serving(self) -> bool:
