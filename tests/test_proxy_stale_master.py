@@ -1,7 +1,9 @@
 """An agent that was SIGKILLed leaves its nginx running (own session, still bound to the port),
 and if that master is then killed too, its workers stay behind holding the socket.  The next
-agent with the same state dir must kill what is left of that process group, or its own nginx
-never binds and the node keeps routing with the dead agent's frozen configuration."""
+agent with the same state dir adopts a master that runs its own configuration
+(tests/test_proxy_adoption.py); what it cannot adopt (another configuration, or workers without
+their master) it must kill, or its own nginx never binds and the node keeps routing with the dead
+agent's frozen configuration."""
 
 from __future__ import annotations
 
@@ -51,7 +53,10 @@ def nginx_binary() -> str:
 async def test_new_manager_kills_what_a_dead_agent_left_behind(tmp_path: Path, master_killed_too: bool) -> None:
     binary = nginx_binary()
     listen = (EDGE, free_port(EDGE))
-    orphaned = NginxManager(state_dir=tmp_path / "nginx", listen=listen, binary=binary)
+    # (with its master alive, the dead agent's nginx is not adoptable only when it runs another
+    # configuration: an upgrade changed it)
+    orphaned = NginxManager(state_dir=tmp_path / "nginx", listen=listen, binary=binary,
+                            workers=2 if master_killed_too else 1)
     await orphaned.start()
     old = orphaned._proc
     assert old is not None

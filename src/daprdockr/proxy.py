@@ -17,6 +17,12 @@
   :class:`~daprdockr.core.restart_policy.RestartPolicy`; the full table is posted right after
   the start, and until it arrives requests wait in nginx (up to 3 s) instead of being answered
   404.  The agent stays up meanwhile.
+* An agent that dies (SIGKILL, a crash) leaves its nginx serving its last table; the next agent
+  of the node *adopts* it (same config, same balancer code: its pid file, its control socket)
+  and posts its current table, so a restart drops no connection.  A master it cannot adopt (an
+  upgrade changed the config or the Lua code) is replaced as before.  Nobody adopting it, the
+  master quits by itself ``orphan_timeout`` seconds after the last agent's heartbeat
+  (:mod:`daprdockr.adapters.nginx_master`).
 * Files: the manager's directory is private (0700, refused if another user could tamper with it,
   :mod:`daprdockr.adapters.statedir`); every file is written without following symlinks and
   renamed into place.  Run as root, nginx's workers run as ``www-data`` (else ``nobody``) and
@@ -28,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import hashlib
 import logging
 import os
 import pwd
@@ -40,6 +47,7 @@ from pathlib import Path
 
 import aiohttp
 
+from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
@@ -75,6 +83,12 @@ def worker_user() -> tuple[str, str] | None:
             continue
         return name, grp.getgrgid(entry.pw_gid).gr_name
     return None
+
+
+def balancer_version() -> str:
+    """A hash of the balancer's Lua code: written into nginx.conf, so a running nginx is adopted
+    only by an agent with the same code."""
+    return hashlib.sha256((Path(LUA_DIR) / "daprdockr" / "balancer.lua").read_bytes()).hexdigest()[:16]
 
 
 def lua_modules(dirs: Sequence[str] = MODULE_DIRS) -> tuple[str, str]:
@@ -114,6 +128,7 @@ class NginxManager:
         module_dirs: Sequence[str] = MODULE_DIRS,
         on_applied: Callable[[int, bool], None] = lambda revision, removed: None,
         stats_every: float = 2.0,
+        orphan_timeout: float = 60.0,
     ) -> None:
         self.state_dir = Path(os.path.abspath(state_dir))
         self.listen = listen
@@ -123,6 +138,9 @@ class NginxManager:
         self.module_dirs = tuple(module_dirs)
         self.on_applied = on_applied
         self.stats_every = stats_every
+        self.orphan_timeout = orphan_timeout
+        self.adopted = False  # the master was left running by a previous agent and adopted
+        self.leave_running = False  # stop() leaves nginx serving for the next agent (--keep-on-exit)
         self.paths = NginxPaths(root=str(self.state_dir))
         self.conf = self.state_dir / "nginx.conf"
         self.stats = NginxStats()
@@ -132,7 +150,7 @@ class NginxManager:
         self._sent: Table | None = None  # None: nginx has no table yet (just (re)started)
         self._generation = 0
         self._dirty = asyncio.Event()
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Master | None = None
         self._restart = RestartState()
         self._session: aiohttp.ClientSession | None = None
         self._stats_at = 0.0
@@ -164,18 +182,48 @@ class NginxManager:
                              f"{MAX_UNIX_PATH} characters; use a shorter --state-dir")
         self.paths = NginxPaths(root=str(self.state_dir), modules=lua_modules(self.module_dirs), lua=LUA_DIR)
         text = render_nginx_conf(listen=self.listen, paths=self.paths, worker_user=worker_user(),
-                                 workers=self.workers)
-        error = await self._test(text)
-        if error:
-            raise ProxyError(f"nginx rejects its configuration: {error}")
-        write_private(self.conf, text, mode=0o644)
-        await self._kill_stale_master()
-        await self._spawn()
-        await self.push_once()
+                                 workers=self.workers, balancer=balancer_version())
+        if not await self._adopt(text):
+            error = await self._test(text)
+            if error:
+                raise ProxyError(f"nginx rejects its configuration: {error}")
+            write_private(self.conf, text, mode=0o644)
+            await self._kill_stale_master()
+            await self._spawn()
+        await start_orphan_guard(heartbeat=self._heartbeat, pid_file=Path(self.paths.pid),
+                                 guard_pid_file=self.state_dir / "nginx.guard.pid", after=self.orphan_timeout)
+        if not self.adopted:  # (an adopted nginx keeps its routes until our first real table: update())
+            await self.push_once()
+
+    @property
+    def _heartbeat(self) -> Path:
+        return self.state_dir / "nginx.heartbeat"
+
+    async def _adopt(self, text: str) -> bool:
+        """Take over the nginx a previous agent of this node left running, if it runs exactly
+        ``text`` (same listen address, paths, workers and balancer code) and answers on its
+        control socket; its routes stay until our first table replaces them."""
+        pgid = stale_nginx_group(Path(self.paths.pid), self.conf)
+        if pgid is None or not alive(pgid):
+            return False
+        try:
+            same = self.conf.read_text() == text
+        except OSError:
+            same = False
+        if not same or not await control_accepts(self.paths.control):
+            log.info("nginx master %d runs another configuration (an upgrade?): replacing it", pgid)
+            return False
+        self._proc = AdoptedMaster(pgid)
+        self._sent = None  # our whole table goes in at once
+        self.adopted = True
+        beat(self._heartbeat)
+        log.info("adopted nginx master %d serving on %s:%d (left running by a previous agent)", pgid, *self.listen)
+        return True
 
     async def _kill_stale_master(self) -> None:
         """Kill an nginx left running by a previous agent that died without stopping it
-        (SIGKILL): its master and workers, or its orphaned workers, still hold the port."""
+        (SIGKILL), which this agent cannot adopt: its master and workers, or its orphaned
+        workers, still hold the port."""
         pgid = stale_nginx_group(Path(self.paths.pid), self.conf)
         if pgid is None:
             return
@@ -190,33 +238,42 @@ class NginxManager:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.paths.control)  # a stale socket file would make the bind fail
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 self.binary, "-p", str(self.state_dir), "-c", str(self.conf),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
             )
         except OSError as exc:
             raise ProxyError(f"cannot start {self.binary}: {exc}") from exc
+        self._proc = proc
+        self.adopted = False
         self._restart = self.policy.on_start(self._restart, now=time.monotonic())
         self._sent = None
         deadline = time.monotonic() + 5.0
         while not await control_accepts(self.paths.control):  # nginx listens before it serves
-            if self._proc.returncode is None and time.monotonic() > deadline:
-                self._kill_group(self._proc.pid)
-                await self._proc.wait()
-            if self._proc.returncode is not None:
-                err = await self._proc.stderr.read() if self._proc.stderr else b""
+            if proc.returncode is None and time.monotonic() > deadline:
+                self._kill_group(proc.pid)
+                await proc.wait()
+            if proc.returncode is not None:
+                err = await proc.stderr.read() if proc.stderr else b""
                 raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
             await asyncio.sleep(0.02)
-        log.info("nginx master %d serving on %s:%d", self._proc.pid, *self.listen)
+        log.info("nginx master %d serving on %s:%d", proc.pid, *self.listen)
 
     async def stop(self, *, grace: float = 5.0) -> None:
-        """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds."""
+        """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds; with
+        ``leave_running``, nginx keeps serving for the next agent to adopt."""
         proc, self._proc = self._proc, None
         if self._session is not None:
             await self._session.close()
             self._session = None
         if proc is None or proc.returncode is not None:
+            return
+        if isinstance(proc, AdoptedMaster):
+            proc.close()
+        if self.leave_running:
+            log.info("leaving nginx master %d serving for the next agent (it quits by itself %.0fs after the last "
+                     "agent's heartbeat)", proc.pid, self.orphan_timeout)
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGQUIT)
@@ -307,8 +364,10 @@ class NginxManager:
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        """Forever: push table changes as they come and keep nginx alive."""
+        """Forever: push table changes as they come and keep nginx alive (and its orphan guard
+        quiet: the heartbeat file is touched on every round)."""
         while True:
+            beat(self._heartbeat)
             proc = self._proc
             if proc is None or proc.returncode is not None:
                 await self._restart_after_exit()

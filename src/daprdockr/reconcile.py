@@ -606,7 +606,7 @@ class Reconciler:
         self._start_again_refused.pop(old.id, None)
         self.retries[rec.key_tuple] = self.policy.started(self.retries.get(rec.key_tuple, KeyRetry()), now=self.clock())
         self.observe_started(info)
-        if not await self._write(self._running_record(rec, info)):
+        if not await self._write(replace(self._running_record(rec, info), since=time.time())):
             log.warning("lost %s/%s while starting it again; removing the container", rec.service, rec.number)
             await self.runtime.remove(info.id, grace=0)
             return

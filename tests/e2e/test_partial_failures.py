@@ -241,3 +241,30 @@ async def test_dockerd_restarted_under_load_every_instance_serves_again_in_its_c
         raise
     load.cancel()
     await asyncio.gather(load, return_exceptions=True)
+
+
+async def test_an_agent_sigkilled_and_restarted_drops_no_request_and_keeps_its_nginx(
+    cluster: tuple[RealCluster, EtcdStore]
+) -> None:
+    """The data plane outlives the control plane: the killed agent's nginx keeps serving, the
+    restarted agent adopts it (same master) and no request fails under wrk keep-alive."""
+    c, _ = cluster
+    agent = next(iter(c.agents.values()))
+    master = agent.nginx_master_pid()
+    assert master is not None
+    ip, port = edge(c)
+    load = asyncio.create_task(wrk(f"http://{ip}:{port}/id", host=HOST, seconds=8))
+    await asyncio.sleep(1)
+    agent.kill()
+    await asyncio.sleep(2)
+    assert agent.nginx_master_pid() == master  # serving alone meanwhile
+    agent.start()
+    run = await load
+    try:
+        assert run.failed == 0 and run.requests > 0, run.detail
+        assert agent.nginx_master_pid() == master
+        assert "adopted nginx master" in agent.log_tail(400)
+    except AssertionError:
+        c.dump_logs(60)
+        raise
+    await wait_identities(c, 6)

@@ -38,6 +38,7 @@ class AgentConfig:
     http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
     nginx_binary: str = "nginx"
     nginx_modules: tuple[str, ...] = MODULE_DIRS  # where nginx's Lua module is looked for
+    nginx_orphan_timeout: float = 60.0  # a left-running nginx nobody adopts quits this long after the last heartbeat
     # agent HTTP API (issue 7); None disables it
     api_listen: tuple[str, int] | None = ("127.0.0.1", 7400)
     api_token_file: Path | None = None  # None: <state_dir>/api-token, generated on first start

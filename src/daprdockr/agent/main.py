@@ -131,7 +131,8 @@ class Agent:
         if cfg.http_listen is not None:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
                                       binary=cfg.nginx_binary, on_applied=self._nginx_applied,
-                                      module_dirs=cfg.nginx_modules)
+                                      module_dirs=cfg.nginx_modules, orphan_timeout=cfg.nginx_orphan_timeout)
+            self.nginx.leave_running = not cfg.release_on_exit  # (--keep-on-exit: a restart adopts it)
             self.components.append(self.nginx)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,

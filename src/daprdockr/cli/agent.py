@@ -41,6 +41,9 @@ def agent(
         help="Extra DNS processes sharing the address (SO_REUSEPORT); -1 = one per spare core, max 2.")] = -1,
     http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
     nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
+    nginx_orphan_timeout: Annotated[float, typer.Option(
+        help="An nginx this agent leaves serving (it was killed, or --keep-on-exit) quits by itself this many "
+             "seconds after the agent's last heartbeat, unless the next agent adopts it.")] = 60.0,
     api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
     keep_on_exit: Annotated[bool, typer.Option(help="Leave containers running on SIGTERM.")] = False,
     drain_on_shutdown: Annotated[bool, typer.Option(
@@ -67,6 +70,7 @@ def agent(
             keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
             security=g.security, dns_allow=dns_allow, drain_on_shutdown=drain_on_shutdown,
             drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
+            nginx_orphan_timeout=nginx_orphan_timeout,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:
