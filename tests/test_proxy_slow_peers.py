@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.proxy import NginxManager
@@ -188,3 +188,58 @@ async def test_an_open_websocket_is_not_a_stalled_request(nginx: NginxManager) -
     finally:
         for b in backends:
             await b.stop()
+
+
+def state_with_nodes(peers: list[tuple[str, int]], nodes: list[str]) -> ClusterState:
+    base = state_of(peers)
+    live = {f"n{i}": NodeRecord(node_id=f"n{i}", address=ip) for i, ip in enumerate(nodes)}
+    return ClusterState(services=base.services, instances=base.instances, nodes=live)
+
+
+@pytest.mark.parametrize("host_gone", [True, False], ids=["host-gone", "host-alive"])
+async def test_requests_in_flight_to_a_gone_host_end_at_once(nginx: NginxManager, host_gone: bool) -> None:
+    """A node's lease expired: its instances left the table and so did the node.  nginx's
+    connections to them are destroyed, so a GET stuck there is retried on a live instance and a
+    POST is answered 502, at once instead of after the read timeout.  An instance removed while
+    its host lives (a scale-down: confirmed removal and drain end it gracefully) is left alone."""
+    hanging = [Resetter("127.0.0.12", delay=20), Resetter("127.0.0.12", delay=20)]  # read, then silence
+    for h in hanging:
+        await h.start()
+    good = Backend("good", "127.0.0.11")
+    await good.start()
+    try:
+        nodes = ["127.0.0.11", "127.0.0.12"]
+        await settle(nginx, state_with_nodes([(h.host, h.port) for h in hanging], nodes))
+        url = f"http://{EDGE}:{nginx.listen[1]}/"
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+            async def call(method: str) -> tuple[int, float]:
+                t0 = loop.time()
+                async with s.request(method, url, headers={"Host": HOST}, data=b"x" if method == "POST" else None) as r:
+                    await r.read()
+                    return r.status, loop.time() - t0
+
+            calls = [asyncio.create_task(call("GET")), asyncio.create_task(call("POST"))]
+            await asyncio.sleep(0.5)
+            assert sum(h.seen["GET"] for h in hanging) == 1 and sum(h.seen["POST"] for h in hanging) == 1
+            after = state_with_nodes([(good.host, good.port)], nodes[:1] if host_gone else nodes)
+            await settle(nginx, after)
+            if host_gone:
+                (get_status, get_took), (post_status, post_took) = await asyncio.gather(*calls)
+                assert get_status == 200 and get_took < 3.0, (get_status, get_took)
+                assert post_status == 502 and post_took < 3.0, (post_status, post_took)
+                for _ in range(100):  # (counted once ss has exited, a moment after the sockets went)
+                    if nginx.stats.cut >= 2:
+                        break
+                    await asyncio.sleep(0.02)
+                assert nginx.stats.cut >= 2
+            else:
+                await asyncio.sleep(2.0)
+                assert not any(c.done() for c in calls) and nginx.stats.cut == 0
+                for c in calls:
+                    c.cancel()
+                await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        for h in hanging:
+            await h.stop()
+        await good.stop()

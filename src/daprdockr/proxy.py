@@ -47,12 +47,13 @@ from pathlib import Path
 
 import aiohttp
 
+from daprdockr.adapters.cut_connections import connections_to, destroy
 from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
-from daprdockr.core.routing import Table, removes_backends, routing_table, table_update
+from daprdockr.core.routing import Table, host_addresses, removed_peers, removes_backends, routing_table, table_update
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, ProxyError
 
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 LUA_PACKAGE = "libnginx-mod-http-lua"
 LUA_DIR = str(Path(__file__).resolve().parent / "lua")
 MAX_UNIX_PATH = 107
+LEFT_WINDOW = 30.0  # seconds a peer that left the table stays a candidate for a cut when its host goes
 
 
 @dataclass(slots=True)
@@ -70,6 +72,7 @@ class NginxStats:
     update_failures: int = 0
     retries: int = 0  # from nginx: requests tried on another instance
     ejections: int = 0  # from nginx: instances skipped for a while after a refused/timed out try
+    cut: int = 0  # connections to instances of gone hosts ended at once (ss -K)
 
 
 def worker_user() -> tuple[str, str] | None:
@@ -147,6 +150,9 @@ class NginxManager:
         self.last_error = ""
         self.applied_revision = 0
         self._want: tuple[Table, int] = ({}, 0)
+        self._live_hosts: frozenset[str] = frozenset()  # addresses of the live nodes
+        self._cutting: set[asyncio.Task[None]] = set()
+        self._left: dict[tuple[str, int], float] = {}  # peers that left the table lately -> when
         self._sent: Table | None = None  # None: nginx has no table yet (just (re)started)
         self._generation = 0
         self._dirty = asyncio.Event()
@@ -315,6 +321,7 @@ class NginxManager:
     # ------------------------------------------------------------------ the routing table
     def update(self, state: ClusterState) -> None:
         self._want = (routing_table(state), state.revision)
+        self._live_hosts = host_addresses(state)
         self._dirty.set()
 
     def _client(self) -> aiohttp.ClientSession:
@@ -328,6 +335,7 @@ class NginxManager:
         table, revision = self._want
         old = self._sent
         if old is not None and old == table:
+            self._cut_dead_hosts(None, table)  # (a node may have gone after its peers left)
             self._applied(revision, removed=False)
             return False
         if old is None:
@@ -345,8 +353,40 @@ class NginxManager:
         self._sent = table
         self.stats.table_updates += 1
         self.last_error = ""
+        self._cut_dead_hosts(old, table)
         self._applied(revision, removed=old is not None and removes_backends(old, table))
         return True
+
+    def _cut_dead_hosts(self, old: Table | None, new: Table) -> None:
+        """Peers that left the table because their node is gone (no live node has their address):
+        end nginx's connections to them now, so the requests in flight there are retried (or
+        answered 502) at once instead of after the read timeout (:mod:`~daprdockr.adapters.cut_connections`).
+        A node's records and its node key go in one etcd revision but may reach the table in two
+        pushes: peers that left within ``LEFT_WINDOW`` seconds count when their node goes."""
+        now = time.monotonic()
+        if old is not None:
+            self._left.update(dict.fromkeys(removed_peers(old, new), now))
+        self._left = {p: t for p, t in self._left.items() if now - t <= LEFT_WINDOW}
+        gone = {peer for peer in self._left if peer[0] not in self._live_hosts}
+        for peer in gone:
+            del self._left[peer]
+        if not gone or self._proc is None:
+            return
+        task = asyncio.create_task(self._cut(gone, self._proc.pid), name="nginx cut dead hosts")
+        self._cutting.add(task)
+        task.add_done_callback(self._cutting.discard)
+
+    async def _cut(self, peers: set[tuple[str, int]], master: int) -> None:
+        try:
+            conns = await asyncio.to_thread(connections_to, nginx_group_members(master) or [master], peers)
+            killed = await destroy(conns) if conns else 0
+        except Exception:  # never let this end the manager's loop
+            log.exception("ending nginx's connections to %s failed", sorted(peers))
+            return
+        self.stats.cut += killed
+        if conns:
+            log.info("ended %d of nginx's %d connections to instances of gone hosts (%s)", killed, len(conns),
+                     ", ".join(f"{ip}:{port}" for ip, port in sorted(peers)))
 
     def _applied(self, revision: int, *, removed: bool) -> None:
         if revision > self.applied_revision:

@@ -6,7 +6,7 @@ import json
 
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.routing import removes_backends, routing_table, table_update
+from daprdockr.core.routing import removed_peers, removes_backends, routing_table, table_update
 from daprdockr.core.state import ClusterState
 
 WEB = ServiceName(group="myapp", service="web")
@@ -92,3 +92,10 @@ def test_a_proxy_policy_puts_its_options_in_front_of_the_peers_and_defaults_add_
     # an option changing is no peer removed; a peer going is
     assert not removes_backends(table, {**table, "web.example.com": ("read=2", "127.0.0.11:31001")})
     assert removes_backends(table, {**table, "web.example.com": ("lb=round-robin", "read=1.5")})
+
+
+def test_removed_peers_are_the_addresses_served_before_and_not_now() -> None:
+    old = {"a.test": ("read=2", "127.0.0.11:1", "[::1]:2"), "b.test": ("127.0.0.12:3",)}
+    new = {"a.test": ("127.0.0.11:1",), "c.test": ("127.0.0.12:3",)}
+    assert removed_peers(old, new) == {("::1", 2)}
+    assert removed_peers(old, {}) == {("127.0.0.11", 1), ("::1", 2), ("127.0.0.12", 3)}

@@ -268,3 +268,33 @@ async def test_an_agent_sigkilled_and_restarted_drops_no_request_and_keeps_its_n
         c.dump_logs(60)
         raise
     await wait_identities(c, 6)
+
+
+async def test_a_dead_hosts_requests_in_flight_end_within_the_lease_ttl(
+    cluster: tuple[RealCluster, EtcdStore]
+) -> None:
+    """A host vanishes (its agent SIGKILLed, its containers frozen): once its lease expires the
+    other agents end their nginx's connections to its instances, so no request waits longer than
+    the TTL (5 s) + 2 s (they waited for nginx's 60 s read timeout), and every GET is answered
+    (retried on a live instance) under hey, a client that does not retry."""
+    c, _ = cluster
+    dead = list(c.agents.values())[2]
+    ids = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=daprdockr.node={dead.node_id}"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert ids, "the third node runs no instance"
+    victims = [pid for cid in ids for pid in container_pids(cid)]
+    ip, port = edge(c)
+    timed = asyncio.create_task(hey(f"http://{ip}:{port}/id", host=HOST, requests=4000, qps=400, timeout=30))
+    await asyncio.sleep(1)
+    dead.kill()
+    freeze(victims)
+    try:
+        run = await timed
+    finally:
+        freeze(victims, thaw=True)
+    try:
+        assert run.failed == 0
+        assert max(run.times) <= 5 + 2, sorted(run.times)[-5:]
+    except AssertionError:
+        c.dump_logs(60)
+        raise

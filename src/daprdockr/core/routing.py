@@ -17,6 +17,7 @@ is what an owner waits for before it stops a container).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Mapping
 
@@ -89,6 +90,26 @@ def table_update(old: Table | None, new: Table, *, generation: int) -> bytes:
             lines.append(" ".join(("set", host, *new[host])))
     lines.extend(f"del {host}" for host in sorted(set(base) - set(new)))
     return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def removed_peers(old: Table, new: Table) -> set[tuple[str, int]]:
+    """The peers (address, port) served before and not now, on any host."""
+    before = {p for peers in old.values() for p in peers if not is_option(p)}
+    now = {p for peers in new.values() for p in peers if not is_option(p)}
+    out = set()
+    for peer in before - now:
+        host, _, port = peer.rpartition(":")
+        out.add((host.strip("[]"), int(port)))
+    return out
+
+
+def host_addresses(state: ClusterState) -> frozenset[str]:
+    """The live nodes' addresses, written as peers write them (IP literals only)."""
+    out = set()
+    for node in state.nodes.values():
+        with contextlib.suppress(ValueError):
+            out.add(str(ipaddress.ip_address(node.address)))
+    return frozenset(out)
 
 
 def removes_backends(old: Table, new: Table) -> bool:
