@@ -247,6 +247,7 @@ class Reconciler:
         self._slot_task: asyncio.Task[None] | None = None
         self.lease = 0
         self._claiming = False  # the agent enables claims once the node settled
+        self.rebalance = False  # even out services across the nodes (the agent's --rebalance)
         self.dirty = asyncio.Event()
         self._next_wake = float("inf")  # when a claim grace or a retry backoff runs out
         self._inflight: dict[Key, asyncio.Task[None]] = {}
@@ -403,6 +404,8 @@ class Reconciler:
             health=health,
             restart=restart,
             paused_since=self._paused_since,
+            rebalance=self.rebalance,
+            wall=time.time(),
         )
         planned = plan_next(state.services, observed)
         actions, self._next_wake = planned.actions, planned.next_wake
@@ -719,7 +722,7 @@ class Reconciler:
 
         try:
             if isinstance(action, TakeOver):
-                await self._take_over(job, rec)
+                await self._take_over(job, rec, reason=action.reason)
             elif spec.update.order == "start-first":
                 await self._roll_start_first(job, rec, action.old, release)
             else:
@@ -845,10 +848,10 @@ class Reconciler:
         await self._must_write(self._running_record(rec, new, healthy=True))
         log.info("rolled %s/%s onto %s", rec.service, rec.number, new.id[:12])
 
-    async def _take_over(self, job: _Job, rec: InstanceRecord) -> None:
+    async def _take_over(self, job: _Job, rec: InstanceRecord, *, reason: str) -> None:
         new = await self._start_replacement(job, rec.number, beside=True)
-        log.info("taking over %s/%s from draining node %s: started %s", rec.service, rec.number, rec.node,
-                 new.id[:12])
+        log.info("taking over %s/%s from node %s (%s): started %s", rec.service, rec.number, rec.node,
+                 reason, new.id[:12])
         await self._await_healthy(job, new)
         mine = replace(self._running_record(rec, new, healthy=True), since=time.time(), lease=self.lease)
         if not self._confirmed(await self.store.take_over_instance(mine, lease=self.lease)):

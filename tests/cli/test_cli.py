@@ -51,7 +51,7 @@ def test_round_trip_set_get_ls_del_as_real_process(etcd_endpoints: str, prefix: 
     ls = run_bin("daprdockr", "svc", "ls", etcd=etcd_endpoints, prefix=prefix)
     assert "web.myapp" in ls.stdout and "web.example.com" in ls.stdout
     rows = json.loads(run_bin("daprdockr", "svc", "ls", "--json", etcd=etcd_endpoints, prefix=prefix).stdout)
-    assert rows == [{"service": "web.myapp", "image": IMG, "desired": 3, "running": 0, "failed": 0,
+    assert rows == [{"service": "web.myapp", "image": IMG, "desired": 3, "running": 0, "failed": 0, "paused": 0,
                      "http_host": "web.example.com", "deleted": False, "status": "ok", "invalid": ""}]
     assert run_bin("daprdockr", "svc", "del", "web.myapp", etcd=etcd_endpoints, prefix=prefix).returncode == 0
     gone = run_bin("daprdockr", "svc", "get", "web.myapp", etcd=etcd_endpoints, prefix=prefix)

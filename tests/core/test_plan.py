@@ -414,3 +414,17 @@ def test_a_container_whose_key_vanished_is_kept_until_we_can_claim(
 ) -> None:
     o = obs(containers=[ctr(1, running=running, spec_hash=spec_hash)], claiming=claiming)
     assert kinds(plan({WEB: spec(1)}, o)) == want
+
+
+def test_rebalancing_moves_one_instance_to_the_node_with_the_fewest_when_it_is_this_node() -> None:
+    """Six instances on n2 and n3, none here (n1 joined later): n1 takes over n2's highest number
+    (ties between n2 and n3: the lowest id), once the service is quiet; n2 and n3 do nothing."""
+    recs = [replace(rec(n, node="n2" if n <= 3 else "n3", lease=7 if n <= 3 else 8), since=0.0) for n in range(1, 7)]
+    quiet = dict(instances=recs, live=("n1", "n2", "n3"), rebalance=True, wall=1000.0)
+    assert kinds(plan({WEB: spec(6)}, obs(**quiet))) == [("TakeOver", 3)]  # type: ignore[arg-type]
+    assert kinds(plan({WEB: spec(6)}, obs(**{**quiet, "rebalance": False}))) == []  # type: ignore[arg-type]
+    assert kinds(plan({WEB: spec(6)}, obs(**{**quiet, "wall": 5.0}))) == []  # type: ignore[arg-type]  # cooling down
+    other = Observed(node_id="n2", lease=7, now=100.0, instances={r.key_tuple: r for r in recs},
+                     nodes=nodes("n1", "n2", "n3"), containers=[ctr(n, node="n2") for n in (1, 2, 3)],
+                     rebalance=True, wall=1000.0)
+    assert plan({WEB: spec(6)}, other) == []  # only the receiving node acts

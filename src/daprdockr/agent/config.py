@@ -54,6 +54,7 @@ class AgentConfig:
     # on SIGTERM, first drain the node (its instances start elsewhere and get healthy, then stop here)
     drain_on_shutdown: bool = False
     drain_deadline: float = 120.0  # the most a drain on shutdown waits before shutting down anyway
+    rebalance: bool = True  # move instances to even out each service across the nodes (core/rebalance.py)
 
     @property
     def container_dns(self) -> str | None:

@@ -99,6 +99,7 @@ class Agent:
             confirm_removal=self.confirm_removal, drain_timeout=config.drain_timeout, health=self.health,
             rollouts=self.lifecycle,
         )
+        self.reconciler.rebalance = config.rebalance
         self.heartbeat = Heartbeat(
             store=self.store,
             node=NodeRecord(node_id=config.node_id, address=config.advertise_ip, capacity=config.capacity,

@@ -46,6 +46,9 @@ def agent(
              "seconds after the agent's last heartbeat, unless the next agent adopts it.")] = 60.0,
     api_listen: Annotated[str, typer.Option(help="Agent HTTP API ADDR:PORT or off.")] = "127.0.0.1:7400",
     keep_on_exit: Annotated[bool, typer.Option(help="Leave containers running on SIGTERM.")] = False,
+    rebalance: Annotated[str, typer.Option(
+        help="on: move instances (start-first, one per service at a time) so each service is spread evenly "
+             "across the nodes; off: never (a service can also opt out with rebalance: false).")] = "on",
     drain_on_shutdown: Annotated[bool, typer.Option(
         help="On SIGTERM first drain the node: every instance starts on another node and gets healthy "
              "before it stops here.")] = False,
@@ -70,7 +73,7 @@ def agent(
             keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
             security=g.security, dns_allow=dns_allow, drain_on_shutdown=drain_on_shutdown,
             drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
-            nginx_orphan_timeout=nginx_orphan_timeout,
+            nginx_orphan_timeout=nginx_orphan_timeout, rebalance=rebalance,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:

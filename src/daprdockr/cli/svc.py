@@ -139,6 +139,8 @@ def svc_set(
         help="nginx's wait for a response per try [60s]; a GET that times out is retried elsewhere.")] = None,
     pause_limit: Annotated[str | None, typer.Option(
         help="Replace a container paused this long (default: never).")] = None,
+    rebalance: Annotated[bool | None, typer.Option(
+        "--rebalance/--no-rebalance", help="Let agents move instances to spread the service evenly [on].")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the rollout until all are updated and healthy.")] = False,
     wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait.")] = 60.0,
     as_json: Annotated[bool, typer.Option(
@@ -178,6 +180,7 @@ def svc_set(
             "update": update_flags(parallel=update_parallel, order=update_order, min_healthy=update_min_healthy,
                                    deadline=update_deadline, on_failure=update_on_failure),
             "stop_signal": stop_signal, "stop_timeout": stop_timeout, "pause_limit": pause_limit,
+            "rebalance": rebalance,
             "proxy": {k: v for k, v in (("balancer", proxy_balancer), ("connect_timeout", proxy_connect_timeout),
                                         ("read_timeout", proxy_read_timeout)) if v is not None} or None,
             "user": user, "workdir": workdir, "entrypoint": list(entrypoint) if entrypoint else None,

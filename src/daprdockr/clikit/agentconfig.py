@@ -58,7 +58,7 @@ def build_agent_config(
     http_listen: str, nginx: str, api_listen: str, keep_on_exit: bool, dns_workers: int = -1,
     api_token_file: Path | None = None, security: EtcdSecurity | None = None, dns_allow: str = "",
     drain_on_shutdown: bool = False, drain_deadline: float = 120.0, allow_bind: Sequence[str] = (),
-    route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0,
+    route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0, rebalance: str = "on",
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
 
@@ -71,6 +71,8 @@ def build_agent_config(
         raise ValidationError("must be >= 1 second", field="--ttl")
     if not 0 < drain_deadline <= 86_400:
         raise ValidationError("must be 0 < seconds <= 86400", field="--drain-deadline")
+    if rebalance not in ("on", "off"):
+        raise ValidationError(f"{rebalance!r} is not on or off", field="--rebalance")
     if not 0 < nginx_orphan_timeout <= 86_400:
         raise ValidationError("must be 0 < seconds <= 86400", field="--nginx-orphan-timeout")
     if not -1 <= dns_workers <= 16:
@@ -113,6 +115,7 @@ def build_agent_config(
         http_listen=parse_addr(http_listen, field="--http-listen", default_port=80),
         nginx_binary=nginx,
         nginx_orphan_timeout=nginx_orphan_timeout,
+        rebalance=rebalance == "on",
         api_listen=parse_addr(api_listen, field="--api-listen", default_port=7400),
         api_token_file=api_token_file,
         release_on_exit=not keep_on_exit,

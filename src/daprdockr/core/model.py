@@ -95,6 +95,12 @@ def _check_count(items: Sized, limit: int, *, field: str) -> None:
         raise ValidationError(f"{len(items)} entries, at most {limit} allowed", field=field)
 
 
+def _parse_bool(value: object, *, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"{value!r} must be true or false", field=field)
+    return value
+
+
 def _check_string(value: str, *, field: str, what: str) -> None:
     if "\x00" in value:
         raise ValidationError(f"{what} contains a NUL byte", field=field)
@@ -145,13 +151,14 @@ class ServiceSpec:
     container: ContainerOptions = field(default_factory=ContainerOptions)  # user, limits, volumes, ...
     proxy: ProxyPolicy = field(default_factory=ProxyPolicy)  # nginx's balancer and timeouts for http_host
     pause_limit: float = 0.0  # a container paused this long is replaced (0: never)
+    rebalance: bool = True  # instances move to even out the nodes (core/rebalance.py)
     # derived once per spec (linear time), never part of equality
     _container_ports: tuple[PortSpec, ...] = field(init=False, repr=False, compare=False, default=())
     _runtime_hash: str = field(init=False, repr=False, compare=False, default="")
 
     FIELDS = frozenset(
         {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels", "health", "update",
-         "stop_signal", "stop_timeout", "proxy", "pause_limit"}
+         "stop_signal", "stop_timeout", "proxy", "pause_limit", "rebalance"}
     ) | CONTAINER_FIELDS
 
     @classmethod
@@ -220,6 +227,7 @@ class ServiceSpec:
             proxy=ProxyPolicy.parse(d.get("proxy")),
             pause_limit=0.0 if d.get("pause_limit") is None else parse_duration(
                 d["pause_limit"], field="pause_limit", maximum=30 * 86_400),
+            rebalance=_parse_bool(d.get("rebalance", True), field="rebalance"),
         )
         if spec.container.network != "bridge" and spec.container_ports():
             raise ValidationError(f"ports are not published in network mode {spec.container.network}; "
@@ -275,6 +283,8 @@ class ServiceSpec:
             out["proxy"] = self.proxy.to_dict()
         if self.pause_limit:
             out["pause_limit"] = f"{self.pause_limit:g}s"
+        if not self.rebalance:
+            out["rebalance"] = False
         return out
 
     def container_ports(self) -> tuple[PortSpec, ...]:

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.rebalance import rebalance_move
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import BadKey
 
@@ -100,11 +101,13 @@ class Roll:
 
 @dataclass(frozen=True, slots=True)
 class TakeOver:
-    """``record`` is held by a draining node: start the instance here (in a replacement slot) and,
-    once healthy, move the key onto our lease; the draining node then takes its container out."""
+    """``record`` is held by a draining node (or by the node with the most of its service, when
+    rebalancing): start the instance here (in a replacement slot) and, once healthy, move the key
+    onto our lease; the other node then takes its container out."""
 
     record: InstanceRecord
     spec: ServiceSpec
+    reason: str = "draining"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,8 @@ class Observed:
     slots: Mapping[ServiceName, Mapping[int, Slot]] = field(default_factory=dict)  # replacements in flight
     draining: frozenset[str] = frozenset()  # nodes that claim nothing and hand their instances over
     paused_since: Mapping[str, float] = field(default_factory=dict)  # container id -> first seen paused
+    rebalance: bool = False  # this agent evens out services (--rebalance); needs ``wall``
+    wall: float = 0.0  # the wall-clock time (records' ``since``), for the rebalance cool-down
 
     @property
     def drain_me(self) -> bool:
@@ -511,6 +516,34 @@ def _plan_handoffs(
             held_total += 1
 
 
+def _plan_rebalance(
+    desired: Mapping[ServiceName, ServiceSpec], obs: Observed, out: list[Action], wake: _Wake
+) -> None:
+    """Take over one instance of a settled service from the node with the most of it, when this
+    node has the fewest (:mod:`daprdockr.core.rebalance`)."""
+    if not obs.rebalance or not obs.claiming or obs.drain_me or out:
+        return  # (anything else to do comes first: a move waits for a quiet pass)
+    live = _live(obs)
+    if len(live) < 2:
+        return
+    by_service: dict[ServiceName, list[InstanceRecord]] = {}
+    held_total: Counter[str] = Counter()
+    for (svc, _), r in obs.instances.items():
+        by_service.setdefault(svc, []).append(r)
+        held_total[r.node] += 1
+    capacity = {n: rec.capacity for n, rec in obs.nodes.items()}
+    capacity[obs.node_id] = obs.capacity
+    for name in sorted(desired, key=str):
+        if name in obs.frozen:
+            continue
+        spec = desired[name]
+        move = rebalance_move(spec, by_service.get(name, ()), nodes=live, held_total=held_total, capacity=capacity,
+                              slots_taken=len(obs.slots.get(name, {})), wall_now=obs.wall)
+        if move is not None and move.to == obs.node_id and not _busy(move.record.key_tuple, obs, wake):
+            out.append(TakeOver(record=move.record, spec=spec, reason=f"rebalancing from node {move.record.node}"))
+            return  # one move at a time per node
+
+
 def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> Plan:
     """The next actions for this node, and when to plan again.  Pure: no I/O, no clock
     (``observed.now`` is the time).
@@ -524,6 +557,7 @@ def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) ->
     _plan_records(desired, observed, covered, out, wake)
     _plan_claims(desired, observed, covered, out, wake)
     _plan_handoffs(desired, observed, out, wake)
+    _plan_rebalance(desired, observed, out, wake)
     return Plan(actions=out, next_wake=wake.at)
 
 
