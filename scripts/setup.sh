@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in etcd:etcd-server etcdctl:etcd-client dockerd:docker.io nginx:nginx-light \
             busybox:busybox-static dig:dnsutils dnsmasq:dnsmasq-base wrk:wrk \
-            docker-registry:docker-registry docker-compose:docker-compose dnsperf:dnsperf hey:hey; do
+            docker-registry:docker-registry docker-compose:docker-compose dnsperf:dnsperf hey:hey \
+            ss:iproute2 chattr:e2fsprogs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

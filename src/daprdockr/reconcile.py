@@ -600,9 +600,13 @@ class Reconciler:
             self._start_again_failing.setdefault(old.id, self.clock())  # the engine is away: try again
             self._engine_away()
             raise
-        except DaprDockrError:  # (the engine may be going down: it is tried again for a while)
+        except DaprDockrError as exc:  # (the engine may be going down: tried again for a while)
             self._start_again_failing.setdefault(old.id, self.clock())
-            self._start_again_refused.setdefault(old.id, self.clock())
+            # a terminal refusal (it can never start again) replaces it on the next pass
+            if exc.transient:
+                self._start_again_refused.setdefault(old.id, self.clock())
+            else:
+                self._start_again_refused[old.id] = float("-inf")
             raise
         self._exits_counted.discard(old.id)
         self._start_again_failing.pop(old.id, None)

@@ -385,9 +385,15 @@ class DockerRuntime:
     async def restart_instance(self, container: ContainerInfo, *, spec: ServiceSpec) -> ContainerInfo:
         """Start our stopped ``container`` again as it is (``docker start``: after the engine or
         the host restarted, the container is still the spec's); returns it with its (new) published
-        ports once its program listens, as :meth:`start_instance` does."""
+        ports once its program listens, as :meth:`start_instance` does.  A task containerd still
+        holds from before (``task ... already exists``) is a terminal refusal: the caller replaces it."""
         c = self.docker.containers.container(container.id)
-        await self._do(c.start(), what=f"start {container.id[:12]}")
+        try:
+            await self._do(c.start(), what=f"start {container.id[:12]}")
+        except ContainerError as exc:
+            if "already exists" in str(exc):  # containerd kept the task of an engine that went away
+                raise ContainerError(f"{exc} (it cannot be started again)", transient=False) from exc
+            raise
         details = await self._do(c.show(), what=f"inspect {container.id[:12]}")
         info = info_from_inspect(details)
         if info is None or not info.serving:
