@@ -110,7 +110,8 @@ async def test_quorum_loss_agent_recovers_on_same_containers(
         assert {r.number: r.container_id for r in state.instances_of(WEB)} == before, "containers were restarted"
         assert all(v == "running" for v in agent.tasks.state.values()), agent.tasks.state
         assert sorted(agent.tasks.state) == sorted(
-            ["heartbeat", "etcd-watch", "docker-events", "reconcile", "fanout", "settle", "applied", "health", "reaper"])
+            ["heartbeat", "etcd-watch", "docker-events", "reconcile", "fanout", "settle", "applied", "health",
+             "reaper"])
         # the watch is live again: a new change reaches the agent
         await store3.put_service(web(docker_image, 3))
         await wait_for(store3, lambda s: running(s) == [1, 2, 3], timeout=10)
