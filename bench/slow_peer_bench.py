@@ -7,13 +7,14 @@ frozen instances: ``wrk`` keep-alive (``--connections``) through one agent's ngi
 ``--seconds`` before the freeze (the baseline, same client, same path, same run), then for
 ``--seconds`` while the processes of the first N containers are stopped (SIGSTOP: the kernel still
 accepts their connections, nothing answers); then ``hey`` at 500 requests/s with a freeze of the
-same N containers in the middle of its run, counting its requests that took over 1 s (each holds
-a client connection for the whole freeze).  wrk gives up on a request after 30 s.
+same N containers (``--seconds`` long) in the middle of its run, counting its requests that took
+over 1 s (each holds a client connection for the whole freeze).  wrk gives up on a request after
+30 s.
 
 Targets: 0 failed requests, throughput during the freeze >= 0.8 x before it, at most 4 requests
 per frozen instance over 1 s.
 
-    .venv/bin/python bench/slow_peer_bench.py [--seconds 5] [--connections 16]
+    .venv/bin/python bench/slow_peer_bench.py [--seconds 10] [--connections 16]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from benchlib import HOST, WEB, new_prefix, running_numbers, wait_state, web_spec
 from tests.e2e.realcluster import real_cluster
-from tests.support.loadrun import container_pids, freeze, hey, wrk
+from tests.support.loadrun import container_pids, freeze, hey_through_freeze, wrk
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.endpoints import parse_endpoints
@@ -67,14 +68,8 @@ async def one(url: str, *, balancer: str, frozen: int, seconds: float, connectio
     finally:
         freeze(victims, thaw=True)
     await asyncio.sleep(1.0)
-    timed = asyncio.create_task(hey(url, host=HOST, requests=3000, qps=500, timeout=30, connections=connections))
-    await asyncio.sleep(1.0)
-    freeze(victims)
-    try:
-        await asyncio.sleep(4.0)
-    finally:
-        freeze(victims, thaw=True)
-    run = await timed
+    run = await hey_through_freeze(url, host=HOST, victims=victims, connections=connections, freeze_for=seconds,
+                                   requests=int(500 * (seconds + 2)), qps=500)
     await asyncio.sleep(1.0)
     return Row(balancer=balancer, frozen=frozen, before=before.rps, during=during.rps,
                failed=before.failed + during.failed, slow=run.slower_than(1.0), hey_failed=run.failed)
@@ -97,7 +92,7 @@ async def main(seconds: float, connections: int) -> None:
                     rows.append(await one(url, balancer=balancer, frozen=frozen, seconds=seconds,
                                           connections=connections))
     print(f"# slow_peer_bench {datetime.now():%Y-%m-%d %H:%M}: 6 instances, 3 agents, wrk -c{connections} "
-          f"{seconds:g} s before / during; hey 500 req/s with a 4 s freeze")
+          f"{seconds:g} s before / during; hey 500 req/s with a {seconds:g} s freeze")
     print(f"{'balancer':<14} {'frozen':>6} {'before rps':>11} {'during rps':>11} {'ratio':>6} {'failed':>7} "
           f"{'hey >1s':>8} {'hey failed':>10}")
     for r in rows:
@@ -108,7 +103,7 @@ async def main(seconds: float, connections: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     asyncio.run(main(args.seconds, args.connections))

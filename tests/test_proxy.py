@@ -4,6 +4,7 @@ backends on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -79,29 +80,46 @@ def state_for(backends: dict[ServiceName, list[Backend]], *, hosts: dict[Service
     return ClusterState(services=services, instances=instances)
 
 
-@pytest.fixture
-async def backends() -> AsyncIterator[list[Backend]]:
-    # two simulated nodes: 127.0.0.11 and 127.0.0.12
-    items = [Backend(f"b{i}", f"127.0.0.{11 + i % 2}") for i in range(4)]
+@contextlib.asynccontextmanager
+async def started_backends(n: int) -> AsyncIterator[list[Backend]]:
+    """``n`` backends on two simulated nodes: 127.0.0.11 and 127.0.0.12."""
+    items = [Backend(f"b{i}", f"127.0.0.{11 + i % 2}") for i in range(n)]
     for b in items:
         await b.start()
-    yield items
-    for b in items:
-        await b.stop()
+    try:
+        yield items
+    finally:
+        for b in items:
+            await b.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_manager(state_dir: Path) -> AsyncIterator[NginxManager]:
+    """A started nginx manager with its loop running, stopped after."""
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        missing("nginx")
+    m = NginxManager(state_dir=state_dir, listen=(EDGE, free_port(EDGE)),
+                     binary=shutil.which("nginx") or "/usr/sbin/nginx")
+    await m.start()
+    task = asyncio.create_task(m.run())
+    try:
+        yield m
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await m.stop()
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[list[Backend]]:
+    async with started_backends(4) as items:
+        yield items
 
 
 @pytest.fixture
 async def manager(tmp_path: Path) -> AsyncIterator[NginxManager]:
-    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
-        missing("nginx")
-    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)),
-                     binary=shutil.which("nginx") or "/usr/sbin/nginx")
-    await m.start()
-    task = asyncio.create_task(m.run())
-    yield m
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await m.stop()
+    async with running_manager(tmp_path / "nginx") as m:
+        yield m
 
 
 async def get(m: NginxManager, host: str, session: aiohttp.ClientSession) -> tuple[int, str]:

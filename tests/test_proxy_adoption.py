@@ -22,7 +22,7 @@ from daprdockr.proxy import NginxManager
 from tests.conftest import missing
 from tests.support.loadrun import wrk
 from tests.support.procs import free_port
-from tests.test_proxy import EDGE, WEB, Backend, get, settle, state_for
+from tests.test_proxy import EDGE, WEB, Backend, get, settle, started_backends, state_for
 
 pytestmark = [pytest.mark.nginx, pytest.mark.timeout(120)]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -48,12 +48,8 @@ async def abandon(m: NginxManager, task: asyncio.Task[None]) -> None:
 async def backends() -> AsyncIterator[list[Backend]]:
     if not shutil.which("wrk"):
         missing("wrk")
-    items = [Backend(f"b{i}", f"127.0.0.{11 + i % 2}") for i in range(3)]
-    for b in items:
-        await b.start()
-    yield items
-    for b in items:
-        await b.stop()
+    async with started_backends(3) as items:
+        yield items
 
 
 async def test_a_new_manager_adopts_the_running_nginx_and_no_request_fails(

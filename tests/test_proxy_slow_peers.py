@@ -27,9 +27,9 @@ from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.proxy import NginxManager
 from tests.conftest import missing
-from tests.support.loadrun import freeze, hey, wrk
+from tests.support.loadrun import freeze, hey_through_freeze, wrk
 from tests.support.procs import free_port, wait_port
-from tests.test_proxy import EDGE, Backend, Resetter, settle
+from tests.test_proxy import EDGE, Backend, Resetter, running_manager, settle
 
 pytestmark = [pytest.mark.nginx, pytest.mark.slow, pytest.mark.timeout(180)]
 WEB = ServiceName(group="slow", service="web")
@@ -79,14 +79,8 @@ def state_of(peers: list[tuple[str, int]], *, proxy: dict[str, object] | None = 
 
 @pytest.fixture
 async def nginx(tmp_path: Path) -> AsyncIterator[NginxManager]:
-    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)),
-                     binary=shutil.which("nginx") or "/usr/sbin/nginx")
-    await m.start()
-    task = asyncio.create_task(m.run())
-    yield m
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await m.stop()
+    async with running_manager(tmp_path / "nginx") as m:
+        yield m
 
 
 async def frozen_run(m: NginxManager, httpds: list[Httpd], *, frozen: int, balancer: str) -> tuple[float, float,
@@ -103,14 +97,7 @@ async def frozen_run(m: NginxManager, httpds: list[Httpd], *, frozen: int, balan
     finally:
         freeze(victims, thaw=True)
     await asyncio.sleep(0.5)
-    slow = asyncio.create_task(hey(url, host=HOST, requests=3600, qps=600, timeout=20))  # 6 s
-    await asyncio.sleep(1)
-    freeze(victims)
-    try:
-        await asyncio.sleep(4)
-    finally:
-        freeze(victims, thaw=True)
-    run = await slow
+    run = await hey_through_freeze(url, host=HOST, victims=victims, requests=3600, qps=600)  # 6 s
     return before.rps, during.rps, before.failed + during.failed, run.slower_than(1.0), run.failed
 
 

@@ -138,6 +138,11 @@ class _Uncoordinated:
         return ""
 
 
+def invalid_services(state: ClusterState) -> frozenset[ServiceName]:
+    """Services with a malformed spec or instance key in etcd."""
+    return frozenset(state.invalid_services) | frozenset(name for name, _ in state.invalid_instances)
+
+
 async def _no_confirmation(revision: int) -> None:
     return None
 
@@ -179,6 +184,7 @@ class _Job:
     lease: int
     deadline: float
     rollout: bool  # a rolling update (a failure fails the rollout), not a takeover
+    rebalancing: bool = False  # a takeover that evens the service out (abandoned on bad data)
 
 
 class HealthSource(Protocol):
@@ -406,6 +412,7 @@ class Reconciler:
             paused_since=self._paused_since,
             rebalance=self.rebalance,
             wall=time.time(),
+            invalid=invalid_services(state),
         )
         planned = plan_next(state.services, observed)
         actions, self._next_wake = planned.actions, planned.next_wake
@@ -715,7 +722,7 @@ class Reconciler:
             return
         job = _Job(spec=spec, index=index, slot=replace(slot, create_revision=revision), lease=lease,
                    deadline=asyncio.get_running_loop().time() + spec.update.deadline,
-                   rollout=isinstance(action, Roll))
+                   rollout=isinstance(action, Roll), rebalancing=isinstance(action, TakeOver) and action.rebalancing)
         released = False
 
         async def release() -> None:  # once: when the old container is out of every router, or at the end
@@ -726,7 +733,7 @@ class Reconciler:
 
         try:
             if isinstance(action, TakeOver):
-                await self._take_over(job, rec, reason=action.reason)
+                await self._take_over(job, rec, reason="rebalancing" if action.rebalancing else "draining")
             elif spec.update.order == "start-first":
                 await self._roll_start_first(job, rec, action.old, release)
             else:
@@ -872,6 +879,8 @@ class Reconciler:
         spec = state.services.get(job.spec.name)
         if spec is None or spec.runtime_hash != job.spec.runtime_hash:
             return "the service's spec changed (rolled back, or a newer version)"
+        if job.rebalancing and job.spec.name in invalid_services(state):
+            return "the service has malformed data in etcd (a move waits until it is mended)"
         rollout = state.rollouts.get(job.spec.name)
         if (job.rollout and job.spec.update.order == "start-first" and rollout is not None
                 and rollout.target == job.spec.runtime_hash and rollout.state == "paused"):

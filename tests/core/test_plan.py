@@ -424,6 +424,8 @@ def test_rebalancing_moves_one_instance_to_the_node_with_the_fewest_when_it_is_t
     assert kinds(plan({WEB: spec(6)}, obs(**quiet))) == [("TakeOver", 3)]  # type: ignore[arg-type]
     assert kinds(plan({WEB: spec(6)}, obs(**{**quiet, "rebalance": False}))) == []  # type: ignore[arg-type]
     assert kinds(plan({WEB: spec(6)}, obs(**{**quiet, "wall": 5.0}))) == []  # type: ignore[arg-type]  # cooling down
+    # bad data in etcd (a malformed spec, whose last good version is planned with, or instance key)
+    assert kinds(plan({WEB: spec(6)}, obs(**{**quiet, "invalid": frozenset({WEB})}))) == []  # type: ignore[arg-type]
     other = Observed(node_id="n2", lease=7, now=100.0, instances={r.key_tuple: r for r in recs},
                      nodes=nodes("n1", "n2", "n3"), containers=[ctr(n, node="n2") for n in (1, 2, 3)],
                      rebalance=True, wall=1000.0)

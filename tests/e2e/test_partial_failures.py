@@ -42,7 +42,7 @@ from daprdockr.reconcile import START_AGAIN_LOOP
 from tests.conftest import missing
 from tests.e2e.probes import IDENTITY_CMD, eventually, http_sample
 from tests.e2e.realcluster import RealCluster, real_cluster
-from tests.support.loadrun import container_pids, freeze, hey, wrk
+from tests.support.loadrun import container_pids, freeze, hey, hey_through_freeze, wrk
 
 pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.docker, pytest.mark.nginx, pytest.mark.timeout(300)]
 WEB = ServiceName(group="pf", service="web")
@@ -131,15 +131,9 @@ async def test_frozen_containers_fail_no_request_and_hold_few(cluster: tuple[Rea
     url = f"http://{ip}:{port}/id"
     victims = [pid for n in range(1, frozen + 1) for pid in container_pids(container_of(c, n))]
     assert victims
-    slow = asyncio.create_task(hey(url, host=HOST, requests=3000, qps=500, timeout=30))  # 6 s
     load = asyncio.create_task(wrk(url, host=HOST, seconds=6, connections=8))
-    await asyncio.sleep(1)
-    freeze(victims)
-    try:
-        await asyncio.sleep(4)
-    finally:
-        freeze(victims, thaw=True)
-    run, timed = await load, await slow
+    timed = await hey_through_freeze(url, host=HOST, victims=victims, requests=3000, qps=500)  # 6 s
+    run = await load
     assert run.failed == 0, run.detail
     assert timed.failed == 0
     assert timed.slower_than(1.0) <= 4 * frozen, sorted(timed.times)[-12:]
@@ -298,3 +292,35 @@ async def test_a_dead_hosts_requests_in_flight_end_within_the_lease_ttl(
     except AssertionError:
         c.dump_logs(60)
         raise
+
+
+async def test_a_restarted_agent_stops_what_another_node_took_without_waiting_for_confirmations(
+    cluster: tuple[RealCluster, EtcdStore]
+) -> None:
+    """An agent SIGKILLed for longer than its TTL: the others re-run its instances.  When it
+    starts again it finds its old containers, now held by other nodes, and stops them after a
+    removal every agent already published (the old keys' deletion), not after a 2 s wait for
+    acknowledgements that never come ("n1, n2 had not applied it after 2.0s")."""
+    c, store = cluster
+    agent = list(c.agents.values())[2]
+    mine = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=daprdockr.node={agent.node_id}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert mine
+    agent.kill()
+    agent.kill_leftover_nginx()
+
+    async def moved() -> bool:
+        state = await store.snapshot()
+        recs = [r for r in state.instances_of(WEB) if r.routable]
+        return len(recs) == 6 and all(r.node != agent.node_id for r in recs)
+
+    assert await eventually(moved, bool, timeout=30)
+    agent.start()
+
+    async def gone() -> bool:
+        return not any(subprocess.run(["docker", "inspect", cid], capture_output=True).returncode == 0 for cid in mine)
+
+    assert await eventually(gone, bool, timeout=30), "the old containers were not stopped"
+    log = agent.log_tail(2000)
+    assert "left the routes at revision" in log, log[-3000:]
+    assert "had not applied it after" not in log, log[-3000:]

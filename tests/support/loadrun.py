@@ -85,6 +85,20 @@ async def hey(url: str, *, host: str, requests: int, qps: float, connections: in
     return parse_hey_csv(out.decode(errors="replace"), sent=requests)
 
 
+async def hey_through_freeze(url: str, *, host: str, victims: list[int], requests: int = 3000, qps: float = 500,
+                             connections: int = 16, before: float = 1.0, freeze_for: float = 4.0) -> HeyRun:
+    """hey (``requests`` at ``qps``), with the processes ``victims`` frozen ``before`` seconds into
+    its run for ``freeze_for`` seconds (and thawed whatever happens)."""
+    run = asyncio.create_task(hey(url, host=host, requests=requests, qps=qps, connections=connections, timeout=30))
+    await asyncio.sleep(before)
+    freeze(victims)
+    try:
+        await asyncio.sleep(freeze_for)
+    finally:
+        freeze(victims, thaw=True)
+    return await run
+
+
 def container_pids(container_id: str) -> list[int]:
     """Every process of a container, from its cgroup (the host's view)."""
     pids = []

@@ -107,7 +107,7 @@ class TakeOver:
 
     record: InstanceRecord
     spec: ServiceSpec
-    reason: str = "draining"
+    rebalancing: bool = False  # (else the holder is draining)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +201,7 @@ class Observed:
     draining: frozenset[str] = frozenset()  # nodes that claim nothing and hand their instances over
     paused_since: Mapping[str, float] = field(default_factory=dict)  # container id -> first seen paused
     rebalance: bool = False  # this agent evens out services (--rebalance); needs ``wall``
+    invalid: frozenset[ServiceName] = frozenset()  # services with a malformed spec or instance key
     wall: float = 0.0  # the wall-clock time (records' ``since``), for the rebalance cool-down
 
     @property
@@ -534,13 +535,13 @@ def _plan_rebalance(
     capacity = {n: rec.capacity for n, rec in obs.nodes.items()}
     capacity[obs.node_id] = obs.capacity
     for name in sorted(desired, key=str):
-        if name in obs.frozen:
-            continue
+        if name in obs.frozen or name in obs.invalid:
+            continue  # (bad data in etcd is never a reason to move anything)
         spec = desired[name]
         move = rebalance_move(spec, by_service.get(name, ()), nodes=live, held_total=held_total, capacity=capacity,
                               slots_taken=len(obs.slots.get(name, {})), wall_now=obs.wall)
         if move is not None and move.to == obs.node_id and not _busy(move.record.key_tuple, obs, wake):
-            out.append(TakeOver(record=move.record, spec=spec, reason=f"rebalancing from node {move.record.node}"))
+            out.append(TakeOver(record=move.record, spec=spec, rebalancing=True))
             return  # one move at a time per node
 
 
