@@ -321,9 +321,14 @@ class DockerRuntime:
         except DaprDockrError:
             await self.remove(container.id, grace=0)
             raise
+        return await self._started(container, name=name, spec=spec)
+
+    async def _started(self, container: aiodocker.containers.DockerContainer, *, name: str,
+                       spec: ServiceSpec) -> ContainerInfo:
+        """A container just started: as Docker shows it, once its program listens on ``http_port``."""
         details = await self._do(container.show(), what=f"inspect {name}")
         info = info_from_inspect(details)
-        if info is None or not info.running:
+        if info is None or not info.serving:
             raise ContainerError(f"{name} exited right after start", transient=True)
         if spec.http_port is not None:
             await self._await_listening(name, int((details.get("State") or {}).get("Pid") or 0), spec.http_port)
@@ -394,14 +399,7 @@ class DockerRuntime:
             if "already exists" in str(exc):  # containerd kept the task of an engine that went away
                 raise ContainerError(f"{exc} (it cannot be started again)", transient=False) from exc
             raise
-        details = await self._do(c.show(), what=f"inspect {container.id[:12]}")
-        info = info_from_inspect(details)
-        if info is None or not info.serving:
-            raise ContainerError(f"{container.id[:12]} exited right after start", transient=True)
-        if spec.http_port is not None:
-            await self._await_listening(container.id[:12], int((details.get("State") or {}).get("Pid") or 0),
-                                        spec.http_port)
-        return info
+        return await self._started(c, name=container.id[:12], spec=spec)
 
     async def _remove_by_name(self, name: str) -> None:
         try:
