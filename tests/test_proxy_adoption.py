@@ -18,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from daprdockr.core.backoff import Backoff
+from daprdockr.core.restart_policy import RestartPolicy
 from daprdockr.proxy import NginxManager
 from tests.conftest import missing
 from tests.support.loadrun import wrk
@@ -119,3 +121,29 @@ async def test_an_nginx_nobody_adopts_quits_after_the_orphan_timeout(tmp_path: P
         await asyncio.sleep(0.1)
     assert not alive(pid), "the orphaned nginx never quit"
     assert loop.time() - t0 >= 1.0  # not at once: the bound counts from the last heartbeat
+
+
+async def test_a_restarted_nginx_is_guarded_too(tmp_path: Path) -> None:
+    """nginx crashed and the manager started it again (2.5 s later: its restart backoff): the guard
+    of the dead master ended with it, and the new master has one (it still quits when nobody
+    adopts it)."""
+    slow = RestartPolicy(backoff=Backoff(base=2.5, max_delay=2.5), jitter=0.0)
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), binary=NGINX, orphan_timeout=2,
+                     restart_policy=slow)
+    await m.start()
+    task = asyncio.create_task(m.run())
+    first = m.pid
+    assert first is not None
+    os.kill(first, 9)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while (m.pid == first or not m.healthy) and loop.time() - t0 < 10:
+        await asyncio.sleep(0.05)
+    second = m.pid
+    assert second is not None and second != first and m.healthy
+    await asyncio.sleep(1.5)  # the old guard noticed its master is gone
+    await abandon(m, task)
+    t0 = loop.time()
+    while alive(second) and loop.time() - t0 < 15:
+        await asyncio.sleep(0.1)
+    assert not alive(second), "the restarted nginx had no guard"

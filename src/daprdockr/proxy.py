@@ -196,14 +196,18 @@ class NginxManager:
             write_private(self.conf, text, mode=0o644)
             await self._kill_stale_master()
             await self._spawn()
-        await start_orphan_guard(heartbeat=self._heartbeat, pid_file=Path(self.paths.pid),
-                                 guard_pid_file=self.state_dir / "nginx.guard.pid", after=self.orphan_timeout)
+        await self._guard()
         if not self.adopted:  # (an adopted nginx keeps its routes until our first real table: update())
             await self.push_once()
 
     @property
     def _heartbeat(self) -> Path:
         return self.state_dir / "nginx.heartbeat"
+
+    async def _guard(self) -> None:
+        """The orphan guard of the running master (it ends when its master does)."""
+        await start_orphan_guard(heartbeat=self._heartbeat, pid_file=Path(self.paths.pid),
+                                 guard_pid_file=self.state_dir / "nginx.guard.pid", after=self.orphan_timeout)
 
     async def _adopt(self, text: str) -> bool:
         """Take over the nginx a previous agent of this node left running, if it runs exactly
@@ -447,6 +451,7 @@ class NginxManager:
         self.stats.restarts += 1
         try:
             await self._spawn()
+            await self._guard()  # (the old master's guard ended with it)
             await self.push_once()  # the full table, before nginx lets requests through
         except ProxyError as exc:
             self.last_error = str(exc)
