@@ -44,7 +44,11 @@ trap cleanup INT TERM EXIT
 if etcdctl --endpoints "$ETCD" --command-timeout=1s endpoint health >/dev/null 2>&1; then
   echo "demo: reusing the etcd already answering on $ETCD"
 else
-  etcd --name demo --data-dir "$DIR/etcd" \
+  # etcd and the agent run in sessions of their own: Ctrl-C (SIGINT to the terminal's whole
+  # process group) reaches only this script, whose trap stops the agent while etcd still answers
+  # (it revokes its lease and stops its containers), then etcd.  Before, etcd died with the same
+  # Ctrl-C and the agent, unable to revoke, left the demo's containers running.
+  setsid etcd --name demo --data-dir "$DIR/etcd" \
     --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster demo=http://127.0.0.1:2380 >"$DIR/etcd.log" 2>&1 &
@@ -56,7 +60,7 @@ else
   done
 fi
 
-"$PY" -m daprdockr agent --advertise-ip 127.0.0.1 --state-dir "$DIR/agent" \
+setsid "$PY" -m daprdockr agent --advertise-ip 127.0.0.1 --state-dir "$DIR/agent" \
   --dns-listen 127.0.0.1:5353 --http-listen 127.0.0.1:8080 --api-listen 127.0.0.1:7400 \
   --nginx "$(command -v nginx || echo /usr/sbin/nginx)" >"$DIR/agent.log" 2>&1 &
 agent_pid=$!
