@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import aiohttp
@@ -149,3 +150,25 @@ async def test_an_agent_without_nginx_lua_says_so_before_joining_the_cluster(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert code == 1 and len(errors) == 1 and "libnginx-mod-http-lua" in errors[0], errors
     assert "nolua" not in (await store.snapshot()).nodes
+
+
+async def test_a_shutdown_with_nothing_routed_waits_for_no_confirmation(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service was deleted before the agent stopped (as `make run` does): revoking the lease
+    takes nothing out of any route, so no agent publishes a revision for it and none is waited
+    for (it waited 2 s for itself: "vm had not applied it after 2.0s").  With an instance routed,
+    the revoke is confirmed as before."""
+    web = ServiceName(group="sd", service="web")
+    spec = ServiceSpec.from_dict({"image": docker_image, "instances": 1, "http_port": 8080,
+                                  "cmd": ["httpd", "-f", "-p", "8080"]}, name=web)
+    with caplog.at_level(logging.INFO, logger="daprdockr.agent.main"):
+        async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="sd") as agents:
+            await store.put_service(spec)
+            await wait_for(store, lambda s: any(r.routable for r in s.instances_of(web)), timeout=30)
+            await store.delete_service(web)
+            await wait_for(store, lambda s: not s.instances_of(web), timeout=30)
+            await agents[0].shutdown()
+    waits = [r.getMessage() for r in caplog.records if "removal at revision" in r.getMessage()]
+    assert not any("had not applied" in w for w in waits), waits

@@ -423,13 +423,16 @@ class Agent:
         requests here: the containers keep running (the next start adopts them; if this node
         does not come back, the other nodes re-run its instances once the lease expired)."""
         containers = await self.runtime.list_managed()
+        # the revoke takes out of the routes only what this node's records route now: with none
+        # (deleted or scaled away before), no agent publishes anything for it, and no wait is owed
+        routed = any(r.routable for r in self.mirror.state().instances.values() if r.node == self.config.node_id)
         try:
             revoked = await self.heartbeat.release()
         except DaprDockrError as exc:
             log.error("could not revoke the lease (%s): leaving %d container(s) running (the next start adopts "
                       "them; other nodes re-run the instances once the lease expired)", exc, len(containers))
             return
-        if revoked:
+        if revoked and routed:
             await self.confirm_removal(revoked)
 
         async def stop(c: ContainerInfo) -> None:
