@@ -16,7 +16,11 @@ marked ``starting`` before a replacement); then, if it was routed, the reconcile
 every live agent has applied that etcd revision to its nginx and DNS (``confirm_removal``,
 bounded), lets its connections drain (bounded), and only then stops the container.  While etcd
 is unreachable the container keeps running.  A container that crashed is restarted
-without waiting for etcd.  Containers being stopped and this node's running containers are
+without waiting for etcd: started again as it is (``docker start``) while it is the spec's and not
+in a crash loop, else replaced; one Docker cannot remove goes to the background reaper
+(:mod:`daprdockr.adapters.container_reaper`) and never holds its instance up.  A container whose
+key another node now holds is confirmed out of the routes at the revision that took it out, read
+from the key's history (:mod:`daprdockr.core.removal`).  Containers being stopped and this node's running containers are
 published through :meth:`Reconciler.routable` so the agent's own DNS and nginx follow them at
 once (see :mod:`daprdockr.core.local_view`).  That list is the last Docker listing plus every
 container this node started since the listing began (:meth:`Reconciler.observe_started`), so an
@@ -39,8 +43,10 @@ or pause; the first agent to report it decides). Every release compares the slot
 holds (a release that failed, a take that committed although its reply was lost, a failure that
 could not be reported yet: it is reported first). A replacement in flight stops early
 (:class:`ReplacementAbandoned`, nothing reported) when the spec moved on, a start-first rollout was
-paused, or our lease was replaced. A takeover starts a draining node's instance here the same way
-and then moves the key onto our lease with a compare on the revision it read.
+paused, or our lease was replaced. A takeover starts a draining node's instance (or, rebalancing,
+one of the node with the most of a service: :mod:`daprdockr.core.rebalance`) here the same way
+and then moves the key onto our lease with a compare on the revision it read; a rebalancing one
+is abandoned when the service gets malformed data in etcd.
 
 Every key has one :class:`~daprdockr.core.retry.KeyRetry` entry: crash-restart backoff (reset
 after a healthy run, with jitter) and a hold after a failed action, so no key is retried hot.

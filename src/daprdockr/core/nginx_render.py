@@ -9,10 +9,14 @@ control server on a unix socket in its private state dir.  The file holds only t
 settings (listen address, workers, paths), written once when nginx starts: nginx is never
 reloaded.  The balancer module is loaded at configuration time (``init_by_lua``), so ``nginx -t``
 catches a broken module, and the master (root) reads it before the workers drop privileges; a
-log-phase handler ejects a peer whose connection was refused on a request's last try.
+header filter records each peer's answers (progress and latency, for the least-request balancer's
+stall detection, in ``dd_peers``) and a log-phase handler ends the request's count there and
+ejects a peer whose connection was refused on a request's last try.  A comment line names the hash
+of the balancer code, so an agent adopts a running nginx only when it runs the same code.
 
 Proxying: ``Host``, ``X-Real-IP``, ``X-Forwarded-For``, ``X-Forwarded-Proto`` are set; WebSocket
-upgrades pass through (``map $http_upgrade``); connect timeout 5 s, read 60 s.  A connection
+upgrades pass through (``map $http_upgrade``); connect timeout 5 s, read 60 s (a service's
+``proxy`` policy sets its own per try, from Lua).  A connection
 error or timeout tries another instance (``proxy_next_upstream error timeout``, at most 3 tries;
 nginx never replays a non-idempotent request that reached a backend).  Upstream keepalive
 connections idle for 2 s are closed, so an instance taken out of the table has no connection
