@@ -249,9 +249,12 @@ class DnsServer:
 
     @property
     def zone(self) -> Zone:
-        """The zone of the last state, built on the first query that needs it after a change."""
+        """The zone of the last state, brought up to it on the first query that needs it after a
+        change (built once, then updated per changed service)."""
         if self._zone is None:
             self._zone = Zone(self._state, domain=self.domain, ttl=self.ttl)
+        else:
+            self._zone.update(self._state)
         return self._zone
 
     def spread_queries(self, *, members: int) -> bool:
@@ -273,11 +276,10 @@ class DnsServer:
     def update(self, state: ClusterState) -> None:
         """Take ``state`` and drop every cached answer (atomic for the loop).
 
-        The zone is rebuilt lazily: a burst of state changes with no query in between (a
-        service scaling up) costs no zone builds at all.
+        The zone is updated lazily: a burst of state changes with no query in between (a
+        service scaling up) costs no zone work at all, and then only the changed services'.
         """
         self._state = state
-        self._zone = None
         self._fold_hits()
         self._cache, self._exact_udp, self._exact_tcp = {}, {}, {}
 

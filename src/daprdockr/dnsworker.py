@@ -11,15 +11,15 @@ timeout: :class:`~daprdockr.core.dnsguard.DnsLimits`), so that every process sha
 Protocol with the parent, over the pipes:
 
 * stdin: frames of a 4-byte big-endian length and a pickled
-  :class:`~daprdockr.core.state.ClusterState` (the parent's own objects, never network input).
-  The first frame arrives before the worker binds, so it never answers from an empty zone; each
-  later frame replaces the state.  End of file means the parent closed the pipe or died, even by
-  SIGKILL: the worker stops.  So a worker never outlives its agent.
+  :class:`~daprdockr.core.zone_delta.ZoneDelta` (the parent's own objects, never network input).
+  The first frame (all services) arrives before the worker binds, so it never answers from an
+  empty zone; each later one replaces the services that changed.  End of file means the parent
+  closed the pipe or died, even by SIGKILL: the worker stops.  So a worker never outlives its agent.
 * stdout: ``ready <port>`` once bound; ``{"applied": <revision>}`` for the first state and each
   later one it serves (the agent confirms a removal only once every worker has it); one JSON line
   of cumulative counters about once a second while they change.
 
-A frame that does not unpickle to a ClusterState is logged and skipped.  SIGINT is ignored (a
+A frame that does not unpickle to a ZoneDelta is logged and skipped.  SIGINT is ignored (a
 Ctrl-C in a terminal reaches the whole process group; the parent decides); SIGTERM stops.
 """
 
@@ -38,6 +38,7 @@ from daprdockr.adapters.dns_workers import FRAME
 from daprdockr.adapters.process import run_until_signal
 from daprdockr.core.dnsguard import DnsLimits
 from daprdockr.core.state import ClusterState
+from daprdockr.core.zone_delta import ZoneDelta, apply_zone_delta
 from daprdockr.dnsserver import DnsServer
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,17 @@ def stats_line(server: DnsServer) -> str:
     return json.dumps(dataclasses.asdict(server.stats_snapshot()))
 
 
-def decode_frame(payload: bytes) -> ClusterState | None:
-    """The state in one frame, or None (logged) when it is not one."""
+def decode_frame(payload: bytes) -> ZoneDelta | None:
+    """The delta in one frame, or None (logged) when it is not one."""
     try:
-        state = pickle.loads(payload)
+        delta = pickle.loads(payload)
     except Exception as exc:  # any unpickling failure: skip the frame
         log.error("DNS worker: bad state frame (%d bytes): %r", len(payload), exc)
         return None
-    if not isinstance(state, ClusterState):
-        log.error("DNS worker: frame holds %s, not a ClusterState", type(state).__name__)
+    if not isinstance(delta, ZoneDelta):
+        log.error("DNS worker: frame holds %s, not a ZoneDelta", type(delta).__name__)
         return None
-    return state
+    return delta
 
 
 async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
@@ -75,12 +76,13 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
         return None
 
 
-async def feed(server: DnsServer, reader: asyncio.StreamReader) -> None:
-    """Apply state frames from ``reader`` until end of file; each applied state is acknowledged on
+async def feed(server: DnsServer, reader: asyncio.StreamReader, state: ClusterState) -> None:
+    """Apply delta frames from ``reader`` to ``state`` until end of file; each new state is acknowledged on
     stdout with its etcd revision (the agent confirms removals only once every worker has it)."""
     while (payload := await read_frame(reader)) is not None:
-        state = decode_frame(payload)
-        if state is not None:
+        delta = decode_frame(payload)
+        if delta is not None:
+            state = apply_zone_delta(state, delta)
             server.update(state)
             acknowledge(state)
 
@@ -115,16 +117,17 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     first = await read_frame(reader)  # the state comes before the socket: never answer from nothing
-    state = decode_frame(first) if first is not None else None
-    if state is None:
+    delta = decode_frame(first) if first is not None else None
+    if delta is None:
         log.error("DNS worker: no initial state; exiting")
         return 1
+    state = apply_zone_delta(ClusterState(), delta)
     server.update(state)
     await server.start()
     sys.stdout.write(f"ready {server.port}\n")
     sys.stdout.flush()
     acknowledge(state)
-    feeding = asyncio.create_task(feed(server, reader))
+    feeding = asyncio.create_task(feed(server, reader, state))
     reporting = asyncio.create_task(report(server))
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -41,7 +41,7 @@ import pwd
 import random
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +51,10 @@ from daprdockr.adapters.cut_connections import connections_to, destroy
 from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
+from daprdockr.core.model import NodeRecord
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
-from daprdockr.core.routing import Table, host_addresses, removed_peers, removes_backends, routing_table, table_update
+from daprdockr.core.routing import RoutingCache, Table, host_addresses, removed_peers, removes_backends, table_update
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, ProxyError
 
@@ -150,6 +151,8 @@ class NginxManager:
         self.last_error = ""
         self.applied_revision = 0
         self._want: tuple[Table, int] = ({}, 0)
+        self._routes = RoutingCache()  # the table, kept per service
+        self._nodes_seen: Mapping[str, NodeRecord] | None = None
         self._live_hosts: frozenset[str] = frozenset()  # addresses of the live nodes
         self._cutting: set[asyncio.Task[None]] = set()
         self._left: dict[tuple[str, int], float] = {}  # peers that left the table lately -> when
@@ -324,8 +327,10 @@ class NginxManager:
 
     # ------------------------------------------------------------------ the routing table
     def update(self, state: ClusterState) -> None:
-        self._want = (routing_table(state), state.revision)
-        self._live_hosts = host_addresses(state)
+        self._want = (self._routes.table(state), state.revision)
+        if state.nodes is not self._nodes_seen:  # (the mirror shares the dict until a node record changes)
+            self._nodes_seen = state.nodes
+            self._live_hosts = host_addresses(state)
         self._dirty.set()
 
     def _client(self) -> aiohttp.ClientSession:
@@ -338,7 +343,7 @@ class NginxManager:
         """Post what changed in the table (all of it after a start); True if nginx took it."""
         table, revision = self._want
         old = self._sent
-        if old is not None and old == table:
+        if old is not None and (old is table or old == table):
             self._cut_dead_hosts(None, table)  # (a node may have gone after its peers left)
             self._applied(revision, removed=False)
             return False

@@ -85,9 +85,9 @@ from daprdockr.core.plan import (
     TakeOver,
     action_key,
     plan_next,
-    unowned_keys,
 )
 from daprdockr.core.prometheus import Histogram
+from daprdockr.core.rebalance import EvenCache
 from daprdockr.core.removal import KeyEvent, left_routing_at
 from daprdockr.core.retry import KeyRetry, RetryPolicy
 from daprdockr.core.rollout import Slot
@@ -269,6 +269,7 @@ class Reconciler:
         self.listed = False  # containers were listed at least once (routable() means something)
         self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
         self._paused_since: dict[str, float] = {}  # container id -> when a listing first showed it paused
+        self._even = EvenCache()  # services the last passes found even (no rebalance move), per spec and records
         # containers Docker could not remove: retried in the background, never in an instance's way
         self.reaper = ContainerReaper(remove=self._remove_for_good)
         self._exits_counted: set[str] = set()  # exited containers whose exit the crash backoff counted
@@ -391,7 +392,7 @@ class Reconciler:
             self._slot_task = asyncio.create_task(self._tidy_slots(), name="tidy slots")
         now = self.clock()
         self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in self.containers if c.paused}
-        unowned = unowned_keys(state.services, state.instances, state.invalid_instances)
+        unowned = [(name, n) for name, numbers in state.unowned.items() for n in numbers]
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
         health, restart = self._health_observed(state.services)
         observed = Observed(
@@ -419,6 +420,8 @@ class Reconciler:
             rebalance=self.rebalance,
             wall=time.time(),
             invalid=invalid_services(state),
+            unowned=state.unowned,
+            even=self._even,
         )
         planned = plan_next(state.services, observed)
         actions, self._next_wake = planned.actions, planned.next_wake

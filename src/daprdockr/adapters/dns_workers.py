@@ -8,9 +8,11 @@ cost of the event loop and the socket calls, not the lookup.  So the agent's own
 all of them.
 
 * State: :meth:`DnsWorkerPool.update` only keeps the newest :class:`ClusterState`; one writer
-  task per worker sends it (pickled once, length-prefixed) ``coalesce`` seconds (20 ms) after
-  the first change, so a burst of changes (a scale-up: hundreds of watch events) costs a few
-  snapshots, not one per event, and a slow worker never blocks the agent.  Workers build their
+  task per worker sends it what changed since the state it sent that worker last (a pickled
+  :class:`~daprdockr.core.zone_delta.ZoneDelta` of the changed services, length-prefixed; all
+  services to a new worker) ``coalesce`` seconds (20 ms) after the first change, so a burst of
+  changes (a scale-up: hundreds of watch events) costs a few small frames, not one whole state
+  per event, and a slow worker never blocks the agent.  Workers build their
   zone lazily, like the agent's own server, so they trail it by about those 20 ms.
 * Lifetime: a worker exits when its stdin reaches end of file, so it dies with the agent even on
   SIGKILL.  :meth:`supervise_once` restarts a worker that exited after the delay chosen by the
@@ -51,6 +53,7 @@ from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.dnswire import Address
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
+from daprdockr.core.zone_delta import zone_delta
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ class _Worker:
     proc: asyncio.subprocess.Process
     started_at: float
     sent_version: int = -1
+    sent_state: ClusterState | None = None  # the state it was sent last (None: send all)
     applied: int = 0  # the etcd revision of the newest state the worker acknowledged
     stats: DnsStats = field(default_factory=DnsStats)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -112,8 +116,7 @@ class DnsWorkerPool:
         self._restart: dict[int, RestartState] = {}
         self._not_before: dict[int, float] = {}
         self._retired = DnsStats()
-        self._payload = pickle.dumps(ClusterState(), protocol=5)
-        self._state: ClusterState | None = None
+        self._state = ClusterState()
         self._version = 0
 
     @property
@@ -147,7 +150,8 @@ class DnsWorkerPool:
         except OSError as exc:
             raise DaprDockrError(f"cannot start a DNS worker: {exc}", transient=True) from exc
         assert proc.stdout is not None and proc.stdin is not None
-        version, payload = self._current_payload()
+        version, state = self._version, self._state
+        payload = pickle.dumps(zone_delta(None, state), protocol=5)
         try:
             proc.stdin.write(FRAME.pack(len(payload)) + payload)  # state first, then it binds
             await asyncio.wait_for(proc.stdin.drain(), START_TIMEOUT)
@@ -162,7 +166,7 @@ class DnsWorkerPool:
                 f"DNS worker {slot} did not start on {self.listen[0]}:{self.listen[1]} (exit {proc.returncode})",
                 transient=True,
             )
-        worker = _Worker(slot=slot, proc=proc, started_at=time.monotonic(), sent_version=version)
+        worker = _Worker(slot=slot, proc=proc, started_at=time.monotonic(), sent_version=version, sent_state=state)
         worker.tasks = [
             asyncio.create_task(self._write(worker), name=f"dns-worker-{slot}-feed"),
             asyncio.create_task(self._read(worker), name=f"dns-worker-{slot}-stats"),
@@ -198,17 +202,17 @@ class DnsWorkerPool:
 
     # ------------------------------------------------------------------ state and counters
     def update(self, state: ClusterState) -> None:
-        """Make ``state`` the newest; writers pickle it once and send it when they can."""
+        """Make ``state`` the newest; each worker's writer sends it what changed when it can."""
         self._state = state
         self._version += 1
         for w in self._workers.values():
             w.wake.set()
 
-    def _current_payload(self) -> tuple[int, bytes]:
-        if self._state is not None:
-            self._payload = pickle.dumps(self._state, protocol=5)
-            self._state = None
-        return self._version, self._payload
+    def _payload_for(self, worker: _Worker) -> bytes:  # (the newest state: never None after a start)
+        """What changed for ``worker`` since the state it was sent last (all of it the first time)."""
+        delta = zone_delta(worker.sent_state, self._state)
+        worker.sent_state = self._state
+        return pickle.dumps(delta, protocol=5)
 
     async def _write(self, worker: _Worker) -> None:
         stdin = worker.proc.stdin
@@ -218,9 +222,10 @@ class DnsWorkerPool:
                 await worker.wake.wait()
                 await asyncio.sleep(self.coalesce)
                 worker.wake.clear()
-                version, payload = self._current_payload()
+                version = self._version
                 if version == worker.sent_version:
                     continue
+                payload = self._payload_for(worker)
                 stdin.write(FRAME.pack(len(payload)) + payload)
                 await stdin.drain()
                 worker.sent_version = version

@@ -55,6 +55,7 @@ from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import local_view
 from daprdockr.core.model import NodeRecord
+from daprdockr.core.routing import routed_removed
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, StoreAccessError, StoreRefusedError
 from daprdockr.health import HealthMonitor
@@ -112,7 +113,7 @@ class Agent:
         self.state_changed = asyncio.Event()
         self._pushed: tuple[int, int] = (-1, -1)  # (routing version, local version) last pushed
         self._local_version = 0
-        self._served: frozenset[tuple[object, ...]] = frozenset()  # running instances DNS and nginx serve
+        self._served = ClusterState()  # the last state DNS and nginx were given
         self._removal_at = 0  # newest revision of a served state that dropped an instance
         self._removal_seen = 0  # the mirror's removal revision when we last served
         self._published = 0  # newest revision written to applied/<node>
@@ -231,15 +232,14 @@ class Agent:
         state = self.routing_state()
         for part in self.serving:
             part.update(state)
-        served = frozenset((key, r.address, r.ports) for key, r in state.instances.items() if r.routable)
         removal = self.mirror.removal_revision
         # an instance left DNS and nginx (etcd says so, even if it never reached ours, or we know
         # first): the owner waits for us to say we serve a state without it
-        if self._served - served or removal > self._removal_seen:
+        if routed_removed(self._served, state) or removal > self._removal_seen:
             self._removal_seen = removal
             self._removal_at = state.revision
             self._to_publish.set()
-        self._served = served
+        self._served = state
         return True
 
     # ------------------------------------------------------------------ confirmed removal

@@ -1,4 +1,4 @@
-"""The ``.container`` DNS zone, built from the cluster state.  Pure: no I/O, no DNS library.
+"""The ``.container`` DNS zone, kept from the cluster state per service.  Pure: no I/O, no DNS library.
 
 Names (``<domain>`` defaults to ``container``; all names case-insensitive)::
 
@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from daprdockr.core.model import InstanceRecord
+from daprdockr.core.names import ServiceName
+from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
 
 RRType = Literal["A", "AAAA", "SRV", "SOA", "NS"]
@@ -76,12 +78,11 @@ class Answer:
 
 @dataclass(slots=True)
 class _Node:
-    records: dict[RRType, list[RR]] = field(default_factory=dict)
+    refs: int = 0  # how many parts name it (a name exists while any does)
+    records: dict[RRType, dict[RR, int]] = field(default_factory=dict)  # rr -> how many parts give it
 
-    def add(self, rr: RR) -> None:
-        bucket = self.records.setdefault(rr.rtype, [])
-        if rr not in bucket:
-            bucket.append(rr)
+
+Part = tuple[str, RR | None]  # (owner name, record or None: the name exists, with no record)
 
 
 def _addr_type(address: str) -> RRType | None:
@@ -92,51 +93,105 @@ def _addr_type(address: str) -> RRType | None:
 
 
 class Zone:
-    """Lookup table for one domain; build a new one per state change (cheap, O(instances))."""
+    """Lookup table for one domain, kept per service: :meth:`update` redoes only the services whose
+    spec or records changed since the last state (:func:`~daprdockr.core.routing.changed_specs`).
+
+    Each service contributes *parts* (a record under a name, or just the name); a name and a
+    record are counted, so a group's name and its deduplicated addresses stay while any of its
+    services gives them."""
 
     def __init__(self, state: ClusterState, *, domain: str = "container", ttl: int = 5) -> None:
         self.domain = domain.strip(".").lower()
         self.apex = f"{self.domain}."
         self.ttl = ttl
-        self.soa = RR(
-            name=self.apex, rtype="SOA", ttl=ttl,
-            data=Soa(mname=f"ns.{self.apex}", rname=f"hostmaster.{self.apex}", serial=state.revision & 0xFFFFFFFF,
-                     minimum=ttl),
-        )
         self._nodes: dict[str, _Node] = {}
-        apex = self._node(self.apex)
-        apex.add(self.soa)
-        apex.add(RR(name=self.apex, rtype="NS", ttl=ttl, data=f"ns.{self.apex}"))
-        self._node(f"ns.{self.apex}").add(RR(name=f"ns.{self.apex}", rtype="A", ttl=ttl, data="127.0.0.1"))
-        for name in state.services:
-            self._node(f"{name.service}.{name.group}.{self.apex}")
-            self._node(f"{name.group}.{self.apex}")
-        for rec in sorted(state.instances.values(), key=lambda r: (str(r.service), r.number)):
-            if rec.routable:
-                self._add_instance(rec)
+        self._parts: dict[ServiceName, list[Part]] = {}
+        self._state: ClusterState | None = None
+        self.soa = self._soa(state)
+        self._add((self.apex, self.soa))
+        self._add((self.apex, RR(name=self.apex, rtype="NS", ttl=ttl, data=f"ns.{self.apex}")))
+        self._add((f"ns.{self.apex}", RR(name=f"ns.{self.apex}", rtype="A", ttl=ttl, data="127.0.0.1")))
+        self.update(state)
 
-    def _node(self, name: str) -> _Node:
-        node = self._nodes.get(name)
+    def _soa(self, state: ClusterState) -> RR:
+        return RR(name=self.apex, rtype="SOA", ttl=self.ttl,
+                  data=Soa(mname=f"ns.{self.apex}", rname=f"hostmaster.{self.apex}",
+                           serial=state.revision & 0xFFFFFFFF, minimum=self.ttl))
+
+    def update(self, state: ClusterState) -> None:
+        """Serve ``state``: the parts of the services that changed are taken out and put in again."""
+        old = self._state
+        if old is state:
+            return
+        names = set(state.services) | set(state.index.by_service) if old is None else changed_specs(old, state)
+        self._state = state
+        soa = self._soa(state)
+        if soa != self.soa:
+            self._remove((self.apex, self.soa))
+            self.soa = soa
+            self._add((self.apex, soa))
+        for name in names:
+            for part in self._parts.pop(name, ()):
+                self._remove(part)
+            parts = self._service_parts(state, name)
+            if parts:
+                self._parts[name] = parts
+                for part in parts:
+                    self._add(part)
+
+    def _add(self, part: Part) -> None:
+        owner, rr = part
+        node = self._nodes.get(owner)
         if node is None:
-            node = self._nodes[name] = _Node()
-        return node
+            node = self._nodes[owner] = _Node()
+        node.refs += 1
+        if rr is not None:
+            bucket = node.records.setdefault(rr.rtype, {})
+            bucket[rr] = bucket.get(rr, 0) + 1
 
-    def _add_instance(self, rec: InstanceRecord) -> None:
+    def _remove(self, part: Part) -> None:
+        owner, rr = part
+        node = self._nodes[owner]
+        if rr is not None:
+            bucket = node.records[rr.rtype]
+            bucket[rr] -= 1
+            if not bucket[rr]:
+                del bucket[rr]
+                if not bucket:
+                    del node.records[rr.rtype]
+        node.refs -= 1
+        if not node.refs:
+            del self._nodes[owner]
+
+    def _service_parts(self, state: ClusterState, name: ServiceName) -> list[Part]:
+        group = f"{name.group}.{self.apex}"
+        svc = f"{name.service}.{group}"
+        parts: list[Part] = [(svc, None), (group, None)] if name in state.services else []
+        records = state.index.of_service(name)
+        for number in sorted(records):
+            rec = records[number]
+            if rec.routable:
+                parts.extend(self._instance_parts(rec, svc=svc, group=group))
+        return parts
+
+    def _instance_parts(self, rec: InstanceRecord, *, svc: str, group: str) -> list[Part]:
         rtype = _addr_type(rec.address)
         if rtype is None:
-            return
-        group = f"{rec.service.group}.{self.apex}"
-        svc = f"{rec.service.service}.{group}"
+            return []
         inst = f"{rec.number}.{svc}"
-        for owner in (inst, svc, group):
-            self._node(owner).add(RR(name=owner, rtype=rtype, ttl=self.ttl, data=rec.address))
+        parts: list[Part] = [(owner, RR(name=owner, rtype=rtype, ttl=self.ttl, data=rec.address))
+                             for owner in (inst, svc, group)]
         for key, host_port in rec.ports:
             port, _, proto = key.partition("/")
             srv = Srv(priority=0, weight=0, port=host_port, target=inst)
-            for owner in (inst, svc, group, f"_{port}._{proto}.{svc}", f"{port}.{proto}.{inst}"):
-                self._node(owner).add(RR(name=owner, rtype="SRV", ttl=self.ttl, data=srv))
-            self._node(f"_{proto}.{svc}")  # empty non-terminals
-            self._node(f"{proto}.{inst}")
+            parts.extend((owner, RR(name=owner, rtype="SRV", ttl=self.ttl, data=srv))
+                         for owner in (inst, svc, group, f"_{port}._{proto}.{svc}", f"{port}.{proto}.{inst}"))
+            parts.extend(((f"_{proto}.{svc}", None), (f"{proto}.{inst}", None)))  # empty non-terminals
+        return parts
+
+    def names(self) -> dict[str, dict[RRType, frozenset[RR]]]:
+        """Every name of the zone and its records by type (for tests and diagnostics: linear)."""
+        return {name: {t: frozenset(rrs) for t, rrs in node.records.items()} for name, node in self._nodes.items()}
 
     def in_zone(self, qname: str) -> bool:
         name = qname.lower()

@@ -2,10 +2,11 @@
 
 The reconciler, DNS and nginx all derive their view from one :class:`StateMirror` instead of
 reading etcd on every event: :meth:`reset` loads a full read, :meth:`apply` applies one watch
-event, and :meth:`state` returns a typed :class:`~daprdockr.core.state.ClusterState`, cached
-until the next change.  Each key's value is decoded once, when it is first needed after it
-changed, so a burst of instance events costs one JSON decode per changed key, not a re-decode of
-the whole key space per event.  A ``resync`` event from the watch means the stream
+event, and :meth:`state` returns a typed :class:`~daprdockr.core.state.ClusterState`.  Each event
+decodes its key's new value once and updates the state's tables in place of that key's old
+part (:mod:`~daprdockr.core.state_tables`, copy on write), so an event costs in proportion to
+what it changed, never a rebuild of the whole state; a full build happens only in
+:meth:`reset`.  A ``resync`` event from the watch means the stream
 was interrupted, so the owner re-reads everything and calls :meth:`reset`.
 
 The agent also applies the events of its *own* successful writes as soon as etcd confirms them
@@ -34,7 +35,8 @@ from typing import Literal
 
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, ServiceSpec
-from daprdockr.core.state import ClusterState, Decoded, RawKV, assemble_state, decode_entry
+from daprdockr.core.state import ClusterState, Decoded, RawKV, decode_entry
+from daprdockr.core.state_tables import StateTables
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,8 @@ class StateMirror:
         self._decoded: dict[str, Decoded | str] = {}  # per-key decode cache (str = skip reason)
         self.revision = 0
         self._reset_revision = 0  # revision of the last full read (reset)
-        self._cached: ClusterState | None = None
+        self._tables = StateTables(schema=schema)
+        self._pending: list[str] = []  # keys that turned malformed since the last new_problems()
         # bumped when a service or instance key changes (not a node record): what DNS and nginx
         # serve depends only on those, so consumers skip a push when it did not move
         self.routing_version = 0
@@ -72,14 +75,14 @@ class StateMirror:
         self._last_good = {k: v for k, v in self._last_good.items() if k in self._kvs}
         self._decoded.clear()
         self._deleted_at.clear()
-        for key, kv in self._kvs.items():
-            if key.startswith(self.schema.services_prefix):
-                self._decode(kv)  # specs at once, so a good one is remembered before a bad one replaces it
+        self._tables = StateTables(schema=self.schema)
+        for kv in self._kvs.values():  # (a spec decoded valid is remembered before its key is placed)
+            self._tables.set(kv, None, self._decode(kv), last_good=self._last_good)
+        self._pending = [k for k in self._tables.skipped if k not in self._reported]
         self.revision = revision
         self._reset_revision = revision
         self.routing_version += 1
         self.removal_revision = revision  # (a re-read may have dropped anything)
-        self._changed()
 
     def _seen(self, ev: WatchEvent) -> int:
         """The revision of the last change this mirror knows for ``ev.key`` (0 if none)."""
@@ -95,6 +98,9 @@ class StateMirror:
         self._reported.discard(ev.key)  # a new value: report it again if it is malformed too
         if ev.key.startswith(self.schema.instances_prefix) and self._removes(ev):
             self.removal_revision = max(self.removal_revision, ev.revision)
+        old_kv = self._kvs.get(ev.key)
+        old = self._decode(old_kv) if old_kv is not None else None
+        new: Decoded | str | None = None
         if ev.kind == "delete":
             self._kvs.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
@@ -103,6 +109,7 @@ class StateMirror:
             if len(self._deleted_at) > 10_000:  # bounded: forget the oldest half
                 for key in sorted(self._deleted_at, key=self._deleted_at.__getitem__)[:5_000]:
                     del self._deleted_at[key]
+            kv = old_kv
         else:
             self._deleted_at.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
@@ -113,16 +120,15 @@ class StateMirror:
                 create_revision=ev.create_revision,
                 mod_revision=ev.revision,
             )
-            if ev.key.startswith(self.schema.services_prefix):
-                self._decode(kv)
+            new = self._decode(kv)
+            if isinstance(new, str):
+                self._pending.append(ev.key)
+        if kv is not None:
+            self._tables.set(kv, old, new, last_good=self._last_good)
         self.revision = max(self.revision, ev.revision)
         if ev.key.startswith((self.schema.services_prefix, self.schema.instances_prefix)):
             self.routing_version += 1
-        self._changed()
         return True
-
-    def _changed(self) -> None:
-        self._cached = None
 
     def _peer(self, kv: RawKV) -> tuple[str, tuple[tuple[str, int], ...]] | None:
         """Where a routable instance record is served (address, ports); None if it is not routable."""
@@ -153,15 +159,17 @@ class StateMirror:
         return value
 
     def state(self) -> ClusterState:
-        if self._cached is None:
-            self._cached = assemble_state(
-                self.schema, ((kv, self._decode(kv)) for kv in self._kvs.values()), revision=self.revision,
-                last_good=self._last_good,
-            )
-        return self._cached
+        """The state now (kept per event, see :mod:`~daprdockr.core.state_tables`; a state handed out
+        never changes)."""
+        return self._tables.snapshot(revision=self.revision)
 
     def new_problems(self) -> list[tuple[str, str]]:
         """Malformed keys (with the reason) not handed out before: each bad value once."""
-        fresh = [(k, why) for k, why in self.state().skipped if k not in self._reported]
-        self._reported.update(k for k, _ in fresh)
+        fresh: list[tuple[str, str]] = []
+        for key in self._pending:
+            why = self._tables.skipped.get(key)
+            if why is not None and key not in self._reported:
+                fresh.append((key, why))
+                self._reported.add(key)
+        self._pending = []
         return fresh

@@ -58,11 +58,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.instance_index import InstanceIndex
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.rebalance import rebalance_move
+from daprdockr.core.rebalance import EvenCache, rebalance_move
 from daprdockr.core.rollout import RolloutRecord, Slot
-from daprdockr.core.state import BadKey
+from daprdockr.core.state import BadKey, unowned_numbers
 
 Key = tuple[ServiceName, int]
 # An instance nobody took for this many claim graces may be claimed beyond the fair share.
@@ -203,6 +204,15 @@ class Observed:
     rebalance: bool = False  # this agent evens out services (--rebalance); needs ``wall``
     invalid: frozenset[ServiceName] = frozenset()  # services with a malformed spec or instance key
     wall: float = 0.0  # the wall-clock time (records' ``since``), for the rebalance cool-down
+    # each desired service's numbers that nothing holds (only services with any); None: computed
+    # here from ``desired`` (the state's per-event index, :attr:`ClusterState.unowned`, when given)
+    unowned: Mapping[ServiceName, tuple[int, ...]] | None = None
+    even: EvenCache | None = None  # remembers which services are even (rebalance), across passes
+
+    @property
+    def index(self) -> InstanceIndex:
+        """``instances`` by service, node and lease (indexed here if a plain mapping was given)."""
+        return InstanceIndex.build(self.instances)
 
     @property
     def drain_me(self) -> bool:
@@ -395,8 +405,10 @@ def _keep_frozen(key: Key, group: Sequence[ContainerInfo], obs: Observed, out: l
 def _plan_records(
     desired: Mapping[ServiceName, ServiceSpec], obs: Observed, covered: set[Key], out: list[Action], wake: _Wake
 ) -> None:
-    """Actions for keys with our node id but no container here."""
-    for key, rec in sorted(obs.instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+    """Actions for keys with our node id (or on our lease) but no container here."""
+    index = obs.index
+    ours = {**index.of_node(obs.node_id), **index.of_lease(obs.lease)}
+    for key, rec in sorted(ours.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if not _ours(rec, obs) or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
             continue
         spec = desired.get(rec.service)
@@ -443,24 +455,21 @@ def _plan_claims(
     if not obs.claiming or obs.drain_me:
         return
     live = _live(obs)
+    index = obs.index
     adopting = {action_key(a) for a in out if isinstance(a, Adopt)}
-    held_total = sum(1 for r in obs.instances.values() if r.node == obs.node_id) + len(adopting)
-    by_service: dict[ServiceName, list[InstanceRecord]] = {}
-    for (svc, _), r in obs.instances.items():
-        by_service.setdefault(svc, []).append(r)
-    for name in sorted(desired, key=str):
+    held_total = index.held_by(obs.node_id) + len(adopting)
+    unowned = obs.unowned if obs.unowned is not None else {
+        name: free for name, spec in desired.items()
+        if (free := unowned_numbers(spec, index.of_service(name), obs.bad_instances))}
+    for name in sorted((n for n in unowned if n in desired), key=str):  # (a service with none has nothing to claim)
         spec = desired[name]
-        holders = Counter(r.node for r in by_service.get(name, ()) if r.number <= spec.instances)
+        holders = Counter(r.node for r in index.of_service(name).values() if r.number <= spec.instances)
         holders[obs.node_id] += sum(1 for (svc, _) in adopting if svc == name)
         held = holders[obs.node_id]
         share = fair_share(spec.instances, len(live))
-        unowned = [
-            n for n in range(1, spec.instances + 1)
-            if (name, n) not in obs.instances and (name, n) not in adopting and (name, n) not in obs.bad_instances
-            and not _busy((name, n), obs, wake)
-        ]
-        dealt = deal_unowned(unowned, live=live, room={node: share - holders[node] for node in live})
-        for n in unowned:
+        numbers = [n for n in unowned[name] if (name, n) not in adopting and not _busy((name, n), obs, wake)]
+        dealt = deal_unowned(numbers, live=live, room={node: share - holders[node] for node in live})
+        for n in numbers:
             key = (name, n)
             if obs.capacity and held_total >= obs.capacity:
                 return
@@ -487,19 +496,20 @@ def _plan_handoffs(
     if not obs.claiming or obs.drain_me or not obs.draining:
         return
     live = _live(obs)
+    index = obs.index
+    desired_here = [r for r in index.of_node(obs.node_id).values()
+                    if (spec := desired.get(r.service)) is not None and r.number <= spec.instances]
+    held_total = len(desired_here)
     moving: dict[ServiceName, list[InstanceRecord]] = {}
-    holders: dict[ServiceName, Counter[str]] = {}
-    held_total = 0
-    for (svc, _), r in obs.instances.items():
-        spec = desired.get(svc)
-        if spec is None or r.number > spec.instances:
-            continue
-        if r.node in obs.draining:
-            if r.state == "running":
-                moving.setdefault(svc, []).append(r)
-        else:
-            holders.setdefault(svc, Counter())[r.node] += 1
-        held_total += r.node == obs.node_id
+    for node in obs.draining:
+        for r in index.of_node(node).values():
+            spec = desired.get(r.service)
+            if spec is not None and r.number <= spec.instances and r.state == "running":
+                moving.setdefault(r.service, []).append(r)
+    holders: dict[ServiceName, Counter[str]] = {
+        name: Counter(r.node for r in index.of_service(name).values()
+                      if r.number <= desired[name].instances and r.node not in obs.draining)
+        for name in moving}
     for name in sorted(moving, key=str):
         spec = desired[name]
         free = spec.update.parallel - len(obs.slots.get(name, {}))
@@ -527,18 +537,19 @@ def _plan_rebalance(
     live = _live(obs)
     if len(live) < 2:
         return
-    by_service: dict[ServiceName, list[InstanceRecord]] = {}
-    held_total: Counter[str] = Counter()
-    for (svc, _), r in obs.instances.items():
-        by_service.setdefault(svc, []).append(r)
-        held_total[r.node] += 1
+    index = obs.index
+    held_total = {node: len(held) for node, held in index.by_node.items()}
     capacity = {n: rec.capacity for n, rec in obs.nodes.items()}
     capacity[obs.node_id] = obs.capacity
+    even = obs.even or EvenCache()
     for name in sorted(desired, key=str):
         if name in obs.frozen or name in obs.invalid:
             continue  # (bad data in etcd is never a reason to move anything)
         spec = desired[name]
-        move = rebalance_move(spec, by_service.get(name, ()), nodes=live, held_total=held_total, capacity=capacity,
+        records = index.of_service(name)
+        if even.even(spec, records, nodes=live):
+            continue  # (no move evens out a service whose nodes differ by one at most)
+        move = rebalance_move(spec, records.values(), nodes=live, held_total=held_total, capacity=capacity,
                               slots_taken=len(obs.slots.get(name, {})), wall_now=obs.wall)
         if move is not None and move.to == obs.node_id and not _busy(move.record.key_tuple, obs, wake):
             out.append(TakeOver(record=move.record, spec=spec, rebalancing=True))

@@ -76,3 +76,27 @@ def rebalance_move(
 
 def _order(nodes: Sequence[str], node: str) -> int:
     return nodes.index(node)
+
+
+class EvenCache:
+    """Which services are *even* (no two live nodes differ by two or more of its instances), so
+    no move can even them out: remembered per service while its spec, its records (the same
+    mapping object: the mirror copies a service's records on change) and the live nodes stay the
+    same, so a quiet pass looks at each service once, not at each instance."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[ServiceSpec, Mapping[int, InstanceRecord], tuple[str, ...], bool]] = {}
+
+    def even(self, spec: ServiceSpec, records: Mapping[int, InstanceRecord], *, nodes: Sequence[str]) -> bool:
+        live = tuple(nodes)
+        key = str(spec.name)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] is spec and seen[1] is records and seen[2] == live:
+            return seen[3]
+        counts = dict.fromkeys(live, 0)
+        for r in records.values():
+            if r.number <= spec.instances and r.node in counts:
+                counts[r.node] += 1
+        even = not counts or max(counts.values()) - min(counts.values()) < 2
+        self._seen[key] = (spec, records, live, even)
+        return even

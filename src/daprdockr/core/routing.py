@@ -1,12 +1,12 @@
 """The HTTP routing table nginx's Lua balancer serves, and the updates that keep it current.  Pure.
 
-:func:`routing_table` maps every ``http_host`` to the peers (``address:published port``) of the
-running instances of its service (a frozen service, whose spec is malformed, keeps the route of
-its newest stored version).  The peers are *interleaved across nodes* (one from each host
-in turn), so the few tries a request gets never all go to one host that just died.  A host whose
-service has no running instance maps to no peers (nginx answers 503); a host absent from the
-table gets 404.  Two services claiming one host: the first by name wins, as nginx's own
-``server_name`` matching did.
+:func:`routing_table` (kept per service by :class:`RoutingCache`) maps every ``http_host`` to the
+peers (``address:published port``) of the running instances of its service (a frozen service,
+whose spec is malformed, keeps the route of its newest stored version). The peers are *interleaved
+across nodes* (one from each host in turn), so the few tries a request gets never all go to one
+host that just died. A host whose service has no running instance maps to no peers (nginx answers
+503); a host absent from the table gets 404. Two services claiming one host: the first by name
+wins, as nginx's own ``server_name`` matching did.
 
 :func:`table_update` encodes what changed between two tables (``set`` and ``del`` lines), or the
 whole table after nginx (re)started (``full``); the agent posts it to the control socket and
@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 from collections.abc import Mapping
 
+from daprdockr.core.instance_index import changed_services
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 
@@ -60,24 +61,80 @@ def is_option(token: str) -> bool:
 
 def routing_table(state: ClusterState) -> Table:
     """Every routed host and its options and running peers, interleaved across nodes."""
-    by_service = routes(state)
-    peers: dict[ServiceName, dict[str, list[str]]] = {}  # service -> node -> peers (one pass)
-    for (name, _), rec in state.instances.items():
-        route = by_service.get(name)
-        if route is None or not rec.routable:
+    return RoutingCache().table(state)
+
+
+def _service_peers(state: ClusterState, name: ServiceName, port: int) -> tuple[str, ...]:
+    peers: dict[str, list[str]] = {}  # node -> peers
+    for rec in state.index.of_service(name).values():
+        if not rec.routable:
             continue
-        port = rec.port_for(route[1])
-        peer = _peer(rec.address, port) if port is not None else None
+        published = rec.port_for(port)
+        peer = _peer(rec.address, published) if published is not None else None
         if peer is not None:
-            peers.setdefault(name, {}).setdefault(rec.node, []).append(peer)
-    table: Table = {}
-    for name in sorted(by_service, key=str):
-        host = by_service[name][0]
-        if host not in table:
+            peers.setdefault(rec.node, []).append(peer)
+    return _interleave(peers)
+
+
+def changed_specs(old: ClusterState, new: ClusterState) -> set[ServiceName]:
+    """Services whose spec, frozen route or records differ between two states (compared by
+    identity where the mirror shares objects, so it costs a look per service, not per instance)."""
+    out = changed_services(old.index.by_service, new.index.by_service)
+    for a, b in ((old.services, new.services), (old.frozen_routes, new.frozen_routes)):
+        if a is not b:
+            out.update(n for n, v in b.items() if a.get(n) is not v and a.get(n) != v)
+            out.update(n for n in a if n not in b)
+    return out
+
+
+class RoutingCache:
+    """:func:`routing_table` kept per service: a new state redoes only the services that changed
+    (:func:`changed_specs`) and the hosts they claim or claimed."""
+
+    def __init__(self) -> None:
+        self._state: ClusterState | None = None
+        self._routes: dict[ServiceName, tuple[str, int]] = {}
+        self._claims: dict[str, set[ServiceName]] = {}  # host -> services that name it
+        self._table: Table = {}
+
+    def table(self, state: ClusterState) -> Table:
+        """The table for ``state`` (a new dict; the one returned before is not changed)."""
+        old = self._state
+        if old is state:
+            return self._table
+        if old is None:
+            names: set[ServiceName] = set(routes(state))
+        else:
+            names = changed_specs(old, state)
+        self._state = state
+        hosts: set[str] = set()
+        for name in names:
+            before = self._routes.pop(name, None)
+            if before is not None:
+                hosts.add(before[0])
+                self._claims[before[0]].discard(name)
             spec = state.services.get(name)
+            route = ((spec.http_host, spec.http_port) if spec is not None and spec.http_host is not None
+                     and spec.http_port is not None else state.frozen_routes.get(name))
+            if route is not None:
+                self._routes[name] = route
+                self._claims.setdefault(route[0], set()).add(name)
+                hosts.add(route[0])
+        if not hosts:
+            return self._table
+        table = dict(self._table)
+        for host in hosts:
+            claims = self._claims.get(host)
+            if not claims:
+                self._claims.pop(host, None)
+                table.pop(host, None)
+                continue
+            winner = min(claims, key=str)
+            spec = state.services.get(winner)
             options = spec.proxy.route_options() if spec is not None else ()
-            table[host] = options + _interleave(peers.get(name, {}))
-    return table
+            table[host] = options + _service_peers(state, winner, self._routes[winner][1])
+        self._table = table
+        return table
 
 
 def table_update(old: Table | None, new: Table, *, generation: int) -> bytes:
@@ -86,21 +143,42 @@ def table_update(old: Table | None, new: Table, *, generation: int) -> bytes:
     lines = [f"full {generation}"] if old is None else []
     base: Table = {} if old is None else old
     for host in sorted(new):
-        if base.get(host) != new[host] or old is None:
+        if old is None or (base.get(host) is not new[host] and base.get(host) != new[host]):
             lines.append(" ".join(("set", host, *new[host])))
     lines.extend(f"del {host}" for host in sorted(set(base) - set(new)))
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
+def _changed_hosts(old: Table, new: Table) -> list[str]:
+    """Hosts whose entry is not the same (object) in ``new``: the tables :class:`RoutingCache`
+    hands out share every entry that did not change."""
+    return [host for host, peers in old.items() if new.get(host) is not peers]
+
+
 def removed_peers(old: Table, new: Table) -> set[tuple[str, int]]:
-    """The peers (address, port) served before and not now, on any host."""
-    before = {p for peers in old.values() for p in peers if not is_option(p)}
-    now = {p for peers in new.values() for p in peers if not is_option(p)}
+    """The peers (address, port) served before and not now.  Only hosts whose entry changed, or
+    that are new, are looked at: a peer is one instance's published port, so it belongs to one
+    host's entry (a service that changed its host name moves its peers to the new one)."""
+    hosts = _changed_hosts(old, new)
+    before = {p for host in hosts for p in old[host] if not is_option(p)}
+    if not before:
+        return set()
+    now = {p for host in (*hosts, *(h for h in new if h not in old)) for p in new.get(host, ()) if not is_option(p)}
     out = set()
     for peer in before - now:
         host, _, port = peer.rpartition(":")
         out.add((host.strip("[]"), int(port)))
     return out
+
+
+def routed_removed(old: ClusterState, new: ClusterState) -> bool:
+    """True when an instance routable in ``old`` is not routable at the same address and ports in
+    ``new`` (looked at only in the services whose records changed)."""
+    def served(state: ClusterState, name: ServiceName) -> set[tuple[int, str, tuple[tuple[str, int], ...]]]:
+        return {(n, r.address, r.ports) for n, r in state.index.of_service(name).items() if r.routable}
+
+    changed = changed_services(old.index.by_service, new.index.by_service)
+    return any(served(old, name) - served(new, name) for name in changed)
 
 
 def host_addresses(state: ClusterState) -> frozenset[str]:
@@ -114,4 +192,4 @@ def host_addresses(state: ClusterState) -> frozenset[str]:
 
 def removes_backends(old: Table, new: Table) -> bool:
     """True when some peer served before is not served now (a removal to confirm)."""
-    return any({p for p in peers if not is_option(p)} - set(new.get(host, ())) for host, peers in old.items())
+    return any({p for p in old[host] if not is_option(p)} - set(new.get(host, ())) for host in _changed_hosts(old, new))

@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from daprdockr.core.instance_index import InstanceIndex
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import MAX_RECORD_BYTES, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -55,7 +56,8 @@ class ClusterState:
     """Everything the agent, DNS, nginx and the CLI need, at one etcd revision."""
 
     services: dict[ServiceName, ServiceSpec] = field(default_factory=dict)
-    instances: dict[tuple[ServiceName, int], InstanceRecord] = field(default_factory=dict)
+    # an :class:`InstanceIndex` (a plain mapping given here is indexed once, in __post_init__)
+    instances: Mapping[tuple[ServiceName, int], InstanceRecord] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     revision: int = 0
     skipped: tuple[tuple[str, str], ...] = ()
@@ -69,20 +71,49 @@ class ClusterState:
     # (http_host, http_port) of frozen services, from their newest history entry: a frozen
     # service keeps its route on every agent, also one that never saw a good version of the spec
     frozen_routes: dict[ServiceName, tuple[str, int]] = field(default_factory=dict)
+    # service -> its desired numbers that no record and no malformed key holds (only services
+    # with any); computed on first use unless the mirror, which keeps it per event, fills it in
+    _unowned: dict[ServiceName, tuple[int, ...]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.instances, InstanceIndex):
+            object.__setattr__(self, "instances", InstanceIndex.build(self.instances))
+
+    @property
+    def index(self) -> InstanceIndex:
+        """``instances`` with its per-service, per-node and per-lease views."""
+        assert isinstance(self.instances, InstanceIndex)
+        return self.instances
 
     def instances_of(self, name: ServiceName) -> list[InstanceRecord]:
-        return sorted(
-            (r for (svc, _), r in self.instances.items() if svc == name), key=lambda r: r.number
-        )
+        return [r for _, r in sorted(self.index.of_service(name).items())]
 
     def held_by(self, node_id: str) -> int:
         """How many instance keys ``node_id`` holds."""
-        return sum(1 for r in self.instances.values() if r.node == node_id)
+        return self.index.held_by(node_id)
+
+    @property
+    def unowned(self) -> Mapping[ServiceName, tuple[int, ...]]:
+        """Each service's desired instance numbers held by no record and no malformed key (only
+        services that have any)."""
+        if self._unowned is None:
+            object.__setattr__(self, "_unowned", {
+                name: numbers for name, spec in self.services.items()
+                if (numbers := unowned_numbers(spec, self.index.of_service(name), self.invalid_instances))})
+        assert self._unowned is not None
+        return self._unowned
 
     @property
     def frozen(self) -> frozenset[ServiceName]:
         """Services whose spec is malformed and no good version of it is known: leave them be."""
         return frozenset(name for name in self.invalid_services if name not in self.services)
+
+
+def unowned_numbers(
+    spec: ServiceSpec, records: Mapping[int, InstanceRecord], bad: Mapping[tuple[ServiceName, int], BadKey]
+) -> tuple[int, ...]:
+    """``spec``'s desired numbers that neither ``records`` (its instances by number) nor a malformed key holds."""
+    return tuple(n for n in range(1, spec.instances + 1) if n not in records and (spec.name, n) not in bad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +226,7 @@ def assemble_state(
                 if good is not None:
                     services[good.name] = good
             elif parsed.kind == "instance":
-                invalid_instances[(parsed.service, parsed.number)] = BadKey(
-                    key=kv.key, reason=value, lease=kv.lease, create_revision=kv.create_revision,
-                    mod_revision=kv.mod_revision, node=_named_node(kv.value))
+                invalid_instances[(parsed.service, parsed.number)] = bad_instance(kv, value)
         elif isinstance(value, ServiceSpec):
             services[value.name] = value
         elif isinstance(value, InstanceRecord):
@@ -217,14 +246,20 @@ def assemble_state(
             nodes[value.node_id] = value
     frozen_routes = {
         name: route for name in invalid_services if name not in services and name in history
-        if (route := _route_of(name, history[name][max(history[name])])) is not None
+        if (route := route_of(name, history[name][max(history[name])])) is not None
     }
     return ClusterState(
-        services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(skipped),
+        services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(sorted(skipped)),
         invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
         rollouts=rollouts, slots=slots, draining=frozenset(draining), history=history,
         frozen_routes=frozen_routes,
     )
+
+
+def bad_instance(kv: RawKV, reason: str) -> BadKey:
+    """A malformed instance key, with what an agent needs to repair or delete it."""
+    return BadKey(key=kv.key, reason=reason, lease=kv.lease, create_revision=kv.create_revision,
+                  mod_revision=kv.mod_revision, node=_named_node(kv.value))
 
 
 def _named_node(value: bytes) -> str:
@@ -237,7 +272,7 @@ def _named_node(value: bytes) -> str:
     return node if isinstance(node, str) and len(node) <= 253 else ""
 
 
-def _route_of(name: ServiceName, entry: HistoryEntry) -> tuple[str, int] | None:
+def route_of(name: ServiceName, entry: HistoryEntry) -> tuple[str, int] | None:
     """The HTTP route of a stored spec version, if it is valid and has one."""
     try:
         spec = ServiceSpec.from_dict(entry.spec, name=name)

@@ -31,7 +31,8 @@ def instance_rows(
     state: ClusterState, *, now: float, service: ServiceName | None = None
 ) -> list[dict[str, Any]]:
     """One row per instance (optionally of one service), sorted by service and number."""
-    records = sorted(state.instances.values(), key=lambda r: (str(r.service), r.number))
+    names = [service] if service is not None else sorted(state.index.by_service, key=str)
+    records = [r for name in names for r in state.instances_of(name)]
     return [
         {
             "service": str(r.service),
@@ -47,7 +48,6 @@ def instance_rows(
             "error": r.error,
         }
         for r in records
-        if service is None or r.service == service
     ]
 
 
@@ -58,7 +58,7 @@ def service_rows(state: ClusterState) -> list[dict[str, Any]]:
     stored spec is malformed: the service is frozen as it is; ``invalid`` says why).
     """
     names = sorted(
-        set(state.services) | set(state.invalid_services) | {r.service for r in state.instances.values()}, key=str)
+        set(state.services) | set(state.invalid_services) | set(state.index.by_service), key=str)
     rows = []
     for name in names:
         spec = state.services.get(name)
@@ -89,9 +89,7 @@ def node_state(state: ClusterState, node_id: str, held: int) -> str:
 
 
 def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
-    counts: dict[str, int] = {}
-    for r in state.instances.values():
-        counts[r.node] = counts.get(r.node, 0) + 1
+    counts = {node: len(held) for node, held in state.index.by_node.items()}
     return [
         {
             "node": n.node_id,

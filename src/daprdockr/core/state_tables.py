@@ -1,0 +1,205 @@
+"""The parts of a :class:`~daprdockr.core.state.ClusterState`, kept current one key at a time.  Pure.
+
+:class:`StateTables` is what :func:`~daprdockr.core.state.assemble_state` builds in one pass,
+updated per key instead: :meth:`StateTables.set` takes a key's old and new decoded value, takes
+the old one's part out and puts the new one's in, and recomputes the per-service facts it
+touched (the frozen route, the unowned numbers).  :meth:`StateTables.snapshot` hands out a
+state that shares the tables' dicts; every dict is copied on its first change after a
+snapshot (copy on write), so a snapshot never changes, and an event costs in proportion to
+the keys it touched, not to the size of the cluster.  The mirror's property tests check the
+result against a fresh :func:`~daprdockr.core.state.assemble_state` after random events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Generic, TypeVar
+
+from daprdockr.core.instance_index import IndexBuilder
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
+from daprdockr.core.state import (
+    Applied,
+    BadKey,
+    ClusterState,
+    Decoded,
+    Keyed,
+    Marker,
+    RawKV,
+    bad_instance,
+    route_of,
+    unowned_numbers,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+Key = tuple[ServiceName, int]
+
+
+class _Cow(Generic[K, V]):
+    """A dict copied on its first change after :meth:`seal` (a snapshot shares it)."""
+
+    __slots__ = ("_own", "d")
+
+    def __init__(self) -> None:
+        self.d: dict[K, V] = {}
+        self._own = True
+
+    def seal(self) -> dict[K, V]:
+        self._own = False
+        return self.d
+
+    def _w(self) -> dict[K, V]:
+        if not self._own:
+            self.d = dict(self.d)
+            self._own = True
+        return self.d
+
+    def put(self, key: K, value: V) -> None:
+        if self.d.get(key) is not value:
+            self._w()[key] = value
+
+    def pop(self, key: K) -> None:
+        if key in self.d:
+            del self._w()[key]
+
+
+class StateTables:
+    def __init__(self, *, schema: KeySchema) -> None:
+        self.schema = schema
+        self.services: _Cow[ServiceName, ServiceSpec] = _Cow()
+        self.invalid_services: _Cow[ServiceName, str] = _Cow()
+        self.instances = IndexBuilder()
+        self.invalid_instances: _Cow[Key, BadKey] = _Cow()
+        self.nodes: _Cow[str, NodeRecord] = _Cow()
+        self.applied: _Cow[str, int] = _Cow()
+        self.rollouts: _Cow[ServiceName, RolloutRecord] = _Cow()
+        self.slots: _Cow[ServiceName, dict[int, Slot]] = _Cow()
+        self.history: _Cow[ServiceName, dict[int, HistoryEntry]] = _Cow()
+        self.frozen_routes: _Cow[ServiceName, tuple[str, int]] = _Cow()
+        self.unowned: _Cow[ServiceName, tuple[int, ...]] = _Cow()
+        self.draining: set[str] = set()
+        self.skipped: dict[str, str] = {}
+        self._cached: ClusterState | None = None
+
+    def set(self, kv: RawKV, old: Decoded | str | None, new: Decoded | str | None,
+            *, last_good: Mapping[str, ServiceSpec]) -> ServiceName | None:
+        """Replace ``kv.key``'s part: ``old`` (its previous decoded value, None if absent) by ``new``
+        (None: deleted).  Returns the service the key belongs to, if any."""
+        self._cached = None
+        parsed = self.schema.parse(kv.key)
+        service = parsed.service if parsed is not None else None
+        if old is not None:
+            self._remove(kv.key, old, service)
+        if new is not None:
+            self._add(kv, new, service, last_good)
+        if service is not None:
+            self._refresh(service)
+        return service
+
+    def _remove(self, key: str, old: Decoded | str, service: ServiceName | None) -> None:
+        if isinstance(old, str):
+            self.skipped.pop(key, None)
+            parsed = self.schema.parse(key)
+            if parsed is not None and service is not None:
+                if parsed.kind == "service":
+                    self.invalid_services.pop(service)
+                    self.services.pop(service)
+                elif parsed.kind == "instance":
+                    self.invalid_instances.pop((service, parsed.number))
+        elif isinstance(old, ServiceSpec):
+            self.services.pop(old.name)
+        elif isinstance(old, InstanceRecord):
+            self.instances.delete(old.key_tuple)
+        elif isinstance(old, Applied):
+            self.applied.pop(old.node_id)
+        elif isinstance(old, Marker):
+            self.draining.discard(old.node_id)
+        elif isinstance(old, Keyed):
+            self._remove_keyed(old)
+        else:
+            self.nodes.pop(old.node_id)
+
+    def _remove_keyed(self, old: Keyed) -> None:
+        if isinstance(old.value, RolloutRecord):
+            self.rollouts.pop(old.service)
+            return
+        table: _Cow[ServiceName, dict[int, Slot]] | _Cow[ServiceName, dict[int, HistoryEntry]]
+        table, number = (self.slots, old.number) if isinstance(old.value, Slot) else (self.history, old.value.version)
+        inner = table.d.get(old.service)
+        if inner is not None and number in inner:
+            rest = {n: v for n, v in inner.items() if n != number}
+            if rest:
+                table.put(old.service, rest)  # type: ignore[arg-type]
+            else:
+                table.pop(old.service)
+
+    def _add(self, kv: RawKV, new: Decoded | str, service: ServiceName | None,
+             last_good: Mapping[str, ServiceSpec]) -> None:
+        if isinstance(new, str):
+            self.skipped[kv.key] = new
+            parsed = self.schema.parse(kv.key)
+            if parsed is None or service is None:
+                return
+            if parsed.kind == "service":
+                self.invalid_services.put(service, new)
+                good = last_good.get(kv.key)
+                if good is not None:
+                    self.services.put(good.name, good)
+            elif parsed.kind == "instance":
+                self.invalid_instances.put((service, parsed.number), bad_instance(kv, new))
+        elif isinstance(new, ServiceSpec):
+            self.services.put(new.name, new)
+        elif isinstance(new, InstanceRecord):
+            self.instances.put(new)
+        elif isinstance(new, Applied):
+            self.applied.put(new.node_id, new.revision)
+        elif isinstance(new, Marker):
+            self.draining.add(new.node_id)
+        elif isinstance(new, Keyed):
+            self._add_keyed(new)
+        else:
+            self.nodes.put(new.node_id, new)
+
+    def _add_keyed(self, new: Keyed) -> None:
+        if isinstance(new.value, RolloutRecord):
+            self.rollouts.put(new.service, new.value)
+        elif isinstance(new.value, Slot):
+            self.slots.put(new.service, {**self.slots.d.get(new.service, {}), new.number: new.value})
+        else:
+            self.history.put(new.service, {**self.history.d.get(new.service, {}), new.value.version: new.value})
+
+    def _refresh(self, name: ServiceName) -> None:
+        """The derived per-service facts of ``name``: its frozen route and its unowned numbers."""
+        route = None
+        history = self.history.d.get(name)
+        if name in self.invalid_services.d and name not in self.services.d and history:
+            route = route_of(name, history[max(history)])
+        if route is None:
+            self.frozen_routes.pop(name)
+        else:
+            self.frozen_routes.put(name, route)
+        spec = self.services.d.get(name)
+        numbers = unowned_numbers(spec, self.instances.of_service(name), self.invalid_instances.d) \
+            if spec is not None else ()
+        if numbers:
+            self.unowned.put(name, numbers)
+        else:
+            self.unowned.pop(name)
+
+    def snapshot(self, *, revision: int) -> ClusterState:
+        """The state as it is now (shares the tables' dicts until their next change)."""
+        if self._cached is not None and self._cached.revision == revision:
+            return self._cached
+        state = ClusterState(
+            services=self.services.seal(), instances=self.instances.snapshot(), nodes=self.nodes.seal(),
+            revision=revision, skipped=tuple(sorted(self.skipped.items())),
+            invalid_services=self.invalid_services.seal(), invalid_instances=self.invalid_instances.seal(),
+            applied=self.applied.seal(), rollouts=self.rollouts.seal(), slots=self.slots.seal(),
+            draining=frozenset(self.draining), history=self.history.seal(), frozen_routes=self.frozen_routes.seal(),
+        )
+        object.__setattr__(state, "_unowned", self.unowned.seal())
+        self._cached = state
+        return state

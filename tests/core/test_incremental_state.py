@@ -1,0 +1,175 @@
+"""Property tests: the mirror's state, kept per event, equals a fresh build of the same keys.
+
+After any random sequence of puts and deletes (every key kind, good values and garbage, resyncs
+in between), :meth:`StateMirror.state` equals :func:`assemble_state` over the mirror's keys,
+its indexes (by service, node, lease; unowned numbers) equal a fresh index, and a state handed
+out earlier never changed afterwards (copy on write).
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daprdockr.core.dnszone import Zone
+from daprdockr.core.instance_index import InstanceIndex, changed_services
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.local_view import local_view
+from daprdockr.core.mirror import StateMirror, WatchEvent
+from daprdockr.core.names import ServiceName
+from daprdockr.core.routing import RoutingCache, routed_removed, routing_table
+from daprdockr.core.state import ClusterState, RawKV, assemble_state, decode_entry
+from daprdockr.core.zone_delta import apply_zone_delta, zone_delta
+
+SCHEMA = KeySchema("/dd")
+SERVICES = [ServiceName.parse(n) for n in ("web.a", "api.a", "web.b")]
+NODES = ["n1", "n2", "n3"]
+
+
+def _spec(instances: int, host: str = "h.test") -> bytes:
+    return json.dumps({"image": "busybox", "instances": instances, "http_host": host, "http_port": 80}).encode()
+
+
+def _record(node: str, state: str) -> bytes:
+    return json.dumps({"node": node, "address": f"127.0.0.{NODES.index(node) + 11}", "state": state,
+                       "ports": {"80/tcp": 8000}}).encode()
+
+
+GARBAGE = st.sampled_from([b"{", b"[]", b'"x"', b'{"instances": -1}', b"\xff"])
+SERVICE = st.sampled_from(SERVICES)
+NODE = st.sampled_from(NODES)
+
+
+@st.composite
+def puts(draw: st.DrawFn) -> tuple[str, bytes, int]:
+    """(key, value, lease) of any kind, good or garbage."""
+    svc = draw(SERVICE)
+    kind = draw(st.sampled_from(["service", "instance", "instance", "instance", "node", "applied", "drain",
+                                 "rollout", "slot", "history"]))
+    good = draw(st.booleans()) or draw(st.booleans())
+    lease = draw(st.sampled_from([0, 7, 7, 8, 9]))
+    node = draw(NODE)
+    if kind == "service":
+        host = draw(st.sampled_from(["h.test", f"{svc.service}.{svc.group}.test"]))  # (two may claim one)
+        key, value = SCHEMA.service(svc), _spec(draw(st.integers(0, 4)), host)
+    elif kind == "instance":
+        key = SCHEMA.instance(svc, draw(st.integers(1, 5)))
+        value = _record(node, draw(st.sampled_from(["running", "running", "starting", "failed", "paused"])))
+    elif kind == "node":
+        key, value = SCHEMA.node(node), json.dumps({"address": "127.0.0.11", "capacity": 3}).encode()
+    elif kind == "applied":
+        key, value = SCHEMA.applied(node), json.dumps({"revision": draw(st.integers(0, 50))}).encode()
+    elif kind == "drain":
+        key, value = SCHEMA.drain(node), b"{}"
+    elif kind == "rollout":
+        key, value = SCHEMA.rollout(svc), json.dumps({"version": 2, "target": "t", "state": "rolling"}).encode()
+    elif kind == "slot":
+        index = draw(st.integers(1, 2))
+        key, value = SCHEMA.slot(svc, index), json.dumps({"node": node, "instance": 1, "target": "t"}).encode()
+    else:
+        version = draw(st.integers(1, 3))
+        spec = json.loads(_spec(2)) if draw(st.booleans()) else {"image": ""}
+        key, value = SCHEMA.history(svc, version), json.dumps({"version": version, "spec": spec}).encode()
+    return key, value if good else draw(GARBAGE), lease
+
+
+EVENTS = st.lists(st.one_of(puts().map(lambda p: ("put", *p)),
+                            puts().map(lambda p: ("delete", p[0], b"", 0)),
+                            st.just(("resync", "", b"", 0)),
+                            st.just(("snapshot", "", b"", 0))), min_size=30, max_size=100)
+
+
+def fresh(mirror: StateMirror) -> ClusterState:
+    kvs = list(mirror._kvs.values())
+    return assemble_state(SCHEMA, ((kv, decode_entry(SCHEMA, kv)) for kv in kvs), revision=mirror.revision,
+                          last_good=mirror._last_good)
+
+
+def same(got: ClusterState, want: ClusterState) -> None:
+    assert got == want
+    assert dict(got.unowned) == dict(want.unowned)
+    index, clean = got.index, InstanceIndex.build(dict(want.instances))
+    assert {k: dict(v) for k, v in index.by_service.items()} == {k: dict(v) for k, v in clean.by_service.items()}
+    assert {k: dict(v) for k, v in index.by_node.items()} == {k: dict(v) for k, v in clean.by_node.items()}
+    assert {k: dict(v) for k, v in index.by_lease.items()} == {k: dict(v) for k, v in clean.by_lease.items()}
+    assert len(index) == len(clean)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EVENTS)
+def test_the_state_kept_per_event_equals_a_fresh_build(events: list[tuple[str, str, bytes, int]]) -> None:
+    mirror = StateMirror(schema=SCHEMA)
+    mirror.reset([], revision=1)
+    revision = 1
+    handed: list[tuple[ClusterState, ClusterState]] = []
+    for kind, key, value, lease in events:
+        revision += 1
+        if kind == "put":
+            mirror.apply(WatchEvent(kind="put", key=key, value=value, revision=revision, lease=lease,
+                                    create_revision=revision))
+        elif kind == "delete":
+            mirror.apply(WatchEvent(kind="delete", key=key, revision=revision))
+        elif kind == "resync":  # a full read of the same keys at a newer revision
+            mirror.reset([RawKV(key=kv.key, value=kv.value, lease=kv.lease, create_revision=kv.create_revision,
+                                mod_revision=kv.mod_revision) for kv in mirror._kvs.values()], revision=revision)
+        else:
+            handed.append((mirror.state(), fresh(mirror)))
+    same(mirror.state(), fresh(mirror))
+    for got, want in handed:  # copy on write: what was handed out never changed
+        same(got, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(EVENTS)
+def test_changed_services_names_every_service_whose_records_changed(events: list[tuple[str, str, bytes, int]]) -> None:
+    mirror = StateMirror(schema=SCHEMA)
+    mirror.reset([], revision=1)
+    before = mirror.state()
+    for revision, (kind, key, value, lease) in enumerate(events, start=2):
+        if kind == "put":
+            mirror.apply(WatchEvent(kind="put", key=key, value=value, revision=revision, lease=lease))
+        elif kind == "delete":
+            mirror.apply(WatchEvent(kind="delete", key=key, revision=revision))
+    after = mirror.state()
+    changed = changed_services(before.index.by_service, after.index.by_service)
+    for name in SERVICES:
+        if dict(before.index.of_service(name)) != dict(after.index.of_service(name)):
+            assert name in changed
+
+
+def _served(state: ClusterState) -> set[tuple[object, ...]]:
+    return {(k, r.address, r.ports) for k, r in state.instances.items() if r.routable}
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS)
+def test_the_routing_table_and_the_zone_kept_per_service_equal_fresh_builds(
+    events: list[tuple[str, str, bytes, int]],
+) -> None:
+    """One RoutingCache, one Zone and a DNS worker's state (fed deltas) follow every state the
+    mirror hands out (and a local view of node n1 that drops its records); each equals a fresh
+    build of that state."""
+    mirror = StateMirror(schema=SCHEMA)
+    mirror.reset([], revision=1)
+    cache, zone = RoutingCache(), Zone(mirror.state())
+    last = mirror.state()
+    worker = apply_zone_delta(ClusterState(), zone_delta(None, last))  # what a DNS worker process holds
+    for revision, (kind, key, value, lease) in enumerate(events, start=2):
+        if kind == "put":
+            mirror.apply(WatchEvent(kind="put", key=key, value=value, revision=revision, lease=lease))
+        elif kind == "delete":
+            mirror.apply(WatchEvent(kind="delete", key=key, revision=revision))
+        elif kind == "resync":
+            mirror.reset(list(mirror._kvs.values()), revision=revision)
+        state = mirror.state()
+        if kind == "snapshot":
+            state = local_view(state, node_id="n1", routable=[])
+        assert cache.table(state) == routing_table(state)
+        zone.update(state)
+        assert zone.names() == Zone(state).names()
+        assert routed_removed(last, state) == bool(_served(last) - _served(state))
+        worker = apply_zone_delta(worker, zone_delta(last, state))
+        assert Zone(worker).names() == Zone(state).names() and worker.revision == state.revision
+        last = state
