@@ -19,6 +19,7 @@ reader's to log and skip, never to crash on).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,31 +85,37 @@ class KeySchema:
     def applied(self, node_id: str) -> str:
         return f"{self.prefix}/applied/{node_id}"
 
-    def parse(self, key: str) -> ParsedKey | None:
+    def parse(self, key: str) -> ParsedKey | None:  # (per watch event and per key of a full load)
         """What ``key`` names, or ``None`` if it is not a well-formed key of this schema."""
         if not key.startswith(self.root):
             return None
         parts = key[len(self.root):].split("/")
         try:
             if parts[0] == "services" and len(parts) == 3:
-                return ParsedKey(kind="service", service=ServiceName.parse(f"{parts[2]}.{parts[1]}"))
+                return ParsedKey(kind="service", service=_service(parts[2], parts[1]))
             if parts[0] == "instances" and len(parts) == 4:
                 n = parts[3]
                 if not n.isdigit() or n.startswith("0") or len(n) > 6:
                     return None
                 return ParsedKey(
                     kind="instance",
-                    service=ServiceName.parse(f"{parts[2]}.{parts[1]}"),
+                    service=_service(parts[2], parts[1]),
                     number=int(n),
                 )
             if parts[0] in ("nodes", "applied", "drain") and len(parts) == 2:
                 kind: KeyKind = {"nodes": "node", "applied": "applied", "drain": "drain"}[parts[0]]  # type: ignore[assignment]
                 return ParsedKey(kind=kind, node_id=validate_label(parts[1], field="node_id"))
             if parts[0] == "rollouts" and len(parts) == 3:
-                return ParsedKey(kind="rollout", service=ServiceName.parse(f"{parts[2]}.{parts[1]}"))
+                return ParsedKey(kind="rollout", service=_service(parts[2], parts[1]))
             if parts[0] in ("history", "slots") and len(parts) == 4 and parts[3].isdigit() and len(parts[3]) <= 8:
                 return ParsedKey(kind="history" if parts[0] == "history" else "slot",
-                                 service=ServiceName.parse(f"{parts[2]}.{parts[1]}"), number=int(parts[3]))
+                                 service=_service(parts[2], parts[1]), number=int(parts[3]))
         except ValidationError:
             return None
         return None
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _service(service: str, group: str) -> ServiceName:
+    """The name of a key's service, checked once per name (the keys of one service repeat it)."""
+    return ServiceName.parse(f"{service}.{group}")

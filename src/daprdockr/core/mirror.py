@@ -77,7 +77,8 @@ class StateMirror:
         self._deleted_at.clear()
         self._tables = StateTables(schema=self.schema)
         for kv in self._kvs.values():  # (a spec decoded valid is remembered before its key is placed)
-            self._tables.set(kv, None, self._decode(kv), last_good=self._last_good)
+            self._tables.replace_key(kv, None, self._decode(kv), last_good=self._last_good, refresh=False)
+        self._tables.refresh_all()
         self._pending = [k for k in self._tables.skipped if k not in self._reported]
         self.revision = revision
         self._reset_revision = revision
@@ -124,7 +125,7 @@ class StateMirror:
             if isinstance(new, str):
                 self._pending.append(ev.key)
         if kv is not None:
-            self._tables.set(kv, old, new, last_good=self._last_good)
+            self._tables.replace_key(kv, old, new, last_good=self._last_good)
         self.revision = max(self.revision, ev.revision)
         if ev.key.startswith((self.schema.services_prefix, self.schema.instances_prefix)):
             self.routing_version += 1

@@ -356,7 +356,8 @@ class InstanceRecord:
 
     @classmethod
     def from_dict(
-        cls, data: object, *, service: ServiceName, number: int, lease: int = 0
+        cls, data: object, *, service: ServiceName, number: int, lease: int = 0, create_revision: int = 0,
+        mod_revision: int = 0,
     ) -> InstanceRecord:
         d = _require_mapping(data, what="instance record")
         _reject_unknown(d, cls.FIELDS, what="instance record")
@@ -394,6 +395,8 @@ class InstanceRecord:
             error=str(d.get("error", "")),
             health=health,
             lease=lease,
+            create_revision=create_revision,
+            mod_revision=mod_revision,
         )
 
 

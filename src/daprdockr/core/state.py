@@ -157,12 +157,11 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
         return ServiceSpec.from_dict(data, name=parsed.service)
     if parsed.kind == "instance":
         assert parsed.service is not None
-        rec = InstanceRecord.from_dict(
-            data, service=parsed.service, number=parsed.number, lease=kv.lease
-        )
+        rec = InstanceRecord.from_dict(data, service=parsed.service, number=parsed.number, lease=kv.lease,
+                                       create_revision=kv.create_revision, mod_revision=kv.mod_revision)
         if not kv.lease:  # no agent's heartbeat keeps it: it would block the number forever
             raise ValidationError("instance key is bound to no lease")
-        return replace(rec, create_revision=kv.create_revision, mod_revision=kv.mod_revision)
+        return rec
     if parsed.kind == "drain":
         return Marker(kind="drain", node_id=parsed.node_id)
     if parsed.kind in ("rollout", "slot", "history"):

@@ -1,7 +1,7 @@
 """The parts of a :class:`~daprdockr.core.state.ClusterState`, kept current one key at a time.  Pure.
 
 :class:`StateTables` is what :func:`~daprdockr.core.state.assemble_state` builds in one pass,
-updated per key instead: :meth:`StateTables.set` takes a key's old and new decoded value, takes
+updated per key instead: :meth:`StateTables.replace_key` takes a key's old and new decoded value, takes
 the old one's part out and puts the new one's in, and recomputes the per-service facts it
 touched (the frozen route, the unowned numbers).  :meth:`StateTables.snapshot` hands out a
 state that shares the tables' dicts; every dict is copied on its first change after a
@@ -82,12 +82,14 @@ class StateTables:
         self.unowned: _Cow[ServiceName, tuple[int, ...]] = _Cow()
         self.draining: set[str] = set()
         self.skipped: dict[str, str] = {}
+        self._free: dict[ServiceName, set[int]] = {}  # the unowned numbers, per service that has any
         self._cached: ClusterState | None = None
 
-    def set(self, kv: RawKV, old: Decoded | str | None, new: Decoded | str | None,
-            *, last_good: Mapping[str, ServiceSpec]) -> ServiceName | None:
+    def replace_key(self, kv: RawKV, old: Decoded | str | None, new: Decoded | str | None,
+            *, last_good: Mapping[str, ServiceSpec], refresh: bool = True) -> ServiceName | None:
         """Replace ``kv.key``'s part: ``old`` (its previous decoded value, None if absent) by ``new``
-        (None: deleted).  Returns the service the key belongs to, if any."""
+        (None: deleted).  Returns the service the key belongs to, if any.  ``refresh=False``
+        (a bulk load) leaves the per-service facts to one :meth:`refresh_all` at the end."""
         self._cached = None
         parsed = self.schema.parse(kv.key)
         service = parsed.service if parsed is not None else None
@@ -95,9 +97,16 @@ class StateTables:
             self._remove(kv.key, old, service)
         if new is not None:
             self._add(kv, new, service, last_good)
-        if service is not None:
-            self._refresh(service)
+        if service is not None and refresh:
+            if parsed is not None and parsed.kind == "instance":
+                self._refresh_number(service, parsed.number)
+            elif parsed is not None and parsed.kind in ("service", "history"):
+                self._refresh(service)
         return service
+
+    def refresh_all(self) -> None:
+        for name in set(self.services.d) | set(self.invalid_services.d) | set(self._free):
+            self._refresh(name)
 
     def _remove(self, key: str, old: Decoded | str, service: ServiceName | None) -> None:
         if isinstance(old, str):
@@ -182,12 +191,30 @@ class StateTables:
         else:
             self.frozen_routes.put(name, route)
         spec = self.services.d.get(name)
-        numbers = unowned_numbers(spec, self.instances.of_service(name), self.invalid_instances.d) \
-            if spec is not None else ()
-        if numbers:
-            self.unowned.put(name, numbers)
+        self._free[name] = free = set(unowned_numbers(spec, self.instances.of_service(name), self.invalid_instances.d)
+                                      if spec is not None else ())
+        self._publish_free(name, free)
+
+    def _refresh_number(self, name: ServiceName, number: int) -> None:
+        """One instance key of ``name`` changed: is ``number`` unowned now?"""
+        spec = self.services.d.get(name)
+        if spec is None or number > spec.instances:
+            return
+        free = self._free.setdefault(name, set())
+        taken = self.instances.get((name, number)) is not None or (name, number) in self.invalid_instances.d
+        if taken == (number in free):
+            if taken:
+                free.discard(number)
+            else:
+                free.add(number)
+            self._publish_free(name, free)
+
+    def _publish_free(self, name: ServiceName, free: set[int]) -> None:
+        if free:
+            self.unowned.put(name, tuple(sorted(free)))
         else:
             self.unowned.pop(name)
+            self._free.pop(name, None)
 
     def snapshot(self, *, revision: int) -> ClusterState:
         """The state as it is now (shares the tables' dicts until their next change)."""
