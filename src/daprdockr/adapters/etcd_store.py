@@ -15,13 +15,13 @@ Design:
   reconnects with exponential backoff, resumes from the last seen revision, and yields a
   ``resync`` event after every reconnect (or compaction) so that level-triggered consumers
   re-read the full state instead of trusting a possibly incomplete event stream.
-* Range reads (:meth:`read_prefix`, :meth:`keys_under`, :meth:`snapshot`) come in pages of
-  ``PAGE_KEYS`` keys, every page after the first pinned to the first one's revision: however
-  many keys there are, no response passes gRPC's receive limit (a page that does, of oversized
-  garbage values, is asked again with half as many keys), and the pages still make one
-  consistent state.  aetcd 1.0 cannot set a Range request's ``limit`` or ``revision``, so these
-  calls go to etcd's gRPC KV API directly (with the client's stub, channel, auth token and
-  ``hasleader`` metadata).
+* Range reads (:meth:`read_prefix`, :meth:`keys_under`, :meth:`snapshot`, :meth:`snapshot_of`)
+  come in pages of ``PAGE_KEYS`` keys, every page after the first pinned to the first one's
+  revision: however many keys there are, no response passes gRPC's receive limit (a page that
+  does, of oversized garbage values, is asked again with half as many keys), and the pages
+  still make one consistent state.  aetcd 1.0 cannot set a Range request's ``limit`` or
+  ``revision``, so these calls go to etcd's gRPC KV API directly (with the client's stub,
+  channel, auth token and ``hasleader`` metadata).
 """
 
 from __future__ import annotations
@@ -471,6 +471,15 @@ class EtcdStore:
     async def snapshot(self) -> ClusterState:
         """The whole cluster state at one revision; malformed keys are logged and skipped."""
         kvs, revision = await self.read_prefix(self.schema.root)
+        return self._decode(kvs, revision)
+
+    async def snapshot_of(self, name: ServiceName) -> ClusterState:
+        """The state of one service at one revision: its spec, rollout, instances, slots and
+        history, and every node record (other services, applied and drain keys are not read)."""
+        s = self.schema
+        ranges = sorted([key_range(s.service(name)), key_range(s.rollout(name)), prefix_range(s.instances_of(name)),
+                         prefix_range(s.slots_of(name)), prefix_range(s.history(name)), prefix_range(s.nodes_prefix)])
+        kvs, revision = await self.read_ranges(ranges, what=f"read {name}")
         return self._decode(kvs, revision)
 
     def _decode(self, kvs: list[RawKV], revision: int) -> ClusterState:
