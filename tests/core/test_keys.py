@@ -37,6 +37,14 @@ def test_lifecycle_keys_round_trip(key: str, kind: str, service: ServiceName | N
     assert (parsed.kind, parsed.service, parsed.number, parsed.node_id) == (kind, service, number, node)
 
 
+def test_the_prefixes_of_one_service_hold_its_keys_and_no_other_services() -> None:
+    web2 = ServiceName(group="myapp", service="web2")
+    for prefix, key, other in ((S.instances_of(WEB), S.instance(WEB, 3), S.instance(web2, 3)),
+                               (S.slots_of(WEB), S.slot(WEB, 1), S.slot(web2, 1)),
+                               (S.nodes_prefix, S.node("n1"), S.drain("n1"))):
+        assert prefix.endswith("/") and key.startswith(prefix) and not other.startswith(prefix)
+
+
 def test_history_versions_sort_as_text() -> None:
     """Zero-padded: a prefix listing returns versions in order (9 before 10)."""
     assert S.history(WEB, 9) < S.history(WEB, 10) and S.history(WEB).endswith("/myapp/web/")

@@ -15,6 +15,13 @@ Design:
   reconnects with exponential backoff, resumes from the last seen revision, and yields a
   ``resync`` event after every reconnect (or compaction) so that level-triggered consumers
   re-read the full state instead of trusting a possibly incomplete event stream.
+* Range reads (:meth:`read_prefix`, :meth:`keys_under`, :meth:`snapshot`, :meth:`snapshot_of`)
+  come in pages of ``PAGE_KEYS`` keys, every page after the first pinned to the first one's
+  revision: however many keys there are, no response passes gRPC's receive limit (a page that
+  does, of oversized garbage values, is asked again with half as many keys), and the pages
+  still make one consistent state.  aetcd 1.0 cannot set a Range request's ``limit`` or
+  ``revision``, so these calls go to etcd's gRPC KV API directly (with the client's stub,
+  channel, auth token and ``hasleader`` metadata).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -66,6 +74,10 @@ CHANNEL_OPTIONS = {"grpc.max_receive_message_length": 64 * 1024 * 1024}
 KEEPALIVE_OPTIONS = {"grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 3_000,
                      "grpc.http2.max_pings_without_data": 0}
 UPDATE_ATTEMPTS = 50
+# Keys per Range request.  Typical instance records are ~300 bytes (a page of ~600 KB); even
+# records of MAX_RECORD_BYTES (64 KiB) keep a page under the 64 MiB receive limit.
+PAGE_KEYS = 1000
+READ_RESTARTS = 3  # a paginated read whose pinned revision was compacted starts over at most this often
 
 _TRANSIENT = (
     aetcd_exc.ConnectionFailedError,
@@ -84,6 +96,51 @@ def _txn_revision(responses: list[Any]) -> int:
         if op.HasField(field):
             return int(getattr(op, field).header.revision)
     raise StoreError(f"unexpected transaction response {op!r}")
+
+
+KeyRange = tuple[bytes, bytes]  # etcd's [key, range_end)
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The (exclusive) end of etcd's range over every key starting with ``prefix``: the prefix
+    cut after its last byte below 0xff, that byte incremented; ``b"\\0"`` (no end) if there is none.
+    (aetcd's ``prefix_range_end`` keeps trailing 0xff bytes: an empty range.)"""
+    stem = prefix.rstrip(b"\xff")
+    if not stem:
+        return b"\0"
+    return stem[:-1] + bytes([stem[-1] + 1])
+
+
+def next_key(last: bytes) -> bytes:
+    """The smallest key after ``last`` in etcd's byte order: where the next page starts."""
+    return last + b"\0"
+
+
+def prefix_range(prefix: str) -> KeyRange:
+    start = prefix.encode()
+    return start, range_end(start)
+
+
+def key_range(key: str) -> KeyRange:
+    """The range holding exactly ``key``."""
+    start = key.encode()
+    return start, next_key(start)
+
+
+class _Compacted(StoreError):
+    """The revision a paginated read is pinned to was compacted between two pages."""
+
+
+class _PageTooLarge(StoreError):
+    """A page's response was over the gRPC receive limit (values far beyond MAX_RECORD_BYTES)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    kvs: list[RawKV]
+    last: bytes  # the raw last key (the next page starts after it)
+    revision: int  # the store revision the page was read at (the header's)
+    more: bool
 
 
 def translate(exc: BaseException, *, what: str) -> DaprDockrError:
@@ -339,28 +396,93 @@ class EtcdStore:
         )
 
     # ------------------------------------------------------------------ raw reads
-    async def read_prefix(self, prefix: str) -> tuple[list[RawKV], int]:
-        """All key/values under ``prefix`` and the store revision they were read at."""
+    async def read_prefix(self, prefix: str, *, page_keys: int = PAGE_KEYS) -> tuple[list[RawKV], int]:
+        """All key/values under ``prefix`` and the store revision they were read at (paginated)."""
+        return await self.read_ranges([prefix_range(prefix)], what=f"read {prefix}", page_keys=page_keys)
 
-        async def op(c: aetcd.Client) -> tuple[list[RawKV], int]:
-            resp = await c.get_prefix(prefix.encode())
-            kvs = [
-                RawKV(
-                    key=kv.key.decode(errors="replace"),
-                    value=kv.value,
-                    lease=kv.lease,
-                    create_revision=kv.create_revision,
-                    mod_revision=kv.mod_revision,
-                )
-                for kv in resp
-            ]
-            return kvs, int(resp.header.revision)
+    async def keys_under(self, prefix: str, *, page_keys: int = PAGE_KEYS) -> list[str]:
+        """The keys under ``prefix`` (values not read; paginated)."""
+        kvs, _ = await self.read_ranges([prefix_range(prefix)], what=f"list {prefix}", keys_only=True,
+                                        page_keys=page_keys)
+        return sorted(kv.key for kv in kvs)
 
-        return await self._call(op, what=f"read {prefix}")
+    async def read_ranges(
+        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool = False, page_keys: int = PAGE_KEYS,
+    ) -> tuple[list[RawKV], int]:
+        """The key/values of every range, in order, all at one store revision, and that revision.
+
+        Pages after the first are pinned to the first page's revision; each page is a call of its
+        own (a failover between pages goes on at that revision).  If etcd compacted the revision
+        meanwhile, the whole read starts over at a new one, at most ``READ_RESTARTS`` times.
+        """
+        for attempt in range(1, READ_RESTARTS + 1):
+            try:
+                return await self._read_pinned(ranges, what=what, keys_only=keys_only, page_keys=page_keys)
+            except _Compacted as exc:
+                log.warning("etcd %s: %s; reading again (%d/%d)", what, exc, attempt, READ_RESTARTS)
+        raise StoreError(f"etcd {what}: compacted while reading, {READ_RESTARTS} times", transient=True)
+
+    async def _read_pinned(
+        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool, page_keys: int,
+    ) -> tuple[list[RawKV], int]:
+        """One paginated read of ``ranges`` at the first page's revision; raises _Compacted."""
+        kvs: list[RawKV] = []
+        revision, limit = 0, max(1, page_keys)
+        for start, end in ranges:
+            key = start
+            while True:
+                try:
+                    page = await self._call(partial(self._range_page, key=key, end=end, revision=revision,
+                                                    limit=limit, keys_only=keys_only), what=what)
+                except _PageTooLarge:
+                    if limit == 1:
+                        raise
+                    limit //= 2
+                    log.warning("etcd %s: a page was over the receive limit; %d keys per page now", what, limit)
+                    continue
+                revision = revision or page.revision
+                kvs.extend(page.kvs)
+                if not page.more or not page.kvs:
+                    break
+                key = next_key(page.last)
+        return kvs, revision
+
+    async def _range_page(
+        self, c: _Client, *, key: bytes, end: bytes, revision: int, limit: int, keys_only: bool,
+    ) -> _Page:
+        """One Range request (revision 0: the newest), with the client's timeout and metadata as in
+        aetcd's own calls.  Unsorted: etcd then stops at ``limit`` in its index, and answers in key order."""
+        await c.connect()
+        request = aetcd_rpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision, keys_only=keys_only)
+        try:
+            resp = await c.kvstub.Range(request, timeout=c._timeout, metadata=c.metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise _PageTooLarge(f"page of {limit} keys from {key!r}: {exc.details()}") from exc
+            if "required revision has been compacted" in str(exc.details()):
+                raise _Compacted(f"revision {revision} was compacted") from exc
+            aetcd_exc._handle_exception(exc)  # the errors aetcd's calls raise (and translate() knows)
+            raise
+        kvs = [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
+                     create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in resp.kvs]
+        last = bytes(resp.kvs[-1].key) if resp.kvs else key
+        return _Page(kvs=kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more))
 
     async def snapshot(self) -> ClusterState:
         """The whole cluster state at one revision; malformed keys are logged and skipped."""
         kvs, revision = await self.read_prefix(self.schema.root)
+        return self._decode(kvs, revision)
+
+    async def snapshot_of(self, name: ServiceName) -> ClusterState:
+        """The state of one service at one revision: its spec, rollout, instances, slots and
+        history, and every node record (other services, applied and drain keys are not read)."""
+        s = self.schema
+        ranges = sorted([key_range(s.service(name)), key_range(s.rollout(name)), prefix_range(s.instances_of(name)),
+                         prefix_range(s.slots_of(name)), prefix_range(s.history(name)), prefix_range(s.nodes_prefix)])
+        kvs, revision = await self.read_ranges(ranges, what=f"read {name}")
+        return self._decode(kvs, revision)
+
+    def _decode(self, kvs: list[RawKV], revision: int) -> ClusterState:
         state = decode_state(self.schema, kvs, revision=revision)
         for key, reason in state.skipped:
             log.warning("skipping malformed etcd key %s: %s", key, reason)
@@ -421,11 +543,6 @@ class EtcdStore:
 
     async def get_kv(self, key: str) -> RawKV | None:
         return await self._get_kv(key)
-
-    async def keys_under(self, prefix: str) -> list[str]:
-        """The keys under ``prefix`` (values not read)."""
-        got = await self._call(lambda c: c.get_prefix(prefix.encode(), keys_only=True), what=f"list {prefix}")
-        return sorted(kv.key.decode(errors="replace") for kv in got)
 
     async def put_service(self, spec: ServiceSpec) -> None:
         """Write ``spec`` whatever is stored (tests and tooling), with its history and rollout records."""

@@ -63,7 +63,7 @@ def ps(
     if watch:
         _watch(ctx, target, as_json=as_json)
         return
-    rows = _ps_rows(with_store(ctx, lambda s: s.snapshot()), target)
+    rows = _ps_rows(with_store(ctx, lambda s: s.snapshot() if target is None else s.snapshot_of(target)), target)
     if as_json:
         print_json(rows)
     else:
@@ -133,7 +133,7 @@ def logs(
     async def fetch(store: EtcdStore) -> None:
         from daprdockr.clikit.logs import client_token, stream_logs
 
-        state = await store.snapshot()
+        state = await store.snapshot_of(target)
         rec = state.instances.get((target, instance))
         if rec is None:
             raise NotFoundError(f"instance {instance} of {target} not found")

@@ -115,7 +115,7 @@ def svc_status(
     Example: daprdockr svc status web.myapp
     """
     target = service_name(name)
-    state = with_store(ctx, lambda s: s.snapshot())
+    state = with_store(ctx, lambda s: s.snapshot_of(target))
     row = rollout_row(state, target)
     instances = instance_rows(state, now=time.time(), service=target)
     if as_json:

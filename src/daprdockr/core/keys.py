@@ -60,11 +60,19 @@ class KeySchema:
     def instances_prefix(self) -> str:
         return f"{self.prefix}/instances/"
 
+    @property
+    def nodes_prefix(self) -> str:
+        return f"{self.prefix}/nodes/"
+
     def service(self, name: ServiceName) -> str:
         return f"{self.prefix}/services/{name.group}/{name.service}"
 
     def instance(self, name: ServiceName, number: int) -> str:
         return f"{self.prefix}/instances/{name.group}/{name.service}/{number}"
+
+    def instances_of(self, name: ServiceName) -> str:
+        """The prefix of every instance key of ``name``."""
+        return f"{self.prefix}/instances/{name.group}/{name.service}/"
 
     def node(self, node_id: str) -> str:
         return f"{self.prefix}/nodes/{node_id}"
@@ -78,6 +86,10 @@ class KeySchema:
 
     def slot(self, name: ServiceName, index: int) -> str:
         return f"{self.prefix}/slots/{name.group}/{name.service}/{index}"
+
+    def slots_of(self, name: ServiceName) -> str:
+        """The prefix of every replacement slot key of ``name``."""
+        return f"{self.prefix}/slots/{name.group}/{name.service}/"
 
     def drain(self, node_id: str) -> str:
         return f"{self.prefix}/drain/{node_id}"
