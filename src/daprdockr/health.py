@@ -77,7 +77,7 @@ class HealthMonitor:
         # runtime hash -> the check of that spec version: a container still running an older
         # version (mid-rollout) is checked with its own version's check, not the new one's
         self._by_hash: dict[str, HealthCheck | None] = {}
-        self._learned_from: Mapping[ServiceName, ServiceSpec] | None = None
+        self._learned_from: Mapping[ServiceName, ServiceSpec] = {}
         self._history_read: dict[ServiceName, Mapping[int, HistoryEntry]] = {}  # history mapping last learned
         self._running: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -203,9 +203,10 @@ class HealthMonitor:
         live: set[str] = set()
         started = 0
         if specs is not self._learned_from:  # the mirror hands out a new mapping only on a change
-            self._learned_from = specs
-            for known in specs.values():
-                self.learn(known)
+            before, self._learned_from = self._learned_from, specs
+            for name, known in specs.items():
+                if before.get(name) is not known:  # (and keeps the specs that did not change)
+                    self.learn(known)
         for c in self.containers():
             spec = specs.get(c.service)
             check = self.check_for(c, spec) if spec is not None else None
