@@ -86,6 +86,7 @@ from daprdockr.core.plan import (
     action_key,
     plan_next,
 )
+from daprdockr.core.plan_scope import PassInputs, plan_scope
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.rebalance import EvenCache
 from daprdockr.core.removal import KeyEvent, left_routing_at
@@ -270,6 +271,9 @@ class Reconciler:
         self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
         self._paused_since: dict[str, float] = {}  # container id -> when a listing first showed it paused
         self._even = EvenCache()  # services the last passes found even (no rebalance move), per spec and records
+        self._planned: ClusterState | None = None  # the state the last pass planned from
+        self._last_inputs: PassInputs | None = None  # and the rest of what it read
+        self._last_full = 0.0  # when the last pass over every service ran
         # containers Docker could not remove: retried in the background, never in an instance's way
         self.reaper = ContainerReaper(remove=self._remove_for_good)
         self._exits_counted: set[str] = set()  # exited containers whose exit the crash backoff counted
@@ -395,14 +399,24 @@ class Reconciler:
         unowned = [(name, n) for name, numbers in state.unowned.items() for n in numbers]
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
         health, restart = self._health_observed(state.services)
+        containers = [c for c in self.containers if c.id not in self.reaper]
+        busy = frozenset(k for k, t in self._inflight.items() if not t.done())
+        inputs = PassInputs(lease=self.lease, claiming=self.claiming, capacity=self.capacity, nodes=state.nodes,
+                            containers=containers, busy=busy, health=health, restart=restart,
+                            held=frozenset(self.retries), paused=bool(self._paused_since))
+        scope = plan_scope(last=self._last_inputs, inputs=inputs, old=self._planned, new=state, now=now,
+                           due=self._next_wake, last_full=self._last_full)
+        self._last_inputs, self._planned = inputs, state
+        if scope is None:
+            self._last_full = now
         observed = Observed(
             node_id=self.node_id,
             lease=self.lease,
             now=now,
             instances=state.instances,
             nodes=state.nodes,
-            containers=[c for c in self.containers if c.id not in self.reaper],
-            busy=frozenset(k for k, t in self._inflight.items() if not t.done()),
+            containers=containers,
+            busy=busy,
             unowned_since=self._unowned_since,
             retry_at={k: e.not_before for k, e in self.retries.items() if e.hold == "start"},
             held_until={k: e.not_before for k, e in self.retries.items() if e.hold == "all"},
@@ -422,9 +436,12 @@ class Reconciler:
             invalid=invalid_services(state),
             unowned=state.unowned,
             even=self._even,
+            scope=scope,
         )
         planned = plan_next(state.services, observed)
-        actions, self._next_wake = planned.actions, planned.next_wake
+        actions = planned.actions
+        # (a scoped pass keeps the timers of the services it did not look at: not due yet, or it was full)
+        self._next_wake = planned.next_wake if scope is None else min(self._next_wake, planned.next_wake)
         if actions:
             log.debug("planned %d actions with live nodes %s", len(actions), sorted(state.nodes))
         by_key: dict[Key, list[Action]] = {}

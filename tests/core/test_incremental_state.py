@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daprdockr.core import instance_index
 from daprdockr.core.dnszone import Zone
 from daprdockr.core.instance_index import InstanceIndex, changed_services
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.local_view import local_view
+from daprdockr.core.local_view import LocalView, local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routing import RoutingCache, routed_removed, routing_table
@@ -133,7 +135,7 @@ def test_changed_services_names_every_service_whose_records_changed(events: list
         elif kind == "delete":
             mirror.apply(WatchEvent(kind="delete", key=key, revision=revision))
     after = mirror.state()
-    changed = changed_services(before.index.by_service, after.index.by_service)
+    changed = changed_services(before.index, after.index)
     for name in SERVICES:
         if dict(before.index.of_service(name)) != dict(after.index.of_service(name)):
             assert name in changed
@@ -153,7 +155,7 @@ def test_the_routing_table_and_the_zone_kept_per_service_equal_fresh_builds(
     build of that state."""
     mirror = StateMirror(schema=SCHEMA)
     mirror.reset([], revision=1)
-    cache, zone = RoutingCache(), Zone(mirror.state())
+    cache, zone, view = RoutingCache(), Zone(mirror.state()), LocalView(node_id="n1")
     last = mirror.state()
     worker = apply_zone_delta(ClusterState(), zone_delta(None, last))  # what a DNS worker process holds
     for revision, (kind, key, value, lease) in enumerate(events, start=2):
@@ -165,7 +167,9 @@ def test_the_routing_table_and_the_zone_kept_per_service_equal_fresh_builds(
             mirror.reset(list(mirror._kvs.values()), revision=revision)
         state = mirror.state()
         if kind == "snapshot":
+            kept = view.view(state, routable=[])
             state = local_view(state, node_id="n1", routable=[])
+            assert kept == state
         assert cache.table(state) == routing_table(state)
         zone.update(state)
         assert zone.names() == Zone(state).names()
@@ -173,3 +177,18 @@ def test_the_routing_table_and_the_zone_kept_per_service_equal_fresh_builds(
         worker = apply_zone_delta(worker, zone_delta(last, state))
         assert Zone(worker).names() == Zone(state).names() and worker.revision == state.revision
         last = state
+
+
+def test_changed_services_beyond_the_log_falls_back_to_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(instance_index, "LOG_LENGTH", 3)
+    mirror = StateMirror(schema=SCHEMA)
+    mirror.reset([], revision=1)
+    first = mirror.state()
+    states = []
+    for revision, name in enumerate(SERVICES * 2, start=2):
+        mirror.apply(WatchEvent(kind="put", key=SCHEMA.instance(name, revision), value=_record("n1", "running"),
+                                revision=revision, lease=7))
+        states.append(mirror.state())
+    assert changed_services(states[-2].index, states[-1].index) == {SERVICES[-1]}  # from the log
+    assert first.index.log.since(first.index.gen, states[-1].index.gen) is None  # the log no longer reaches back
+    assert changed_services(first.index, states[-1].index) == set(SERVICES)  # by identity

@@ -53,7 +53,7 @@ from daprdockr.core import removal
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.local_view import local_view
+from daprdockr.core.local_view import LocalView
 from daprdockr.core.model import NodeRecord
 from daprdockr.core.routing import routed_removed
 from daprdockr.core.state import ClusterState
@@ -114,6 +114,7 @@ class Agent:
         self._pushed: tuple[int, int] = (-1, -1)  # (routing version, local version) last pushed
         self._local_version = 0
         self._served = ClusterState()  # the last state DNS and nginx were given
+        self._local_view = LocalView(node_id=config.node_id)
         self._removal_at = 0  # newest revision of a served state that dropped an instance
         self._removal_seen = 0  # the mirror's removal revision when we last served
         self._published = 0  # newest revision written to applied/<node>
@@ -166,7 +167,7 @@ class Agent:
         state = self.mirror.state()
         if not self.reconciler.listed:
             return state
-        return local_view(state, node_id=self.config.node_id, routable=self.reconciler.routable())
+        return self._local_view.view(state, routable=self.reconciler.routable())
 
     def _on_new_lease(self, lease: int) -> None:
         self.reconciler.lease = lease

@@ -93,8 +93,9 @@ def _addr_type(address: str) -> RRType | None:
 
 
 class Zone:
-    """Lookup table for one domain, kept per service: :meth:`update` redoes only the services whose
-    spec or records changed since the last state (:func:`~daprdockr.core.routing.changed_specs`).
+    """Lookup table for one domain, kept per instance: :meth:`update` looks only at the services whose
+    spec or records changed since the last state (:func:`~daprdockr.core.routing.changed_specs`),
+    and in those redoes only the instances whose record changed.
 
     Each service contributes *parts* (a record under a name, or just the name); a name and a
     record are counted, so a group's name and its deduplicated addresses stay while any of its
@@ -105,7 +106,8 @@ class Zone:
         self.apex = f"{self.domain}."
         self.ttl = ttl
         self._nodes: dict[str, _Node] = {}
-        self._parts: dict[ServiceName, list[Part]] = {}
+        self._parts: dict[ServiceName, dict[int, list[Part]]] = {}  # each routed instance's parts
+        self._named: set[ServiceName] = set()  # services whose names exist (they have a spec)
         self._state: ClusterState | None = None
         self.soa = self._soa(state)
         self._add((self.apex, self.soa))
@@ -119,7 +121,8 @@ class Zone:
                            serial=state.revision & 0xFFFFFFFF, minimum=self.ttl))
 
     def update(self, state: ClusterState) -> None:
-        """Serve ``state``: the parts of the services that changed are taken out and put in again."""
+        """Serve ``state``: in each service that changed, the parts of the instances whose record
+        changed (another object: the mirror keeps the others) are taken out and put in again."""
         old = self._state
         if old is state:
             return
@@ -127,17 +130,42 @@ class Zone:
         self._state = state
         soa = self._soa(state)
         if soa != self.soa:
-            self._remove((self.apex, self.soa))
+            self._replace((self.apex, self.soa), (self.apex, soa))
             self.soa = soa
-            self._add((self.apex, soa))
         for name in names:
-            for part in self._parts.pop(name, ()):
+            self._update_service(name, old, state)
+
+    def _update_service(self, name: ServiceName, old: ClusterState | None, state: ClusterState) -> None:
+        group = f"{name.group}.{self.apex}"
+        svc = f"{name.service}.{group}"
+        exists = name in state.services
+        if exists and name not in self._named:
+            self._named.add(name)
+            self._add((svc, None))
+            self._add((group, None))
+        elif not exists and name in self._named:
+            self._named.discard(name)
+            self._remove((svc, None))
+            self._remove((group, None))
+        before = old.index.of_service(name) if old is not None else {}
+        now = state.index.of_service(name)
+        parts = self._parts.setdefault(name, {})
+        for number in sorted(set(before) | set(now)):
+            rec = now.get(number)
+            if rec is before.get(number) and (number in parts or rec is None or not rec.routable):
+                continue
+            for part in parts.pop(number, ()):
                 self._remove(part)
-            parts = self._service_parts(state, name)
-            if parts:
-                self._parts[name] = parts
-                for part in parts:
+            if rec is not None and rec.routable:
+                parts[number] = new = self._instance_parts(rec, svc=svc, group=group)
+                for part in new:
                     self._add(part)
+        if not parts:
+            del self._parts[name]
+
+    def _replace(self, old: Part, new: Part) -> None:
+        self._remove(old)
+        self._add(new)
 
     def _add(self, part: Part) -> None:
         owner, rr = part
@@ -162,17 +190,6 @@ class Zone:
         node.refs -= 1
         if not node.refs:
             del self._nodes[owner]
-
-    def _service_parts(self, state: ClusterState, name: ServiceName) -> list[Part]:
-        group = f"{name.group}.{self.apex}"
-        svc = f"{name.service}.{group}"
-        parts: list[Part] = [(svc, None), (group, None)] if name in state.services else []
-        records = state.index.of_service(name)
-        for number in sorted(records):
-            rec = records[number]
-            if rec.routable:
-                parts.extend(self._instance_parts(rec, svc=svc, group=group))
-        return parts
 
     def _instance_parts(self, rec: InstanceRecord, *, svc: str, group: str) -> list[Part]:
         rtype = _addr_type(rec.address)

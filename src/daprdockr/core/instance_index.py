@@ -12,12 +12,16 @@ Two ways to get one:
   a :meth:`~IndexBuilder.snapshot` per state.  The builder copies a dict on its first change
   after a snapshot (copy on write), so a snapshot never changes afterwards and costs nothing
   for the services, nodes and leases an event did not touch.  Because of that, a per-service
-  dict that is the *same object* in two states holds the same records: consumers compare them
-  by identity (:func:`changed_services`) and redo only the services that changed.
+  dict that is the *same object* in two states holds the same records.  Each snapshot also has
+  its place in the builder's :class:`ChangeLog` (the services each snapshot changed), so
+  :func:`changed_services` tells consumers what changed between two snapshots in a look per
+  change (or, between unrelated indexes, by identity: a look per service), and they redo only
+  those services.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
@@ -33,7 +37,7 @@ EMPTY: Mapping[int, InstanceRecord] = {}
 class InstanceIndex(Mapping[Key, InstanceRecord]):
     """``(service, number) -> record``, with per-service, per-node and per-lease views."""
 
-    __slots__ = ("_len", "by_lease", "by_node", "by_service")
+    __slots__ = ("_len", "by_lease", "by_node", "by_service", "gen", "log")
 
     def __init__(
         self,
@@ -42,11 +46,15 @@ class InstanceIndex(Mapping[Key, InstanceRecord]):
         by_node: Mapping[str, Mapping[Key, InstanceRecord]],
         by_lease: Mapping[int, Mapping[Key, InstanceRecord]],
         length: int,
+        log: ChangeLog | None = None,
+        gen: int = 0,
     ) -> None:
         self.by_service = by_service
         self.by_node = by_node
         self.by_lease = by_lease
         self._len = length
+        self.log = log if log is not None else ChangeLog()  # the builder's: what changed between its snapshots
+        self.gen = gen  # this snapshot's place in ``log``
 
     @classmethod
     def build(cls, instances: Mapping[Key, InstanceRecord]) -> InstanceIndex:
@@ -145,10 +153,32 @@ class _Groups(Generic[G, K]):
             self._own.discard(group)
 
 
+class ChangeLog:
+    """The services each snapshot of one builder changed (the last :data:`LOG_LENGTH` snapshots)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, frozenset[ServiceName]]] = deque(maxlen=LOG_LENGTH)
+
+    def since(self, old: int, new: int) -> set[ServiceName] | None:
+        """The services changed after snapshot ``old`` up to ``new``; None if the log no longer reaches back."""
+        out: set[ServiceName] = set()
+        for gen, names in reversed(self.entries):
+            if gen <= old:
+                return out
+            if gen <= new:
+                out |= names
+        return out if not self.entries or self.entries[0][0] <= old + 1 else None  # (gens are consecutive)
+
+
+LOG_LENGTH = 4096
+
+
 class IndexBuilder:
     """An :class:`InstanceIndex` kept current one record at a time (see the module docstring)."""
 
-    __slots__ = ("_lease", "_len", "_node", "_service", "_snapshot")
+    __slots__ = ("_gen", "_lease", "_len", "_log", "_node", "_service", "_snapshot", "_touched")
 
     def __init__(self) -> None:
         self._service: _Groups[ServiceName, int] = _Groups()
@@ -156,6 +186,9 @@ class IndexBuilder:
         self._lease: _Groups[int, Key] = _Groups()
         self._len = 0
         self._snapshot: InstanceIndex | None = None
+        self._log = ChangeLog()
+        self._gen = 0
+        self._touched: set[ServiceName] = set()  # services changed since the last snapshot
 
     def get(self, key: Key) -> InstanceRecord | None:
         inner = self._service.outer.get(key[0])
@@ -183,6 +216,7 @@ class IndexBuilder:
         if old is rec:
             return
         self._snapshot = None
+        self._touched.add(key[0])
         if old is not None:
             self._node.delete(old.node, key)
             self._lease.delete(old.lease, key)
@@ -197,6 +231,7 @@ class IndexBuilder:
         if old is None:
             return
         self._snapshot = None
+        self._touched.add(key[0])
         self._len -= 1
         self._service.delete(key[0], key[1])
         self._node.delete(old.node, key)
@@ -205,21 +240,27 @@ class IndexBuilder:
     def snapshot(self) -> InstanceIndex:
         """The index as it is now; later changes copy what they touch, never change this one."""
         if self._snapshot is None:
+            if self._touched:
+                self._gen += 1
+                self._log.entries.append((self._gen, frozenset(self._touched)))
+                self._touched.clear()
             self._snapshot = InstanceIndex(by_service=self._service.outer, by_node=self._node.outer,
-                                           by_lease=self._lease.outer, length=self._len)
+                                           by_lease=self._lease.outer, length=self._len, log=self._log, gen=self._gen)
             for groups in (self._service, self._node, self._lease):
                 groups.seal()
         return self._snapshot
 
 
-def changed_services(
-    old: Mapping[ServiceName, Mapping[int, InstanceRecord]], new: Mapping[ServiceName, Mapping[int, InstanceRecord]]
-) -> set[ServiceName]:
-    """The services whose records differ between two indexes' ``by_service``: compared by identity
-    (copy on write keeps an untouched service's dict the same object), so it costs a look per
-    service, not per instance."""
-    if old is new:
+def changed_services(old: InstanceIndex, new: InstanceIndex) -> set[ServiceName]:
+    """The services whose records may differ between two indexes: from the change log when both
+    are snapshots of one builder (a look per change), else by identity of each service's dict
+    (copy on write keeps an untouched service's dict the same object: a look per service)."""
+    if old is new or old.by_service is new.by_service:
         return set()
-    out = {name for name, inner in new.items() if old.get(name) is not inner}
-    out.update(name for name in old if name not in new)
+    if old.log is new.log and old.gen <= new.gen:
+        logged = new.log.since(old.gen, new.gen)
+        if logged is not None:
+            return logged
+    out = {name for name, inner in new.by_service.items() if old.by_service.get(name) is not inner}
+    out.update(name for name in old.by_service if name not in new.by_service)
     return out

@@ -8,26 +8,34 @@ container was restarted is served on the container's current ports.  When an ins
 containers (a rolling update starts the replacement beside the old one), the one the record names
 is served.  Pure; linear in the number of this node's records (the state's per-node index),
 and the records it corrects are copied into a new index that shares every other service's.
+:class:`LocalView` keeps the corrections until this node's records or containers change, so a
+change elsewhere in the cluster costs nothing here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.instance_index import IndexBuilder
+from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 
+Key = tuple[ServiceName, int]
 
-def local_view(state: ClusterState, *, node_id: str, routable: Iterable[ContainerInfo]) -> ClusterState:
-    """``state`` with this node's instance records matched to its ``routable`` (running) containers."""
-    live: dict[tuple[ServiceName, int], list[ContainerInfo]] = {}
+
+def corrections(
+    mine: Mapping[Key, InstanceRecord], routable: Iterable[ContainerInfo]
+) -> dict[Key, InstanceRecord | None]:
+    """What this node's ``routable`` containers change in its records ``mine``: a record to serve
+    instead (restarted under it: other ports), or None (not running here: left out)."""
+    live: dict[Key, list[ContainerInfo]] = {}
     for c in routable:
         live.setdefault(c.key, []).append(c)
-    builder: IndexBuilder | None = None
-    for key, rec in state.index.of_node(node_id).items():
+    out: dict[Key, InstanceRecord | None] = {}
+    for key, rec in mine.items():
         if rec.state != "running":
             continue
         candidates = live.get(key, [])
@@ -35,11 +43,43 @@ def local_view(state: ClusterState, *, node_id: str, routable: Iterable[Containe
         # starting beside it (rolling update) is not served before the record names it.
         named = [x for x in candidates if x.id == rec.container_id]
         chosen = named[0] if named else max(candidates, key=lambda x: x.created, default=None)
-        if chosen is not None and chosen.id == rec.container_id and chosen.ports == rec.ports:
-            continue
-        builder = builder or IndexBuilder.over(state.index)
         if chosen is None:
+            out[key] = None
+        elif chosen.id != rec.container_id or chosen.ports != rec.ports:
+            out[key] = replace(rec, container_id=chosen.id, ports=chosen.ports)
+    return out
+
+
+def _corrected(state: ClusterState, fixes: Mapping[Key, InstanceRecord | None]) -> ClusterState:
+    if not fixes:
+        return state
+    builder = IndexBuilder.over(state.index)
+    for key, rec in fixes.items():
+        if rec is None:
             builder.delete(key)
         else:
-            builder.put(replace(rec, container_id=chosen.id, ports=chosen.ports))
-    return state if builder is None else replace(state, instances=builder.snapshot())
+            builder.put(rec)
+    return replace(state, instances=builder.snapshot())
+
+
+def local_view(state: ClusterState, *, node_id: str, routable: Iterable[ContainerInfo]) -> ClusterState:
+    """``state`` with this node's instance records matched to its ``routable`` (running) containers."""
+    return _corrected(state, corrections(state.index.of_node(node_id), routable))
+
+
+class LocalView:
+    """:func:`local_view`, with the corrections worked out again only when this node's records (the
+    same mapping object while none changed) or its routable containers changed."""
+
+    def __init__(self, *, node_id: str) -> None:
+        self.node_id = node_id
+        self._mine: Mapping[Key, InstanceRecord] | None = None
+        self._routable: tuple[ContainerInfo, ...] = ()
+        self._fixes: dict[Key, InstanceRecord | None] = {}
+
+    def view(self, state: ClusterState, *, routable: Sequence[ContainerInfo]) -> ClusterState:
+        mine, now = state.index.of_node(self.node_id), tuple(routable)
+        if mine is not self._mine or now != self._routable:
+            self._mine, self._routable = mine, now
+            self._fixes = corrections(mine, now)
+        return _corrected(state, self._fixes)

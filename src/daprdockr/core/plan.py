@@ -208,6 +208,10 @@ class Observed:
     # here from ``desired`` (the state's per-event index, :attr:`ClusterState.unowned`, when given)
     unowned: Mapping[ServiceName, tuple[int, ...]] | None = None
     even: EvenCache | None = None  # remembers which services are even (rebalance), across passes
+    # plan only these services' containers, records and rebalancing (None: all).  The reconciler
+    # gives the services that changed since its last pass, when nothing else did (:mod:`~daprdockr.core.plan_scope`);
+    # claims always look at every service with unowned numbers
+    scope: frozenset[ServiceName] | None = None
 
     @property
     def index(self) -> InstanceIndex:
@@ -274,7 +278,7 @@ def _plan_containers(
     covered: set[Key] = set()
     by_key: dict[Key, list[ContainerInfo]] = {}
     for c in obs.containers:
-        if c.node == obs.node_id:
+        if c.node == obs.node_id and (obs.scope is None or c.service in obs.scope):
             by_key.setdefault(c.key, []).append(c)
     for key, group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         covered.add(key)
@@ -407,7 +411,10 @@ def _plan_records(
 ) -> None:
     """Actions for keys with our node id (or on our lease) but no container here."""
     index = obs.index
-    ours = {**index.of_node(obs.node_id), **index.of_lease(obs.lease)}
+    if obs.scope is None:
+        ours = {**index.of_node(obs.node_id), **index.of_lease(obs.lease)}
+    else:  # (the scope's services only: a look at their records, not at all of ours)
+        ours = {(name, n): r for name in obs.scope for n, r in index.of_service(name).items() if _ours(r, obs)}
     for key, rec in sorted(ours.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
         if not _ours(rec, obs) or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
             continue
@@ -542,7 +549,8 @@ def _plan_rebalance(
     capacity = {n: rec.capacity for n, rec in obs.nodes.items()}
     capacity[obs.node_id] = obs.capacity
     even = obs.even or EvenCache()
-    for name in sorted(desired, key=str):
+    names = desired if obs.scope is None else {n for n in (*obs.scope, *even.uneven) if n in desired}
+    for name in sorted(names, key=str):
         if name in obs.frozen or name in obs.invalid:
             continue  # (bad data in etcd is never a reason to move anything)
         spec = desired[name]

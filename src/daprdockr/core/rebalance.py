@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.names import ServiceName
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class EvenCache:
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[ServiceSpec, Mapping[int, InstanceRecord], tuple[str, ...], bool]] = {}
+        self.uneven: set[ServiceName] = set()  # the services last found uneven (a scoped pass still looks at them)
 
     def even(self, spec: ServiceSpec, records: Mapping[int, InstanceRecord], *, nodes: Sequence[str]) -> bool:
         live = tuple(nodes)
@@ -99,4 +101,8 @@ class EvenCache:
                 counts[r.node] += 1
         even = not counts or max(counts.values()) - min(counts.values()) < 2
         self._seen[key] = (spec, records, live, even)
+        if even:
+            self.uneven.discard(spec.name)
+        else:
+            self.uneven.add(spec.name)
         return even

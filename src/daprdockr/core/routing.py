@@ -18,6 +18,7 @@ is what an owner waits for before it stops a container).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 from collections.abc import Mapping
 
@@ -28,12 +29,19 @@ from daprdockr.core.state import ClusterState
 Table = dict[str, tuple[str, ...]]
 
 
-def _peer(address: str, port: int) -> str | None:
+@functools.lru_cache(maxsize=1 << 12)
+def _host(address: str) -> str | None:
+    """An address as a peer writes it (checked once per address: many peers share a host)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:  # not an IP literal: never handed to nginx
         return None
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _peer(address: str, port: int) -> str | None:
+    host = _host(address)
+    return f"{host}:{port}" if host is not None else None
 
 
 def _interleave(by_node: Mapping[str, list[str]]) -> tuple[str, ...]:
@@ -79,7 +87,7 @@ def _service_peers(state: ClusterState, name: ServiceName, port: int) -> tuple[s
 def changed_specs(old: ClusterState, new: ClusterState) -> set[ServiceName]:
     """Services whose spec, frozen route or records differ between two states (compared by
     identity where the mirror shares objects, so it costs a look per service, not per instance)."""
-    out = changed_services(old.index.by_service, new.index.by_service)
+    out = changed_services(old.index, new.index)
     for a, b in ((old.services, new.services), (old.frozen_routes, new.frozen_routes)):
         if a is not b:
             out.update(n for n, v in b.items() if a.get(n) is not v and a.get(n) != v)
@@ -177,7 +185,7 @@ def routed_removed(old: ClusterState, new: ClusterState) -> bool:
     def served(state: ClusterState, name: ServiceName) -> set[tuple[int, str, tuple[tuple[str, int], ...]]]:
         return {(n, r.address, r.ports) for n, r in state.index.of_service(name).items() if r.routable}
 
-    changed = changed_services(old.index.by_service, new.index.by_service)
+    changed = changed_services(old.index, new.index)
     return any(served(old, name) - served(new, name) for name in changed)
 
 

@@ -1,0 +1,95 @@
+"""The CLI's views and the agent's full load against a real etcd holding 1 000 and 100 000 instances.
+
+One etcd member (Debian's etcd-server) on loopback.  For each size, under its own prefix: 100
+node records on 100 leases, ``size / 100`` services (specs with env and labels, one history
+entry each) and their instance records (written in transactions of 100 puts).  Then, timed
+(median of ``--runs``):
+
+* ``daprdockr svc ls``, ``daprdockr status`` and ``daprdockr ps SERVICE`` as the operator runs
+  them (a new Python process each: start-up included);
+* the agent's full load: the informer's paged read of the whole prefix and the mirror's reset
+  (what an agent does at start and on every resync).
+
+The baseline is the same command at 1 000 instances in the same run.  Targets: ``svc ls`` and
+``status`` at 100 000 <= 2 s, ``ps SERVICE`` independent of the cluster's size, full load of
+100 000 <= 3 s.
+
+    .venv/bin/python bench/scale_cli_bench.py [--sizes 1000,100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import benchlib  # noqa: F401  (puts the repository on sys.path, for tests.support)
+from scale_bench import NODES, PER_SERVICE, cluster
+from tests.support.procs import etcd_cluster
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.informer import Informer
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+
+
+async def fill(endpoints: str, prefix: str, size: int) -> str:
+    """Write the cluster of ``size`` instances under ``prefix``; returns one service's name."""
+    schema = KeySchema(prefix)
+    src = KeySchema("/daprdockr")
+    kvs, specs = cluster(size)
+    async with EtcdStore(endpoints=parse_endpoints(endpoints), schema=schema, timeout=30.0) as store:
+        leases = {1000 + n: await store.grant_lease(3600) for n in range(NODES)}
+        ops = [(prefix + kv.key[len(src.prefix):], kv.value, leases.get(kv.lease, 0)) for kv in kvs]
+        for i in range(0, len(ops), 100):
+            await store.transaction(compares=[], ops=ops[i:i + 100], what="fill")
+    return str(specs[0].name)
+
+
+def cli(endpoints: str, prefix: str, *args: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "daprdockr", "--etcd", endpoints, "--prefix", prefix, *args],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+async def full_load(endpoints: str, prefix: str) -> tuple[float, int]:
+    async with EtcdStore(endpoints=parse_endpoints(endpoints), schema=KeySchema(prefix), timeout=30.0) as store:
+        informer = Informer(store=store)
+        t0 = time.perf_counter()
+        await informer.list_once()
+        return time.perf_counter() - t0, len(informer.state.instances)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,100000")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    print(f"# scale_cli_bench {datetime.now().isoformat(timespec='seconds')}: 1 etcd member, {NODES} nodes, "
+          f"{PER_SERVICE} instances per service, median of {args.runs}")
+    print(f"{'instances':>10} {'svc ls':>8} {'status':>8} {'ps SERVICE':>11} {'full load':>10}")
+    with tempfile.TemporaryDirectory() as tmp, etcd_cluster(Path(tmp)) as etcd:
+        for size in (int(s) for s in args.sizes.split(",")):
+            prefix = f"/bench-{uuid.uuid4().hex[:8]}"
+            service = asyncio.run(fill(etcd.endpoints, prefix, size))
+            runs = range(args.runs)
+            ls = statistics.median(cli(etcd.endpoints, prefix, "svc", "ls") for _ in runs)
+            status = statistics.median(cli(etcd.endpoints, prefix, "status") for _ in runs)
+            ps = statistics.median(cli(etcd.endpoints, prefix, "ps", service) for _ in runs)
+            loads = [asyncio.run(full_load(etcd.endpoints, prefix)) for _ in runs]
+            assert all(n == size for _, n in loads), json.dumps([n for _, n in loads])
+            load = statistics.median(t for t, _ in loads)
+            print(f"{size:>10} {ls:>7.2f}s {status:>7.2f}s {ps:>10.2f}s {load:>9.2f}s")
+
+
+if __name__ == "__main__":
+    main()

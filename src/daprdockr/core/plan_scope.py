@@ -1,0 +1,70 @@
+"""Which services a planning pass must look at: the ones that changed, or all.  Pure.
+
+The planner is level-triggered, so a pass over every service is always right; but with most
+events one service's record changed and nothing else did, and this node's plan for every other
+service is what it was.  :func:`plan_scope` returns the services whose per-service inputs (spec,
+records, slots, rollout, validity: compared by identity, as the mirror shares what did not
+change) changed since the last pass, or None (plan everything) when anything else the planner
+reads changed (:class:`PassInputs`: the lease, claiming, capacity, live nodes, this node's
+containers, what is busy, health, retries), when a timer the last plan set is due, when bad
+keys, drains or paused containers are about (their rules look across services), or when the
+last full pass is ``full_every`` seconds old (a safety net).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import Health, NodeRecord
+from daprdockr.core.names import ServiceName
+from daprdockr.core.routing import changed_specs
+from daprdockr.core.state import ClusterState
+
+FULL_EVERY = 5.0  # seconds: a full pass at least this often, whatever changed
+
+
+@dataclass(frozen=True, slots=True)
+class PassInputs:
+    """What a pass reads beyond the per-service state (mappings compared by identity or value)."""
+
+    lease: int
+    claiming: bool
+    capacity: int
+    nodes: Mapping[str, NodeRecord]
+    containers: Sequence[ContainerInfo]
+    busy: frozenset[tuple[ServiceName, int]]
+    health: Mapping[str, Health]
+    restart: frozenset[str]
+    held: frozenset[tuple[ServiceName, int]]  # keys with a retry or hold (their timers)
+    paused: bool  # a container of ours is paused (its pause limit is a timer)
+
+    def same(self, other: PassInputs) -> bool:
+        return (self.lease == other.lease and self.claiming == other.claiming and self.capacity == other.capacity
+                and self.nodes is other.nodes and self.containers == other.containers and self.busy == other.busy
+                and self.health == other.health and self.restart == other.restart and not self.held
+                and not other.held and not self.paused)
+
+
+def _changed(old: Mapping[ServiceName, object], new: Mapping[ServiceName, object]) -> set[ServiceName]:
+    if old is new:
+        return set()
+    out = {name for name, value in new.items() if old.get(name) is not value}
+    out.update(name for name in old if name not in new)
+    return out
+
+
+def plan_scope(
+    *, last: PassInputs | None, inputs: PassInputs, old: ClusterState | None, new: ClusterState,
+    now: float, due: float, last_full: float, full_every: float = FULL_EVERY,
+) -> frozenset[ServiceName] | None:
+    """The services this pass must plan, or None for all (see the module docstring).  ``due`` is
+    the wake-up time the last plan asked for, ``last_full`` when the last full pass ran."""
+    if (last is None or old is None or not inputs.same(last) or now >= due or now - last_full >= full_every
+            or new.invalid_instances or old.invalid_instances or new.draining or old.draining):
+        return None
+    scope = changed_specs(old, new)
+    for a, b in ((old.slots, new.slots), (old.rollouts, new.rollouts), (old.invalid_services, new.invalid_services)):
+        scope |= _changed(a, b)
+    return frozenset(scope)

@@ -1,0 +1,94 @@
+"""plan_scope: the services a pass must plan, or None (all), from what changed since the last pass."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.mirror import StateMirror, WatchEvent
+from daprdockr.core.names import ServiceName
+from daprdockr.core.plan_scope import PassInputs, plan_scope
+from daprdockr.core.state import ClusterState
+
+SCHEMA = KeySchema("/dd")
+WEB, API = ServiceName.parse("web.a"), ServiceName.parse("api.a")
+
+
+def mirror() -> StateMirror:
+    m = StateMirror(schema=SCHEMA)
+    m.reset([], revision=1)
+    for rev, name in enumerate((WEB, API), start=2):
+        m.apply(WatchEvent(kind="put", key=SCHEMA.service(name), value=b'{"image": "x", "instances": 2}',
+                           revision=rev))
+    return m
+
+
+def put(m: StateMirror, key: str, value: dict[str, object], *, lease: int = 7) -> ClusterState:
+    m.apply(WatchEvent(kind="put", key=key, value=json.dumps(value).encode(), revision=m.revision + 1, lease=lease))
+    return m.state()
+
+
+RUNNING = {"node": "n2", "address": "127.0.0.12", "state": "running"}
+
+
+def inputs(state: ClusterState, **changes: object) -> PassInputs:
+    base = PassInputs(lease=7, claiming=True, capacity=0, nodes=state.nodes, containers=[], busy=frozenset(),
+                      health={}, restart=frozenset(), held=frozenset(), paused=False)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_one_record_changed_plans_its_service_only() -> None:
+    m = mirror()
+    old = m.state()
+    new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
+    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, due=9.0,
+                      last_full=0.5) == {WEB}
+
+
+def test_nothing_changed_plans_nothing() -> None:
+    m = mirror()
+    state = m.state()
+    assert plan_scope(last=inputs(state), inputs=inputs(state), old=state, new=state, now=1.0, due=9.0,
+                      last_full=0.5) == frozenset()
+
+
+@pytest.mark.parametrize(("change", "now", "due", "last_full"), [
+    ({"lease": 8}, 1.0, 9.0, 0.5),
+    ({"claiming": False}, 1.0, 9.0, 0.5),
+    ({"capacity": 3}, 1.0, 9.0, 0.5),
+    ({"busy": frozenset({(WEB, 1)})}, 1.0, 9.0, 0.5),
+    ({"health": {"c1": "healthy"}}, 1.0, 9.0, 0.5),
+    ({"restart": frozenset({"c1"})}, 1.0, 9.0, 0.5),
+    ({"held": frozenset({(WEB, 1)})}, 1.0, 9.0, 0.5),
+    ({"paused": True}, 1.0, 9.0, 0.5),
+    ({}, 9.0, 9.0, 0.5),  # a timer of the last plan is due
+    ({}, 6.0, 9.0, 0.5),  # the last full pass is 5.5 s old
+])
+def test_anything_beyond_the_services_plans_everything(change: dict[str, object], now: float, due: float,
+                                                        last_full: float) -> None:
+    m = mirror()
+    old = m.state()
+    new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
+    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes, **change), old=old, new=new, now=now,
+                      due=due, last_full=last_full) is None
+
+
+@pytest.mark.parametrize("key", [SCHEMA.node("n2"), SCHEMA.drain("n2"), SCHEMA.instance(API, 1)])
+def test_nodes_drains_and_bad_keys_plan_everything(key: str) -> None:
+    m = mirror()
+    old = m.state()
+    value = {"address": "127.0.0.12"} if "/nodes/" in key else {} if "/drain/" in key else {"node": 3}
+    new = put(m, key, value)
+    assert plan_scope(last=inputs(old), inputs=inputs(new), old=old, new=new, now=1.0, due=9.0, last_full=0.5) is None
+
+
+def test_slots_and_rollouts_put_their_service_in_scope() -> None:
+    m = mirror()
+    old = m.state()
+    put(m, SCHEMA.slot(API, 1), {"node": "n1", "instance": 1, "target": "t"})
+    new = put(m, SCHEMA.rollout(WEB), {"version": 2, "target": "t"})
+    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, due=9.0,
+                      last_full=0.5) == {WEB, API}
