@@ -12,6 +12,7 @@ data (sorted keys where order carries no meaning) so that equal specs serialise 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sized
@@ -49,6 +50,13 @@ InstanceState = Literal["claimed", "starting", "running", "failed", "stopping", 
 INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping", "paused")
 Health = Literal["", "starting", "healthy", "unhealthy"]  # "": the service has no health check
 HEALTH_STATES: tuple[Health, ...] = ("", "starting", "healthy", "unhealthy")
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _check_port_key(key: str) -> None:
+    """A record's published-port key is ``<port>/<proto>`` (checked once per distinct key: every
+    record of a service repeats them).  Raises ValidationError."""
+    PortSpec.parse(key, field="ports")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -374,7 +382,7 @@ class InstanceRecord:
         _check_count(ports_raw, MAX_PORTS + 1, field="ports")  # the extra ports and http_port
         ports = []
         for k, v in ports_raw.items():
-            PortSpec.parse(k, field="ports")
+            _check_port_key(k)
             ports.append((str(k), validate_port(v, field="ports")))
         since = d.get("since", 0.0)
         if isinstance(since, bool) or not isinstance(since, int | float):
