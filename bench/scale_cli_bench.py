@@ -10,7 +10,8 @@ entry each) and their instance records (written in transactions of 100 puts).  T
 * the agent's full load: the informer's paged read of the whole prefix and the mirror's reset
   (what an agent does at start and on every resync).
 
-The baseline is the same command at 1 000 instances in the same run.  Targets: ``svc ls`` and
+The baseline is the same command at 1 000 instances in the same run, and as the floor etcd's own
+client (``etcdctl get --prefix``, values to /dev/null) reading the same keys.  Targets: ``svc ls`` and
 ``status`` at 100 000 <= 2 s, ``ps SERVICE`` independent of the cluster's size, full load of
 100 000 <= 3 s.
 
@@ -69,6 +70,13 @@ async def full_load(endpoints: str, prefix: str) -> tuple[float, int]:
         return time.perf_counter() - t0, len(informer.state.instances)
 
 
+def etcdctl_read(argv: list[str]) -> float:
+    """The floor: etcd's own client reading the whole prefix (values included) to /dev/null."""
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,100000")
@@ -76,7 +84,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# scale_cli_bench {datetime.now().isoformat(timespec='seconds')}: 1 etcd member, {NODES} nodes, "
           f"{PER_SERVICE} instances per service, median of {args.runs}")
-    print(f"{'instances':>10} {'svc ls':>8} {'status':>8} {'ps SERVICE':>11} {'full load':>10}")
+    print(f"{'instances':>10} {'svc ls':>8} {'status':>8} {'ps SERVICE':>11} {'full load':>10} "
+          f"{'etcdctl get --prefix':>21}")
     with tempfile.TemporaryDirectory() as tmp, etcd_cluster(Path(tmp)) as etcd:
         for size in (int(s) for s in args.sizes.split(",")):
             prefix = f"/bench-{uuid.uuid4().hex[:8]}"
@@ -88,7 +97,10 @@ def main() -> None:
             loads = [asyncio.run(full_load(etcd.endpoints, prefix)) for _ in runs]
             assert all(n == size for _, n in loads), json.dumps([n for _, n in loads])
             load = statistics.median(t for t, _ in loads)
-            print(f"{size:>10} {ls:>7.2f}s {status:>7.2f}s {ps:>10.2f}s {load:>9.2f}s")
+            argv = etcd.etcdctl("get", "--prefix", prefix + "/")
+            argv[argv.index("--command-timeout=2s")] = "--command-timeout=60s"
+            floor = statistics.median(etcdctl_read(argv) for _ in runs)
+            print(f"{size:>10} {ls:>7.2f}s {status:>7.2f}s {ps:>10.2f}s {load:>9.2f}s {floor:>20.2f}s")
 
 
 if __name__ == "__main__":
