@@ -77,6 +77,7 @@ UPDATE_ATTEMPTS = 50
 # Keys per Range request.  Typical instance records are ~300 bytes (a page of ~600 KB); even
 # records of MAX_RECORD_BYTES (64 KiB) keep a page under the 64 MiB receive limit.
 PAGE_KEYS = 1000
+MAX_WRITES_IN_FLIGHT = 16
 READ_RESTARTS = 3  # a paginated read whose pinned revision was compacted starts over at most this often
 
 _TRANSIENT = (
@@ -290,6 +291,11 @@ class EtcdStore:
         self._conn: _Conn | None = None
         self._closers: set[asyncio.Task[None]] = set()
         self.errors = 0  # transient failures seen (exported as a metric by the agent)
+        # conditional writes (claims, updates, releases) in flight at once: a node dealt hundreds
+        # of numbers at once queues them here instead of sending them all, so the calls that
+        # matter more (the lease keepalive, the watch) are not timed out behind a burst, and a
+        # timeout does not retire the channel under everything else in flight
+        self._writes = asyncio.Semaphore(MAX_WRITES_IN_FLIGHT)
 
     # ------------------------------------------------------------------ connection management
     async def __aenter__(self) -> EtcdStore:
@@ -516,7 +522,8 @@ class EtcdStore:
             ok, responses = await c.transaction(compare=checks, success=success, failure=[])
             return _txn_revision(responses) if ok else 0
 
-        revision = await self._call(op, what=what)
+        async with self._writes:  # (waiting here is outside the call's timeout)
+            revision = await self._call(op, what=what)
         if not revision:
             return None
         if value is None:
