@@ -844,3 +844,15 @@ async def test_a_container_no_record_ever_routed_is_stopped_without_a_confirmati
     w.etcd.external(SCHEMA.instance(WEB, 1), dumps(theirs.to_dict()), 0x22)
     await w.settle()
     assert "c7" not in w.docker.containers and confirmed == []
+
+
+async def test_a_cancellation_in_the_same_turn_as_a_change_still_ends_the_loop() -> None:
+    """Python 3.11's ``wait_for`` returned normally when the dirty event was set in the loop turn
+    the task was cancelled in, and the loop then waited forever: an agent shutting down hung."""
+    w = World()
+    task = asyncio.create_task(w.r.run())
+    await asyncio.sleep(0.05)  # waiting for a change
+    w.r.mark_dirty()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done and task.cancelled()

@@ -343,8 +343,12 @@ class Reconciler:
         """Forever: wait for a change, a timer or the periodic resync, then :meth:`reconcile_once`."""
         while True:
             timeout = max(0.0, min(resync_interval, self._next_wake - self.clock() + 0.01))
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally when the
+            # event is set in the same loop turn as the task is cancelled, and this loop then
+            # waited forever (an agent shutting down hung in "wait for the acting tasks")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await self.dirty.wait()
             self.dirty.clear()
             try:
                 await self.reconcile_once()

@@ -89,5 +89,6 @@ class ContainerReaper:
         while True:
             self._added.clear()
             wait = await self.reap_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._added.wait(), timeout=None if wait == float("inf") else wait)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: in 3.11 it can swallow a cancellation)
+                async with asyncio.timeout(None if wait == float("inf") else wait):
+                    await self._added.wait()
