@@ -6,7 +6,8 @@ connection drain before a container stops) or a TCP connect to the published por
 agent's advertise address (the connection must not be closed at once: Docker's userland proxy
 accepts every connect and closes it when nothing listens in the container; a server that sends
 something, or nothing, for :data:`TCP_SETTLE` seconds passes), a command run in the container, or
-Docker's own HEALTHCHECK status.  Results feed the pure state machine in
+Docker's own HEALTHCHECK status (a hollow node's runtime answers http and tcp checks itself:
+``network``).  Results feed the pure state machine in
 :mod:`daprdockr.core.health`, whose ``start_period`` counts from when the container was created
 (not from when this agent first saw it); when a container's status changes, ``on_change`` is
 called and the reconciler writes the new status into the instance record (only on change, never
@@ -29,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -45,6 +46,10 @@ from daprdockr.errors import DaprDockrError, ValidationError
 log = logging.getLogger(__name__)
 FORGET_AFTER = 5.0  # seconds a state of a container no longer listed is kept
 TCP_SETTLE = 0.2  # seconds a TCP check's connection must stay open (not closed at once by a proxy)
+
+
+# answers an http or tcp check without a connection (the hollow runtime: nothing listens)
+NetworkCheck = Callable[[ContainerInfo, HealthCheck], Awaitable[bool]]
 
 
 class CheckRuntime(Protocol):
@@ -63,8 +68,10 @@ class HealthMonitor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         tick: float = 0.2,
+        network: NetworkCheck | None = None,
     ) -> None:
         self.runtime = runtime
+        self.network = network  # http and tcp checks go here instead of to the published port
         self.address = address
         self.containers = containers
         self.specs = specs
@@ -153,6 +160,8 @@ class HealthMonitor:
                 return await asyncio.wait_for(self.runtime.docker_health(container.id), check.timeout) == "healthy"
             if check.kind == "cmd":
                 return await self.runtime.exec_ok(container.id, check.cmd, within=check.timeout)
+            if self.network is not None:
+                return await asyncio.wait_for(self.network(container, check), check.timeout)
             port = dict(container.ports).get(f"{check.port}/tcp")
             if port is None:
                 return False

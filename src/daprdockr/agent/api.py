@@ -2,8 +2,10 @@
 
 * ``GET /healthz``   etcd lease, Docker, nginx, DNS, root task and etcd data checks; 503 when the
   lease, Docker or any root task is not running (named in ``checks.tasks.not_running``); malformed
-  etcd keys are listed (``checks.etcd_data``) without failing the check.
-* ``GET /v1/status`` this node, its instances, cluster services desired vs running (JSON).
+  etcd keys are listed (``checks.etcd_data``) without failing the check; ``runtime`` says
+  ``hollow`` for a test node without Docker (``--runtime hollow``).
+* ``GET /v1/status`` this node, its instances and its containers (as its runtime lists them now),
+  cluster services desired vs running (JSON).
 * ``GET /v1/logs/<group>/<service>/<n>?tail=100&follow=0`` logs of an instance running on this
   node (text); 409 with the owner's API address when another node runs it; 404 if unknown.  The
   container is the one this node's Docker engine reports with this node's labels for that
@@ -32,6 +34,7 @@ from aiohttp import web
 
 from daprdockr.agent.metrics import render_metrics
 from daprdockr.agent.view import AgentView, LogSource
+from daprdockr.core.model import DOCKER_RUNTIME
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, service_rows
@@ -126,7 +129,8 @@ class AgentApi:
         checks: dict[str, dict[str, Any]] = {
             "etcd": {"ok": lease.healthy, "lease": f"{lease.lease:x}",
                      "detail": "lease alive" if lease.healthy else "lease not confirmed within TTL"},
-            "docker": {"ok": docker_ok, "detail": docker_detail},
+            "docker": {"ok": docker_ok, "detail": docker_detail if v.runtime == DOCKER_RUNTIME
+                       else f"{v.runtime} runtime: no Docker, its containers are in memory"},
             "tasks": {"ok": not not_running, "not_running": not_running, "detail": dict(v.tasks())},
             "etcd_data": _bad_keys(v.state()),
         }
@@ -140,7 +144,8 @@ class AgentApi:
             checks["dns"] = {"ok": True, "detail": detail}
         critical = checks["etcd"]["ok"] and checks["docker"]["ok"] and checks["tasks"]["ok"]
         status = "ok" if all(c["ok"] for c in checks.values()) else "degraded"
-        return _json({"status": status, "node": v.node_id, "checks": checks}, 200 if critical else 503)
+        return _json({"status": status, "node": v.node_id, "runtime": v.runtime, "checks": checks},
+                     200 if critical else 503)
 
     async def status(self, request: web.Request) -> web.Response:
         v = self.view
@@ -149,9 +154,20 @@ class AgentApi:
         nginx = v.nginx()
         reconcile = v.reconcile()
         mine = [r for r in instance_rows(state, now=time.time()) if r["node"] == v.node_id]
+        try:
+            containers: list[dict[str, Any]] | None = [
+                {"service": str(c.service), "instance": c.number, "container_id": c.id[:12],
+                 "state": "paused" if c.paused else "running" if c.running else "exited"}
+                for c in sorted(await v.containers(), key=lambda c: (str(c.service), c.number, c.id))]
+            containers_error = ""
+        except DaprDockrError as exc:
+            containers, containers_error = None, str(exc)
         return _json({
-            "node": {"id": v.node_id, "address": v.address, "lease": f"{lease.lease:x}", "healthy": lease.healthy},
+            "node": {"id": v.node_id, "address": v.address, "lease": f"{lease.lease:x}", "healthy": lease.healthy,
+                     "runtime": v.runtime},
             "instances": mine,
+            "containers": containers,  # what this node's runtime runs now (None: it did not answer)
+            "containers_error": containers_error,
             "services": service_rows(state),
             "nodes": sorted(state.nodes),
             "tasks": dict(v.tasks()),

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import DEFAULT_PREFIX
 from daprdockr.core.nginx_render import MODULE_DIRS
+
+RuntimeKind = Literal["docker", "hollow"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,6 +26,8 @@ class AgentConfig:
     etcd_security: EtcdSecurity | None = None  # TLS files and etcd user for https:// / auth
     prefix: str = DEFAULT_PREFIX
     docker: str | None = None  # Docker engine URL (unix:///var/run/docker.sock when None)
+    runtime: RuntimeKind = "docker"  # hollow: containers kept in memory, no Docker (a test node)
+    hollow: HollowOptions = field(default_factory=HollowOptions)  # how a hollow node's containers behave
     ttl: int = 5  # lease TTL in seconds; keepalive every ttl/3
     capacity: int = 0  # max instances on this node, 0 = unlimited
     state_dir: Path = field(default_factory=default_state_dir)  # private: 0700, checked at start

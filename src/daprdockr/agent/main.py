@@ -37,7 +37,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.lifecycle_store import LifecycleStore
@@ -47,6 +46,7 @@ from daprdockr.agent.api import AgentApi
 from daprdockr.agent.components import Component, Dns, Serving
 from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.heartbeat import Heartbeat
+from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
 from daprdockr.core import removal
@@ -82,15 +82,15 @@ class Agent:
         self.schema = KeySchema(config.prefix)
         self.store = EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0,
                                security=config.etcd_security)
-        self.runtime = DockerRuntime(node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker,
-                                     dns_server=config.container_dns, allow_bind=config.allow_bind)
+        chosen = make_runtime(config)  # Docker, or a hollow node's containers in memory (--runtime)
+        self.runtime: AgentRuntime = chosen.runtime
         self.informer = Informer(store=self.store, on_change=self._etcd_changed)
         self.mirror = self.informer.mirror
         self.health = HealthMonitor(runtime=self.runtime, address=config.advertise_ip,
                                     containers=self._own_containers,
                                     specs=lambda: self.mirror.state().services,
                                     history=lambda: self.mirror.state().history,
-                                    on_change=lambda: self.reconciler.mark_dirty())
+                                    on_change=lambda: self.reconciler.mark_dirty(), network=chosen.network_check)
         self.lifecycle = LifecycleStore(self.store)
         self.reconciler = Reconciler(
             node_id=config.node_id, address=config.advertise_ip, store=self.store, runtime=self.runtime,
@@ -104,7 +104,7 @@ class Agent:
             store=self.store,
             node=NodeRecord(node_id=config.node_id, address=config.advertise_ip, capacity=config.capacity,
                             started_at=time.time(), dns=_fmt(config.dns_listen), http=_fmt(config.http_listen),
-                            api=_fmt(config.api_listen)),
+                            api=_fmt(config.api_listen), runtime=config.runtime),
             ttl=config.ttl,
             on_new_lease=self._on_new_lease,
         )
@@ -472,6 +472,10 @@ class AgentStatus(AgentView):
     def started_at(self) -> float:
         return self._started_at
 
+    @property
+    def runtime(self) -> str:
+        return self._a.config.runtime
+
     def state(self) -> ClusterState:
         return self._a.mirror.state()
 
@@ -510,6 +514,9 @@ class AgentStatus(AgentView):
 
     async def docker_ping(self) -> None:
         await self._a.runtime.ping()
+
+    async def containers(self) -> list[ContainerInfo]:
+        return await self._a.runtime.list_managed()
 
 
 def run_agent(config: AgentConfig) -> int:

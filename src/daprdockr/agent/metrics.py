@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from daprdockr.agent.view import AgentView
-from daprdockr.core.model import INSTANCE_STATES
+from daprdockr.core.model import HOLLOW_RUNTIME, INSTANCE_STATES
 from daprdockr.core.prometheus import MetricsWriter
 
 
@@ -90,4 +90,6 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
              [({}, cpu_seconds)])
     w.family("daprdockr_agent_start_time_seconds", "gauge", "Unix time the agent started.",
              [({}, view.started_at)])
+    w.family("daprdockr_node_hollow", "gauge", "1 on a hollow node (--runtime hollow: containers in memory).",
+             [({}, 1 if view.runtime == HOLLOW_RUNTIME else 0)])
     return w.text()

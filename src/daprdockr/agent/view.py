@@ -70,6 +70,9 @@ class AgentView(Protocol):
     @property
     def started_at(self) -> float: ...
 
+    @property
+    def runtime(self) -> str: ...  # "docker", or "hollow" (containers in memory: a test node)
+
     def state(self) -> ClusterState: ...
 
     def lease(self) -> LeaseView: ...
@@ -89,6 +92,8 @@ class AgentView(Protocol):
     def applied_revision(self) -> int: ...
 
     async def docker_ping(self) -> None: ...
+
+    async def containers(self) -> Sequence[ContainerInfo]: ...  # this node's, as its runtime lists them now
 
 
 class LogSource(Protocol):

@@ -26,6 +26,14 @@ def agent(
     ttl: Annotated[int, typer.Option(help="Lease TTL in seconds.")] = 5,
     capacity: Annotated[int, typer.Option(help="Max instances on this node (0 = unlimited).")] = 0,
     docker: Annotated[str | None, typer.Option(help="Docker engine URL.")] = None,
+    runtime: Annotated[str, typer.Option(
+        help="docker, or hollow: a test node whose containers exist only in the agent's memory (no Docker; "
+             "etcd, DNS and nginx stay real; see README \"Hollow nodes\").")] = "docker",
+    hollow_start_delay: Annotated[float, typer.Option(help="--runtime hollow: seconds a container start takes.")] = 0.0,
+    hollow_failure_rate: Annotated[float, typer.Option(
+        help="--runtime hollow: fraction of container starts that fail (0..1).")] = 0.0,
+    hollow_seed: Annotated[int | None, typer.Option(
+        help="--runtime hollow: seed of the failure draws (default: unseeded).")] = None,
     state_dir: Annotated[Path | None, typer.Option(
         help="Private directory (0700) for nginx config, pid files, logs, the API token "
              "[default: /var/lib/daprdockr as root, else $XDG_STATE_HOME/daprdockr].")] = None,
@@ -73,7 +81,8 @@ def agent(
             keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
             security=g.security, dns_allow=dns_allow, drain_on_shutdown=drain_on_shutdown,
             drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
-            nginx_orphan_timeout=nginx_orphan_timeout, rebalance=rebalance,
+            nginx_orphan_timeout=nginx_orphan_timeout, rebalance=rebalance, runtime=runtime,
+            hollow_start_delay=hollow_start_delay, hollow_failure_rate=hollow_failure_rate, hollow_seed=hollow_seed,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:

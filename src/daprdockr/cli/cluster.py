@@ -41,7 +41,7 @@ def nodes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] =
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["node", "state", "address", "instances", "capacity", "up", "dns", "http", "api"])
+        print_table(rows, ["node", "state", "address", "instances", "capacity", "up", "dns", "http", "api", "runtime"])
 
 
 def _ps_rows(state: ClusterState, name: ServiceName | None) -> list[dict[str, Any]]:

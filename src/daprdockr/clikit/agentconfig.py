@@ -8,9 +8,10 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
 from daprdockr.adapters.statedir import default_state_dir
-from daprdockr.agent.config import AgentConfig
+from daprdockr.agent.config import AgentConfig, RuntimeKind
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import KeySchema
@@ -52,6 +53,23 @@ def auto_dns_workers() -> int:
     return max(0, min(2, (os.cpu_count() or 1) - 1))
 
 
+def _runtime_kind(runtime: str) -> RuntimeKind:
+    if runtime == "docker":
+        return "docker"
+    if runtime == "hollow":
+        return "hollow"
+    raise ValidationError(f"{runtime!r} is not docker or hollow", field="--runtime")
+
+
+def hollow_options(*, start_delay: float, failure_rate: float, seed: int | None) -> HollowOptions:
+    """The ``--hollow-*`` values, validated."""
+    if not 0 <= start_delay <= 3600:
+        raise ValidationError("must be 0 <= seconds <= 3600", field="--hollow-start-delay")
+    if not 0 <= failure_rate <= 1:
+        raise ValidationError("must be a fraction 0..1", field="--hollow-failure-rate")
+    return HollowOptions(start_delay=start_delay, failure_rate=failure_rate, seed=seed)
+
+
 def build_agent_config(
     *, etcd: str, prefix: str, node_id: str | None, advertise_ip: str, ttl: int, capacity: int,
     docker: str | None, state_dir: Path | None, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
@@ -59,6 +77,8 @@ def build_agent_config(
     api_token_file: Path | None = None, security: EtcdSecurity | None = None, dns_allow: str = "",
     drain_on_shutdown: bool = False, drain_deadline: float = 120.0, allow_bind: Sequence[str] = (),
     route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0, rebalance: str = "on",
+    runtime: str = "docker", hollow_start_delay: float = 0.0, hollow_failure_rate: float = 0.0,
+    hollow_seed: int | None = None,
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
 
@@ -77,6 +97,8 @@ def build_agent_config(
         raise ValidationError("must be 0 < seconds <= 86400", field="--nginx-orphan-timeout")
     if not -1 <= dns_workers <= 16:
         raise ValidationError("must be -1 (auto) or 0..16", field="--dns-workers")
+    kind = _runtime_kind(runtime)
+    hollow = hollow_options(start_delay=hollow_start_delay, failure_rate=hollow_failure_rate, seed=hollow_seed)
     upstreams = tuple(a for a in (parse_addr(u, field="--dns-upstream", default_port=53) for u in dns_upstream or ())
                       if a is not None)
     if advertise_ip in ("", "auto"):
@@ -102,6 +124,8 @@ def build_agent_config(
         etcd_security=security,
         prefix=KeySchema(prefix).prefix,
         docker=docker,
+        runtime=kind,
+        hollow=hollow,
         ttl=ttl,
         capacity=capacity,
         state_dir=state_dir or default_state_dir(),

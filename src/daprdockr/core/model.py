@@ -47,6 +47,8 @@ Protocol_ = Literal["tcp", "udp"]
 # which to them is a taken number that is not served: the same thing.
 InstanceState = Literal["claimed", "starting", "running", "failed", "stopping", "paused"]
 INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping", "paused")
+DOCKER_RUNTIME = "docker"  # a node's container runtime (NodeRecord.runtime)
+HOLLOW_RUNTIME = "hollow"  # containers kept in the agent's memory: a test node (``--runtime hollow``)
 Health = Literal["", "starting", "healthy", "unhealthy"]  # "": the service has no health check
 HEALTH_STATES: tuple[Health, ...] = ("", "starting", "healthy", "unhealthy")
 
@@ -408,15 +410,21 @@ class NodeRecord:
     dns: str = ""
     http: str = ""
     api: str = ""
+    runtime: str = DOCKER_RUNTIME  # "hollow": a test node whose containers exist only in its memory
     lease: int = field(default=0, compare=False)
     create_revision: int = field(default=0, compare=False)  # when the node (last) joined
 
-    # "instances" was written by earlier versions (a count per change of this node's instances,
-    # echoed to every agent); still accepted, never written: readers count instance keys instead.
-    FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api"})
+    # The fields read.  "instances" was written by earlier versions (a count per change of this
+    # node's instances, echoed to every agent); still accepted, never written: readers count
+    # instance keys instead.  Fields beyond these are ignored: a node record is written by agents
+    # only, never by hand, and a newer agent's field must not make this one skip the node (agents
+    # before "runtime" do skip a hollow node's record).  "runtime" is written only when it is not
+    # "docker", so a Docker node's record reads the same to agents from before it.
+    FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api",
+                        "runtime"})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "node_id": self.node_id,
             "address": self.address,
             "capacity": self.capacity,
@@ -425,11 +433,13 @@ class NodeRecord:
             "http": self.http,
             "api": self.api,
         }
+        if self.runtime != DOCKER_RUNTIME:
+            data["runtime"] = self.runtime
+        return data
 
     @classmethod
     def from_dict(cls, data: object, *, node_id: str, lease: int = 0) -> NodeRecord:
         d = _require_mapping(data, what="node record")
-        _reject_unknown(d, cls.FIELDS, what="node record")
         if d.get("node_id", node_id) != node_id:
             raise ValidationError("does not match the key", field="node_id")
         address = d.get("address")
@@ -444,6 +454,9 @@ class NodeRecord:
         started = d.get("started_at", 0.0)
         if isinstance(started, bool) or not isinstance(started, int | float):
             raise ValidationError("must be a number", field="started_at")
+        runtime = d.get("runtime", DOCKER_RUNTIME)
+        if not isinstance(runtime, str) or not 0 < len(runtime) <= 32:
+            raise ValidationError("must be a short non-empty string", field="runtime")
         return cls(
             node_id=validate_label(node_id, field="node_id"),
             address=address,
@@ -452,6 +465,7 @@ class NodeRecord:
             dns=str(d.get("dns", "")),
             http=str(d.get("http", "")),
             api=str(d.get("api", "")),
+            runtime=runtime,
             lease=lease,
         )
 

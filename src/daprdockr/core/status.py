@@ -103,6 +103,7 @@ def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
             "dns": n.dns,
             "http": n.http,
             "api": n.api,
+            "runtime": n.runtime,  # "hollow": a test node, its containers in its agent's memory
         }
         for n in sorted(state.nodes.values(), key=lambda n: n.node_id)
     ]
