@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from daprdockr.adapters.hollow_runtime import HollowRuntime
 from daprdockr.adapters.procs import established_to
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import ServiceSpec
@@ -191,3 +192,24 @@ async def _until(ok: object, timeout: float = 5.0) -> None:
     while not ok():  # type: ignore[operator]
         assert loop.time() < end, "not reached"
         await asyncio.sleep(0.02)
+
+
+async def test_a_network_check_hook_answers_http_and_tcp_checks_without_a_connection() -> None:
+    """A hollow node's runtime answers http and tcp checks itself: nothing listens on its ports."""
+    rt = HollowRuntime(node_id="h1", advertise_ip=IP)
+    s = spec({"http": "/healthz", "port": 8080, "interval": "0.1s", "retries": 1})
+    c = await rt.start_instance(spec=s, number=1)
+    mon = HealthMonitor(runtime=rt, address=IP, containers=lambda: [c], specs=lambda: {WEB: s}, tick=0.02,
+                        network=rt.network_check)
+    task = asyncio.create_task(mon.run())
+    try:
+        await _until(lambda: mon.health_of(c, s) == "healthy")
+        rt.set_healthy(c.id, False)
+        await _until(lambda: mon.health_of(c, s) == "unhealthy")
+        tcp = spec({"tcp": 8080})
+        assert await mon.check_once(c, tcp.health) is False  # type: ignore[arg-type]
+        rt.set_healthy(c.id, True)
+        assert await mon.check_once(c, tcp.health) is True  # type: ignore[arg-type]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.clikit.agentconfig import build_agent_config, parse_addr, parse_networks
 from daprdockr.clikit.etcdopts import etcd_security
 from daprdockr.clikit.output import safe_text
@@ -84,5 +85,14 @@ def test_agent_config_validation(tmp_path: Path) -> None:
     assert build_agent_config(**base).node_id == "n1"  # type: ignore[arg-type]
     for key, value, flag in [("ttl", 0, "--ttl"), ("dns_workers", 99, "--dns-workers"), ("node_id", "N_1", "--node-id"),
                              ("advertise_ip", "0.0.0.0", "--advertise-ip"), ("dns_listen", "x:99999", "--dns-listen")]:
+        with pytest.raises(ValidationError, match=flag):
+            build_agent_config(**{**base, key: value})  # type: ignore[arg-type]
+
+    assert build_agent_config(**base).runtime == "docker"  # type: ignore[arg-type]
+    hollow = build_agent_config(**{**base, "runtime": "hollow", "hollow_start_delay": 0.5,  # type: ignore[arg-type]
+                                   "hollow_failure_rate": 0.1, "hollow_seed": 3})
+    assert hollow.runtime == "hollow" and hollow.hollow == HollowOptions(start_delay=0.5, failure_rate=0.1, seed=3)
+    for key, value, flag in [("runtime", "podman", "--runtime"), ("hollow_failure_rate", 1.5, "--hollow-failure-rate"),
+                             ("hollow_start_delay", -1.0, "--hollow-start-delay")]:
         with pytest.raises(ValidationError, match=flag):
             build_agent_config(**{**base, key: value})  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
@@ -62,7 +64,10 @@ def test_instance_rows_filter_and_shape() -> None:
 
 
 def test_node_rows() -> None:
-    assert node_rows(state(rec(1), rec(2)), now=1000.0)[0]["instances"] == 2
+    rows = node_rows(state(rec(1), rec(2)), now=1000.0)
+    assert rows[0]["instances"] == 2 and rows[0]["runtime"] == "docker"
+    hollow = replace(state(), nodes={"h1": NodeRecord(node_id="h1", address="127.0.0.11", runtime="hollow")})
+    assert node_rows(hollow, now=1000.0)[0]["runtime"] == "hollow"
 
 
 @pytest.mark.parametrize(

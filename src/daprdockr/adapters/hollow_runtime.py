@@ -92,8 +92,9 @@ class HollowRuntime:
     async def close(self) -> None:
         """Ends every event stream (the containers stay, as Docker's do when the agent exits)."""
         for queue in self._subscribers:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            if queue.full():
+                queue.get_nowait()  # (an event less: the reader is told to end either way)
+            queue.put_nowait(None)
         self._subscribers.clear()
 
     async def container_networks(self) -> list[str]:

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from daprdockr.agent.metrics import render_metrics
 from daprdockr.agent.view import AgentView, LogSource
+from daprdockr.core.model import DOCKER_RUNTIME
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, service_rows
@@ -128,7 +129,7 @@ class AgentApi:
         checks: dict[str, dict[str, Any]] = {
             "etcd": {"ok": lease.healthy, "lease": f"{lease.lease:x}",
                      "detail": "lease alive" if lease.healthy else "lease not confirmed within TTL"},
-            "docker": {"ok": docker_ok, "detail": docker_detail if v.runtime == "docker"
+            "docker": {"ok": docker_ok, "detail": docker_detail if v.runtime == DOCKER_RUNTIME
                        else f"{v.runtime} runtime: no Docker, its containers are in memory"},
             "tasks": {"ok": not not_running, "not_running": not_running, "detail": dict(v.tasks())},
             "etcd_data": _bad_keys(v.state()),

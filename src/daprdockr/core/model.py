@@ -425,17 +425,14 @@ class NodeRecord:
     lease: int = field(default=0, compare=False)
     create_revision: int = field(default=0, compare=False)  # when the node (last) joined
 
-    # "instances" was written by earlier versions (a count per change of this node's instances,
-    # echoed to every agent); still accepted, never written: readers count instance keys instead.
-    # Fields beyond these are ignored (a node record is written by agents only, never by hand: a
-    # newer agent's field must not make this one skip the node).  "runtime" is written only when
-    # it is not "docker": a Docker node's record reads the same to agents from before it.
+    # The fields read.  "instances" was written by earlier versions (a count per change of this
+    # node's instances, echoed to every agent); still accepted, never written: readers count
+    # instance keys instead.  Fields beyond these are ignored: a node record is written by agents
+    # only, never by hand, and a newer agent's field must not make this one skip the node (agents
+    # before "runtime" do skip a hollow node's record).  "runtime" is written only when it is not
+    # "docker", so a Docker node's record reads the same to agents from before it.
     FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api",
                         "runtime"})
-
-    @property
-    def hollow(self) -> bool:
-        return self.runtime == HOLLOW_RUNTIME
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
