@@ -426,7 +426,7 @@ class Agent:
         containers = await self.runtime.list_managed()
         # the revoke takes out of the routes only what this node's records route now: with none
         # (deleted or scaled away before), no agent publishes anything for it, and no wait is owed
-        routed = any(r.routable for r in self.mirror.state().instances.values() if r.node == self.config.node_id)
+        routed = any(r.routable for r in self.mirror.state().index.of_node(self.config.node_id).values())
         try:
             revoked = await self.heartbeat.release()
         except DaprDockrError as exc:

@@ -261,6 +261,15 @@ def changed_services(old: InstanceIndex, new: InstanceIndex) -> set[ServiceName]
         logged = new.log.since(old.gen, new.gen)
         if logged is not None:
             return logged
-    out = {name for name, inner in new.by_service.items() if old.by_service.get(name) is not inner}
-    out.update(name for name in old.by_service if name not in new.by_service)
+    return changed_keys(old.by_service, new.by_service)
+
+
+def changed_keys(old: Mapping[K, object], new: Mapping[K, object]) -> set[K]:
+    """The keys whose value differs between two mappings (added or gone included); values are
+    compared by identity first, so mappings that share their unchanged values (copy on write)
+    cost a look per key."""
+    if old is new:
+        return set()
+    out = {key for key, value in new.items() if (was := old.get(key)) is not value and was != value}
+    out.update(key for key in old if key not in new)
     return out

@@ -97,8 +97,6 @@ class StateMirror:
         ):
             return False
         self._reported.discard(ev.key)  # a new value: report it again if it is malformed too
-        if ev.key.startswith(self.schema.instances_prefix) and self._removes(ev):
-            self.removal_revision = max(self.removal_revision, ev.revision)
         old_kv = self._kvs.get(ev.key)
         old = self._decode(old_kv) if old_kv is not None else None
         new: Decoded | str | None = None
@@ -124,32 +122,14 @@ class StateMirror:
             new = self._decode(kv)
             if isinstance(new, str):
                 self._pending.append(ev.key)
+        if ev.key.startswith(self.schema.instances_prefix) and _removes(old, new):
+            self.removal_revision = max(self.removal_revision, ev.revision)
         if kv is not None:
             self._tables.replace_key(kv, old, new, last_good=self._last_good)
         self.revision = max(self.revision, ev.revision)
         if ev.key.startswith((self.schema.services_prefix, self.schema.instances_prefix)):
             self.routing_version += 1
         return True
-
-    def _peer(self, kv: RawKV) -> tuple[str, tuple[tuple[str, int], ...]] | None:
-        """Where a routable instance record is served (address, ports); None if it is not routable."""
-        value = self._decode(kv)
-        return (value.address, value.ports) if isinstance(value, InstanceRecord) and value.routable else None
-
-    def _removes(self, ev: WatchEvent) -> bool:
-        """Whether ``ev`` takes a routed peer out: a routable instance deleted, made not routable,
-        or moved to another address or port (a replacement, a takeover).  Decodes the old value,
-        and the new one only when the old one was routable: at most two decodes per event."""
-        old = self._kvs.get(ev.key)
-        served = self._peer(old) if old is not None else None
-        if served is None:
-            return False
-        if ev.kind == "delete":
-            return True
-        value = decode_entry(self.schema, RawKV(key=ev.key, value=ev.value, lease=ev.lease,
-                                                create_revision=ev.create_revision, mod_revision=ev.revision))
-        return not (isinstance(value, InstanceRecord) and value.routable
-                    and (value.address, value.ports) == served)
 
     def _decode(self, kv: RawKV) -> Decoded | str:
         value = self._decoded.get(kv.key)
@@ -174,3 +154,13 @@ class StateMirror:
                 self._reported.add(key)
         self._pending = []
         return fresh
+
+
+def _removes(old: Decoded | str | None, new: Decoded | str | None) -> bool:
+    """Whether replacing ``old`` by ``new`` (None: deleted) takes a routed peer out: a routable
+    instance deleted, made not routable, or moved to another address or port (a replacement, a
+    takeover).  Both values are the ones the event decodes anyway: no decode of its own."""
+    if not isinstance(old, InstanceRecord) or not old.routable:
+        return False
+    return not (isinstance(new, InstanceRecord) and new.routable
+                and (new.address, new.ports) == (old.address, old.ports))

@@ -63,7 +63,7 @@ from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rebalance import EvenCache, rebalance_move
 from daprdockr.core.rollout import RolloutRecord, Slot
-from daprdockr.core.state import BadKey, unowned_numbers
+from daprdockr.core.state import BadKey, unowned_by_service
 
 Key = tuple[ServiceName, int]
 # An instance nobody took for this many claim graces may be claimed beyond the fair share.
@@ -465,9 +465,7 @@ def _plan_claims(
     index = obs.index
     adopting = {action_key(a) for a in out if isinstance(a, Adopt)}
     held_total = index.held_by(obs.node_id) + len(adopting)
-    unowned = obs.unowned if obs.unowned is not None else {
-        name: free for name, spec in desired.items()
-        if (free := unowned_numbers(spec, index.of_service(name), obs.bad_instances))}
+    unowned = obs.unowned if obs.unowned is not None else unowned_by_service(desired, index, obs.bad_instances)
     for name in sorted((n for n in unowned if n in desired), key=str):  # (a service with none has nothing to claim)
         spec = desired[name]
         holders = Counter(r.node for r in index.of_service(name).values() if r.number <= spec.instances)
@@ -592,9 +590,5 @@ def unowned_keys(
     taken: Mapping[Key, BadKey] | None = None,
 ) -> set[Key]:
     """Instance keys that are desired but held by no node (pure helper for grace tracking)."""
-    return {
-        (name, n)
-        for name, spec in desired.items()
-        for n in range(1, spec.instances + 1)
-        if (name, n) not in instances and (taken is None or (name, n) not in taken)
-    }
+    unowned = unowned_by_service(desired, InstanceIndex.build(instances), taken or {})
+    return {(name, n) for name, numbers in unowned.items() for n in numbers}

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.instance_index import changed_keys
 from daprdockr.core.model import Health, NodeRecord
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routing import changed_specs
@@ -47,14 +48,6 @@ class PassInputs:
                 and not other.held and not self.paused)
 
 
-def _changed(old: Mapping[ServiceName, object], new: Mapping[ServiceName, object]) -> set[ServiceName]:
-    if old is new:
-        return set()
-    out = {name for name, value in new.items() if old.get(name) is not value}
-    out.update(name for name in old if name not in new)
-    return out
-
-
 def plan_scope(
     *, last: PassInputs | None, inputs: PassInputs, old: ClusterState | None, new: ClusterState,
     now: float, due: float, last_full: float, full_every: float = FULL_EVERY,
@@ -66,5 +59,5 @@ def plan_scope(
         return None
     scope = changed_specs(old, new)
     for a, b in ((old.slots, new.slots), (old.rollouts, new.rollouts), (old.invalid_services, new.invalid_services)):
-        scope |= _changed(a, b)
+        scope |= changed_keys(a, b)
     return frozenset(scope)

@@ -22,7 +22,7 @@ import functools
 import ipaddress
 from collections.abc import Mapping
 
-from daprdockr.core.instance_index import changed_services
+from daprdockr.core.instance_index import changed_keys, changed_services
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 
@@ -52,14 +52,19 @@ def _interleave(by_node: Mapping[str, list[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def route_of_service(state: ClusterState, name: ServiceName) -> tuple[str, int] | None:
+    """``(http_host, http_port)`` of ``name``: its spec's, or a frozen service's newest stored one."""
+    spec = state.services.get(name)
+    if spec is not None and spec.http_host is not None and spec.http_port is not None:
+        return spec.http_host, spec.http_port
+    return state.frozen_routes.get(name)
+
+
 def routes(state: ClusterState) -> dict[ServiceName, tuple[str, int]]:
     """``(http_host, http_port)`` of every service that has one, frozen services included (their
     route from the newest stored version: bad data never takes a route away)."""
-    out = dict(state.frozen_routes)
-    for name, spec in state.services.items():
-        if spec.http_host is not None and spec.http_port is not None:
-            out[name] = (spec.http_host, spec.http_port)
-    return out
+    return {name: route for name in (*state.services, *state.frozen_routes)
+            if (route := route_of_service(state, name)) is not None}
 
 
 def is_option(token: str) -> bool:
@@ -87,12 +92,8 @@ def _service_peers(state: ClusterState, name: ServiceName, port: int) -> tuple[s
 def changed_specs(old: ClusterState, new: ClusterState) -> set[ServiceName]:
     """Services whose spec, frozen route or records differ between two states (compared by
     identity where the mirror shares objects, so it costs a look per service, not per instance)."""
-    out = changed_services(old.index, new.index)
-    for a, b in ((old.services, new.services), (old.frozen_routes, new.frozen_routes)):
-        if a is not b:
-            out.update(n for n, v in b.items() if a.get(n) is not v and a.get(n) != v)
-            out.update(n for n in a if n not in b)
-    return out
+    return (changed_services(old.index, new.index) | changed_keys(old.services, new.services)
+            | changed_keys(old.frozen_routes, new.frozen_routes))
 
 
 class RoutingCache:
@@ -121,9 +122,7 @@ class RoutingCache:
             if before is not None:
                 hosts.add(before[0])
                 self._claims[before[0]].discard(name)
-            spec = state.services.get(name)
-            route = ((spec.http_host, spec.http_port) if spec is not None and spec.http_host is not None
-                     and spec.http_port is not None else state.frozen_routes.get(name))
+            route = route_of_service(state, name)
             if route is not None:
                 self._routes[name] = route
                 self._claims.setdefault(route[0], set()).add(name)

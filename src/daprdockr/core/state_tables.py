@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from daprdockr.core.instance_index import IndexBuilder
-from daprdockr.core.keys import KeySchema
+from daprdockr.core.keys import KeySchema, ParsedKey
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
@@ -94,9 +94,9 @@ class StateTables:
         parsed = self.schema.parse(kv.key)
         service = parsed.service if parsed is not None else None
         if old is not None:
-            self._remove(kv.key, old, service)
+            self._remove(kv.key, old, parsed)
         if new is not None:
-            self._add(kv, new, service, last_good)
+            self._add(kv, new, parsed, last_good)
         if service is not None and refresh:
             if parsed is not None and parsed.kind == "instance":
                 self._refresh_number(service, parsed.number)
@@ -108,16 +108,15 @@ class StateTables:
         for name in set(self.services.d) | set(self.invalid_services.d) | set(self._free):
             self._refresh(name)
 
-    def _remove(self, key: str, old: Decoded | str, service: ServiceName | None) -> None:
+    def _remove(self, key: str, old: Decoded | str, parsed: ParsedKey | None) -> None:
         if isinstance(old, str):
             self.skipped.pop(key, None)
-            parsed = self.schema.parse(key)
-            if parsed is not None and service is not None:
+            if parsed is not None and parsed.service is not None:
                 if parsed.kind == "service":
-                    self.invalid_services.pop(service)
-                    self.services.pop(service)
+                    self.invalid_services.pop(parsed.service)
+                    self.services.pop(parsed.service)
                 elif parsed.kind == "instance":
-                    self.invalid_instances.pop((service, parsed.number))
+                    self.invalid_instances.pop((parsed.service, parsed.number))
         elif isinstance(old, ServiceSpec):
             self.services.pop(old.name)
         elif isinstance(old, InstanceRecord):
@@ -145,20 +144,19 @@ class StateTables:
             else:
                 table.pop(old.service)
 
-    def _add(self, kv: RawKV, new: Decoded | str, service: ServiceName | None,
+    def _add(self, kv: RawKV, new: Decoded | str, parsed: ParsedKey | None,
              last_good: Mapping[str, ServiceSpec]) -> None:
         if isinstance(new, str):
             self.skipped[kv.key] = new
-            parsed = self.schema.parse(kv.key)
-            if parsed is None or service is None:
+            if parsed is None or parsed.service is None:
                 return
             if parsed.kind == "service":
-                self.invalid_services.put(service, new)
+                self.invalid_services.put(parsed.service, new)
                 good = last_good.get(kv.key)
                 if good is not None:
                     self.services.put(good.name, good)
             elif parsed.kind == "instance":
-                self.invalid_instances.put((service, parsed.number), bad_instance(kv, new))
+                self.invalid_instances.put((parsed.service, parsed.number), bad_instance(kv, new))
         elif isinstance(new, ServiceSpec):
             self.services.put(new.name, new)
         elif isinstance(new, InstanceRecord):
