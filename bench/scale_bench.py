@@ -7,13 +7,15 @@ instance record of another node (it turns ``failed``, the next event turns it ``
 so half the events take a peer out of DNS and nginx).  The agent's path per event, timed as one:
 
 * the mirror applies it (the informer: ``apply`` and ``new_problems``) and hands out the state;
-* the reconciler's pass: ``plan_next`` on an ``Observed`` built as ``reconcile_once`` builds it
-  (its scope from ``plan_scope``: a full pass runs every 5 s besides, not timed here);
+* the reconciler's pass: the health of this node's containers for their records (the health
+  monitor's ``observed``), then ``plan_next`` on an ``Observed`` built as ``reconcile_once``
+  builds it (its scope from ``plan_scope``: a full pass runs every 5 s besides, not timed here);
 * the fanout: the local view, the nginx routing table and its update text, the DNS zone, the
   served-set check, and the frame for one DNS worker process (pickled).
 
 Baseline, in the same run: a *fresh full build* of the same state per event, as the agent did
-before (``assemble_state`` over every key, the planner over a plain mapping, ``routing_table``,
+before (``assemble_state`` over every key, every container's health asked, the planner over a
+plain mapping and list, ``routing_table``,
 ``Zone(state)`` and the whole state pickled to the worker).  Also the full load (``reset``) and
 the status views (``service_rows``, ``instance_rows`` of one service).
 
@@ -30,12 +32,13 @@ import json
 import pickle
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.dnszone import Zone
+from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import LocalView, local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
@@ -48,6 +51,7 @@ from daprdockr.core.routing import RoutingCache, routed_removed, routing_table, 
 from daprdockr.core.state import ClusterState, RawKV, assemble_state, decode_entry
 from daprdockr.core.status import instance_rows, service_rows
 from daprdockr.core.zone_delta import zone_delta
+from daprdockr.health import HealthMonitor
 
 SCHEMA = KeySchema("/daprdockr")
 NODES = 100
@@ -111,12 +115,26 @@ def events(specs: list[ServiceSpec], *, count: int, start: int) -> list[WatchEve
     return out
 
 
-def my_containers(state: ClusterState) -> list[ContainerInfo]:
-    return [ContainerInfo(id=r.container_id, service=r.service, number=r.number, node=ME, spec_hash=r.spec_hash,
-                          running=True, ports=r.ports, created=1.0) for r in state.index.of_node(ME).values()]
+class NoExec:
+    async def exec_ok(self, container_id: str, cmd: Sequence[str], *, within: float) -> bool:
+        return False
+
+    async def docker_health(self, container_id: str) -> str:
+        return ""
 
 
-def observed(state: ClusterState, containers: list[ContainerInfo], *, fast: bool, even: EvenCache) -> Observed:
+def health_monitor(mirror: Callable[[], ClusterState]) -> HealthMonitor:
+    return HealthMonitor(runtime=NoExec(), address="127.0.0.1", containers=list, specs=lambda: mirror().services,
+                         history=lambda: mirror().history)
+
+
+def my_containers(state: ClusterState) -> LocalContainers:
+    return LocalContainers(ContainerInfo(id=r.container_id, service=r.service, number=r.number, node=ME,
+                                         spec_hash=r.spec_hash, running=True, ports=r.ports, created=1.0)
+                           for r in state.index.of_node(ME).values())
+
+
+def observed(state: ClusterState, containers: Sequence[ContainerInfo], *, fast: bool, even: EvenCache) -> Observed:
     return Observed(node_id=ME, lease=1000, now=100.0, instances=state.instances if fast else dict(state.instances),
                     nodes=state.nodes, containers=containers, capacity=0, claim_grace=1.0, claiming=True,
                     frozen=state.frozen, bad_instances=state.invalid_instances, rollouts=state.rollouts,
@@ -132,6 +150,7 @@ class Agent:
         self.mirror.reset(kvs, revision=revision)
         state = self.mirror.state()
         self.containers = my_containers(state)
+        self.health = health_monitor(self.mirror.state)
         self.even = EvenCache()
         self.routes = RoutingCache()
         self.table = self.routes.table(state)
@@ -148,13 +167,14 @@ class Agent:
         self.mirror.new_problems()
         state = self.mirror.state()
         t1 = time.perf_counter()
+        health, restart = self.health.observed(self.containers, state.services)
         inputs = PassInputs(lease=1000, claiming=True, capacity=0, nodes=state.nodes, containers=self.containers,
-                            busy=frozenset(), health={}, restart=frozenset(), held=frozenset(), paused=False)
+                            busy=frozenset(), health=health, restart=restart, held=frozenset(), paused=False)
         scope = plan_scope(last=self.inputs, inputs=inputs, old=self.planned, new=state, now=100.0, due=1e9,
                            last_full=99.0)
         self.inputs, self.planned = inputs, state
         planned = plan_next(state.services, replace(observed(state, self.containers, fast=True, even=self.even),
-                                                    scope=scope))
+                                                    scope=scope, health=health, restart=restart))
         t2 = time.perf_counter()
         view = self.local.view(state, routable=self.containers)
         table = self.routes.table(view)
@@ -177,14 +197,20 @@ class FreshBuild:
         self.decoded = {kv.key: decode_entry(SCHEMA, kv) for kv in kvs}
         self.revision = revision
         state = assemble_state(SCHEMA, ((kv, self.decoded[kv.key]) for kv in kvs), revision=revision)
-        self.containers = my_containers(state)
+        self.local = my_containers(state)
+        self.containers = list(self.local)
+        self.state = state
+        self.health = health_monitor(lambda: self.state)
 
     def event(self, ev: WatchEvent) -> int:
         kv = self.kvs[ev.key] = RawKV(key=ev.key, value=ev.value, lease=ev.lease,
                                       create_revision=ev.create_revision, mod_revision=ev.revision)
         self.decoded[ev.key] = decode_entry(SCHEMA, kv)
-        state = assemble_state(SCHEMA, ((kv, self.decoded[k]) for k, kv in self.kvs.items()), revision=ev.revision)
-        planned = plan_next(state.services, observed(state, self.containers, fast=False, even=EvenCache()))
+        state = self.state = assemble_state(SCHEMA, ((kv, self.decoded[k]) for k, kv in self.kvs.items()),
+                                            revision=ev.revision)
+        health, restart = PerContainerHealth.observed(self.health, self.local, state.services)
+        planned = plan_next(state.services, replace(observed(state, self.containers, fast=False, even=EvenCache()),
+                                                    health=health, restart=restart))
         view = local_view(state, node_id=ME, routable=self.containers)
         table = routing_table(view)
         Zone(view)

@@ -19,6 +19,7 @@ import pytest
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
@@ -244,7 +245,7 @@ class FakeSlots:
         return "paused"
 
 
-class NeverHealthy:
+class NeverHealthy(PerContainerHealth):
     def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health:
         return ""
 
@@ -681,7 +682,7 @@ async def test_an_agent_restart_keeps_the_recorded_health_until_the_first_check(
     assert "update 1 running" in w.etcd.log
 
 
-class OldTurnsUnhealthy:
+class OldTurnsUnhealthy(PerContainerHealth):
     """The new version never passes its check; the old container's status is set by the test."""
 
     def __init__(self) -> None:

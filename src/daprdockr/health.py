@@ -35,8 +35,9 @@ from typing import Protocol
 
 import aiohttp
 
-from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.health import HealthState, due, observe, restart_due
+from daprdockr.core.containers import ContainerInfo, LocalContainers
+from daprdockr.core.health import HealthState, PerContainerHealth, due, observe, restart_due
+from daprdockr.core.instance_index import changed_keys
 from daprdockr.core.lifecycle import HealthCheck
 from daprdockr.core.model import Health, ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -58,7 +59,7 @@ class CheckRuntime(Protocol):
     async def docker_health(self, container_id: str) -> str: ...
 
 
-class HealthMonitor:
+class HealthMonitor(PerContainerHealth):
     def __init__(
         self, *, runtime: CheckRuntime, address: str,
         containers: Callable[[], Sequence[ContainerInfo]],
@@ -88,8 +89,16 @@ class HealthMonitor:
         self._history_read: dict[ServiceName, Mapping[int, HistoryEntry]] = {}  # history mapping last learned
         self._running: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        # what :meth:`observed` last answered, and from what: the monitor's generation (bumped by
+        # a status change or a newly known version), the listing, the specs and the history
+        self.generation = 0
+        self._unhealthy: dict[str, ServiceName] = {}  # unhealthy containers' services (restart candidates)
+        self._seen: tuple[int, LocalContainers, Mapping[ServiceName, ServiceSpec], object] | None = None
+        self._health: dict[str, Health] = {}
 
     def learn(self, spec: ServiceSpec) -> None:
+        if self._by_hash.get(spec.runtime_hash, False) != spec.health:  # (None is a known "no check")
+            self.generation += 1
         self._by_hash[spec.runtime_hash] = spec.health
         if len(self._by_hash) > 4096:  # bounded: forget the oldest versions
             for old in list(self._by_hash)[:2048]:
@@ -133,6 +142,40 @@ class HealthMonitor:
             return ""
         state = self.states.get(container.id)
         return state.status if state is not None and state.status != "starting" else None
+
+    def observed(
+        self, containers: LocalContainers, specs: Mapping[ServiceName, ServiceSpec],
+    ) -> tuple[Mapping[str, Health], frozenset[str]]:
+        """What each serving container's record should say about its health (unknown ones left
+        out: the record keeps what it says), and the containers due for an unhealthy restart.
+
+        Kept between calls: redone for every container only when the listing, the history or
+        the monitor's generation changed; for a new specs mapping, only the changed services'
+        containers; the restarts look at the unhealthy containers alone."""
+        history = self.history()
+        seen = self._seen
+        gen = self.generation  # (before: a version learned while looking makes the next call look again)
+        if seen is None or seen[0] != gen or seen[1] != containers or seen[3] is not history:
+            self._health = {}
+            redo: Sequence[ContainerInfo] = containers
+        else:
+            redo = containers.of(changed_keys(seen[2], specs))
+            if redo:
+                self._health = dict(self._health)  # (a new mapping: the last pass's inputs keep theirs)
+            for c in redo:
+                self._health.pop(c.id, None)
+        for c in redo:
+            spec = specs.get(c.service)
+            if spec is not None and c.serving and (status := self.health_of(c, spec)) is not None:
+                self._health[c.id] = status
+        self._seen = (gen, containers, specs, history)
+        restart: set[str] = set()
+        if self._unhealthy:
+            for c in containers.of(set(self._unhealthy.values())):
+                spec = specs.get(c.service)
+                if spec is not None and c.serving and c.id in self._unhealthy and self.restart_due(c, spec):
+                    restart.add(c.id)
+        return self._health, frozenset(restart)
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
         check = self.check_for(container, spec)
@@ -197,7 +240,12 @@ class HealthMonitor:
         old = self.states.get(c.id) or self._new_state(c, now)
         new = observe(old, ok=ok, now=now, check=check)
         self.states[c.id] = new
+        if new.status == "unhealthy":
+            self._unhealthy[c.id] = c.service
+        else:
+            self._unhealthy.pop(c.id, None)
         if new.status != old.status:
+            self.generation += 1
             log.info("%s/%s (container %s) is %s", c.service, c.number, c.id[:12], new.status)
             self.on_change()
         return ok
@@ -231,6 +279,8 @@ class HealthMonitor:
             if now - self.states[gone].checked_at > FORGET_AFTER:  # (a replacement probed before it is listed stays)
                 self.states.pop(gone, None)
                 self._running.pop(gone, None)
+                self._unhealthy.pop(gone, None)
+                self.generation += 1
         return started
 
     async def run(self) -> None:

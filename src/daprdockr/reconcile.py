@@ -65,7 +65,8 @@ from typing import Protocol
 
 from daprdockr.adapters.container_reaper import ContainerReaper
 from daprdockr.adapters.docker_runtime import ContainerRuntime
-from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.containers import ContainerInfo, LocalContainers
+from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import Health, InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -200,17 +201,31 @@ class HealthSource(Protocol):
     def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
         """"" without a check, the container's status, or None while unknown (keep the record's)."""
 
-    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool: ...
+    def observed(
+        self, containers: LocalContainers, specs: Mapping[ServiceName, ServiceSpec],
+    ) -> tuple[Mapping[str, Health], frozenset[str]]:
+        """Each serving container's health for its record (unknown ones left out), and the
+        containers due for an unhealthy restart (:class:`~daprdockr.core.health.PerContainerHealth`)."""
 
     async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool: ...
 
 
-class _NoChecks:
+class _NoChecks(PerContainerHealth):
+    def __init__(self) -> None:
+        self._seen: tuple[LocalContainers, Mapping[str, Health]] | None = None
+
     def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
         return ""
 
     def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
         return False
+
+    def observed(
+        self, containers: LocalContainers, specs: Mapping[ServiceName, ServiceSpec],
+    ) -> tuple[Mapping[str, Health], frozenset[str]]:
+        if self._seen is None or self._seen[0] is not containers:  # ("" whatever the spec: once per listing)
+            self._seen = (containers, {c.id: "" for c in containers if c.serving})
+        return self._seen[1], frozenset()
 
     async def probe(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
         return True
@@ -267,9 +282,14 @@ class Reconciler:
         self._unowned_since: dict[Key, float] = {}
         self.retries: dict[Key, KeyRetry] = {}
         self.containers: list[ContainerInfo] = []
+        # self.containers less the reaper's, indexed per service, and what is routable: kept per
+        # listing (rebuilt when the list, the reaper or the stopping set changes), not per pass
+        self._local: tuple[tuple[list[ContainerInfo], frozenset[str]], LocalContainers] | None = None
+        self._routable: tuple[list[ContainerInfo], frozenset[str], list[ContainerInfo]] | None = None
         self.listed = False  # containers were listed at least once (routable() means something)
         self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
         self._paused_since: dict[str, float] = {}  # container id -> when a listing first showed it paused
+        self._paused_of: LocalContainers | None = None  # the listing _paused_since was taken from
         self._even = EvenCache()  # services the last passes found even (no rebalance move), per spec and records
         self._planned: ClusterState | None = None  # the state the last pass planned from
         self._last_inputs: PassInputs | None = None  # and the rest of what it read
@@ -315,21 +335,13 @@ class Reconciler:
         self._containers_stale = True
         self.dirty.set()
 
-    def _health_observed(self, specs: Mapping[ServiceName, ServiceSpec]) -> tuple[dict[str, Health], frozenset[str]]:
-        """What each running container's record should say about its health (unknown ones left
-        out: the record keeps what it says), and the containers due for an unhealthy restart."""
-        health: dict[str, Health] = {}
-        restart: set[str] = set()
-        for c in self.containers:
-            spec = specs.get(c.service)
-            if spec is None or not c.serving:
-                continue
-            status = self.health.health_of(c, spec)
-            if status is not None:  # unknown (not checked yet): the record keeps what it says
-                health[c.id] = status
-            if self.health.restart_due(c, spec):
-                restart.add(c.id)
-        return health, frozenset(restart)
+    def local(self) -> LocalContainers:
+        """This node's containers the pass plans for (the reaper's left out), indexed by service;
+        the same object until the listing or the reaper changes."""
+        key = (self.containers, self.reaper.ids())
+        if self._local is None or self._local[0][0] is not key[0] or self._local[0][1] != key[1]:
+            self._local = (key, LocalContainers(c for c in self.containers if c.id not in self.reaper))
+        return self._local[1]
 
     def observe_started(self, info: ContainerInfo) -> None:
         """A container this node just started runs, whatever the last listing said: our own DNS
@@ -341,8 +353,13 @@ class Reconciler:
         self.on_local_change()
 
     def routable(self) -> list[ContainerInfo]:
-        """This node's running containers that are not being stopped (for its own DNS and nginx)."""
-        return [c for c in self.containers if c.serving and c.id not in self._stopping]
+        """This node's running containers that are not being stopped (for its own DNS and nginx);
+        the same list until the listing or the stopping set changes."""
+        stopping = frozenset(self._stopping)
+        if self._routable is None or self._routable[0] is not self.containers or self._routable[1] != stopping:
+            self._routable = (self.containers, stopping,
+                              [c for c in self.containers if c.serving and c.id not in stopping])
+        return self._routable[2]
 
     async def run(self, *, resync_interval: float = 2.0) -> None:
         """Forever: wait for a change, a timer or the periodic resync, then :meth:`reconcile_once`."""
@@ -399,14 +416,16 @@ class Reconciler:
         if (self._slot_task is None or self._slot_task.done()) and self._leftover_slots(state):
             self._slot_task = asyncio.create_task(self._tidy_slots(), name="tidy slots")
         now = self.clock()
-        self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in self.containers if c.paused}
+        local = self.local()
+        if self._paused_of is not local:  # (a new listing: who is paused since when)
+            self._paused_of = local
+            self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in self.containers if c.paused}
         unowned = [(name, n) for name, numbers in state.unowned.items() for n in numbers]
         self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
-        health, restart = self._health_observed(state.services)
-        containers = [c for c in self.containers if c.id not in self.reaper]
+        health, restart = self.health.observed(local, state.services)
         busy = frozenset(k for k, t in self._inflight.items() if not t.done())
         inputs = PassInputs(lease=self.lease, claiming=self.claiming, capacity=self.capacity, nodes=state.nodes,
-                            containers=containers, busy=busy, health=health, restart=restart,
+                            containers=local, busy=busy, health=health, restart=restart,
                             held=frozenset(self.retries), paused=bool(self._paused_since))
         scope = plan_scope(last=self._last_inputs, inputs=inputs, old=self._planned, new=state, now=now,
                            due=self._next_wake, last_full=self._last_full)
@@ -419,7 +438,7 @@ class Reconciler:
             now=now,
             instances=state.instances,
             nodes=state.nodes,
-            containers=containers,
+            containers=local,
             busy=busy,
             unowned_since=self._unowned_since,
             retry_at={k: e.not_before for k, e in self.retries.items() if e.hold == "start"},

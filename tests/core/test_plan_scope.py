@@ -7,9 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
+from daprdockr.core.plan import Observed, action_key, plan_next
 from daprdockr.core.plan_scope import PassInputs, plan_scope
 from daprdockr.core.state import ClusterState
 
@@ -92,3 +94,19 @@ def test_slots_and_rollouts_put_their_service_in_scope() -> None:
     new = put(m, SCHEMA.rollout(WEB), {"version": 2, "target": "t"})
     assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, due=9.0,
                       last_full=0.5) == {WEB, API}
+
+
+def test_a_scoped_pass_over_an_indexed_listing_plans_what_a_plain_listing_does() -> None:
+    """The planner looks up the scope's containers in a LocalContainers listing instead of walking
+    all of them: the actions are the same as over the plain list, and only the scope's."""
+    m = mirror()
+    state = m.state()
+    mine = [ContainerInfo(id=f"{name.service}{n}", service=name, number=n, node="n1", spec_hash="old", running=True)
+            for name in (WEB, API) for n in (1, 2, 3)]  # stale versions and a number beyond the spec's 2
+    observed = Observed(node_id="n1", lease=7, now=10.0, instances=state.instances, nodes=state.nodes,
+                        containers=mine, claiming=False)
+    for scope in (frozenset({WEB}), frozenset({API}), frozenset({WEB, API})):
+        plain = plan_next(state.services, replace(observed, scope=scope)).actions
+        indexed = plan_next(state.services, replace(observed, containers=LocalContainers(mine), scope=scope)).actions
+        assert indexed == plain and plain
+        assert {action_key(a)[0] for a in plain} == scope

@@ -57,6 +57,10 @@ class ContainerReaper:
     def __contains__(self, container_id: object) -> bool:
         return container_id in self._doomed
 
+    def ids(self) -> frozenset[str]:
+        """The ids of the containers waiting to be removed."""
+        return frozenset(self._doomed)
+
     def pending(self) -> list[dict[str, object]]:
         """What is still waiting to be removed, for the status API."""
         return [{"container_id": d.container.id[:12], "service": str(d.container.service),

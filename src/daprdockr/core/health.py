@@ -4,15 +4,19 @@ A container with a check starts ``starting``.  A passing check makes it ``health
 failing one counts, and ``retries`` failures in a row make it ``unhealthy`` — except during the
 ``start_period`` after the container started, when failures do not count (it stays ``starting``).
 :func:`restart_due` says when a container has been unhealthy for ``restart_unhealthy_after``.
-Nothing here runs a check or reads the clock.
+:class:`PerContainerHealth` turns a source's per-container answers into what a planning pass
+reads.  Nothing here runs a check or reads the clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.lifecycle import HealthCheck
-from daprdockr.core.model import Health
+from daprdockr.core.model import Health, ServiceSpec
+from daprdockr.core.names import ServiceName
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +50,32 @@ def due(state: HealthState, *, now: float, check: HealthCheck) -> bool:
 def restart_due(state: HealthState, *, now: float, check: HealthCheck) -> bool:
     return (state.status == "unhealthy" and check.restart_unhealthy_after > 0
             and now - state.since >= check.restart_unhealthy_after)
+
+
+class PerContainerHealth:
+    """A health source that answers container by container; :meth:`observed` asks each serving
+    container (the agent's health monitor keeps its answers between passes instead)."""
+
+    def health_of(self, container: ContainerInfo, spec: ServiceSpec) -> Health | None:
+        """"" without a check, the container's status, or None while unknown (keep the record's)."""
+        raise NotImplementedError
+
+    def restart_due(self, container: ContainerInfo, spec: ServiceSpec) -> bool:
+        raise NotImplementedError
+
+    def observed(
+        self, containers: LocalContainers, specs: Mapping[ServiceName, ServiceSpec],
+    ) -> tuple[Mapping[str, Health], frozenset[str]]:
+        """What each serving container's record should say about its health (unknown ones left
+        out: the record keeps what it says), and the containers due for an unhealthy restart."""
+        health: dict[str, Health] = {}
+        restart: set[str] = set()
+        for c in containers:
+            spec = specs.get(c.service)
+            if spec is None or not c.serving:
+                continue
+            if (status := self.health_of(c, spec)) is not None:
+                health[c.id] = status
+            if self.restart_due(c, spec):
+                restart.add(c.id)
+        return health, frozenset(restart)

@@ -57,7 +57,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.instance_index import InstanceIndex
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -185,7 +185,7 @@ class Observed:
     now: float
     instances: Mapping[Key, InstanceRecord]
     nodes: Mapping[str, NodeRecord]
-    containers: Sequence[ContainerInfo]
+    containers: Sequence[ContainerInfo]  # a LocalContainers lets a scoped pass look at its services' only
     busy: frozenset[Key] = frozenset()  # an action on the key is still running
     unowned_since: Mapping[Key, float] = field(default_factory=dict)
     retry_at: Mapping[Key, float] = field(default_factory=dict)  # no (re)start of the key before this
@@ -277,7 +277,10 @@ def _plan_containers(
     """Actions for this node's containers; returns the keys they cover."""
     covered: set[Key] = set()
     by_key: dict[Key, list[ContainerInfo]] = {}
-    for c in obs.containers:
+    listed = obs.containers
+    if obs.scope is not None and isinstance(listed, LocalContainers):
+        listed = listed.of(obs.scope)  # (indexed per listing: the scope's containers, not all of them)
+    for c in listed:
         if c.node == obs.node_id and (obs.scope is None or c.service in obs.scope):
             by_key.setdefault(c.key, []).append(c)
     for key, group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
