@@ -28,7 +28,10 @@ answer (one HINFO "RFC8482").  UDP answers larger than 512 bytes (or the client'
 size, capped at the 1232 we advertise, :data:`daprdockr.core.dnsguard.EDNS_SIZE`) are truncated
 with the TC bit so that the client retries over TCP; that includes forwarded answers (an
 upstream answer fetched over TCP after a truncated UDP one goes back as a TC=1 header with the
-question), so the server never amplifies.
+question).  A client outside ``allow`` gets at most
+:func:`~daprdockr.core.dnsguard.outside_limit` of its query over UDP (3 times it, at most 512
+bytes; beyond, TC=1 with the question only: :func:`capped`), so a spoofed source gains no
+amplification worth having; TCP (which cannot be spoofed) still gets the full answer.
 
 Forwarding, bounded.  At most ``max_forwards`` forwards are in flight (each holds a socket);
 beyond that a query is answered SERVFAIL at once.  An upstream that would reach this very server,
@@ -64,7 +67,10 @@ member answers from the same address).  The first server still refuses a taken a
 probe-binds a plain socket first, which fails if anyone (another agent, a resolver) holds it.
 With listen port 0 (tests) the kernel picks the UDP port and TCP binds the same one; when TCP
 has that port taken (a busy host's outgoing connections), another port is tried.
-Every limit above (forwards, TCP connections, rate-limit buckets) is per process.
+Every limit above (forwards, TCP connections, rate-limit buckets) is per process; the agent
+divides the rate among the processes on one address.  The UDP socket's receive buffer is grown
+to 4 MiB (or ``net.core.rmem_max``, with a warning), so a flood queued ahead of the rate limit
+does not crowd out allowed clients' datagrams.
 
 Bad input never raises out of the handler: an unexpected error is logged and the packet dropped
 (counted in ``dropped``, like responses and packets without a header).
@@ -87,7 +93,13 @@ from typing import Any
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from daprdockr.adapters.dnsclient import query_tcp, query_udp
-from daprdockr.adapters.sockets import attach_random_spread, host_networks, probe_bind, resolv_conf_upstreams
+from daprdockr.adapters.sockets import (
+    attach_random_spread,
+    grow_receive_buffer,
+    host_networks,
+    probe_bind,
+    resolv_conf_upstreams,
+)
 from daprdockr.core.dnsencode import encode_answer
 from daprdockr.core.dnsguard import (
     DEFAULT_LIMITS,
@@ -96,6 +108,7 @@ from daprdockr.core.dnsguard import (
     ResponseRateLimiter,
     client_key,
     error_reply,
+    outside_limit,
     precheck,
     reaches_self,
     truncated_reply,
@@ -117,6 +130,7 @@ TCP_IDLE = 10.0
 TCP_LIFETIME = 120.0  # seconds a TCP connection may stay open, however busy
 PORT_ATTEMPTS = 20  # listen port 0: tries to find a port free for both UDP and TCP
 CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reached
+RECEIVE_BUFFER = 4 << 20  # bytes asked for the UDP socket's receive buffer (net.core.rmem_max caps it)
 
 
 @dataclass(slots=True)
@@ -182,6 +196,7 @@ class DnsServer:
         self._zone: Zone | None = None
         self.stats = DnsStats()
         self.port = listen[1]
+        self.receive_buffer = 0  # bytes, as the kernel reports it once bound
         self._cache: dict[bytes, _Cached] = {}
         self._exact_udp: dict[bytes, _Cached] = {}
         self._exact_tcp: dict[bytes, _Cached] = {}
@@ -226,6 +241,9 @@ class DnsServer:
         )
         self._udp = transport
         self.port = int(transport.get_extra_info("sockname")[1])
+        # a flood queues in the kernel before any rate limit can act: a deep queue keeps it from
+        # crowding out the allowed clients' datagrams (the default is ~200 KiB, ~300 queries)
+        self.receive_buffer = grow_receive_buffer(transport.get_extra_info("socket"), want=RECEIVE_BUFFER)
         self._tcp = await asyncio.start_server(
             self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
         )
@@ -534,6 +552,19 @@ class DnsServer:
         return fallback
 
 
+def capped(query: bytes, reply: bytes) -> bytes:
+    """``reply`` as a client outside ``allow`` gets it over UDP: as it is within
+    :func:`~daprdockr.core.dnsguard.outside_limit` of ``query``, else TC=1 with only the question
+    (its rcode and RA kept), which a real client retries over TCP."""
+    if len(reply) <= outside_limit(len(query)):
+        return reply
+    check = precheck(query, tcp=False)
+    rcode, ra = reply[3] & 0x0F, bool(reply[3] & 0x80)
+    if check.drop or check.rcode:
+        return error_reply(query, rcode, ra=ra) or b""
+    return truncated_reply(query, qend=check.qend, rcode=rcode, ra=ra, edns=bool(check.edns))
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
@@ -544,20 +575,23 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        if addr[0] not in self.inside and not self._admit(data, addr):  # one set lookup when allowed
-            return
+        outside = addr[0] not in self.inside  # one set lookup when allowed
+        if outside:
+            outside = self.server._client_key(addr[0]) != ""  # (files a new address as inside or outside)
+            if outside and not self._admit(data, addr):
+                return
         reply = self.server.answer_fast(data)
         if reply is not None:
             assert self.transport is not None
-            self.transport.sendto(reply, addr)
+            self.transport.sendto(capped(data, reply) if outside else reply, addr)
             return
-        self.server._spawn(self._slow(data, addr))
+        self.server._spawn(self._slow(data, addr, outside=outside))
 
     def _admit(self, data: bytes, addr: Address) -> bool:
         """Rate limit a client outside ``allow``: True to answer; else slip (TC=1) or drop."""
         server = self.server
-        key = server._client_key(addr[0])  # also files a new address as inside or outside
-        if not key or server._limiter is None:
+        key = server._client_key(addr[0])
+        if server._limiter is None:
             return True
         verdict = server._limiter.check(key, now=time.monotonic())
         if verdict == "send":
@@ -571,10 +605,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
                                                       edns=bool(check.edns)), addr)
         return False
 
-    async def _slow(self, data: bytes, addr: Address) -> None:
+    async def _slow(self, data: bytes, addr: Address, *, outside: bool) -> None:
         reply = await self.server.answer_slow(data, client=addr[0])
         if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+            self.transport.sendto(capped(data, reply) if outside else reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("DNS UDP error: %s", exc)

@@ -39,7 +39,7 @@ ZONE = Zone(STATE, ttl=3)
         ("4.web.myapp.container.", "AAAA", "NOERROR", ["::1"]),
         ("4.web.myapp.container.", "A", "NOERROR", []),
         ("1.web.myapp.container.", "AAAA", "NOERROR", []),
-        ("5.web.myapp.container.", "A", "NXDOMAIN", []),  # not running
+        ("5.web.myapp.container.", "A", "NXDOMAIN", []),  # starting, and beyond the spec's 4
         ("9.web.myapp.container.", "A", "NXDOMAIN", []),
         ("idle.myapp.container.", "A", "NOERROR", []),  # service exists, nothing running
         ("myapp.container.", "A", "NOERROR", ["127.0.0.11", "127.0.0.12"]),  # every instance of the group
@@ -47,7 +47,7 @@ ZONE = Zone(STATE, ttl=3)
         ("8080.tcp.1.web.myapp.container.", "SRV", "NOERROR", ["30001 1"]),  # the original's SRV form
         ("53.udp.2.web.myapp.container.", "SRV", "NOERROR", ["40002 2"]),
         ("9999.tcp.1.web.myapp.container.", "SRV", "NXDOMAIN", []),
-        ("8080.tcp.5.web.myapp.container.", "SRV", "NXDOMAIN", []),  # not running
+        ("8080.tcp.5.web.myapp.container.", "SRV", "NXDOMAIN", []),  # beyond the spec's 4
         ("nope.myapp.container.", "A", "NXDOMAIN", []),
         ("container.", "SOA", "NOERROR", ["soa"]),
         ("container.", "NS", "NOERROR", ["ns.container."]),
@@ -70,6 +70,8 @@ def test_lookup(qname: str, qtype: str, rcode: str, data: list[str]) -> None:
     assert [show(rr.data) for rr in ans.answers] == data
     if not data:
         assert [rr.rtype for rr in ans.authority] == ["SOA"]  # negative answers carry the SOA
+        assert [rr.ttl for rr in ans.authority] == [1]  # cached for at most a second (RFC 2308)
+        assert all(isinstance(rr.data, Soa) and rr.data.minimum == 1 for rr in ans.authority)
     assert all(rr.ttl == 3 for rr in ans.answers)
 
 
@@ -91,3 +93,41 @@ def test_custom_domain_and_bad_address_skipped() -> None:
     zone = Zone(state, domain="svc.local")
     assert zone.lookup("1.web.myapp.svc.local.", "A").rcode == "NXDOMAIN"
     assert zone.lookup("svc.local.", "SOA").rcode == "NOERROR"
+
+
+MOVING = ClusterState(
+    services={WEB: ServiceSpec(name=WEB, image="x", instances=3, http_port=8080)},
+    instances={(WEB, 1): rec(1, "127.0.0.11"), (WEB, 2): rec(2, "127.0.0.12", state="starting")},
+    revision=43,
+)
+
+
+@pytest.mark.parametrize(
+    ("qname", "qtype", "rcode"),
+    [
+        ("2.web.myapp.container.", "A", "NOERROR"),  # starting on its new node
+        ("3.web.myapp.container.", "A", "NOERROR"),  # no record at all (its old node's lease ran out)
+        ("3.web.myapp.container.", "SRV", "NOERROR"),
+        ("8080.tcp.3.web.myapp.container.", "SRV", "NOERROR"),  # a port of the spec
+        ("9999.tcp.3.web.myapp.container.", "SRV", "NXDOMAIN"),  # not one
+        ("8080.udp.3.web.myapp.container.", "SRV", "NXDOMAIN"),
+        ("4.web.myapp.container.", "A", "NXDOMAIN"),  # beyond the spec's 3
+        ("0.web.myapp.container.", "A", "NXDOMAIN"),
+        ("3.api.myapp.container.", "A", "NXDOMAIN"),  # no such service
+        ("x.3.web.myapp.container.", "A", "NXDOMAIN"),
+    ],
+)
+def test_an_instance_the_spec_promises_is_nodata_while_it_moves(qname: str, qtype: str, rcode: str) -> None:
+    ans = Zone(MOVING, ttl=5).lookup(qname, qtype)
+    assert (ans.rcode, ans.answers) == (rcode, ())
+    assert [(rr.rtype, rr.ttl) for rr in ans.authority] == [("SOA", 1)]
+
+
+def test_a_scale_down_makes_the_numbers_beyond_nxdomain_again() -> None:
+    zone = Zone(MOVING, ttl=5)
+    assert zone.lookup("3.web.myapp.container.", "A").rcode == "NOERROR"
+    fewer = ClusterState(services={WEB: ServiceSpec(name=WEB, image="x", instances=2, http_port=8080)},
+                         instances=MOVING.instances, revision=44)
+    zone.update(fewer)
+    assert zone.lookup("3.web.myapp.container.", "A").rcode == "NXDOMAIN"
+    assert zone.lookup("2.web.myapp.container.", "A").rcode == "NOERROR"

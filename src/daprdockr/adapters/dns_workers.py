@@ -22,9 +22,10 @@ all of them.
 * Limits: the pool takes the same limits against hostile input as
   :class:`~daprdockr.dnsserver.DnsServer` (:class:`~daprdockr.core.dnsguard.DnsLimits`) and passes
   them to every worker, so all processes on the
-  address answer alike.  They hold per process: with ``count`` workers the address as a whole
-  allows ``count + 1`` times as many forwards and TCP connections, and a rate-limited client whose
-  datagrams are spread over every process gets up to ``count + 1`` times the rate.
+  address answer alike.  Forward and TCP caps hold per process (with ``count`` workers the
+  address as a whole allows ``count + 1`` times as many); the response rate limit is one budget
+  for the address, because the agent gives every process its share
+  (:meth:`~daprdockr.core.dnsguard.RrlPolicy.shared_by`) and the queries are spread at random.
 * Acknowledgements: a worker prints ``{"applied": <revision>}`` as soon as it serves a new state;
   :attr:`DnsWorkerPool.applied_revision` is the oldest of them, so the agent confirms a removal
   only once every process on its DNS address answers without the removed instance.

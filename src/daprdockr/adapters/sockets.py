@@ -1,5 +1,6 @@
 """Host and socket plumbing for the DNS responder: upstreams from resolv.conf, the host's own
-addresses, SO_REUSEPORT groups with a random spread, and a probe bind that detects a taken address.
+addresses, SO_REUSEPORT groups with a random spread, a probe bind that detects a taken address,
+and a receive buffer grown as far as the system allows (``net.core.rmem_max``).
 """
 
 from __future__ import annotations
@@ -59,3 +60,30 @@ def probe_bind(listen: Address) -> None:
     family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind(listen)
+
+
+RMEM_MAX = "/proc/sys/net/core/rmem_max"
+_capped_warned = False
+
+
+def grow_receive_buffer(sock: socket.socket, *, want: int, rmem_max: str = RMEM_MAX) -> int:
+    """Ask for a ``want``-byte receive buffer on ``sock``, or the system's ``net.core.rmem_max``
+    if that is lower (logged once per process, with the sysctl that raises it); returns the size
+    the kernel reports (twice the size asked: it counts its bookkeeping too)."""
+    global _capped_warned
+    try:
+        with open(rmem_max) as fh:
+            limit = int(fh.read().strip())
+    except (OSError, ValueError):
+        limit = want
+    size = min(want, limit)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as exc:
+        log.warning("cannot set the DNS receive buffer to %d bytes: %s", size, exc)
+    got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    if size < want and not _capped_warned:
+        _capped_warned = True
+        log.warning("DNS receive buffer capped at %d bytes by net.core.rmem_max (wanted %d): a flood can crowd "
+                    "out allowed clients; raise it with sysctl -w net.core.rmem_max=%d", size, want, want)
+    return got

@@ -17,7 +17,7 @@ from typing import Protocol
 from daprdockr.adapters.dns_workers import DnsWorkerPool
 from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.view import DnsView
-from daprdockr.core.dnsguard import LOOPBACK, DnsLimits, Network
+from daprdockr.core.dnsguard import DEFAULT_RRL, DnsLimits, Network, allowed_networks
 from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
@@ -52,9 +52,12 @@ class Dns:
     plain responder on each ``also`` address (loopback beside the advertise address; best effort:
     when that address is taken, a warning, and the agent answers on its advertise address only).
 
-    Forwarding (names outside ``.container``) is answered for loopback and ``allow``; when
-    ``allow`` is empty, for this host's own addresses and the network this node's containers use
-    (asked from Docker at start: containers attach to Docker's ``bridge`` or the host's network).
+    Forwarding (names outside ``.container``) is answered, and no rate limit applies, for
+    loopback, this host's own addresses and the network this node's containers use (asked from
+    Docker at start: containers attach to Docker's ``bridge`` or the host's network), plus
+    ``allow`` (``--dns-allow`` adds, as in ``daprdockr dns``:
+    :func:`~daprdockr.core.dnsguard.allowed_networks`).  The processes on the advertise address
+    share one response-rate budget per /24 (:meth:`~daprdockr.core.dnsguard.RrlPolicy.shared_by`).
     """
 
     name = "dns"
@@ -77,15 +80,14 @@ class Dns:
         self.pool: DnsWorkerPool | None = None
 
     async def _allowed(self) -> tuple[Network, ...]:
-        """``allow``, or by default this host's own addresses (the host and its host-network
-        containers) and the subnets of the Docker network this node's containers attach to."""
-        extra = self.allow or (*host_networks(),
-                               *(ipaddress.ip_network(n, strict=False) for n in await self.container_networks()))
-        return tuple(dict.fromkeys((*LOOPBACK, *extra)))
+        """Loopback, this host's own addresses (the host and its host-network containers), the
+        subnets of the Docker network this node's containers attach to, and ``allow``."""
+        containers = [ipaddress.ip_network(n, strict=False) for n in await self.container_networks()]
+        return allowed_networks(self.allow, host=host_networks(), containers=containers)
 
     async def start(self) -> None:
         allow = await self._allowed()
-        limits = DnsLimits(allow=allow)
+        limits = DnsLimits(allow=allow, rrl=DEFAULT_RRL.shared_by(self.workers + 1))
         server = self.server = DnsServer(listen=self.listen, upstreams=self.upstreams or None, ttl=self.ttl,
                                          reuse_port=self.workers > 0, limits=limits, siblings=self.also)
         await server.start()

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.process import run_until_signal
-from daprdockr.core.dnsguard import LOOPBACK, DnsLimits, Network
+from daprdockr.adapters.sockets import host_networks
+from daprdockr.core.dnsguard import DnsLimits, Network, allowed_networks
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
 from daprdockr.dnsserver import DnsServer
@@ -28,7 +29,8 @@ async def serve_dns(
     upstreams: Sequence[tuple[str, int]] | None, ttl: int, stop: asyncio.Event, security: EtcdSecurity | None = None,
     allow: Sequence[Network] = (),
 ) -> int:
-    server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, limits=DnsLimits(allow=(*LOOPBACK, *allow)))
+    limits = DnsLimits(allow=allowed_networks(allow, host=host_networks()))  # (--dns-allow adds, as in the agent)
+    server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, limits=limits)
     served = -1  # the mirror's routing version the server has
 
     def changed() -> None:  # only services and instances matter to DNS (not node or applied keys)

@@ -43,8 +43,9 @@ def agent(
     dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
     dns_ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
     dns_allow: Annotated[str, typer.Option(
-        help="Networks (CIDR, comma separated) besides loopback whose clients may use the DNS server for "
-             "names outside .container [default: the networks of this node's containers].")] = "",
+        help="Networks (CIDR, comma separated) whose clients may also use the DNS server for names outside "
+             ".container and are never rate limited; added to loopback, this host's own addresses and the "
+             "networks of this node's containers, which are always allowed.")] = "",
     dns_workers: Annotated[int, typer.Option(
         help="Extra DNS processes sharing the address (SO_REUSEPORT); -1 = one per spare core, max 2.")] = -1,
     http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
@@ -106,7 +107,8 @@ def dns(
     dns_upstream: Annotated[list[str] | None, typer.Option(help="Upstream resolver ADDR[:PORT].")] = None,
     ttl: Annotated[int, typer.Option(help="TTL of .container answers.")] = 5,
     dns_allow: Annotated[str, typer.Option(
-        help="Networks (CIDR, comma separated) besides loopback whose clients may use forwarding.")] = "",
+        help="Networks (CIDR, comma separated) whose clients may also use forwarding and are never rate "
+             "limited; added to loopback and this host's own addresses, which are always allowed.")] = "",
 ) -> None:
     """Run only the DNS server for .container (fed by the etcd watch).
 

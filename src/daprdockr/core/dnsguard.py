@@ -21,6 +21,12 @@ outside its allowed networks; nothing here does I/O or uses a DNS library.
   keeps one :class:`~daprdockr.core.ratelimit.TokenBucket` per key (bounded table, least recently
   used key evicted) and says per response whether to send it, drop it, or "slip" it (send a
   truncated answer so that a real client behind a spoofed flood can still get through over TCP).
+  :meth:`RrlPolicy.shared_by` divides one budget among the processes that share an address.
+* :func:`outside_limit` is the largest UDP answer a client outside the allowed networks gets:
+  :data:`OUTSIDE_FACTOR` times its query, and at most :data:`OUTSIDE_MAX` bytes, so that a spoofed
+  source gains at most that factor (a real client retries the truncated answer over TCP, which
+  cannot be spoofed).  :func:`allowed_networks` is the one meaning of ``--dns-allow``: loopback,
+  the host's own addresses and (the agent's) its containers' networks always, plus the given ones.
 * :func:`reaches_self` tells whether forwarding to an upstream would come back to this server:
   same port, and the upstream is the address we listen on, or any address the host owns when we
   listen on a wildcard.  :func:`local_networks` reads those addresses from the text of
@@ -51,6 +57,8 @@ MAX_HOPS = 8  # compression pointers followed in one name (a query needs none)
 MAX_OPTIONS = 16  # EDNS options in one query (cookie, padding, client subnet, ...: a handful)
 LOOPBACK: tuple[Network, ...] = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
 V4_PREFIX, V6_PREFIX = 24, 56
+OUTSIDE_FACTOR = 3  # an outside client's UDP answer: at most this many times its query ...
+OUTSIDE_MAX = 512  # ... and at most this many bytes (beyond: TC=1 with the question only)
 WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -144,6 +152,12 @@ def udp_limit(edns: int) -> int:
     return min(max(MAX_UDP_PLAIN, edns), EDNS_SIZE) if edns else MAX_UDP_PLAIN
 
 
+def outside_limit(query: int) -> int:
+    """The largest UDP answer for a client outside the allowed networks whose query is ``query``
+    bytes: a small multiple of it, never above :data:`OUTSIDE_MAX` (no amplification worth having)."""
+    return min(OUTSIDE_FACTOR * query, OUTSIDE_MAX)
+
+
 def _flags(data: bytes, rcode: int, *, ra: bool, tc: bool = False) -> bytes:
     """QR set, opcode and RD echoed, then RA and the rcode."""
     return bytes((0x80 | (data[2] & 0x79) | (0x02 if tc else 0), (0x80 if ra else 0) | rcode))
@@ -188,6 +202,14 @@ def client_key(host: str, *, allow: Sequence[Network]) -> str:
     return str(IPv6Network((int(ip) >> (128 - V6_PREFIX) << (128 - V6_PREFIX), V6_PREFIX)))
 
 
+def allowed_networks(given: Iterable[Network], *, host: Iterable[Network], containers: Iterable[Network] = ()
+                     ) -> tuple[Network, ...]:
+    """The networks whose clients may recurse and are never rate limited: loopback, the host's own
+    addresses and the networks of its containers always, plus ``given`` (``--dns-allow`` adds,
+    in the agent and in ``daprdockr dns`` alike)."""
+    return tuple(dict.fromkeys((*LOOPBACK, *host, *containers, *given)))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RrlPolicy:
     """Response rate limiting for clients outside the allowed networks, per /24 or /56."""
@@ -200,6 +222,13 @@ class RrlPolicy:
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1 or self.slip < 0 or self.max_keys < 1:
             raise ValueError(f"invalid response rate limit {self}")
+
+    def shared_by(self, processes: int) -> RrlPolicy:
+        """Each process's part when ``processes`` share one address (the kernel spreads a client's
+        queries over them at random): together they allow this policy's rate and burst."""
+        if processes <= 1:
+            return self
+        return dataclasses.replace(self, rate=self.rate / processes, burst=max(1, self.burst // processes))
 
 
 DEFAULT_RRL = RrlPolicy()  # 100 responses/s per /24 or /56 outside ``allow``, bursts of 200, slip 2

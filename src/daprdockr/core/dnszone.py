@@ -18,20 +18,26 @@ Names (``<domain>`` defaults to ``container``; all names case-insensitive)::
 
 Only instances in state ``running`` are answered.  A name that exists with no record of the asked
 type answers NOERROR with no records (NODATA) plus the SOA; an unknown name answers NXDOMAIN plus
-the SOA.  A service that exists but has no running instance is NODATA, not NXDOMAIN.  The adapter
-(:mod:`daprdockr.dnsserver`) encodes :class:`Answer` values to wire format.
+the SOA.  A name the spec promises is never NXDOMAIN: a service that exists but has no running
+instance is NODATA, and so are an instance's names (``<n>.<service>.<group>`` and its port forms)
+for every number up to the spec's ``instances``, while the instance starts, fails or moves to
+another node.  Negative answers carry the SOA with a TTL and minimum of :data:`NEGATIVE_TTL`
+(1 s), so that a cache in front does not keep a vanished answer longer than a move takes.  The
+adapter (:mod:`daprdockr.dnsserver`) encodes :class:`Answer` values to wire format.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
+
+NEGATIVE_TTL = 1  # seconds a negative answer (NXDOMAIN, NODATA) may be cached (RFC 2308: the SOA's TTL and minimum)
 
 RRType = Literal["A", "AAAA", "SRV", "SOA", "NS"]
 Rcode = Literal["NOERROR", "NXDOMAIN", "REFUSED"]
@@ -53,7 +59,7 @@ class Soa:
     refresh: int = 60
     retry: int = 10
     expire: int = 600
-    minimum: int = 5
+    minimum: int = NEGATIVE_TTL
 
 
 RData = str | Srv | Soa  # str: an address (A/AAAA) or a host name (NS)
@@ -110,6 +116,7 @@ class Zone:
         self._named: set[ServiceName] = set()  # services whose names exist (they have a spec)
         self._state: ClusterState | None = None
         self.soa = self._soa(state)
+        self.negative_soa = replace(self.soa, ttl=min(self.ttl, NEGATIVE_TTL))  # (in negative answers)
         self._add((self.apex, self.soa))
         self._add((self.apex, RR(name=self.apex, rtype="NS", ttl=ttl, data=f"ns.{self.apex}")))
         self._add((f"ns.{self.apex}", RR(name=f"ns.{self.apex}", rtype="A", ttl=ttl, data="127.0.0.1")))
@@ -118,7 +125,7 @@ class Zone:
     def _soa(self, state: ClusterState) -> RR:
         return RR(name=self.apex, rtype="SOA", ttl=self.ttl,
                   data=Soa(mname=f"ns.{self.apex}", rname=f"hostmaster.{self.apex}",
-                           serial=state.revision & 0xFFFFFFFF, minimum=self.ttl))
+                           serial=state.revision & 0xFFFFFFFF, minimum=min(self.ttl, NEGATIVE_TTL)))
 
     def update(self, state: ClusterState) -> None:
         """Serve ``state``: in each service that changed, the parts of the instances whose record
@@ -132,6 +139,7 @@ class Zone:
         if soa != self.soa:
             self._replace((self.apex, self.soa), (self.apex, soa))
             self.soa = soa
+            self.negative_soa = replace(soa, ttl=min(self.ttl, NEGATIVE_TTL))
         for name in names:
             self._update_service(name, old, state)
 
@@ -206,6 +214,22 @@ class Zone:
             parts.extend(((f"_{proto}.{svc}", None), (f"{proto}.{inst}", None)))  # empty non-terminals
         return parts
 
+    def _promised(self, name: str) -> bool:
+        """Whether ``name`` (absolute, lower case) is an instance name the spec promises:
+        ``<n>.<service>.<group>`` or ``<port>.<proto>.<n>.<service>.<group>`` with ``n`` from 1 to
+        the service's ``instances`` (the instance may be starting or moving: NODATA, not NXDOMAIN)."""
+        if self._state is None or not name.endswith("." + self.apex):
+            return False
+        labels = name[:-len(self.apex) - 1].split(".")
+        port = ""
+        if len(labels) == 5:
+            port, labels = f"{labels[0]}/{labels[1]}", labels[2:]
+        if len(labels) != 3 or not labels[0].isdigit() or len(labels[0]) > 9:
+            return False
+        spec = self._state.services.get(ServiceName(group=labels[2], service=labels[1]))
+        return (spec is not None and 1 <= int(labels[0]) <= spec.instances
+                and (not port or any(str(p) == port for p in spec.container_ports())))
+
     def names(self) -> dict[str, dict[RRType, frozenset[RR]]]:
         """Every name of the zone and its records by type (for tests and diagnostics: linear)."""
         return {name: {t: frozenset(rrs) for t, rrs in node.records.items()} for name, node in self._nodes.items()}
@@ -221,10 +245,10 @@ class Zone:
             name += "."
         node = self._nodes.get(name)
         if node is None:
-            return Answer(rcode="NXDOMAIN", authority=(self.soa,))
+            return Answer(rcode="NOERROR" if self._promised(name) else "NXDOMAIN", authority=(self.negative_soa,))
         rrs = tuple(node.records.get(qtype, ()))  # type: ignore[call-overload]
         if not rrs:
-            return Answer(rcode="NOERROR", authority=(self.soa,))
+            return Answer(rcode="NOERROR", authority=(self.negative_soa,))
         additional: tuple[RR, ...] = ()
         if qtype == "SRV":
             targets = sorted({rr.data.target for rr in rrs if isinstance(rr.data, Srv)})
