@@ -6,10 +6,13 @@ pre-encoded wire responses keyed on the raw question bytes, the RD bit, the EDNS
 the transport; only the 2-byte id is patched per query.  Names with several records keep up to
 eight rotations that are served in turn (round robin); each is encoded the first time it is
 served, so a query costs at most one encoding, and an answer too large for UDP (truncated, so
-the same for every rotation) keeps one.  The cache holds only in-zone answers and is cleared by
-:meth:`DnsServer.update` whenever the cluster state changes, so answers follow etcd within one
-watch event.  The only other per-datagram work is one set lookup of the client's address (see
-"Clients" below).
+the same for every rotation) keeps one.  The cache holds only in-zone answers, each under its
+owner: the service its name belongs to, the group (for ``<group>.<domain>``), or *volatile*
+(the apex, and negative answers, which carry the SOA and its serial).  :meth:`DnsServer.update`
+ends, in O(1) each, the answers of the services that changed and of their groups and every
+volatile answer (an owner's token is marked dead: a dead entry is a miss), so answers follow
+etcd within one watch event and an event costs what it changed, not the cache's size.  The only
+other per-datagram work is one set lookup of the client's address (see "Clients" below).
 
 Slow path: every packet first goes through the cheap check of its raw bytes
 (:func:`daprdockr.core.dnsguard.precheck`): no readable header or a response (QR set) gets no
@@ -118,6 +121,8 @@ from daprdockr.core.dnsstats import DnsStats
 from daprdockr.core.dnswire import Address, parse_question
 from daprdockr.core.dnszone import RR as ZoneRR
 from daprdockr.core.dnszone import Answer, Zone
+from daprdockr.core.names import ServiceName
+from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
 
@@ -133,6 +138,18 @@ CAP_WARN_EVERY = 60.0  # seconds between warnings that the forward cap is reache
 RECEIVE_BUFFER = 4 << 20  # bytes asked for the UDP socket's receive buffer (net.core.rmem_max caps it)
 
 
+class _Token:
+    """An owner's mark on its cached answers: dead once the owner changed (then they are misses)."""
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = True
+
+
+Owner = tuple[str, str] | ServiceName | None  # ("group", name), a service, None: volatile
+
+
 @dataclass(slots=True)
 class _Cached:
     """Pre-encoded answers (without the 2-byte id) for one question; served round robin.
@@ -144,6 +161,7 @@ class _Cached:
     variants: list[bytes | None]
     next: int
     rcode: str
+    token: _Token
     build: Callable[[int], bytes] | None = None
     hits: int = 0
 
@@ -179,6 +197,7 @@ class DnsServer:
         self.reuse_port = reuse_port
         self.probe = probe
         self.domain = domain
+        self._domain_labels = len(domain.strip(".").split("."))
         self.ttl = ttl
         self.forward_timeout = forward_timeout
         self.limits = limits
@@ -198,6 +217,7 @@ class DnsServer:
         self.port = listen[1]
         self.receive_buffer = 0  # bytes, as the kernel reports it once bound
         self._cache: dict[bytes, _Cached] = {}
+        self._tokens: dict[Owner, _Token] = {None: _Token()}  # each owner's live token
         self._exact_udp: dict[bytes, _Cached] = {}
         self._exact_tcp: dict[bytes, _Cached] = {}
         self._answers_by_cache: dict[str, int] = {}
@@ -292,14 +312,23 @@ class DnsServer:
         return True
 
     def update(self, state: ClusterState) -> None:
-        """Take ``state`` and drop every cached answer (atomic for the loop).
+        """Take ``state`` and end the cached answers of the services that changed, of their
+        groups, and the volatile ones (atomic for the loop; O(1) per changed service).
 
         The zone is updated lazily: a burst of state changes with no query in between (a
         service scaling up) costs no zone work at all, and then only the changed services'.
         """
-        self._state = state
-        self._fold_hits()
-        self._cache, self._exact_udp, self._exact_tcp = {}, {}, {}
+        old, self._state = self._state, state
+        if old is state:
+            return
+        tokens = self._tokens
+        for name in changed_specs(old, state):
+            for owner in (name, ("group", name.group)):
+                token = tokens.pop(owner, None)
+                if token is not None:
+                    token.live = False
+        tokens[None].live = False
+        tokens[None] = _Token()
 
     def _fold_hits(self) -> None:
         """Add the per-entry hit counts of the cache being dropped to the rcode counters."""
@@ -397,14 +426,14 @@ class DnsServer:
             data = bytes(data)
         exact = self._exact_udp if not tcp else self._exact_tcp
         entry = exact.get(data[2:])
-        if entry is None:
+        if entry is None or not entry.token.live:
             parsed = parse_question(data)
             if parsed is None:
                 return None
             entry = self._cache.get(parsed[0] + (b"T" if tcp else b"U"))
-            if entry is None:
+            if entry is None or not entry.token.live:
                 return None
-            if len(exact) < MAX_CACHE:
+            if len(exact) < MAX_CACHE or data[2:] in exact:
                 exact[data[2:]] = entry
         self.stats.cache_hits += 1
         i = entry.next
@@ -494,7 +523,9 @@ class DnsServer:
         # Every rotation holds the same records, so when the first is truncated they all are:
         # then one variant serves them all, and none of the other rotations is ever encoded.
         count = 1 if first[0] & 0x02 else len(rotations)
-        entry = _Cached(variants=[first] + [None] * (count - 1), next=1 % count, rcode=RCODE[rcode],
+        owner = self._owner(qname) if ans.answers else None  # (negative answers carry the SOA's serial)
+        token = self._tokens.get(owner) or self._tokens.setdefault(owner, _Token())
+        entry = _Cached(variants=[first] + [None] * (count - 1), next=1 % count, rcode=RCODE[rcode], token=token,
                         build=build if count > 1 else None)
         self.stats.count(RCODE[rcode])
         parsed = parse_question(data)
@@ -502,8 +533,24 @@ class DnsServer:
             if len(self._cache) >= MAX_CACHE:
                 self._fold_hits()
                 self._cache, self._exact_udp, self._exact_tcp = {}, {}, {}
-            self._cache[parsed[0] + (b"T" if tcp else b"U")] = entry
+            key = parsed[0] + (b"T" if tcp else b"U")
+            replaced = self._cache.get(key)
+            if replaced is not None and replaced.hits:  # (a dead entry's hits still count)
+                self.stats.count(replaced.rcode, replaced.hits)
+                replaced.hits = 0
+            self._cache[key] = entry
         return data[:2] + first
+
+    def _owner(self, qname: tuple[bytes, ...]) -> Owner:
+        """Whose change ends a positive answer for ``qname`` (labels, the domain's included): its
+        service (``[<n>.|_<port>._<proto>.|<port>.<proto>.<n>.]<service>.<group>``), its group, or
+        None (the apex)."""
+        labels = [label.decode(errors="replace").lower() for label in qname[:len(qname) - self._domain_labels]]
+        if not labels:
+            return None
+        if len(labels) == 1:
+            return ("group", labels[0])
+        return ServiceName(group=labels[-1], service=labels[-2])
 
     async def _forward(self, req: DNSRecord, data: bytes, check: Check, *, tcp: bool) -> bytes:
         if self._forwarding >= self.limits.max_forwards:

@@ -22,20 +22,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.netns import ALLOWED_NET, SERVER, Lab, dns_lab, why_not
-from tests.support.procs import terminate
+from tests.support.netns import REPO, SERVER, Lab, served_lab, why_not
 
 pytestmark = [pytest.mark.slow]
 
-ETCD = "http://127.0.0.1:2379"  # (the server namespace's own loopback)
 INSTANCES = 20
 AGENT_DNS, MODE_DNS = 5300, 53
 PY = sys.executable
-REPO = Path(__file__).resolve().parents[2]
 
 
 def probe(lab: Lab, ns: str, *, port: int, name: str, qtype: str = "A", edns: int = 0,
@@ -48,49 +44,21 @@ def probe(lab: Lab, ns: str, *, port: int, name: str, qtype: str = "A", edns: in
     return out
 
 
-def daprdockr(*args: str) -> list[str]:
-    return [PY, "-m", "daprdockr", "--etcd", ETCD, *args]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     reason = why_not()
     if reason:
         pytest.skip(f"the DNS abuse tests need network namespaces: {reason}")
     tmp = tmp_path_factory.mktemp("dnslab")
-    procs: list[subprocess.Popen[bytes]] = []
-    with dns_lab() as lab:
-        try:
-            log = open(tmp / "etcd.log", "ab")  # noqa: SIM115 - lives with the process
-            procs.append(lab.popen(lab.srv, ["etcd", "--data-dir", str(tmp / "etcd"), "--listen-client-urls", ETCD,
-                                             "--advertise-client-urls", ETCD,
-                                             "--listen-peer-urls", "http://127.0.0.1:2380"], log=log))
-            deadline = time.monotonic() + 30
-            while lab.run(lab.srv, ["etcdctl", "--endpoints", ETCD, "put", "/probe", "1"]).returncode:
-                assert time.monotonic() < deadline, (tmp / "etcd.log").read_text()[-2000:]
-                time.sleep(0.2)
-            r = lab.run(lab.srv, daprdockr("svc", "set", "web.lab", "--image", "x", "--instances", str(INSTANCES),
-                                           "--http-port", "8080"))
-            assert r.returncode == 0, r.stderr
-            allow = ["--dns-allow", ALLOWED_NET, "--dns-upstream", "127.0.0.1:9"]  # (nothing listens upstream)
-            agent_log = open(tmp / "agent.log", "ab")  # noqa: SIM115
-            procs.append(lab.popen(lab.srv, daprdockr(
-                "agent", "--runtime", "hollow", "--hollow-start-delay", "0.01", "--node-id", "h1", "--advertise-ip",
-                SERVER, "--dns-listen", f"{SERVER}:{AGENT_DNS}", "--dns-workers", "0", "--http-listen", "off",
-                "--api-listen", "127.0.0.1:7400", "--state-dir", str(tmp / "agent"), *allow), log=agent_log))
-            dns_log = open(tmp / "dns.log", "ab")  # noqa: SIM115
-            procs.append(lab.popen(lab.srv, daprdockr("dns", "--listen", f"{SERVER}:{MODE_DNS}", *allow),
-                                   log=dns_log))
-            deadline = time.monotonic() + 60
-            for port in (AGENT_DNS, MODE_DNS):
-                while probe(lab, lab.inside, port=port, name="web.lab.container", qtype="SRV",
-                            edns=4096).get("answers") != INSTANCES:
-                    assert time.monotonic() < deadline, (tmp / "agent.log").read_text()[-3000:]
-                    time.sleep(0.5)
-            yield lab
-        finally:
-            for proc in reversed(procs):
-                terminate(proc, grace=10)
+    with served_lab(tmp, instances=INSTANCES, agent_dns=f"{SERVER}:{AGENT_DNS}", mode_dns=f"{SERVER}:{MODE_DNS}",
+                    extra=["--dns-workers", "0"]) as lab:
+        deadline = time.monotonic() + 60
+        for port in (AGENT_DNS, MODE_DNS):
+            while probe(lab, lab.inside, port=port, name="web.lab.container", qtype="SRV",
+                        edns=4096).get("answers") != INSTANCES:
+                assert time.monotonic() < deadline, (tmp / "agent.log").read_text()[-3000:]
+                time.sleep(0.5)
+        yield lab
 
 
 QUERIES = [("web.lab.container", "SRV"), ("web.lab.container", "A"), ("_8080._tcp.web.lab.container", "SRV"),

@@ -8,7 +8,10 @@ neither loopback nor the host's own addresses (the DNS server's outside and allo
 The addresses are RFC 5737 documentation ranges and exist only inside these namespaces, which
 have no link to the host's network: nothing the lab sends can leave it.  Processes run in a
 namespace through ``ip netns exec``; :meth:`Lab.run` and :meth:`Lab.popen` build those command
-lines.  Tests skip with the reason when the machine cannot create namespaces (not root, no ``ip``).
+lines.  :func:`served_lab` adds what serves DNS in ``srv``: a real etcd on the namespace's own
+loopback, a service, a hollow agent (``--runtime hollow``: real lease, claims and DNS) and, if
+asked, ``daprdockr dns``.  Tests skip with the reason when the machine cannot create namespaces
+(not root, no ``ip``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,19 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
+
+from tests.support.procs import terminate
 
 SERVER, OUTSIDE, ALLOWED = "198.51.100.1", "198.51.100.2", "192.0.2.2"
 ALLOWED_NET = "192.0.2.0/24"
+ETCD = "http://127.0.0.1:2379"  # (the server namespace's own loopback)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -90,3 +100,46 @@ def dns_lab(tag: str = "") -> Iterator[Lab]:
             subprocess.run(["ip", "netns", "pids", ns], capture_output=True)  # (processes end with their tests)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
+
+
+def daprdockr(*args: str) -> list[str]:
+    return [sys.executable, "-m", "daprdockr", "--etcd", ETCD, *args]
+
+
+@contextlib.contextmanager
+def served_lab(tmp: Path, *, instances: int, agent_dns: str, mode_dns: str = "",
+               extra: Sequence[str] = ()) -> Iterator[Lab]:
+    """The lab with, in ``srv``: etcd, the service ``web.lab`` (``instances``, HTTP port 8080), a
+    hollow agent advertising :data:`SERVER` with ``--dns-listen agent_dns`` and, when
+    ``mode_dns`` is given, ``daprdockr dns --listen mode_dns``; both with ``--dns-allow``
+    :data:`ALLOWED_NET`, an upstream where nothing listens, and ``extra`` agent options.  Logs in
+    ``tmp``; every process stopped after."""
+    procs: list[subprocess.Popen[bytes]] = []
+    with dns_lab() as lab:
+        try:
+            etcd_log = open(tmp / "etcd.log", "ab")  # noqa: SIM115 - lives with the process
+            procs.append(lab.popen(lab.srv, ["etcd", "--data-dir", str(tmp / "etcd"), "--listen-client-urls", ETCD,
+                                             "--advertise-client-urls", ETCD,
+                                             "--listen-peer-urls", "http://127.0.0.1:2380"], log=etcd_log))
+            deadline = time.monotonic() + 30
+            while lab.run(lab.srv, ["etcdctl", "--endpoints", ETCD, "put", "/probe", "1"]).returncode:
+                if time.monotonic() > deadline:
+                    raise TimeoutError((tmp / "etcd.log").read_text()[-2000:])
+                time.sleep(0.2)
+            r = lab.run(lab.srv, daprdockr("svc", "set", "web.lab", "--image", "x", "--instances", str(instances),
+                                           "--http-port", "8080"))
+            if r.returncode:
+                raise RuntimeError(r.stderr)
+            allow = ["--dns-allow", ALLOWED_NET, "--dns-upstream", "127.0.0.1:9"]  # (nothing listens upstream)
+            agent_log = open(tmp / "agent.log", "ab")  # noqa: SIM115
+            procs.append(lab.popen(lab.srv, daprdockr(
+                "agent", "--runtime", "hollow", "--hollow-start-delay", "0.01", "--node-id", "h1", "--advertise-ip",
+                SERVER, "--dns-listen", agent_dns, "--http-listen", "off", "--api-listen", "127.0.0.1:7400",
+                "--state-dir", str(tmp / "agent"), *allow, *extra), log=agent_log))
+            if mode_dns:
+                dns_log = open(tmp / "dns.log", "ab")  # noqa: SIM115
+                procs.append(lab.popen(lab.srv, daprdockr("dns", "--listen", mode_dns, *allow), log=dns_log))
+            yield lab
+        finally:
+            for proc in reversed(procs):
+                terminate(proc, grace=10)
