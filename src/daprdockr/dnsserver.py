@@ -91,17 +91,21 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Any
 
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from daprdockr.adapters.dnsclient import query_tcp, query_udp
 from daprdockr.adapters.sockets import (
+    MAX_STEERED,
+    attach_program,
     attach_random_spread,
     grow_receive_buffer,
     host_networks,
     probe_bind,
     resolv_conf_upstreams,
+    steering_program,
 )
 from daprdockr.core.dnsencode import encode_answer
 from daprdockr.core.dnsguard import (
@@ -191,10 +195,12 @@ class DnsServer:
         probe: bool = True,
         limits: DnsLimits = DEFAULT_LIMITS,
         siblings: Sequence[Address] = (),
+        priority_socket: bool = False,
     ) -> None:
         self.listen = listen
         self.siblings = tuple(siblings)  # the agent's other DNS listeners: forwarding there is a loop too
-        self.reuse_port = reuse_port
+        self.reuse_port = reuse_port or priority_socket
+        self.priority_socket = priority_socket  # a second UDP socket for allowed clients (steer_queries)
         self.probe = probe
         self.domain = domain
         self._domain_labels = len(domain.strip(".").split("."))
@@ -222,6 +228,7 @@ class DnsServer:
         self._exact_tcp: dict[bytes, _Cached] = {}
         self._answers_by_cache: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_priority: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -264,14 +271,19 @@ class DnsServer:
         # a flood queues in the kernel before any rate limit can act: a deep queue keeps it from
         # crowding out the allowed clients' datagrams (the default is ~200 KiB, ~300 queries)
         self.receive_buffer = grow_receive_buffer(transport.get_extra_info("socket"), want=RECEIVE_BUFFER)
+        if self.priority_socket and ":" not in self.listen[0]:  # (IPv4: the steering reads an IPv4 source)
+            self._udp_priority, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.listen[0], self.port), reuse_port=True)
+            grow_receive_buffer(self._udp_priority.get_extra_info("socket"), want=RECEIVE_BUFFER)
         self._tcp = await asyncio.start_server(
             self._serve_tcp, self.listen[0], self.port, reuse_port=self.reuse_port or None
         )
 
     async def stop(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+        for udp in (self._udp, self._udp_priority):
+            if udp is not None:
+                udp.close()
+        self._udp = self._udp_priority = None
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
@@ -296,16 +308,25 @@ class DnsServer:
         return self._zone
 
     def spread_queries(self, *, members: int) -> bool:
-        """Pick one of the ``members`` sockets of our SO_REUSEPORT group at random per datagram.
-
-        Returns False (and the kernel keeps hashing by client address) if it refuses the program.
-        """
-        if self._udp is None or members < 2:
+        """Spread datagrams over the ``members`` sockets of our SO_REUSEPORT group (this server's
+        first socket and the workers'), at random per datagram; with a priority socket (it counts
+        too), datagrams from allowed IPv4 clients go to it alone, so a flood from elsewhere cannot
+        fill its queue.  Returns False (and the kernel keeps hashing by client address) if it
+        refuses the program."""
+        if self._udp is None:
+            return False
+        total = members + (self._udp_priority is not None)
+        steered = [net for net in self.allow if isinstance(net, IPv4Network)]
+        if total < 2:
             return False
         fd = self._udp.get_extra_info("socket").fileno()
         try:
             with socket.socket(fileno=os.dup(fd)) as sock:
-                attach_random_spread(sock, members)
+                if self._udp_priority is not None and 0 < len(steered) <= MAX_STEERED:
+                    # (index 1: the priority socket was bound second, before any worker)
+                    attach_program(sock, steering_program(members=total, priority=1, networks=steered))
+                else:
+                    attach_random_spread(sock, total)
         except OSError as exc:
             log.warning("cannot spread DNS queries evenly (%s); the kernel hashes by client address", exc)
             return False

@@ -1,5 +1,6 @@
 """Host and socket plumbing for the DNS responder: upstreams from resolv.conf, the host's own
-addresses, SO_REUSEPORT groups with a random spread, a probe bind that detects a taken address,
+addresses, SO_REUSEPORT groups with a random spread (or one that steers allowed clients to a
+socket of their own), a probe bind that detects a taken address,
 and a receive buffer grown as far as the system allows (``net.core.rmem_max``).
 """
 
@@ -9,6 +10,8 @@ import ctypes
 import logging
 import socket
 import struct
+from collections.abc import Sequence
+from ipaddress import IPv4Network
 
 from daprdockr.core.dnsguard import Network, local_networks
 from daprdockr.core.dnswire import Address
@@ -51,6 +54,49 @@ def attach_random_spread(sock: socket.socket, members: int) -> None:
     """Classic BPF for the reuseport group: ``A = random(); A %= members; return A``."""
     program = [(0x20, SKF_AD_RANDOM), (0x94, members), (0x16, 0)]  # ld abs; alu mod k; ret a
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", op, 0, 0, k) for op, k in program))
+    fprog = struct.pack("HP", len(program), ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+SKF_NET_OFF = -0x100000  # loads relative to the network header (classic BPF's negative offsets)
+MAX_STEERED = 60  # networks in one steering program (its jumps are 8-bit)
+
+
+def _insn(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def steering_program(*, members: int, priority: int, networks: Sequence[IPv4Network]) -> list[bytes]:
+    """Classic BPF for a reuseport group of ``members`` IPv4 UDP sockets: a datagram whose source
+    is in ``networks`` goes to member ``priority``, every other one to a random other member.
+    ``A = src; for each network: if A & mask == net: return priority``, then
+    ``A = random() % (members - 1); if A >= priority: A += 1; return A``."""
+    if not 0 < len(networks) <= MAX_STEERED or members < 2 or not 0 <= priority < members:
+        raise ValueError(f"cannot steer {len(networks)} networks to member {priority} of {members}")
+    body: list[tuple[int, int, int]] = [(0x20, SKF_NET_OFF + 12, -1), (0x02, 0, -1)]  # ld [net + 12]; st M[0]
+    matches: list[int] = []  # positions of the jeq instructions (they jump to ``ret #priority``)
+    for n, net in enumerate(networks):
+        if n:
+            body.append((0x60, 0, -1))  # ld M[0]
+        body.append((0x54, int(net.netmask), -1))  # and #mask
+        matches.append(len(body))
+        body.append((0x15, int(net.network_address), -1))  # jeq #net
+    body += [(0x20, SKF_AD_RANDOM, -1), (0x94, members - 1, -1), (0x35, priority, -2),  # ld rand; mod; jge
+             (0x04, 1, -1), (0x16, 0, -1), (0x06, priority, -1)]  # add #1; ret a; ret #priority
+    last = len(body) - 1
+    out = []
+    for pos, (code, k, kind) in enumerate(body):
+        if pos in matches:
+            out.append(_insn(code, k, jt=last - pos - 1, jf=0))
+        elif kind == -2:
+            out.append(_insn(code, k, jt=0, jf=1))  # jge: add #1 next, else skip it to ret a
+        else:
+            out.append(_insn(code, k))
+    return out
+
+
+def attach_program(sock: socket.socket, program: Sequence[bytes]) -> None:
+    code = ctypes.create_string_buffer(b"".join(program))
     fprog = struct.pack("HP", len(program), ctypes.addressof(code))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 

@@ -89,7 +89,7 @@ class Dns:
         allow = await self._allowed()
         limits = DnsLimits(allow=allow, rrl=DEFAULT_RRL.shared_by(self.workers + 1))
         server = self.server = DnsServer(listen=self.listen, upstreams=self.upstreams or None, ttl=self.ttl,
-                                         reuse_port=self.workers > 0, limits=limits, siblings=self.also)
+                                         limits=limits, siblings=self.also, priority_socket=True)
         await server.start()
         server.update(self.state())
         if self.workers > 0:
@@ -97,7 +97,7 @@ class Dns:
                                              ttl=self.ttl, count=self.workers, limits=limits)
             pool.update(self.state())
             await pool.start()
-            server.spread_queries(members=self.workers + 1)
+        server.spread_queries(members=self.workers + 1)  # (allowed clients to a socket of their own)
         for addr in self.also:  # best effort: the advertise address is the one that must work
             extra = DnsServer(listen=addr, upstreams=server.upstreams, ttl=self.ttl, limits=limits,
                               siblings=((self.listen[0], server.port),))

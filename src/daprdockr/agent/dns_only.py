@@ -30,7 +30,7 @@ async def serve_dns(
     allow: Sequence[Network] = (),
 ) -> int:
     limits = DnsLimits(allow=allowed_networks(allow, host=host_networks()))  # (--dns-allow adds, as in the agent)
-    server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, limits=limits)
+    server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, limits=limits, priority_socket=True)
     served = -1  # the mirror's routing version the server has
 
     def changed() -> None:  # only services and instances matter to DNS (not node or applied keys)
@@ -43,6 +43,7 @@ async def serve_dns(
         informer = Informer(store=store, on_change=changed)
         await informer.list_once()
         await server.start()
+        server.spread_queries(members=1)  # (allowed clients to a socket of their own)
         task = asyncio.create_task(informer.run(), name="dns-feed")
         try:
             await stop.wait()
