@@ -66,7 +66,10 @@ kernel spreads queries over all of them.  By default the kernel picks a socket b
 client's address and port, so a few busy client sockets can land on one process;
 :meth:`DnsServer.spread_queries` attaches a three-instruction classic BPF program to the group
 that picks a member at random per datagram instead (DNS over UDP is stateless, and every
-member answers from the same address).  The first server still refuses a taken address: it
+member answers from the same address).  With ``priority_socket`` the server binds a second UDP
+socket into the group, and the program sends it every datagram from an allowed IPv4 network
+(the rest spread over the other members), so a flood from outside cannot fill the allowed
+clients' queue.  The first server still refuses a taken address: it
 probe-binds a plain socket first, which fails if anyone (another agent, a resolver) holds it.
 With listen port 0 (tests) the kernel picks the UDP port and TCP binds the same one; when TCP
 has that port taken (a busy host's outgoing connections), another port is tried.
