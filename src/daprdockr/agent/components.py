@@ -85,9 +85,13 @@ class Dns:
         containers = [ipaddress.ip_network(n, strict=False) for n in await self.container_networks()]
         return allowed_networks(self.allow, host=host_networks(), containers=containers)
 
+    def limits(self, allow: Sequence[Network]) -> DnsLimits:
+        """The limits of every DNS process on the advertise address: one rate budget per /24 for
+        all of them (each process its share: queries are spread over them at random)."""
+        return DnsLimits(allow=tuple(allow), rrl=DEFAULT_RRL.shared_by(self.workers + 1))
+
     async def start(self) -> None:
-        allow = await self._allowed()
-        limits = DnsLimits(allow=allow, rrl=DEFAULT_RRL.shared_by(self.workers + 1))
+        limits = self.limits(await self._allowed())
         server = self.server = DnsServer(listen=self.listen, upstreams=self.upstreams or None, ttl=self.ttl,
                                          limits=limits, siblings=self.also, priority_socket=True)
         await server.start()
