@@ -86,6 +86,7 @@ from daprdockr.core.plan import (
     TakeOver,
     action_key,
     plan_next,
+    track_unowned_since,
 )
 from daprdockr.core.plan_scope import PassInputs, plan_scope
 from daprdockr.core.prometheus import Histogram
@@ -155,6 +156,9 @@ async def _no_confirmation(revision: int) -> None:
     return None
 
 
+# claims in flight at once: a pass over many unowned numbers (a large service written) plans
+# this many, not all of them, so a pass stays short and the event loop keeps the lease alive
+MAX_CLAIMS_IN_FLIGHT = 32
 START_ATTEMPTS = 3  # failed starts that fail a replacement (within its deadline)
 START_RETRY = 0.5  # seconds before the next start of a replacement, times the failures so far
 START_AGAIN_FOR = 30.0  # seconds of docker starts failing on an unreachable engine before a container is replaced
@@ -280,6 +284,8 @@ class Reconciler:
         self._next_wake = float("inf")  # when a claim grace or a retry backoff runs out
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._unowned_since: dict[Key, float] = {}
+        self._unowned_seen: Mapping[ServiceName, tuple[int, ...]] = {}  # the unowned numbers it was kept from
+        self._claims: set[Key] = set()  # keys whose claim is in flight (at most MAX_CLAIMS_IN_FLIGHT)
         self.retries: dict[Key, KeyRetry] = {}
         self.containers: list[ContainerInfo] = []
         # self.containers less the reaper's, indexed per service, and what is routable: kept per
@@ -420,8 +426,8 @@ class Reconciler:
         if self._paused_of is not local:  # (a new listing: who is paused since when)
             self._paused_of = local
             self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in self.containers if c.paused}
-        unowned = [(name, n) for name, numbers in state.unowned.items() for n in numbers]
-        self._unowned_since = {k: self._unowned_since.get(k, now) for k in unowned}
+        track_unowned_since(self._unowned_since, seen=self._unowned_seen, unowned=state.unowned, now=now)
+        self._unowned_seen = state.unowned
         health, restart = self.health.observed(local, state.services)
         busy = frozenset(k for k, t in self._inflight.items() if not t.done())
         inputs = PassInputs(lease=self.lease, claiming=self.claiming, capacity=self.capacity, nodes=state.nodes,
@@ -460,6 +466,7 @@ class Reconciler:
             unowned=state.unowned,
             even=self._even,
             scope=scope,
+            claim_budget=max(0, MAX_CLAIMS_IN_FLIGHT - len(self._claims)),
         )
         planned = plan_next(state.services, observed)
         actions = planned.actions
@@ -473,6 +480,8 @@ class Reconciler:
         for key, group in by_key.items():
             task = asyncio.create_task(self._run_actions(group), name=f"instance {key[0]}/{key[1]}")
             self._inflight[key] = task
+            if any(isinstance(a, Claim) for a in group):
+                self._claims.add(key)
             task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]
         elapsed = time.perf_counter() - t0
         self.reconciles += 1
@@ -483,6 +492,7 @@ class Reconciler:
     def _done(self, key: Key, task: asyncio.Task[None]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
+            self._claims.discard(key)
         if not task.cancelled() and task.exception() is not None:
             log.error("action for %s/%s crashed", key[0], key[1], exc_info=task.exception())
         self.mark_containers_dirty()

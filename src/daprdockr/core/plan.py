@@ -58,7 +58,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from daprdockr.core.containers import ContainerInfo, LocalContainers
-from daprdockr.core.instance_index import InstanceIndex
+from daprdockr.core.instance_index import InstanceIndex, changed_keys
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rebalance import EvenCache, rebalance_move
@@ -212,6 +212,9 @@ class Observed:
     # gives the services that changed since its last pass, when nothing else did (:mod:`~daprdockr.core.plan_scope`);
     # claims always look at every service with unowned numbers
     scope: frozenset[ServiceName] | None = None
+    # claims this pass may still launch (None: no limit): the reconciler bounds the claims in
+    # flight, so a pass over 100 000 unowned numbers plans a few dozen claims, not all of them
+    claim_budget: int | None = None
 
     @property
     def index(self) -> InstanceIndex:
@@ -462,7 +465,8 @@ def _plan_claims(
         fix = _fix_bad_key(key, bad, (), obs)
         if fix is not None:
             out.append(fix)
-    if not obs.claiming or obs.drain_me:
+    budget = obs.claim_budget
+    if not obs.claiming or obs.drain_me or budget == 0:
         return
     live = _live(obs)
     index = obs.index
@@ -488,6 +492,10 @@ def _plan_claims(
                 out.append(Claim(key=key, spec=spec))
                 held += 1
                 held_total += 1
+                if budget is not None:
+                    budget -= 1
+                    if budget <= 0:
+                        return
 
 
 def _live(obs: Observed) -> list[str]:
@@ -585,6 +593,21 @@ def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) ->
 def plan(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> list[Action]:
     """:func:`plan_next`'s actions."""
     return plan_next(desired, observed).actions
+
+
+def track_unowned_since(
+    since: dict[Key, float], *, seen: Mapping[ServiceName, tuple[int, ...]],
+    unowned: Mapping[ServiceName, tuple[int, ...]], now: float,
+) -> None:
+    """Bring ``since`` (each unowned key -> when it was first seen unowned) from ``seen`` to
+    ``unowned`` (the state's per-service unowned numbers, shared while unchanged): only the
+    services whose numbers changed are looked at."""
+    for name in changed_keys(seen, unowned):
+        before, after = seen.get(name, ()), unowned.get(name, ())
+        for n in set(before).difference(after):
+            since.pop((name, n), None)
+        for n in after:
+            since.setdefault((name, n), now)
 
 
 def unowned_keys(
