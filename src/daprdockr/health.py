@@ -149,20 +149,24 @@ class HealthMonitor(PerContainerHealth):
         """What each serving container's record should say about its health (unknown ones left
         out: the record keeps what it says), and the containers due for an unhealthy restart.
 
-        Kept between calls: redone for every container only when the listing, the history or
-        the monitor's generation changed; for a new specs mapping, only the changed services'
-        containers; the restarts look at the unhealthy containers alone."""
+        Kept between calls: redone for every container only when the history or the monitor's
+        generation changed; for a new listing or specs mapping, only the containers of the
+        services whose containers or spec changed; the restarts look at the unhealthy ones alone."""
         history = self.history()
         seen = self._seen
         gen = self.generation  # (before: a version learned while looking makes the next call look again)
-        if seen is None or seen[0] != gen or seen[1] != containers or seen[3] is not history:
+        if seen is None or seen[0] != gen or seen[3] is not history:
             self._health = {}
             redo: Sequence[ContainerInfo] = containers
         else:
-            redo = containers.of(changed_keys(seen[2], specs))
-            if redo:
+            changed = changed_keys(seen[2], specs)
+            if seen[1] is not containers:
+                changed |= changed_keys(seen[1].by_service, containers.by_service)
+            redo = containers.of(changed)
+            gone = seen[1].of(changed)
+            if redo or gone:
                 self._health = dict(self._health)  # (a new mapping: the last pass's inputs keep theirs)
-            for c in redo:
+            for c in gone:
                 self._health.pop(c.id, None)
         for c in redo:
             spec = specs.get(c.service)

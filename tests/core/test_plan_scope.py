@@ -61,7 +61,6 @@ def test_nothing_changed_plans_nothing() -> None:
     ({"lease": 8}, 1.0, 9.0, 0.5),
     ({"claiming": False}, 1.0, 9.0, 0.5),
     ({"capacity": 3}, 1.0, 9.0, 0.5),
-    ({"busy": frozenset({(WEB, 1)})}, 1.0, 9.0, 0.5),
     ({"health": {"c1": "healthy"}}, 1.0, 9.0, 0.5),
     ({"restart": frozenset({"c1"})}, 1.0, 9.0, 0.5),
     ({"held": frozenset({(WEB, 1)})}, 1.0, 9.0, 0.5),
@@ -76,6 +75,21 @@ def test_anything_beyond_the_services_plans_everything(change: dict[str, object]
     new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
     assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes, **change), old=old, new=new, now=now,
                       due=due, last_full=last_full) is None
+
+
+def test_busy_keys_and_containers_put_their_services_in_scope() -> None:
+    m = mirror()
+    old = m.state()
+    new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
+    api = ContainerInfo(id="a1", service=API, number=1, node="n1", spec_hash="h", running=True)
+    before = inputs(old, containers=LocalContainers([]))
+    assert plan_scope(last=before, inputs=inputs(new, nodes=old.nodes, containers=LocalContainers([api])), old=old,
+                      new=new, now=1.0, due=9.0, last_full=0.5) == {WEB, API}
+    assert plan_scope(last=before, inputs=inputs(new, nodes=old.nodes, containers=LocalContainers([]),
+                                                 busy=frozenset({(API, 2)})), old=old, new=new, now=1.0, due=9.0,
+                      last_full=0.5) == {WEB, API}
+    assert plan_scope(last=inputs(old, containers=[]), inputs=inputs(new, nodes=old.nodes, containers=[api]), old=old,
+                      new=new, now=1.0, due=9.0, last_full=0.5) is None  # (a plain list: cannot tell whose)
 
 
 @pytest.mark.parametrize("key", [SCHEMA.node("n2"), SCHEMA.drain("n2"), SCHEMA.instance(API, 1)])

@@ -4,11 +4,14 @@ The planner is level-triggered, so a pass over every service is always right; bu
 events one service's record changed and nothing else did, and this node's plan for every other
 service is what it was.  :func:`plan_scope` returns the services whose per-service inputs (spec,
 records, slots, rollout, validity: compared by identity, as the mirror shares what did not
-change) changed since the last pass, or None (plan everything) when anything else the planner
-reads changed (:class:`PassInputs`: the lease, claiming, capacity, live nodes, this node's
-containers, what is busy, health, retries), when a timer the last plan set is due, when bad
-keys, drains or paused containers are about (their rules look across services), or when the
-last full pass is ``full_every`` seconds old (a safety net).
+change) changed
+since the last pass, plus the services whose containers on this node or whose busy keys (an
+action in flight) changed, or None (plan everything) when anything else the planner reads
+changed (:class:`PassInputs`: the lease, claiming, capacity, live nodes, health, retries), when
+a timer the last plan set is due, when bad keys, drains or paused containers are about (their
+rules look across services), or when the last full pass is ``full_every`` seconds old (a safety
+net).  So a large service converging (containers started, claims in flight) plans the services
+that moved, not every service, on every event.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.instance_index import changed_keys
 from daprdockr.core.model import Health, NodeRecord
 from daprdockr.core.names import ServiceName
@@ -42,10 +45,23 @@ class PassInputs:
     paused: bool  # a container of ours is paused (its pause limit is a timer)
 
     def same(self, other: PassInputs) -> bool:
+        """The same apart from containers and busy keys (those scope their services)."""
         return (self.lease == other.lease and self.claiming == other.claiming and self.capacity == other.capacity
-                and self.nodes is other.nodes and self.containers == other.containers and self.busy == other.busy
-                and self.health == other.health and self.restart == other.restart and not self.held
-                and not other.held and not self.paused)
+                and self.nodes is other.nodes and self.health == other.health and self.restart == other.restart
+                and not self.held and not other.held and not self.paused)
+
+
+def moved_services(last: PassInputs, now: PassInputs) -> set[ServiceName] | None:
+    """The services whose containers here or busy keys differ between two passes' inputs (None:
+    the containers differ and are not indexed by service, so it cannot tell)."""
+    out = {key[0] for key in last.busy ^ now.busy}
+    a, b = last.containers, now.containers
+    if a is not b:
+        if isinstance(a, LocalContainers) and isinstance(b, LocalContainers):
+            out |= changed_keys(a.by_service, b.by_service)
+        elif a != b:
+            return None
+    return out
 
 
 def plan_scope(
@@ -57,7 +73,10 @@ def plan_scope(
     if (last is None or old is None or not inputs.same(last) or now >= due or now - last_full >= full_every
             or new.invalid_instances or old.invalid_instances or new.draining or old.draining):
         return None
-    scope = changed_specs(old, new)
+    moved = moved_services(last, inputs)
+    if moved is None:
+        return None
+    scope = changed_specs(old, new) | moved
     for a, b in ((old.slots, new.slots), (old.rollouts, new.rollouts), (old.invalid_services, new.invalid_services)):
         scope |= changed_keys(a, b)
     return frozenset(scope)
