@@ -159,6 +159,8 @@ async def _no_confirmation(revision: int) -> None:
 # claims in flight at once: a pass over many unowned numbers (a large service written) plans
 # this many, not all of them, so a pass stays short and the event loop keeps the lease alive
 MAX_CLAIMS_IN_FLIGHT = 32
+PACE_ABOVE = 0.002  # seconds: a pass longer than this is followed by a pause as long (at most PACE_MAX)
+PACE_MAX = 0.25
 START_ATTEMPTS = 3  # failed starts that fail a replacement (within its deadline)
 START_RETRY = 0.5  # seconds before the next start of a replacement, times the failures so far
 START_AGAIN_FOR = 30.0  # seconds of docker starts failing on an unreachable engine before a container is replaced
@@ -379,8 +381,15 @@ class Reconciler:
                     await self.dirty.wait()
             self.dirty.clear()
             try:
+                t0 = time.perf_counter()
                 await self.reconcile_once()
                 self.last_error = ""
+                # paced: a pass that took long is followed by as long a pause, in which events
+                # only coalesce (level-triggered: the next pass sees them all), so planning takes
+                # at most half of the loop and the lease's keepalives and the watch keep up
+                spent = time.perf_counter() - t0
+                if spent > PACE_ABOVE:
+                    await asyncio.sleep(min(spent, PACE_MAX))
             except DaprDockrError as exc:
                 self.last_error = str(exc)
                 log.warning("reconcile failed (%s); retrying", exc)

@@ -108,9 +108,17 @@ CASES: list[tuple[str, dict[ServiceName, ServiceSpec], Observed, list[tuple[str,
     ("alone: claim everything", {WEB: spec(3)}, obs(), [("Claim", 1), ("Claim", 2), ("Claim", 3)]),
     ("three nodes: only preferred numbers at once", {WEB: spec(6)}, obs(live=("n1", "n2", "n3")),
      [("Claim", 1), ("Claim", 4)]),
-    ("non-preferred after grace", {WEB: spec(6)},
-     obs(live=("n1", "n2", "n3"), unowned_since={(WEB, 2): 99.5, (WEB, 3): 90.0}, claim_grace=1.0),
-     [("Claim", 1), ("Claim", 3)]),
+    # its own dealt numbers (1, 4) first: they fill the share, so 3 (past its grace) waits for the
+    # overflow grace like any number beyond the share
+    ("own numbers before others' past their grace", {WEB: spec(6)},
+     obs(live=("n1", "n2", "n3"), unowned_since={(WEB, 2): 99.5, (WEB, 3): 98.5}, claim_grace=1.0),
+     [("Claim", 1), ("Claim", 4)]),
+    # dealt 1 and 6 (its share), then 3 (dealt to n3, unowned past the overflow grace); 2 is
+    # within its claim grace
+    ("others' numbers past the overflow grace after its own", {WEB: spec(6)},
+     obs(live=("n1", "n2", "n3"), instances=[rec(4, node="n2", lease=7), rec(5, node="n2", lease=7)],
+         unowned_since={(WEB, 2): 99.5, (WEB, 3): 90.0, (WEB, 6): 90.0}, claim_grace=1.0),
+     [("Claim", 1), ("Claim", 3), ("Claim", 6)]),
     ("beyond fair share only after the overflow grace", {WEB: spec(3)},
      obs(live=("n1", "n2", "n3"), instances=[rec(1)], containers=[ctr(1)],
          unowned_since={(WEB, 2): 98.0, (WEB, 3): 90.0}, claim_grace=1.0),

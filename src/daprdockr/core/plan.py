@@ -473,29 +473,42 @@ def _plan_claims(
     adopting = {action_key(a) for a in out if isinstance(a, Adopt)}
     held_total = index.held_by(obs.node_id) + len(adopting)
     unowned = obs.unowned if obs.unowned is not None else unowned_by_service(desired, index, obs.bad_instances)
+    # Two rounds over the services: first the numbers the deal gives this node, then (after the
+    # claim grace) the ones dealt to others that are still unowned.  With a budget, a node claims
+    # its own share everywhere before it competes for anyone else's: while a large service
+    # converges the nodes do not race each other for the same numbers.
+    held_now: dict[ServiceName, int] = {}
+    deals: list[tuple[ServiceName, ServiceSpec, int, list[int], dict[int, str]]] = []
     for name in sorted((n for n in unowned if n in desired), key=str):  # (a service with none has nothing to claim)
         spec = desired[name]
         holders = Counter(r.node for r in index.of_service(name).values() if r.number <= spec.instances)
         holders[obs.node_id] += sum(1 for (svc, _) in adopting if svc == name)
-        held = holders[obs.node_id]
+        held_now[name] = holders[obs.node_id]
         share = fair_share(spec.instances, len(live))
         numbers = [n for n in unowned[name] if (name, n) not in adopting and not _busy((name, n), obs, wake)]
         dealt = deal_unowned(numbers, live=live, room={node: share - holders[node] for node in live})
-        for n in numbers:
-            key = (name, n)
-            if obs.capacity and held_total >= obs.capacity:
-                return
-            since = obs.unowned_since.get(key, obs.now)
-            if held >= share and not wake.after(since + OVERFLOW_GRACE_FACTOR * obs.claim_grace):
-                continue
-            if dealt.get(n) == obs.node_id or wake.after(since + obs.claim_grace):
-                out.append(Claim(key=key, spec=spec))
-                held += 1
-                held_total += 1
-                if budget is not None:
-                    budget -= 1
-                    if budget <= 0:
-                        return
+        deals.append((name, spec, share, numbers, dealt))
+        if budget is not None and sum(1 for n in numbers if dealt.get(n) == obs.node_id) >= budget:
+            break  # (this node's own numbers so far fill the budget: no need to deal the rest)
+    for own in (True, False):
+        for name, spec, share, numbers, dealt in deals:
+            for n in numbers:
+                if (dealt.get(n) == obs.node_id) != own:
+                    continue
+                key = (name, n)
+                if obs.capacity and held_total >= obs.capacity:
+                    return
+                since = obs.unowned_since.get(key, obs.now)
+                if held_now[name] >= share and not wake.after(since + OVERFLOW_GRACE_FACTOR * obs.claim_grace):
+                    continue
+                if own or wake.after(since + obs.claim_grace):
+                    out.append(Claim(key=key, spec=spec))
+                    held_now[name] += 1
+                    held_total += 1
+                    if budget is not None:
+                        budget -= 1
+                        if budget <= 0:
+                            return
 
 
 def _live(obs: Observed) -> list[str]:
