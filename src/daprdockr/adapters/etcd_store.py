@@ -16,10 +16,14 @@ Design:
   ``resync`` event after every reconnect (or compaction) so that level-triggered consumers
   re-read the full state instead of trusting a possibly incomplete event stream.
 * Range reads (:meth:`read_prefix`, :meth:`keys_under`, :meth:`snapshot`, :meth:`snapshot_of`)
-  come in pages of ``PAGE_KEYS`` keys, every page after the first pinned to the first one's
-  revision: however many keys there are, no response passes gRPC's receive limit (a page that
-  does, of oversized garbage values, is asked again with half as many keys), and the pages
-  still make one consistent state.  aetcd 1.0 cannot set a Range request's ``limit`` or
+  come in pages, every page after the first pinned to the first one's revision: however many
+  keys there are, no response passes gRPC's receive limit (a page that does, of oversized
+  garbage values, is asked again with half as many keys), and the pages still make one
+  consistent state.  The first page has ``PAGE_KEYS`` keys; each next one as many as fit
+  ``PAGE_BYTES`` at the largest key and value of the page before (``PAGE_KEYS`` to
+  ``MAX_PAGE_KEYS``): etcd counts every key left in the range for each page, so many small
+  pages cost time quadratic in the keys (1 000-key pages of 100 000 instances: 1.3 s, against
+  0.4 s for the same keys in 16 000-key pages).  aetcd 1.0 cannot set a Range request's ``limit`` or
   ``revision``, so these calls go to etcd's gRPC KV API directly (with the client's stub,
   channel, auth token and ``hasleader`` metadata).
 """
@@ -74,9 +78,13 @@ CHANNEL_OPTIONS = {"grpc.max_receive_message_length": 64 * 1024 * 1024}
 KEEPALIVE_OPTIONS = {"grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 3_000,
                      "grpc.http2.max_pings_without_data": 0}
 UPDATE_ATTEMPTS = 50
-# Keys per Range request.  Typical instance records are ~300 bytes (a page of ~600 KB); even
-# records of MAX_RECORD_BYTES (64 KiB) keep a page under the 64 MiB receive limit.
+# Keys of the first Range request of a read, and the fewest of any later one: even records of
+# MAX_RECORD_BYTES (64 KiB) keep such a page under the 64 MiB receive limit.
 PAGE_KEYS = 1000
+# Later pages are sized to about PAGE_BYTES at the largest key and value of the page before
+# (typical instance records, ~300 bytes: ~14 000 keys), at most MAX_PAGE_KEYS keys.
+PAGE_BYTES = 4 * 1024 * 1024
+MAX_PAGE_KEYS = 16_384
 MAX_WRITES_IN_FLIGHT = 16
 READ_RESTARTS = 3  # a paginated read whose pinned revision was compacted starts over at most this often
 
@@ -142,6 +150,12 @@ class _Page:
     last: bytes  # the raw last key (the next page starts after it)
     revision: int  # the store revision the page was read at (the header's)
     more: bool
+    largest: int = 0  # the largest key plus value of the page, in bytes
+
+
+def next_page_keys(largest: int) -> int:
+    """How many keys to ask for after a page whose largest key and value took ``largest`` bytes."""
+    return max(PAGE_KEYS, min(MAX_PAGE_KEYS, PAGE_BYTES // max(1, largest)))
 
 
 def translate(exc: BaseException, *, what: str) -> DaprDockrError:
@@ -402,24 +416,25 @@ class EtcdStore:
         )
 
     # ------------------------------------------------------------------ raw reads
-    async def read_prefix(self, prefix: str, *, page_keys: int = PAGE_KEYS) -> tuple[list[RawKV], int]:
+    async def read_prefix(self, prefix: str, *, page_keys: int | None = None) -> tuple[list[RawKV], int]:
         """All key/values under ``prefix`` and the store revision they were read at (paginated)."""
         return await self.read_ranges([prefix_range(prefix)], what=f"read {prefix}", page_keys=page_keys)
 
-    async def keys_under(self, prefix: str, *, page_keys: int = PAGE_KEYS) -> list[str]:
+    async def keys_under(self, prefix: str, *, page_keys: int | None = None) -> list[str]:
         """The keys under ``prefix`` (values not read; paginated)."""
         kvs, _ = await self.read_ranges([prefix_range(prefix)], what=f"list {prefix}", keys_only=True,
                                         page_keys=page_keys)
         return sorted(kv.key for kv in kvs)
 
     async def read_ranges(
-        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool = False, page_keys: int = PAGE_KEYS,
+        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool = False, page_keys: int | None = None,
     ) -> tuple[list[RawKV], int]:
         """The key/values of every range, in order, all at one store revision, and that revision.
 
         Pages after the first are pinned to the first page's revision; each page is a call of its
         own (a failover between pages goes on at that revision).  If etcd compacted the revision
         meanwhile, the whole read starts over at a new one, at most ``READ_RESTARTS`` times.
+        ``page_keys`` fixes the keys per page (default: sized by :func:`next_page_keys`).
         """
         for attempt in range(1, READ_RESTARTS + 1):
             try:
@@ -429,11 +444,11 @@ class EtcdStore:
         raise StoreError(f"etcd {what}: compacted while reading, {READ_RESTARTS} times", transient=True)
 
     async def _read_pinned(
-        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool, page_keys: int,
+        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool, page_keys: int | None,
     ) -> tuple[list[RawKV], int]:
         """One paginated read of ``ranges`` at the first page's revision; raises _Compacted."""
         kvs: list[RawKV] = []
-        revision, limit = 0, max(1, page_keys)
+        revision, limit = 0, max(1, page_keys or PAGE_KEYS)
         for start, end in ranges:
             key = start
             while True:
@@ -451,6 +466,8 @@ class EtcdStore:
                 if not page.more or not page.kvs:
                     break
                 key = next_key(page.last)
+                if page_keys is None:
+                    limit = next_page_keys(page.largest)
         return kvs, revision
 
     async def _range_page(
@@ -472,7 +489,8 @@ class EtcdStore:
         kvs = [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
                      create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in resp.kvs]
         last = bytes(resp.kvs[-1].key) if resp.kvs else key
-        return _Page(kvs=kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more))
+        largest = max((len(kv.key) + len(kv.value) for kv in kvs), default=0)
+        return _Page(kvs=kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more), largest=largest)
 
     async def snapshot(self) -> ClusterState:
         """The whole cluster state at one revision; malformed keys are logged and skipped."""
