@@ -18,10 +18,10 @@ Bad data is never a reason to stop anything, so a malformed key is not the same 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from daprdockr.core.bulk import gc_paused, loads
 from daprdockr.core.instance_index import InstanceIndex
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import MAX_RECORD_BYTES, InstanceRecord, NodeRecord, ServiceSpec
@@ -155,7 +155,7 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
     if len(kv.value) > MAX_RECORD_BYTES:
         raise ValidationError(f"value is {len(kv.value)} bytes, at most {MAX_RECORD_BYTES} allowed")
     try:
-        data = json.loads(kv.value)
+        data = loads(kv.value)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationError(f"value is not JSON: {exc}") from exc
     if parsed.kind == "service":
@@ -270,7 +270,7 @@ def bad_instance(kv: RawKV, reason: str) -> BadKey:
 def _named_node(value: bytes) -> str:
     """The ``node`` a malformed instance value still names ("" if none can be read)."""
     try:
-        data = json.loads(value)
+        data = loads(value)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
     node = data.get("node") if isinstance(data, dict) else None
@@ -290,4 +290,5 @@ def route_of(name: ServiceName, entry: HistoryEntry) -> tuple[str, int] | None:
 
 def decode_state(schema: KeySchema, kvs: Iterable[RawKV], *, revision: int = 0) -> ClusterState:
     """Typed state from raw key/values; malformed entries are listed in ``skipped``."""
-    return assemble_state(schema, ((kv, decode_entry(schema, kv)) for kv in kvs), revision=revision)
+    with gc_paused():
+        return assemble_state(schema, ((kv, decode_entry(schema, kv)) for kv in kvs), revision=revision)
