@@ -146,11 +146,17 @@ class _PageTooLarge(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class _Page:
-    kvs: list[RawKV]
+    raw: Sequence[Any]  # the response's KeyValue messages
     last: bytes  # the raw last key (the next page starts after it)
     revision: int  # the store revision the page was read at (the header's)
     more: bool
     largest: int = 0  # the largest key plus value of the page, in bytes
+
+    @property
+    def kvs(self) -> list[RawKV]:
+        """The page's key/values, made on each access (a read makes them while its next page is on the way)."""
+        return [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
+                      create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in self.raw]
 
 
 def next_page_keys(largest: int) -> int:
@@ -446,28 +452,45 @@ class EtcdStore:
     async def _read_pinned(
         self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool, page_keys: int | None,
     ) -> tuple[list[RawKV], int]:
-        """One paginated read of ``ranges`` at the first page's revision; raises _Compacted."""
+        """One paginated read of ``ranges`` at the first page's revision; raises _Compacted.
+
+        The next page is asked for as soon as a page is in, and the page's key/values are made
+        while etcd prepares it (~0.2 s of a read of 100 000 keys)."""
         kvs: list[RawKV] = []
         revision, limit = 0, max(1, page_keys or PAGE_KEYS)
+
+        def ask(key: bytes, end: bytes) -> asyncio.Future[_Page]:
+            return asyncio.ensure_future(self._call(partial(
+                self._range_page, key=key, end=end, revision=revision, limit=limit, keys_only=keys_only), what=what))
+
         for start, end in ranges:
-            key = start
-            while True:
-                try:
-                    page = await self._call(partial(self._range_page, key=key, end=end, revision=revision,
-                                                    limit=limit, keys_only=keys_only), what=what)
-                except _PageTooLarge:
-                    if limit == 1:
-                        raise
-                    limit //= 2
-                    log.warning("etcd %s: a page was over the receive limit; %d keys per page now", what, limit)
-                    continue
-                revision = revision or page.revision
-                kvs.extend(page.kvs)
-                if not page.more or not page.kvs:
-                    break
-                key = next_key(page.last)
-                if page_keys is None:
-                    limit = next_page_keys(page.largest)
+            key, ahead = start, None
+            try:
+                while True:
+                    pending, ahead = ahead or ask(key, end), None
+                    try:
+                        page = await pending
+                    except _PageTooLarge:
+                        if limit == 1:
+                            raise
+                        limit //= 2
+                        log.warning("etcd %s: a page was over the receive limit; %d keys per page now", what, limit)
+                        continue
+                    revision = revision or page.revision
+                    if page.more and page.raw:
+                        key = next_key(page.last)
+                        if page_keys is None:
+                            limit = next_page_keys(page.largest)
+                        ahead = ask(key, end)
+                        for _ in range(4):  # the loop steps that send it (measured: 3; the call's
+                            await asyncio.sleep(0)  # wait_for task, this page's call, gRPC's own task)
+                    kvs.extend(page.kvs)
+                    if ahead is None:
+                        break
+            finally:
+                if ahead is not None:  # (the read failed or was cancelled)
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
         return kvs, revision
 
     async def _range_page(
@@ -486,11 +509,10 @@ class EtcdStore:
                 raise _Compacted(f"revision {revision} was compacted") from exc
             aetcd_exc._handle_exception(exc)  # the errors aetcd's calls raise (and translate() knows)
             raise
-        kvs = [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
-                     create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in resp.kvs]
         last = bytes(resp.kvs[-1].key) if resp.kvs else key
-        largest = max((len(kv.key) + len(kv.value) for kv in kvs), default=0)
-        return _Page(kvs=kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more), largest=largest)
+        largest = max((len(kv.key) + len(kv.value) for kv in resp.kvs), default=0)
+        return _Page(raw=resp.kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more),
+                     largest=largest)
 
     async def snapshot(self) -> ClusterState:
         """The whole cluster state at one revision; malformed keys are logged and skipped."""
