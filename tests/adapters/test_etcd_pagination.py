@@ -58,7 +58,7 @@ def test_a_page_of_the_largest_valid_records_fits_the_receive_limit() -> None:
 
 
 def test_pages_after_the_first_are_sized_by_the_largest_key_and_value_of_the_one_before() -> None:
-    assert next_page_keys(300) == PAGE_BYTES // 300  # typical instance records: ~14 000 keys
+    assert next_page_keys(300) == PAGE_BYTES // 300  # typical instance records: ~7 000 keys
     assert next_page_keys(10) == next_page_keys(0) == MAX_PAGE_KEYS
     assert next_page_keys(MAX_RECORD_BYTES + 512) == next_page_keys(10 * 2**20) == PAGE_KEYS  # never fewer
     assert CHANNEL_OPTIONS["grpc.max_receive_message_length"] > MAX_PAGE_KEYS * 300

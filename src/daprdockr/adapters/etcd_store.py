@@ -23,9 +23,10 @@ Design:
   ``PAGE_BYTES`` at the largest key and value of the page before (``PAGE_KEYS`` to
   ``MAX_PAGE_KEYS``): etcd counts every key left in the range for each page, so many small
   pages cost time quadratic in the keys (1 000-key pages of 100 000 instances: 1.3 s, against
-  0.4 s for the same keys in 16 000-key pages).  aetcd 1.0 cannot set a Range request's ``limit`` or
-  ``revision``, so these calls go to etcd's gRPC KV API directly (with the client's stub,
-  channel, auth token and ``hasleader`` metadata).
+  0.4-0.5 s for the same keys in 5 000 to 16 000-key pages).  Not larger: a page is one call,
+  which must stay well within the call's timeout on a loaded machine too.  aetcd 1.0 cannot
+  set a Range request's ``limit`` or ``revision``, so these calls go to etcd's gRPC KV API
+  directly (with the client's stub, channel, auth token and ``hasleader`` metadata).
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ UPDATE_ATTEMPTS = 50
 # MAX_RECORD_BYTES (64 KiB) keep such a page under the 64 MiB receive limit.
 PAGE_KEYS = 1000
 # Later pages are sized to about PAGE_BYTES at the largest key and value of the page before
-# (typical instance records, ~300 bytes: ~14 000 keys), at most MAX_PAGE_KEYS keys.
-PAGE_BYTES = 4 * 1024 * 1024
-MAX_PAGE_KEYS = 16_384
+# (typical instance records, ~300 bytes: ~7 000 keys), at most MAX_PAGE_KEYS keys.
+PAGE_BYTES = 2 * 1024 * 1024
+MAX_PAGE_KEYS = 8192
 MAX_WRITES_IN_FLIGHT = 16
 READ_RESTARTS = 3  # a paginated read whose pinned revision was compacted starts over at most this often
 
