@@ -11,7 +11,17 @@ import aetcd.exceptions as aetcd_exc
 import aetcd.utils
 import pytest
 
-from daprdockr.adapters.etcd_store import CHANNEL_OPTIONS, PAGE_KEYS, EtcdStore, _Page, next_key, range_end
+from daprdockr.adapters.etcd_store import (
+    CHANNEL_OPTIONS,
+    MAX_PAGE_KEYS,
+    PAGE_BYTES,
+    PAGE_KEYS,
+    EtcdStore,
+    _Page,
+    next_key,
+    next_page_keys,
+    range_end,
+)
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import MAX_RECORD_BYTES
@@ -45,6 +55,13 @@ def test_range_end_covers_exactly_the_keys_with_the_prefix() -> None:
 def test_a_page_of_the_largest_valid_records_fits_the_receive_limit() -> None:
     per_key = MAX_RECORD_BYTES + 512  # a value, its key (at most a few hundred bytes) and the framing
     assert PAGE_KEYS * per_key < CHANNEL_OPTIONS["grpc.max_receive_message_length"]
+
+
+def test_pages_after_the_first_are_sized_by_the_largest_key_and_value_of_the_one_before() -> None:
+    assert next_page_keys(300) == PAGE_BYTES // 300  # typical instance records: ~7 000 keys
+    assert next_page_keys(10) == next_page_keys(0) == MAX_PAGE_KEYS
+    assert next_page_keys(MAX_RECORD_BYTES + 512) == next_page_keys(10 * 2**20) == PAGE_KEYS  # never fewer
+    assert CHANNEL_OPTIONS["grpc.max_receive_message_length"] > MAX_PAGE_KEYS * 300
 
 
 def test_the_next_key_is_the_smallest_one_after_the_last() -> None:
@@ -130,6 +147,23 @@ async def test_a_prefix_over_the_grpc_receive_limit_is_read_whole_in_pages(
               f"{time.monotonic() - t0:.2f}s")
         assert {kv.key: kv.value for kv in kvs} == items
         assert [(c["limit"], c["keys"]) for c in calls] == [(BIG_KEYS, None)] + [(BIG_KEYS // 2, BIG_KEYS // 2)] * 2
+    finally:
+        await _delete_all(store, root)
+
+
+@pytest.mark.etcd
+async def test_pages_of_small_values_grow_after_the_first(
+    store: EtcdStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = f"{prefix}/instances/app/small/"
+    items = {f"{root}{i}": b"x" * 200 for i in range(2 * PAGE_KEYS + 500)}
+    try:
+        await _put_many(store, items)
+        calls = _record_pages(store, monkeypatch)
+        kvs, _ = await store.read_prefix(root)
+        assert {kv.key: kv.value for kv in kvs} == items
+        grown = next_page_keys(len(f"{root}1000") + 200)
+        assert [(c["limit"], c["keys"]) for c in calls] == [(PAGE_KEYS, PAGE_KEYS), (grown, len(items) - PAGE_KEYS)]
     finally:
         await _delete_all(store, root)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import random
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.clikit.agentconfig import build_agent_config, parse_addr, parse_networks
 from daprdockr.clikit.etcdopts import etcd_security
-from daprdockr.clikit.output import safe_text
+from daprdockr.clikit.output import _plain_table, make_table, safe_text
 from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -96,3 +99,24 @@ def test_agent_config_validation(tmp_path: Path) -> None:
                              ("hollow_start_delay", -1.0, "--hollow-start-delay")]:
         with pytest.raises(ValidationError, match=flag):
             build_agent_config(**{**base, key: value})  # type: ignore[arg-type]
+
+
+def test_plain_tables_print_what_rich_prints() -> None:
+    """Not on a terminal, a simple table is printed without rich, the same text to the byte."""
+    rnd = random.Random(7)
+    values: list[object] = ["", "x", "abc", "a b", "x  y", "-", None, True, False, 0, 12, 3.5, {},
+                            {"80/tcp": 1, "53/udp": 2}, "\u00e9", "\u4e2d\u6587", " lead", "trail ", "a\x1bb", "a" * 60,
+                            "registry.example.com/team/a:1.0"]
+    plain = 0
+    for _ in range(2000):
+        columns = rnd.sample(["node", "state", "address", "http_host", "a", "b_c", "instances"], rnd.randint(1, 5))
+        rows = [{c: rnd.choice(values) for c in columns} for _ in range(rnd.randint(0, 6))]
+        title = rnd.choice([None, None, "nodes", "services", "a much longer title than usual", "x", "ab"])
+        width = rnd.choice([200, 40, 20])
+        shown = io.StringIO()
+        Console(file=shown, width=width).print(make_table(rows, columns, title=title))
+        got = _plain_table(rows, columns, title=title, width=width)
+        if got is not None:  # (None: rich lays it out; wide characters, edges, wrapping)
+            plain += 1
+            assert got == shown.getvalue(), (rows, columns, title, width)
+    assert plain > 400

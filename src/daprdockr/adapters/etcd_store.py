@@ -16,12 +16,17 @@ Design:
   ``resync`` event after every reconnect (or compaction) so that level-triggered consumers
   re-read the full state instead of trusting a possibly incomplete event stream.
 * Range reads (:meth:`read_prefix`, :meth:`keys_under`, :meth:`snapshot`, :meth:`snapshot_of`)
-  come in pages of ``PAGE_KEYS`` keys, every page after the first pinned to the first one's
-  revision: however many keys there are, no response passes gRPC's receive limit (a page that
-  does, of oversized garbage values, is asked again with half as many keys), and the pages
-  still make one consistent state.  aetcd 1.0 cannot set a Range request's ``limit`` or
-  ``revision``, so these calls go to etcd's gRPC KV API directly (with the client's stub,
-  channel, auth token and ``hasleader`` metadata).
+  come in pages, every page after the first pinned to the first one's revision: however many
+  keys there are, no response passes gRPC's receive limit (a page that does, of oversized
+  garbage values, is asked again with half as many keys), and the pages still make one
+  consistent state.  The first page has ``PAGE_KEYS`` keys; each next one as many as fit
+  ``PAGE_BYTES`` at the largest key and value of the page before (``PAGE_KEYS`` to
+  ``MAX_PAGE_KEYS``): etcd counts every key left in the range for each page, so many small
+  pages cost time quadratic in the keys (1 000-key pages of 100 000 instances: 1.3 s, against
+  0.4-0.5 s for the same keys in 5 000 to 16 000-key pages).  Not larger: a page is one call,
+  which must stay well within the call's timeout on a loaded machine too.  aetcd 1.0 cannot
+  set a Range request's ``limit`` or ``revision``, so these calls go to etcd's gRPC KV API
+  directly (with the client's stub, channel, auth token and ``hasleader`` metadata).
 """
 
 from __future__ import annotations
@@ -74,9 +79,13 @@ CHANNEL_OPTIONS = {"grpc.max_receive_message_length": 64 * 1024 * 1024}
 KEEPALIVE_OPTIONS = {"grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 3_000,
                      "grpc.http2.max_pings_without_data": 0}
 UPDATE_ATTEMPTS = 50
-# Keys per Range request.  Typical instance records are ~300 bytes (a page of ~600 KB); even
-# records of MAX_RECORD_BYTES (64 KiB) keep a page under the 64 MiB receive limit.
+# Keys of the first Range request of a read, and the fewest of any later one: even records of
+# MAX_RECORD_BYTES (64 KiB) keep such a page under the 64 MiB receive limit.
 PAGE_KEYS = 1000
+# Later pages are sized to about PAGE_BYTES at the largest key and value of the page before
+# (typical instance records, ~300 bytes: ~7 000 keys), at most MAX_PAGE_KEYS keys.
+PAGE_BYTES = 2 * 1024 * 1024
+MAX_PAGE_KEYS = 8192
 MAX_WRITES_IN_FLIGHT = 16
 READ_RESTARTS = 3  # a paginated read whose pinned revision was compacted starts over at most this often
 
@@ -138,10 +147,22 @@ class _PageTooLarge(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class _Page:
-    kvs: list[RawKV]
+    raw: Sequence[Any]  # the response's KeyValue messages
     last: bytes  # the raw last key (the next page starts after it)
     revision: int  # the store revision the page was read at (the header's)
     more: bool
+    largest: int = 0  # the largest key plus value of the page, in bytes
+
+    @property
+    def kvs(self) -> list[RawKV]:
+        """The page's key/values, made on each access (a read makes them while its next page is on the way)."""
+        return [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
+                      create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in self.raw]
+
+
+def next_page_keys(largest: int) -> int:
+    """How many keys to ask for after a page whose largest key and value took ``largest`` bytes."""
+    return max(PAGE_KEYS, min(MAX_PAGE_KEYS, PAGE_BYTES // max(1, largest)))
 
 
 def translate(exc: BaseException, *, what: str) -> DaprDockrError:
@@ -402,24 +423,25 @@ class EtcdStore:
         )
 
     # ------------------------------------------------------------------ raw reads
-    async def read_prefix(self, prefix: str, *, page_keys: int = PAGE_KEYS) -> tuple[list[RawKV], int]:
+    async def read_prefix(self, prefix: str, *, page_keys: int | None = None) -> tuple[list[RawKV], int]:
         """All key/values under ``prefix`` and the store revision they were read at (paginated)."""
         return await self.read_ranges([prefix_range(prefix)], what=f"read {prefix}", page_keys=page_keys)
 
-    async def keys_under(self, prefix: str, *, page_keys: int = PAGE_KEYS) -> list[str]:
+    async def keys_under(self, prefix: str, *, page_keys: int | None = None) -> list[str]:
         """The keys under ``prefix`` (values not read; paginated)."""
         kvs, _ = await self.read_ranges([prefix_range(prefix)], what=f"list {prefix}", keys_only=True,
                                         page_keys=page_keys)
         return sorted(kv.key for kv in kvs)
 
     async def read_ranges(
-        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool = False, page_keys: int = PAGE_KEYS,
+        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool = False, page_keys: int | None = None,
     ) -> tuple[list[RawKV], int]:
         """The key/values of every range, in order, all at one store revision, and that revision.
 
         Pages after the first are pinned to the first page's revision; each page is a call of its
         own (a failover between pages goes on at that revision).  If etcd compacted the revision
         meanwhile, the whole read starts over at a new one, at most ``READ_RESTARTS`` times.
+        ``page_keys`` fixes the keys per page (default: sized by :func:`next_page_keys`).
         """
         for attempt in range(1, READ_RESTARTS + 1):
             try:
@@ -429,28 +451,47 @@ class EtcdStore:
         raise StoreError(f"etcd {what}: compacted while reading, {READ_RESTARTS} times", transient=True)
 
     async def _read_pinned(
-        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool, page_keys: int,
+        self, ranges: Sequence[KeyRange], *, what: str, keys_only: bool, page_keys: int | None,
     ) -> tuple[list[RawKV], int]:
-        """One paginated read of ``ranges`` at the first page's revision; raises _Compacted."""
+        """One paginated read of ``ranges`` at the first page's revision; raises _Compacted.
+
+        The next page is asked for as soon as a page is in, and the page's key/values are made
+        while etcd prepares it (~0.2 s of a read of 100 000 keys)."""
         kvs: list[RawKV] = []
-        revision, limit = 0, max(1, page_keys)
+        revision, limit = 0, max(1, page_keys or PAGE_KEYS)
+
+        def ask(key: bytes, end: bytes) -> asyncio.Future[_Page]:
+            return asyncio.ensure_future(self._call(partial(
+                self._range_page, key=key, end=end, revision=revision, limit=limit, keys_only=keys_only), what=what))
+
         for start, end in ranges:
-            key = start
-            while True:
-                try:
-                    page = await self._call(partial(self._range_page, key=key, end=end, revision=revision,
-                                                    limit=limit, keys_only=keys_only), what=what)
-                except _PageTooLarge:
-                    if limit == 1:
-                        raise
-                    limit //= 2
-                    log.warning("etcd %s: a page was over the receive limit; %d keys per page now", what, limit)
-                    continue
-                revision = revision or page.revision
-                kvs.extend(page.kvs)
-                if not page.more or not page.kvs:
-                    break
-                key = next_key(page.last)
+            key, ahead = start, None
+            try:
+                while True:
+                    pending, ahead = ahead or ask(key, end), None
+                    try:
+                        page = await pending
+                    except _PageTooLarge:
+                        if limit == 1:
+                            raise
+                        limit //= 2
+                        log.warning("etcd %s: a page was over the receive limit; %d keys per page now", what, limit)
+                        continue
+                    revision = revision or page.revision
+                    if page.more and page.raw:
+                        key = next_key(page.last)
+                        if page_keys is None:
+                            limit = next_page_keys(page.largest)
+                        ahead = ask(key, end)
+                        for _ in range(4):  # the loop steps that send it (measured: 3; the call's
+                            await asyncio.sleep(0)  # wait_for task, this page's call, gRPC's own task)
+                    kvs.extend(page.kvs)
+                    if ahead is None:
+                        break
+            finally:
+                if ahead is not None:  # (the read failed or was cancelled)
+                    ahead.cancel()
+                    await asyncio.gather(ahead, return_exceptions=True)
         return kvs, revision
 
     async def _range_page(
@@ -469,10 +510,10 @@ class EtcdStore:
                 raise _Compacted(f"revision {revision} was compacted") from exc
             aetcd_exc._handle_exception(exc)  # the errors aetcd's calls raise (and translate() knows)
             raise
-        kvs = [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
-                     create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in resp.kvs]
         last = bytes(resp.kvs[-1].key) if resp.kvs else key
-        return _Page(kvs=kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more))
+        largest = max((len(kv.key) + len(kv.value) for kv in resp.kvs), default=0)
+        return _Page(raw=resp.kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more),
+                     largest=largest)
 
     async def snapshot(self) -> ClusterState:
         """The whole cluster state at one revision; malformed keys are logged and skipped."""

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from daprdockr.adapters.statedir import prepare_state_dir
 from daprdockr.cli.app import app, fail, globals_of
-from daprdockr.clikit.agentconfig import build_agent_config, parse_addr, parse_networks
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.errors import DaprDockrError, ValidationError
 
@@ -73,6 +71,9 @@ def agent(
 
     Example: daprdockr agent --node-id n1 --advertise-ip 127.0.0.11 --http-listen 127.0.0.11:80
     """
+    from daprdockr.adapters.statedir import prepare_state_dir  # (here: the other commands start faster)
+    from daprdockr.clikit.agentconfig import build_agent_config
+
     g = globals_of(ctx)
     try:
         config = build_agent_config(
@@ -114,6 +115,8 @@ def dns(
 
     Example: daprdockr dns --listen 127.0.0.1:5353
     """
+    from daprdockr.clikit.agentconfig import parse_addr, parse_networks  # (here: the other commands start faster)
+
     g = globals_of(ctx)
     try:
         addr = parse_addr(listen, field="--listen", default_port=53)

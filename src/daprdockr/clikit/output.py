@@ -71,14 +71,18 @@ def safe_text(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def _cell(value: Any) -> Text:
+def _cell_text(value: Any) -> str:
     if isinstance(value, dict):
         text = ",".join(f"{k}->{v}" for k, v in value.items()) or "-"
     elif isinstance(value, bool):
         text = "yes" if value else ""
     else:
         text = "-" if value in ("", None) else str(value)
-    return Text(safe_text(text))
+    return safe_text(text)
+
+
+def _cell(value: Any) -> Text:
+    return Text(_cell_text(value))
 
 
 def make_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> Table:
@@ -91,4 +95,34 @@ def make_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title:
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None = None) -> None:
-    Console(width=200 if not sys.stdout.isatty() else None).print(make_table(rows, columns, title=title))
+    console = Console(width=200 if not sys.stdout.isatty() else None)
+    plain = _plain_table(rows, columns, title=title, width=console.width) if console.color_system is None else None
+    if plain is None:
+        console.print(make_table(rows, columns, title=title))
+    else:
+        sys.stdout.write(plain)
+
+
+def _plain(text: str) -> bool:
+    """One terminal cell per character, and nothing rich would strip at the edges."""
+    return text.isascii() and text == text.strip()
+
+
+def _plain_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str | None,
+                 width: int) -> str | None:
+    """What rich prints for :func:`make_table` without styles (not a terminal), when the table is
+    simple: every cell and the title of plain ASCII (control characters are escaped already),
+    and all of it fits ``width``.  None otherwise (rich lays it out: wide characters, wrapping).
+    Rich takes ~0.5 ms a row (a 1 000-service ``svc ls``: 0.5 s); this, a few µs."""
+    header = [col.upper().replace("_", " ") for col in columns]
+    cells = [[_cell_text(row.get(col)) for col in columns] for row in rows]
+    if not all(_plain(text) for line in [header, *cells] for text in line):
+        return None
+    widths = [max(len(text) for text in column) for column in zip(header, *cells, strict=True)]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    if total > width or (title is not None and (not _plain(title) or len(title) > total)):
+        return None
+    left = (total - len(title or "")) // 2  # (centred; an odd space goes to the right)
+    out = [] if title is None else [" " * left + title.ljust(total - left)]
+    out += ["  ".join(text.ljust(w) for text, w in zip(line, widths, strict=True)) for line in [header, *cells]]
+    return "".join(line + "\n" for line in out)

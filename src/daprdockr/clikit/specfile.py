@@ -14,8 +14,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from daprdockr.clikit.lifecycleflags import merge_lifecycle
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -37,6 +35,8 @@ def parse_spec_text(text: str, *, source: str, ignored: list[str] | None = None)
             raise ValidationError(f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
         docs = data if isinstance(data, list) else [data]
     else:
+        import yaml  # (here: only a YAML spec needs it, every other command starts without it)
+
         try:
             docs = [d for d in yaml.safe_load_all(text) if d is not None]
         except yaml.YAMLError as exc:

@@ -22,7 +22,7 @@ Two ways to get one:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from daprdockr.core.model import InstanceRecord
@@ -62,8 +62,7 @@ class InstanceIndex(Mapping[Key, InstanceRecord]):
         if isinstance(instances, InstanceIndex):
             return instances
         builder = IndexBuilder()
-        for rec in instances.values():
-            builder.put(rec)
+        builder.load(instances.values())
         return builder.snapshot()
 
     def __getitem__(self, key: Key) -> InstanceRecord:
@@ -141,6 +140,12 @@ class _Groups(Generic[G, K]):
 
     def put(self, group: G, key: K, rec: InstanceRecord) -> None:
         self._writable(group)[key] = rec
+
+    def fill(self, outer: dict[G, dict[K, InstanceRecord]]) -> None:
+        """Take ``outer`` (built by the caller, shared with nobody) as the whole content."""
+        self.outer = outer
+        self._own_outer = True
+        self._own = set(outer)
 
     def delete(self, group: G, key: K) -> None:
         inner = self.outer.get(group)
@@ -225,6 +230,38 @@ class IndexBuilder:
         self._service.put(key[0], key[1], rec)
         self._node.put(rec.node, key, rec)
         self._lease.put(rec.lease, key, rec)
+
+    def load(self, records: Iterable[InstanceRecord]) -> None:
+        """:meth:`put` of every record; into a builder that holds none yet (a full build) the
+        groups are filled in one pass, without the per-record copy-on-write bookkeeping."""
+        recs = list(records)
+        if self._len or not self._fill(recs):
+            for rec in recs:
+                self.put(rec)
+
+    def _fill(self, recs: list[InstanceRecord]) -> bool:
+        """The groups of ``recs`` at once; False (nothing changed) if two of them have one key."""
+        by_service: dict[ServiceName, dict[int, InstanceRecord]] = {}
+        by_node: dict[str, dict[Key, InstanceRecord]] = {}
+        by_lease: dict[int, dict[Key, InstanceRecord]] = {}
+        for rec in recs:
+            name, number = key = rec.service, rec.number
+            inner = by_service.get(name)
+            if inner is None:
+                inner = by_service[name] = {}
+            elif number in inner:
+                return False
+            inner[number] = rec
+            (by_node.get(rec.node) or by_node.setdefault(rec.node, {}))[key] = rec
+            (by_lease.get(rec.lease) or by_lease.setdefault(rec.lease, {}))[key] = rec
+        if recs:
+            self._service.fill(by_service)
+            self._node.fill(by_node)
+            self._lease.fill(by_lease)
+            self._len = len(recs)
+            self._touched.update(by_service)
+            self._snapshot = None
+        return True
 
     def delete(self, key: Key) -> None:
         old = self.get(key)

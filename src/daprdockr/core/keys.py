@@ -99,21 +99,18 @@ class KeySchema:
 
     def parse(self, key: str) -> ParsedKey | None:  # (per watch event and per key of a full load)
         """What ``key`` names, or ``None`` if it is not a well-formed key of this schema."""
-        if not key.startswith(self.root):
+        root = self.prefix + "/"
+        if not key.startswith(root):
             return None
-        parts = key[len(self.root):].split("/")
+        parts = key[len(root):].split("/")
         try:
-            if parts[0] == "services" and len(parts) == 3:
-                return ParsedKey(kind="service", service=_service(parts[2], parts[1]))
-            if parts[0] == "instances" and len(parts) == 4:
+            if parts[0] == "instances" and len(parts) == 4:  # (the most common key first)
                 n = parts[3]
                 if not n.isdigit() or n.startswith("0") or len(n) > 6:
                     return None
-                return ParsedKey(
-                    kind="instance",
-                    service=_service(parts[2], parts[1]),
-                    number=int(n),
-                )
+                return ParsedKey(kind="instance", service=_service(parts[2], parts[1]), number=int(n))
+            if parts[0] == "services" and len(parts) == 3:
+                return ParsedKey(kind="service", service=_service(parts[2], parts[1]))
             if parts[0] in ("nodes", "applied", "drain") and len(parts) == 2:
                 kind: KeyKind = {"nodes": "node", "applied": "applied", "drain": "drain"}[parts[0]]  # type: ignore[assignment]
                 return ParsedKey(kind=kind, node_id=validate_label(parts[1], field="node_id"))

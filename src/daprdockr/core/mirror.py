@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from daprdockr.core.bulk import gc_paused
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.state import ClusterState, Decoded, RawKV, decode_entry
@@ -76,9 +77,10 @@ class StateMirror:
         self._decoded.clear()
         self._deleted_at.clear()
         self._tables = StateTables(schema=self.schema)
-        for kv in self._kvs.values():  # (a spec decoded valid is remembered before its key is placed)
-            self._tables.replace_key(kv, None, self._decode(kv), last_good=self._last_good, refresh=False)
-        self._tables.refresh_all()
+        with gc_paused():
+            for kv in self._kvs.values():  # (a spec decoded valid is remembered before its key is placed)
+                self._tables.replace_key(kv, None, self._decode(kv), last_good=self._last_good, refresh=False)
+            self._tables.refresh_all()
         self._pending = [k for k in self._tables.skipped if k not in self._reported]
         self.revision = revision
         self._reset_revision = revision

@@ -61,6 +61,12 @@ def _check_port_key(key: str) -> None:
     PortSpec.parse(key, field="ports")
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def _node_label(value: str) -> str:
+    """A record's ``node``, checked once per distinct name (every node's records repeat it)."""
+    return validate_label(value, field="node")
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class PortSpec:
     """A container port to publish: ``9000`` or ``"53/udp"`` in JSON."""
@@ -85,12 +91,16 @@ class PortSpec:
 
 
 def _require_mapping(data: object, *, what: str) -> Mapping[str, Any]:
+    if type(data) is dict:  # (what JSON gives: no abstract-class check)
+        return data
     if not isinstance(data, Mapping):
         raise ValidationError(f"{what} must be a JSON object, got {type(data).__name__}")
     return data
 
 
 def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str], *, what: str) -> None:
+    if allowed.issuperset(data):
+        return
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValidationError(
@@ -371,7 +381,8 @@ class InstanceRecord:
     ) -> InstanceRecord:
         d = _require_mapping(data, what="instance record")
         _reject_unknown(d, cls.FIELDS, what="instance record")
-        node = validate_label(d.get("node"), field="node")
+        node = d.get("node")
+        node = _node_label(node) if type(node) is str else validate_label(node, field="node")
         address = d.get("address")
         if not isinstance(address, str) or not address:
             raise ValidationError("must be a non-empty string", field="address")

@@ -18,11 +18,11 @@ Bad data is never a reason to stop anything, so a malformed key is not the same 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from daprdockr.core.instance_index import InstanceIndex
+from daprdockr.core.bulk import gc_paused, loads
+from daprdockr.core.instance_index import IndexBuilder, InstanceIndex
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import MAX_RECORD_BYTES, InstanceRecord, NodeRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -155,12 +155,9 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
     if len(kv.value) > MAX_RECORD_BYTES:
         raise ValidationError(f"value is {len(kv.value)} bytes, at most {MAX_RECORD_BYTES} allowed")
     try:
-        data = json.loads(kv.value)
+        data = loads(kv.value)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationError(f"value is not JSON: {exc}") from exc
-    if parsed.kind == "service":
-        assert parsed.service is not None
-        return ServiceSpec.from_dict(data, name=parsed.service)
     if parsed.kind == "instance":
         assert parsed.service is not None
         rec = InstanceRecord.from_dict(data, service=parsed.service, number=parsed.number, lease=kv.lease,
@@ -168,6 +165,9 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
         if not kv.lease:  # no agent's heartbeat keeps it: it would block the number forever
             raise ValidationError("instance key is bound to no lease")
         return rec
+    if parsed.kind == "service":
+        assert parsed.service is not None
+        return ServiceSpec.from_dict(data, name=parsed.service)
     if parsed.kind == "drain":
         return Marker(kind="drain", node_id=parsed.node_id)
     if parsed.kind in ("rollout", "slot", "history"):
@@ -209,7 +209,7 @@ def assemble_state(
     key then keeps that spec in ``services`` (and is still listed in ``invalid_services``).
     """
     services: dict[ServiceName, ServiceSpec] = {}
-    instances: dict[tuple[ServiceName, int], InstanceRecord] = {}
+    records: list[InstanceRecord] = []  # (indexed at once at the end: the last of a key wins)
     nodes: dict[str, NodeRecord] = {}
     applied: dict[str, int] = {}
     rollouts: dict[ServiceName, RolloutRecord] = {}
@@ -220,7 +220,9 @@ def assemble_state(
     invalid_services: dict[ServiceName, str] = {}
     invalid_instances: dict[tuple[ServiceName, int], BadKey] = {}
     for kv, value in entries:
-        if isinstance(value, str):
+        if isinstance(value, InstanceRecord):  # (the most common value first)
+            records.append(value)
+        elif isinstance(value, str):
             skipped.append((kv.key, value))
             parsed = schema.parse(kv.key)
             if parsed is None or parsed.service is None:
@@ -234,8 +236,6 @@ def assemble_state(
                 invalid_instances[(parsed.service, parsed.number)] = bad_instance(kv, value)
         elif isinstance(value, ServiceSpec):
             services[value.name] = value
-        elif isinstance(value, InstanceRecord):
-            instances[value.key_tuple] = value
         elif isinstance(value, Applied):
             applied[value.node_id] = value.revision
         elif isinstance(value, Marker):
@@ -253,8 +253,10 @@ def assemble_state(
         name: route for name in invalid_services if name not in services and name in history
         if (route := route_of(name, history[name][max(history[name])])) is not None
     }
+    index = IndexBuilder()
+    index.load(records)
     return ClusterState(
-        services=services, instances=instances, nodes=nodes, revision=revision, skipped=tuple(sorted(skipped)),
+        services=services, instances=index.snapshot(), nodes=nodes, revision=revision, skipped=tuple(sorted(skipped)),
         invalid_services=invalid_services, invalid_instances=invalid_instances, applied=applied,
         rollouts=rollouts, slots=slots, draining=frozenset(draining), history=history,
         frozen_routes=frozen_routes,
@@ -270,7 +272,7 @@ def bad_instance(kv: RawKV, reason: str) -> BadKey:
 def _named_node(value: bytes) -> str:
     """The ``node`` a malformed instance value still names ("" if none can be read)."""
     try:
-        data = json.loads(value)
+        data = loads(value)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return ""
     node = data.get("node") if isinstance(data, dict) else None
@@ -290,4 +292,5 @@ def route_of(name: ServiceName, entry: HistoryEntry) -> tuple[str, int] | None:
 
 def decode_state(schema: KeySchema, kvs: Iterable[RawKV], *, revision: int = 0) -> ClusterState:
     """Typed state from raw key/values; malformed entries are listed in ``skipped``."""
-    return assemble_state(schema, ((kv, decode_entry(schema, kv)) for kv in kvs), revision=revision)
+    with gc_paused():
+        return assemble_state(schema, ((kv, decode_entry(schema, kv)) for kv in kvs), revision=revision)

@@ -86,23 +86,22 @@ class StateTables:
         self._cached: ClusterState | None = None
 
     def replace_key(self, kv: RawKV, old: Decoded | str | None, new: Decoded | str | None,
-            *, last_good: Mapping[str, ServiceSpec], refresh: bool = True) -> ServiceName | None:
+            *, last_good: Mapping[str, ServiceSpec], refresh: bool = True) -> None:
         """Replace ``kv.key``'s part: ``old`` (its previous decoded value, None if absent) by ``new``
-        (None: deleted).  Returns the service the key belongs to, if any.  ``refresh=False``
-        (a bulk load) leaves the per-service facts to one :meth:`refresh_all` at the end."""
+        (None: deleted).  ``refresh=False`` (a bulk load) leaves the per-service facts to one
+        :meth:`refresh_all` at the end; the key is then parsed only for a malformed value (a
+        decoded one tells where it goes)."""
         self._cached = None
-        parsed = self.schema.parse(kv.key)
-        service = parsed.service if parsed is not None else None
+        parsed = self.schema.parse(kv.key) if refresh or isinstance(old, str) or isinstance(new, str) else None
         if old is not None:
             self._remove(kv.key, old, parsed)
         if new is not None:
             self._add(kv, new, parsed, last_good)
-        if service is not None and refresh:
-            if parsed is not None and parsed.kind == "instance":
-                self._refresh_number(service, parsed.number)
-            elif parsed is not None and parsed.kind in ("service", "history"):
-                self._refresh(service)
-        return service
+        if parsed is not None and parsed.service is not None and refresh:
+            if parsed.kind == "instance":
+                self._refresh_number(parsed.service, parsed.number)
+            elif parsed.kind in ("service", "history"):
+                self._refresh(parsed.service)
 
     def refresh_all(self) -> None:
         for name in set(self.services.d) | set(self.invalid_services.d) | set(self._free):
