@@ -93,7 +93,7 @@ from daprdockr.core.plan_scope import PassInputs, plan_scope
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.rebalance import EvenCache
 from daprdockr.core.removal import KeyEvent, left_routing_at
-from daprdockr.core.retry import KeyRetry, RetryPolicy
+from daprdockr.core.retry import KeyRetries, KeyRetry, RetryPolicy
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, StoreError
@@ -290,7 +290,7 @@ class Reconciler:
         self._unowned_seen: Mapping[ServiceName, tuple[int, ...]] = {}  # the unowned numbers it was kept from
         self._settled = SettledCache()  # our containers a pass found needing nothing (full passes skip them)
         self._claims: set[Key] = set()  # keys whose claim is in flight (at most MAX_CLAIMS_IN_FLIGHT)
-        self.retries: dict[Key, KeyRetry] = {}
+        self.retries: KeyRetries[Key] = KeyRetries()
         self.containers: list[ContainerInfo] = []
         # self.containers less the reaper's, indexed per service, and what is routable: kept per
         # listing (rebuilt when the list, the reaper or the stopping set changes), not per pass
@@ -441,9 +441,10 @@ class Reconciler:
         self._unowned_seen = state.unowned
         health, restart = self.health.observed(local, state.services)
         busy = frozenset(k for k, t in self._inflight.items() if not t.done())
+        waiting = self.retries.waiting(now=now)
         inputs = PassInputs(lease=self.lease, claiming=self.claiming, capacity=self.capacity, nodes=state.nodes,
                             containers=local, busy=busy, health=health, restart=restart,
-                            held=frozenset(self.retries), paused=bool(self._paused_since))
+                            held=frozenset(waiting), paused=bool(self._paused_since))
         scope = plan_scope(last=self._last_inputs, inputs=inputs, old=self._planned, new=state, now=now,
                            due=self._next_wake, last_full=self._last_full)
         self._last_inputs, self._planned = inputs, state
@@ -458,8 +459,8 @@ class Reconciler:
             containers=local,
             busy=busy,
             unowned_since=self._unowned_since,
-            retry_at={k: e.not_before for k, e in self.retries.items() if e.hold == "start"},
-            held_until={k: e.not_before for k, e in self.retries.items() if e.hold == "all"},
+            retry_at={k: e.not_before for k, e in waiting.items() if e.hold == "start"},
+            held_until={k: e.not_before for k, e in waiting.items() if e.hold == "all"},
             capacity=self.capacity,
             claim_grace=self.claim_grace,
             claiming=self.claiming,
@@ -661,7 +662,8 @@ class Reconciler:
         killed every container; counted, they had every instance re-created once it was back."""
         self._start_again_refused.clear()
         self._exits_counted.clear()
-        self.retries = {k: replace(e, crashes=0) for k, e in self.retries.items()}
+        for k, e in list(self.retries.items()):
+            self.retries[k] = replace(e, crashes=0)
 
     async def _start_again(self, rec: InstanceRecord, spec: ServiceSpec, old: ContainerInfo) -> None:
         """``docker start`` our exited container ``old`` as it is (still the spec's; its writable

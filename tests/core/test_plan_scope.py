@@ -61,9 +61,7 @@ def test_nothing_changed_plans_nothing() -> None:
     ({"lease": 8}, 1.0, 9.0, 0.5),
     ({"claiming": False}, 1.0, 9.0, 0.5),
     ({"capacity": 3}, 1.0, 9.0, 0.5),
-    ({"health": {"c1": "healthy"}}, 1.0, 9.0, 0.5),
     ({"restart": frozenset({"c1"})}, 1.0, 9.0, 0.5),
-    ({"held": frozenset({(WEB, 1)})}, 1.0, 9.0, 0.5),
     ({"paused": True}, 1.0, 9.0, 0.5),
     ({}, 9.0, 9.0, 0.5),  # a timer of the last plan is due
     ({}, 6.0, 9.0, 0.5),  # the last full pass is 5.5 s old
@@ -77,7 +75,7 @@ def test_anything_beyond_the_services_plans_everything(change: dict[str, object]
                       due=due, last_full=last_full) is None
 
 
-def test_busy_keys_and_containers_put_their_services_in_scope() -> None:
+def test_busy_and_held_keys_containers_and_health_put_their_services_in_scope() -> None:
     m = mirror()
     old = m.state()
     new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
@@ -90,6 +88,13 @@ def test_busy_keys_and_containers_put_their_services_in_scope() -> None:
                       last_full=0.5) == {WEB, API}
     assert plan_scope(last=inputs(old, containers=[]), inputs=inputs(new, nodes=old.nodes, containers=[api]), old=old,
                       new=new, now=1.0, due=9.0, last_full=0.5) is None  # (a plain list: cannot tell whose)
+    assert plan_scope(last=before, inputs=inputs(new, nodes=old.nodes, containers=LocalContainers([]),
+                                                 held=frozenset({(API, 1)})), old=old, new=new, now=1.0, due=9.0,
+                      last_full=0.5) == {WEB, API}  # (a retry's wait: its service planned while it lasts)
+    listed = LocalContainers([api])
+    assert plan_scope(last=inputs(old, containers=listed, health={"a1": "starting"}),
+                      inputs=inputs(new, nodes=old.nodes, containers=listed, health={"a1": "healthy"}), old=old,
+                      new=new, now=1.0, due=9.0, last_full=0.5) == {WEB, API}
 
 
 @pytest.mark.parametrize("key", [SCHEMA.node("n2"), SCHEMA.drain("n2"), SCHEMA.instance(API, 1)])

@@ -60,7 +60,7 @@ class LocalContainers(Sequence[ContainerInfo]):
     Built when the listing changes (a Docker event, a start), never per watch event; equal
     listings compare equal, the same one by identity first."""
 
-    __slots__ = ("_items", "by_service")
+    __slots__ = ("_items", "by_id", "by_service")
 
     def __init__(self, containers: Iterable[ContainerInfo] = ()) -> None:
         self._items = tuple(containers)
@@ -69,6 +69,7 @@ class LocalContainers(Sequence[ContainerInfo]):
             by_service.setdefault(c.service, []).append(c)
         self.by_service: Mapping[ServiceName, tuple[ContainerInfo, ...]] = {
             name: tuple(group) for name, group in by_service.items()}
+        self.by_id: Mapping[str, ContainerInfo] = {c.id: c for c in self._items}
 
     @overload
     def __getitem__(self, index: int) -> ContainerInfo: ...

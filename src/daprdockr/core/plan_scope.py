@@ -4,14 +4,13 @@ The planner is level-triggered, so a pass over every service is always right; bu
 events one service's record changed and nothing else did, and this node's plan for every other
 service is what it was.  :func:`plan_scope` returns the services whose per-service inputs (spec,
 records, slots, rollout, validity: compared by identity, as the mirror shares what did not
-change) changed
-since the last pass, plus the services whose containers on this node or whose busy keys (an
-action in flight) changed, or None (plan everything) when anything else the planner reads
-changed (:class:`PassInputs`: the lease, claiming, capacity, live nodes, health, retries), when
-a timer the last plan set is due, when bad keys, drains or paused containers are about (their
-rules look across services), or when the last full pass is ``full_every`` seconds old (a safety
-net).  So a large service converging (containers started, claims in flight) plans the services
-that moved, not every service, on every event.
+change) changed since the last pass, plus the services whose containers on this node, their
+health, busy keys (an action in flight) or held keys (a retry's wait) changed, or None (plan
+everything) when anything else the planner reads changed (:class:`PassInputs`: the lease,
+claiming, capacity, live nodes, restarts), when a timer the last plan set is due, when bad keys,
+drains or paused containers are about (their rules look across services), or when the last full
+pass is ``full_every`` seconds old (a safety net).  So a large service converging (containers
+started, claims in flight) plans the services that moved, not every service, on every event.
 """
 
 from __future__ import annotations
@@ -45,22 +44,30 @@ class PassInputs:
     paused: bool  # a container of ours is paused (its pause limit is a timer)
 
     def same(self, other: PassInputs) -> bool:
-        """The same apart from containers and busy keys (those scope their services)."""
+        """The same apart from containers, busy and held keys and health (those scope their services)."""
         return (self.lease == other.lease and self.claiming == other.claiming and self.capacity == other.capacity
-                and self.nodes is other.nodes and self.health == other.health and self.restart == other.restart
-                and not self.held and not other.held and not self.paused)
+                and self.nodes is other.nodes and self.restart == other.restart and not self.paused)
 
 
 def moved_services(last: PassInputs, now: PassInputs) -> set[ServiceName] | None:
-    """The services whose containers here or busy keys differ between two passes' inputs (None:
-    the containers differ and are not indexed by service, so it cannot tell)."""
-    out = {key[0] for key in last.busy ^ now.busy}
+    """The services whose containers here, busy keys, held keys (a retry's wait: their services
+    are planned while it lasts; its end is a timer) or containers' health differ between two
+    passes' inputs (None: it cannot tell whose, as containers not indexed by service differ)."""
+    out = {key[0] for key in last.busy ^ now.busy} | {key[0] for key in last.held | now.held}
     a, b = last.containers, now.containers
     if a is not b:
         if isinstance(a, LocalContainers) and isinstance(b, LocalContainers):
             out |= changed_keys(a.by_service, b.by_service)
         elif a != b:
             return None
+    if last.health is not now.health:
+        for cid in changed_keys(last.health, now.health):
+            c = b.by_id.get(cid) if isinstance(b, LocalContainers) else None
+            if c is None:
+                c = a.by_id.get(cid) if isinstance(a, LocalContainers) else None
+            if c is None:
+                return None
+            out.add(c.service)
     return out
 
 

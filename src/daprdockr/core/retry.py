@@ -18,12 +18,16 @@ number in ``[0, 1)`` for the jitter.
 
 Every delay carries ``jitter`` (a fraction, ±; the crash policy's own) so agents that failed
 together do not retry together.
+
+:class:`KeyRetries` is the table: a dict that also knows which keys were given a wait
+(``not_before``), so a pass finds the keys still held in a look per such key, not per key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from daprdockr.core.backoff import Backoff, jittered
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
@@ -75,3 +79,26 @@ class RetryPolicy:
         if entry.hold == "all":
             return replace(entry, errors=0, not_before=0.0, hold="start")
         return replace(entry, errors=0)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class KeyRetries(dict[K, KeyRetry], Generic[K]):
+    """Each key's :class:`KeyRetry`; remembers the keys set with a ``not_before`` (a wait)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: set[K] = set()
+
+    def __setitem__(self, key: K, value: KeyRetry) -> None:
+        super().__setitem__(key, value)
+        if value.not_before > 0:
+            self._waiting.add(key)
+
+    def waiting(self, *, now: float) -> dict[K, KeyRetry]:
+        """The keys still held at ``now`` (``not_before`` in the future), with their entries; the
+        keys whose wait ran out are forgotten here (they stay in the table)."""
+        held = {k: e for k in self._waiting if (e := self.get(k)) is not None and e.not_before > now}
+        self._waiting = set(held)
+        return held
