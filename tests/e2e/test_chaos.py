@@ -91,6 +91,7 @@ class Chaos:
     log: list[str] = field(default_factory=list)
     restarts: dict[str, float] = field(default_factory=dict)  # agent or member -> restart at
     hung: dict[str, float] = field(default_factory=dict)  # SIGSTOPped member -> SIGCONT at
+    agent_started: dict[str, float] = field(default_factory=dict)  # agent -> when it was last restarted
     writes_ok: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # garbage checks hold the other loops off
     garbage_problems: list[str] = field(default_factory=list)
@@ -132,6 +133,7 @@ class Chaos:
             del self.restarts[name]
             if name in self.cluster.agents:
                 self.cluster.agents[name].start()
+                self.agent_started[name] = time.monotonic()
             else:
                 member = next(m for m in self.cluster.etcd.members if m.name == name)
                 self.cluster.etcd.start_member(member, new=False)
@@ -203,6 +205,12 @@ class Chaos:
         """Everything running again and converged, and spread within one of the fair share (so
         that nothing moves on its own: no rebalancing move is due)."""
         self.restart_due(float("inf"))
+        # an agent restarted just now may not have registered yet, while its old lease still
+        # holds its keys: garbage written on that lease would expire with it and move its
+        # instances (seen once: restarted at :41, garbage at :42, registered at :43.6)
+        young = max(self.agent_started.values(), default=0.0) + TTL + 1 - time.monotonic()
+        if young > 0:
+            await asyncio.sleep(young)
         await asyncio.to_thread(self.cluster.etcd.wait_healthy)
         for _ in range(20):
             try:
