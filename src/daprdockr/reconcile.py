@@ -81,7 +81,6 @@ from daprdockr.core.plan import (
     Release,
     Repair,
     Roll,
-    SettledCache,
     Start,
     Stop,
     TakeOver,
@@ -288,7 +287,6 @@ class Reconciler:
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._unowned_since: dict[Key, float] = {}
         self._unowned_seen: Mapping[ServiceName, tuple[int, ...]] = {}  # the unowned numbers it was kept from
-        self._settled = SettledCache()  # our containers a pass found needing nothing (full passes skip them)
         self._claims: set[Key] = set()  # keys whose claim is in flight (at most MAX_CLAIMS_IN_FLIGHT)
         self.retries: KeyRetries[Key] = KeyRetries()
         self.containers: list[ContainerInfo] = []
@@ -480,7 +478,6 @@ class Reconciler:
             even=self._even,
             scope=scope,
             claim_budget=max(0, MAX_CLAIMS_IN_FLIGHT - len(self._claims)),
-            settled=self._settled,
         )
         planned = plan_next(state.services, observed)
         actions = planned.actions

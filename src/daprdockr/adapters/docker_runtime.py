@@ -47,6 +47,7 @@ from daprdockr.core.containers import (
     LABEL_SERVICE,
     LABEL_SPEC_HASH,
     ContainerInfo,
+    container_labels,
     container_name,
 )
 from daprdockr.core.containerspec import default_hostname
@@ -275,11 +276,8 @@ class DockerRuntime:
             ],
             "Labels": {
                 **dict(spec.labels),
-                LABEL_SERVICE: spec.name.service,
-                LABEL_GROUP: spec.name.group,
-                LABEL_INSTANCE: str(number),
-                LABEL_NODE: self.node_id,
-                LABEL_SPEC_HASH: spec.runtime_hash,
+                **container_labels(node_id=self.node_id, service=spec.name, number=number,
+                                   spec_hash=spec.runtime_hash),
             },
             "ExposedPorts": {p: {} for p in ports},
             "Hostname": opts.hostname or default_hostname(number=number, service=spec.name.service,

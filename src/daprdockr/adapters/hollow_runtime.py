@@ -27,15 +27,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-from daprdockr.core.containers import (
-    LABEL_GROUP,
-    LABEL_INSTANCE,
-    LABEL_NODE,
-    LABEL_SERVICE,
-    LABEL_SPEC_HASH,
-    ContainerInfo,
-    container_name,
-)
+from daprdockr.core.containers import ContainerInfo, container_labels, container_name
 from daprdockr.core.lifecycle import HealthCheck
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -115,9 +107,8 @@ class HollowRuntime:
         info = c.info
         event: dict[str, object] = {
             "Type": "container", "Action": action, "status": action, "id": info.id, "time": int(time.time()),
-            "Actor": {"ID": info.id, "Attributes": {
-                "name": c.name, LABEL_NODE: self.node_id, LABEL_SERVICE: info.service.service,
-                LABEL_GROUP: info.service.group, LABEL_INSTANCE: str(info.number), LABEL_SPEC_HASH: info.spec_hash}},
+            "Actor": {"ID": info.id, "Attributes": {"name": c.name, **container_labels(
+                node_id=self.node_id, service=info.service, number=info.number, spec_hash=info.spec_hash)}},
         }
         for queue in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes its reader anyway

@@ -52,10 +52,7 @@ SKF_AD_RANDOM = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM: a random u32
 
 def attach_random_spread(sock: socket.socket, members: int) -> None:
     """Classic BPF for the reuseport group: ``A = random(); A %= members; return A``."""
-    program = [(0x20, SKF_AD_RANDOM), (0x94, members), (0x16, 0)]  # ld abs; alu mod k; ret a
-    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", op, 0, 0, k) for op, k in program))
-    fprog = struct.pack("HP", len(program), ctypes.addressof(code))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    attach_program(sock, [_insn(0x20, SKF_AD_RANDOM), _insn(0x94, members), _insn(0x16)])  # ld abs; mod k; ret a
 
 
 SKF_NET_OFF = -0x100000  # loads relative to the network header (classic BPF's negative offsets)

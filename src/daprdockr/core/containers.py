@@ -29,6 +29,12 @@ def container_name(*, node_id: str, service: ServiceName, number: int) -> str:
     return f"daprdockr.{node_id}.{service.service}.{service.group}.{number}"
 
 
+def container_labels(*, node_id: str, service: ServiceName, number: int, spec_hash: str) -> dict[str, str]:
+    """The labels that make a container one instance of a service on one node."""
+    return {LABEL_SERVICE: service.service, LABEL_GROUP: service.group, LABEL_INSTANCE: str(number),
+            LABEL_NODE: node_id, LABEL_SPEC_HASH: spec_hash}
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerInfo:
     """One labelled container on this node's engine."""

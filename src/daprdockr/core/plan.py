@@ -215,7 +215,6 @@ class Observed:
     # claims this pass may still launch (None: no limit): the reconciler bounds the claims in
     # flight, so a pass over 100 000 unowned numbers plans a few dozen claims, not all of them
     claim_budget: int | None = None
-    settled: SettledCache | None = None  # our containers found needing nothing, across passes
 
     @property
     def index(self) -> InstanceIndex:
@@ -303,10 +302,6 @@ def _plan_containers(
         # Keep the best candidate (running, the one our record names, newest); stop any duplicates
         # (a replacement left behind by a restart mid-rollout loses to the container it replaced).
         rec = obs.instances.get(key)
-        mark = obs.settled.mark(key, group, rec, desired, obs) if obs.settled is not None else None
-        if mark is not None and obs.settled is not None and obs.settled.same(key, mark):
-            continue  # (nothing it depends on changed since a pass found it needs nothing)
-        before = len(out)
         named = rec.container_id if rec is not None and _ours(rec, obs) else ""
         group = sorted(group, key=lambda c: (c.running, c.id == named, c.created), reverse=True)
         c, extras = group[0], group[1:]
@@ -335,51 +330,7 @@ def _plan_containers(
                             removed_at=rec.mod_revision if c.running else 0))
             continue
         _plan_own(rec, c, spec, obs, out, wake)
-        if mark is not None and obs.settled is not None and len(out) == before:
-            obs.settled.remember(key, mark)
     return covered
-
-
-Mark = tuple[object, ...]
-
-
-class SettledCache:
-    """Our running, current containers that a pass found needing nothing, with what that depended
-    on (the container, its record and spec by identity, its health and restart verdicts, and the
-    pass-wide facts: lease, node, drain, claiming); a full pass skips such a container while all
-    of it is the same, so it costs a look per container, not a plan.  Containers that are
-    stopped, paused, outdated or not ours are never remembered (their rules read timers and
-    rollouts)."""
-
-    def __init__(self) -> None:
-        self._marks: dict[Key, Mark] = {}
-
-    def mark(self, key: Key, group: Sequence[ContainerInfo], rec: InstanceRecord | None,
-             desired: Mapping[ServiceName, ServiceSpec], obs: Observed) -> Mark | None:
-        """What ``key``'s plan depends on, or None if it is not a case this cache keeps."""
-        if len(group) != 1 or rec is None:
-            return None
-        c = group[0]
-        spec = desired.get(c.service)
-        if (spec is None or not c.running or c.paused or c.spec_hash != spec.runtime_hash
-                or rec.lease != obs.lease or rec.node != obs.node_id):
-            return None
-        return (c, rec, spec, obs.health.get(c.id), c.id in obs.restart, obs.lease, obs.node_id, obs.drain_me,
-                obs.claiming)
-
-    def same(self, key: Key, mark: Mark) -> bool:
-        seen = self._marks.get(key)
-        if seen is None or len(seen) != len(mark):
-            return False
-        return all(a is b or a == b for a, b in zip(seen, mark, strict=True))
-
-    def remember(self, key: Key, mark: Mark) -> None:
-        self._marks[key] = mark
-
-    def forget_absent(self, present: set[Key]) -> None:
-        """Drop the marks of keys no longer among our containers (bounded by them)."""
-        for key in [k for k in self._marks if k not in present]:
-            del self._marks[key]
 
 
 def _plan_own(
@@ -645,8 +596,6 @@ def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) ->
     out: list[Action] = []
     wake = _Wake(observed.now)
     covered = _plan_containers(desired, observed, out, wake)
-    if observed.settled is not None and observed.scope is None:
-        observed.settled.forget_absent(covered)
     _plan_records(desired, observed, covered, out, wake)
     _plan_claims(desired, observed, covered, out, wake)
     _plan_handoffs(desired, observed, out, wake)
