@@ -792,12 +792,12 @@ async def test_a_listing_begun_before_a_start_does_not_drop_the_started_containe
     w.r.observe_started(info)
     gate.set()
     await listing
-    assert w.r.routable() == [info]
+    assert list(w.r.routable()) == [info]
     # the next listing, begun after the start, is the truth again: a container gone is dropped
     w.docker.containers.pop(info.id, None)
     w.r.mark_containers_dirty()
     await w.r.reconcile_once()
-    assert w.r.routable() == []
+    assert list(w.r.routable()) == []
 
 
 async def test_a_container_another_node_holds_now_is_confirmed_at_the_revision_it_left_the_routes() -> None:

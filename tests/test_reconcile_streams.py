@@ -16,10 +16,11 @@ import json
 from collections.abc import AsyncIterator, Callable
 
 from daprdockr.adapters.informer import Informer
+from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import NodeRecord, ServiceSpec, dumps
 from daprdockr.core.state import RawKV
-from daprdockr.reconcile import Reconciler
+from daprdockr.reconcile import RELIST_PACE, Reconciler
 from tests.test_reconcile import LEASE, SCHEMA, WEB, FakeDocker, FakeEtcd
 
 
@@ -64,9 +65,9 @@ class EventedDocker(FakeDocker):
 
 
 class Node:
-    def __init__(self) -> None:
+    def __init__(self, docker: EventedDocker | None = None) -> None:
         self.etcd = StreamEtcd()
-        self.docker = EventedDocker()
+        self.docker = docker or EventedDocker()
         self.informer = Informer(store=self.etcd, on_change=lambda: self.r.mark_dirty())
         self.r = Reconciler(node_id="n1", address="127.0.0.11", store=self.etcd, runtime=self.docker,
                             mirror=self.informer.mirror, on_written=self.informer.apply, claim_grace=0.05)
@@ -147,3 +148,39 @@ async def test_a_held_key_is_retried_when_the_planner_said_without_any_event() -
         n.etcd.down = False  # etcd is back, and nothing tells the loop so
         await n.until(lambda: n.running().keys() == {1}, limit=3.0)
         assert n.etcd.log == ["claim 1", "update 1 running"]
+
+
+class SlowListing(EventedDocker):
+    """The engine with a listing that takes ``delay`` seconds (as Docker's does with many containers)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.lists = 0
+
+    async def list_managed(self) -> list[ContainerInfo]:
+        self.lists += 1
+        await asyncio.sleep(self.delay)
+        return await super().list_managed()
+
+
+async def test_a_stream_of_docker_events_relists_at_a_pace_and_still_sees_a_crash() -> None:
+    """Each Docker event marks the listing stale; a listing that took t is not redone for
+    RELIST_PACE * t (it was redone on every pass: with a container started every few ms on a
+    node of 33 000 containers, the agent spent its time listing), and a crash among the events is
+    still acted on."""
+    docker = SlowListing(0.05)
+    async with Node(docker) as n:
+        n.r.relist_interval = 3600.0  # (no periodic listing: events only)
+        n.spec(2)
+        await n.until(lambda: len(n.running()) == 2)
+        before = docker.lists
+        for _ in range(100):  # 1 s of events, one every 10 ms
+            docker.events.put_nowait("noise")
+            await asyncio.sleep(0.01)
+        listed = docker.lists - before
+        assert listed <= 1.2 / (0.05 * (1 + RELIST_PACE)) + 1, f"{listed} listings for 1 s of events"
+        old = n.running()[2]
+        n.docker.die(2)
+        await n.until(lambda: n.etcd.log.count("update 2 running") == 2)
+        assert f"start again {old}" in n.docker.log

@@ -160,6 +160,7 @@ async def _no_confirmation(revision: int) -> None:
 # this many, not all of them, so a pass stays short and the event loop keeps the lease alive
 MAX_CLAIMS_IN_FLIGHT = 32
 PACE_ABOVE = 0.002  # seconds: a pass longer than this is followed by a pause as long (at most PACE_MAX)
+RELIST_PACE = 4.0  # a stale listing waits 4 times as long as the last one took (listing <= 20% of the time)
 PACE_MAX = 0.25
 START_ATTEMPTS = 3  # failed starts that fail a replacement (within its deadline)
 START_RETRY = 0.5  # seconds before the next start of a replacement, times the failures so far
@@ -289,15 +290,15 @@ class Reconciler:
         self._unowned_seen: Mapping[ServiceName, tuple[int, ...]] = {}  # the unowned numbers it was kept from
         self._claims: set[Key] = set()  # keys whose claim is in flight (at most MAX_CLAIMS_IN_FLIGHT)
         self.retries: KeyRetries[Key] = KeyRetries()
-        self.containers: list[ContainerInfo] = []
+        self.containers = LocalContainers()
         # self.containers less the reaper's, indexed per service, and what is routable: kept per
         # listing (rebuilt when the list, the reaper or the stopping set changes), not per pass
-        self._local: tuple[tuple[list[ContainerInfo], frozenset[str]], LocalContainers] | None = None
-        self._routable: tuple[list[ContainerInfo], frozenset[str], list[ContainerInfo]] | None = None
+        self._local: tuple[LocalContainers, frozenset[str], LocalContainers] | None = None  # (source, reaped, result)
+        self._routable: tuple[LocalContainers, dict[str, ServiceName], LocalContainers] | None = None  # (, stopping, )
         self.listed = False  # containers were listed at least once (routable() means something)
-        self._stopping: set[str] = set()  # ids of containers being stopped: no longer routable
+        self._stopping: dict[str, ServiceName] = {}  # containers being stopped (id -> service): no longer routable
         self._paused_since: dict[str, float] = {}  # container id -> when a listing first showed it paused
-        self._paused_of: LocalContainers | None = None  # the listing _paused_since was taken from
+        self._paused_of: tuple[LocalContainers, LocalContainers] | None = None  # (listing, its paused ones)
         self._even = EvenCache()  # services the last passes found even (no rebalance move), per spec and records
         self._planned: ClusterState | None = None  # the state the last pass planned from
         self._last_inputs: PassInputs | None = None  # and the rest of what it read
@@ -313,6 +314,7 @@ class Reconciler:
         # the engine free for creates while a large service converges.
         self._containers_stale = True
         self._listed_at = float("-inf")
+        self._relist_after = float("-inf")  # a stale listing waits for this (paced: RELIST_PACE)
         # containers started by us (``observe_started``) with a sequence number: a listing begun
         # before a start may finish after it, and must not drop the container until the next one
         self._started: dict[str, tuple[int, ContainerInfo]] = {}
@@ -347,10 +349,20 @@ class Reconciler:
     def local(self) -> LocalContainers:
         """This node's containers the pass plans for (the reaper's left out), indexed by service;
         the same object until the listing or the reaper changes."""
-        key = (self.containers, self.reaper.ids())
-        if self._local is None or self._local[0][0] is not key[0] or self._local[0][1] != key[1]:
-            self._local = (key, LocalContainers(c for c in self.containers if c.id not in self.reaper))
-        return self._local[1]
+        reaped = self.reaper.ids()
+        if not reaped:
+            return self.containers
+        last = self._local
+        if last is None or last[0] is not self.containers or last[1] != reaped:
+            touched = {s for c in (reaped ^ last[1] if last else reaped) if (s := self._service_of(c)) is not None}
+            out = self.containers.filtered(lambda c: c.id not in reaped, since=last and (last[0], last[2]),
+                                           touched=touched)
+            self._local = last = (self.containers, reaped, out)
+        return last[2]
+
+    def _service_of(self, container_id: str) -> ServiceName | None:
+        c = self.containers.by_id.get(container_id)  # (one no longer listed is in no group)
+        return c.service if c is not None else None
 
     def observe_started(self, info: ContainerInfo) -> None:
         """A container this node just started runs, whatever the last listing said: our own DNS
@@ -358,22 +370,27 @@ class Reconciler:
         (which waits for the engine, busy with the creates of a large service)."""
         self._started_seq += 1
         self._started[info.id] = (self._started_seq, info)
-        self.containers = [c for c in self.containers if c.id != info.id] + [info]
+        self.containers = self.containers.put(info)
         self.on_local_change()
 
-    def routable(self) -> list[ContainerInfo]:
+    def routable(self) -> LocalContainers:
         """This node's running containers that are not being stopped (for its own DNS and nginx);
-        the same list until the listing or the stopping set changes."""
-        stopping = frozenset(self._stopping)
-        if self._routable is None or self._routable[0] is not self.containers or self._routable[1] != stopping:
-            self._routable = (self.containers, stopping,
-                              [c for c in self.containers if c.serving and c.id not in stopping])
-        return self._routable[2]
+        the same object until the listing or the stopping set changes, and worked out again only
+        for the services that changed."""
+        last = self._routable
+        if last is None or last[0] is not self.containers or last[1] != self._stopping:
+            stopping = dict(self._stopping)
+            touched = {name for _, name in stopping.items() ^ last[1].items()} if last else set()
+            out = self.containers.filtered(lambda c: c.serving and c.id not in stopping,
+                                           since=last and (last[0], last[2]), touched=touched)
+            self._routable = last = (self.containers, stopping, out)
+        return last[2]
 
     async def run(self, *, resync_interval: float = 2.0) -> None:
         """Forever: wait for a change, a timer or the periodic resync, then :meth:`reconcile_once`."""
         while True:
-            timeout = max(0.0, min(resync_interval, self._next_wake - self.clock() + 0.01))
+            wake = min(self._next_wake, self._relist_after if self._containers_stale else self._next_wake)
+            timeout = max(0.0, min(resync_interval, wake - self.clock() + 0.01))
             # asyncio.timeout, not wait_for: Python 3.11's wait_for returns normally when the
             # event is set in the same loop turn as the task is cancelled, and this loop then
             # waited forever (an agent shutting down hung in "wait for the acting tasks")
@@ -400,7 +417,9 @@ class Reconciler:
         t0 = time.perf_counter()
         if not self.lease:
             return []
-        if self._containers_stale or self.clock() - self._listed_at >= self.relist_interval:
+        began = self.clock()
+        if ((self._containers_stale and began >= self._relist_after)
+                or began - self._listed_at >= self.relist_interval):
             self._containers_stale = False
             listing_from = self._started_seq
             try:
@@ -418,13 +437,16 @@ class Reconciler:
                 if c.doomed:
                     self.reaper.add(c, error="Docker lists it dead or being removed")
             self._listed_at = self.clock()
+            # paced: a listing that took long (many containers) is not redone for RELIST_PACE
+            # times as long, however many events come (a start of ours is in self._started)
+            self._relist_after = self._listed_at + RELIST_PACE * (self._listed_at - began)
             # started since the listing began: the listing may predate the start (or show the
             # container created but not yet running); the next listing is the truth again
             self._started = {i: (seq, c) for i, (seq, c) in self._started.items() if seq > listing_from}
-            containers = [c for c in containers if c.id not in self._started]
-            containers += [c for _, c in self._started.values()]
-            if containers != self.containers or not self.listed:
-                self.containers = containers
+            fresh = LocalContainers([c for c in containers if c.id not in self._started]
+                                    + [c for _, c in self._started.values()], like=self.containers)
+            if fresh != self.containers or not self.listed:
+                self.containers = fresh
                 self.listed = True
                 self.on_local_change()
         planning = time.perf_counter()  # (from here on the pass does not wait: its CPU time)
@@ -433,9 +455,11 @@ class Reconciler:
             self._slot_task = asyncio.create_task(self._tidy_slots(), name="tidy slots")
         now = self.clock()
         local = self.local()
-        if self._paused_of is not local:  # (a new listing: who is paused since when)
-            self._paused_of = local
-            self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in self.containers if c.paused}
+        if self._paused_of is None or self._paused_of[0] is not local:  # (a new listing: who is paused since when)
+            paused = local.filtered(lambda c: c.paused, since=self._paused_of)
+            if self._paused_of is None or paused != self._paused_of[1]:
+                self._paused_since = {c.id: self._paused_since.get(c.id, now) for c in paused}
+            self._paused_of = (local, paused)
         track_unowned_since(self._unowned_since, seen=self._unowned_seen, unowned=state.unowned, now=now)
         self._unowned_seen = state.unowned
         health, restart = self.health.observed(local, state.services)
@@ -631,12 +655,12 @@ class Reconciler:
         signal = spec.stop_signal if spec is not None else None
         if grace > 0 and spec is not None and spec.stop_timeout is not None:
             grace = spec.stop_timeout
-        self._stopping.add(c.id)
+        self._stopping[c.id] = c.service
         self.on_local_change()
         try:
             await self.runtime.remove(c.id, grace=grace, signal=signal)
         finally:
-            self._stopping.discard(c.id)
+            self._stopping.pop(c.id, None)
 
     def _why_not_start_again(self, old: ContainerInfo, spec: ServiceSpec, *, crashes: int) -> str:
         """Why the exited container ``old`` is not started again as it is ("" when it is)."""

@@ -71,6 +71,7 @@ class HollowRuntime:
         self.options = options or HollowOptions()
         self._rng = random.Random(self.options.seed)
         self._containers: dict[str, _Container] = {}
+        self._by_name: dict[str, str] = {}  # container name -> id (a name is unique, as in Docker)
         self._next_port = self.options.first_port
         self._subscribers: list[asyncio.Queue[dict[str, object] | None]] = []
         self._unhealthy: set[str] = set()  # ids set_healthy(False) marked
@@ -139,12 +140,13 @@ class HollowRuntime:
         name = container_name(node_id=self.node_id, service=spec.name, number=number)
         if beside:
             name = f"{name}.{spec.runtime_hash[:12]}"
-        for old in [c for c in self._containers.values() if c.name == name]:
-            await self.remove(old.info.id, grace=0)
+        if (old := self._by_name.get(name)) is not None:
+            await self.remove(old, grace=0)
         await self._start_delay(name)
         info = ContainerInfo(id=secrets.token_hex(32), service=spec.name, number=number, node=self.node_id,
                              spec_hash=spec.runtime_hash, running=True, ports=self._ports(spec), created=time.time())
         entry = self._containers[info.id] = _Container(info=info, name=name)
+        self._by_name[name] = info.id
         self._emit("start", entry)
         return info
 
@@ -168,6 +170,8 @@ class HollowRuntime:
         self._unhealthy.discard(container_id)
         if entry is None:
             return
+        if self._by_name.get(entry.name) == container_id:
+            del self._by_name[entry.name]
         if entry.info.running:
             self._emit("die", entry)
         self._emit("destroy", entry)

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
@@ -126,7 +126,7 @@ class Agent:
         self.started: list[Component] = []
 
     # ------------------------------------------------------------------ wiring
-    def _own_containers(self) -> list[ContainerInfo]:
+    def _own_containers(self) -> Sequence[ContainerInfo]:
         return self.reconciler.containers
 
     def _build_components(self) -> None:

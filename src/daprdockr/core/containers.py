@@ -9,7 +9,7 @@ watch event about one service looks at that service's containers, not at all of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -61,21 +61,82 @@ class ContainerInfo:
 
 
 class LocalContainers(Sequence[ContainerInfo]):
-    """One listing of this node's containers (a read-only sequence), indexed by service.
+    """This node's containers (a read-only sequence, in service order), indexed by service.
 
-    Built when the listing changes (a Docker event, a start), never per watch event; equal
-    listings compare equal, the same one by identity first."""
+    Built from a listing (a Docker event, the periodic relist), or from the last one with one
+    container put in (:meth:`put`: a start) or a selection of it (:meth:`filtered`): a service's
+    group is a tuple shared with the object it came from while it did not change, so comparing two
+    of them (:func:`~daprdockr.core.instance_index.changed_keys` on ``by_service``) costs a look
+    per service, and a start costs the copy of two dicts, not a walk of every container.  Equal
+    when their groups are equal (the order of the services does not matter)."""
 
-    __slots__ = ("_items", "by_id", "by_service")
+    __slots__ = ("_by_id", "_items", "by_service")
 
-    def __init__(self, containers: Iterable[ContainerInfo] = ()) -> None:
-        self._items = tuple(containers)
+    def __init__(self, containers: Iterable[ContainerInfo] = (), *, like: LocalContainers | None = None) -> None:
+        """Index ``containers``; with ``like``, a group equal to ``like``'s is ``like``'s own tuple."""
         by_service: dict[ServiceName, list[ContainerInfo]] = {}
-        for c in self._items:
+        for c in containers:
             by_service.setdefault(c.service, []).append(c)
-        self.by_service: Mapping[ServiceName, tuple[ContainerInfo, ...]] = {
-            name: tuple(group) for name, group in by_service.items()}
-        self.by_id: Mapping[str, ContainerInfo] = {c.id: c for c in self._items}
+        groups = {name: tuple(group) for name, group in by_service.items()}
+        if like is not None:
+            for name, group in groups.items():
+                was = like.by_service.get(name)
+                if was is not None and was == group:
+                    groups[name] = was
+        self.by_service: Mapping[ServiceName, tuple[ContainerInfo, ...]] = groups
+        self._items: tuple[ContainerInfo, ...] | None = None
+        self._by_id: dict[str, ContainerInfo] | None = None
+
+    @classmethod
+    def _of(cls, groups: dict[ServiceName, tuple[ContainerInfo, ...]],
+            by_id: dict[str, ContainerInfo] | None = None) -> LocalContainers:
+        out = cls.__new__(cls)
+        out.by_service, out._items, out._by_id = groups, None, by_id
+        return out
+
+    @property
+    def items(self) -> tuple[ContainerInfo, ...]:
+        if self._items is None:
+            self._items = tuple(c for group in self.by_service.values() for c in group)
+        return self._items
+
+    @property
+    def by_id(self) -> Mapping[str, ContainerInfo]:
+        if self._by_id is None:
+            self._by_id = {c.id: c for group in self.by_service.values() for c in group}
+        return self._by_id
+
+    def put(self, info: ContainerInfo) -> LocalContainers:
+        """These containers with ``info`` in place of the container of its id (or added last in
+        its service); every other service's group is shared."""
+        groups = dict(self.by_service)
+        old = groups.get(info.service, ())
+        groups[info.service] = (*(c for c in old if c.id != info.id), info)
+        by_id = None
+        if self._by_id is not None:
+            by_id = dict(self._by_id)
+            by_id[info.id] = info
+        return LocalContainers._of(groups, by_id)
+
+    def filtered(self, keep: Callable[[ContainerInfo], bool], *,
+                 since: tuple[LocalContainers, LocalContainers] | None = None,
+                 touched: Collection[ServiceName] = ()) -> LocalContainers:
+        """The containers ``keep`` accepts.  With ``since`` (an earlier source and what this
+        filter made of it), a service whose group is the same tuple as the source's and is not
+        in ``touched`` (where ``keep``'s answer may have changed) keeps its earlier result
+        without a look; a result equal to the earlier one is the earlier tuple."""
+        last_src, last_out = since if since is not None else (None, None)
+        groups: dict[ServiceName, tuple[ContainerInfo, ...]] = {}
+        for name, group in self.by_service.items():
+            was = last_out.by_service.get(name) if last_out is not None else None
+            if last_src is not None and name not in touched and last_src.by_service.get(name) is group:
+                if was:
+                    groups[name] = was
+                continue
+            kept = group if all(keep(c) for c in group) else tuple(c for c in group if keep(c))
+            if kept:
+                groups[name] = was if was is not None and was == kept else kept
+        return LocalContainers._of(groups)
 
     @overload
     def __getitem__(self, index: int) -> ContainerInfo: ...
@@ -84,26 +145,26 @@ class LocalContainers(Sequence[ContainerInfo]):
     def __getitem__(self, index: slice) -> Sequence[ContainerInfo]: ...
 
     def __getitem__(self, index: int | slice) -> ContainerInfo | Sequence[ContainerInfo]:
-        return self._items[index]
+        return self.items[index]
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(len(group) for group in self.by_service.values())
 
     def __iter__(self) -> Iterator[ContainerInfo]:
-        return iter(self._items)
+        return (c for group in self.by_service.values() for c in group)
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
         if isinstance(other, LocalContainers):
-            return self._items == other._items
+            return self.by_service == other.by_service
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self._items)
+        return hash(frozenset(self.by_service.items()))
 
     def __repr__(self) -> str:
-        return f"LocalContainers({list(self._items)!r})"
+        return f"LocalContainers({list(self)!r})"
 
     def of(self, services: Iterable[ServiceName]) -> list[ContainerInfo]:
         """The containers of ``services``, in listing order within each service."""

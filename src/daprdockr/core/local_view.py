@@ -8,8 +8,8 @@ container was restarted is served on the container's current ports.  When an ins
 containers (a rolling update starts the replacement beside the old one), the one the record names
 is served.  Pure; linear in the number of this node's records (the state's per-node index),
 and the records it corrects are copied into a new index that shares every other service's.
-:class:`LocalView` keeps the corrections until this node's records or containers change, so a
-change elsewhere in the cluster costs nothing here.
+:class:`LocalView` keeps the corrections per service and works out again only those of the
+services whose records or containers changed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.instance_index import IndexBuilder
+from daprdockr.core.containers import ContainerInfo, LocalContainers
+from daprdockr.core.instance_index import IndexBuilder, InstanceIndex, changed_keys, changed_services
 from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
@@ -68,18 +68,35 @@ def local_view(state: ClusterState, *, node_id: str, routable: Iterable[Containe
 
 
 class LocalView:
-    """:func:`local_view`, with the corrections worked out again only when this node's records (the
-    same mapping object while none changed) or its routable containers changed."""
+    """:func:`local_view`, kept per service: the corrections of a service are worked out again only
+    when its records (the index's change log) or its routable containers (a group of
+    :class:`~daprdockr.core.containers.LocalContainers` is the same tuple while it did not change)
+    did, so a start or a change elsewhere costs a look at that service, not at this node's
+    every record."""
 
     def __init__(self, *, node_id: str) -> None:
         self.node_id = node_id
-        self._mine: Mapping[Key, InstanceRecord] | None = None
-        self._routable: tuple[ContainerInfo, ...] = ()
+        self._index: InstanceIndex | None = None
+        self._routable: LocalContainers | None = None
+        self._of_service: dict[ServiceName, dict[Key, InstanceRecord | None]] = {}
         self._fixes: dict[Key, InstanceRecord | None] = {}
 
     def view(self, state: ClusterState, *, routable: Sequence[ContainerInfo]) -> ClusterState:
-        mine, now = state.index.of_node(self.node_id), tuple(routable)
-        if mine is not self._mine or now != self._routable:
-            self._mine, self._routable = mine, now
-            self._fixes = corrections(mine, now)
+        now = routable if isinstance(routable, LocalContainers) else LocalContainers(routable)
+        index, last, seen = state.index, self._routable, self._index
+        if seen is None or last is None:
+            self._of_service.clear()
+            self._fixes = corrections(index.of_node(self.node_id), now)
+            for key, fix in self._fixes.items():
+                self._of_service.setdefault(key[0], {})[key] = fix
+        else:
+            for name in changed_services(seen, index) | changed_keys(last.by_service, now.by_service):
+                for key in self._of_service.pop(name, {}):
+                    del self._fixes[key]
+                mine = {(name, n): rec for n, rec in index.of_service(name).items() if rec.node == self.node_id}
+                fixes = corrections(mine, now.by_service.get(name, ())) if mine else {}
+                if fixes:
+                    self._of_service[name] = fixes
+                    self._fixes.update(fixes)
+        self._index, self._routable = index, now
         return _corrected(state, self._fixes)

@@ -479,13 +479,16 @@ def _plan_claims(
     # converges the nodes do not race each other for the same numbers.
     held_now: dict[ServiceName, int] = {}
     deals: list[tuple[ServiceName, ServiceSpec, int, list[int], dict[int, str]]] = []
+    # (the services with a key busy, held or being adopted: the others' numbers are all claimable)
+    watched = {key[0] for keys in (obs.busy, obs.held_until, adopting) for key in keys}
     for name in sorted((n for n in unowned if n in desired), key=str):  # (a service with none has nothing to claim)
         spec = desired[name]
-        holders = Counter(r.node for r in index.of_service(name).values() if r.number <= spec.instances)
+        holders = _holders(index.of_service(name), instances=spec.instances)
         holders[obs.node_id] += sum(1 for (svc, _) in adopting if svc == name)
         held_now[name] = holders[obs.node_id]
         share = fair_share(spec.instances, len(live))
-        numbers = [n for n in unowned[name] if (name, n) not in adopting and not _busy((name, n), obs, wake)]
+        numbers = ([n for n in unowned[name] if (name, n) not in adopting and not _busy((name, n), obs, wake)]
+                   if name in watched else list(unowned[name]))
         dealt = deal_unowned(numbers, live=live, room={node: share - holders[node] for node in live})
         deals.append((name, spec, share, numbers, dealt))
         if budget is not None and sum(1 for n in numbers if dealt.get(n) == obs.node_id) >= budget:
@@ -509,6 +512,23 @@ def _plan_claims(
                         budget -= 1
                         if budget <= 0:
                             return
+
+
+_HOLDERS: dict[int, tuple[Mapping[int, InstanceRecord], int, Counter[str]]] = {}
+
+
+def _holders(records: Mapping[int, InstanceRecord], *, instances: int) -> Counter[str]:
+    """How many of the numbers 1..``instances`` each node holds in one service's ``records``.
+    Remembered per records mapping (an index snapshot never changes one, and shares an unchanged
+    service's), so a pass counts again only the services whose records changed."""
+    hit = _HOLDERS.get(id(records))
+    if hit is not None and hit[0] is records and hit[1] == instances:
+        return Counter(hit[2])
+    counts = Counter(r.node for r in records.values() if r.number <= instances)
+    if len(_HOLDERS) >= 8192:
+        _HOLDERS.clear()
+    _HOLDERS[id(records)] = (records, instances, counts)
+    return Counter(counts)
 
 
 def _live(obs: Observed) -> list[str]:
