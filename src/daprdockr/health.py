@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -95,6 +95,8 @@ class HealthMonitor(PerContainerHealth):
         self._unhealthy: dict[str, ServiceName] = {}  # unhealthy containers' services (restart candidates)
         self._seen: tuple[int, LocalContainers, Mapping[ServiceName, ServiceSpec], object] | None = None
         self._health: dict[str, Health] = {}
+        # services with no check to run, and the group and spec that showed it (see _may_check)
+        self._unchecked: dict[ServiceName, tuple[tuple[ContainerInfo, ...], ServiceSpec | None]] = {}
 
     def learn(self, spec: ServiceSpec) -> None:
         if self._by_hash.get(spec.runtime_hash, False) != spec.health:  # (None is a known "no check")
@@ -268,7 +270,7 @@ class HealthMonitor(PerContainerHealth):
             for name, known in specs.items():
                 if before.get(name) is not known:  # (and keeps the specs that did not change)
                     self.learn(known)
-        for c in self.containers():
+        for c in self._may_check(self.containers(), specs):
             spec = specs.get(c.service)
             check = self.check_for(c, spec) if spec is not None else None
             if not c.serving or check is None:
@@ -286,6 +288,25 @@ class HealthMonitor(PerContainerHealth):
                 self._unhealthy.pop(gone, None)
                 self.generation += 1
         return started
+
+    def _may_check(self, containers: Sequence[ContainerInfo],
+                   specs: Mapping[ServiceName, ServiceSpec]) -> Iterable[ContainerInfo]:
+        """The containers that may have a check: a service whose spec has none and whose containers
+        all run that spec's version is skipped whole (a look per service, not per container)."""
+        if not isinstance(containers, LocalContainers):
+            return containers
+        out: list[ContainerInfo] = []
+        unchecked: dict[ServiceName, tuple[tuple[ContainerInfo, ...], ServiceSpec | None]] = {}
+        for name, group in containers.by_service.items():
+            spec = specs.get(name)
+            seen = self._unchecked.get(name)
+            if (seen is not None and seen[0] is group and seen[1] is spec) or spec is None or (
+                    spec.health is None and all(c.spec_hash == spec.runtime_hash for c in group)):
+                unchecked[name] = (group, spec)  # (the same group and spec next time: no look at all)
+                continue
+            out.extend(group)
+        self._unchecked = unchecked
+        return out
 
     async def run(self) -> None:
         try:

@@ -285,6 +285,7 @@ class Reconciler:
         self.rebalance = False  # even out services across the nodes (the agent's --rebalance)
         self.dirty = asyncio.Event()
         self._next_wake = float("inf")  # when a claim grace or a retry backoff runs out
+        self._wakes: dict[ServiceName, float] = {}  # the same per service (the services a pass must plan then)
         self._inflight: dict[Key, asyncio.Task[None]] = {}
         self._unowned_since: dict[Key, float] = {}
         self._unowned_seen: Mapping[ServiceName, tuple[int, ...]] = {}  # the unowned numbers it was kept from
@@ -469,7 +470,7 @@ class Reconciler:
                             containers=local, busy=busy, health=health, restart=restart,
                             held=frozenset(waiting), paused=bool(self._paused_since))
         scope = plan_scope(last=self._last_inputs, inputs=inputs, old=self._planned, new=state, now=now,
-                           due=self._next_wake, last_full=self._last_full)
+                           wakes=self._wakes, last_full=self._last_full)
         self._last_inputs, self._planned = inputs, state
         if scope is None:
             self._last_full = now
@@ -505,8 +506,16 @@ class Reconciler:
         )
         planned = plan_next(state.services, observed)
         actions = planned.actions
-        # (a scoped pass keeps the timers of the services it did not look at: not due yet, or it was full)
-        self._next_wake = planned.next_wake if scope is None else min(self._next_wake, planned.next_wake)
+        # (a scoped pass keeps the timers of the services it did not plan: none of them was due)
+        if scope is None:
+            self._wakes = dict(planned.wakes)
+        else:
+            wakes = {name: moment for name, moment in self._wakes.items() if name not in scope}
+            for name, moment in planned.wakes.items():
+                if moment < wakes.get(name, float("inf")):
+                    wakes[name] = moment
+            self._wakes = wakes
+        self._next_wake = min(self._wakes.values(), default=float("inf"))
         if actions:
             log.debug("planned %d actions with live nodes %s", len(actions), sorted(state.nodes))
         by_key: dict[Key, list[Action]] = {}

@@ -46,14 +46,14 @@ def test_one_record_changed_plans_its_service_only() -> None:
     m = mirror()
     old = m.state()
     new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
-    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, due=9.0,
+    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, wakes={},
                       last_full=0.5) == {WEB}
 
 
 def test_nothing_changed_plans_nothing() -> None:
     m = mirror()
     state = m.state()
-    assert plan_scope(last=inputs(state), inputs=inputs(state), old=state, new=state, now=1.0, due=9.0,
+    assert plan_scope(last=inputs(state), inputs=inputs(state), old=state, new=state, now=1.0, wakes={},
                       last_full=0.5) == frozenset()
 
 
@@ -63,7 +63,6 @@ def test_nothing_changed_plans_nothing() -> None:
     ({"capacity": 3}, 1.0, 9.0, 0.5),
     ({"restart": frozenset({"c1"})}, 1.0, 9.0, 0.5),
     ({"paused": True}, 1.0, 9.0, 0.5),
-    ({}, 9.0, 9.0, 0.5),  # a timer of the last plan is due
     ({}, 6.0, 9.0, 0.5),  # the last full pass is 5.5 s old
 ])
 def test_anything_beyond_the_services_plans_everything(change: dict[str, object], now: float, due: float,
@@ -72,7 +71,7 @@ def test_anything_beyond_the_services_plans_everything(change: dict[str, object]
     old = m.state()
     new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
     assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes, **change), old=old, new=new, now=now,
-                      due=due, last_full=last_full) is None
+                      wakes={WEB: due}, last_full=last_full) is None
 
 
 def test_busy_and_held_keys_containers_and_health_put_their_services_in_scope() -> None:
@@ -82,19 +81,19 @@ def test_busy_and_held_keys_containers_and_health_put_their_services_in_scope() 
     api = ContainerInfo(id="a1", service=API, number=1, node="n1", spec_hash="h", running=True)
     before = inputs(old, containers=LocalContainers([]))
     assert plan_scope(last=before, inputs=inputs(new, nodes=old.nodes, containers=LocalContainers([api])), old=old,
-                      new=new, now=1.0, due=9.0, last_full=0.5) == {WEB, API}
+                      new=new, now=1.0, wakes={}, last_full=0.5) == {WEB, API}
     assert plan_scope(last=before, inputs=inputs(new, nodes=old.nodes, containers=LocalContainers([]),
-                                                 busy=frozenset({(API, 2)})), old=old, new=new, now=1.0, due=9.0,
+                                                 busy=frozenset({(API, 2)})), old=old, new=new, now=1.0, wakes={},
                       last_full=0.5) == {WEB, API}
     assert plan_scope(last=inputs(old, containers=[]), inputs=inputs(new, nodes=old.nodes, containers=[api]), old=old,
-                      new=new, now=1.0, due=9.0, last_full=0.5) is None  # (a plain list: cannot tell whose)
+                      new=new, now=1.0, wakes={}, last_full=0.5) is None  # (a plain list: cannot tell whose)
     assert plan_scope(last=before, inputs=inputs(new, nodes=old.nodes, containers=LocalContainers([]),
-                                                 held=frozenset({(API, 1)})), old=old, new=new, now=1.0, due=9.0,
+                                                 held=frozenset({(API, 1)})), old=old, new=new, now=1.0, wakes={},
                       last_full=0.5) == {WEB, API}  # (a retry's wait: its service planned while it lasts)
     listed = LocalContainers([api])
     assert plan_scope(last=inputs(old, containers=listed, health={"a1": "starting"}),
                       inputs=inputs(new, nodes=old.nodes, containers=listed, health={"a1": "healthy"}), old=old,
-                      new=new, now=1.0, due=9.0, last_full=0.5) == {WEB, API}
+                      new=new, now=1.0, wakes={}, last_full=0.5) == {WEB, API}
 
 
 @pytest.mark.parametrize("key", [SCHEMA.node("n2"), SCHEMA.drain("n2"), SCHEMA.instance(API, 1)])
@@ -103,7 +102,7 @@ def test_nodes_drains_and_bad_keys_plan_everything(key: str) -> None:
     old = m.state()
     value = {"address": "127.0.0.12"} if "/nodes/" in key else {} if "/drain/" in key else {"node": 3}
     new = put(m, key, value)
-    assert plan_scope(last=inputs(old), inputs=inputs(new), old=old, new=new, now=1.0, due=9.0, last_full=0.5) is None
+    assert plan_scope(last=inputs(old), inputs=inputs(new), old=old, new=new, now=1.0, wakes={}, last_full=0.5) is None
 
 
 def test_slots_and_rollouts_put_their_service_in_scope() -> None:
@@ -111,7 +110,7 @@ def test_slots_and_rollouts_put_their_service_in_scope() -> None:
     old = m.state()
     put(m, SCHEMA.slot(API, 1), {"node": "n1", "instance": 1, "target": "t"})
     new = put(m, SCHEMA.rollout(WEB), {"version": 2, "target": "t"})
-    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, due=9.0,
+    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=1.0, wakes={},
                       last_full=0.5) == {WEB, API}
 
 
@@ -129,3 +128,18 @@ def test_a_scoped_pass_over_an_indexed_listing_plans_what_a_plain_listing_does()
         indexed = plan_next(state.services, replace(observed, containers=LocalContainers(mine), scope=scope)).actions
         assert indexed == plain and plain
         assert {action_key(a)[0] for a in plain} == scope
+
+
+def test_a_due_timer_puts_its_service_in_scope_not_every_service() -> None:
+    """A claim grace or a retry's backoff running out re-plans its own service (it re-planned
+    every service: at 33 000 containers per node, a full pass on every timer)."""
+    m = mirror()
+    old = m.state()
+    new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
+    wakes = {API: 9.0, WEB: 12.0}
+    assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=9.0,
+                      wakes=wakes, last_full=8.0) == {WEB, API}  # WEB changed, API's timer is due
+    assert plan_scope(last=inputs(new), inputs=inputs(new, nodes=new.nodes), old=new, new=new, now=9.0,
+                      wakes=wakes, last_full=8.0) == {API}
+    assert plan_scope(last=inputs(new), inputs=inputs(new, nodes=new.nodes), old=new, new=new, now=8.5,
+                      wakes=wakes, last_full=8.0) == set()

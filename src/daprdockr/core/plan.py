@@ -243,6 +243,9 @@ class Plan:
 
     actions: list[Action]
     next_wake: float
+    # the same per service: the moment a time rule next changes that service's plan (a pass
+    # then plans the services whose moment came, not every service)
+    wakes: Mapping[ServiceName, float] = field(default_factory=dict)
 
 
 class _Wake:
@@ -251,12 +254,15 @@ class _Wake:
     def __init__(self, now: float) -> None:
         self.now = now
         self.at = float("inf")
+        self.by_service: dict[ServiceName, float] = {}
 
-    def after(self, moment: float) -> bool:
-        """True if ``moment`` has come; else remember it as a wake-up time."""
+    def after(self, moment: float, *, service: ServiceName) -> bool:
+        """True if ``moment`` has come; else remember it as a wake-up time of ``service``."""
         if moment <= self.now:
             return True
         self.at = min(self.at, moment)
+        if moment < self.by_service.get(service, float("inf")):
+            self.by_service[service] = moment
         return False
 
 
@@ -267,7 +273,7 @@ def _ours(rec: InstanceRecord, obs: Observed) -> bool:
 
 
 def _busy(key: Key, obs: Observed, wake: _Wake) -> bool:
-    return key in obs.busy or not wake.after(obs.held_until.get(key, 0.0))
+    return key in obs.busy or not wake.after(obs.held_until.get(key, 0.0), service=key[0])
 
 
 def _container_ports_match(rec: InstanceRecord, c: ContainerInfo) -> bool:
@@ -341,7 +347,7 @@ def _plan_own(
     if not c.running:
         if obs.drain_me:
             out.append(Release(record=rec, container=c, reason="draining"))
-        elif wake.after(obs.retry_at.get(key, 0.0)):
+        elif wake.after(obs.retry_at.get(key, 0.0), service=rec.service):
             out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
     elif rec.lease != obs.lease:
         out.append(Adopt(container=c, spec=spec, record=rec))
@@ -363,7 +369,7 @@ def _plan_paused(
     kept as it is (no restart, no rolling replacement) until it is unpaused, or until it has been
     paused for the spec's ``pause_limit`` (if any): then it is replaced."""
     since = obs.paused_since.get(c.id, obs.now)
-    if spec.pause_limit and wake.after(since + spec.pause_limit):
+    if spec.pause_limit and wake.after(since + spec.pause_limit, service=rec.service):
         out.append(Start(record=rec, spec=spec, old=c, reason=f"paused for longer than {spec.pause_limit:g}s"))
     elif rec.state != "paused" or not _container_ports_match(rec, c) or rec.node != obs.node_id:
         out.append(Refresh(record=rec, container=c))
@@ -429,7 +435,7 @@ def _plan_records(
             out.append(Release(record=rec, reason="not desired"))
         elif obs.drain_me:  # nothing runs it here: let another node claim it
             out.append(Release(record=rec, reason="draining"))
-        elif wake.after(obs.retry_at.get(key, 0.0)):
+        elif wake.after(obs.retry_at.get(key, 0.0), service=rec.service):
             out.append(Start(record=rec, spec=spec, reason="no container"))
 
 
@@ -502,9 +508,10 @@ def _plan_claims(
                 if obs.capacity and held_total >= obs.capacity:
                     return
                 since = obs.unowned_since.get(key, obs.now)
-                if held_now[name] >= share and not wake.after(since + OVERFLOW_GRACE_FACTOR * obs.claim_grace):
+                if held_now[name] >= share and not wake.after(since + OVERFLOW_GRACE_FACTOR * obs.claim_grace,
+                                                              service=name):
                     continue
-                if own or wake.after(since + obs.claim_grace):
+                if own or wake.after(since + obs.claim_grace, service=name):
                     out.append(Claim(key=key, spec=spec))
                     held_now[name] += 1
                     held_total += 1
@@ -620,7 +627,7 @@ def plan_next(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) ->
     _plan_claims(desired, observed, covered, out, wake)
     _plan_handoffs(desired, observed, out, wake)
     _plan_rebalance(desired, observed, out, wake)
-    return Plan(actions=out, next_wake=wake.at)
+    return Plan(actions=out, next_wake=wake.at, wakes=wake.by_service)
 
 
 def plan(desired: Mapping[ServiceName, ServiceSpec], observed: Observed) -> list[Action]:

@@ -7,9 +7,10 @@ records, slots, rollout, validity: compared by identity, as the mirror shares wh
 change) changed since the last pass, plus the services whose containers on this node, their
 health, busy keys (an action in flight) or held keys (a retry's wait) changed, or None (plan
 everything) when anything else the planner reads changed (:class:`PassInputs`: the lease,
-claiming, capacity, live nodes, restarts), when a timer the last plan set is due, when bad keys,
-drains or paused containers are about (their rules look across services), or when the last full
-pass is ``full_every`` seconds old (a safety net).  So a large service converging (containers
+claiming, capacity, live nodes, restarts), when bad keys, drains or paused containers are about
+(their rules look across services), or when the last full pass is ``full_every`` seconds old (a
+safety net).  A timer the last plans set (a claim grace, a retry's backoff: each kept per
+service) puts its service in the scope when it runs out.  So a large service converging (containers
 started, claims in flight) plans the services that moved, not every service, on every event.
 """
 
@@ -73,17 +74,18 @@ def moved_services(last: PassInputs, now: PassInputs) -> set[ServiceName] | None
 
 def plan_scope(
     *, last: PassInputs | None, inputs: PassInputs, old: ClusterState | None, new: ClusterState,
-    now: float, due: float, last_full: float, full_every: float = FULL_EVERY,
+    now: float, wakes: Mapping[ServiceName, float], last_full: float, full_every: float = FULL_EVERY,
 ) -> frozenset[ServiceName] | None:
-    """The services this pass must plan, or None for all (see the module docstring).  ``due`` is
-    the wake-up time the last plan asked for, ``last_full`` when the last full pass ran."""
-    if (last is None or old is None or not inputs.same(last) or now >= due or now - last_full >= full_every
+    """The services this pass must plan, or None for all (see the module docstring).  ``wakes``
+    are the moments the last plans asked for per service (the services whose moment came are
+    planned), ``last_full`` when the last full pass ran."""
+    if (last is None or old is None or not inputs.same(last) or now - last_full >= full_every
             or new.invalid_instances or old.invalid_instances or new.draining or old.draining):
         return None
     moved = moved_services(last, inputs)
     if moved is None:
         return None
-    scope = changed_specs(old, new) | moved
+    scope = changed_specs(old, new) | moved | {name for name, moment in wakes.items() if moment <= now}
     for a, b in ((old.slots, new.slots), (old.rollouts, new.rollouts), (old.invalid_services, new.invalid_services)):
         scope |= changed_keys(a, b)
     return frozenset(scope)
