@@ -14,8 +14,10 @@ secrets.  The parsing and matching are pure: :mod:`daprdockr.core.registry_auth`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -106,7 +108,7 @@ class DockerCredentials:
         try:
             proc = await asyncio.create_subprocess_exec(
                 helper.program, "get", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True)
         except FileNotFoundError:
             raise ContainerError(f"{what} is not installed (not found on PATH)", transient=False) from None
         except OSError as exc:
@@ -116,8 +118,9 @@ class DockerCredentials:
         except TimeoutError:
             raise ContainerError(f"{what} did not answer within {self.helper_timeout:g}s", transient=False) from None
         finally:
-            if proc.returncode is None:
-                proc.kill()
+            if proc.returncode is None:  # (its whole group: a child holding the pipes would block the wait)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         if proc.returncode != 0:
             if b"credentials not found" in (out + err).lower():
