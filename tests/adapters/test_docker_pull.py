@@ -1,13 +1,12 @@
 """The Docker runtime pulls an absent image, from a real local registry (Debian docker-registry).
 
 No public registry is reachable here, so the test runs ``docker-registry`` on a free loopback
-port (Docker trusts plain-HTTP registries on 127.0.0.0/8), pushes the local busybox test image
-to it, deletes the local tag and lets the agent's runtime pull it.
+port (:mod:`tests.support.registry`), pushes the local busybox test image to it, deletes the
+local tag and lets the agent's runtime pull it.  With a login: ``test_private_registry.py``.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,32 +17,15 @@ from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import ContainerError
-from tests.conftest import missing
-from tests.support.procs import free_port, wait_port
+from tests.support.registry import registry as local_registry
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        missing("docker-registry")
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{}\n".format(
-            tmp_path / "data", port
-        )
-    )
-    proc = subprocess.Popen([str(binary), "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port("127.0.0.1", port)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with local_registry(tmp_path) as served:
+        yield served.addr
 
 
 async def test_absent_image_is_pulled(registry: str, docker_image: str) -> None:

@@ -109,16 +109,18 @@ async def wait_for(
 
 
 def spawn_agent(
-    *, etcd: str, prefix: str, node: str, ip: str, state_dir: Path, ttl: int = 2, extra: tuple[str, ...] = ()
+    *, etcd: str, prefix: str, node: str, ip: str, state_dir: Path, ttl: int = 2, extra: tuple[str, ...] = (),
+    global_options: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """A real agent process (``python -m daprdockr agent``), for tests that SIGKILL it."""
+    """A real agent process (``python -m daprdockr [global_options] agent ... [extra]``), for tests
+    that SIGKILL it or read its log (``<state_dir>/<node>.log``)."""
     import os
     import sys
 
     log = open(state_dir / f"{node}.log", "ab")  # noqa: SIM115 - lives with the process
     return subprocess.Popen(
         [
-            sys.executable, "-m", "daprdockr", "agent",
+            sys.executable, "-m", "daprdockr", *global_options, "agent",
             "--node-id", node, "--advertise-ip", ip, "--ttl", str(ttl),
             "--state-dir", str(state_dir),
             "--dns-listen", "off", "--http-listen", "off", "--api-listen", "off",

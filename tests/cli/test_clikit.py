@@ -101,6 +101,19 @@ def test_agent_config_validation(tmp_path: Path) -> None:
             build_agent_config(**{**base, key: value})  # type: ignore[arg-type]
 
 
+def test_agent_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--docker-config: empty is $DOCKER_CONFIG/config.json (else ~/.docker/config.json), none: no credentials."""
+    base = dict(etcd="http://127.0.0.1:2379", prefix="/dd", node_id="n1", advertise_ip="127.0.0.11", ttl=5,
+                capacity=0, docker=None, state_dir=tmp_path, dns_listen="off", dns_upstream=None, dns_ttl=5,
+                http_listen="off", nginx="nginx", api_listen="off", keep_on_exit=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "dc"))
+    assert build_agent_config(**base).docker_config == tmp_path / "dc" / "config.json"  # type: ignore[arg-type]
+    monkeypatch.delenv("DOCKER_CONFIG")
+    assert build_agent_config(**base).docker_config == Path.home() / ".docker/config.json"  # type: ignore[arg-type]
+    for text, path in [("none", None), ("off", None), ("/etc/docker-auth.json", Path("/etc/docker-auth.json"))]:
+        assert build_agent_config(**base, docker_config=text).docker_config == path  # type: ignore[arg-type]
+
+
 def test_plain_tables_print_what_rich_prints() -> None:
     """Not on a terminal, a simple table is printed without rich, the same text to the byte."""
     rnd = random.Random(7)

@@ -13,7 +13,10 @@
   soon as its record says ``running``, and Docker's userland proxy resets every connection until
   the program listens (a few milliseconds on a busy machine, a second for a program that sleeps
   first: nginx retries each reset, but a request whose every try met one failed).
-* The image is pulled only when absent.  aiodocker/aiohttp errors become
+* The image is pulled only when absent, with the credentials the host's Docker configuration
+  holds for its registry (:mod:`daprdockr.adapters.registry_credentials`); a pull the registry
+  refuses for want of (other) credentials is a terminal error naming the registry and whether
+  credentials were found for it, never the credentials.  aiodocker/aiohttp errors become
   :class:`~daprdockr.errors.ContainerError` (terminal for a missing image or bad config,
   transient otherwise) or :class:`~daprdockr.errors.RuntimeUnavailableError` (engine down).
 """
@@ -53,6 +56,7 @@ from daprdockr.core.containers import (
 from daprdockr.core.containerspec import default_hostname
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.registry_auth import CredentialLookup, is_auth_refusal, qualified_reference, redact, registry_host
 from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,12 @@ class ContainerRuntime(Protocol):
     async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None: ...
 
     async def drain(self, container: ContainerInfo, *, within: float) -> int: ...
+
+
+class CredentialSource(Protocol):
+    """Registry credentials for a pull (:class:`~daprdockr.adapters.registry_credentials.DockerCredentials`)."""
+
+    async def lookup(self, image: str) -> CredentialLookup: ...
 
 
 def _translate(exc: BaseException, *, what: str) -> DaprDockrError:
@@ -146,7 +156,9 @@ class DockerRuntime:
     def __init__(
         self, *, node_id: str, advertise_ip: str, url: str | None = None, timeout: float = 30.0,
         dns_server: str | None = None, allow_bind: tuple[str, ...] = (), listen_wait: float = 10.0,
+        credentials: CredentialSource | None = None,
     ) -> None:
+        self.credentials = credentials  # None: pulls go without credentials
         self.node_id = node_id
         self.listen_wait = listen_wait  # how long a start waits for the program to listen on http_port
         self.advertise_ip = advertise_ip
@@ -220,11 +232,22 @@ class DockerRuntime:
             return
         except ContainerError:
             pass
-        log.info("pulling image %s", image)
+        found = (await self.credentials.lookup(image) if self.credentials is not None else
+                 CredentialLookup(host=registry_host(image), credentials=None, source="--docker-config none"))
+        creds = found.credentials
+        if creds is None:
+            log.info("pulling image %s", image)
+        else:
+            log.info("pulling image %s with the credentials for %s from %s", image, found.host, found.source)
         try:
-            await self._do(self.docker.images.pull(image), what=f"pull {image}")
+            await self._do(self.docker.images.pull(qualified_reference(image) if creds else image,
+                                                   auth=creds.header() if creds else None), what=f"pull {image}")
         except ContainerError as exc:
-            raise ContainerError(f"image {image} is not available: {exc}", transient=True) from exc
+            reason = redact(str(exc), creds.secrets() if creds else ())
+            if is_auth_refusal(reason):  # the same credentials are refused again: no hot retries
+                raise ContainerError(f"image {image} is not available: registry {found.host} refused the pull "
+                                     f"({reason}); {found.describe()}", transient=False) from None
+            raise ContainerError(f"image {image} is not available: {reason}", transient=True) from None
 
     def container_dns(self, spec: ServiceSpec) -> list[str]:
         """The agent's DNS for the container's resolv.conf, when the container can reach it: from

@@ -49,6 +49,8 @@ class AgentConfig:
     api_listen: tuple[str, int] | None = ("127.0.0.1", 7400)
     api_token_file: Path | None = None  # None: <state_dir>/api-token, generated on first start
     max_log_streams: int = 16
+    # the Docker client configuration whose registry logins pulls use (None: pull without credentials)
+    docker_config: Path | None = None
     # host paths containers may bind-mount (resolved; nothing by default)
     allow_bind: tuple[str, ...] = ()
     # shutdown: release instances and stop containers (True) or leave them for a restart

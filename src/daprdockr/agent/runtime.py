@@ -16,6 +16,7 @@ from typing import Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime, DockerRuntime
 from daprdockr.adapters.hollow_runtime import HollowRuntime
+from daprdockr.adapters.registry_credentials import DockerCredentials
 from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.view import LogSource
 from daprdockr.health import CheckRuntime, NetworkCheck
@@ -45,6 +46,7 @@ def make_runtime(config: AgentConfig) -> RuntimeChoice:
     if config.runtime == "hollow":
         hollow = HollowRuntime(node_id=config.node_id, advertise_ip=config.advertise_ip, options=config.hollow)
         return RuntimeChoice(runtime=hollow, network_check=hollow.network_check)
+    credentials = DockerCredentials(path=config.docker_config) if config.docker_config is not None else None
     return RuntimeChoice(runtime=DockerRuntime(
         node_id=config.node_id, advertise_ip=config.advertise_ip, url=config.docker,
-        dns_server=config.container_dns, allow_bind=config.allow_bind))
+        dns_server=config.container_dns, allow_bind=config.allow_bind, credentials=credentials))

@@ -62,6 +62,10 @@ def agent(
     drain_deadline: Annotated[float, typer.Option(help="The most --drain-on-shutdown waits (seconds).")] = 120.0,
     allow_bind: Annotated[list[str] | None, typer.Option(
         help="Host path containers may bind-mount (repeat for more); none by default.")] = None,
+    docker_config: Annotated[str, typer.Option(
+        help="Docker client configuration whose registry logins (auths, credHelpers, credsStore) image pulls "
+             "use, re-read when it changes; none: pull without credentials "
+             "[default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json].", show_default=False)] = "",
     api_token_file: Annotated[Path | None, typer.Option(
         envvar="DAPRDOCKR_API_TOKEN_FILE",
         help="File with the API bearer token (needed when the API listens beyond loopback) "
@@ -85,6 +89,7 @@ def agent(
             drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
             nginx_orphan_timeout=nginx_orphan_timeout, rebalance=rebalance, runtime=runtime,
             hollow_start_delay=hollow_start_delay, hollow_failure_rate=hollow_failure_rate, hollow_seed=hollow_seed,
+            docker_config=docker_config,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
+from daprdockr.adapters.registry_credentials import default_docker_config
 from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.agent.config import AgentConfig, RuntimeKind
 from daprdockr.core.dnsguard import Network
@@ -70,6 +71,14 @@ def hollow_options(*, start_delay: float, failure_rate: float, seed: int | None)
     return HollowOptions(start_delay=start_delay, failure_rate=failure_rate, seed=seed)
 
 
+def _docker_config(text: str) -> Path | None:
+    if text.lower() in ("none", "off"):
+        return None
+    if "\x00" in text:
+        raise ValidationError("is not a path", field="--docker-config")
+    return Path(text).expanduser().absolute() if text else default_docker_config()
+
+
 def build_agent_config(
     *, etcd: str, prefix: str, node_id: str | None, advertise_ip: str, ttl: int, capacity: int,
     docker: str | None, state_dir: Path | None, dns_listen: str, dns_upstream: list[str] | None, dns_ttl: int,
@@ -78,14 +87,16 @@ def build_agent_config(
     drain_on_shutdown: bool = False, drain_deadline: float = 120.0, allow_bind: Sequence[str] = (),
     route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0, rebalance: str = "on",
     runtime: str = "docker", hollow_start_delay: float = 0.0, hollow_failure_rate: float = 0.0,
-    hollow_seed: int | None = None,
+    hollow_seed: int | None = None, docker_config: str = "",
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
 
     ``advertise_ip`` ``auto`` (or empty) is detected from ``route_file`` (the address of the
     interface whose subnet holds the default gateway, as the original DaprDockr did).
     ``dns_listen`` ``auto`` is port 53 on the advertise address, plus 127.0.0.1:53 when the
-    advertise address is not a loopback one.
+    advertise address is not a loopback one.  ``docker_config`` empty is the running user's
+    Docker configuration (``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``),
+    ``none`` pulls without credentials.
     """
     if ttl < 1:
         raise ValidationError("must be >= 1 second", field="--ttl")
@@ -132,6 +143,7 @@ def build_agent_config(
         dns_listen=parse_addr(dns_listen, field="--dns-listen", default_port=53),
         dns_also=dns_also,
         allow_bind=tuple(binds),
+        docker_config=_docker_config(docker_config),
         dns_upstreams=upstreams,
         dns_ttl=dns_ttl,
         dns_workers=auto_dns_workers() if dns_workers < 0 else dns_workers,
