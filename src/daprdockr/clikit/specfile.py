@@ -174,7 +174,7 @@ def validate_docs(docs: Sequence[SpecDoc]) -> list[ServiceSpec]:
             about = f" ({name})" if isinstance(name, str) and len(name) <= 130 else ""
             raise ValidationError(f"{doc.where}{about}: {exc}", field=None) from None
         if (first := seen.get(spec.name)) is not None:
-            raise ValidationError(f"{doc.where}: name: {spec.name} is also {first.where}")
+            raise ValidationError(f"{doc.where}: name: {spec.name} is also named in {first.where}")
         seen[spec.name] = doc
         specs.append(spec)
     return specs
