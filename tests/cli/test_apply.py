@@ -281,3 +281,23 @@ def test_export_leaves_out_an_invalid_stored_spec_and_says_so(cli, etcd_endpoint
     fixed = cli("apply", "-f", "-", input=yaml_docs([{"name": "bad.myapp", "image": IMG}]))
     assert fixed.exit_code == 0 and "bad.myapp: replaced (the stored spec is invalid:" in fixed.stdout
     assert cli("export").exit_code == 0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["apply", "-f", "DIR", "--prune"], "--prune: needs --group G"),
+    (["apply", "-f", "DIR", "--group", "myapp"], "--group: names the group --prune deletes from"),
+    (["apply", "-f", "DIR", "--prune", "--group", "Bad_Group"], "--group: 'Bad_Group' is not a DNS label"),
+    (["apply", "-f", "DIR", "--dry-run", "--wait"], "--wait: nothing is written with --dry-run"),
+    (["apply", "-f", "EMPTY"], "no *.yaml, *.yml, *.json file in the directory"),
+    (["apply", "-f", "MISSING"], "MISSING: No such file or directory"),
+    (["export", "--format", "xml"], "--format: 'xml' is not yaml or json"),
+])
+def test_refused_options_write_nothing(cli, etcd_endpoints: str, prefix: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                       args: list[str], needle: str) -> None:
+    specs_dir = write_fifty(tmp_path / "specs")
+    (tmp_path / "empty").mkdir()
+    paths = {"DIR": str(specs_dir), "EMPTY": str(tmp_path / "empty"), "MISSING": str(tmp_path / "MISSING")}
+    before = on_store(etcd_endpoints, prefix, _revision)
+    r = cli(*[paths.get(a, a) for a in args])
+    assert r.exit_code == 2 and needle in r.stderr, r.output
+    assert on_store(etcd_endpoints, prefix, _revision) == before
