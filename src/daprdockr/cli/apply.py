@@ -147,7 +147,7 @@ def apply_cmd(
 @app.command("plan")
 def plan_cmd(ctx: typer.Context, files: FilesOpt, prune: PruneOpt = False, group: GroupOpt = None,
              as_json: JsonOpt = False) -> None:
-    """``apply --dry-run``: print what applying the files would change; exit 0 if nothing, 2 if anything.
+    """apply --dry-run: print what applying the files would change; exit 0 if nothing, 2 if anything.
 
     Example: daprdockr plan -f services/ --prune --group myapp
     """
@@ -161,7 +161,7 @@ def export_cmd(
     group: Annotated[str | None, typer.Option(help="Only this group's services.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="yaml (multi-document) or json (a list).")] = "yaml",
 ) -> None:
-    """Print the stored specs as ``apply -f`` reads them.   Example: daprdockr export --group myapp > myapp.yaml"""
+    """Print the stored specs as apply -f reads them.   Example: daprdockr export --group myapp > myapp.yaml"""
     try:
         if group is not None:
             validate_label(group, field="--group")
