@@ -47,12 +47,12 @@ def node_ip(i: int) -> str:
 
 
 @contextlib.contextmanager
-def hollow_agents(*, etcd: str, prefix: str, tmp: Path) -> Iterator[dict[str, str]]:
-    """``NODES`` hollow agent processes; yields node id -> API base URL; stops them after."""
+def hollow_agents(*, etcd: str, prefix: str, tmp: Path, nodes: int = NODES) -> Iterator[dict[str, str]]:
+    """``nodes`` hollow agent processes; yields node id -> API base URL; stops them after."""
     procs: list[subprocess.Popen[bytes]] = []
     apis: dict[str, str] = {}
     try:
-        for i in range(NODES):
+        for i in range(nodes):
             node, ip = f"h{i + 1}", node_ip(i)
             api = f"{ip}:{free_port_on(ip)}"
             apis[node] = f"http://{api}"

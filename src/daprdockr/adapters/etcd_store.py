@@ -108,6 +108,11 @@ def _txn_revision(responses: list[Any]) -> int:
     raise StoreError(f"unexpected transaction response {op!r}")
 
 
+def _mod_revision(kv: RawKV | None) -> int:
+    """A key's mod revision, 0 when it is absent (what etcd compares an absent key's as)."""
+    return kv.mod_revision if kv is not None else 0
+
+
 KeyRange = tuple[bytes, bytes]  # etcd's [key, range_end)
 
 
@@ -685,9 +690,8 @@ class EtcdStore:
                 compares.append((guard[0], "mod", guard[1]))
             if await self.transaction(compares=compares, ops=ops, what=cause):
                 return spec
-            if guard is not None and (moved := await self._get_kv(guard[0])) is not None \
-                    and moved.mod_revision != guard[1]:
-                return None
+            if guard is not None and _mod_revision(await self._get_kv(guard[0])) != guard[1]:
+                return None  # (a guard key deleted meanwhile moved too: mod revision 0)
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # written concurrently: again
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
 
@@ -698,13 +702,18 @@ class EtcdStore:
             kv = await self._get_kv(key)
             if kv is None:
                 return False
-            # the rollout record goes with the spec (history stays: a re-created service goes on from it)
-            if await self.transaction(compares=[(key, "mod", kv.mod_revision)],
-                                      ops=[(key, None, 0), (self.schema.rollout(name), None, 0)],
-                                      what="delete service"):
+            if await self.delete_service_at(name, kv.mod_revision):
                 return True
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being deleted; try again")
+
+    async def delete_service_at(self, name: ServiceName, revision: int) -> bool:
+        """Delete the spec iff its key is still at mod ``revision`` (one transaction); False if it moved."""
+        key = self.schema.service(name)
+        # the rollout record goes with the spec (history stays: a re-created service goes on from it)
+        return bool(await self.transaction(compares=[(key, "mod", revision)],
+                                           ops=[(key, None, 0), (self.schema.rollout(name), None, 0)],
+                                           what="delete service"))
 
     # ------------------------------------------------------------------ leases
     async def grant_lease(self, ttl: int) -> int:

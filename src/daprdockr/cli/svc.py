@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +18,7 @@ from daprdockr.adapters.informer import Informer
 from daprdockr.cli.app import fail, service_name, svc_app, with_store
 from daprdockr.clikit.lifecycleflags import health_flags, update_flags
 from daprdockr.clikit.output import print_json, print_table, safe_text
-from daprdockr.clikit.specfile import merge_flags, merge_onto, parse_pairs, parse_spec_text
+from daprdockr.clikit.specfile import load_spec_docs, merge_flags, merge_onto, parse_pairs
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
@@ -28,19 +27,7 @@ from daprdockr.errors import NotFoundError, RolloutFailedError, ValidationError,
 
 
 def _load_files(path: str) -> list[dict[str, Any]]:
-    ignored: list[str] = []
-    if path == "-":
-        docs = parse_spec_text(sys.stdin.read(), source="<stdin>", ignored=ignored)
-    else:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ValidationError(f"{path}: {exc.strerror}") from exc
-        docs = parse_spec_text(text, source=path, ignored=ignored)
-    if ignored:
-        print(f"daprdockr: ignoring fields of the original format DaprDockr does not manage: {', '.join(ignored)}",
-              file=sys.stderr)
-    return docs
+    return [doc.data for doc in load_spec_docs([path])]
 
 
 def progress_json(name: ServiceName, p: Progress) -> str:

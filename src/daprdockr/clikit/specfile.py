@@ -5,14 +5,20 @@ auto-detected; ours or the original DaprDockr's service JSON) into one or more s
 errors that name the file and line;
 :func:`merge_flags` overlays ``svc set`` flags on an existing spec so that
 ``svc set web.myapp --instances 5`` scales without repeating the image; :func:`merge_onto` is that
-merge as the change function of a read-modify-write transaction.
+merge as the change function of a read-modify-write transaction.  :func:`load_spec_docs` reads
+files, directories (their ``*.yaml``, ``*.yml`` and ``*.json``, sorted) and stdin into numbered
+documents, and :func:`validate_docs` makes them specs, every error naming the file, the document
+and the field.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
 
 from daprdockr.clikit.lifecycleflags import merge_lifecycle
 from daprdockr.core.model import ServiceSpec
@@ -103,3 +109,84 @@ def merge_onto(
             raise
         raise ValidationError(f"{exc} (the stored spec of {name} is invalid: {problem}; "
                               "give a whole spec with -f to replace it)") from None
+
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True, slots=True)
+class SpecDoc:
+    """Document ``number`` (1-based, among the file's specs) of ``source``."""
+
+    source: str
+    number: int
+    data: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}: document {self.number}"
+
+
+def spec_files(path: Path) -> list[Path]:
+    """``path`` itself, or a directory's spec files (``*.yaml``, ``*.yml``, ``*.json``) sorted by name."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file())
+    if not found:
+        raise ValidationError(f"{path}: no {', '.join('*' + s for s in SPEC_SUFFIXES)} file in the directory")
+    return found
+
+
+def load_spec_docs(paths: Sequence[str], *, stdin: TextIO | None = None) -> list[SpecDoc]:
+    """Every document of every file (``-``: stdin; a directory: :func:`spec_files`), in order.
+    Fields of the original DaprDockr format that are not managed are noted on stderr."""
+    docs: list[SpecDoc] = []
+    ignored: list[str] = []
+    for path in paths:
+        if path == "-":
+            texts = [("<stdin>", (stdin or sys.stdin).read())]
+        else:
+            texts = []
+            for file in spec_files(Path(path)):
+                try:
+                    texts.append((str(file), file.read_text()))
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ValidationError(f"{file}: {getattr(exc, 'strerror', None) or exc}") from exc
+        for source, text in texts:
+            parsed = parse_spec_text(text, source=source, ignored=ignored)
+            docs += [SpecDoc(source=source, number=i, data=d) for i, d in enumerate(parsed, start=1)]
+    if ignored:
+        print(f"daprdockr: ignoring fields of the original format DaprDockr does not manage: {', '.join(ignored)}",
+              file=sys.stderr)
+    return docs
+
+
+def validate_docs(docs: Sequence[SpecDoc]) -> list[ServiceSpec]:
+    """Each document as a whole spec (its ``name`` required); the first invalid one raises a
+    ValidationError naming its file, document and field; so does a name given twice."""
+    specs: list[ServiceSpec] = []
+    seen: dict[ServiceName, SpecDoc] = {}
+    for doc in docs:
+        try:
+            spec = ServiceSpec.from_dict(doc.data)
+        except ValidationError as exc:
+            name = doc.data.get("name")
+            about = f" ({name})" if isinstance(name, str) and len(name) <= 130 else ""
+            raise ValidationError(f"{doc.where}{about}: {exc}", field=None) from None
+        if (first := seen.get(spec.name)) is not None:
+            raise ValidationError(f"{doc.where}: name: {spec.name} is also named in {first.where}")
+        seen[spec.name] = doc
+        specs.append(spec)
+    return specs
+
+
+def dump_specs(specs: Sequence[ServiceSpec], *, fmt: str) -> str:
+    """``specs`` as ``apply -f`` reads them: multi-document YAML (``yaml``) or a JSON list (``json``)."""
+    docs = [spec.to_dict() for spec in specs]
+    if fmt == "json":
+        return json.dumps(docs, indent=2, sort_keys=True) + "\n"
+    if fmt != "yaml":
+        raise ValidationError(f"{fmt!r} is not yaml or json", field="--format")
+    import yaml
+
+    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, allow_unicode=True)
