@@ -113,7 +113,7 @@ class EtcdHousekeeper:
                 self.health = replace(self.health, compactor=holder.node, compact_error="")
                 return 0
             if self._mark is None:
-                log.info("etcd compaction: this node compacts now (every %.0fs)", self.interval)
+                log.info("etcd compaction: this node compacts now (every %gs)", self.interval)
             status = await self.maintenance.status()
             target, self._mark = compaction_step(self._mark, revision=status.revision, now=self.clock(),
                                                  interval=self.interval)
