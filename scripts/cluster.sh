@@ -37,7 +37,8 @@ start_etcd() {  # start_etcd N
     --listen-peer-urls "http://127.0.0.1:$((PEER_BASE + i))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((PEER_BASE + i))" \
     --initial-cluster "$INITIAL" --initial-cluster-state new --initial-cluster-token daprdockr-local \
-    --heartbeat-interval 50 --election-timeout 500 >"$DIR/etcd-e$i.log" 2>&1 &
+    --heartbeat-interval 50 --election-timeout 500 \
+    --quota-backend-bytes 2147483648 >"$DIR/etcd-e$i.log" 2>&1 &  # (README "etcd housekeeping")
   echo $! >"$DIR/etcd-e$i.pid"
 }
 

@@ -51,7 +51,8 @@ else
   setsid etcd --name demo --data-dir "$DIR/etcd" \
     --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster demo=http://127.0.0.1:2380 >"$DIR/etcd.log" 2>&1 &
+    --initial-cluster demo=http://127.0.0.1:2380 \
+    --quota-backend-bytes 2147483648 >"$DIR/etcd.log" 2>&1 &  # (the quota explicit: README "etcd housekeeping")
   etcd_pid=$!
   for _ in $(seq 100); do
     etcdctl --endpoints "$ETCD" --command-timeout=1s endpoint health >/dev/null 2>&1 && break

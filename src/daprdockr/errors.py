@@ -63,6 +63,14 @@ class StoreError(DaprDockrError):
     """etcd answered with an error other than unavailability."""
 
 
+class StoreFullError(StoreError):
+    """etcd refuses writes: its database reached its quota (alarm NOSPACE; etcd's "mvcc: database
+    space exceeded").  Terminal: every write fails until an operator compacts, defragments and
+    disarms the alarm."""
+
+    transient = False
+
+
 class StoreAccessError(StoreError):
     """etcd refuses this client's user: the password is wrong, or its role does not allow the
     prefix.  Terminal: retrying with the same settings cannot help."""

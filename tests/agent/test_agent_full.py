@@ -62,7 +62,8 @@ async def test_agent_serves_dns_http_api_and_metrics(
                 async with http.get(f"http://{ip}:{api_port}/healthz") as resp:
                     health = await resp.json()
                     assert resp.status == 200 and health["status"] == "ok", health
-                    assert set(health["checks"]) == {"etcd", "docker", "tasks", "nginx", "dns", "etcd_data"}
+                    assert set(health["checks"]) == {"etcd", "docker", "tasks", "nginx", "dns", "etcd_data",
+                                                     "etcd_space"}
                 async with http.get(f"http://{ip}:{api_port}/v1/status") as resp:
                     status = await resp.json()
                     assert len(status["instances"]) == 2 and status["services"][0]["running"] == 4

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -52,6 +52,7 @@ import grpc
 
 from daprdockr.cancellation import owner_cancelled
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity, check_security
+from daprdockr.core.etcd_health import FIX as SPACE_FIX
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
@@ -64,6 +65,7 @@ from daprdockr.errors import (
     LeaseLostError,
     StoreAccessError,
     StoreError,
+    StoreFullError,
     StoreRefusedError,
     StoreUnavailableError,
     ValidationError,
@@ -180,6 +182,9 @@ def translate(exc: BaseException, *, what: str) -> DaprDockrError:
                                  f"and --etcd-key): {text.splitlines()[0][:300]}")
     if "invalid auth token" in text or "auth: revision" in text:  # the token expired: a new client re-authenticates
         return StoreUnavailableError(f"etcd {what} failed: {text}")
+    if "database space exceeded" in text:
+        return StoreFullError(f"etcd {what} failed: etcd's database is full (alarm NOSPACE: {text.splitlines()[0]}); "
+                              f"running services keep serving, but nothing can change until you {SPACE_FIX}")
     if "permission denied" in text:
         return StoreAccessError(f"etcd {what} failed: permission denied (the etcd user's role must allow read and "
                           "write on the prefix)", transient=False)
@@ -426,6 +431,11 @@ class EtcdStore:
             f"etcd unreachable ({what}; last error: {last})",
             endpoints=tuple(str(e) for e in self.endpoints),
         )
+
+    async def call(self, op: Callable[[_Client], Awaitable[T]], *, what: str) -> T:
+        """One call on the client, with the store's failover and error translation (for the
+        maintenance calls of :mod:`~daprdockr.adapters.etcd_maintenance`)."""
+        return await self._call(op, what=what)
 
     # ------------------------------------------------------------------ raw reads
     async def read_prefix(self, prefix: str, *, page_keys: int | None = None) -> tuple[list[RawKV], int]:
@@ -834,7 +844,7 @@ class EtcdStore:
         *,
         start_revision: int | None = None,
         max_backoff: float = 1.0,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events under ``prefix`` (default: the whole schema root), forever.
 
         The watch has a client (a gRPC channel) of its own, so no failing call elsewhere can end

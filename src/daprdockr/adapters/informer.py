@@ -4,7 +4,8 @@ The agent, ``daprdockr dns``, ``svc set --wait``, ``ps -w`` and ``watch`` all ke
 the cluster the same way (client-go's informer, in small): :meth:`Informer.list_once` reads the
 whole prefix at one revision into a pure :class:`~daprdockr.core.mirror.StateMirror`;
 :meth:`Informer.run` watches from the revision after it and applies each event; a ``resync``
-from the watch (it reconnected, or its start revision was compacted) lists again.  Every change
+from the watch (it reconnected, or its start revision was compacted) lists again and watches anew
+from the revision after that list.  Every change
 calls ``on_change``, level-triggered: consumers re-read :attr:`Informer.state` and never depend on
 seeing every event.
 
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
 from daprdockr.core.backoff import Backoff
@@ -42,7 +43,9 @@ class WatchedStore(Protocol):
 
     async def read_prefix(self, prefix: str) -> tuple[list[RawKV], int]: ...
 
-    def watch(self, prefix: str | None = None, *, start_revision: int | None = None) -> AsyncIterator[WatchEvent]: ...
+    def watch(
+        self, prefix: str | None = None, *, start_revision: int | None = None,
+    ) -> AsyncGenerator[WatchEvent, None]: ...
 
 
 class Informer:
@@ -96,13 +99,21 @@ class Informer:
                 await asyncio.sleep(delay)
 
     async def run(self) -> None:
-        """List, then follow the watch forever (each start lists again: nothing is assumed)."""
+        """List, then follow the watch forever (each start lists again: nothing is assumed).
+
+        A ``resync`` lists again and starts a new watch from the revision after that list: after
+        a compaction the old watch would go on from whatever revision etcd had when it reopened,
+        and miss the writes between the list and then."""
         await self._list()
-        async for ev in self.store.watch(start_revision=self.mirror.revision + 1):
-            if ev.kind == "resync":
-                await self._list()
-            else:
-                self.apply(ev)
+        while True:
+            async with contextlib.aclosing(self.store.watch(start_revision=self.mirror.revision + 1)) as events:
+                async for ev in events:
+                    if ev.kind == "resync":
+                        await self._list()
+                        break
+                    self.apply(ev)
+                else:
+                    return  # (a store's watch that ends: only fakes do)
 
     async def wait_for(self, ready: Callable[[ClusterState], bool], *, within: float, poll: float = 0.1) -> bool:
         """With the informer running elsewhere: until ``ready(state)`` holds, checked on every change

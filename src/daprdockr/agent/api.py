@@ -3,7 +3,10 @@
 * ``GET /healthz``   etcd lease, Docker, nginx, DNS, root task and etcd data checks; 503 when the
   lease, Docker or any root task is not running (named in ``checks.tasks.not_running``); malformed
   etcd keys are listed (``checks.etcd_data``) without failing the check; ``runtime`` says
-  ``hollow`` for a test node without Docker (``--runtime hollow``).
+  ``hollow`` for a test node without Docker (``--runtime hollow``).  ``checks.etcd_space``: etcd's
+  database size against its quota, its alarms and the compactions; under the alarm NOSPACE or
+  CORRUPT it is not ok and says why and what to do (status ``degraded``, still 200: this node keeps
+  serving, and an agent restarted then could not even get a lease, since etcd refuses it too).
 * ``GET /v1/status`` this node, its instances and its containers (as its runtime lists them now),
   cluster services desired vs running (JSON).
 * ``GET /v1/logs/<group>/<service>/<n>?tail=100&follow=0`` logs of an instance running on this
@@ -133,6 +136,7 @@ class AgentApi:
                        else f"{v.runtime} runtime: no Docker, its containers are in memory"},
             "tasks": {"ok": not not_running, "not_running": not_running, "detail": dict(v.tasks())},
             "etcd_data": _bad_keys(v.state()),
+            "etcd_space": v.etcd_health().to_dict(),
         }
         nginx = v.nginx()
         if nginx is not None:
@@ -172,6 +176,7 @@ class AgentApi:
             "nodes": sorted(state.nodes),
             "tasks": dict(v.tasks()),
             "invalid_keys": _bad_keys(state)["keys"],
+            "etcd": v.etcd_health().to_dict(),
             "routing": {"applied_revision": v.applied_revision(), "routes": nginx.routes if nginx else 0,
                         "nginx_error": nginx.last_error if nginx else ""},
             "reconcile": {"count": reconcile.passes, "last_error": reconcile.last_error,

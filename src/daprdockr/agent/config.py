@@ -10,6 +10,7 @@ from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
+from daprdockr.core.etcd_health import DEFAULT_COMPACT_INTERVAL, DEFAULT_QUOTA_BYTES
 from daprdockr.core.keys import DEFAULT_PREFIX
 from daprdockr.core.nginx_render import MODULE_DIRS
 
@@ -63,6 +64,10 @@ class AgentConfig:
     drain_on_shutdown: bool = False
     drain_deadline: float = 120.0  # the most a drain on shutdown waits before shutting down anyway
     rebalance: bool = True  # move instances to even out each service across the nodes (core/rebalance.py)
+    # etcd housekeeping (agent/etcd_housekeeping.py): compaction by the lock holder (0: never), and
+    # the quota the database size is shown against (etcd's API does not tell it)
+    compact_interval: float = DEFAULT_COMPACT_INTERVAL
+    etcd_quota_bytes: int = DEFAULT_QUOTA_BYTES
 
     @property
     def container_dns(self) -> str | None:

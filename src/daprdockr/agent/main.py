@@ -11,6 +11,8 @@ One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`)
 * ``settle``         enables claims once the node had time to see its peers
 * ``applied``        publishes the revision of the removals this node's nginx and DNS serve
 * ``health``         runs the services' health checks on this node's containers (:mod:`daprdockr.health`)
+* ``etcd-housekeeping`` compacts etcd (the lock holder) and polls its size and alarms
+                     (:mod:`.etcd_housekeeping`)
 * one per component: ``nginx`` (:mod:`daprdockr.proxy`), ``dns`` (the responder and its
   worker processes), ``api`` (:mod:`.api`)
 
@@ -37,6 +39,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.lifecycle_store import LifecycleStore
@@ -45,6 +48,7 @@ from daprdockr.adapters.statedir import api_token, prepare_state_dir
 from daprdockr.agent.api import AgentApi
 from daprdockr.agent.components import Component, Dns, Serving
 from daprdockr.agent.config import AgentConfig
+from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.supervisor import TaskStatus, guarded
@@ -52,6 +56,7 @@ from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, Recon
 from daprdockr.core import removal
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.etcd_health import EtcdHealth
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import LocalView
 from daprdockr.core.model import NodeRecord
@@ -68,7 +73,7 @@ log = logging.getLogger(__name__)
 # Root tasks that act on the cluster: on shutdown they stop first; the others (the etcd watch,
 # fanout, ``applied`` and the serving components) keep running while this node's instances are
 # released, so the removal is confirmed and this node's own nginx and DNS drop them first.
-ACTING_TASKS = frozenset({"heartbeat", "reconcile", "settle", "health", "docker-events"})
+ACTING_TASKS = frozenset({"heartbeat", "reconcile", "settle", "health", "docker-events", "etcd-housekeeping"})
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:
@@ -109,6 +114,9 @@ class Agent:
             ttl=config.ttl,
             on_new_lease=self._on_new_lease,
         )
+        self.housekeeper = EtcdHousekeeper(maintenance=EtcdMaintenance(self.store), node_id=config.node_id,
+                                           lease=lambda: self.heartbeat.lease, interval=config.compact_interval,
+                                           quota=config.etcd_quota_bytes)
         self.tasks = TaskStatus()
         self.state_changed = asyncio.Event()
         self._pushed: tuple[int, int] = (-1, -1)  # (routing version, local version) last pushed
@@ -131,6 +139,7 @@ class Agent:
 
     def _build_components(self) -> None:
         cfg = self.config
+        self.components.append(self.housekeeper)
         if cfg.http_listen is not None:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
                                       binary=cfg.nginx_binary, on_applied=self._nginx_applied,
@@ -512,6 +521,9 @@ class AgentStatus(AgentView):
 
     def dns(self) -> DnsView | None:
         return self._a.dns.view() if self._a.dns is not None else None
+
+    def etcd_health(self) -> EtcdHealth:
+        return self._a.housekeeper.health
 
     async def docker_ping(self) -> None:
         await self._a.runtime.ping()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from daprdockr.agent.view import AgentView
+from daprdockr.core.etcd_health import ALARMS
 from daprdockr.core.model import HOLLOW_RUNTIME, INSTANCE_STATES
 from daprdockr.core.prometheus import MetricsWriter
 
@@ -50,6 +51,19 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
              [({}, r.reaped)])
     w.family("daprdockr_etcd_errors_total", "counter", "Transient etcd failures (calls and watch).",
              [({}, view.etcd_errors())])
+    etcd = view.etcd_health()
+    w.family("daprdockr_etcd_db_size_bytes", "gauge", "Size of etcd's database (the member this agent asks).",
+             [({}, etcd.db_size)])
+    w.family("daprdockr_etcd_db_size_in_use_bytes", "gauge",
+             "Bytes of etcd's database in use (the rest is free after compactions; defrag returns it).",
+             [({}, etcd.db_size_in_use)])
+    w.family("daprdockr_etcd_quota_bytes", "gauge", "etcd's backend quota (--etcd-quota-bytes).", [({}, etcd.quota)])
+    w.family("daprdockr_etcd_alarm", "gauge", "1 while etcd has this alarm raised (every write fails).",
+             [({"alarm": a}, 1 if a in etcd.alarms else 0) for a in ALARMS])
+    w.family("daprdockr_etcd_compactions_total", "counter", "Compactions of etcd's history this agent made.",
+             [({}, etcd.compactions)])
+    w.family("daprdockr_etcd_compacted_revision", "gauge", "The revision this agent last compacted etcd to.",
+             [({}, etcd.compacted_revision)])
     w.family("daprdockr_lease_healthy", "gauge", "1 while the node's lease is confirmed alive.",
              [({}, 1 if view.lease().healthy else 0)])
     dns = view.dns()

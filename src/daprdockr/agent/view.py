@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.etcd_health import EtcdHealth
 from daprdockr.core.names import ServiceName
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.state import ClusterState
@@ -90,6 +91,8 @@ class AgentView(Protocol):
     def dns(self) -> DnsView | None: ...
 
     def applied_revision(self) -> int: ...
+
+    def etcd_health(self) -> EtcdHealth: ...  # database size, quota, alarms, compactions
 
     async def docker_ping(self) -> None: ...
 

@@ -70,6 +70,14 @@ def agent(
         envvar="DAPRDOCKR_API_TOKEN_FILE",
         help="File with the API bearer token (needed when the API listens beyond loopback) "
              "[default: <state dir>/api-token, generated on first start].")] = None,
+    compact_interval: Annotated[str, typer.Option(
+        envvar="DAPRDOCKR_COMPACT_INTERVAL",
+        help="Seconds between compactions of etcd's history (300, 5m), by one agent at a time, to the revision "
+             "seen one interval earlier; 0 or off: this agent never compacts.")] = "300",
+    etcd_quota_bytes: Annotated[str, typer.Option(
+        envvar="DAPRDOCKR_ETCD_QUOTA_BYTES",
+        help="etcd's --quota-backend-bytes (2GiB, 16MiB or bytes), which etcd's API does not tell: what "
+             "/healthz and the metrics show the database size against.")] = "2GiB",
 ) -> None:
     """Run the agent on this host.
 
@@ -89,7 +97,7 @@ def agent(
             drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
             nginx_orphan_timeout=nginx_orphan_timeout, rebalance=rebalance, runtime=runtime,
             hollow_start_delay=hollow_start_delay, hollow_failure_rate=hollow_failure_rate, hollow_seed=hollow_seed,
-            docker_config=docker_config,
+            docker_config=docker_config, compact_interval=compact_interval, etcd_quota_bytes=etcd_quota_bytes,
         )
         prepare_state_dir(config.state_dir)
     except ValidationError as exc:

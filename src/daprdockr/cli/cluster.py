@@ -9,29 +9,62 @@ from typing import Annotated, Any
 
 import typer
 
+from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
-from daprdockr.cli.app import app, service_name, with_store
+from daprdockr.cli.app import app, fail, service_name, with_store
 from daprdockr.cli.svc import SERVICE_COLUMNS
 from daprdockr.clikit.output import make_table, print_json, print_table
+from daprdockr.core.etcd_health import EtcdHealth, alarm_names, parse_bytes
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, node_rows, service_rows
-from daprdockr.errors import DaprDockrError, NotFoundError
+from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError
+
+
+async def etcd_health(store: EtcdStore, *, quota: int) -> EtcdHealth:
+    """etcd's database size, alarms and compaction lock holder (a failure to read them is shown, not fatal)."""
+    m = EtcdMaintenance(store)
+    try:
+        status, alarms, holder = await m.status(), alarm_names(await m.alarms()), await m.holder()
+    except DaprDockrError as exc:
+        return EtcdHealth(quota=quota, error=str(exc), interval=0)
+    return EtcdHealth(db_size=status.db_size, db_size_in_use=status.db_size_in_use, quota=quota, alarms=alarms,
+                      revision=status.revision, polled=True, compactor=holder.node, interval=0)
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Cluster summary: live nodes and services desired vs running.   Example: daprdockr status"""
-    state = with_store(ctx, lambda s: s.snapshot())
+def status(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False,
+    etcd_quota_bytes: Annotated[str, typer.Option(
+        envvar="DAPRDOCKR_ETCD_QUOTA_BYTES",
+        help="etcd's --quota-backend-bytes (etcd's API does not tell it), to show the database size against.")
+    ] = "2GiB",
+) -> None:
+    """Cluster summary: live nodes, services desired vs running, etcd's space and alarms.
+
+    Example: daprdockr status
+    """
+    try:
+        quota = parse_bytes(etcd_quota_bytes)
+    except ValidationError as exc:
+        raise fail(exc) from None
+
+    async def read(store: EtcdStore) -> tuple[ClusterState, EtcdHealth]:
+        return await store.snapshot(), await etcd_health(store, quota=quota)
+
+    state, etcd = with_store(ctx, read)
     now = time.time()
     node_list, services = node_rows(state, now=now), service_rows(state)
     if as_json:
         print_json({"nodes": node_list, "services": services, "revision": state.revision,
-                    "skipped_keys": [k for k, _ in state.skipped]})
+                    "skipped_keys": [k for k, _ in state.skipped], "etcd": etcd.to_dict()})
         return
     print_table(node_list, ["node", "state", "address", "instances", "capacity", "up"], title="nodes")
     print_table(services, SERVICE_COLUMNS, title="services")
+    print(f"etcd: {'ALARM ' + ','.join(etcd.alarms) + ': ' if etcd.alarms else ''}{etcd.summary()}")
+    if etcd.polled:
+        print(f"etcd compaction: {'by ' + etcd.compactor if etcd.compactor else 'no agent holds the lock'}")
 
 
 @app.command()

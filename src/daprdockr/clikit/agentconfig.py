@@ -15,6 +15,7 @@ from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.agent.config import AgentConfig, RuntimeKind
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import EtcdSecurity, parse_endpoints
+from daprdockr.core.etcd_health import DEFAULT_QUOTA_BYTES, parse_bytes, parse_interval
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.names import validate_label, validate_unicast_ip
 from daprdockr.errors import ValidationError
@@ -87,7 +88,8 @@ def build_agent_config(
     drain_on_shutdown: bool = False, drain_deadline: float = 120.0, allow_bind: Sequence[str] = (),
     route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0, rebalance: str = "on",
     runtime: str = "docker", hollow_start_delay: float = 0.0, hollow_failure_rate: float = 0.0,
-    hollow_seed: int | None = None, docker_config: str = "",
+    hollow_seed: int | None = None, docker_config: str = "", compact_interval: str = "300",
+    etcd_quota_bytes: str = str(DEFAULT_QUOTA_BYTES),
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
 
@@ -157,5 +159,7 @@ def build_agent_config(
         release_on_exit=not keep_on_exit,
         drain_on_shutdown=drain_on_shutdown,
         drain_deadline=drain_deadline,
+        compact_interval=parse_interval(compact_interval),
+        etcd_quota_bytes=parse_bytes(etcd_quota_bytes),
     )
 

@@ -123,7 +123,8 @@ class StateTables:
         elif isinstance(old, Applied):
             self.applied.pop(old.node_id)
         elif isinstance(old, Marker):
-            self.draining.discard(old.node_id)
+            if old.kind == "drain":
+                self.draining.discard(old.node_id)
         elif isinstance(old, Keyed):
             self._remove_keyed(old)
         else:
@@ -163,7 +164,8 @@ class StateTables:
         elif isinstance(new, Applied):
             self.applied.put(new.node_id, new.revision)
         elif isinstance(new, Marker):
-            self.draining.add(new.node_id)
+            if new.kind == "drain":
+                self.draining.add(new.node_id)
         elif isinstance(new, Keyed):
             self._add_keyed(new)
         else:

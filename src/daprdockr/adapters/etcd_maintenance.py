@@ -1,0 +1,121 @@
+"""etcd's maintenance API for the housekeeper and ``daprdockr status``: member status, alarms,
+compaction, and the compaction lock.
+
+aetcd 1.0's ``status()`` drops ``dbSizeInUse`` and lists the members on every call, and its
+``list_alarms()`` is an async generator under a decorator meant for coroutines, so status and
+alarms go to etcd's gRPC Maintenance stubs aetcd ships (with the client's timeout, channel, auth
+token and ``hasleader`` metadata), through :meth:`EtcdStore.call` (failover, errors translated).
+etcd's API does not expose the member's ``--quota-backend-bytes``: the agents take it as an option.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aetcd.exceptions as aetcd_exc
+import aetcd.rpc as aetcd_rpc
+import grpc
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.core.model import dumps
+from daprdockr.core.state import Marker, RawKV, decode_entry
+from daprdockr.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    member: int  # the answering member's id
+    db_size: int
+    db_size_in_use: int
+    revision: int  # the store revision when it answered
+    leader: int
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds the compaction lock: ``node`` ("" for nobody, or a value no agent wrote) on ``lease``."""
+
+    node: str
+    lease: int
+
+
+class EtcdMaintenance:
+    def __init__(self, store: EtcdStore) -> None:
+        self.store = store
+
+    async def status(self) -> MemberStatus:
+        async def op(c: Any) -> MemberStatus:
+            await c.connect()
+            r = await c.maintenancestub.Status(aetcd_rpc.StatusRequest(), timeout=c._timeout, metadata=c.metadata)
+            return MemberStatus(member=int(r.header.member_id), db_size=int(r.dbSize),
+                                db_size_in_use=int(r.dbSizeInUse), revision=int(r.header.revision),
+                                leader=int(r.leader))
+
+        return await self.store.call(_translated(op), what="status")
+
+    async def alarms(self) -> list[tuple[int, str]]:
+        """Every member's active alarms, as ``(member id, NOSPACE|CORRUPT)``."""
+        async def op(c: Any) -> list[tuple[int, str]]:
+            await c.connect()
+            request = aetcd_rpc.AlarmRequest(action=aetcd_rpc.AlarmRequest.GET, memberID=0,
+                                             alarm=aetcd_rpc.AlarmType.Value("NONE"))
+            r = await c.maintenancestub.Alarm(request, timeout=c._timeout, metadata=c.metadata)
+            return [(int(a.memberID), aetcd_rpc.AlarmType.Name(a.alarm)) for a in r.alarms]
+
+        return await self.store.call(_translated(op), what="list alarms")
+
+    async def compact(self, revision: int) -> bool:
+        """Compact etcd's history below ``revision``; False if it was already compacted that far."""
+        async def op(c: Any) -> bool:
+            await c.connect()
+            try:
+                await c.kvstub.Compact(aetcd_rpc.CompactionRequest(revision=revision), timeout=c._timeout,
+                                       metadata=c.metadata)
+            except grpc.aio.AioRpcError as exc:
+                if "required revision has been compacted" in str(exc.details()):
+                    return False
+                raise
+            return True
+
+        return await self.store.call(_translated(op), what=f"compact to revision {revision}")
+
+    async def hold(self, *, node: str, lease: int, since: float) -> Holder:
+        """Take the compaction lock on ``lease`` if nobody holds it (one transaction: create the key
+        iff absent); returns who holds it now (us when its lease is ``lease``)."""
+        key = self.store.schema.compactor
+        value = dumps({"node": node, "since": since})
+
+        async def op(c: Any) -> bool:
+            k = key.encode()
+            ok, _ = await c.transaction(compare=[c.transactions.create(k) == 0],
+                                        success=[c.transactions.put(k, value, lease=lease)], failure=[])
+            return bool(ok)
+
+        if await self.store.call(op, what="take the compaction lock"):
+            return Holder(node=node, lease=lease)
+        return await self.holder()
+
+    async def holder(self) -> Holder:
+        """Who holds the compaction lock now (``Holder("", 0)``: nobody)."""
+        kv = await self.store.get_kv(self.store.schema.compactor)
+        return Holder(node="", lease=0) if kv is None else self._holder(kv)
+
+    def _holder(self, kv: RawKV) -> Holder:
+        decoded = decode_entry(self.store.schema, kv)  # (a malformed value: held, by no agent we know)
+        return Holder(node=decoded.node_id if isinstance(decoded, Marker) else "", lease=kv.lease)
+
+
+def _translated(op: Any) -> Any:
+    """``op`` with raw gRPC errors raised as aetcd's (what :func:`translate` knows)."""
+    async def call(c: Any) -> Any:
+        try:
+            return await op(c)
+        except grpc.aio.AioRpcError as exc:
+            aetcd_exc._handle_exception(exc)
+            raise StoreError(str(exc)) from exc
+
+    return call

@@ -1,0 +1,228 @@
+"""etcd housekeeping against real etcd members started here with a small quota (16 MiB):
+
+* a long churn of service changes with the agents' compaction on never raises NOSPACE (no defrag);
+* the same churn with it off fills the quota: a hollow agent process's ``/healthz``, ``/metrics``
+  and ``daprdockr status`` show the alarm, ``svc set`` fails saying what to do, and the agent's
+  DNS still answers its instance;
+* two agents' housekeepers share one etcd: only the lock holder compacts, and when its lease
+  ends the other takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
+from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.keys import KeySchema
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.errors import StoreFullError
+from tests.e2e.realcluster import free_port_on
+from tests.support.procs import EtcdCluster, terminate
+
+pytestmark = [pytest.mark.etcd, pytest.mark.slow]
+
+QUOTA = 16 * 1024 * 1024
+CHURN = ServiceName(group="myapp", service="churn")
+WEB = ServiceName(group="myapp", service="web")
+CHANGES = 4000  # ~4 KiB specs, each change also writes a history entry: ~8 KiB of revisions each
+
+
+@contextlib.contextmanager
+def small_etcd(tmp: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp, size=1, extra_args=(f"--quota-backend-bytes={QUOTA}",))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def store_of(endpoints: str, prefix: str) -> AsyncIterator[EtcdStore]:
+    async with EtcdStore(endpoints=parse_endpoints(endpoints), schema=KeySchema(prefix), timeout=3.0) as store:
+        yield store
+
+
+def churn_spec(n: int) -> ServiceSpec:
+    return ServiceSpec.from_dict({"image": "busybox", "instances": 0, "env": {"PAD": "x" * 4000, "N": str(n)}},
+                                 name=CHURN)
+
+
+async def churn(store: EtcdStore, changes: int) -> int:
+    """Change the same service over and over; returns how many changes were written before a
+    write was refused for space (``changes`` if none was)."""
+    for n in range(changes):
+        try:
+            await store.put_service(churn_spec(n))
+        except StoreFullError:
+            return n
+    return changes
+
+
+async def test_churn_with_the_agents_compaction_on_stays_within_a_small_quota(tmp_path: Path) -> None:
+    with small_etcd(tmp_path) as etcd:
+        async with store_of(etcd.endpoints, "/hk") as store:
+            lease = await store.grant_lease(60)
+            keeper = EtcdHousekeeper(maintenance=EtcdMaintenance(store), node_id="n1", lease=lambda: lease,
+                                     interval=1.0, quota=QUOTA, poll_interval=1.0)
+            task = asyncio.create_task(keeper.run())  # the component itself: its two timers
+            try:
+                started = time.monotonic()
+                written = await churn(store, CHANGES)
+                took = time.monotonic() - started
+                health = await keeper.poll_once()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            assert written == CHANGES, f"NOSPACE after {written} changes with compaction on"
+            assert health.alarms == () and not health.problem and health.db_size < QUOTA
+            assert keeper.health.compactions >= int(took) - 2 and keeper.health.compacted_revision > 0
+            assert keeper.health.compactor == "n1" and not keeper.health.compact_error
+            print(f"{CHANGES} changes in {took:.1f}s, {keeper.health.compactions} compactions, database "
+                  f"{health.db_size} bytes ({health.db_size_in_use} in use) of {QUOTA}")
+
+
+async def test_two_housekeepers_one_compacts_and_the_other_takes_over_when_its_lease_ends(
+        etcd_endpoints: str, prefix: str) -> None:
+    async with store_of(etcd_endpoints, prefix) as store:
+        leases = {"n1": await store.grant_lease(2), "n2": await store.grant_lease(2)}
+        keepers = {node: EtcdHousekeeper(maintenance=EtcdMaintenance(store), node_id=node,
+                                         lease=lambda node=node: leases[node],  # type: ignore[misc]
+                                         interval=0.5, quota=QUOTA)
+                   for node in leases}
+        compacted: dict[str, list[int]] = {"n1": [], "n2": []}
+        ticks = iter(range(1000))
+
+        async def tick(node: str) -> None:
+            await store.keepalive(leases[node])
+            await store.put_service(churn_spec(next(ticks)))  # (a write: something to compact)
+            target = await keepers[node].compact_once()
+            if target:
+                compacted[node].append(target)
+
+        for _ in range(8):  # both tick every interval, at the same time
+            await asyncio.gather(tick("n1"), tick("n2"))
+            await asyncio.sleep(0.5)
+        holder, other = ("n1", "n2") if compacted["n1"] else ("n2", "n1")
+        assert len(compacted[holder]) >= 5 and compacted[other] == []  # one compactor per interval
+        assert keepers[other].health.compactor == holder == keepers[holder].health.compactor
+        assert compacted[holder] == sorted(compacted[holder])
+        for _ in range(5):  # the holder's lease ends (its agent died): the lock goes with it
+            await store.keepalive(leases[other])
+            await asyncio.sleep(0.5)
+        assert (await EtcdMaintenance(store).holder()).node == ""
+        for _ in range(6):
+            await tick(other)
+            await asyncio.sleep(0.5)
+        assert len(compacted[other]) >= 3 and keepers[other].health.compactor == other
+        assert compacted[other][0] > compacted[holder][-1]
+        lock = await EtcdMaintenance(store).holder()
+        assert (lock.node, lock.lease) == (other, leases[other])
+
+
+@contextlib.contextmanager
+def hollow_agent(*, etcd: str, prefix: str, ip: str, dns_port: int, api_port: int,
+                 tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A hollow agent process that never compacts, told the quota, its DNS and API on ``ip``."""
+    with open(tmp / "agent.log", "ab") as log:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "daprdockr", "agent", "--runtime", "hollow", "--node-id", "h1", "--advertise-ip", ip,
+             "--ttl", "5", "--state-dir", str(tmp / "state"), "--dns-listen", f"{ip}:{dns_port}",
+             "--http-listen", "off", "--api-listen", f"{ip}:{api_port}", "--compact-interval", "off",
+             "--etcd-quota-bytes", "16MiB"],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "DAPRDOCKR_ETCD": etcd, "DAPRDOCKR_PREFIX": prefix})
+    try:
+        yield agent
+    finally:
+        terminate(agent, grace=10)
+
+
+def cli(endpoints: str, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daprdockr", "--etcd", endpoints, "--prefix", prefix, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def ask_dns(ip: str, port: int, name: str) -> list[str]:
+    reply = dns.query.udp(dns.message.make_query(name, dns.rdatatype.A), ip, port=port, timeout=2)
+    return [item.address for rrset in reply.answer for item in rrset]
+
+
+async def wait_until(check, *, within: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    last: object = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = await check()
+            if last:
+                return last
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{what} not within {within}s; last: {last!r}")
+
+
+async def test_without_compaction_the_alarm_shows_writes_fail_clearly_and_dns_keeps_answering(
+        tmp_path: Path) -> None:
+    ip = "127.0.0.21"
+    dns_port, api_port = free_port_on(ip), free_port_on(ip)
+    prefix = "/hk"
+    with small_etcd(tmp_path) as etcd, hollow_agent(etcd=etcd.endpoints, prefix=prefix, ip=ip, dns_port=dns_port,
+                                                    api_port=api_port, tmp=tmp_path) as agent:
+        async with store_of(etcd.endpoints, prefix) as store, aiohttp.ClientSession() as http:
+            await store.put_service(ServiceSpec(name=WEB, image="busybox", instances=1))
+            await wait_until(lambda: asyncio.to_thread(ask_dns, ip, dns_port, "1.web.myapp.container"),
+                             within=30, what="DNS answering instance 1")
+            written = await churn(store, 10 * CHANGES)
+            assert written < 10 * CHANGES, "the quota was never reached"
+            print(f"NOSPACE after {written} changes with compaction off")
+            # the write that hit the quota says so and what to do
+            with pytest.raises(StoreFullError) as refused:
+                await store.put_service(churn_spec(0))
+            for words in ("database is full", "NOSPACE", "etcdctl defrag", "etcdctl alarm disarm"):
+                assert words in str(refused.value)
+            set_web = cli(etcd.endpoints, prefix, "svc", "set", "other.myapp", "--image", "busybox",
+                          "--instances", "1")
+            assert set_web.returncode != 0 and "database is full" in set_web.stderr, set_web.stderr
+            assert "etcdctl alarm disarm" in set_web.stderr and "Traceback" not in set_web.stderr
+
+            async def healthz() -> dict[str, object] | None:
+                async with http.get(f"http://{ip}:{api_port}/healthz") as resp:
+                    body = await resp.json()
+                return body if not body["checks"]["etcd_space"]["ok"] else None
+
+            body = await wait_until(healthz, within=20, what="/healthz showing the alarm")
+            space = body["checks"]["etcd_space"]
+            assert body["status"] == "degraded" and space["alarms"] == ["NOSPACE"]
+            assert "NOSPACE" in space["detail"] and "etcdctl defrag" in space["detail"]
+            async with http.get(f"http://{ip}:{api_port}/metrics") as resp:
+                metrics = await resp.text()
+            assert 'daprdockr_etcd_alarm{alarm="NOSPACE"} 1' in metrics
+            assert f"daprdockr_etcd_quota_bytes {QUOTA}" in metrics
+
+            shown = cli(etcd.endpoints, prefix, "status", "--etcd-quota-bytes", "16MiB")
+            assert shown.returncode == 0 and "ALARM NOSPACE" in shown.stdout, shown.stdout + shown.stderr
+            as_json = json.loads(cli(etcd.endpoints, prefix, "status", "--json").stdout)
+            assert as_json["etcd"]["alarms"] == ["NOSPACE"] and not as_json["etcd"]["ok"]
+
+            # running services keep serving: the agent's DNS still answers the instance
+            assert ask_dns(ip, dns_port, "1.web.myapp.container") == [ip]
+            await asyncio.sleep(6)  # longer than the lease's TTL: keepalives go on under NOSPACE
+            assert ask_dns(ip, dns_port, "1.web.myapp.container") == [ip]
+            assert agent.poll() is None
