@@ -4,6 +4,10 @@ Every instance key this node owns is bound to the same lease, so when the agent 
 off from etcd for longer than the TTL) its node record and all its claims expire together and
 other agents re-run the instances.
 
+The keepalives themselves are sent by a :class:`~daprdockr.adapters.lease_keeper.LeaseKeeper`
+from a thread of its own when one is given (a busy loop does not make them late); this loop then
+only checks in with it and takes over if its thread ends.
+
 Losing etcd: transient keepalive failures are retried every half second, each attempt bounded
 by ``ttl / 5`` per endpoint (so a hung member cannot eat the TTL); containers keep running.
 When etcd answers again but the lease is gone (:class:`LeaseLostError`), a new lease is granted,
@@ -19,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from daprdockr.adapters.lease_keeper import LeaseKeeper
 from daprdockr.core.model import NodeRecord
 from daprdockr.errors import DaprDockrError, LeaseLostError
 
@@ -44,8 +49,10 @@ class Heartbeat:
         ttl: int,
         on_new_lease: Callable[[int], None],
         clock: Callable[[], float] = time.monotonic,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self.store = store
+        self.keeper = keeper  # refreshes the lease from its own thread while its thread runs
         self.node = node
         self.ttl = ttl
         self.on_new_lease = on_new_lease
@@ -74,6 +81,8 @@ class Heartbeat:
         await self.store.put_node(self.node, lease=lease)
         self.lease = lease
         self.last_ok = self.clock()
+        if self.keeper is not None:
+            self.keeper.track(lease)
         log.info("node %s registered with lease %x (ttl %ss)", self.node.node_id, lease, self.ttl)
         self.on_new_lease(lease)
         return lease
@@ -86,6 +95,13 @@ class Heartbeat:
         try:
             if not self.lease:
                 await self.register()
+                return
+            keeper = self.keeper
+            if keeper is not None and keeper.running:
+                keeper.touch()  # (the loop is alive: the keeper goes on renewing)
+                if keeper.lost == self.lease:
+                    raise LeaseLostError(f"lease {self.lease:x} is gone")
+                self.last_ok = max(self.last_ok, keeper.last_ok)
                 return
             await self.store.keepalive(self.lease, attempt_timeout=self.call_timeout)
             self.last_ok = self.clock()
@@ -113,6 +129,8 @@ class Heartbeat:
         revision of that deletion (0 if there was no lease)."""
         if not self.lease:
             return 0
+        if self.keeper is not None:
+            self.keeper.track(0)
         revision = await self.store.revoke_lease(self.lease)
         self.lease = 0
         return revision

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
+from daprdockr.adapters.lease_keeper import LeaseKeeper
 from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.adapters.process import run_until_signal
 from daprdockr.adapters.statedir import api_token, prepare_state_dir
@@ -106,7 +107,11 @@ class Agent:
             rollouts=self.lifecycle,
         )
         self.reconciler.rebalance = config.rebalance
+        # the lease's keepalives from a thread of their own (a busy loop must not make them late)
+        self.keeper = LeaseKeeper(connect=lambda: EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0,
+                                                            security=config.etcd_security), ttl=config.ttl)
         self.heartbeat = Heartbeat(
+            keeper=self.keeper,
             store=self.store,
             node=NodeRecord(node_id=config.node_id, address=config.advertise_ip, capacity=config.capacity,
                             started_at=time.time(), dns=_fmt(config.dns_listen), http=_fmt(config.http_listen),
@@ -214,6 +219,7 @@ class Agent:
             return False
         if not await self._retry("reading etcd", self.informer.list_once, stop):
             return False
+        self.keeper.start()
         if not await self._retry("registering the node", self.heartbeat.register, stop):
             return False
         if not await self._retry("ending a drain on shutdown", self._end_shutdown_drain, stop):
@@ -454,6 +460,7 @@ class Agent:
         log.info("released the lease and stopped %d containers", len(containers))
 
     async def _close(self) -> None:
+        await asyncio.to_thread(self.keeper.stop)
         await self.runtime.close()
         await self.store.close()
 
