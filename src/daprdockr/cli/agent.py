@@ -33,7 +33,8 @@ def agent(
                          "--etcd/--prefix/--etcd-*/--log-format/--verbose, as a key (dashes or underscores). "
                          "Flags win over the environment (DAPRDOCKR_*), which wins over the file.")] = None,
     print_config: Annotated[bool, typer.Option(
-        help="Print the effective configuration, each value's source (flag, env, file, default), and exit.")] = False,
+        help="Print the effective configuration as a TOML file, each value's source (flag, env, file, default) "
+             "in a comment, and exit.")] = False,
     node_id: Annotated[str | None, typer.Option(help="Node id (default: hostname).")] = None,
     advertise_ip: Annotated[str, typer.Option(
         help="Address ports are published on and DNS answers point to; auto: the address of the interface "
@@ -103,13 +104,12 @@ def agent(
 
     try:
         values = effective_values(ctx, config)
-        if print_config:
+        if print_config:  # (what the agent would start with; its values are checked when it starts)
             typer.echo(render_effective(values), nl=False)
+            raise typer.Exit(0)
         plain = {k: v.value for k, v in values.items()}
         settings = agent_config_from(own={k: v for k, v in plain.items() if k in ctx.params},
                                      global_options={k: v for k, v in plain.items() if k not in ctx.params})
-        if print_config:
-            raise typer.Exit(0)
         prepare_state_dir(settings.state_dir)
     except ValidationError as exc:
         raise fail(exc) from None
