@@ -12,6 +12,8 @@ for pair in etcd:etcd-server etcdctl:etcd-client dockerd:docker.io nginx:nginx-l
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
+# systemd-analyze: the tests verify the agent's unit (daprdockr agent install) with the real one
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # nginx's Lua module (routes change without reloads); it brings lua-resty-core and LuaJIT
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
 if ((${#need[@]})); then

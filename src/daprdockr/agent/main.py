@@ -14,7 +14,11 @@ One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`)
 * ``etcd-housekeeping`` compacts etcd (the lock holder) and polls its size and alarms
                      (:mod:`.etcd_housekeeping`)
 * one per component: ``nginx`` (:mod:`daprdockr.proxy`), ``dns`` (the responder and its
-  worker processes), ``api`` (:mod:`.api`)
+  worker processes), ``api`` (:mod:`.api`), and under systemd ``watchdog`` (:mod:`.watchdog`)
+
+Under systemd (``NOTIFY_SOCKET``, :mod:`daprdockr.adapters.sdnotify`) the agent says what it does
+(``STATUS=joining: ...``), ``READY=1`` once :meth:`Agent.start` returned (registered in etcd, DNS
+and nginx serving), and ``STOPPING=1`` when the stop event is set.
 
 Components are typed (:mod:`.components`: start / run / stop), started in the order of
 :attr:`Agent.components` and stopped in reverse.  The API and the metrics get a read-only
@@ -45,6 +49,7 @@ from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.lease_keeper import LeaseKeeper
 from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.adapters.process import run_until_signal
+from daprdockr.adapters.sdnotify import Notifier
 from daprdockr.adapters.statedir import api_token, prepare_state_dir
 from daprdockr.agent.api import AgentApi
 from daprdockr.agent.components import Component, Dns, Serving
@@ -54,6 +59,7 @@ from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
+from daprdockr.agent.watchdog import Watchdog
 from daprdockr.core import removal
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
@@ -84,8 +90,9 @@ def _fmt(addr: tuple[str, int] | None) -> str:
 class Agent:
     """One node.  ``await agent.run(stop_event)`` starts it, runs it until ``stop`` is set, stops it."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, *, notifier: Notifier | None = None) -> None:
         self.config = config
+        self.notifier = notifier or Notifier(None)  # systemd's notify socket (none: nothing is sent)
         self.schema = KeySchema(config.prefix)
         self.store = EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0,
                                security=config.etcd_security)
@@ -162,6 +169,11 @@ class Agent:
                                 max_log_streams=cfg.max_log_streams,
                                 token=api_token(cfg.state_dir, cfg.api_token_file))
             self.components.append(self.api)
+        if self.notifier.enabled:
+            self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))
+
+    def status_line(self) -> str:
+        return f"serving {self.mirror.state().held_by(self.config.node_id)} instances"
 
     @property
     def serving(self) -> list[Serving]:
@@ -215,15 +227,17 @@ class Agent:
         prepare_state_dir(cfg.state_dir)
         if cfg.http_listen is not None:
             lua_modules(cfg.nginx_modules)  # one clear line naming the package, before joining the cluster
-        if not await self._retry("connecting to Docker", self.runtime.ping, stop):
-            return False
-        if not await self._retry("reading etcd", self.informer.list_once, stop):
-            return False
-        self.keeper.start()
-        if not await self._retry("registering the node", self.heartbeat.register, stop):
-            return False
-        if not await self._retry("ending a drain on shutdown", self._end_shutdown_drain, stop):
-            return False
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("connecting to Docker", self.runtime.ping), ("reading etcd", self.informer.list_once),
+            ("registering the node", self.heartbeat.register),
+            ("ending a drain on shutdown", self._end_shutdown_drain),
+        ]
+        self.keeper.start()  # (it renews the lease once the heartbeat registers one)
+        for what, step in steps:
+            self.notifier.notify(f"STATUS=joining: {what}")
+            if not await self._retry(what, step, stop):
+                return False
+        self.notifier.notify("STATUS=joining: starting DNS, nginx and the API")
         self._build_components()
         for component in self.components:
             await component.start()
@@ -345,19 +359,24 @@ class Agent:
         """Start, run every task until ``stop`` is set, then shut down in order."""
         try:
             if not await self.start(stop):
+                self.notifier.notify("STOPPING=1", "STATUS=stopped before it joined")
                 await self._stop_components()
                 await self._close()
                 return 0
         except DaprDockrError as exc:
             log.error("agent start failed: %s", exc)
+            self.notifier.notify("STOPPING=1", f"STATUS=start failed: {exc}")
             await self._stop_components()
             await self._close()
             return 1
+        self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
         released = False
         try:
             async with asyncio.TaskGroup() as tg:
                 running = {n: tg.create_task(guarded(n, f, status=self.tasks), name=n) for n, f in self.roots().items()}
                 await stop.wait()
+                self.notifier.notify("STOPPING=1", "STATUS=draining" if self.config.drain_on_shutdown
+                                     else "STATUS=shutting down: releasing instances")
                 if self.config.drain_on_shutdown:
                     await self.drain_before_exit()
                 log.info("shutting down")
@@ -543,5 +562,8 @@ def run_agent(config: AgentConfig) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    agent = Agent(config)
-    return run_until_signal(agent.run, on_second_signal=agent.kill_nginx)
+    agent = Agent(config, notifier=Notifier.from_env())
+    try:
+        return run_until_signal(agent.run, on_second_signal=agent.kill_nginx)
+    finally:
+        agent.notifier.close()

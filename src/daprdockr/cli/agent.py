@@ -1,21 +1,40 @@
-"""``daprdockr agent`` and ``daprdockr dns``: run the agent, or only the DNS server."""
+"""``daprdockr agent`` and ``daprdockr dns``: run the agent, or only the DNS server.
+
+``daprdockr agent`` also reads its flags from a file (``--config``: every flag of the agent, and
+the global etcd and logging options, is a key: :mod:`daprdockr.clikit.agentfile`), shows the
+effective configuration (``--print-config``) and installs itself as a systemd service
+(``agent install`` / ``agent uninstall``: :mod:`daprdockr.clikit.agentinstall`).
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from daprdockr.cli.app import app, fail, globals_of
+from daprdockr.cli.app import app, fail, globals_of, main_options
+from daprdockr.core.agentfile import Effective, OptionDef, Source
 from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.systemd_unit import DEFAULT_CONFIG, DEFAULT_UNIT_DIR, UNIT_NAME
 from daprdockr.errors import DaprDockrError, ValidationError
 
+agent_app = typer.Typer()
+app.add_typer(agent_app, name="agent")
 
-@app.command()
+
+@agent_app.callback(invoke_without_command=True)
 def agent(
     ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Agent configuration file (.toml, .yaml): any flag below, and the global "
+                         "--etcd/--prefix/--etcd-*/--log-format/--verbose, as a key (dashes or underscores). "
+                         "Flags win over the environment (DAPRDOCKR_*), which wins over the file.")] = None,
+    print_config: Annotated[bool, typer.Option(
+        help="Print the effective configuration as a TOML file, each value's source (flag, env, file, default) "
+             "in a comment, and exit.")] = False,
     node_id: Annotated[str | None, typer.Option(help="Node id (default: hostname).")] = None,
     advertise_ip: Annotated[str, typer.Option(
         help="Address ports are published on and DNS answers point to; auto: the address of the interface "
@@ -82,30 +101,61 @@ def agent(
     """Run the agent on this host.
 
     Example: daprdockr agent --node-id n1 --advertise-ip 127.0.0.11 --http-listen 127.0.0.11:80
+    (or: daprdockr agent --config /etc/daprdockr/agent.toml)
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from daprdockr.adapters.statedir import prepare_state_dir  # (here: the other commands start faster)
-    from daprdockr.clikit.agentconfig import build_agent_config
+    from daprdockr.clikit.agentconfig import agent_config_from
+    from daprdockr.core.agentfile import render_effective
+    from daprdockr.logging_setup import setup_logging
 
-    g = globals_of(ctx)
     try:
-        config = build_agent_config(
-            etcd=g.etcd, prefix=g.prefix, node_id=node_id, advertise_ip=advertise_ip, ttl=ttl, capacity=capacity,
-            docker=docker, state_dir=state_dir, dns_listen=dns_listen, dns_upstream=dns_upstream,
-            dns_ttl=dns_ttl, http_listen=http_listen, nginx=nginx, api_listen=api_listen,
-            keep_on_exit=keep_on_exit, dns_workers=dns_workers, api_token_file=api_token_file,
-            security=g.security, dns_allow=dns_allow, drain_on_shutdown=drain_on_shutdown,
-            drain_deadline=drain_deadline, allow_bind=allow_bind or (), route_file=route_file,
-            nginx_orphan_timeout=nginx_orphan_timeout, rebalance=rebalance, runtime=runtime,
-            hollow_start_delay=hollow_start_delay, hollow_failure_rate=hollow_failure_rate, hollow_seed=hollow_seed,
-            docker_config=docker_config, compact_interval=compact_interval, etcd_quota_bytes=etcd_quota_bytes,
-        )
-        prepare_state_dir(config.state_dir)
+        values = effective_values(ctx, config)
+        if print_config:  # (what the agent would start with; its values are checked when it starts)
+            typer.echo(render_effective(values), nl=False)
+            raise typer.Exit(0)
+        plain = {k: v.value for k, v in values.items()}
+        settings = agent_config_from(own={k: v for k, v in plain.items() if k in ctx.params},
+                                     global_options={k: v for k, v in plain.items() if k not in ctx.params})
+        prepare_state_dir(settings.state_dir)
     except ValidationError as exc:
         raise fail(exc) from None
     from daprdockr.agent.main import run_agent
 
+    setup_logging(verbosity=int(str(plain["verbose"])), fmt=str(plain["log_format"]))  # (a file may set them)
     _daemon_logging()
-    raise typer.Exit(run_agent(config))
+    raise typer.Exit(run_agent(settings))
+
+
+NOT_KEYS = frozenset({"ctx", "config", "print_config"})
+# the global options an agent does not use: --timeout is the CLI's per-call etcd timeout
+NOT_AGENT_GLOBALS = frozenset({"timeout"})
+
+
+def agent_keys() -> dict[str, OptionDef]:
+    """Every config file key: the agent's own flags and the global options it uses, read off the
+    two functions that define them."""
+    from daprdockr.clikit.agentfile import options_of
+
+    return {**options_of(main_options, skip=NOT_AGENT_GLOBALS), **options_of(agent, skip=NOT_KEYS)}
+
+
+def effective_values(ctx: typer.Context, config: Path | None) -> dict[str, Effective]:
+    """The agent's configuration: flag > environment > file > default, with each value's source."""
+    from daprdockr.clikit.agentfile import read_agent_file, source_of
+    from daprdockr.core.agentfile import effective
+
+    keys = agent_keys()
+    file = read_agent_file(config, options=keys) if config is not None else {}
+    root = ctx.find_root()
+    given: dict[str, object] = {}
+    given_from: dict[str, Source] = {}
+    for name in keys:
+        owner = ctx if name in ctx.params else root
+        given[name] = owner.params[name]
+        given_from[name] = source_of(owner, name)
+    return effective(given=given, given_from=given_from, file=file)
 
 
 def _daemon_logging() -> None:
@@ -150,3 +200,54 @@ def dns(
         raise fail(exc) from None
     raise typer.Exit(code)
 
+
+
+@agent_app.command()
+def install(
+    config: Annotated[Path, typer.Option(help="The agent's configuration file (it must exist).")] = Path(
+        DEFAULT_CONFIG),
+    dry_run: Annotated[bool, typer.Option(help="Print the unit instead of writing it.")] = False,
+    unit_dir: Annotated[Path, typer.Option(help="Where the unit is written.")] = Path(DEFAULT_UNIT_DIR),
+) -> None:
+    """Install the agent as a systemd service (daprdockr-agent.service: Type=notify, watchdog).
+
+    Example: daprdockr agent install --config /etc/daprdockr/agent.toml --dry-run
+    """
+    from daprdockr.clikit.agentinstall import unit_text, write_unit
+
+    try:
+        text = unit_text(config=config, options=agent_keys(), drain_default=_default_of("drain_deadline"))
+        if dry_run:
+            typer.echo(text, nl=False)
+            return
+        path = write_unit(text, unit_dir=unit_dir)
+    except ValidationError as exc:
+        raise fail(exc) from None
+    typer.echo(f"wrote {path}; now: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
+
+
+@agent_app.command()
+def uninstall(
+    unit_dir: Annotated[Path, typer.Option(help="Where the unit was written.")] = Path(DEFAULT_UNIT_DIR),
+) -> None:
+    """Remove the agent's systemd unit (stop it first: systemctl disable --now daprdockr-agent).
+
+    Example: daprdockr agent uninstall
+    """
+    from daprdockr.clikit.agentinstall import remove_unit
+
+    try:
+        path = remove_unit(unit_dir=unit_dir)
+    except ValidationError as exc:
+        raise fail(exc) from None
+    if path is None:
+        typer.echo(f"no {UNIT_NAME} in {unit_dir}")
+    else:
+        typer.echo(f"removed {path}; now: systemctl daemon-reload")
+
+
+def _default_of(name: str) -> float:
+    """The default of one of the agent's flags, from its definition."""
+    default = inspect.signature(agent).parameters[name].default
+    assert isinstance(default, float)
+    return default

@@ -5,14 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
 from daprdockr.adapters.registry_credentials import default_docker_config
 from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.agent.config import AgentConfig, RuntimeKind
+from daprdockr.clikit.etcdopts import etcd_security
 from daprdockr.core.dnsguard import Network
 from daprdockr.core.endpoints import EtcdSecurity, parse_endpoints
 from daprdockr.core.etcd_health import DEFAULT_QUOTA_BYTES, parse_bytes, parse_interval
@@ -163,3 +165,18 @@ def build_agent_config(
         etcd_quota_bytes=parse_bytes(etcd_quota_bytes),
     )
 
+
+
+
+def agent_config_from(*, own: Mapping[str, Any], global_options: Mapping[str, Any]) -> AgentConfig:
+    """:func:`build_agent_config` from the effective values of ``daprdockr agent`` (flags,
+    environment and config file merged): ``own`` the agent command's options (named as
+    ``build_agent_config``'s arguments), ``global_options`` the global ones, checked here again
+    since a file may have given them."""
+    g = global_options
+    if g["log_format"] not in ("text", "json"):
+        raise ValidationError(f"{g['log_format']!r} is not text or json", field="--log-format")
+    security = etcd_security(cacert=g["etcd_cacert"], cert=g["etcd_cert"], key=g["etcd_key"],
+                             user=g["etcd_user"], password_file=g["etcd_password_file"])
+    args = {**own, "allow_bind": own.get("allow_bind") or ()}
+    return build_agent_config(etcd=g["etcd"], prefix=g["prefix"], security=security, **args)
