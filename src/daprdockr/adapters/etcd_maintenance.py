@@ -1,5 +1,5 @@
 """etcd's maintenance API for the housekeeper and ``daprdockr status``: member status, alarms,
-compaction, and the compaction lock.
+and compaction.
 
 aetcd 1.0's ``status()`` drops ``dbSizeInUse`` and lists the members on every call, and its
 ``list_alarms()`` is an async generator under a decorator meant for coroutines, so status and
@@ -19,8 +19,6 @@ import aetcd.rpc as aetcd_rpc
 import grpc
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.core.model import dumps
-from daprdockr.core.state import Marker, RawKV, decode_entry
 from daprdockr.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -33,14 +31,6 @@ class MemberStatus:
     db_size_in_use: int
     revision: int  # the store revision when it answered
     leader: int
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """Who holds the compaction lock: ``node`` ("" for nobody, or a value no agent wrote) on ``lease``."""
-
-    node: str
-    lease: int
 
 
 class EtcdMaintenance:
@@ -82,31 +72,6 @@ class EtcdMaintenance:
             return True
 
         return await self.store.call(_translated(op), what=f"compact to revision {revision}")
-
-    async def hold(self, *, node: str, lease: int, since: float) -> Holder:
-        """Take the compaction lock on ``lease`` if nobody holds it (one transaction: create the key
-        iff absent); returns who holds it now (us when its lease is ``lease``)."""
-        key = self.store.schema.compactor
-        value = dumps({"node": node, "since": since})
-
-        async def op(c: Any) -> bool:
-            k = key.encode()
-            ok, _ = await c.transaction(compare=[c.transactions.create(k) == 0],
-                                        success=[c.transactions.put(k, value, lease=lease)], failure=[])
-            return bool(ok)
-
-        if await self.store.call(op, what="take the compaction lock"):
-            return Holder(node=node, lease=lease)
-        return await self.holder()
-
-    async def holder(self) -> Holder:
-        """Who holds the compaction lock now (``Holder("", 0)``: nobody)."""
-        kv = await self.store.get_kv(self.store.schema.compactor)
-        return Holder(node="", lease=0) if kv is None else self._holder(kv)
-
-    def _holder(self, kv: RawKV) -> Holder:
-        decoded = decode_entry(self.store.schema, kv)  # (a malformed value: held, by no agent we know)
-        return Holder(node=decoded.node_id if isinstance(decoded, Marker) else "", lease=kv.lease)
 
 
 def _translated(op: Any) -> Any:

@@ -3,11 +3,11 @@
 * :meth:`EtcdHousekeeper.poll_once` (every ``poll_interval``, 10 s) reads the member's database
   size and every member's alarms into :attr:`EtcdHousekeeper.health`, shown by ``/healthz``, the
   metrics and the logs (a new or cleared alarm is logged once).
-* :meth:`EtcdHousekeeper.compact_once` (every ``interval``, 5 min; never with ``0``) takes the
-  compaction lock ``housekeeping/compactor`` with one transaction on the agent's lease if nobody
-  holds it; only the holder compacts, to the revision it saw one interval earlier
-  (:func:`~daprdockr.core.etcd_health.compaction_step`).  When the holder dies its lease and the
-  lock go together, and the next agent's tick takes it over (then waits one interval before it
+* :meth:`EtcdHousekeeper.compact_once` (every ``interval``, 5 min; never with ``0``): only the
+  live node that joined first compacts (:func:`~daprdockr.core.etcd_health.compactor_of`, the same
+  answer on every agent from the node records, no lock key), to the revision it saw one interval
+  earlier (:func:`~daprdockr.core.etcd_health.compaction_step`).  When that node dies its record
+  goes with its lease, and the next one's tick takes over (then waits one interval before it
   compacts: the revisions it has not seen for that long are not its to drop).
 
 Failures (etcd unreachable, a user whose role may not compact) are logged and shown, never fatal.
@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
-from daprdockr.adapters.etcd_maintenance import Holder, MemberStatus
-from daprdockr.core.etcd_health import POLL_INTERVAL, EtcdHealth, Mark, alarm_names, compaction_step
+from daprdockr.adapters.etcd_maintenance import MemberStatus
+from daprdockr.core.etcd_health import POLL_INTERVAL, EtcdHealth, Mark, alarm_names, compaction_step, compactor_of
+from daprdockr.core.model import NodeRecord
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
@@ -38,23 +39,23 @@ class Maintenance(Protocol):
 
     async def compact(self, revision: int) -> bool: ...
 
-    async def hold(self, *, node: str, lease: int, since: float) -> Holder: ...
-
 
 class EtcdHousekeeper:
     name = "etcd-housekeeping"
 
     def __init__(
-        self, *, maintenance: Maintenance, node_id: str, lease: Callable[[], int], interval: float, quota: int,
+        self, *, maintenance: Maintenance, node_id: str, lease: Callable[[], int],
+        nodes: Callable[[], Mapping[str, NodeRecord]], interval: float, quota: int,
         poll_interval: float = POLL_INTERVAL, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.maintenance = maintenance
         self.node_id = node_id
         self.lease = lease
+        self.nodes = nodes  # the live nodes' records (the agent's mirror)
         self.poll_interval = poll_interval
         self.clock = clock
         self.health = EtcdHealth(quota=quota, interval=interval)
-        self._mark: Mark | None = None  # the revision seen one tick ago, while we hold the lock
+        self._mark: Mark | None = None  # the revision seen one tick ago, while this node compacts
 
     @property
     def interval(self) -> float:
@@ -64,7 +65,7 @@ class EtcdHousekeeper:
         """Nothing to prepare (the first poll is the root task's)."""
 
     async def stop(self) -> None:
-        """Nothing to release: the lock goes with the agent's lease."""
+        """Nothing to release: the next node takes over once this one's record is gone."""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -98,19 +99,18 @@ class EtcdHousekeeper:
         return self.health
 
     async def compact_once(self) -> int:
-        """One tick: hold the lock (or see who does), and as its holder compact to the revision of
-        one tick ago.  Returns the revision compacted to, 0 when nothing was compacted."""
-        lease = self.lease()
-        if not lease:
-            self._mark = None  # (no lease, no lock; a new one starts a new window)
+        """One tick: if this node is the one that compacts, compact to the revision of one tick
+        ago.  Returns the revision compacted to, 0 when nothing was compacted."""
+        if not self.lease():
+            self._mark = None  # (no lease, no node record: a new one starts a new window)
             return 0
+        compactor = compactor_of(self.nodes())
         try:
-            holder = await self.maintenance.hold(node=self.node_id, lease=lease, since=time.time())
-            if holder.lease != lease:
+            if compactor != self.node_id:
                 if self._mark is not None:
-                    log.info("etcd compaction: %s holds the lock now", holder.node or "another agent")
+                    log.info("etcd compaction: %s compacts now", compactor or "another agent")
                 self._mark = None
-                self.health = replace(self.health, compactor=holder.node, compact_error="")
+                self.health = replace(self.health, compactor=compactor, compact_error="")
                 return 0
             if self._mark is None:
                 log.info("etcd compaction: this node compacts now (every %gs)", self.interval)

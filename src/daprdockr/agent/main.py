@@ -127,7 +127,8 @@ class Agent:
             on_new_lease=self._on_new_lease,
         )
         self.housekeeper = EtcdHousekeeper(maintenance=EtcdMaintenance(self.store), node_id=config.node_id,
-                                           lease=lambda: self.heartbeat.lease, interval=config.compact_interval,
+                                           lease=lambda: self.heartbeat.lease, nodes=lambda: self.mirror.state().nodes,
+                                           interval=config.compact_interval,
                                            quota=config.etcd_quota_bytes)
         self.tasks = TaskStatus()
         self.state_changed = asyncio.Event()

@@ -15,22 +15,22 @@ from daprdockr.adapters.informer import Informer
 from daprdockr.cli.app import app, fail, service_name, with_store
 from daprdockr.cli.svc import SERVICE_COLUMNS
 from daprdockr.clikit.output import make_table, print_json, print_table
-from daprdockr.core.etcd_health import EtcdHealth, alarm_names, parse_bytes
+from daprdockr.core.etcd_health import EtcdHealth, alarm_names, compactor_of, parse_bytes
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, node_rows, service_rows
 from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError
 
 
-async def etcd_health(store: EtcdStore, *, quota: int) -> EtcdHealth:
-    """etcd's database size, alarms and compaction lock holder (a failure to read them is shown, not fatal)."""
+async def etcd_health(store: EtcdStore, state: ClusterState, *, quota: int) -> EtcdHealth:
+    """etcd's database size and alarms, and the node that compacts (a failure to read them is shown, not fatal)."""
     m = EtcdMaintenance(store)
     try:
-        status, alarms, holder = await m.status(), alarm_names(await m.alarms()), await m.holder()
+        status, alarms = await m.status(), alarm_names(await m.alarms())
     except DaprDockrError as exc:
         return EtcdHealth(quota=quota, error=str(exc), interval=0)
     return EtcdHealth(db_size=status.db_size, db_size_in_use=status.db_size_in_use, quota=quota, alarms=alarms,
-                      revision=status.revision, polled=True, compactor=holder.node, interval=0)
+                      revision=status.revision, polled=True, compactor=compactor_of(state.nodes), interval=0)
 
 
 @app.command()
@@ -51,7 +51,8 @@ def status(
         raise fail(exc) from None
 
     async def read(store: EtcdStore) -> tuple[ClusterState, EtcdHealth]:
-        return await store.snapshot(), await etcd_health(store, quota=quota)
+        state = await store.snapshot()
+        return state, await etcd_health(store, state, quota=quota)
 
     state, etcd = with_store(ctx, read)
     now = time.time()
@@ -64,7 +65,7 @@ def status(
     print_table(services, SERVICE_COLUMNS, title="services")
     print(f"etcd: {'ALARM ' + ','.join(etcd.alarms) + ': ' if etcd.alarms else ''}{etcd.summary()}")
     if etcd.polled:
-        print(f"etcd compaction: {'by ' + etcd.compactor if etcd.compactor else 'no agent holds the lock'}")
+        print(f"etcd compaction: {'by ' + etcd.compactor if etcd.compactor else 'no live agent'}")
 
 
 @app.command()

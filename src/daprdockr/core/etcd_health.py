@@ -2,7 +2,7 @@
 
 etcd 3.4 keeps every revision of every key until someone compacts, and refuses every write once
 its database reaches ``--quota-backend-bytes`` (alarm ``NOSPACE``).  The agents compact as
-kube-apiserver does: every ``interval``, the agent holding the compaction lock compacts to the
+kube-apiserver does: every ``interval``, the compacting agent (:func:`compactor_of`) compacts to the
 revision it saw one interval earlier (:func:`compaction_step`), so a watcher has a whole interval
 to catch up before the events it still needs go.  :class:`EtcdHealth` is what ``/healthz``,
 ``daprdockr status`` and the metrics show: the database size against the quota and the alarms.
@@ -10,9 +10,11 @@ to catch up before the events it still needs go.  :class:`EtcdHealth` is what ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from daprdockr.core.model import NodeRecord
 from daprdockr.errors import ValidationError
 
 DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3  # etcd's own default --quota-backend-bytes
@@ -79,7 +81,7 @@ class EtcdHealth:
     polled: bool = False  # a poll succeeded at least once
     error: str = ""  # why the last poll failed ("" if it worked)
     interval: float = DEFAULT_COMPACT_INTERVAL  # seconds between compactions (0: this agent never compacts)
-    compactor: str = ""  # the node holding the compaction lock, as last seen ("" unknown or none)
+    compactor: str = ""  # the node that compacts (compactor_of), as last seen ("" unknown or none)
     compactions: int = 0  # compactions this agent made
     compacted_revision: int = 0  # the revision this agent last compacted to
     compact_error: str = ""  # why the last compaction failed ("" if it worked)
@@ -133,7 +135,7 @@ class Mark:
 
 
 def compaction_step(mark: Mark | None, *, revision: int, now: float, interval: float) -> tuple[int, Mark | None]:
-    """One tick of the lock holder: ``(revision to compact to or 0, the mark to keep)``.
+    """One tick of the compacting agent: ``(revision to compact to or 0, the mark to keep)``.
 
     The first tick only records where the store is; a tick at least ``interval`` after the mark
     compacts to the mark's revision and records the current one (the window etcd keeps is always
@@ -145,3 +147,14 @@ def compaction_step(mark: Mark | None, *, revision: int, now: float, interval: f
         return 0, mark
     target = mark.revision if revision > mark.revision else 0
     return target, Mark(revision=revision, at=now)
+
+
+def compactor_of(nodes: Mapping[str, NodeRecord]) -> str:
+    """The live node that compacts etcd's history: the one that joined first (the lowest create
+    revision of its node record; the node id breaks a tie), "" with none.  Every agent computes
+    the same from the same node records, so no lock key is needed (a key under the prefix would be
+    an unknown, malformed key to agents from before compaction); a node that joins later never
+    takes the job from one that is still there."""
+    if not nodes:
+        return ""
+    return min(nodes.values(), key=lambda r: (r.create_revision, r.node_id)).node_id

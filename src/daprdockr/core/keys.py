@@ -11,9 +11,6 @@ Under a configurable prefix (default ``/daprdockr``)::
     <prefix>/rollouts/<group>/<service>        the rollout of the newest change (RolloutRecord)
     <prefix>/slots/<group>/<service>/<i>       replacement slot i (1..parallel), on the holder's lease
     <prefix>/drain/<node-id>                   the node is draining (no lease: it stays until undrain)
-    <prefix>/housekeeping/compactor            {"node": id, "since": t}: the agent that compacts etcd's
-                                               history, on its lease (agents before it log it once as
-                                               malformed and skip it)
 
 Instance numbers are decimal, 1-based, without leading zeros.  :meth:`KeySchema.parse` turns
 a key back into what it names, or ``None`` for anything else under the prefix (garbage is the
@@ -30,8 +27,7 @@ from daprdockr.core.names import ServiceName, validate_label
 from daprdockr.errors import ValidationError
 
 DEFAULT_PREFIX = "/daprdockr"
-KeyKind = Literal["service", "instance", "node", "applied", "history", "rollout", "slot", "drain", "housekeeping"]
-COMPACTOR = "compactor"  # the one housekeeping key: the compaction lock
+KeyKind = Literal["service", "instance", "node", "applied", "history", "rollout", "slot", "drain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +97,6 @@ class KeySchema:
     def applied(self, node_id: str) -> str:
         return f"{self.prefix}/applied/{node_id}"
 
-    @property
-    def compactor(self) -> str:
-        """The compaction lock: the agent holding it (on its lease) compacts etcd's history."""
-        return f"{self.prefix}/housekeeping/{COMPACTOR}"
-
     def parse(self, key: str) -> ParsedKey | None:  # (per watch event and per key of a full load)
         """What ``key`` names, or ``None`` if it is not a well-formed key of this schema."""
         root = self.prefix + "/"
@@ -125,8 +116,6 @@ class KeySchema:
                 return ParsedKey(kind=kind, node_id=validate_label(parts[1], field="node_id"))
             if parts[0] == "rollouts" and len(parts) == 3:
                 return ParsedKey(kind="rollout", service=_service(parts[2], parts[1]))
-            if parts[0] == "housekeeping" and parts[1:] == [COMPACTOR]:
-                return ParsedKey(kind="housekeeping")
             if parts[0] in ("history", "slots") and len(parts) == 4 and parts[3].isdigit() and len(parts[3]) <= 8:
                 return ParsedKey(kind="history" if parts[0] == "history" else "slot",
                                  service=_service(parts[2], parts[1]), number=int(parts[3]))

@@ -124,8 +124,7 @@ def unowned_by_service(
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """A key whose presence is what matters (``drain/<node>``; ``housekeeping/compactor``, kind
-    ``compactor``, only read by the housekeeper)."""
+    """A key whose presence is what matters (``drain/<node>``)."""
 
     kind: str
     node_id: str
@@ -171,11 +170,6 @@ def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
         return ServiceSpec.from_dict(data, name=parsed.service)
     if parsed.kind == "drain":
         return Marker(kind="drain", node_id=parsed.node_id)
-    if parsed.kind == "housekeeping":  # the compaction lock: the holder's node id, nothing planned from it
-        node = data.get("node") if isinstance(data, dict) else None
-        if not isinstance(node, str):
-            raise ValidationError("must be {\"node\": <node id>, ...}", field="housekeeping")
-        return Marker(kind="compactor", node_id=node)
     if parsed.kind in ("rollout", "slot", "history"):
         assert parsed.service is not None
         value = (RolloutRecord.from_dict(data) if parsed.kind == "rollout"
@@ -245,8 +239,7 @@ def assemble_state(
         elif isinstance(value, Applied):
             applied[value.node_id] = value.revision
         elif isinstance(value, Marker):
-            if value.kind == "drain":
-                draining.add(value.node_id)
+            draining.add(value.node_id)
         elif isinstance(value, Keyed):
             if isinstance(value.value, RolloutRecord):
                 rollouts[value.service] = value.value

@@ -123,8 +123,7 @@ class StateTables:
         elif isinstance(old, Applied):
             self.applied.pop(old.node_id)
         elif isinstance(old, Marker):
-            if old.kind == "drain":
-                self.draining.discard(old.node_id)
+            self.draining.discard(old.node_id)
         elif isinstance(old, Keyed):
             self._remove_keyed(old)
         else:
@@ -164,8 +163,7 @@ class StateTables:
         elif isinstance(new, Applied):
             self.applied.put(new.node_id, new.revision)
         elif isinstance(new, Marker):
-            if new.kind == "drain":
-                self.draining.add(new.node_id)
+            self.draining.add(new.node_id)
         elif isinstance(new, Keyed):
             self._add_keyed(new)
         else:
