@@ -5,6 +5,7 @@
 * :mod:`.rollout`  ``svc history/rollback/status/resume``, ``node drain/undrain``
 * :mod:`.cluster`  ``status``, ``nodes``, ``ps``, ``watch``, ``logs``
 * :mod:`.agent`    ``agent``, ``dns``
+* :mod:`.version`  ``version`` (also ``--version``): this package's and etcd's, Docker's, nginx's
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from daprdockr.cli import agent, cluster, rollout, svc  # noqa: F401  (registers the commands)
+from daprdockr.cli import agent, cluster, rollout, svc, version  # noqa: F401  (registers the commands)
 from daprdockr.cli.app import app
 from daprdockr.clikit.output import EXIT_INVALID, error_line
 from daprdockr.errors import ValidationError
