@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -89,7 +90,14 @@ async def test_an_unreachable_etcd_server_is_cut_off() -> None:
 
 async def test_a_docker_socket_where_nothing_listens(tmp_path: Path) -> None:
     probe = await docker_engine_probe(url=f"unix://{tmp_path}/none.sock", limit=1.0)
-    assert probe.version is None and probe.problem, probe
+    assert (probe.version, probe.problem) == (None, "no such socket"), probe
+    with socket.socket(socket.AF_UNIX) as listener:  # a socket that accepts and never answers
+        listener.bind(str(tmp_path / "mute.sock"))
+        listener.listen()
+        t0 = time.monotonic()
+        probe = await docker_engine_probe(url=f"unix://{tmp_path}/mute.sock", limit=0.5)
+        assert (probe.version, probe.problem) == (None, "timed out after 0.5s"), probe
+        assert time.monotonic() - t0 < 3.0
 
 
 async def test_collect_reports_not_found_for_every_missing_tool(tmp_path: Path,

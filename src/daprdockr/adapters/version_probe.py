@@ -80,7 +80,10 @@ def _kill_group(pid: int) -> None:
 
 async def docker_engine_probe(*, url: str | None = None, limit: float = PROBE_TIMEOUT) -> Probe:
     """The engine's version and API version, asked over its socket (DOCKER_HOST, else the default)."""
-    source = "engine at " + (url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    where = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    source = f"engine at {where}"
+    if where.startswith("unix://") and not os.path.exists(where.removeprefix("unix://")):  # noqa: ASYNC240 - one stat
+        return Probe(source=source, problem="no such socket")
     try:
         docker = aiodocker.Docker(url=url)
     except Exception as exc:
