@@ -9,9 +9,11 @@
 #   docker build --target etcd -t daprdockr/etcd:dev .
 #   docker build --build-arg BASE=my-mirror/python:3.11-slim -t daprdockr/agent:dev .
 #
-# Offline / proxied builds: `make wheelhouse` (or `pip wheel -w wheelhouse '.[fast]' setuptools
-# wheel`) fills wheelhouse/ on the host with its own pip settings; when wheels are there the image
-# installs from them only (--no-index), otherwise from PyPI.
+# Offline / proxied builds: `make wheelhouse BASE=...` (scripts/wheelhouse.sh) fills wheelhouse/ on
+# the host with its own pip settings, with wheels made for the Python of BASE (asked of the image,
+# then `pip download --python-version/--abi/--platform`), not the host's, and the DaprDockr wheel
+# itself; when wheels are there the image installs `daprdockr[fast]` from them only (--no-index),
+# otherwise the source tree from PyPI.
 #
 # BASE must be Debian-based (apt) with Python >= 3.11 and its venv module, like
 # python:3.11-slim-bookworm (or debian:bookworm with python3 and python3-venv installed); the
@@ -38,8 +40,9 @@ COPY src ./src
 COPY wheelhouse /wheels
 # a venv: works on python:3.11-slim and on Debian's own python3 (PEP 668) alike
 RUN python3 -m venv /opt/daprdockr \
- && if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; else set --; fi \
- && /opt/daprdockr/bin/pip install "$@" '.[fast]' \
+ && if ls /wheels/daprdockr-*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels 'daprdockr[fast]'; \
+    else set -- '.[fast]'; fi \
+ && /opt/daprdockr/bin/pip install "$@" \
  && rm -rf /wheels \
  && /opt/daprdockr/bin/python -c 'import daprdockr.cli, daprdockr.agent.main' \
  && rm -rf /build

@@ -52,11 +52,12 @@ bench: services
 	$(PY) bench/rolling_update_bench.py
 
 # Container images for the docker-compose dev cluster.  The wheels are fetched on the host (its pip
-# settings, proxies and CAs), so the image build itself needs only the Debian mirror.
+# settings, proxies and CAs) for the Python of BASE (scripts/wheelhouse.sh asks the image), so the
+# image build itself needs only the Debian mirror.
 # BASE: a Debian-based image with python3 + python3-venv (default python:3.11-slim-bookworm).
 BASE ?= python:3.11-slim-bookworm
 wheelhouse: setup
-	$(VENV)/bin/pip wheel -q -w wheelhouse '.[fast]' setuptools wheel
+	@bash scripts/wheelhouse.sh $(BASE)
 
 image: wheelhouse
 	docker build --network host --build-arg BASE=$(BASE) -t daprdockr/agent:dev .

@@ -351,6 +351,17 @@ class EtcdStore:
         if self._closers:
             await asyncio.wait(set(self._closers), timeout=self.timeout)
 
+    async def server_version(self) -> str:
+        """The version of the etcd server that answers (its Maintenance.Status), e.g. ``3.4.23``."""
+
+        async def op(c: aetcd.Client) -> str:
+            await c.connect()
+            resp = await c.maintenancestub.Status(aetcd_rpc.StatusRequest(), timeout=c._timeout,
+                                                  metadata=c.metadata)
+            return str(resp.version)
+
+        return await self._call(op, what="status")
+
     def _new_client(self, index: int, *, keepalive: bool = False) -> _Client:
         options = dict(CHANNEL_OPTIONS)
         if keepalive:  # a long-lived stream: detect a peer that stopped answering

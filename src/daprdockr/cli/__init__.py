@@ -6,6 +6,7 @@
 * :mod:`.cluster`  ``status``, ``nodes``, ``ps``, ``watch``, ``logs``
 * :mod:`.agent`    ``agent``, ``dns``
 * :mod:`.apply`    ``apply -f FILE|DIR``, ``plan``, ``export``
+* :mod:`.version`  ``version`` (also ``--version``): this package's and etcd's, Docker's, nginx's
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from daprdockr.cli import agent, apply, cluster, rollout, svc  # noqa: F401  (registers the commands)
+from daprdockr.cli import agent, apply, cluster, rollout, svc, version  # noqa: F401  (registers the commands)
 from daprdockr.cli.app import app
 from daprdockr.clikit.output import EXIT_INVALID, error_line
 from daprdockr.errors import ValidationError

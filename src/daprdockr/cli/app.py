@@ -83,7 +83,7 @@ def service_name(text: str) -> ServiceName:
         raise fail(exc) from None
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main_options(
     ctx: typer.Context,
     etcd: Annotated[str, typer.Option(envvar="DAPRDOCKR_ETCD", help="etcd endpoints, comma separated.")] = DEFAULT_ETCD,
@@ -100,6 +100,8 @@ def main_options(
     etcd_password_file: Annotated[Path | None, typer.Option(
         envvar="DAPRDOCKR_ETCD_PASSWORD_FILE",
         help="File with the etcd user's password (or set DAPRDOCKR_ETCD_PASSWORD).")] = None,
+    show_version: Annotated[bool, typer.Option(
+        "--version", help="Print the version report (as `daprdockr version`) and exit.")] = False,
 ) -> None:
     """Global options (also from DAPRDOCKR_ETCD / DAPRDOCKR_PREFIX and DAPRDOCKR_ETCD_*)."""
     try:
@@ -113,6 +115,13 @@ def main_options(
         raise fail(exc) from None
     setup_logging(verbosity=verbose, fmt=log_format)
     ctx.obj = Globals(etcd=etcd, prefix=prefix, timeout=timeout, security=security)
+    if show_version:
+        from daprdockr.cli.version import show_versions  # (that module imports this one)
+
+        show_versions(ctx.obj)
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:  # options but no command: as click says without invoke_without_command
+        ctx.fail("Missing command.")
 
 
 # ---------------------------------------------------------------------------------------- svc
