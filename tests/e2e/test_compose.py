@@ -6,25 +6,25 @@ the README, "docker-compose dev cluster", for what was run by hand).  What is ch
 * the three etcd members form one cluster (every member's peer URL is in the shared
   ``--initial-cluster``, names match) and the agents' ``DAPRDOCKR_ETCD`` lists exactly the
   members' client URLs;
-* every agent's ``command`` parses with the real ``daprdockr agent`` option parser and yields an
-  AgentConfig whose DNS, nginx and API listeners are on the agent's own advertise address, with
-  distinct node ids and addresses, the Docker socket mounted and the host network;
+* every agent starts from its config file (compose/n1.toml..., mounted): the real ``daprdockr
+  agent --config FILE --print-config`` reads it into DNS, nginx and API listeners on the agent's
+  own advertise address, with distinct node ids and addresses, the Docker socket mounted and the
+  host network;
 * ``docker-compose config`` accepts the file (when docker-compose is installed).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from pathlib import Path
+import sys
+import tomllib
 from typing import Any
 
 import pytest
-import typer
 import yaml
 
-from daprdockr.cli import app
-from daprdockr.clikit.agentconfig import build_agent_config
 from tests.conftest import ROOT, missing
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -60,29 +60,35 @@ def test_etcd_members_form_one_cluster(compose: dict[str, Any]) -> None:
     assert clients == ["http://127.0.0.1:5001", "http://127.0.0.1:5002", "http://127.0.0.1:5003"]
 
 
-def test_agent_commands_parse_with_the_real_cli(compose: dict[str, Any], tmp_path: Path) -> None:
+def test_agents_start_from_their_config_files_with_the_real_cli(compose: dict[str, Any]) -> None:
+    """Each agent runs ``daprdockr agent --config /etc/daprdockr/agent.toml``, a file mounted from
+    compose/; the real CLI reads it (``--print-config``, with the agent's environment) into node
+    ids, addresses and listeners of the agent's own advertise address."""
     agents = services(compose, "agent")
     etcd_clients = sorted(flag(m["command"], "--listen-client-urls") for m in services(compose, "etcd").values())
-    root = typer.main.get_command(app)
-    assert isinstance(root, typer.core.TyperGroup)
-    agent_cmd = root.get_command(typer.Context(root), "agent")
-    assert agent_cmd is not None
     configs = []
     for svc in agents.values():
         assert svc["network_mode"] == "host"
         assert "/var/run/docker.sock:/var/run/docker.sock" in svc["volumes"]
         env = svc["environment"]
         assert sorted(env["DAPRDOCKR_ETCD"].split(",")) == etcd_clients
-        params = agent_cmd.make_context("agent", list(svc["command"])).params
-        config = build_agent_config(etcd=env["DAPRDOCKR_ETCD"], prefix=env["DAPRDOCKR_PREFIX"], **params)
-        ip = config.advertise_ip
-        assert ip.startswith("127.0.0.")
-        assert config.dns_listen == (ip, 53)
-        assert config.http_listen == (ip, 80)
-        assert config.api_listen == (ip, 7400)
+        mounted = {target.removesuffix(":ro"): source for source, target in
+                   (v.split(":", 1) for v in svc["volumes"])}
+        path = flag(svc["command"], "--config")
+        host_file = ROOT / mounted[path]
+        assert host_file.is_file()
+        out = subprocess.run([sys.executable, "-m", "daprdockr", "agent", "--config", str(host_file), "--print-config"],
+                             capture_output=True, text=True, timeout=60, check=True,
+                             env={**os.environ, "DAPRDOCKR_ETCD": env["DAPRDOCKR_ETCD"],
+                                  "DAPRDOCKR_PREFIX": env["DAPRDOCKR_PREFIX"]})
+        config = tomllib.loads(out.stdout)
+        ip = config["advertise_ip"]
+        assert ip.startswith("127.0.0.") and config["etcd"] == env["DAPRDOCKR_ETCD"]
+        assert (config["dns_listen"], config["http_listen"], config["api_listen"]) == (f"{ip}:53", f"{ip}:80",
+                                                                                      f"{ip}:7400")
         configs.append(config)
-    assert sorted(c.node_id for c in configs) == ["n1", "n2", "n3"]
-    assert sorted(c.advertise_ip for c in configs) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    assert sorted(c["node_id"] for c in configs) == ["n1", "n2", "n3"]
+    assert sorted(c["advertise_ip"] for c in configs) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 
 
 def test_docker_compose_accepts_the_file() -> None:
