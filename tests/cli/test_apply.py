@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from typer.testing import CliRunner
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.cli import app
 from daprdockr.cli.apply import run_apply
 from daprdockr.clikit.specfile import load_spec_docs, validate_docs
 from daprdockr.core.endpoints import parse_endpoints
@@ -27,16 +25,6 @@ from daprdockr.core.names import ServiceName
 pytestmark = pytest.mark.etcd
 IMG = "daprdockr-test/busybox:latest"
 T = TypeVar("T")
-
-
-@pytest.fixture
-def cli(etcd_endpoints: str, prefix: str):  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
-        return runner.invoke(app, ["--etcd", etcd_endpoints, "--prefix", prefix, *args], input=input)
-
-    return invoke
 
 
 def on_store(etcd: str, prefix: str, fn: Callable[[EtcdStore], Awaitable[T]]) -> T:

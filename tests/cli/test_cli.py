@@ -23,16 +23,6 @@ BIN = Path(sys.executable).parent
 IMG = "daprdockr-test/busybox:latest"
 
 
-@pytest.fixture
-def cli(etcd_endpoints: str, prefix: str):  # type: ignore[no-untyped-def]
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
-        return runner.invoke(app, ["--etcd", etcd_endpoints, "--prefix", prefix, *args], input=input)
-
-    return invoke
-
-
 def run_bin(
     name: str, *args: str, etcd: str, prefix: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 import aiodocker
 
@@ -88,16 +88,12 @@ async def docker_engine_probe(*, url: str | None = None, limit: float = PROBE_TI
         docker = aiodocker.Docker(url=url)
     except Exception as exc:
         return Probe(source=source, problem=_one_line(exc))
-    try:
-        info = await asyncio.wait_for(docker.version(), timeout=limit)
-        return Probe(source=source, version=f"{info.get('Version', '?')} (API {info.get('ApiVersion', '?')})")
-    except TimeoutError:
-        return Probe(source=source, problem=f"timed out after {limit:g}s")
-    except Exception as exc:
-        return Probe(source=source, problem=_one_line(exc))
-    finally:
-        with contextlib.suppress(Exception):
-            await docker.close()
+
+    async def ask() -> str:
+        info = await docker.version()
+        return f"{info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
+
+    return await _bounded(source, ask(), limit=limit, close=docker.close)
 
 
 async def docker_command_probe(*, limit: float = PROBE_TIMEOUT) -> Probe:
@@ -110,15 +106,22 @@ async def docker_command_probe(*, limit: float = PROBE_TIMEOUT) -> Probe:
 async def etcd_server_probe(store: EtcdStore, *, limit: float = PROBE_TIMEOUT) -> Probe:
     """The version of the first etcd endpoint of ``store`` that answers."""
     source = "server at " + ",".join(str(e) for e in store.endpoints)
+    return await _bounded(source, store.server_version(), limit=limit, close=store.close)
+
+
+async def _bounded(source: str, version: Coroutine[object, object, str], *, limit: float,
+                   close: Callable[[], Awaitable[object]]) -> Probe:
+    """``version`` within ``limit`` seconds as a Probe (a timeout or an error as its problem);
+    then ``close`` the client it used (bounded, its errors ignored)."""
     try:
-        return Probe(source=source, version=await asyncio.wait_for(store.server_version(), timeout=limit))
+        return Probe(source=source, version=await asyncio.wait_for(version, timeout=limit))
     except TimeoutError:
         return Probe(source=source, problem=f"timed out after {limit:g}s")
     except Exception as exc:
         return Probe(source=source, problem=_one_line(exc))
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(store.close(), timeout=1.0)
+            await asyncio.wait_for(close(), timeout=1.0)
 
 
 def _one_line(exc: BaseException) -> str:
