@@ -20,7 +20,7 @@ import typer
 from daprdockr.adapters.apply_store import ApplyStore
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.cli.app import app, fail, with_store
-from daprdockr.cli.svc import wait_ready
+from daprdockr.cli.progress import wait_ready
 from daprdockr.clikit.output import EXIT_ERROR, EXIT_OK, error_line, print_json, safe_text
 from daprdockr.clikit.specfile import dump_specs, load_spec_docs, validate_docs
 from daprdockr.core.apply_plan import Change, plan_apply, summary
