@@ -125,7 +125,8 @@ def apply_cmd(
     group: GroupOpt = None,
     wait: Annotated[bool, typer.Option(help="Follow every changed service until it runs updated and healthy.")]
     = False,
-    wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait, for all the services together.")] = 60.0,
+    wait_timeout: Annotated[float, typer.Option(
+        "--timeout", help="Seconds for --wait (all services together).")] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Make the services what the files say: each document one spec with its name.  Everything is
