@@ -18,8 +18,9 @@ from daprdockr.cli.main import app
 ENV_CLEAR: dict[str, str | None] = {name: None for name in (
     "DAPRDOCKR_ETCD", "DAPRDOCKR_PREFIX", "DAPRDOCKR_API_TOKEN_FILE", "DAPRDOCKR_ETCD_CACERT", "DAPRDOCKR_ETCD_CERT",
     "DAPRDOCKR_ETCD_KEY", "DAPRDOCKR_ETCD_USER", "DAPRDOCKR_ETCD_PASSWORD_FILE")}
-# the options that are not agent settings: the file's own two, the CLI's per-call etcd timeout, completion
-NOT_SETTINGS = {"config", "print_config", "timeout", "install_completion", "show_completion", "help"}
+# the options that are not agent settings: the file's own two, the CLI's per-call etcd timeout,
+# --version (prints and exits), completion
+NOT_SETTINGS = {"config", "print_config", "timeout", "show_version", "install_completion", "show_completion", "help"}
 
 
 def print_config(*args: str, env: dict[str, str] | None = None) -> dict[str, tuple[Any, str]]:
