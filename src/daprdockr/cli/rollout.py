@@ -21,6 +21,7 @@ import typer
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.lifecycle_store import LifecycleStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.app import node_app, service_name, svc_app, with_store
 from daprdockr.cli.svc import progress_line, wait_ready
 from daprdockr.clikit.output import print_json, print_table, safe_text
@@ -60,10 +61,11 @@ def svc_history(
     target = service_name(name)
 
     async def read(store: EtcdStore) -> list[dict[str, Any]]:
-        entries = await LifecycleStore(store).history(target)
+        versions = VersionStore(store)
+        entries = await versions.history(target)
         if not entries:
             raise NotFoundError(f"{target} has no history")
-        return _history_rows(entries, await store.get_service(target))
+        return _history_rows(entries, await versions.get_service(target))
 
     rows = with_store(ctx, read)
     if as_json:
@@ -91,7 +93,7 @@ def svc_rollback(
         raise typer.BadParameter("must be >= 1", param_hint="--to")
 
     async def back(store: EtcdStore) -> None:
-        spec, source = await LifecycleStore(store).rollback(target, to=to)
+        spec, source = await VersionStore(store).rollback(target, to=to)
         if as_json:
             print_json({"service": str(target), "to_version": source, "spec": spec.to_dict()})
             sys.stdout.flush()
@@ -141,7 +143,7 @@ def svc_resume(
 ) -> None:
     """Resume a paused rollout.   Example: daprdockr svc resume web.myapp"""
     target = service_name(name)
-    with_store(ctx, lambda s: LifecycleStore(s).resume(target))
+    with_store(ctx, lambda s: VersionStore(s).resume(target))
     if as_json:
         print_json({"service": str(target), "rollout": "rolling"})
     else:
