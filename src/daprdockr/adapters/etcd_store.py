@@ -213,6 +213,49 @@ def channel_credentials(security: EtcdSecurity) -> grpc.ChannelCredentials:
     )
 
 
+def raise_as_aetcd(exc: grpc.aio.AioRpcError) -> None:
+    """Raise the aetcd exception aetcd's own calls raise for ``exc`` (what :func:`translate` knows),
+    for the calls made on gRPC stubs directly.  aetcd keeps its mapping private: this is the one
+    place that uses it (tests/adapters/test_aetcd_internals.py fails if aetcd changes it)."""
+    aetcd_exc._handle_exception(exc)
+
+
+# What aetcd's connect() sets up on a client, set here on a channel opened by us (aetcd opens
+# only insecure ones and takes no channel): the one place that writes aetcd's internals
+# (tests/adapters/test_aetcd_internals.py fails if aetcd changes them).
+AETCD_STUBS = {"kvstub": aetcd_rpc.KVStub, "clusterstub": aetcd_rpc.ClusterStub, "leasestub": aetcd_rpc.LeaseStub,
+               "maintenancestub": aetcd_rpc.MaintenanceStub}
+
+
+def aetcd_connected(client: aetcd.Client) -> bool:
+    """aetcd's own flag: its calls connect first unless it is set."""
+    return bool(client._connected.is_set())
+
+
+def hand_to_aetcd(client: aetcd.Client, channel: grpc.aio.Channel, *, timeout: float) -> None:
+    """Make ``client``'s aetcd calls (get, put, transactions, leases, watches) use ``channel``, with
+    the metadata already set on ``client``."""
+    client.channel = channel
+    for name, stub in AETCD_STUBS.items():
+        setattr(client, name, stub(channel))
+    client._watcher = aetcd_watcher.Watcher(aetcd_rpc.WatchStub(channel), timeout=timeout, metadata=client.metadata)
+    client._connected.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Stubs:
+    """etcd's gRPC services, for the calls aetcd has no method for (or drops fields of)."""
+
+    kv: aetcd_rpc.KVStub
+    lease: aetcd_rpc.LeaseStub
+    maintenance: aetcd_rpc.MaintenanceStub
+
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> Stubs:
+        return cls(kv=aetcd_rpc.KVStub(channel), lease=aetcd_rpc.LeaseStub(channel),
+                   maintenance=aetcd_rpc.MaintenanceStub(channel))
+
+
 class _Client(aetcd.Client):  # type: ignore[misc]
     """aetcd's client with the channel opened here: TLS, etcd auth, our gRPC options and metadata.
 
@@ -230,6 +273,9 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         super().__init__(host=endpoint.host, port=endpoint.port, timeout=seconds, connect_wait_timeout=seconds,
                          options=options)
         self.endpoint = endpoint
+        self.call_timeout = float(seconds)  # every call's (aetcd's calls have the same)
+        self._channel_options = list(options.items())
+        self.stubs: Stubs | None = None
         self._credentials = credentials
         self._user, self._secret = user, password
 
@@ -237,7 +283,7 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         """Authenticate (again: etcd's tokens expire) and put the new token on every later call."""
         try:
             resp = await aetcd_rpc.AuthStub(self.channel).Authenticate(
-                aetcd_rpc.AuthenticateRequest(name=self._user, password=self._secret), timeout=self._timeout)
+                aetcd_rpc.AuthenticateRequest(name=self._user, password=self._secret), timeout=self.call_timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                               grpc.StatusCode.PERMISSION_DENIED):
@@ -247,9 +293,9 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         self.metadata = (*REQUIRE_LEADER, ("token", str(resp.token)))
 
     async def connect(self) -> None:
-        if self._connected.is_set():
+        if aetcd_connected(self):
             return
-        target, options = f"{self._host}:{self._port}", list(self._options.items())
+        target, options = f"{self.endpoint.host}:{self.endpoint.port}", self._channel_options
         if self.endpoint.tls:
             if self._credentials is None:
                 raise ValidationError(f"{self.endpoint} is https but no TLS settings were given", field="etcd")
@@ -259,13 +305,15 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         self.metadata = REQUIRE_LEADER
         if self._user is not None:
             await self.renew_token()
-        self.kvstub = aetcd_rpc.KVStub(self.channel)
-        self.clusterstub = aetcd_rpc.ClusterStub(self.channel)
-        self.leasestub = aetcd_rpc.LeaseStub(self.channel)
-        self.maintenancestub = aetcd_rpc.MaintenanceStub(self.channel)
-        self._watcher = aetcd_watcher.Watcher(
-            aetcd_rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
-        self._connected.set()
+        self.stubs = Stubs.on(self.channel)
+        hand_to_aetcd(self, self.channel, timeout=self.call_timeout)
+
+    async def unary(self, method: Callable[[Stubs], Callable[..., Awaitable[T]]], request: Any) -> T:
+        """One call of a gRPC method of :attr:`stubs` (``method(stubs)``), with the client's timeout and metadata."""
+        await self.connect()
+        assert self.stubs is not None
+        result: T = await method(self.stubs)(request, timeout=self.call_timeout, metadata=self.metadata)
+        return result
 
 
 @dataclass(eq=False)
@@ -352,10 +400,8 @@ class EtcdStore:
     async def server_version(self) -> str:
         """The version of the etcd server that answers (its Maintenance.Status), e.g. ``3.4.23``."""
 
-        async def op(c: aetcd.Client) -> str:
-            await c.connect()
-            resp = await c.maintenancestub.Status(aetcd_rpc.StatusRequest(), timeout=c._timeout,
-                                                  metadata=c.metadata)
+        async def op(c: _Client) -> str:
+            resp = await c.unary(lambda s: s.maintenance.Status, aetcd_rpc.StatusRequest())
             return str(resp.version)
 
         return await self._call(op, what="status")
@@ -523,16 +569,15 @@ class EtcdStore:
     ) -> _Page:
         """One Range request (revision 0: the newest), with the client's timeout and metadata as in
         aetcd's own calls.  Unsorted: etcd then stops at ``limit`` in its index, and answers in key order."""
-        await c.connect()
         request = aetcd_rpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision, keys_only=keys_only)
         try:
-            resp = await c.kvstub.Range(request, timeout=c._timeout, metadata=c.metadata)
+            resp = await c.unary(lambda s: s.kv.Range, request)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise _PageTooLarge(f"page of {limit} keys from {key!r}: {exc.details()}") from exc
             if "required revision has been compacted" in str(exc.details()):
                 raise _Compacted(f"revision {revision} was compacted") from exc
-            aetcd_exc._handle_exception(exc)  # the errors aetcd's calls raise (and translate() knows)
+            raise_as_aetcd(exc)
             raise
         last = bytes(resp.kvs[-1].key) if resp.kvs else key
         largest = max((len(kv.key) + len(kv.value) for kv in resp.kvs), default=0)
@@ -631,10 +676,8 @@ class EtcdStore:
     async def revoke_lease(self, lease_id: int) -> int:
         """Revoke the lease (every key on it is deleted); returns the revision of that deletion."""
 
-        async def op(c: aetcd.Client) -> int:
-            await c.connect()
-            resp = await c.leasestub.LeaseRevoke(aetcd_rpc.LeaseRevokeRequest(ID=lease_id), timeout=c._timeout,
-                                                 metadata=c.metadata)
+        async def op(c: _Client) -> int:  # (aetcd's revoke_lease drops the revision)
+            resp = await c.unary(lambda s: s.lease.LeaseRevoke, aetcd_rpc.LeaseRevokeRequest(ID=lease_id))
             return int(resp.header.revision)
 
         return await self._call(op, what="revoke lease")
