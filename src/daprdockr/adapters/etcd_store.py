@@ -23,8 +23,8 @@ Design:
   consistent state.  The first page has ``PAGE_KEYS`` keys; each next one as many as fit
   ``PAGE_BYTES`` at the largest key and value of the page before (``PAGE_KEYS`` to
   ``MAX_PAGE_KEYS``): etcd counts every key left in the range for each page, so many small
-  pages cost time quadratic in the keys (1 000-key pages of 100 000 instances: 1.3 s, against
-  0.4-0.5 s for the same keys in 5 000 to 16 000-key pages).  Not larger: a page is one call,
+  pages cost time quadratic in the keys (BENCHMARKS.md, "Scale: the cost of one event at 1k, 10k
+  and 100k instances").  Not larger: a page is one call,
   which must stay well within the call's timeout on a loaded machine too.  aetcd 1.0 cannot
   set a Range request's ``limit`` or ``revision``, so these calls go to etcd's gRPC KV API
   directly (with the client's stub, channel, auth token and ``hasleader`` metadata).
@@ -526,7 +526,7 @@ class EtcdStore:
         """One paginated read of ``ranges`` at the first page's revision; raises _Compacted.
 
         The next page is asked for as soon as a page is in, and the page's key/values are made
-        while etcd prepares it (~0.2 s of a read of 100 000 keys)."""
+        while etcd prepares it (BENCHMARKS.md, "Scale")."""
         kvs: list[RawKV] = []
         revision, limit = 0, max(1, page_keys or PAGE_KEYS)
 
@@ -553,8 +553,8 @@ class EtcdStore:
                         if page_keys is None:
                             limit = next_page_keys(page.largest)
                         ahead = ask(key, end)
-                        for _ in range(4):  # the loop steps that send it (measured: 3; the call's
-                            await asyncio.sleep(0)  # wait_for task, this page's call, gRPC's own task)
+                        for _ in range(4):  # the loop steps that send it (3: the call's wait_for
+                            await asyncio.sleep(0)  # task, this page's call, gRPC's own task; one spare)
                     kvs.extend(page.kvs)
                     if ahead is None:
                         break
