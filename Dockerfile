@@ -44,7 +44,7 @@ RUN python3 -m venv /opt/daprdockr \
     else set -- '.[fast]'; fi \
  && /opt/daprdockr/bin/pip install "$@" \
  && rm -rf /wheels \
- && /opt/daprdockr/bin/python -c 'import daprdockr.cli, daprdockr.agent.main' \
+ && /opt/daprdockr/bin/python -c 'import daprdockr.cli.main, daprdockr.cli.seedcli, daprdockr.agent.main' \
  && rm -rf /build
 WORKDIR /var/lib/daprdockr
 ENTRYPOINT ["daprdockr", "agent"]

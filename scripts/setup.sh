@@ -38,7 +38,7 @@ hold_nginx() {
     echo "setup: $policy exists; not replacing it (dpkg may start the system nginx)" >&2
     return
   fi
-  printf '#!/bin/sh\n# written by daprdockr scripts/setup.sh while it installs packages\n[ "$1" = nginx ] && exit 101\nexit 0\n' >"$policy"
+  printf '#!/bin/sh\n# written by daprdockr scripts/setup.sh while it installs packages\ncase "$1" in nginx|nginx.service) exit 101 ;; esac\nexit 0\n' >"$policy"
   chmod 755 "$policy"
   own_policy=1
 }

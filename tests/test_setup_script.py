@@ -132,6 +132,7 @@ def test_setup_installing_packages_leaves_other_nginx_alone(
 echo "$@" >> {calls}
 if [ "$1" = install ]; then
   {policy} nginx start; echo "policy nginx start: $?" >> {calls}
+  {policy} nginx.service start; echo "policy nginx.service start: $?" >> {calls}  # (as deb-systemd-invoke asks)
   {policy} docker start; echo "policy docker start: $?" >> {calls}
 fi
 """)
@@ -144,11 +145,12 @@ fi
     assert recorded[0] == "update -qq"
     assert recorded[1].startswith("install -y -qq --no-install-recommends") and "nginx-light" in recorded[1]
     if foreign_policy:  # not replaced, not removed: it decides
-        assert recorded[2:] == ["policy nginx start: 0", "policy docker start: 0"]
+        assert recorded[2:] == ["policy nginx start: 0", "policy nginx.service start: 0", "policy docker start: 0"]
         assert policy.read_text() == "#!/bin/sh\nexit 0\n"
         assert "not replacing it" in out.stderr
     else:  # ours held nginx back, and only nginx, only while installing
-        assert recorded[2:] == ["policy nginx start: 101", "policy docker start: 0"]
+        assert recorded[2:] == ["policy nginx start: 101", "policy nginx.service start: 101",  # (deb-systemd-invoke)
+                                "policy docker start: 0"]
         assert not policy.exists()
     assert alive(pid), "setup.sh ended an nginx it did not start"
     assert answers(port) == "someone else's nginx\n"

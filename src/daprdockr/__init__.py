@@ -3,7 +3,7 @@
 Layout, top to bottom (each layer imports only from the ones below it; enforced by import-linter
 contracts in pyproject.toml):
 
-* ``daprdockr.cli`` / ``daprdockr.seedcli``  the ``daprdockr`` command line by command group, and
+* ``daprdockr.cli``      the ``daprdockr`` command line by command group, and (``cli.seedcli``)
                          the original tool's ``daprdockrcmd`` / ``daprdockrd``.
 * ``daprdockr.clikit``   what the command lines share: options, spec files, output, ``logs``.
 * ``daprdockr.agent``    the agent: typed components and their order, supervision, heartbeat,

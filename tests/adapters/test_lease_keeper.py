@@ -89,3 +89,12 @@ async def test_the_heartbeat_checks_in_and_registers_again_when_the_keeper_saw_t
         assert keeper.lease == 0
     finally:
         await asyncio.to_thread(keeper.stop)
+
+
+async def test_stop_ends_the_thread_at_once_whatever_the_interval(etcd_endpoints: str, prefix: str) -> None:
+    keeper = LeaseKeeper(connect=lambda: EtcdStore(endpoints=parse_endpoints(etcd_endpoints), schema=KeySchema(prefix),
+                                                   timeout=3.0), ttl=60)  # (a pause of 20 s between keepalives)
+    keeper.start()
+    await asyncio.sleep(1.0)  # (connected and pausing)
+    await asyncio.to_thread(keeper.stop, timeout=5.0)
+    assert not keeper.running

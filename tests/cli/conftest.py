@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from daprdockr.cli import app
+from daprdockr.cli.main import app
 
 
 @pytest.fixture

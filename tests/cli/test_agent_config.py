@@ -13,7 +13,7 @@ import typer.main
 import yaml
 from typer.testing import CliRunner
 
-from daprdockr.cli import app
+from daprdockr.cli.main import app
 
 ENV_CLEAR: dict[str, str | None] = {name: None for name in (
     "DAPRDOCKR_ETCD", "DAPRDOCKR_PREFIX", "DAPRDOCKR_API_TOKEN_FILE", "DAPRDOCKR_ETCD_CACERT", "DAPRDOCKR_ETCD_CERT",

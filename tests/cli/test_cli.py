@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.cli import app
+from daprdockr.cli.main import app
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 

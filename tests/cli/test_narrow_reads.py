@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from daprdockr.adapters.etcd_store import EtcdStore, _Page
 from daprdockr.adapters.versions_store import VersionStore
-from daprdockr.cli import app
+from daprdockr.cli.main import app
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps

@@ -16,11 +16,11 @@ import pytest
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.hostip import interface_addresses
 from daprdockr.agent.config import AgentConfig
+from daprdockr.cli.seedcli import D_FLAGS, daprdockrd_config
 from daprdockr.clikit.goflags import parse
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.errors import ValidationError
-from daprdockr.seedcli import D_FLAGS, daprdockrd_config
 from tests.cli.test_cli import BIN, IMG, run_bin
 
 pytestmark = pytest.mark.etcd

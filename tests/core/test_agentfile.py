@@ -40,6 +40,7 @@ def test_other_extension_refused() -> None:
     ("toml", 'ttl = 7\ndns-listen = "127.0.0.1:53"\nkeep_on_exit = true\n', {"ttl": 7, "dns_listen": "127.0.0.1:53",
                                                                             "keep_on_exit": True}),
     ("toml", "drain-deadline = 30\n", {"drain_deadline": 30.0}),  # an integer is a number
+    ("toml", "dns-listen = 53\n", {"dns_listen": "53"}),  # a number for a text flag (compact-interval = 300)
     ("toml", 'state_dir = "/var/lib/x"\nallow-bind = ["/a", "/b"]\n', {"state_dir": Path("/var/lib/x"),
                                                                       "allow_bind": ["/a", "/b"]}),
     ("yaml", "ttl: 7\ndns-listen: 127.0.0.1:53\nkeep-on-exit: false\n", {"ttl": 7, "dns_listen": "127.0.0.1:53",

@@ -94,10 +94,20 @@ def test_alarm_names_are_distinct_and_none_is_left_out() -> None:
     ({"n2": (5,), "n1": (9,)}, "n2"),  # the node that joined first, whatever its id
     ({"n2": (5,), "n1": (5,)}, "n1"),  # (a tie: the id)
     ({"n3": (12,), "n2": (30,)}, "n3"),
+    ({"n1": (5, False), "n2": (9,)}, "n2"),  # n1 runs with --compact-interval 0: the next one compacts
+    ({"n1": (5, False)}, ""),
 ])
-def test_the_node_that_joined_first_compacts(nodes: dict[str, tuple[int]], expected: str) -> None:
-    records = {n: NodeRecord(node_id=n, address="127.0.0.11", create_revision=rev) for n, (rev,) in nodes.items()}
+def test_the_node_that_joined_first_compacts(nodes: dict[str, tuple[int, ...]], expected: str) -> None:
+    records = {n: NodeRecord(node_id=n, address="127.0.0.11", create_revision=v[0], compacts=bool(v[1:] == ()))
+               for n, v in nodes.items()}
     assert compactor_of(records) == expected
+
+
+def test_a_node_record_says_compacts_false_only_when_it_does_not() -> None:
+    on, off = NodeRecord(node_id="n1", address="127.0.0.11"), NodeRecord(node_id="n1", address="127.0.0.11",
+                                                                          compacts=False)
+    assert "compacts" not in on.to_dict() and off.to_dict()["compacts"] is False  # (old agents read on's as before)
+    assert NodeRecord.from_dict(off.to_dict(), node_id="n1").compacts is False
 
 
 def test_compaction_needs_no_key_under_the_prefix() -> None:

@@ -27,7 +27,7 @@ from tests.support.procs import EtcdCluster, free_port, terminate
 pytestmark = [pytest.mark.etcd]
 
 IP = "127.0.0.23"
-WATCHDOG_USEC = 400_000
+WATCHDOG_USEC = 1_000_000  # (pings every 0.5 s; a loaded 2-core host must not miss the 1 s)
 
 
 @pytest.fixture
@@ -82,9 +82,9 @@ def test_agent_notifies_systemd(tmp_path: Path, receiver: Receiver) -> None:
         # the watchdog: every WATCHDOG_USEC / 2 from the agent's loop
         time.sleep(2.5)
         pings = [at for at in receiver.pings() if at > ready]
-        assert len(pings) >= 8, pings
+        assert len(pings) >= 3, pings
         gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert 0.15 <= statistics.median(gaps) <= 0.3, gaps
+        assert 0.6 * WATCHDOG_USEC / 2e6 <= statistics.median(gaps) <= 1.5 * WATCHDOG_USEC / 2e6, gaps
         assert max(gaps) < WATCHDOG_USEC / 1e6, gaps  # (systemd would have restarted it)
 
         sigterm = time.monotonic()

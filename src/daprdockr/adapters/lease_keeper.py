@@ -14,6 +14,7 @@ its instances move.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +55,8 @@ class LeaseKeeper:
         self.failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the thread's own loop, once it runs
+        self._woken: asyncio.Event | None = None
 
     @property
     def running(self) -> bool:
@@ -77,6 +80,10 @@ class LeaseKeeper:
         """Stop renewing and end the thread (bounded; it is a daemon thread either way)."""
         self.lease = 0
         self._stop.set()
+        loop, woken = self._loop, self._woken
+        if loop is not None and woken is not None:
+            with contextlib.suppress(RuntimeError):  # (its loop already closed)
+                loop.call_soon_threadsafe(woken.set)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -87,15 +94,23 @@ class LeaseKeeper:
             log.exception("the lease keeper thread ended; the agent's loop keeps the lease alive itself")
 
     async def _run(self) -> None:
+        self._woken = asyncio.Event()  # (set from the agent's thread by stop(): ends a pause at once)
+        self._loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             try:
                 async with self._connect() as store:
                     while not self._stop.is_set():
                         await self.keep_once(store)
-                        await asyncio.sleep(self.interval if not self.failures else min(0.5, self.interval))
+                        await self._pause(self.interval if not self.failures else min(0.5, self.interval))
             except DaprDockrError as exc:  # (connecting failed: try again)
                 log.info("lease keeper: %s; connecting again", exc)
-                await asyncio.sleep(0.5)
+                await self._pause(0.5)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less once :meth:`stop` was called."""
+        if self._woken is not None and not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), seconds)
 
     async def keep_once(self, store: KeepaliveStore) -> bool:
         """One refresh of the tracked lease, if the agent's loop checked in recently enough;

@@ -122,7 +122,8 @@ class Agent:
             store=self.store,
             node=NodeRecord(node_id=config.node_id, address=config.advertise_ip, capacity=config.capacity,
                             started_at=time.time(), dns=_fmt(config.dns_listen), http=_fmt(config.http_listen),
-                            api=_fmt(config.api_listen), runtime=config.runtime),
+                            api=_fmt(config.api_listen), runtime=config.runtime,
+                            compacts=config.compact_interval > 0),
             ttl=config.ttl,
             on_new_lease=self._on_new_lease,
         )
@@ -218,8 +219,13 @@ class Agent:
                     raise DaprDockrError(f"{what} failed: {exc}") from exc
                 failures += 1
                 log.error("%s failed (%s); retrying", what, exc)
+                delay = policy.delay(failures)
+                # under systemd: still starting, not hung (a host that boots before etcd is not
+                # killed at TimeoutStartSec and restarted in a loop)
+                self.notifier.notify(f"STATUS=joining: {what} failed, retrying",
+                                     f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), policy.delay(failures))
+                    await asyncio.wait_for(stop.wait(), delay)
         return False
 
     async def start(self, stop: asyncio.Event) -> bool:

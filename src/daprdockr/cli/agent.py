@@ -129,8 +129,9 @@ def agent(
 
 
 NOT_KEYS = frozenset({"ctx", "config", "print_config"})
-# the global options an agent does not use: --timeout is the CLI's per-call etcd timeout
-NOT_AGENT_GLOBALS = frozenset({"timeout"})
+# the global options an agent does not use: --timeout is the CLI's per-call etcd timeout, --version
+# prints the versions and exits
+NOT_AGENT_GLOBALS = frozenset({"timeout", "show_version"})
 
 
 def agent_keys() -> dict[str, OptionDef]:

@@ -20,7 +20,7 @@ import typer
 from daprdockr.adapters.apply_store import ApplyStore
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.cli.app import app, fail, with_store
-from daprdockr.cli.svc import wait_ready
+from daprdockr.cli.progress import wait_all
 from daprdockr.clikit.output import EXIT_ERROR, EXIT_OK, error_line, print_json, safe_text
 from daprdockr.clikit.specfile import dump_specs, load_spec_docs, validate_docs
 from daprdockr.core.apply_plan import Change, plan_apply, summary
@@ -83,10 +83,9 @@ async def run_apply(
                    f"revision {change.revision}); nothing of it was written: apply again to see the new plan")
     if dry_run:
         return EXIT_CHANGES if any(c.writes for c in result.changes) else EXIT_OK
-    if wait:
-        for change in result.written:
-            if change.desired is not None:
-                await wait_ready(store, change.desired, limit=wait_timeout, quiet=False, as_json=as_json)
+    if wait:  # (every written service at once, through one informer, within one --timeout)
+        await wait_all(store, [c.desired for c in result.written if c.desired is not None], limit=wait_timeout,
+                       quiet=False, as_json=as_json)
     return EXIT_ERROR if result.refused else EXIT_OK
 
 
@@ -126,7 +125,8 @@ def apply_cmd(
     group: GroupOpt = None,
     wait: Annotated[bool, typer.Option(help="Follow every changed service until it runs updated and healthy.")]
     = False,
-    wait_timeout: Annotated[float, typer.Option("--timeout", help="Seconds for --wait, per service.")] = 60.0,
+    wait_timeout: Annotated[float, typer.Option(
+        "--timeout", help="Seconds for --wait (all services together).")] = 60.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Make the services what the files say: each document one spec with its name.  Everything is

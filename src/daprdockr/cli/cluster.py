@@ -13,7 +13,7 @@ from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.cli.app import app, fail, service_name, with_store
-from daprdockr.cli.svc import SERVICE_COLUMNS
+from daprdockr.cli.svc.spec import SERVICE_COLUMNS
 from daprdockr.clikit.output import make_table, print_json, print_table
 from daprdockr.core.etcd_health import EtcdHealth, alarm_names, compactor_of, parse_bytes
 from daprdockr.core.names import ServiceName

@@ -89,6 +89,8 @@ def _convert(value: object, option: OptionDef, *, where: str, raw: str) -> objec
         else isinstance(value, list) and all(isinstance(v, str) for v in value) if kind == "list"
         else isinstance(value, str)
     )
+    if not ok and kind == "str" and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # (a number for a text flag, e.g. compact-interval = 300: the flag's parse checks it)
     if not ok:
         raise ValidationError(f"{where}: {raw} must be {_KIND_TEXT[kind]} (as {option.flag}), "
                               f"not {_describe(value)}")

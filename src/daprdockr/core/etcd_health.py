@@ -150,11 +150,13 @@ def compaction_step(mark: Mark | None, *, revision: int, now: float, interval: f
 
 
 def compactor_of(nodes: Mapping[str, NodeRecord]) -> str:
-    """The live node that compacts etcd's history: the one that joined first (the lowest create
-    revision of its node record; the node id breaks a tie), "" with none.  Every agent computes
+    """The live node that compacts etcd's history: of the nodes that compact (not started with
+    ``--compact-interval 0``), the one that joined first (the lowest create revision of its node
+    record; the node id breaks a tie), "" with none.  Every agent computes
     the same from the same node records, so no lock key is needed (a key under the prefix would be
     an unknown, malformed key to agents from before compaction); a node that joins later never
     takes the job from one that is still there."""
-    if not nodes:
+    willing = [r for r in nodes.values() if r.compacts]
+    if not willing:
         return ""
-    return min(nodes.values(), key=lambda r: (r.create_revision, r.node_id)).node_id
+    return min(willing, key=lambda r: (r.create_revision, r.node_id)).node_id

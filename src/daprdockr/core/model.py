@@ -433,6 +433,7 @@ class NodeRecord:
     http: str = ""
     api: str = ""
     runtime: str = DOCKER_RUNTIME  # "hollow": a test node whose containers exist only in its memory
+    compacts: bool = True  # False: started with --compact-interval 0 (never the node that compacts etcd)
     lease: int = field(default=0, compare=False)
     create_revision: int = field(default=0, compare=False)  # when the node (last) joined
 
@@ -441,9 +442,10 @@ class NodeRecord:
     # instance keys instead.  Fields beyond these are ignored: a node record is written by agents
     # only, never by hand, and a newer agent's field must not make this one skip the node (agents
     # before "runtime" do skip a hollow node's record).  "runtime" is written only when it is not
-    # "docker", so a Docker node's record reads the same to agents from before it.
+    # "docker", so a Docker node's record reads the same to agents from before it; "compacts" only
+    # when false, for the same reason.
     FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api",
-                        "runtime"})
+                        "runtime", "compacts"})
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -457,6 +459,8 @@ class NodeRecord:
         }
         if self.runtime != DOCKER_RUNTIME:
             data["runtime"] = self.runtime
+        if not self.compacts:
+            data["compacts"] = False
         return data
 
     @classmethod
@@ -479,6 +483,9 @@ class NodeRecord:
         runtime = d.get("runtime", DOCKER_RUNTIME)
         if not isinstance(runtime, str) or not 0 < len(runtime) <= 32:
             raise ValidationError("must be a short non-empty string", field="runtime")
+        compacts = d.get("compacts", True)
+        if not isinstance(compacts, bool):
+            raise ValidationError("must be true or false", field="compacts")
         return cls(
             node_id=validate_label(node_id, field="node_id"),
             address=address,
@@ -488,6 +495,7 @@ class NodeRecord:
             http=str(d.get("http", "")),
             api=str(d.get("api", "")),
             runtime=runtime,
+            compacts=compacts,
             lease=lease,
         )
 

@@ -1,5 +1,5 @@
-"""``daprdockr svc``: set (merge, one transaction), get, del, ls; ``--wait`` follows the rollout
-through the informer (see :mod:`.rollout` for history, rollback, status, resume).
+"""``daprdockr svc set`` (merge, one transaction), ``get``, ``del``, ``ls``; ``--wait`` follows the
+rollout (:mod:`daprdockr.cli.progress`; see :mod:`.rollout` for history, rollback, status, resume).
 
 Progress lines go to stderr: text (control characters from etcd escaped) or, with ``--json``, one
 JSON object per line; the command's result (``--json``) goes to stdout."""
@@ -8,68 +8,25 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.app import fail, service_name, svc_app, with_store
+from daprdockr.cli.progress import wait_ready
 from daprdockr.clikit.lifecycleflags import health_flags, update_flags
-from daprdockr.clikit.output import print_json, print_table, safe_text
+from daprdockr.clikit.output import print_json, print_table
 from daprdockr.clikit.specfile import load_spec_docs, merge_flags, merge_onto, parse_pairs
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.state import ClusterState
-from daprdockr.core.status import Progress, progress, service_rows
-from daprdockr.errors import NotFoundError, RolloutFailedError, ValidationError, WaitTimeoutError
+from daprdockr.core.status import service_rows
+from daprdockr.errors import NotFoundError, ValidationError
 
 
 def _load_files(path: str) -> list[dict[str, Any]]:
     return [doc.data for doc in load_spec_docs([path])]
-
-
-def progress_json(name: ServiceName, p: Progress) -> str:
-    """One ``--wait --json`` progress line: every field of :class:`Progress`, plus ``done``."""
-    return json.dumps({"service": str(name), **asdict(p), "done": p.done}, sort_keys=True)
-
-
-def progress_line(line: str, *, last: str, tty: bool) -> None:
-    """Print a progress line to stderr: on a terminal over the previous one, else one per line."""
-    if line != last:
-        print(f"\r\x1b[K{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-
-async def wait_ready(store: EtcdStore, spec: ServiceSpec, *, limit: float, quiet: bool,
-                     as_json: bool = False) -> None:
-    """Follow the informer until ``spec`` runs everywhere, updated and healthy, printing progress
-    (replacements in flight, healthy count, failures; ``as_json``: JSON lines); raise on timeout
-    naming the failures, or when the rollout was rolled back or paused."""
-    tty = sys.stderr.isatty() and not as_json
-    last = ""
-    p = None
-
-    def step(state: ClusterState) -> bool:
-        nonlocal last, p
-        p = progress(state, spec)
-        line = progress_json(spec.name, p) if as_json else safe_text(p.line(spec.name))
-        if not quiet:
-            progress_line(line, last=last, tty=tty)
-            last = line
-        return p.done or bool(p.halted)
-
-    try:
-        if not await Informer(store=store).follow(step, within=limit):
-            reason = ("; ".join(p.failed) or f"only {p.healthy}/{p.desired} updated and healthy") if p \
-                else "no state read"
-            raise WaitTimeoutError(f"{spec.name} not ready after {limit:g}s: {reason}")
-    finally:
-        if tty and not quiet and last:
-            print(file=sys.stderr)
-    if p is not None and p.halted:
-        raise RolloutFailedError(f"{spec.name}: {p.halted}")
 
 
 @svc_app.command("set")
@@ -250,5 +207,3 @@ def svc_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", h
     else:
         print_table(rows, SERVICE_COLUMNS)
 
-
-# ---------------------------------------------------------------------------------------- views
