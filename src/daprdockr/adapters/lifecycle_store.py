@@ -5,7 +5,6 @@ act at the same time without a coordinator.  See :mod:`daprdockr.core.rollout`."
 
 from __future__ import annotations
 
-import logging
 import time
 
 from daprdockr.adapters.versions_store import VersionStore
@@ -14,8 +13,6 @@ from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import value_json
 from daprdockr.errors import ValidationError
-
-log = logging.getLogger(__name__)
 
 
 class LifecycleStore(VersionStore):
