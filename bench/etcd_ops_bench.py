@@ -31,6 +31,7 @@ from benchlib import WEB, new_prefix, running_numbers, wait_state, web_spec
 from tests.e2e.realcluster import RealCluster, real_cluster
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 
@@ -127,7 +128,7 @@ async def main(instances: int, idle: float) -> None:
 
             # ---- start N instances
             before = cluster_metrics(cluster)
-            await store.put_service(web_spec(instances))
+            await VersionStore(store).put_service(web_spec(instances))
             await wait_state(store, lambda s: running_numbers(s) == set(range(1, instances + 1)), timeout=120)
             await asyncio.sleep(3.0)  # trailing node-record updates (next heartbeat)
             start_counts, start_metrics = counter.take(), delta(cluster_metrics(cluster), before)
@@ -159,7 +160,7 @@ async def main(instances: int, idle: float) -> None:
 
             # ---- delete
             before = cluster_metrics(cluster)
-            await store.delete_service(WEB)
+            await VersionStore(store).delete_service(WEB)
             await wait_state(store, lambda s: not s.instances_of(WEB), timeout=60)
             await asyncio.sleep(3.0)
             del_counts, del_metrics = counter.take(), delta(cluster_metrics(cluster), before)

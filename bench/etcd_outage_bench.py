@@ -30,6 +30,7 @@ from tests.e2e.probes import HttpLoad, docker_containers
 from tests.e2e.realcluster import RealCluster, real_cluster
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.state import ClusterState
@@ -106,7 +107,7 @@ async def main(seconds: float, rounds: int) -> None:
             real_cluster(Path(tmp), prefix=prefix, node_prefix="o") as cluster:
         await asyncio.sleep(1.5)
         async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store:
-            await store.put_service(web_spec(INSTANCES))
+            await VersionStore(store).put_service(web_spec(INSTANCES))
             for i in range(rounds):
                 for how in ("stop", "hang"):
                     print(f"round {i + 1}, quorum loss by {how}:", flush=True)

@@ -41,6 +41,7 @@ from tests.e2e.probes import docker_containers
 from tests.e2e.realcluster import RealCluster, real_cluster
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.state import ClusterState
@@ -98,7 +99,7 @@ async def main(rounds: int) -> None:
         await asyncio.sleep(1.5)
         async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store, \
                 aiohttp.ClientSession() as session:
-            await store.put_service(web_spec(INSTANCES))
+            await VersionStore(store).put_service(web_spec(INSTANCES))
             times, references = [], []
             for i in range(rounds):
                 victim, lost, took = await one_round(cluster, store, session)

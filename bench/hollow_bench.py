@@ -71,6 +71,7 @@ import aiohttp  # noqa: E402
 from tests.support.procs import EtcdCluster, etcd_cluster, free_port, terminate  # noqa: E402
 
 from daprdockr.adapters.etcd_store import EtcdStore  # noqa: E402
+from daprdockr.adapters.versions_store import VersionStore  # noqa: E402
 from daprdockr.core.endpoints import parse_endpoints  # noqa: E402
 from daprdockr.core.keys import KeySchema  # noqa: E402
 from daprdockr.core.model import ServiceSpec  # noqa: E402
@@ -394,7 +395,7 @@ async def run_config(etcd: EtcdCluster, tmp: Path, args: argparse.Namespace) -> 
 
             async def put(name: ServiceName) -> None:
                 async with gate:
-                    await store.put_service(ServiceSpec.from_dict(
+                    await VersionStore(store).put_service(ServiceSpec.from_dict(
                         {"image": "hollow", "instances": PER_SERVICE, "http_port": 8080}, name=name))
 
             t0 = time.monotonic()

@@ -59,6 +59,7 @@ from benchlib import (
 from tests.e2e.realcluster import RealCluster, real_cluster
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 
@@ -95,9 +96,9 @@ async def flipping(store: EtcdStore, *, until: float, every: float) -> int:
     flips = 0
     while time.monotonic() < until:
         flips += 1
-        await store.put_service(web_spec(6 if flips % 2 else 2))
+        await VersionStore(store).put_service(web_spec(6 if flips % 2 else 2))
         await asyncio.sleep(every)
-    await store.put_service(web_spec(2))
+    await VersionStore(store).put_service(web_spec(2))
     return flips
 
 
@@ -109,7 +110,7 @@ async def main(seconds: int, rounds: int, flip: float, connections: int) -> None
             real_cluster(Path(tmp), prefix=prefix, node_prefix="h") as cluster:
         await asyncio.sleep(1.5)
         async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store:
-            await store.put_service(web_spec(2))
+            await VersionStore(store).put_service(web_spec(2))
             await wait_state(store, lambda s: running_numbers(s) == {1, 2}, timeout=60)
             await asyncio.sleep(1.0)
             state = await store.snapshot()
@@ -137,12 +138,12 @@ async def main(seconds: int, rounds: int, flip: float, connections: int) -> None
                 where = "straight at instance 1" if via == "direct" else "through nginx"
                 rows.append(Row(label=f"{client} {where}, flips", via=via, client=client, segments=tuple(segs),
                                 flips=flips[(client, via)]))
-            await store.put_service(web_spec(9))
+            await VersionStore(store).put_service(web_spec(9))
             await wait_state(store, lambda s: running_numbers(s) == set(range(1, 10)), timeout=90)
             await asyncio.sleep(2)
             load = asyncio.create_task(wrk(url, seconds=15, connections=connections, host=HOST))
             await asyncio.sleep(3)
-            await store.put_service(web_spec(3))
+            await VersionStore(store).put_service(web_spec(3))
             rows.append(Row(label="wrk keep-alive through nginx, one scale-down 9 -> 3", via="nginx",
                             client="scale-down", segments=(await load,), flips=1))
             report(cluster, rows, seconds=seconds, rounds=rounds, flip=flip, connections=connections)

@@ -30,6 +30,7 @@ from benchlib import HOST, IMAGE, WEB, new_prefix, parse_wrk, raw_round
 from tests.e2e.realcluster import RealCluster, real_cluster
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -111,33 +112,33 @@ async def main(min_healthy: float, deadline: float, connections: int) -> None:
         async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store:
             version = 0
             first = spec("0", parallel=1, order="start-first", min_healthy=min_healthy, deadline=deadline)
-            await store.put_service(first)
+            await VersionStore(store).put_service(first)
             await until(store, settled(first.runtime_hash), timeout=120)
             await asyncio.sleep(2)
             for parallel in (1, 3):
                 for order in ("start-first", "stop-first"):
                     version += 1
                     # the policy first (no rollout: the containers stay), then the change under load
-                    await store.put_service(spec(str(version - 1), parallel=parallel, order=order,
+                    await VersionStore(store).put_service(spec(str(version - 1), parallel=parallel, order=order,
                                                  min_healthy=min_healthy, deadline=deadline))
                     new = spec(str(version), parallel=parallel, order=order, min_healthy=min_healthy,
                                deadline=deadline)
                     load = Load(cluster, connections)
                     await load.start()
                     t0 = time.monotonic()
-                    await store.put_service(new)
+                    await VersionStore(store).put_service(new)
                     took = await until(store, settled(new.runtime_hash), timeout=300) - t0
                     await asyncio.sleep(1.0)
                     rows.append((f"parallel {parallel}, {order}", took, await load.stop()))
                     await asyncio.sleep(3)  # the last drains end
             good = spec(str(version), parallel=1, order="start-first", min_healthy=min_healthy, deadline=deadline)
-            await store.put_service(good)
+            await VersionStore(store).put_service(good)
             bad = spec(str(version + 1), parallel=1, order="start-first", min_healthy=min_healthy,
                        deadline=deadline, cmd=NEVER_HEALTHY)
             load = Load(cluster, connections)
             await load.start()
             t0 = time.monotonic()
-            await store.put_service(bad)
+            await VersionStore(store).put_service(bad)
 
             def rolled_back(state: ClusterState) -> bool:
                 rollout = state.rollouts.get(WEB)

@@ -203,8 +203,7 @@ class FreshBuild:
         self.health = health_monitor(lambda: self.state)
 
     def event(self, ev: WatchEvent) -> int:
-        kv = self.kvs[ev.key] = RawKV(key=ev.key, value=ev.value, lease=ev.lease,
-                                      create_revision=ev.create_revision, mod_revision=ev.revision)
+        kv = self.kvs[ev.key] = ev.as_kv()
         self.decoded[ev.key] = decode_entry(SCHEMA, kv)
         state = self.state = assemble_state(SCHEMA, ((kv, self.decoded[k]) for k, kv in self.kvs.items()),
                                             revision=ev.revision)

@@ -32,6 +32,7 @@ from tests.e2e.realcluster import real_cluster
 from tests.support.loadrun import container_pids, freeze, hey_through_freeze, wrk
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.proxypolicy import Balancer, ProxyPolicy
@@ -85,7 +86,7 @@ async def main(seconds: float, connections: int) -> None:
             url = f"http://{edge.ip}:{edge.http_port}/id"
             balancers: tuple[Balancer, ...] = ("round-robin", "least-request")
             for balancer in balancers:
-                await store.put_service(replace(web_spec(6), proxy=ProxyPolicy(balancer=balancer)))
+                await VersionStore(store).put_service(replace(web_spec(6), proxy=ProxyPolicy(balancer=balancer)))
                 await wait_state(store, lambda s: running_numbers(s) == set(range(1, 7)), timeout=90)
                 await asyncio.sleep(2.0)
                 for frozen in (1, 2):

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.sockets import resolv_conf_upstreams
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.dnswire import parse_question
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -294,7 +295,7 @@ async def test_freshness_follows_etcd(store: EtcdStore) -> None:
     feeder = Informer(store=store, on_change=lambda: srv.update(feeder.state))
     task = asyncio.create_task(feeder.run())
     try:
-        await store.put_service(ServiceSpec(name=WEB, image="x", instances=1))
+        await VersionStore(store).put_service(ServiceSpec(name=WEB, image="x", instances=1))
         lease = await store.grant_lease(5)
         rec = InstanceRecord(service=WEB, number=1, node="n1", address="127.0.0.11", state="running")
         t0 = time.monotonic()

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from tests.support.procs import free_port, terminate
@@ -68,7 +69,7 @@ class DnsProcess:
 
 @pytest.fixture
 async def seeded(store: EtcdStore) -> AsyncIterator[None]:
-    await store.put_service(ServiceSpec(name=WEB, image="busybox", instances=1))
+    await VersionStore(store).put_service(ServiceSpec(name=WEB, image="busybox", instances=1))
     lease = await store.grant_lease(30)
     rec = InstanceRecord(service=WEB, number=1, node="n1", address="127.0.0.11", state="running",
                          ports=(("8080/tcp", 31001),))

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -148,7 +149,7 @@ async def test_an_agent_from_the_venv_serves_http_through_the_installed_lua(
         assert f'lua_package_path "{lua}/?.lua;;";' in conf.read_text(), conf.read_text()
         web = ServiceName.parse("web.pkg")
         async with EtcdStore(endpoints=parse_endpoints(etcd_endpoints), schema=KeySchema(prefix)) as store:
-            await store.put_service(ServiceSpec.from_dict(
+            await VersionStore(store).put_service(ServiceSpec.from_dict(
                 {"image": "hollow", "instances": 1, "http_port": 8080, "http_host": "web.pkg.test"}, name=web))
             deadline = time.monotonic() + 60
             while True:  # the hollow instance's port has no listener: routed, it is no 404
@@ -161,7 +162,7 @@ async def test_an_agent_from_the_venv_serves_http_through_the_installed_lua(
             print(f"\nnginx from {lua}: web.pkg.test -> {routed}, nobody.pkg.test -> {unknown}", file=sys.stderr)
             assert unknown == 404
             assert routed in (502, 503), routed
-            await store.delete_service(web)
+            await VersionStore(store).delete_service(web)
     finally:
         terminate(agent, grace=20)
     assert agent.returncode == 0, log.read_text()[-2000:]

@@ -18,6 +18,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.keys import KeySchema
@@ -629,10 +630,10 @@ async def test_on_real_etcd_a_slot_taken_by_a_call_whose_reply_was_lost_does_not
             ("running", spec.runtime_hash)] and not mirror.state().slots.get(WEB)
 
     old = ServiceSpec.from_dict({"image": "busybox", "http_port": 8080, "update": FAST}, name=WEB)
-    await store.put_service(old)
+    await VersionStore(store).put_service(old)
     await converge(runs(old))
     new = ServiceSpec.from_dict({"image": "busybox", "http_port": 8080, "update": FAST, "env": {"A": "1"}}, name=WEB)
-    await store.put_service(new)
+    await VersionStore(store).put_service(new)
     await converge(runs(new))
     assert lost == ["take slot"]
     await r.cancel_all()

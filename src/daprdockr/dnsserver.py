@@ -21,10 +21,10 @@ question, no answer or authority records, at most one additional record (an EDNS
 options), nothing after it, a bounded question name (no compression loops, at most 8 pointers,
 255 bytes) and at most 512 bytes over UDP without OPT gets a header-only FORMERR.  So a full
 parse only ever sees one question and one OPT record, and a hostile packet (thousands of
-questions behind compression chains) costs microseconds, not a stalled loop.  Then dnslib parses
+questions behind compression chains) costs a bounded scan, not a stalled loop.  Then dnslib parses
 the query, and either the answer is looked up in the zone (built from the newest state on the
 first query that needs it), encoded by :func:`daprdockr.core.dnsencode.encode_answer` (linear in
-its records: about a millisecond for a group's hundred records) and cached, or the query is
+its records) and cached, or the query is
 forwarded verbatim to the upstream resolvers in order (UDP, or TCP for TCP clients and truncated
 upstream replies), with a timeout; SERVFAIL when none answers.  ANY gets the RFC 8482 minimal
 answer (one HINFO "RFC8482").  UDP answers larger than 512 bytes (or the client's EDNS0 buffer

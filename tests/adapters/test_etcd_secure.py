@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import EtcdSecurity, parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -73,8 +74,8 @@ async def test_store_over_tls_with_a_client_certificate(tls_etcd: tuple[EtcdClus
 
         task = asyncio.create_task(watch())
         await asyncio.sleep(0.3)
-        await store.put_service(spec())
-        assert await store.get_service(WEB) == spec()
+        await VersionStore(store).put_service(spec())
+        assert await VersionStore(store).get_service(WEB) == spec()
         lease = await store.grant_lease(5)
         assert await store.keepalive(lease) > 0
         await asyncio.wait_for(task, 5)
@@ -152,15 +153,15 @@ async def test_store_with_a_user_limited_to_the_prefix(auth_etcd: EtcdCluster) -
         task = asyncio.create_task(watch())
         lease = await store.grant_lease(5)
         await asyncio.sleep(3.5)  # past the token's 2 s TTL: calls and the watch's probes re-authenticate
-        await store.put_service(spec())
-        assert await store.get_service(WEB) == spec()
+        await VersionStore(store).put_service(spec())
+        assert await VersionStore(store).get_service(WEB) == spec()
         assert await store.keepalive(lease) > 0
         await asyncio.wait_for(task, 5)
         assert events == ["put"], "the watch was interrupted by the token's expiry"
     outside = EtcdStore(endpoints=parse_endpoints(auth_etcd.endpoints), schema=KeySchema("/elsewhere"),
                         security=security)
     with pytest.raises(StoreError, match="permission denied"):
-        await outside.put_service(spec())
+        await VersionStore(outside).put_service(spec())
     await outside.close()
 
 
@@ -191,13 +192,13 @@ async def test_agent_with_a_user_limited_to_the_prefix(auth_etcd: EtcdCluster, d
                          security=security) as store, \
             local_cluster(etcd=auth_etcd.endpoints, prefix=PREFIX, tmp=tmp_path, nodes=1, node_prefix="au",
                           etcd_security=security):
-        await store.put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 2}, name=WEB))
+        await VersionStore(store).put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 2}, name=WEB))
         state = await wait_for(store, lambda s: sum(r.state == "running" for r in s.instances_of(WEB)) == 2)
         assert set(state.nodes) == {"au1"}
         await asyncio.sleep(3)  # tokens expire (2 s): the agent keeps its lease and its instances
         state = await wait_for(store, lambda s: sum(r.state == "running" for r in s.instances_of(WEB)) == 2)
         assert set(state.nodes) == {"au1"}
-        await store.delete_service(WEB)
+        await VersionStore(store).delete_service(WEB)
         await wait_for(store, lambda s: not s.instances_of(WEB))
 
 

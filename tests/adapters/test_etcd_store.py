@@ -11,6 +11,7 @@ import aetcd.exceptions as aetcd_exc
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
@@ -30,13 +31,13 @@ def spec(instances: int = 2) -> ServiceSpec:
 
 
 async def test_service_round_trip(store: EtcdStore) -> None:
-    await store.put_service(spec(3))
-    assert await store.get_service(WEB) == spec(3)
+    await VersionStore(store).put_service(spec(3))
+    assert await VersionStore(store).get_service(WEB) == spec(3)
     state = await store.snapshot()
     assert list(state.services) == [WEB]
-    assert await store.delete_service(WEB) is True
-    assert await store.get_service(WEB) is None
-    assert await store.delete_service(WEB) is False
+    assert await VersionStore(store).delete_service(WEB) is True
+    assert await VersionStore(store).get_service(WEB) is None
+    assert await VersionStore(store).delete_service(WEB) is False
 
 
 async def test_claim_is_exclusive_and_bound_to_lease(store: EtcdStore) -> None:
@@ -87,7 +88,7 @@ async def test_lease_expiry_removes_node_and_keepalive_detects_loss(store: EtcdS
 
 
 async def test_garbage_is_skipped_not_fatal(store: EtcdStore, prefix: str) -> None:
-    await store.put_service(spec())
+    await VersionStore(store).put_service(spec())
     await store.put_raw(f"{prefix}/services/myapp/bad", b"{not json")
     await store.put_raw(f"{prefix}/services/myapp/wrong", b'{"image": 5}')
     await store.put_raw(f"{prefix}/services/UPPER/x", b"{}")
@@ -110,8 +111,8 @@ async def test_watch_sees_changes(store: EtcdStore) -> None:
 
     task = asyncio.create_task(consume())
     await asyncio.sleep(0.3)
-    await store.put_service(spec())
-    await store.delete_service(WEB)
+    await VersionStore(store).put_service(spec())
+    await VersionStore(store).delete_service(WEB)
     await asyncio.wait_for(task, 5)
     assert [e.kind for e in seen] == ["put", "delete"]
     assert seen[0].key == store.schema.service(WEB)
@@ -131,8 +132,8 @@ async def test_unreachable_etcd_fails_fast_naming_endpoints() -> None:
 async def test_failover_to_second_endpoint(etcd_endpoints: str, prefix: str) -> None:
     eps = parse_endpoints(f"http://127.0.0.1:1,{etcd_endpoints}")
     async with EtcdStore(endpoints=eps, schema=KeySchema(prefix), timeout=1.0) as s:
-        await s.put_service(spec())
-        assert await s.get_service(WEB) == spec()
+        await VersionStore(s).put_service(spec())
+        assert await VersionStore(s).get_service(WEB) == spec()
 
 
 async def _fail_transiently(_client: object) -> None:
@@ -153,7 +154,7 @@ async def test_a_failing_call_never_cancels_another_call_in_flight(store: EtcdSt
 
 
 async def test_update_service_retries_on_a_concurrent_write(store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    await store.put_service(spec(1))
+    await VersionStore(store).put_service(spec(1))
     real = store.transaction
     conflicts = 0
 
@@ -161,7 +162,7 @@ async def test_update_service_retries_on_a_concurrent_write(store: EtcdStore, mo
         nonlocal conflicts
         if conflicts == 0:  # another client writes between our read and our transaction
             conflicts += 1
-            await store.put_service(replace(spec(1), env=(("OTHER", "1"),)))
+            await VersionStore(store).put_service(replace(spec(1), env=(("OTHER", "1"),)))
         return await real(**kw)
 
     monkeypatch.setattr(store, "transaction", with_a_writer_in_between)
@@ -172,10 +173,10 @@ async def test_update_service_retries_on_a_concurrent_write(store: EtcdStore, mo
         assert current is not None and problem is None
         return replace(current, instances=4)
 
-    result = await store.update_service(WEB, scale)
+    result = await VersionStore(store).update_service(WEB, scale)
     assert conflicts == 1 and len(seen) == 2, "the change was re-applied to the fresh spec"
     assert result.instances == 4 and dict(result.env) == {"OTHER": "1"}
-    assert await store.get_service(WEB) == result
+    assert await VersionStore(store).get_service(WEB) == result
 
 
 async def test_update_service_sees_a_malformed_spec_with_its_reason(store: EtcdStore, prefix: str) -> None:
@@ -186,9 +187,9 @@ async def test_update_service_sees_a_malformed_spec_with_its_reason(store: EtcdS
         got.append((current, problem))
         return spec(2)
 
-    await store.update_service(WEB, replace_it)
+    await VersionStore(store).update_service(WEB, replace_it)
     assert got[0][0] is None and got[0][1] is not None and "image" in got[0][1]
-    assert await store.get_service(WEB) == spec(2)
+    assert await VersionStore(store).get_service(WEB) == spec(2)
 
 
 async def test_a_delete_between_the_read_and_the_write_of_a_merge_is_never_undone(
@@ -200,7 +201,7 @@ async def test_a_delete_between_the_read_and_the_write_of_a_merge_is_never_undon
     service stays deleted.  A read-merge-put without a compare would have written it back."""
     from daprdockr.clikit.specfile import merge_onto
 
-    await store.put_service(spec(1))
+    await VersionStore(store).put_service(spec(1))
     real = store.transaction
     deleted = False
 
@@ -208,13 +209,13 @@ async def test_a_delete_between_the_read_and_the_write_of_a_merge_is_never_undon
         nonlocal deleted
         if not deleted and kw.get("what") == "set":
             deleted = True
-            assert await store.delete_service(WEB)
+            assert await VersionStore(store).delete_service(WEB)
         return await real(**kw)
 
     monkeypatch.setattr(store, "transaction", delete_in_between)
     with pytest.raises(ValidationError, match="image"):
-        await store.update_service(WEB, lambda cur, bad: merge_onto(WEB, cur, bad, {"instances": 4}))
-    assert deleted and await store.get_service(WEB) is None, "the deleted service came back"
+        await VersionStore(store).update_service(WEB, lambda cur, bad: merge_onto(WEB, cur, bad, {"instances": 4}))
+    assert deleted and await VersionStore(store).get_service(WEB) is None, "the deleted service came back"
 
 
 async def test_an_instance_keys_history_is_read_up_to_a_revision_even_after_a_compaction(

@@ -13,6 +13,7 @@ import pytest
 from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import RawKV
@@ -27,7 +28,7 @@ def spec(instances: int) -> ServiceSpec:
 
 async def test_the_informer_lists_again_after_its_watch_start_was_compacted(
         store: EtcdStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    await store.put_service(spec(1))
+    await VersionStore(store).put_service(spec(1))
     maintenance = EtcdMaintenance(store)
     read = store.read_prefix
     lists: list[int] = []
@@ -38,10 +39,10 @@ async def test_the_informer_lists_again_after_its_watch_start_was_compacted(
         if len(lists) == 1:
             # the first list is stale before its watch starts: writes, then etcd compacted past it
             for n in (2, 3, 4):
-                await store.put_service(spec(n))
+                await VersionStore(store).put_service(spec(n))
             assert await maintenance.compact((await maintenance.status()).revision)
         elif len(lists) == 2:
-            await store.put_service(spec(99))  # between the re-list and the new watch
+            await VersionStore(store).put_service(spec(99))  # between the re-list and the new watch
         return kvs, revision
 
     monkeypatch.setattr(store, "read_prefix", read_then_write)
@@ -52,7 +53,7 @@ async def test_the_informer_lists_again_after_its_watch_start_was_compacted(
         state = informer.state
         assert ok, f"the informer shows {state.services.get(WEB)} after lists at {lists}"
         assert len(lists) == 2 and lists[1] > lists[0]  # listed again once, at a newer revision
-        await store.put_service(spec(7))  # and the new watch goes on
+        await VersionStore(store).put_service(spec(7))  # and the new watch goes on
         assert await informer.wait_for(lambda s: s.services[WEB].instances == 7, within=5)
     finally:
         task.cancel()

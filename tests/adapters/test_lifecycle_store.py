@@ -28,13 +28,13 @@ def spec(version: str, *, instances: int = 2) -> ServiceSpec:
 async def test_history_keeps_ten_versions_and_rollback_writes_a_new_one(store: EtcdStore) -> None:
     life = LifecycleStore(store)
     for v in range(1, 13):
-        await store.put_service(spec(str(v)))
-    await store.put_service(spec("12"))  # the same spec again: no new version
+        await life.put_service(spec(str(v)))
+    await life.put_service(spec("12"))  # the same spec again: no new version
     entries = await life.history(WEB)
     assert [e.version for e in entries] == list(range(3, 13))
     restored, source = await life.rollback(WEB)
     assert (restored, source) == (spec("11"), 11)
-    assert await store.get_service(WEB) == spec("11")
+    assert await life.get_service(WEB) == spec("11")
     restored, source = await life.rollback(WEB, to=5)
     assert (restored, source) == (spec("5"), 5)
     entries = await life.history(WEB)
@@ -45,28 +45,28 @@ async def test_history_keeps_ten_versions_and_rollback_writes_a_new_one(store: E
 
 async def test_each_change_of_the_containers_writes_a_rollout_record(store: EtcdStore) -> None:
     life = LifecycleStore(store)
-    await store.put_service(spec("1"))
+    await life.put_service(spec("1"))
     assert (await life.rollout(WEB))[0] is None  # a first version replaces nothing
-    await store.put_service(spec("1", instances=5))  # scaling is no rollout
+    await life.put_service(spec("1", instances=5))  # scaling is no rollout
     assert (await life.rollout(WEB))[0] is None
-    await store.put_service(spec("2", instances=5))
+    await life.put_service(spec("2", instances=5))
     record, _ = await life.rollout(WEB)
     assert record is not None
     assert (record.version, record.target, record.previous_version, record.previous, record.state) == (
         3, spec("2").runtime_hash, 2, spec("1").runtime_hash, "rolling")
-    await store.delete_service(WEB)
+    await life.delete_service(WEB)
     assert (await life.rollout(WEB))[0] is None
 
 
 async def test_a_failed_rollout_is_rolled_back_once_whoever_reports_it(store: EtcdStore) -> None:
     life = LifecycleStore(store)
-    await store.put_service(spec("good"))
-    await store.put_service(spec("bad"))
+    await life.put_service(spec("good"))
+    await life.put_service(spec("bad"))
     outcomes = await asyncio.gather(*(
         life.fail_rollout(WEB, target=spec("bad").runtime_hash, reason=f"agent {i}", rollback=True)
         for i in range(5)))
     assert sorted(outcomes) == ["", "", "", "", "rolled-back"]
-    assert await store.get_service(WEB) == spec("good")
+    assert await life.get_service(WEB) == spec("good")
     record, _ = await life.rollout(WEB)
     assert record is not None and record.state == "rolled-back" and record.previous == spec("bad").runtime_hash
     assert (await life.history(WEB))[-1].cause == "automatic rollback to 1"
@@ -76,10 +76,10 @@ async def test_a_failed_rollout_is_rolled_back_once_whoever_reports_it(store: Et
 
 async def test_pause_and_resume(store: EtcdStore) -> None:
     life = LifecycleStore(store)
-    await store.put_service(spec("1"))
-    await store.put_service(spec("2"))
+    await life.put_service(spec("1"))
+    await life.put_service(spec("2"))
     assert await life.fail_rollout(WEB, target=spec("2").runtime_hash, reason="r", rollback=False) == "paused"
-    assert await store.get_service(WEB) == spec("2")  # paused where it is
+    assert await life.get_service(WEB) == spec("2")  # paused where it is
     await life.resume(WEB)
     record, _ = await life.rollout(WEB)
     assert record is not None and record.state == "rolling"
@@ -172,11 +172,11 @@ async def test_an_automatic_rollback_keeps_the_instance_count_and_the_route(stor
                                 "http_host": "a.test"}, name=WEB)
     v2 = ServiceSpec.from_dict({"image": "busybox", "instances": 2, "env": {"V": "2"}, "http_port": 80,
                                 "http_host": "b.test"}, name=WEB)
-    await store.put_service(v1)
-    await store.put_service(v2)
-    await store.update_service(WEB, lambda cur, _: replace(cur, instances=6) if cur else v2)  # scaled meanwhile
+    await life.put_service(v1)
+    await life.put_service(v2)
+    await life.update_service(WEB, lambda cur, _: replace(cur, instances=6) if cur else v2)  # scaled meanwhile
     assert await life.fail_rollout(WEB, target=v2.runtime_hash, reason="r", rollback=True) == "rolled-back"
-    back = await store.get_service(WEB)
+    back = await life.get_service(WEB)
     assert back is not None and back.runtime_hash == v1.runtime_hash
     assert (back.env, back.instances, back.http_host) == (v1.env, 6, "b.test")
 
@@ -184,17 +184,17 @@ async def test_an_automatic_rollback_keeps_the_instance_count_and_the_route(stor
 async def test_a_service_written_before_history_was_kept_is_seeded_and_rolls_back(store: EtcdStore) -> None:
     life = LifecycleStore(store)
     await store.put_raw(store.schema.service(WEB), dumps(spec("old").to_dict()))  # no history, no rollout record
-    await store.put_service(spec("new"))
+    await life.put_service(spec("new"))
     entries = await life.history(WEB)
     assert [(e.version, e.cause) for e in entries] == [(1, "seeded"), (2, "set")]
     assert await life.fail_rollout(WEB, target=spec("new").runtime_hash, reason="r", rollback=True) == "rolled-back"
-    assert await store.get_service(WEB) == spec("old")
+    assert await life.get_service(WEB) == spec("old")
 
 
 async def test_a_rollback_with_no_earlier_version_pauses_and_says_why(store: EtcdStore) -> None:
     life = LifecycleStore(store)
-    await store.put_service(spec("1"))
-    await store.put_service(spec("2"))
+    await life.put_service(spec("1"))
+    await life.put_service(spec("2"))
     await store.transaction(compares=[], ops=[(store.schema.history(WEB, 1), None, 0)], what="test")  # lost
     assert await life.fail_rollout(WEB, target=spec("2").runtime_hash, reason="boom", rollback=True) == "paused"
     record, _ = await life.rollout(WEB)

@@ -31,6 +31,7 @@ import pytest
 from daprdockr.adapters.docker_runtime import DockerRuntime
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.registry_credentials import DockerCredentials
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.errors import ContainerError
@@ -195,7 +196,7 @@ async def test_agent_pulls_once_the_host_logs_in_and_never_shows_the_password(
                        global_options=("-vv",),
                        extra=("--api-listen", f"127.0.0.1:{api}", "--docker-config", str(host_docker / "config.json")))
     try:
-        await store.put_service(replace(web(absent.image), instances=1))
+        await VersionStore(store).put_service(replace(web(absent.image), instances=1))
         state = await wait_for(store, lambda s: any(r.state == "failed" for r in s.instances_of(NAME)), timeout=30)
         error = state.instances[(NAME, 1)].error
         assert f"registry {addr} refused the pull" in error

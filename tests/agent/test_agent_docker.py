@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
@@ -57,15 +58,15 @@ def docker_ids(*nodes: str) -> dict[str, list[str]]:
 async def test_scale_up_down_delete(store: EtcdStore, etcd_endpoints: str, prefix: str,
                                     docker_image: str, tmp_path: Path) -> None:
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
-        await store.put_service(web(docker_image, 3))
+        await VersionStore(store).put_service(web(docker_image, 3))
         state = await wait_for(store, lambda s: running(s) == [1, 2, 3])
         assert all(r.port_for(8080) for r in state.instances_of(WEB))
         assert sorted(docker_ids("n1")) == ["1", "2", "3"]
-        await store.put_service(web(docker_image, 1))
+        await VersionStore(store).put_service(web(docker_image, 1))
         await wait_for(store, lambda s: [r.number for r in s.instances_of(WEB)] == [1])
         # release before stop: the keys go first, the containers stop once etcd confirmed that
         await until(lambda: sorted(docker_ids("n1")) == ["1"], timeout=10)
-        await store.delete_service(WEB)
+        await VersionStore(store).delete_service(WEB)
         await wait_for(store, lambda s: not s.instances)
         await until(lambda: docker_ids("n1") == {}, timeout=10)
 
@@ -75,7 +76,7 @@ async def test_three_agents_spread_evenly_without_duplicates(
 ) -> None:
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=3):
         await asyncio.sleep(1.2)  # all three registered and settled
-        await store.put_service(web(docker_image, 9))
+        await VersionStore(store).put_service(web(docker_image, 9))
         state = await wait_for(store, lambda s: len(running(s)) == 9)
         assert sorted(Counter(r.node for r in state.instances_of(WEB)).values()) == [3, 3, 3]
         # addresses follow the owning node's advertise IP
@@ -93,7 +94,7 @@ async def test_a_killed_container_runs_again(store: EtcdStore, etcd_endpoints: s
     """Started again as it is (docker start: its writable layer kept, as Docker's restart policy
     does); the record follows.  (A crash loop gets new containers: tests/test_reconcile.py.)"""
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
-        await store.put_service(web(docker_image, 1))
+        await VersionStore(store).put_service(web(docker_image, 1))
         state = await wait_for(store, lambda s: running(s) == [1])
         old = state.instances[(WEB, 1)]
         subprocess.run(["docker", "kill", old.container_id], check=True, capture_output=True)
@@ -107,10 +108,10 @@ async def test_a_killed_container_runs_again(store: EtcdStore, etcd_endpoints: s
 async def test_spec_change_replaces_container(store: EtcdStore, etcd_endpoints: str, prefix: str,
                                               docker_image: str, tmp_path: Path) -> None:
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1):
-        await store.put_service(web(docker_image, 1))
+        await VersionStore(store).put_service(web(docker_image, 1))
         first = (await wait_for(store, lambda s: running(s) == [1])).instances[(WEB, 1)]
         changed = web(docker_image, 1, env={"COLOR": "blue"})
-        await store.put_service(changed)
+        await VersionStore(store).put_service(changed)
         state = await wait_for(
             store, lambda s: running(s) == [1] and s.instances[(WEB, 1)].spec_hash == changed.runtime_hash
         )
@@ -126,10 +127,11 @@ async def test_bad_image_is_an_error_state_and_agent_stays_healthy(
 ) -> None:
     bad = ServiceName(group="myapp", service="bad")
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1) as (agent,):
-        await store.put_service(ServiceSpec(name=bad, image="daprdockr-test/does-not-exist:1", instances=1))
+        await VersionStore(store).put_service(
+            ServiceSpec(name=bad, image="daprdockr-test/does-not-exist:1", instances=1))
         state = await wait_for(store, lambda s: any(r.state == "failed" for r in s.instances_of(bad)))
         assert "not available" in state.instances[(bad, 1)].error
-        await store.put_service(web(docker_image, 1))
+        await VersionStore(store).put_service(web(docker_image, 1))
         await wait_for(store, lambda s: running(s) == [1])
         assert agent.task is not None and not agent.task.done()
         assert agent.agent.heartbeat.healthy
@@ -139,7 +141,7 @@ async def test_restart_keeps_and_adopts_containers(store: EtcdStore, etcd_endpoi
                                                    docker_image: str, tmp_path: Path) -> None:
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1,
                              release_on_exit=False, keep_containers=True):
-        await store.put_service(web(docker_image, 2))
+        await VersionStore(store).put_service(web(docker_image, 2))
         before = await wait_for(store, lambda s: running(s) == [1, 2])
     ids = {n: before.instances[(WEB, n)].container_id for n in (1, 2)}
     assert sorted(docker_ids("n1")) == ["1", "2"]  # left running across the stop
@@ -168,9 +170,9 @@ async def test_crash_backoff_resets_after_a_healthy_run_on_real_containers(
         reconciler = agents[0].agent.reconciler
         reconciler.policy = RetryPolicy(crash=RestartPolicy(backoff=Backoff(base=0.3, max_delay=20.0),
                                                             stable_after=1.5, jitter=0.2))
-        await store.put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1,
+        await VersionStore(store).put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1,
                                                        "cmd": ["sh", "-c", "exit 1"]}, name=quick))
-        await store.put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1,
+        await VersionStore(store).put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1,
                                                        "cmd": ["sh", "-c", "sleep 2; exit 1"]}, name=steady))
         worst: dict[ServiceName, int] = {quick: 0, steady: 0}
         starts: dict[ServiceName, set[float]] = {quick: set(), steady: set()}  # the records' "running since"

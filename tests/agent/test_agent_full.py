@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from tests.agent.cluster import local_cluster, wait_for
@@ -35,7 +36,7 @@ async def test_agent_serves_dns_http_api_and_metrics(
                                 "dns_workers": 1 if i == 0 else 0},  # n1: its own server + 1 worker
     ) as agents:
         await asyncio.sleep(1.0)
-        await store.put_service(ServiceSpec.from_dict(
+        await VersionStore(store).put_service(ServiceSpec.from_dict(
             {"image": docker_image, "instances": 4, "http_host": "web.example.com", "http_port": 8080,
              "cmd": CMD}, name=WEB))
         state = await wait_for(store, lambda s: sum(r.state == "running" for r in s.instances.values()) == 4)
@@ -166,9 +167,9 @@ async def test_a_shutdown_with_nothing_routed_waits_for_no_confirmation(
                                   "cmd": ["httpd", "-f", "-p", "8080"]}, name=web)
     with caplog.at_level(logging.INFO, logger="daprdockr.agent.main"):
         async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="sd") as agents:
-            await store.put_service(spec)
+            await VersionStore(store).put_service(spec)
             await wait_for(store, lambda s: any(r.routable for r in s.instances_of(web)), timeout=30)
-            await store.delete_service(web)
+            await VersionStore(store).delete_service(web)
             await wait_for(store, lambda s: not s.instances_of(web), timeout=30)
             await agents[0].shutdown()
     waits = [r.getMessage() for r in caplog.records if "removal at revision" in r.getMessage()]

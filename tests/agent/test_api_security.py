@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.agent.api import AgentApi
 from daprdockr.agent.main import Agent, AgentStatus
 from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
@@ -33,7 +34,8 @@ async def test_log_streams_are_capped_and_never_starve_reconcile(
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="lg",
                              per_node=lambda i, ip: {"api_listen": api}) as agents:
         agent = agents[0].agent
-        await store.put_service(ServiceSpec.from_dict({"image": docker_image, "instances": 1, "cmd": LOUD}, name=WEB))
+        await VersionStore(store).put_service(
+            ServiceSpec.from_dict({"image": docker_image, "instances": 1, "cmd": LOUD}, name=WEB))
         await wait_for(store, lambda s: any(r.state == "running" for r in s.instances_of(WEB)))
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as http:

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from tests.agent.cluster import local_cluster, wait_for
 from tests.agent.test_agent_docker import WEB, docker_ids, running, web
 
@@ -41,7 +42,7 @@ async def test_bad_spec_over_a_running_service_freezes_it(
 ) -> None:
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="b") as agents:
         agent = agents[0].agent
-        await store.put_service(web(docker_image, 2))
+        await VersionStore(store).put_service(web(docker_image, 2))
         await wait_for(store, lambda s: running(s) == [1, 2])
         ids = docker_ids("b1")
         good = _good_spec_json(docker_image, 2)
@@ -62,7 +63,7 @@ async def test_bad_spec_over_a_running_service_freezes_it(
         assert WEB in state.invalid_services
         # visible on the agent too, and a valid spec takes over again
         assert agent.mirror.state().invalid_services.keys() == {WEB}
-        await store.put_service(web(docker_image, 1))
+        await VersionStore(store).put_service(web(docker_image, 1))
         await wait_for(store, lambda s: running(s) == [1] and not s.invalid_services, timeout=10)
 
 
@@ -85,7 +86,7 @@ async def test_bad_own_instance_key_never_removes_the_container(
     naming node "ghost", on the owner's lease): the owner rewrites it; it used to obey it and stop
     its healthy container."""
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=3, node_prefix="k") as agents:
-        await store.put_service(web(docker_image, 2))
+        await VersionStore(store).put_service(web(docker_image, 2))
         state = await wait_for(store, lambda s: running(s) == [1, 2])
         before = state.instances[(WEB, 2)]
         owner = next(a.agent for a in agents if a.config.node_id == before.node)
@@ -153,7 +154,7 @@ async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances_and_its_r
                        extra=extra)
     try:
         await wait_for(store, lambda s: "fz1" in s.nodes, timeout=20)
-        await store.put_service(web(docker_image, 2, http_host="web.example.com"))
+        await VersionStore(store).put_service(web(docker_image, 2, http_host="web.example.com"))
         await wait_for(store, lambda s: running(s) == [1, 2])
         ids = docker_ids("fz1")
         await store.put_raw(_spec_key(store), b'{"image": "busybox", "instances": "2"}')

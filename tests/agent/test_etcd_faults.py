@@ -26,6 +26,7 @@ import dns.rcode
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord
@@ -82,7 +83,7 @@ async def test_quorum_loss_agent_recovers_on_same_containers(
 ) -> None:
     async with local_cluster(etcd=etcd3.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="q") as agents:
         agent = agents[0].agent
-        await store3.put_service(web(docker_image, 2))
+        await VersionStore(store3).put_service(web(docker_image, 2))
         state = await wait_for(store3, lambda s: running(s) == [1, 2])
         before = {r.number: r.container_id for r in state.instances_of(WEB)}
 
@@ -113,7 +114,7 @@ async def test_quorum_loss_agent_recovers_on_same_containers(
             ["heartbeat", "etcd-watch", "docker-events", "reconcile", "fanout", "settle", "applied", "health",
              "reaper"])
         # the watch is live again: a new change reaches the agent
-        await store3.put_service(web(docker_image, 3))
+        await VersionStore(store3).put_service(web(docker_image, 3))
         await wait_for(store3, lambda s: running(s) == [1, 2, 3], timeout=10)
         assert {n: ids for n, ids in docker_ids("q1").items()} == {
             "1": [before[1][:12]], "2": [before[2][:12]], "3": docker_ids("q1")["3"]}
@@ -131,7 +132,7 @@ async def test_release_that_etcd_cannot_confirm_keeps_the_container(
     http_port = free_port(ip)
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="r",
                              per_node=lambda i, _ip: {"http_listen": (ip, http_port)}) as agents:
-        await store.put_service(web(docker_image, 3, http_host="web.example.com"))
+        await VersionStore(store).put_service(web(docker_image, 3, http_host="web.example.com"))
         await wait_for(store, lambda s: running(s) == [1, 2, 3])
         ids = docker_ids("r1")
         stop = asyncio.Event()
@@ -155,7 +156,7 @@ async def test_release_that_etcd_cannot_confirm_keeps_the_container(
         try:
             await asyncio.sleep(0.5)
             monkeypatch.setattr(agents[0].agent.store, "release_instance", unreachable)
-            await store.put_service(web(docker_image, 1, http_host="web.example.com"))
+            await VersionStore(store).put_service(web(docker_image, 1, http_host="web.example.com"))
             await asyncio.sleep(3)
             assert docker_ids("r1") == ids, "a container was stopped before etcd confirmed its release"
             monkeypatch.undo()
@@ -194,7 +195,7 @@ async def test_own_dns_drops_a_dead_instance_while_etcd_is_down(
             local: LocalAgent = agents[0]
             nginx = local.agent.nginx
             assert nginx is not None
-            await store.put_service(web(docker_image, 2, http_host="web.example.com"))
+            await VersionStore(store).put_service(web(docker_image, 2, http_host="web.example.com"))
             state = await wait_for(store, lambda s: running(s) == [1, 2])
             assert await _a_records(ip, dns_port, "2.web.myapp.container") == ("NOERROR", [ip])
             peer2 = f"{ip}:{state.instances[(WEB, 2)].port_for(8080)}"
@@ -238,7 +239,7 @@ async def test_shutdown_that_etcd_cannot_confirm_leaves_the_containers_running(
     try:
         async with EtcdStore(endpoints=parse_endpoints(etcd.endpoints), schema=KeySchema(prefix)) as store, \
                 local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="u") as agents:
-            await store.put_service(web(docker_image, 2))
+            await VersionStore(store).put_service(web(docker_image, 2))
             await wait_for(store, lambda s: running(s) == [1, 2])
             ids = docker_ids("u1")
             etcd.stop()
@@ -259,7 +260,7 @@ async def test_an_agent_whose_lease_expired_comes_back_on_the_same_containers(
     proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="x1", ip="127.0.0.11", state_dir=tmp_path)
     try:
         await wait_for(store, lambda s: "x1" in s.nodes, timeout=20)
-        await store.put_service(web(docker_image, 2))
+        await VersionStore(store).put_service(web(docker_image, 2))
         state = await wait_for(store, lambda s: running(s) == [1, 2])
         before = {r.number: r.container_id for r in state.instances_of(WEB)}
         old_lease = state.nodes["x1"].lease
@@ -297,7 +298,7 @@ async def test_a_lease_lost_before_the_heartbeat_sees_it_never_ends_the_applied_
     showed ``restarting``.  Now it retries, and writes ``applied/<node>`` again on the new lease."""
     async with local_cluster(etcd=etcd3.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="p") as agents:
         agent = agents[0].agent
-        await store3.put_service(web(docker_image, 2))
+        await VersionStore(store3).put_service(web(docker_image, 2))
         await wait_for(store3, lambda s: running(s) == [1, 2])
         old = agent.heartbeat.lease
         assert old

@@ -28,6 +28,7 @@ import pytest
 
 from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
@@ -71,7 +72,7 @@ async def churn(store: EtcdStore, changes: int) -> int:
     write was refused for space (``changes`` if none was)."""
     for n in range(changes):
         try:
-            await store.put_service(churn_spec(n))
+            await VersionStore(store).put_service(churn_spec(n))
         except StoreFullError:
             return n
     return changes
@@ -118,7 +119,7 @@ async def test_two_housekeepers_the_first_joined_compacts_and_the_other_takes_ov
         async def tick(*alive: str) -> None:
             for node in alive:
                 await store.keepalive(leases[node])
-            await store.put_service(churn_spec(next(ticks)))  # (a write: something to compact)
+            await VersionStore(store).put_service(churn_spec(next(ticks)))  # (a write: something to compact)
             nodes["now"] = (await store.snapshot()).nodes  # (the node records, as each agent's mirror has them)
             for node in alive:
                 target = await keepers[node].compact_once()
@@ -190,7 +191,7 @@ async def test_without_compaction_the_alarm_shows_writes_fail_clearly_and_dns_ke
     with small_etcd(tmp_path) as etcd, hollow_agent(etcd=etcd.endpoints, prefix=prefix, ip=ip, dns_port=dns_port,
                                                     api_port=api_port, tmp=tmp_path) as agent:
         async with store_of(etcd.endpoints, prefix) as store, aiohttp.ClientSession() as http:
-            await store.put_service(ServiceSpec(name=WEB, image="busybox", instances=1))
+            await VersionStore(store).put_service(ServiceSpec(name=WEB, image="busybox", instances=1))
             await wait_until(lambda: asyncio.to_thread(ask_dns, ip, dns_port, "1.web.myapp.container"),
                              within=30, what="DNS answering instance 1")
             written = await churn(store, 10 * CHANGES)
@@ -198,7 +199,7 @@ async def test_without_compaction_the_alarm_shows_writes_fail_clearly_and_dns_ke
             print(f"NOSPACE after {written} changes with compaction off")
             # the write that hit the quota says so and what to do
             with pytest.raises(StoreFullError) as refused:
-                await store.put_service(churn_spec(0))
+                await VersionStore(store).put_service(churn_spec(0))
             for words in ("database is full", "NOSPACE", "etcdctl defrag", "etcdctl alarm disarm"):
                 assert words in str(refused.value)
             set_web = cli(etcd.endpoints, prefix, "svc", "set", "other.myapp", "--image", "busybox",

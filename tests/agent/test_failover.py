@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -36,7 +37,7 @@ async def test_sigkilled_agent_fails_over_and_its_stale_copies_stop_on_rejoin(
     try:
         await wait_for(store, lambda s: set(s.nodes) == set(nodes), timeout=20)
         await asyncio.sleep(1.2)
-        await store.put_service(web(docker_image, 6))
+        await VersionStore(store).put_service(web(docker_image, 6))
         state = await wait_for(store, lambda s: len(running(s)) == 6)
         assert sorted(Counter(r.node for r in state.instances_of(WEB)).values()) == [2, 2, 2]
         victim = "n1"
@@ -87,7 +88,7 @@ async def test_sigterm_releases_everything(
     proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="n7", ip="127.0.0.17", state_dir=tmp_path)
     try:
         await wait_for(store, lambda s: "n7" in s.nodes, timeout=20)
-        await store.put_service(web(docker_image, 2))
+        await VersionStore(store).put_service(web(docker_image, 2))
         await wait_for(store, lambda s: running(s) == [1, 2])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -112,7 +113,7 @@ async def test_a_second_signal_exits_at_once_and_takes_nginx_along(
         await wait_for(store, lambda s: "n8" in s.nodes, timeout=20)
         stubborn = ServiceSpec.from_dict({"image": docker_image, "instances": 1,
                                           "cmd": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}, name=WEB)
-        await store.put_service(stubborn)
+        await VersionStore(store).put_service(stubborn)
         await wait_for(store, lambda s: running(s) == [1])
         nginx = int((tmp_path / "n8" / "nginx" / "nginx.pid").read_text())
         proc.send_signal(signal.SIGTERM)  # shutdown starts: the container ignores SIGTERM for its 5 s grace
@@ -145,7 +146,7 @@ async def test_losing_etcd_keeps_containers_running(
             EtcdStore(endpoints=parse_endpoints(etcd.endpoints), schema=KeySchema(prefix)) as store,
             local_cluster(etcd=etcd.endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="loss"),
         ):
-            await store.put_service(web(docker_image, 2))
+            await VersionStore(store).put_service(web(docker_image, 2))
             before = await wait_for(store, lambda s: running(s) == [1, 2])
             ids = {r.number: r.container_id for r in before.instances_of(WEB)}
             etcd.stop()

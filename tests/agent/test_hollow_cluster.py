@@ -16,6 +16,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.hollow_runtime import HollowOptions
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.agent.hollow_cluster import HollowCluster, hollow_configs, run_hollow_cluster
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.model import ServiceSpec
@@ -51,7 +52,8 @@ async def test_three_hollow_agents_in_one_loop_converge_despite_failing_starts(
                                                                ("h3", "127.0.0.13")]
     async with HollowCluster(configs) as cluster:
         await asyncio.sleep(1.2)  # settled: every agent claims
-        await store.put_service(ServiceSpec.from_dict({"image": "x", "instances": 30, "http_port": 80}, name=WEB))
+        await VersionStore(store).put_service(
+            ServiceSpec.from_dict({"image": "x", "instances": 30, "http_port": 80}, name=WEB))
         deadline = time.monotonic() + 30
         while True:
             state = await store.snapshot()

@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.names import ServiceName
 from tests.cli.test_cli import BIN, IMG
 
@@ -37,7 +38,7 @@ async def test_twenty_concurrent_env_sets_all_land(store: EtcdStore, etcd_endpoi
         for i in range(20)
     ), _run("daprdockr", "svc", "set", "web.myapp", "--instances", "5", etcd=etcd_endpoints, prefix=prefix))
     assert all(rc == 0 for rc, _ in results), [e for rc, e in results if rc]
-    spec = await store.get_service(WEB)
+    spec = await VersionStore(store).get_service(WEB)
     assert spec is not None
     assert dict(spec.env) == {f"K_{i}": f"v{i}" for i in range(20)}, "an update was lost"
     assert spec.instances == 5
@@ -60,5 +61,5 @@ async def test_delete_racing_a_merge_never_resurrects(
         assert rc == 0, err
         await asyncio.gather(_run(*merge, **run), _run(*delete, **run))
         # whatever the order, the service is gone: a merge after the delete has no image to merge onto
-        spec = await store.get_service(WEB)
+        spec = await VersionStore(store).get_service(WEB)
         assert spec is None, f"deleted service came back: {json.dumps(spec.to_dict()) if spec else ''}"

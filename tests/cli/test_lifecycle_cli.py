@@ -13,6 +13,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
@@ -72,8 +73,8 @@ async def test_lifecycle_commands_answer_json(etcd_endpoints: str, prefix: str) 
 
 async def test_status_and_wait_progress_escape_text_from_etcd(etcd_endpoints: str, prefix: str) -> None:
     async def setup(store: EtcdStore) -> None:
-        await store.put_service(spec("1"))
-        await store.put_service(spec("2"))
+        await VersionStore(store).put_service(spec("1"))
+        await VersionStore(store).put_service(spec("2"))
         assert await LifecycleStore(store).fail_rollout(WEB, target=spec("2").runtime_hash, reason=EVIL,
                                                         rollback=False) == "paused"
         lease = await store.grant_lease(60)

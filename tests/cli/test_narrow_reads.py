@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daprdockr.adapters.etcd_store import EtcdStore, _Page
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.main import app
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
@@ -34,7 +35,7 @@ async def _fill(endpoints: str, prefix: str) -> list[str]:
         since = time.time() - 5 * 3600 - 60  # "5h" old: the same age in both runs
         for name in (WEB, *OTHERS):
             for image in ("busybox:1", "busybox:2"):  # two versions: history and a rollout record
-                await s.put_service(ServiceSpec.from_dict({"image": image, "instances": 3}, name=name))
+                await VersionStore(s).put_service(ServiceSpec.from_dict({"image": image, "instances": 3}, name=name))
             for n in (1, 2, 3):
                 rec = InstanceRecord(service=name, number=n, node=f"n{n % 2}", address=f"10.0.0.{n}",
                                      state="running" if n < 3 else "failed", ports=(("80/tcp", 32000 + n),),

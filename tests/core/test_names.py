@@ -6,6 +6,8 @@ import pytest
 
 from daprdockr.core.names import (
     ServiceName,
+    by_instance,
+    instance_order,
     validate_env_key,
     validate_hostname,
     validate_image,
@@ -57,3 +59,20 @@ def test_advertise_ip_must_be_one_unicast_address(ip: str) -> None:
 @pytest.mark.parametrize("ip", ["127.0.0.11", "10.1.2.3", "192.168.0.7", "::1", "fd00::5"])
 def test_unicast_addresses_pass(ip: str) -> None:
     assert validate_unicast_ip(ip, field="--advertise-ip") == ip
+
+
+@pytest.mark.parametrize(("keys", "ordered"), [
+    # by the <service>.<group> text first (not by group), then by number (not as text)
+    ([("web", "b", 1), ("api", "z", 1)], [("api", "z", 1), ("web", "b", 1)]),
+    ([("web", "a", 10), ("web", "a", 9), ("web", "a", 1)], [("web", "a", 1), ("web", "a", 9), ("web", "a", 10)]),
+    ([("web", "b", 1), ("web", "a", 2)], [("web", "a", 2), ("web", "b", 1)]),
+])
+def test_instances_are_ordered_by_service_text_then_number(keys: list[tuple[str, str, int]],
+                                                           ordered: list[tuple[str, str, int]]) -> None:
+    def name(s: str, g: str) -> ServiceName:
+        return ServiceName(group=g, service=s)
+
+    items = {(name(s, g), n): None for s, g, n in keys}
+    assert [(k[0].service, k[0].group, k[1]) for k, _ in sorted(items.items(), key=by_instance)] == ordered
+    assert sorted(((name(s, g), n) for s, g, n in keys), key=lambda k: instance_order(*k)) == [
+        (name(s, g), n) for s, g, n in ordered]

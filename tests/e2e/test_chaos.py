@@ -44,6 +44,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -109,7 +110,7 @@ class Chaos:
     async def _churn(self) -> None:
         spec = replace(self.spec, instances=self.rng.randint(2, 9))
         try:
-            await self.store.put_service(spec)
+            await VersionStore(self.store).put_service(spec)
         except DaprDockrError as exc:  # an etcd member may be down or electing
             self.note(f"scale to {spec.instances} failed: {exc}")
             return
@@ -214,7 +215,7 @@ class Chaos:
         await asyncio.to_thread(self.cluster.etcd.wait_healthy)
         for _ in range(20):
             try:
-                await self.store.put_service(self.spec)
+                await VersionStore(self.store).put_service(self.spec)
                 break
             except DaprDockrError:
                 await asyncio.sleep(0.5)
@@ -242,7 +243,7 @@ class Chaos:
             await self.store.put_raw(self.store.schema.service(WEB), value)
             self.note(f"wrote a malformed spec ({value[:60]!r}...)")
             await self._watch_containers("malformed spec")
-            await self.store.put_service(self.spec)
+            await VersionStore(self.store).put_service(self.spec)
             self.note("restored the spec")
 
     async def garbage_instance(self) -> None:
@@ -291,7 +292,7 @@ class Chaos:
         self.cluster.etcd.wait_healthy()
         for _ in range(20):
             try:
-                await self.store.put_service(self.spec)
+                await VersionStore(self.store).put_service(self.spec)
                 break
             except DaprDockrError as exc:
                 self.note(f"final write failed: {exc}")
@@ -386,7 +387,7 @@ async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, se
         name=WEB,
     )
     async with EtcdStore(endpoints=parse_endpoints(cluster.endpoints), schema=KeySchema(prefix)) as store:
-        await store.put_service(spec)
+        await VersionStore(store).put_service(spec)
         chaos = Chaos(cluster=cluster, store=store, spec=spec, rng=random.Random(seed))
         await wait_routable(cluster, final_host=HOST)
         load = HttpLoad(targets=[(a.addr.ip, a.addr.http_port) for a in list(cluster.agents.values())[:2]], host=HOST)

@@ -25,6 +25,7 @@ import dns.rdatatype
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -64,7 +65,7 @@ async def test_a_moving_instance_is_never_nxdomain(etcd_endpoints: str, prefix: 
                 assert time.monotonic() < deadline, "agents did not register"
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.5)  # (both settled: claims start after a short grace)
-            await store.put_service(ServiceSpec.from_dict({"image": "hollow", "instances": INSTANCES,
+            await VersionStore(store).put_service(ServiceSpec.from_dict({"image": "hollow", "instances": INSTANCES,
                                                            "http_port": 8080}, name=WEB))
             names = [f"{n}.web.mv.container" for n in range(1, INSTANCES + 1)]
             while True:

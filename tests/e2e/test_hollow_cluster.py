@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -151,7 +152,7 @@ async def check_convergence(store: EtcdStore, apis: dict[str, str], services: li
     async with count_writes(store, after=before.revision + 1) as writes:
         t0 = time.monotonic()
         for name in services:
-            await store.put_service(ServiceSpec.from_dict(
+            await VersionStore(store).put_service(ServiceSpec.from_dict(
                 {"image": "hollow", "instances": PER_SERVICE, "http_port": 8080}, name=name))
         done = await wait_state(store, lambda s: running(s) == total, within=CONVERGE_WITHIN,
                                 what=f"{total} instances running")

@@ -30,6 +30,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import InstanceRecord, ServiceSpec
@@ -130,7 +131,7 @@ async def three_healthy_under_load(
     within 8 s), routed by every nginx, and 20 s of load through all of them starting now."""
     policy = {"parallel": 1, "order": order, "min_healthy": "1s", "deadline": "8s"}
     good = spec(name, image, 3, update=policy)
-    await store.put_service(good)
+    await VersionStore(store).put_service(good)
     await until(store, serving(name, good.runtime_hash, 3), timeout=60, what="3 healthy")
     await asyncio.sleep(1.5)  # every nginx has the routes
     start = await store.snapshot()
@@ -192,7 +193,7 @@ async def test_a_failing_check_takes_the_instance_out_of_dns_and_nginx_and_a_pas
 ) -> None:
     c, store = cluster
     name = ServiceName(group="lc", service="hc")
-    await store.put_service(spec(name, docker_image, 2))
+    await VersionStore(store).put_service(spec(name, docker_image, 2))
     await until(store, serving(name, spec(name, docker_image, 2).runtime_hash, 2), timeout=60, what="2 healthy")
     a = c.agents["l1"].addr
     fqdn = f"1.{name.service}.{name.group}.container"
@@ -292,7 +293,7 @@ async def test_a_paused_rollout_holds_until_svc_resume_then_finishes(
     name = ServiceName(group="lc", service="pause")
     policy = {"parallel": 1, "min_healthy": "0.5s", "deadline": "2s", "on_failure": "pause"}
     old = spec(name, docker_image, 3, update=policy)
-    await store.put_service(old)
+    await VersionStore(store).put_service(old)
     await until(store, serving(name, old.runtime_hash, 3), timeout=60, what="3 healthy")
     slow = ["sh", "-c", SERVE.format(health="(sleep 3; touch /www/healthz) & ")]  # healthy 3 s after start
     result = await asyncio.to_thread(c.cli, "svc", "set", str(name), "--cmd-json", json.dumps(slow), "--env", "V=2",
@@ -300,7 +301,7 @@ async def test_a_paused_rollout_holds_until_svc_resume_then_finishes(
     assert result.returncode == 6 and "paused" in result.stderr, (result.returncode, result.stderr)
     status = json.loads(c.cli("svc", "status", str(name), "--json").stdout)
     assert status["rollout"] == "paused" and "not healthy" in status["reason"], status
-    new_hash = (await store.get_service(name)).runtime_hash  # type: ignore[union-attr]
+    new_hash = (await VersionStore(store).get_service(name)).runtime_hash  # type: ignore[union-attr]
     c.cli("svc", "set", str(name), "--update-deadline", "15s")  # not a runtime change: still paused
     await asyncio.sleep(3)
     state = await store.snapshot()
@@ -320,7 +321,7 @@ async def test_a_container_unhealthy_for_restart_unhealthy_after_is_replaced(
     svc = ServiceSpec.from_dict({
         "image": docker_image, "instances": 1, "http_host": host(name), "http_port": 8080, "cmd": HEALTHY_CMD,
         "health": {**HEALTH, "restart_unhealthy_after": "1s"}}, name=name)
-    await store.put_service(svc)
+    await VersionStore(store).put_service(svc)
     state = await until(store, serving(name, svc.runtime_hash, 1), timeout=60, what="1 healthy")
     (before,) = state.instances_of(name)
     subprocess.run(["docker", "exec", before.container_id, "sh", "-c", "rm /www/healthz"], check=True)
@@ -344,7 +345,7 @@ async def test_a_tcp_check_gates_routing(cluster: tuple[RealCluster, EtcdStore],
     svc = ServiceSpec.from_dict({
         "image": docker_image, "instances": 1, "http_port": 8080, "cmd": serve_bg,
         "health": {"tcp": 8080, "interval": f"{INTERVAL}s", "retries": 2, "timeout": "1s"}}, name=name)
-    await store.put_service(svc)
+    await VersionStore(store).put_service(svc)
     state = await until(store, serving(name, svc.runtime_hash, 1), timeout=60, what="1 healthy")
     (rec,) = state.instances_of(name)
     a = c.agents["l1"].addr
@@ -372,13 +373,13 @@ async def test_the_stop_signal_of_the_spec_reaches_the_container(
                                  "volumes": [f"{volume}:/sig"], "stop_signal": "SIGUSR1", "stop_timeout": "10s"},
                                 name=name)
     try:
-        await store.put_service(svc)
+        await VersionStore(store).put_service(svc)
         await until(store, lambda s: [r.state for r in s.instances_of(name)] == ["running"], timeout=60,
                     what="running")
         await asyncio.sleep(0.5)  # the shell has set its traps
         t0 = time.monotonic()
-        await store.update_service(name, lambda cur, _: ServiceSpec.from_dict({**svc.to_dict(), "instances": 0},
-                                                                             name=name))
+        await VersionStore(store).update_service(
+            name, lambda cur, _: ServiceSpec.from_dict({**svc.to_dict(), "instances": 0}, name=name))
         await until(store, lambda s: not s.instances_of(name), timeout=30, what="released")
         while docker_containers(c.node_ids, service=name.service, group=name.group):
             assert time.monotonic() - t0 < 8, "not stopped by its stop signal (SIGKILL after 10 s?)"
@@ -446,14 +447,14 @@ async def test_a_good_update_keeps_within_parallel_and_drops_nothing(
     name = ServiceName(group="lc", service="good")
     policy = {"parallel": 2, "order": order, "min_healthy": "1s", "deadline": "10s"}
     old = spec(name, docker_image, 6, update=policy)
-    await store.put_service(old)
+    await VersionStore(store).put_service(old)
     await until(store, serving(name, old.runtime_hash, 6), timeout=60, what="6 healthy")
     await asyncio.sleep(1.5)
     start = await store.snapshot()
     load = Load(c, name, 25)
     new = spec(name, docker_image, 6, version="2", update=policy)
     t0 = time.monotonic()
-    await store.put_service(new)
+    await VersionStore(store).put_service(new)
     end = await until(store, lambda s: serving(name, new.runtime_hash, 6)(s) and not s.slots.get(name), timeout=60,
                       what="the rollout")
     took = time.monotonic() - t0
@@ -480,10 +481,10 @@ async def test_an_agent_killed_mid_rollout_does_not_stall_it(
     name = ServiceName(group="lc", service="kill")
     policy = {"parallel": 1, "min_healthy": "2s", "deadline": "15s"}
     old = spec(name, docker_image, 6, update=policy)
-    await store.put_service(old)
+    await VersionStore(store).put_service(old)
     await until(store, serving(name, old.runtime_hash, 6), timeout=60, what="6 healthy")
     new = spec(name, docker_image, 6, version="2", update=policy)
-    await store.put_service(new)
+    await VersionStore(store).put_service(new)
     state = await until(store, lambda s: bool(s.slots.get(name)), timeout=30, what="a replacement in flight")
     (slot,) = state.slots[name].values()
     victim = c.agents[slot.node]
@@ -499,7 +500,7 @@ async def test_drain_moves_every_instance_without_a_failed_request_and_undrain_c
     c, store = cluster
     name = ServiceName(group="lc", service="drain")
     svc = spec(name, docker_image, 6, update={"parallel": 2, "min_healthy": "1s", "deadline": "10s"})
-    await store.put_service(svc)
+    await VersionStore(store).put_service(svc)
     await until(store, lambda s: serving(name, svc.runtime_hash, 6)(s)
                 and sum(r.node == "l2" for r in s.instances_of(name)) == 2, timeout=60, what="6 healthy, 2 on l2")
     await asyncio.sleep(1.5)
@@ -516,7 +517,7 @@ async def test_drain_moves_every_instance_without_a_failed_request_and_undrain_c
     assert not [x for x in docker_containers(["l2"], service=name.service, group=name.group)]
 
     c.cli("node", "undrain", "l2")
-    await store.put_service(spec(name, docker_image, 9, update={"parallel": 2, "min_healthy": "1s",
+    await VersionStore(store).put_service(spec(name, docker_image, 9, update={"parallel": 2, "min_healthy": "1s",
                                                                 "deadline": "10s"}))
     state = await until(store, lambda s: sum(r.node == "l2" and r.routable for r in s.instances_of(name)) == 3,
                         timeout=60, what="l2 claiming again")
@@ -548,21 +549,21 @@ async def test_history_and_rollback_round_trip(cluster: tuple[RealCluster, EtcdS
     fast = {"parallel": 3, "min_healthy": "0s", "deadline": "10s"}
     versions = [spec(name, docker_image, 1, version=str(v), update=fast) for v in range(1, 4)]
     for v in versions:
-        await store.put_service(v)
+        await VersionStore(store).put_service(v)
     history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
     assert [h["version"] for h in history] == [1, 2, 3] and history[-1]["current"]
     assert [h["spec"]["env"]["V"] for h in history] == ["1", "2", "3"]
 
     c.cli("svc", "rollback", str(name), "--wait", "--timeout", "60")
-    assert await store.get_service(name) == versions[1]
+    assert await VersionStore(store).get_service(name) == versions[1]
     await until(store, serving(name, versions[1].runtime_hash, 1), timeout=30, what="version 2 running")
     c.cli("svc", "rollback", str(name), "--to", "1")
-    assert await store.get_service(name) == versions[0]
+    assert await VersionStore(store).get_service(name) == versions[0]
     history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
     assert [(h["version"], h["cause"]) for h in history][-2:] == [(4, "rollback to 2"), (5, "rollback to 1")]
     missing = c.cli("svc", "rollback", str(name), "--to", "99", check=False)
     assert missing.returncode == 3 and "no version 99" in missing.stderr
     for i in range(8):  # only the last 10 are kept
-        await store.put_service(spec(name, docker_image, 1, version=f"x{i}", update=fast))
+        await VersionStore(store).put_service(spec(name, docker_image, 1, version=f"x{i}", update=fast))
     history = json.loads(c.cli("svc", "history", str(name), "--json").stdout)
     assert [h["version"] for h in history] == list(range(4, 14))

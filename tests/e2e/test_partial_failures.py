@@ -34,6 +34,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -58,7 +59,7 @@ async def cluster(prefix: str, docker_image: str) -> AsyncIterator[tuple[RealClu
     # some on purpose) must never look like one of this cluster's
     with real_cluster(workdir, prefix=prefix, node_prefix=f"pf{uuid.uuid4().hex[:6]}n") as c:
         async with EtcdStore(endpoints=parse_endpoints(c.endpoints), schema=KeySchema(prefix)) as store:
-            await store.put_service(ServiceSpec.from_dict(
+            await VersionStore(store).put_service(ServiceSpec.from_dict(
                 {"image": docker_image, "instances": 6, "http_host": HOST, "http_port": 8080, "cmd": IDENTITY_CMD},
                 name=WEB))
             await wait_identities(c, 6)

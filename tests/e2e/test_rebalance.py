@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -74,7 +75,7 @@ async def test_a_node_that_joins_gets_its_share_and_no_request_fails(
     c, store = cluster
     late = list(c.agents.values())[2]
     assert late.terminate() == 0  # (no instance yet: nothing to release)
-    await store.put_service(spec(docker_image, 12))
+    await VersionStore(store).put_service(spec(docker_image, 12))
     two = await converged(store, 12, 2, timeout=90)
     assert sorted(two.values()) == [6, 6], two
     load = asyncio.create_task(wrk(edge_url(c), host=HOST, seconds=30, connections=8))
@@ -98,10 +99,10 @@ async def test_fifty_concurrent_writers_then_convergence_within_one_of_the_fair_
 
     async def writer(i: int, n: int) -> None:  # 50 writers, overlapping, each its own count
         await asyncio.sleep(i * 0.15)
-        await store.put_service(spec(docker_image, n))
+        await VersionStore(store).put_service(spec(docker_image, n))
 
     await asyncio.gather(*(writer(i, n) for i, n in enumerate(sizes)))
-    await store.put_service(spec(docker_image, 39))  # (whichever write was last: now 39)
+    await VersionStore(store).put_service(spec(docker_image, 39))  # (whichever write was last: now 39)
     placed = await eventually(lambda: spread(store, 39), lambda s: sum(s.values()) == 39, timeout=150)
     print(f"after the writers: {dict(placed)}")
     done = asyncio.Event()
@@ -130,7 +131,7 @@ async def test_a_service_that_opts_out_is_not_moved(cluster: tuple[RealCluster, 
     c, store = cluster
     late = list(c.agents.values())[2]
     assert late.terminate() == 0
-    await store.put_service(spec(docker_image, 6, rebalance=False))
+    await VersionStore(store).put_service(spec(docker_image, 6, rebalance=False))
     two = await converged(store, 6, 2, timeout=90)
     late.start()
     c.wait_registered()

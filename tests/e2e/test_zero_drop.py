@@ -35,6 +35,7 @@ import aiohttp
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
@@ -58,7 +59,7 @@ async def cluster(prefix: str, docker_image: str) -> AsyncIterator[tuple[RealClu
     with real_cluster(workdir, prefix=prefix, node_prefix="z") as c:
         async with EtcdStore(endpoints=parse_endpoints(c.endpoints), schema=KeySchema(prefix)) as store:
             await asyncio.sleep(1.5)
-            await store.put_service(spec(docker_image, 2))
+            await VersionStore(store).put_service(spec(docker_image, 2))
             await wait_running(store, 2)
             yield c, store
     shutil.rmtree(workdir, ignore_errors=True)
@@ -98,9 +99,9 @@ async def test_flipping_membership_under_keepalive_load_drops_nothing(
     t_end = time.monotonic() + 12
     while time.monotonic() < t_end:
         flips += 1
-        await store.put_service(spec(docker_image, 6 if flips % 2 else 2))
+        await VersionStore(store).put_service(spec(docker_image, 6 if flips % 2 else 2))
         await asyncio.sleep(0.3)
-    await store.put_service(spec(docker_image, 2))
+    await VersionStore(store).put_service(spec(docker_image, 2))
     out = await load
     print(out)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -132,16 +133,16 @@ async def test_instances_that_listen_late_join_without_a_failed_request(
         return ServiceSpec.from_dict({"image": docker_image, "instances": n, "http_host": host, "http_port": 8080,
                                       "cmd": late_cmd}, name=name)
 
-    await store.put_service(late(1))
+    await VersionStore(store).put_service(late(1))
     got = await eventually(store.snapshot, lambda s: any(r.state == "running" for r in s.instances_of(name)),
                            timeout=60)
     assert any(r.state == "running" for r in got.instances_of(name))
     await asyncio.sleep(1.5)
     load = asyncio.create_task(run_wrk(edge(c), 17, host=host))
     for _ in range(3):
-        await store.put_service(late(6))
+        await VersionStore(store).put_service(late(6))
         await asyncio.sleep(3)
-        await store.put_service(late(1))
+        await VersionStore(store).put_service(late(1))
         await asyncio.sleep(2.5)
     out = await load
     print(out)
@@ -179,7 +180,7 @@ async def test_sigterm_comes_after_every_agent_applied_the_removal(
     cluster: tuple[RealCluster, EtcdStore], docker_image: str, how: str
 ) -> None:
     c, store = cluster
-    await store.put_service(spec(docker_image, 4))
+    await VersionStore(store).put_service(spec(docker_image, 4))
     await wait_running(store, 4)
     state = await store.snapshot()
     removed = {r.container_id: r.number for r in state.instances_of(WEB) if r.number > 2 or how == "delete"}
@@ -200,9 +201,9 @@ async def test_sigterm_comes_after_every_agent_applied_the_removal(
     watcher = asyncio.create_task(follow())
     t0 = time.time()
     if how == "delete":
-        assert await store.delete_service(WEB)
+        assert await VersionStore(store).delete_service(WEB)
     else:
-        await store.put_service(spec(docker_image, 2))
+        await VersionStore(store).put_service(spec(docker_image, 2))
     await asyncio.sleep(12)  # removal, confirmation, drain (nginx closes idle upstream connections after 2 s), stop
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
@@ -275,7 +276,7 @@ async def test_a_frozen_nginx_delays_a_removal_only_up_to_the_bound(
     cluster: tuple[RealCluster, EtcdStore], docker_image: str
 ) -> None:
     c, store = cluster
-    await store.put_service(spec(docker_image, 3))
+    await VersionStore(store).put_service(spec(docker_image, 3))
     await wait_running(store, 3)
     state = await store.snapshot()
     third = next(r for r in state.instances_of(WEB) if r.number == 3)
@@ -285,7 +286,7 @@ async def test_a_frozen_nginx_delays_a_removal_only_up_to_the_bound(
     os.killpg(pgid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
-        await store.put_service(spec(docker_image, 2))
+        await VersionStore(store).put_service(spec(docker_image, 2))
 
         def gone() -> bool:
             out = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"id={third.container_id}"],
@@ -312,7 +313,7 @@ async def test_an_agent_shutting_down_drops_no_request_and_confirms_its_removal(
     nginx: no failed request, and no confirmation that ran out (it used to stop watching etcd
     first, so its wait was a blind 2 s and it logged every node as lagging)."""
     c, store = cluster
-    await store.put_service(spec(docker_image, 6))
+    await VersionStore(store).put_service(spec(docker_image, 6))
     await wait_running(store, 6)
     leaving = list(c.agents.values())[2]
     state = await store.snapshot()
@@ -343,13 +344,13 @@ async def test_a_request_in_flight_finishes_before_its_instance_stops(
     c, store = cluster
     slow = ServiceSpec.from_dict({"image": docker_image, "instances": 1, "http_host": HOST, "http_port": 8080,
                                   "cmd": SLOW_CMD}, name=WEB)
-    await store.put_service(slow)
+    await VersionStore(store).put_service(slow)
     await eventually(lambda: _answers(c, "/cgi-bin/slow"), lambda got: got == (200, "slow-done"), timeout=60)
     async with aiohttp.ClientSession() as s:
         a = next(iter(c.agents.values())).addr
         inflight = asyncio.create_task(_get(s, f"http://{a.ip}:{a.http_port}/cgi-bin/slow"))
         await asyncio.sleep(0.4)
-        await store.put_service(ServiceSpec.from_dict({**slow.to_dict(), "instances": 0}, name=WEB))
+        await VersionStore(store).put_service(ServiceSpec.from_dict({**slow.to_dict(), "instances": 0}, name=WEB))
         await asyncio.sleep(0.6)
         assert (await _get(s, f"http://{a.ip}:{a.http_port}/"))[0] == 503  # no instance left to route to
         assert await inflight == (200, "slow-done"), "the request in flight was cut off"

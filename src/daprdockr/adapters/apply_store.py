@@ -1,13 +1,14 @@
 """The etcd side of ``daprdockr apply``: the stored specs with the revisions a plan is guarded by,
 and each planned change written as one transaction that holds only if the service's key has not
 moved since the plan read it (the spec with its history entry and rollout record, as ``svc set``
-writes them: :meth:`EtcdStore.write_version`)."""
+writes them: :meth:`~daprdockr.adapters.versions_store.VersionStore.write_version`)."""
 
 from __future__ import annotations
 
 import logging
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.apply_plan import Change, Stored
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
@@ -21,6 +22,7 @@ class ApplyStore:
     def __init__(self, store: EtcdStore) -> None:
         self.store = store
         self.schema = store.schema
+        self.versions = VersionStore(store)
 
     async def stored(self, *, group: str | None = None) -> tuple[dict[ServiceName, Stored], int]:
         """Every stored spec (of ``group`` only, if given) with its key's mod revision, malformed
@@ -45,10 +47,10 @@ class ApplyStore:
         if change.kind == "unchanged":
             return True
         if change.kind == "delete":
-            return await self.store.delete_service_at(change.name, change.revision)
+            return await self.versions.delete_service_at(change.name, change.revision)
         desired = change.desired
         assert desired is not None
-        written = await self.store.write_version(
+        written = await self.versions.write_version(
             change.name, lambda _current, _problem: desired, cause=CAUSE,
             guard=(self.schema.service(change.name), change.revision))
         return written is not None

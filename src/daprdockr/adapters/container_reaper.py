@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.names import instance_order
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class ContainerReaper:
         """What is still waiting to be removed, for the status API."""
         return [{"container_id": d.container.id[:12], "service": str(d.container.service),
                  "instance": d.container.number, "attempts": d.attempts, "error": d.error}
-                for d in sorted(self._doomed.values(), key=lambda d: (str(d.container.service), d.container.number))]
+                for d in sorted(self._doomed.values(), key=lambda d: instance_order(*d.container.key))]
 
     async def reap_once(self) -> float:
         """Try every removal that is due; returns the seconds until the next one is (inf: none left)."""

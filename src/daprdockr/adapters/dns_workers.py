@@ -1,7 +1,8 @@
 """DNS worker processes that share the agent's DNS address through SO_REUSEPORT.
 
-One Python process answers about 100k queries/s; almost all of that time is the per-datagram
-cost of the event loop and the socket calls, not the lookup.  So the agent's own
+One Python process answers a bounded rate of queries (BENCHMARKS.md, "DNS: DaprDockr vs
+dnsmasq"); almost all of that time is the per-datagram cost of the event loop and the socket
+calls, not the lookup.  So the agent's own
 :class:`~daprdockr.dnsserver.DnsServer` binds its address with SO_REUSEPORT and
 :class:`DnsWorkerPool` starts ``count`` more full servers
 (:mod:`daprdockr.dnsworker`, started by module name) on the same address; the kernel spreads clients over

@@ -3,8 +3,9 @@ and compaction.
 
 aetcd 1.0's ``status()`` drops ``dbSizeInUse`` and lists the members on every call, and its
 ``list_alarms()`` is an async generator under a decorator meant for coroutines, so status and
-alarms go to etcd's gRPC Maintenance stubs aetcd ships (with the client's timeout, channel, auth
-token and ``hasleader`` metadata), through :meth:`EtcdStore.call` (failover, errors translated).
+alarms go to etcd's gRPC Maintenance service directly (the store client's ``unary``: its timeout,
+channel, auth token and ``hasleader`` metadata), through :meth:`EtcdStore.call` (failover, errors
+translated); compaction is aetcd's own ``compact()``.
 etcd's API does not expose the member's ``--quota-backend-bytes``: the agents take it as an option.
 """
 
@@ -18,7 +19,7 @@ import aetcd.exceptions as aetcd_exc
 import aetcd.rpc as aetcd_rpc
 import grpc
 
-from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.etcd_store import EtcdStore, raise_as_aetcd
 from daprdockr.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,7 @@ class EtcdMaintenance:
 
     async def status(self) -> MemberStatus:
         async def op(c: Any) -> MemberStatus:
-            await c.connect()
-            r = await c.maintenancestub.Status(aetcd_rpc.StatusRequest(), timeout=c._timeout, metadata=c.metadata)
+            r = await c.unary(lambda s: s.maintenance.Status, aetcd_rpc.StatusRequest())
             return MemberStatus(member=int(r.header.member_id), db_size=int(r.dbSize),
                                 db_size_in_use=int(r.dbSizeInUse), revision=int(r.header.revision),
                                 leader=int(r.leader))
@@ -50,10 +50,9 @@ class EtcdMaintenance:
     async def alarms(self) -> list[tuple[int, str]]:
         """Every member's active alarms, as ``(member id, NOSPACE|CORRUPT)``."""
         async def op(c: Any) -> list[tuple[int, str]]:
-            await c.connect()
             request = aetcd_rpc.AlarmRequest(action=aetcd_rpc.AlarmRequest.GET, memberID=0,
                                              alarm=aetcd_rpc.AlarmType.Value("NONE"))
-            r = await c.maintenancestub.Alarm(request, timeout=c._timeout, metadata=c.metadata)
+            r = await c.unary(lambda s: s.maintenance.Alarm, request)
             return [(int(a.memberID), aetcd_rpc.AlarmType.Name(a.alarm)) for a in r.alarms]
 
         return await self.store.call(_translated(op), what="list alarms")
@@ -61,17 +60,15 @@ class EtcdMaintenance:
     async def compact(self, revision: int) -> bool:
         """Compact etcd's history below ``revision``; False if it was already compacted that far."""
         async def op(c: Any) -> bool:
-            await c.connect()
             try:
-                await c.kvstub.Compact(aetcd_rpc.CompactionRequest(revision=revision), timeout=c._timeout,
-                                       metadata=c.metadata)
-            except grpc.aio.AioRpcError as exc:
-                if "required revision has been compacted" in str(exc.details()):
+                await c.compact(revision)
+            except aetcd_exc.ClientError as exc:
+                if "required revision has been compacted" in str(exc):
                     return False
                 raise
             return True
 
-        return await self.store.call(_translated(op), what=f"compact to revision {revision}")
+        return await self.store.call(op, what=f"compact to revision {revision}")
 
 
 def _translated(op: Any) -> Any:
@@ -80,7 +77,7 @@ def _translated(op: Any) -> Any:
         try:
             return await op(c)
         except grpc.aio.AioRpcError as exc:
-            aetcd_exc._handle_exception(exc)
+            raise_as_aetcd(exc)
             raise StoreError(str(exc)) from exc
 
     return call

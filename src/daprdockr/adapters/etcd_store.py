@@ -1,4 +1,5 @@
-"""etcd adapter (aetcd): desired specs, instance claims, node heartbeats and watches.
+"""etcd adapter (aetcd): reads, transactions, instance claims, node heartbeats, leases and watches
+(specs and their versions: :mod:`daprdockr.adapters.versions_store`).
 
 Design:
 
@@ -22,8 +23,8 @@ Design:
   consistent state.  The first page has ``PAGE_KEYS`` keys; each next one as many as fit
   ``PAGE_BYTES`` at the largest key and value of the page before (``PAGE_KEYS`` to
   ``MAX_PAGE_KEYS``): etcd counts every key left in the range for each page, so many small
-  pages cost time quadratic in the keys (1 000-key pages of 100 000 instances: 1.3 s, against
-  0.4-0.5 s for the same keys in 5 000 to 16 000-key pages).  Not larger: a page is one call,
+  pages cost time quadratic in the keys (BENCHMARKS.md, "Scale: the cost of one event at 1k, 10k
+  and 100k instances").  Not larger: a page is one call,
   which must stay well within the call's timeout on a loaded machine too.  aetcd 1.0 cannot
   set a Range request's ``limit`` or ``revision``, so these calls go to etcd's gRPC KV API
   directly (with the client's stub, channel, auth token and ``hasleader`` metadata).
@@ -35,9 +36,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -55,11 +55,10 @@ from daprdockr.core.endpoints import Endpoint, EtcdSecurity, check_security
 from daprdockr.core.etcd_health import FIX as SPACE_FIX
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
+from daprdockr.core.model import InstanceRecord, NodeRecord, dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.removal import KeyEvent
-from daprdockr.core.rollout import HISTORY_KEEP, SEEDED, HistoryEntry, RolloutRecord
-from daprdockr.core.state import ClusterState, RawKV, decode_entry, decode_state, decode_value
+from daprdockr.core.state import ClusterState, RawKV, decode_state
 from daprdockr.errors import (
     DaprDockrError,
     LeaseLostError,
@@ -80,7 +79,6 @@ CHANNEL_OPTIONS = {"grpc.max_receive_message_length": 64 * 1024 * 1024}
 # The watch stream: gRPC pings find a hung member (etcd refuses pings closer than 5 s apart).
 KEEPALIVE_OPTIONS = {"grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 3_000,
                      "grpc.http2.max_pings_without_data": 0}
-UPDATE_ATTEMPTS = 50
 # Keys of the first Range request of a read, and the fewest of any later one: even records of
 # MAX_RECORD_BYTES (64 KiB) keep such a page under the 64 MiB receive limit.
 PAGE_KEYS = 1000
@@ -108,11 +106,6 @@ def _txn_revision(responses: list[Any]) -> int:
         if op.HasField(field):
             return int(getattr(op, field).header.revision)
     raise StoreError(f"unexpected transaction response {op!r}")
-
-
-def _mod_revision(kv: RawKV | None) -> int:
-    """A key's mod revision, 0 when it is absent (what etcd compares an absent key's as)."""
-    return kv.mod_revision if kv is not None else 0
 
 
 KeyRange = tuple[bytes, bytes]  # etcd's [key, range_end)
@@ -163,8 +156,13 @@ class _Page:
     @property
     def kvs(self) -> list[RawKV]:
         """The page's key/values, made on each access (a read makes them while its next page is on the way)."""
-        return [RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
-                      create_revision=kv.create_revision, mod_revision=kv.mod_revision) for kv in self.raw]
+        return [raw_kv(kv) for kv in self.raw]
+
+
+def raw_kv(kv: Any) -> RawKV:
+    """One key/value etcd returned (a gRPC ``KeyValue`` or aetcd's wrapper of one)."""
+    return RawKV(key=kv.key.decode(errors="replace"), value=kv.value, lease=kv.lease,
+                 create_revision=kv.create_revision, mod_revision=kv.mod_revision)
 
 
 def next_page_keys(largest: int) -> int:
@@ -215,6 +213,49 @@ def channel_credentials(security: EtcdSecurity) -> grpc.ChannelCredentials:
     )
 
 
+def raise_as_aetcd(exc: grpc.aio.AioRpcError) -> None:
+    """Raise the aetcd exception aetcd's own calls raise for ``exc`` (what :func:`translate` knows),
+    for the calls made on gRPC stubs directly.  aetcd keeps its mapping private: this is the one
+    place that uses it (tests/adapters/test_aetcd_internals.py fails if aetcd changes it)."""
+    aetcd_exc._handle_exception(exc)
+
+
+# What aetcd's connect() sets up on a client, set here on a channel opened by us (aetcd opens
+# only insecure ones and takes no channel): the one place that writes aetcd's internals
+# (tests/adapters/test_aetcd_internals.py fails if aetcd changes them).
+AETCD_STUBS = {"kvstub": aetcd_rpc.KVStub, "clusterstub": aetcd_rpc.ClusterStub, "leasestub": aetcd_rpc.LeaseStub,
+               "maintenancestub": aetcd_rpc.MaintenanceStub}
+
+
+def aetcd_connected(client: aetcd.Client) -> bool:
+    """aetcd's own flag: its calls connect first unless it is set."""
+    return bool(client._connected.is_set())
+
+
+def hand_to_aetcd(client: aetcd.Client, channel: grpc.aio.Channel, *, timeout: float) -> None:
+    """Make ``client``'s aetcd calls (get, put, transactions, leases, watches) use ``channel``, with
+    the metadata already set on ``client``."""
+    client.channel = channel
+    for name, stub in AETCD_STUBS.items():
+        setattr(client, name, stub(channel))
+    client._watcher = aetcd_watcher.Watcher(aetcd_rpc.WatchStub(channel), timeout=timeout, metadata=client.metadata)
+    client._connected.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Stubs:
+    """etcd's gRPC services, for the calls aetcd has no method for (or drops fields of)."""
+
+    kv: aetcd_rpc.KVStub
+    lease: aetcd_rpc.LeaseStub
+    maintenance: aetcd_rpc.MaintenanceStub
+
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> Stubs:
+        return cls(kv=aetcd_rpc.KVStub(channel), lease=aetcd_rpc.LeaseStub(channel),
+                   maintenance=aetcd_rpc.MaintenanceStub(channel))
+
+
 class _Client(aetcd.Client):  # type: ignore[misc]
     """aetcd's client with the channel opened here: TLS, etcd auth, our gRPC options and metadata.
 
@@ -232,6 +273,9 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         super().__init__(host=endpoint.host, port=endpoint.port, timeout=seconds, connect_wait_timeout=seconds,
                          options=options)
         self.endpoint = endpoint
+        self.call_timeout = float(seconds)  # every call's (aetcd's calls have the same)
+        self._channel_options = list(options.items())
+        self.stubs: Stubs | None = None
         self._credentials = credentials
         self._user, self._secret = user, password
 
@@ -239,7 +283,7 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         """Authenticate (again: etcd's tokens expire) and put the new token on every later call."""
         try:
             resp = await aetcd_rpc.AuthStub(self.channel).Authenticate(
-                aetcd_rpc.AuthenticateRequest(name=self._user, password=self._secret), timeout=self._timeout)
+                aetcd_rpc.AuthenticateRequest(name=self._user, password=self._secret), timeout=self.call_timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                               grpc.StatusCode.PERMISSION_DENIED):
@@ -249,9 +293,9 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         self.metadata = (*REQUIRE_LEADER, ("token", str(resp.token)))
 
     async def connect(self) -> None:
-        if self._connected.is_set():
+        if aetcd_connected(self):
             return
-        target, options = f"{self._host}:{self._port}", list(self._options.items())
+        target, options = f"{self.endpoint.host}:{self.endpoint.port}", self._channel_options
         if self.endpoint.tls:
             if self._credentials is None:
                 raise ValidationError(f"{self.endpoint} is https but no TLS settings were given", field="etcd")
@@ -261,13 +305,15 @@ class _Client(aetcd.Client):  # type: ignore[misc]
         self.metadata = REQUIRE_LEADER
         if self._user is not None:
             await self.renew_token()
-        self.kvstub = aetcd_rpc.KVStub(self.channel)
-        self.clusterstub = aetcd_rpc.ClusterStub(self.channel)
-        self.leasestub = aetcd_rpc.LeaseStub(self.channel)
-        self.maintenancestub = aetcd_rpc.MaintenanceStub(self.channel)
-        self._watcher = aetcd_watcher.Watcher(
-            aetcd_rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
-        self._connected.set()
+        self.stubs = Stubs.on(self.channel)
+        hand_to_aetcd(self, self.channel, timeout=self.call_timeout)
+
+    async def unary(self, method: Callable[[Stubs], Callable[..., Awaitable[T]]], request: Any) -> T:
+        """One call of a gRPC method of :attr:`stubs` (``method(stubs)``), with the client's timeout and metadata."""
+        await self.connect()
+        assert self.stubs is not None
+        result: T = await method(self.stubs)(request, timeout=self.call_timeout, metadata=self.metadata)
+        return result
 
 
 @dataclass(eq=False)
@@ -354,10 +400,8 @@ class EtcdStore:
     async def server_version(self) -> str:
         """The version of the etcd server that answers (its Maintenance.Status), e.g. ``3.4.23``."""
 
-        async def op(c: aetcd.Client) -> str:
-            await c.connect()
-            resp = await c.maintenancestub.Status(aetcd_rpc.StatusRequest(), timeout=c._timeout,
-                                                  metadata=c.metadata)
+        async def op(c: _Client) -> str:
+            resp = await c.unary(lambda s: s.maintenance.Status, aetcd_rpc.StatusRequest())
             return str(resp.version)
 
         return await self._call(op, what="status")
@@ -482,7 +526,7 @@ class EtcdStore:
         """One paginated read of ``ranges`` at the first page's revision; raises _Compacted.
 
         The next page is asked for as soon as a page is in, and the page's key/values are made
-        while etcd prepares it (~0.2 s of a read of 100 000 keys)."""
+        while etcd prepares it (BENCHMARKS.md, "Scale")."""
         kvs: list[RawKV] = []
         revision, limit = 0, max(1, page_keys or PAGE_KEYS)
 
@@ -509,8 +553,8 @@ class EtcdStore:
                         if page_keys is None:
                             limit = next_page_keys(page.largest)
                         ahead = ask(key, end)
-                        for _ in range(4):  # the loop steps that send it (measured: 3; the call's
-                            await asyncio.sleep(0)  # wait_for task, this page's call, gRPC's own task)
+                        for _ in range(4):  # the loop steps that send it (3: the call's wait_for
+                            await asyncio.sleep(0)  # task, this page's call, gRPC's own task; one spare)
                     kvs.extend(page.kvs)
                     if ahead is None:
                         break
@@ -525,16 +569,15 @@ class EtcdStore:
     ) -> _Page:
         """One Range request (revision 0: the newest), with the client's timeout and metadata as in
         aetcd's own calls.  Unsorted: etcd then stops at ``limit`` in its index, and answers in key order."""
-        await c.connect()
         request = aetcd_rpc.RangeRequest(key=key, range_end=end, limit=limit, revision=revision, keys_only=keys_only)
         try:
-            resp = await c.kvstub.Range(request, timeout=c._timeout, metadata=c.metadata)
+            resp = await c.unary(lambda s: s.kv.Range, request)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise _PageTooLarge(f"page of {limit} keys from {key!r}: {exc.details()}") from exc
             if "required revision has been compacted" in str(exc.details()):
                 raise _Compacted(f"revision {revision} was compacted") from exc
-            aetcd_exc._handle_exception(exc)  # the errors aetcd's calls raise (and translate() knows)
+            raise_as_aetcd(exc)
             raise
         last = bytes(resp.kvs[-1].key) if resp.kvs else key
         largest = max((len(kv.key) + len(kv.value) for kv in resp.kvs), default=0)
@@ -561,13 +604,11 @@ class EtcdStore:
             log.warning("skipping malformed etcd key %s: %s", key, reason)
         return state
 
-    # ------------------------------------------------------------------ desired state
-    async def _get_kv(self, key: str) -> RawKV | None:
+    # ------------------------------------------------------------------ keys and transactions
+    async def get_kv(self, key: str) -> RawKV | None:
+        """One key's value and revisions, ``None`` if it is absent."""
         got = await self._call(lambda c: c.get(key.encode()), what="get")
-        if got is None:
-            return None
-        return RawKV(key=key, value=got.value, lease=got.lease, create_revision=got.create_revision,
-                     mod_revision=got.mod_revision)
+        return None if got is None else raw_kv(got)
 
     async def _write_if(
         self, key: str, *, compare: Literal["create", "mod"], equals: int, value: bytes | None, lease: int = 0,
@@ -615,127 +656,6 @@ class EtcdStore:
 
         return await self._call(op, what=what)
 
-    async def get_kv(self, key: str) -> RawKV | None:
-        return await self._get_kv(key)
-
-    async def put_service(self, spec: ServiceSpec) -> None:
-        """Write ``spec`` whatever is stored (tests and tooling), with its history and rollout records."""
-        await self.update_service(spec.name, lambda _current, _problem: spec)
-
-    async def _history_versions(self, name: ServiceName) -> list[int]:
-        versions = []
-        for key in await self.keys_under(self.schema.history(name)):
-            tail = key.rsplit("/", 1)[1]
-            if tail.isdigit():
-                versions.append(int(tail))
-        return sorted(versions)
-
-    def _spec_ops(
-        self, name: ServiceName, spec: ServiceSpec, current: ServiceSpec | None, versions: list[int], *,
-        cause: str, rollout: RolloutRecord | None = None,
-    ) -> list[tuple[str, bytes | None, int]]:
-        """The writes of one new spec version: the spec, its history entry (old ones dropped), and a
-        rollout record when what the containers are made of changed.  A stored spec with no
-        history (written before history was kept) is seeded as the version before, so the change
-        can be rolled back."""
-        now = time.time()
-        ops: list[tuple[str, bytes | None, int]] = [(self.schema.service(name), dumps(spec.to_dict()), 0)]
-        if not versions and current is not None:
-            versions = [1]
-            ops.append((self.schema.history(name, 1), dumps(HistoryEntry(version=1, spec=current.to_dict(), at=now,
-                                                                         cause=SEEDED).to_dict()), 0))
-        version = (versions[-1] if versions else 0) + 1
-        ops.append((self.schema.history(name, version), dumps(HistoryEntry(version=version, spec=spec.to_dict(),
-                                                                           at=now, cause=cause).to_dict()), 0))
-        ops += [(self.schema.history(name, v), None, 0) for v in versions if v <= version - HISTORY_KEEP]
-        if rollout is None and current is not None and current.runtime_hash != spec.runtime_hash:
-            rollout = RolloutRecord(version=version, target=spec.runtime_hash,
-                                    previous_version=versions[-1] if versions else 0, previous=current.runtime_hash,
-                                    at=now)
-        if rollout is not None:
-            ops.append((self.schema.rollout(name), dumps(replace(rollout, version=version).to_dict()), 0))
-        return ops
-
-    async def get_service(self, name: ServiceName) -> ServiceSpec | None:
-        """The spec, ``None`` if absent; a malformed stored spec raises ValidationError."""
-        kv = await self._get_kv(self.schema.service(name))
-        if kv is None:
-            return None
-        value = decode_value(self.schema, kv)
-        assert isinstance(value, ServiceSpec)
-        return value
-
-    async def update_service(
-        self, name: ServiceName, change: Callable[[ServiceSpec | None, str | None], ServiceSpec]
-    ) -> ServiceSpec:
-        """Read-modify-write as one transaction on the key's mod revision, retried on conflict.
-
-        ``change(current, problem)`` gets the stored spec (``None`` if absent or malformed, with
-        ``problem`` saying why it is malformed) and returns the spec to write; it may raise
-        ValidationError, and is called again with fresh data after a concurrent write.  Each write
-        is a new version: the spec, its history entry and (when what the containers are made of
-        changed) a rollout record, in one transaction; a spec equal to the stored one writes nothing.
-        """
-        spec = await self.write_version(name, change, cause="set")
-        assert spec is not None  # (no guard)
-        return spec
-
-    async def write_version(
-        self, name: ServiceName, change: Callable[[ServiceSpec | None, str | None], ServiceSpec], *, cause: str,
-        rollout: RolloutRecord | None = None, guard: tuple[str, int] | None = None,
-    ) -> ServiceSpec | None:
-        """:meth:`update_service` with the history entry's ``cause``, a given ``rollout`` record
-        (default: a new one when the runtime hash changes), and an optional ``guard``: a key that
-        must still be at this mod revision; if it moved, nothing is written and None returned
-        (someone else decided meanwhile)."""
-        key = self.schema.service(name)
-        for attempt in range(UPDATE_ATTEMPTS):
-            kv = await self._get_kv(key)
-            current: ServiceSpec | None = None
-            problem: str | None = None
-            if kv is not None:
-                decoded = decode_entry(self.schema, kv)
-                if isinstance(decoded, ServiceSpec):
-                    current = decoded
-                else:
-                    problem = str(decoded)
-            spec = change(current, problem)
-            if spec.name != name:
-                raise ValidationError(f"spec names {spec.name} but the key is {name}", field="name")
-            if current is not None and spec == current and spec.to_dict() == current.to_dict() and rollout is None:
-                return spec  # nothing changes: no new version in the history
-            ops = self._spec_ops(name, spec, current, await self._history_versions(name), cause=cause,
-                                 rollout=rollout)
-            compares: list[tuple[str, Literal["mod", "create"], int]] = [(key, "mod", kv.mod_revision if kv else 0)]
-            if guard is not None:
-                compares.append((guard[0], "mod", guard[1]))
-            if await self.transaction(compares=compares, ops=ops, what=cause):
-                return spec
-            if guard is not None and _mod_revision(await self._get_kv(guard[0])) != guard[1]:
-                return None  # (a guard key deleted meanwhile moved too: mod revision 0)
-            await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # written concurrently: again
-        raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
-
-    async def delete_service(self, name: ServiceName) -> bool:
-        """Delete the spec (a transaction on its mod revision, retried); False if it was absent."""
-        key = self.schema.service(name)
-        for attempt in range(UPDATE_ATTEMPTS):
-            kv = await self._get_kv(key)
-            if kv is None:
-                return False
-            if await self.delete_service_at(name, kv.mod_revision):
-                return True
-            await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-        raise StoreError(f"{name} changed {UPDATE_ATTEMPTS} times while it was being deleted; try again")
-
-    async def delete_service_at(self, name: ServiceName, revision: int) -> bool:
-        """Delete the spec iff its key is still at mod ``revision`` (one transaction); False if it moved."""
-        key = self.schema.service(name)
-        # the rollout record goes with the spec (history stays: a re-created service goes on from it)
-        return bool(await self.transaction(compares=[(key, "mod", revision)],
-                                           ops=[(key, None, 0), (self.schema.rollout(name), None, 0)],
-                                           what="delete service"))
-
     # ------------------------------------------------------------------ leases
     async def grant_lease(self, ttl: int) -> int:
         lease = await self._call(lambda c: c.lease(ttl), what="grant lease")
@@ -756,10 +676,8 @@ class EtcdStore:
     async def revoke_lease(self, lease_id: int) -> int:
         """Revoke the lease (every key on it is deleted); returns the revision of that deletion."""
 
-        async def op(c: aetcd.Client) -> int:
-            await c.connect()
-            resp = await c.leasestub.LeaseRevoke(aetcd_rpc.LeaseRevokeRequest(ID=lease_id), timeout=c._timeout,
-                                                 metadata=c.metadata)
+        async def op(c: _Client) -> int:  # (aetcd's revoke_lease drops the revision)
+            resp = await c.unary(lambda s: s.lease.LeaseRevoke, aetcd_rpc.LeaseRevokeRequest(ID=lease_id))
             return int(resp.header.revision)
 
         return await self._call(op, what="revoke lease")

@@ -1,13 +1,14 @@
 """The node's lease kept alive from a thread of its own, so a busy agent loop does not make it late.
 
-The agent's event loop does the work of every watch event.  On a loaded host, or while a very
-large cluster converges, that loop can be seconds late; a keepalive sent from it is late too, the
-lease expires, every claim of the node goes with it, and every agent's loop gets busier still
-(measured: 3 hollow agents x 100 000 instances on a loaded 2-core host lost their leases 61
-times and never recovered).  :class:`LeaseKeeper` refreshes the lease at TTL/3 from a daemon
-thread that runs its own event loop and its own etcd client, and keeps doing so only while the
-agent's loop checks in (:meth:`LeaseKeeper.touch`) at least every ``stall_limit`` seconds: an
-agent whose loop is truly stuck still loses its lease, and its instances move.
+The agent's event loop does the work of every watch event.  On a loaded host, or while a very large
+cluster converges, that loop can be seconds late; a keepalive sent from it is late too, the lease
+expires, every claim of the node goes with it, and every agent's loop gets busier still (hollow
+agents with many instances on a loaded host lost their leases again and again and never recovered:
+BENCHMARKS.md, "Scale: the cost of one event at 1k, 10k and 100k instances").  :class:`LeaseKeeper`
+refreshes the lease at TTL/3 from a daemon thread that runs its own event loop and its own etcd
+client, and keeps doing so only while the agent's loop checks in (:meth:`LeaseKeeper.touch`) at
+least every ``stall_limit`` seconds: an agent whose loop is truly stuck still loses its lease, and
+its instances move.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ process listens on its port yet (to route an instance only once it can answer).
 
 Connections are counted in the container's own (small) socket table, and in the file descriptors
 of Docker's userland proxy processes.  The host's whole table is read only when the container's
-cannot be: under load it holds tens of thousands of lines (TIME_WAIT included), and one read took
-70 ms of CPU.
+cannot be: under load it holds tens of thousands of lines (TIME_WAIT included), each read costly
+in CPU.
 
 The agent runs nginx in a session of its own, so the group id of its workers is the master's pid
 (kept in nginx's pid file).  After an agent is killed with SIGKILL, its nginx master or orphaned

@@ -38,7 +38,7 @@ from aiohttp import web
 from daprdockr.agent.metrics import render_metrics
 from daprdockr.agent.view import AgentView, LogSource
 from daprdockr.core.model import DOCKER_RUNTIME
-from daprdockr.core.names import ServiceName
+from daprdockr.core.names import ServiceName, instance_order
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, service_rows
 from daprdockr.errors import DaprDockrError, ValidationError
@@ -102,7 +102,7 @@ class AgentApi:
         except OSError as exc:
             await self._runner.cleanup()
             raise DaprDockrError(f"API cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
 
     async def run(self) -> None:
         """Nothing to supervise: aiohttp serves on its own until :meth:`stop`."""
@@ -162,7 +162,7 @@ class AgentApi:
             containers: list[dict[str, Any]] | None = [
                 {"service": str(c.service), "instance": c.number, "container_id": c.id[:12],
                  "state": "paused" if c.paused else "running" if c.running else "exited"}
-                for c in sorted(await v.containers(), key=lambda c: (str(c.service), c.number, c.id))]
+                for c in sorted(await v.containers(), key=lambda c: (*instance_order(*c.key), c.id))]
             containers_error = ""
         except DaprDockrError as exc:
             containers, containers_error = None, str(exc)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
 from daprdockr.adapters.statedir import prepare_state_dir
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.clikit.etcdopts import etcd_security
 from daprdockr.clikit.goflags import Flag, HelpRequested, Parsed, parse, usage
 from daprdockr.clikit.output import error_line, exit_code_for
@@ -181,23 +182,24 @@ async def _cmd(p: Parsed, stdin_text: str | None) -> int:
                       security=_security(p))
     try:
         await store.connect()
+        versions = VersionStore(store)
         if action == "get":
-            spec = await store.get_service(name)
+            spec = await versions.get_service(name)
             if spec is None:
                 raise NotFoundError(f"service {name} not found")
             print(_show(spec, fmt))
         elif action == "del":
-            if not await store.delete_service(name):
+            if not await versions.delete_service(name):
                 raise NotFoundError(f"service {name} not found")
         else:
             flags = _set_flags(p)
             if doc is not None:  # a whole spec from stdin replaces the stored one
                 spec = ServiceSpec.from_dict(merge_flags(doc, flags), name=name)
-                await store.put_service(spec)
+                await versions.put_service(spec)
             else:  # flags merged onto the stored spec, as one transaction; a new service starts
                 # from the original's zero values: no -instances, no instances
                 new = {"instances": 0, **flags}
-                spec = await store.update_service(
+                spec = await versions.update_service(
                     name, lambda cur, bad: merge_onto(name, cur, bad, flags if cur is not None else new))
             if spec.instances == 0 and "instances" not in p.given:
                 print(f"daprdockrcmd: {name} has 0 instances (give -instances N to run it)", file=sys.stderr)

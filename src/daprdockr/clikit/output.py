@@ -113,7 +113,8 @@ def _plain_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, titl
     """What rich prints for :func:`make_table` without styles (not a terminal), when the table is
     simple: every cell and the title of plain ASCII (control characters are escaped already),
     and all of it fits ``width``.  None otherwise (rich lays it out: wide characters, wrapping).
-    Rich takes ~0.5 ms a row (a 1 000-service ``svc ls``: 0.5 s); this, a few µs."""
+    Rich's layout is far slower per row (BENCHMARKS.md, "Scale: the cost of one event at 1k, 10k
+    and 100k instances")."""
     header = [col.upper().replace("_", " ") for col in columns]
     cells = [[_cell_text(row.get(col)) for col in columns] for row in rows]
     if not all(_plain(text) for line in [header, *cells] for text in line):

@@ -1,15 +1,16 @@
 """Two helpers for decoding many stored values at once (a full read of 100 000 keys).
 
-* :func:`loads` is :func:`json.loads` of a stored value, with the common case cheaper: a value
-  that is UTF-8 text holding exactly one JSON value, nothing before or after it (what every
-  writer stores), goes straight to the C scanner ``json.loads`` itself ends in, without its
-  encoding detection and whitespace matching (~2 µs of ~4 µs per record).  Anything else is
-  handed to ``json.loads``, so every result and every error is exactly its own.
+* :func:`loads` is :func:`json.loads` of a stored value, with the common case cheaper: a value that
+  is UTF-8 text holding exactly one JSON value, nothing before or after it (what every writer
+  stores), goes straight to the C scanner ``json.loads`` itself ends in, without its encoding
+  detection and whitespace matching (BENCHMARKS.md, "Scale: the cost of one event at 1k, 10k and
+  100k instances").  Anything else is handed to ``json.loads``, so every result and every error is
+  exactly its own.
 * :func:`gc_paused` pauses the cyclic garbage collector while a bulk decode builds its records,
-  then moves what was built straight to the collector's oldest generation, where survivors of
-  its collections end up anyway.  The records are kept, not garbage, but the collector would
-  walk the growing heap again and again meanwhile (0.5 s of the 1.5 s a decode of 100 000
-  records took).  Nothing is left out of later full collections: the move is not a freeze.
+  then moves what was built straight to the collector's oldest generation, where survivors of its
+  collections end up anyway.  The records are kept, not garbage, but the collector would walk the
+  growing heap again and again meanwhile (BENCHMARKS.md, "Scale").  Nothing is left out of later
+  full collections: the move is not a freeze.
 """
 
 from __future__ import annotations

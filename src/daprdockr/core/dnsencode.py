@@ -9,8 +9,8 @@ truncated form (TC=1, the question, no records but the OPT), so the client retri
 Names are compressed (RFC 1035 4.1.4) against every name written before them, the question's
 included, so an answer's owner names become a pointer to the question and keep the case the
 query used.  SRV targets are written in full, as RFC 2782 requires, but later names may point
-into them.  The cost is linear in the number of records: the DNS server encodes an answer the
-first time it serves it, and an answer with thousands of records costs about a millisecond.
+into them.  The cost is linear in the number of records, paid once per answer: the DNS server
+encodes an answer the first time it serves it and caches it.
 """
 
 from __future__ import annotations

@@ -51,6 +51,11 @@ class WatchEvent:
     lease: int = 0
     create_revision: int = 0
 
+    def as_kv(self) -> RawKV:
+        """The key/value a ``put`` leaves in etcd."""
+        return RawKV(key=self.key, value=self.value, lease=self.lease, create_revision=self.create_revision,
+                     mod_revision=self.revision)
+
 
 class StateMirror:
     def __init__(self, *, schema: KeySchema) -> None:
@@ -114,13 +119,7 @@ class StateMirror:
         else:
             self._deleted_at.pop(ev.key, None)
             self._decoded.pop(ev.key, None)
-            kv = self._kvs[ev.key] = RawKV(
-                key=ev.key,
-                value=ev.value,
-                lease=ev.lease,
-                create_revision=ev.create_revision,
-                mod_revision=ev.revision,
-            )
+            kv = self._kvs[ev.key] = ev.as_kv()
             new = self._decode(kv)
             if isinstance(new, str):
                 self._pending.append(ev.key)

@@ -140,3 +140,13 @@ class ServiceName:
 
     def __str__(self) -> str:
         return f"{self.service}.{self.group}"
+
+
+def instance_order(service: ServiceName, number: int) -> tuple[str, int]:
+    """The order instances are listed and handled in: by ``<service>.<group>``, then number."""
+    return str(service), number
+
+
+def by_instance(item: tuple[tuple[ServiceName, int], object]) -> tuple[str, int]:
+    """:func:`instance_order` of a mapping item keyed by ``(service, number)``."""
+    return instance_order(*item[0])

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.instance_index import InstanceIndex, changed_keys
 from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec
-from daprdockr.core.names import ServiceName
+from daprdockr.core.names import ServiceName, by_instance
 from daprdockr.core.rebalance import EvenCache, rebalance_move
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import BadKey, unowned_by_service
@@ -292,7 +292,7 @@ def _plan_containers(
     for c in listed:
         if c.node == obs.node_id and (obs.scope is None or c.service in obs.scope):
             by_key.setdefault(c.key, []).append(c)
-    for key, group in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+    for key, group in sorted(by_key.items(), key=by_instance):
         covered.add(key)
         if _busy(key, obs, wake):
             continue
@@ -427,7 +427,7 @@ def _plan_records(
         ours = {**index.of_node(obs.node_id), **index.of_lease(obs.lease)}
     else:  # (the scope's services only: a look at their records, not at all of ours)
         ours = {(name, n): r for name in obs.scope for n, r in index.of_service(name).items() if _ours(r, obs)}
-    for key, rec in sorted(ours.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+    for key, rec in sorted(ours.items(), key=by_instance):
         if not _ours(rec, obs) or key in covered or rec.service in obs.frozen or _busy(key, obs, wake):
             continue
         spec = desired.get(rec.service)
@@ -465,7 +465,7 @@ def _plan_claims(
     desired: Mapping[ServiceName, ServiceSpec], obs: Observed, covered: set[Key], out: list[Action], wake: _Wake
 ) -> None:
     """Claims for unowned instance numbers, within fair share and capacity; purges of unusable keys."""
-    for key, bad in sorted(obs.bad_instances.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+    for key, bad in sorted(obs.bad_instances.items(), key=by_instance):
         if key in covered or key[0] in obs.frozen or _busy(key, obs, wake):
             continue  # (keys with containers here were decided with them)
         fix = _fix_bad_key(key, bad, (), obs)

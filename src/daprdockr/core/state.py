@@ -147,17 +147,22 @@ class Applied:
     revision: int
 
 
+def value_json(kv: RawKV) -> object:
+    """The JSON of a value of at most MAX_RECORD_BYTES; raises ValidationError otherwise."""
+    if len(kv.value) > MAX_RECORD_BYTES:
+        raise ValidationError(f"value is {len(kv.value)} bytes, at most {MAX_RECORD_BYTES} allowed")
+    try:
+        return loads(kv.value)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValidationError(f"value is not JSON: {exc}") from exc
+
+
 def decode_value(schema: KeySchema, kv: RawKV) -> Decoded:
     """Decode one key/value; raises ValidationError for anything malformed."""
     parsed = schema.parse(kv.key)
     if parsed is None:
         raise ValidationError("key does not match the schema")
-    if len(kv.value) > MAX_RECORD_BYTES:
-        raise ValidationError(f"value is {len(kv.value)} bytes, at most {MAX_RECORD_BYTES} allowed")
-    try:
-        data = loads(kv.value)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValidationError(f"value is not JSON: {exc}") from exc
+    data = value_json(kv)
     if parsed.kind == "instance":
         assert parsed.service is not None
         rec = InstanceRecord.from_dict(data, service=parsed.service, number=parsed.number, lease=kv.lease,

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.adapters.lifecycle_store import LifecycleStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.app import service_name, svc_app, with_store
 from daprdockr.cli.progress import wait_ready
 from daprdockr.clikit.output import print_json, print_table, safe_text
@@ -56,10 +56,11 @@ def svc_history(
     target = service_name(name)
 
     async def read(store: EtcdStore) -> list[dict[str, Any]]:
-        entries = await LifecycleStore(store).history(target)
+        versions = VersionStore(store)
+        entries = await versions.history(target)
         if not entries:
             raise NotFoundError(f"{target} has no history")
-        return _history_rows(entries, await store.get_service(target))
+        return _history_rows(entries, await versions.get_service(target))
 
     rows = with_store(ctx, read)
     if as_json:
@@ -87,7 +88,7 @@ def svc_rollback(
         raise typer.BadParameter("must be >= 1", param_hint="--to")
 
     async def back(store: EtcdStore) -> None:
-        spec, source = await LifecycleStore(store).rollback(target, to=to)
+        spec, source = await VersionStore(store).rollback(target, to=to)
         if as_json:
             print_json({"service": str(target), "to_version": source, "spec": spec.to_dict()})
             sys.stdout.flush()
@@ -137,7 +138,7 @@ def svc_resume(
 ) -> None:
     """Resume a paused rollout.   Example: daprdockr svc resume web.myapp"""
     target = service_name(name)
-    with_store(ctx, lambda s: LifecycleStore(s).resume(target))
+    with_store(ctx, lambda s: VersionStore(s).resume(target))
     if as_json:
         print_json({"service": str(target), "rollout": "rolling"})
     else:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.app import fail, service_name, svc_app, with_store
 from daprdockr.cli.progress import wait_ready
 from daprdockr.clikit.lifecycleflags import health_flags, update_flags
@@ -147,11 +148,11 @@ def svc_set(
         raise fail(exc) from None
 
     async def apply(store: EtcdStore) -> list[ServiceSpec]:
-        specs = list(whole)
+        specs, versions = list(whole), VersionStore(store)
         for spec in whole:
-            await store.put_service(spec)
+            await versions.put_service(spec)
         if cli_name is not None and not file:  # merge: one transaction on the key, retried on conflict
-            specs.append(await store.update_service(
+            specs.append(await versions.update_service(
                 cli_name, lambda cur, bad: merge_onto(cli_name, cur, bad, flags)))
         if as_json:
             print_json(specs[0].to_dict() if len(specs) == 1 else [s.to_dict() for s in specs])
@@ -173,7 +174,7 @@ def svc_get(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<servi
     target = service_name(name)
 
     async def get(store: EtcdStore) -> ServiceSpec:
-        spec = await store.get_service(target)
+        spec = await VersionStore(store).get_service(target)
         if spec is None:
             raise NotFoundError(f"service {target} not found")
         return spec
@@ -187,7 +188,7 @@ def svc_del(ctx: typer.Context, name: Annotated[str, typer.Argument(help="<servi
     target = service_name(name)
 
     async def delete(store: EtcdStore) -> None:
-        if not await store.delete_service(target):
+        if not await VersionStore(store).delete_service(target):
             raise NotFoundError(f"service {target} not found")
 
     with_store(ctx, delete)
