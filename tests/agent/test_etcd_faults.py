@@ -112,7 +112,7 @@ async def test_quorum_loss_agent_recovers_on_same_containers(
         assert all(v == "running" for v in agent.tasks.state.values()), agent.tasks.state
         assert sorted(agent.tasks.state) == sorted(
             ["heartbeat", "etcd-watch", "docker-events", "reconcile", "fanout", "settle", "applied", "health",
-             "reaper"])
+             "reaper", "etcd-housekeeping"])
         # the watch is live again: a new change reaches the agent
         await VersionStore(store3).put_service(web(docker_image, 3))
         await wait_for(store3, lambda s: running(s) == [1, 2, 3], timeout=10)
