@@ -489,7 +489,7 @@ def _plan_claims(
     watched = {key[0] for keys in (obs.busy, obs.held_until, adopting) for key in keys}
     for name in sorted((n for n in unowned if n in desired), key=str):  # (a service with none has nothing to claim)
         spec = desired[name]
-        holders = _holders(index.of_service(name), instances=spec.instances)
+        holders = _holders(index.of_service(name), instances=spec.instances, keep=2 * len(desired) + 64)
         holders[obs.node_id] += sum(1 for (svc, _) in adopting if svc == name)
         held_now[name] = holders[obs.node_id]
         share = fair_share(spec.instances, len(live))
@@ -524,16 +524,17 @@ def _plan_claims(
 _HOLDERS: dict[int, tuple[Mapping[int, InstanceRecord], int, Counter[str]]] = {}
 
 
-def _holders(records: Mapping[int, InstanceRecord], *, instances: int) -> Counter[str]:
+def _holders(records: Mapping[int, InstanceRecord], *, instances: int, keep: int) -> Counter[str]:
     """How many of the numbers 1..``instances`` each node holds in one service's ``records``.
     Remembered per records mapping (an index snapshot never changes one, and shares an unchanged
-    service's), so a pass counts again only the services whose records changed."""
+    service's), so a pass counts again only the services whose records changed; the ``keep``
+    newest are kept (the oldest go first: a changed service's old mapping is not looked up again)."""
     hit = _HOLDERS.get(id(records))
     if hit is not None and hit[0] is records and hit[1] == instances:
         return Counter(hit[2])
     counts = Counter(r.node for r in records.values() if r.number <= instances)
-    if len(_HOLDERS) >= 8192:
-        _HOLDERS.clear()
+    while len(_HOLDERS) >= keep:
+        del _HOLDERS[next(iter(_HOLDERS))]
     _HOLDERS[id(records)] = (records, instances, counts)
     return Counter(counts)
 
