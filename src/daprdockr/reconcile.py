@@ -76,6 +76,8 @@ PACE_MAX = 0.25
 
 
 class Reconciler:
+    """This node's reconcile loop: observe, plan, dispatch each key's actions to its parts."""
+
     def __init__(
         self,
         *,
@@ -100,7 +102,7 @@ class Reconciler:
         self.ctx = ctx = ReconcileContext(
             node_id=node_id, address=address, store=store, runtime=runtime, mirror=mirror,
             health=health or NoChecks(), rollouts=rollouts or Uncoordinated(), policy=policy or RetryPolicy(),
-            clock=clock, rand=rand, on_local_change=on_local_change, on_written=on_written,
+            clock=clock, rand=rand, on_written=on_written,
             confirm_removal=confirm_removal or no_confirmation, stop_timeout=stop_timeout,
             drain_timeout=drain_timeout,
         )

@@ -29,7 +29,6 @@ class ReconcileContext:
     policy: RetryPolicy
     clock: Callable[[], float]
     rand: Callable[[], float]
-    on_local_change: Callable[[], None]
     on_written: Callable[[WatchEvent], object]  # read-your-writes: each confirmed write's event, to the mirror
     confirm_removal: Callable[[int], Awaitable[None]]  # waits until every agent applied a revision
     stop_timeout: float
