@@ -13,63 +13,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.plan import Action, Adopt, Claim, Key, Purge, Refresh, Release, Repair, Start, Stop
 from daprdockr.core.retry import KeyRetry
 from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, StoreError
 from daprdockr.reconciling.context import ReconcileContext
+from daprdockr.reconciling.parts import Reaping, Records, Removal, Started
 
 log = logging.getLogger(__name__)
 
 START_AGAIN_FOR = 30.0  # seconds of docker starts failing on an unreachable engine before a container is replaced
 START_AGAIN_REFUSED = 3.0  # seconds of docker starts refused by an answering engine before a container is replaced
 START_AGAIN_LOOP = 2  # quick exits in a row that an exited container is started again as it is for
-
-
-class Records(Protocol):
-    """Our instance records (:class:`~daprdockr.reconciling.records.RecordWriter`)."""
-
-    def fresh_record(self, c: ContainerInfo) -> InstanceRecord: ...
-
-    def running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord: ...
-
-    def confirmed(self, written: WatchEvent | None) -> bool: ...
-
-    async def write(self, rec: InstanceRecord) -> bool: ...
-
-    async def must_write(self, rec: InstanceRecord) -> None: ...
-
-
-class Removal(Protocol):
-    """Taking containers out of service (:class:`~daprdockr.reconciling.removal.ContainerRemoval`)."""
-
-    async def left_routing_at(self, c: ContainerInfo, *, until: int) -> int: ...
-
-    async def retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str) -> InstanceRecord | None: ...
-
-    async def take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool,
-                       confirmed: Callable[[], Awaitable[None]] | None = None) -> None: ...
-
-    async def stop_container(self, c: ContainerInfo, *, grace: float) -> None: ...
-
-
-class Started(Protocol):
-    """Containers we started (:meth:`~daprdockr.reconciling.listing.ContainerListing.observe_started`)."""
-
-    def observe_started(self, info: ContainerInfo) -> None: ...
-
-
-class Reaping(Protocol):
-    """The background removal (:class:`~daprdockr.adapters.container_reaper.ContainerReaper`)."""
-
-    def add(self, container: ContainerInfo, *, error: str) -> None: ...
 
 
 async def remove_for_good(runtime: ContainerRuntime, container_id: str) -> None:

@@ -13,34 +13,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Protocol
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord
 from daprdockr.core.removal import left_routing_at
 from daprdockr.errors import DaprDockrError
 from daprdockr.reconciling.context import ReconcileContext
+from daprdockr.reconciling.parts import Records, Stopping
 
 log = logging.getLogger(__name__)
 
 
-class Confirming(Protocol):
-    """Confirmed writes (:class:`~daprdockr.reconciling.records.RecordWriter`)."""
-
-    def confirmed(self, written: WatchEvent | None) -> bool: ...
-
-
-class Stopping(Protocol):
-    """The routable set (:class:`~daprdockr.reconciling.listing.ContainerListing`)."""
-
-    def stopping(self, c: ContainerInfo) -> AbstractContextManager[None]: ...
-
-
 class ContainerRemoval:
-    def __init__(self, *, ctx: ReconcileContext, records: Confirming, listing: Stopping) -> None:
+    def __init__(self, *, ctx: ReconcileContext, records: Records, listing: Stopping) -> None:
         self.ctx = ctx
         self.records = records
         self.listing = listing

@@ -30,10 +30,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.plan import Key, Roll, TakeOver
@@ -41,6 +39,7 @@ from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ContainerError, DaprDockrError
 from daprdockr.reconciling.context import ReconcileContext
+from daprdockr.reconciling.parts import Records, Removal, Started
 from daprdockr.reconciling.ports import invalid_services
 
 log = logging.getLogger(__name__)
@@ -82,35 +81,8 @@ class _Job:
     rebalancing: bool = False  # a takeover that evens the service out (abandoned on bad data)
 
 
-class Records(Protocol):
-    """Our instance records (:class:`~daprdockr.reconciling.records.RecordWriter`)."""
-
-    def running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord: ...
-
-    def confirmed(self, written: WatchEvent | None) -> bool: ...
-
-    async def write(self, rec: InstanceRecord) -> bool: ...
-
-    async def must_write(self, rec: InstanceRecord) -> None: ...
-
-
-class Retiring(Protocol):
-    """Taking the old container out (:class:`~daprdockr.reconciling.removal.ContainerRemoval`)."""
-
-    async def retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str) -> InstanceRecord | None: ...
-
-    async def take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool,
-                       confirmed: Callable[[], Awaitable[None]] | None = None) -> None: ...
-
-
-class Started(Protocol):
-    """Containers we started (:meth:`~daprdockr.reconciling.listing.ContainerListing.observe_started`)."""
-
-    def observe_started(self, info: ContainerInfo) -> None: ...
-
-
 class ReplacementRunner:
-    def __init__(self, *, ctx: ReconcileContext, records: Records, removal: Retiring, started: Started,
+    def __init__(self, *, ctx: ReconcileContext, records: Records, removal: Removal, started: Started,
                  start_retry: float = START_RETRY) -> None:
         self.ctx = ctx
         self.records = records
