@@ -11,6 +11,8 @@ contracts in pyproject.toml):
 * ``daprdockr.reconcile`` / ``dnsserver`` / ``proxy`` / ``health``  the agent's cooperating
                          tasks: the reconcile loop, the DNS responder, the nginx manager, the
                          health checks (independent of each other).
+* ``daprdockr.reconciling`` the reconcile loop's parts: the Docker listing, the action executor,
+                         confirmed removal, rolling updates and takeovers.
 * ``daprdockr.adapters`` the outside world: etcd store (aetcd), the informer, Docker runtime
                          (aiodocker), sockets, /proc, the state dir.  Library errors are
                          translated into :mod:`daprdockr.errors` here.
