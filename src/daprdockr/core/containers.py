@@ -3,8 +3,9 @@
 A managed container carries the labels below; an agent only ever touches containers whose
 ``daprdockr.node`` label is its own node id.  :class:`ContainerInfo` is the runtime adapter's
 view of one such container, as a plain record so the planner can stay pure;
-:class:`LocalContainers` is one listing of them, indexed by service once per listing (so a
-watch event about one service looks at that service's containers, not at all of them).
+:class:`LocalContainers` is one listing of them, indexed by service, and kept per service as
+containers start (so a watch event or a start about one service looks at that service's
+containers, not at all of them).
 """
 
 from __future__ import annotations
