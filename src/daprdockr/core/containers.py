@@ -134,7 +134,9 @@ class LocalContainers(Sequence[ContainerInfo]):
                 if was:
                     groups[name] = was
                 continue
-            kept = group if all(keep(c) for c in group) else tuple(c for c in group if keep(c))
+            kept = tuple(c for c in group if keep(c))
+            if len(kept) == len(group):
+                kept = group  # (all of it: the same tuple)
             if kept:
                 groups[name] = was if was is not None and was == kept else kept
         return LocalContainers._of(groups)
