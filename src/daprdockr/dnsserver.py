@@ -110,6 +110,7 @@ from daprdockr.adapters.sockets import (
     resolv_conf_upstreams,
     steering_program,
 )
+from daprdockr.cancellation import within
 from daprdockr.core.dnsencode import encode_answer
 from daprdockr.core.dnsguard import (
     DEFAULT_LIMITS,
@@ -290,7 +291,7 @@ class DnsServer:
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tcp.wait_closed(), 2)
+                await within(self._tcp.wait_closed(), 2)
             self._tcp = None
         for task in list(self._tasks):
             task.cancel()
@@ -411,13 +412,13 @@ class DnsServer:
                 left = ends - asyncio.get_running_loop().time()
                 if left <= 0:
                     break  # a connection gets a bounded life: a few clients cannot hold every slot
-                head = await asyncio.wait_for(reader.readexactly(2), min(TCP_IDLE, left))
-                data = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE)
+                head = await within(reader.readexactly(2), min(TCP_IDLE, left))
+                data = await within(reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE)
                 reply = await self.handle(data, tcp=True, client=client)
                 if reply is not None:
                     writer.write(struct.pack("!H", len(reply)) + reply)
                     try:
-                        await asyncio.wait_for(writer.drain(), self.limits.tcp_write_timeout)
+                        await within(writer.drain(), self.limits.tcp_write_timeout)
                     except TimeoutError:
                         log.debug("DNS TCP client %s does not read its answers; resetting", client)
                         stuck = True
@@ -606,12 +607,12 @@ class DnsServer:
         for upstream in self.upstreams:
             try:
                 if tcp:
-                    reply = await asyncio.wait_for(query_tcp(upstream, data), self.forward_timeout)
+                    reply = await within(query_tcp(upstream, data), self.forward_timeout)
                 else:
-                    reply = await asyncio.wait_for(query_udp(upstream, data), self.forward_timeout)
+                    reply = await within(query_udp(upstream, data), self.forward_timeout)
                     if len(reply) > 2 and reply[2] & 0x02:  # truncated upstream: retry over TCP
                         with contextlib.suppress(Exception):
-                            reply = await asyncio.wait_for(query_tcp(upstream, data), self.forward_timeout)
+                            reply = await within(query_tcp(upstream, data), self.forward_timeout)
                 if len(reply) < 12 or reply[:2] != data[:2] or not reply[2] & 0x80:
                     continue
                 if reply[3] & 0x0F in (RCODE.SERVFAIL, RCODE.REFUSED):

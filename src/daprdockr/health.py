@@ -35,6 +35,7 @@ from typing import Protocol
 
 import aiohttp
 
+from daprdockr.cancellation import within
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.health import HealthState, PerContainerHealth, due, observe, restart_due
 from daprdockr.core.instance_index import changed_keys
@@ -206,11 +207,11 @@ class HealthMonitor(PerContainerHealth):
         """One check of ``container``; never raises."""
         try:
             if check.kind == "docker":
-                return await asyncio.wait_for(self.runtime.docker_health(container.id), check.timeout) == "healthy"
+                return await within(self.runtime.docker_health(container.id), check.timeout) == "healthy"
             if check.kind == "cmd":
                 return await self.runtime.exec_ok(container.id, check.cmd, within=check.timeout)
             if self.network is not None:
-                return await asyncio.wait_for(self.network(container, check), check.timeout)
+                return await within(self.network(container, check), check.timeout)
             port = dict(container.ports).get(f"{check.port}/tcp")
             if port is None:
                 return False

@@ -51,6 +51,7 @@ from daprdockr.adapters.cut_connections import connections_to, destroy
 from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
+from daprdockr.cancellation import within
 from daprdockr.core.model import NodeRecord
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
@@ -291,12 +292,12 @@ class NginxManager:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGQUIT)
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            await within(proc.wait(), grace)
         except TimeoutError:
             log.warning("nginx did not quit within %.0fs; killing it", grace)
         self._kill_group(proc.pid)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), 2)
+            await within(proc.wait(), 2)
 
     def kill(self) -> None:
         """SIGKILL nginx's whole process group now (the agent is exiting without a clean stop)."""

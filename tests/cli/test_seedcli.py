@@ -201,7 +201,12 @@ async def test_daprdockrd_cpuprofile_writes_a_profile(etcd_endpoints: str, prefi
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+        except TimeoutError:
+            proc.kill()
+            _, err = await proc.communicate()
+            raise AssertionError(f"no exit 40 s after SIGTERM: {err.decode()[-3000:]}") from None
     assert proc.returncode == 0, err.decode()[-2000:]
     stats = pstats.Stats(str(profile))  # a Python cProfile file
     assert any(file.endswith("daprdockr/agent/main.py") for file, _, _ in stats.stats)  # type: ignore[attr-defined]

@@ -49,6 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from daprdockr.cancellation import within
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.dnsguard import DEFAULT_LIMITS, DnsLimits
 from daprdockr.core.dnsstats import DnsStats
@@ -156,8 +157,8 @@ class DnsWorkerPool:
         payload = pickle.dumps(zone_delta(None, state), protocol=5)
         try:
             proc.stdin.write(FRAME.pack(len(payload)) + payload)  # state first, then it binds
-            await asyncio.wait_for(proc.stdin.drain(), START_TIMEOUT)
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+            await within(proc.stdin.drain(), START_TIMEOUT)
+            line = await within(proc.stdout.readline(), START_TIMEOUT)
         except (TimeoutError, ConnectionError):
             line = b""
         if not line.startswith(b"ready "):
@@ -187,12 +188,12 @@ class DnsWorkerPool:
                 w.proc.stdin.close()
         for w in workers:
             try:
-                await asyncio.wait_for(w.proc.wait(), grace)
+                await within(w.proc.wait(), grace)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.kill()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(w.proc.wait(), grace)
+                    await within(w.proc.wait(), grace)
             await self._retire(w)
 
     async def _retire(self, worker: _Worker) -> None:

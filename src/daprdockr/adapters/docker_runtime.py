@@ -43,6 +43,7 @@ from daprdockr.adapters.procs import (
     proxied_connections,
     proxy_pids,
 )
+from daprdockr.cancellation import within
 from daprdockr.core.containers import (
     LABEL_GROUP,
     LABEL_INSTANCE,
@@ -192,7 +193,7 @@ class DockerRuntime:
 
     async def _do(self, coro: Awaitable[T], *, what: str) -> T:
         try:
-            return await asyncio.wait_for(coro, timeout=self.timeout)
+            return await within(coro, self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -377,7 +378,7 @@ class DockerRuntime:
         taken by an old container of ours (409: removed, or when Docker cannot remove it, the new
         container takes a fresh name beside it) and an image removed since we checked (404)."""
         try:
-            return await asyncio.wait_for(self.docker.containers.create(config, name=name), timeout=self.timeout)
+            return await within(self.docker.containers.create(config, name=name), self.timeout)
         except aiodocker.DockerError as exc:
             if exc.status == 409:
                 try:
@@ -485,7 +486,7 @@ class DockerRuntime:
             elif grace > 0:
                 await self._do(c.kill(signal=signal), what=f"kill -{signal}")
                 with contextlib.suppress(DaprDockrError):
-                    await asyncio.wait_for(self._do(c.wait(), what="wait"), grace)
+                    await within(self._do(c.wait(), what="wait"), grace)
         except ContainerError as exc:
             log.debug("stop %s: %s", container_id[:12], exc)
         try:

@@ -50,7 +50,7 @@ import aetcd.transactions as aetcd_txn
 import aetcd.watcher as aetcd_watcher
 import grpc
 
-from daprdockr.cancellation import owner_cancelled
+from daprdockr.cancellation import owner_cancelled, within
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity, check_security
 from daprdockr.core.etcd_health import FIX as SPACE_FIX
 from daprdockr.core.keys import KeySchema
@@ -435,7 +435,7 @@ class EtcdStore:
 
     async def _close_client(self, client: _Client) -> None:
         try:
-            await asyncio.wait_for(client.close(), timeout=self.timeout)
+            await within(client.close(), self.timeout)
         except Exception:
             log.debug("error closing an etcd client", exc_info=True)
 
@@ -458,7 +458,7 @@ class EtcdStore:
             conn.inflight += 1
             expired = False
             try:
-                return await asyncio.wait_for(op(conn.client), timeout=limit)
+                return await within(op(conn.client), limit)
             except asyncio.CancelledError:
                 if owner_cancelled():
                     raise
@@ -476,7 +476,7 @@ class EtcdStore:
             if expired and not renewed:
                 renewed, attempts = True, attempts + 1
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.client.renew_token(), timeout=limit)
+                    await within(conn.client.renew_token(), limit)
                     continue
             self.errors += 1
             last = err
@@ -791,8 +791,8 @@ class EtcdStore:
         while True:
             client = self._new_client(index, keepalive=True)
             try:
-                stream = await asyncio.wait_for(
-                    client.watch_prefix(prefix.encode(), start_revision=next_rev), timeout=self.timeout)
+                stream = await within(
+                    client.watch_prefix(prefix.encode(), start_revision=next_rev), self.timeout)
                 if not first:
                     yield WatchEvent(kind="resync")
                 first = False
@@ -854,7 +854,7 @@ class EtcdStore:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
             try:
-                await asyncio.wait_for(stream.cancel(), timeout=1)
+                await within(stream.cancel(), 1)
             except Exception:
                 log.debug("watch cancel failed", exc_info=True)
 
@@ -862,12 +862,12 @@ class EtcdStore:
         """One linearizable read on the watch's own channel; raises if the member cannot serve it."""
         try:
             try:
-                await asyncio.wait_for(client.get(self.schema.root.encode()), timeout=min(self.timeout, 1.5))
+                await within(client.get(self.schema.root.encode()), min(self.timeout, 1.5))
             except aetcd_exc.ClientError as exc:
                 if "invalid auth token" not in str(exc):
                     raise
-                await asyncio.wait_for(client.renew_token(), timeout=min(self.timeout, 1.5))  # the stream lives on
-                await asyncio.wait_for(client.get(self.schema.root.encode()), timeout=min(self.timeout, 1.5))
+                await within(client.renew_token(), min(self.timeout, 1.5))  # the stream lives on
+                await within(client.get(self.schema.root.encode()), min(self.timeout, 1.5))
         except asyncio.CancelledError:
             if owner_cancelled():
                 raise

@@ -25,6 +25,7 @@ import random
 from collections.abc import AsyncGenerator, Callable
 from typing import Protocol
 
+from daprdockr.cancellation import within as bounded
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
@@ -127,7 +128,7 @@ class Informer:
                 return False
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), min(left, poll))
+                await bounded(self.changed.wait(), min(left, poll))
         return True
 
     async def follow(self, step: Callable[[ClusterState], bool], *, within: float) -> bool:
@@ -140,7 +141,7 @@ class Informer:
                         return
 
         try:
-            await asyncio.wait_for(until_done(), within)
+            await bounded(until_done(), within)
         except TimeoutError:
             return False
         return True

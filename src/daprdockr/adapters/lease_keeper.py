@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from daprdockr.cancellation import owner_cancelled
+from daprdockr.cancellation import owner_cancelled, within
 from daprdockr.errors import DaprDockrError, LeaseLostError
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class LeaseKeeper:
         """Sleep ``seconds``, or less once :meth:`stop` was called."""
         if self._woken is not None and not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), seconds)
+                await within(self._woken.wait(), seconds)
 
     async def keep_once(self, store: KeepaliveStore) -> bool:
         """One refresh of the tracked lease, if the agent's loop checked in recently enough;

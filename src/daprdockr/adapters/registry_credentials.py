@@ -21,6 +21,7 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
+from daprdockr.cancellation import within
 from daprdockr.core.registry_auth import (
     CredentialLookup,
     DockerConfig,
@@ -114,7 +115,7 @@ class DockerCredentials:
         except OSError as exc:
             raise ContainerError(f"{what} cannot run ({exc.strerror})", transient=False) from None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(helper.server.encode()), self.helper_timeout)
+            out, err = await within(proc.communicate(helper.server.encode()), self.helper_timeout)
         except TimeoutError:
             raise ContainerError(f"{what} did not answer within {self.helper_timeout:g}s", transient=False) from None
         finally:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 import aiodocker
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.cancellation import within
 from daprdockr.core.versions import Probe, parse_version
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,11 @@ async def command_probe(
     except OSError as exc:
         return Probe(source=source, problem=f"cannot run: {exc.strerror or exc}")
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=limit)
+        out, _ = await within(proc.communicate(), limit)
     except TimeoutError:
         _kill_group(proc.pid)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), timeout=1.0)
+            await within(proc.wait(), 1.0)
         return Probe(source=source, problem=f"timed out after {limit:g}s")
     finally:
         if proc.returncode is None:  # cancelled: our child does not outlive us
@@ -114,14 +115,14 @@ async def _bounded(source: str, version: Coroutine[object, object, str], *, limi
     """``version`` within ``limit`` seconds as a Probe (a timeout or an error as its problem);
     then ``close`` the client it used (bounded, its errors ignored)."""
     try:
-        return Probe(source=source, version=await asyncio.wait_for(version, timeout=limit))
+        return Probe(source=source, version=await within(version, limit))
     except TimeoutError:
         return Probe(source=source, problem=f"timed out after {limit:g}s")
     except Exception as exc:
         return Probe(source=source, problem=_one_line(exc))
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(close(), timeout=1.0)
+            await within(close(), 1.0)
 
 
 def _one_line(exc: BaseException) -> str:

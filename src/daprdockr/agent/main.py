@@ -60,6 +60,7 @@ from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
 from daprdockr.agent.watchdog import Watchdog
+from daprdockr.cancellation import within
 from daprdockr.core import removal
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
@@ -225,7 +226,7 @@ class Agent:
                 self.notifier.notify(f"STATUS=joining: {what} failed, retrying",
                                      f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                    await within(stop.wait(), delay)
         return False
 
     async def start(self, stop: asyncio.Event) -> bool:
@@ -390,7 +391,10 @@ class Agent:
                 acting = [t for n, t in running.items() if n in ACTING_TASKS]
                 for task in acting:
                     task.cancel()
-                await asyncio.wait(acting)
+                _, stuck = await asyncio.wait(acting, timeout=self.config.shutdown_timeout)
+                if stuck:  # (a task that swallowed its cancel must not hold the exit forever)
+                    log.error("tasks still running %.0fs after they were stopped: %s", self.config.shutdown_timeout,
+                              ", ".join(sorted(t.get_name() for t in stuck)))
                 released = True
                 await self.release_instances()  # the watch, fanout, applied and serving tasks still run
                 for task in running.values():
