@@ -1,4 +1,4 @@
-"""Per-event cost of the agent's whole state path at 1k, 10k and 100k instances (100 nodes).
+"""Per-event cost of the agent's whole state path at 1k, 10k and 100k instances (100 nodes, or ``--nodes``).
 
 Pure Python on realistic records (specs with env and labels, one history entry per service,
 node and ``applied`` records), as one agent (node ``n000``) of the cluster sees it, holding its
@@ -22,7 +22,7 @@ the status views (``service_rows``, ``instance_rows`` of one service).
 Targets: one changed instance <= 2 ms at 100 000 instances and <= 1.5x per 10x; full load of
 100 000 <= 3 s; ``svc ls`` / ``status`` rows at 100 000 <= 2 s.
 
-    .venv/bin/python bench/scale_bench.py [--sizes 1000,10000,100000] [--events 200]
+    .venv/bin/python bench/scale_bench.py [--sizes 1000,10000,100000] [--events 200] [--nodes 100]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class Agent:
         health, restart = self.health.observed(self.containers, state.services)
         inputs = PassInputs(lease=1000, claiming=True, capacity=0, nodes=state.nodes, containers=self.containers,
                             busy=frozenset(), health=health, restart=restart, held=frozenset(), paused=False)
-        scope = plan_scope(last=self.inputs, inputs=inputs, old=self.planned, new=state, now=100.0, due=1e9,
+        scope = plan_scope(last=self.inputs, inputs=inputs, old=self.planned, new=state, now=100.0, wakes={},
                            last_full=99.0)
         self.inputs, self.planned = inputs, state
         planned = plan_next(state.services, replace(observed(state, self.containers, fast=True, even=self.even),
@@ -236,11 +236,14 @@ def per_event(subject: Agent | FreshBuild, evs: list[WatchEvent]) -> float:
 
 
 def main() -> None:
+    global NODES
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--events", type=int, default=200)
     ap.add_argument("--baseline-events", type=int, default=6, help="events for the fresh build (slow at 100k)")
+    ap.add_argument("--nodes", type=int, default=NODES, help="nodes of the cluster (3: each holds a third)")
     args = ap.parse_args()
+    NODES = args.nodes
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"# scale_bench {datetime.now().isoformat(timespec='seconds')}: {NODES} nodes, "
           f"{PER_SERVICE} instances per service, median per event")

@@ -11,7 +11,9 @@ Two ways to get one:
 * :class:`IndexBuilder`, which the mirror keeps current per watch event and from which it takes
   a :meth:`~IndexBuilder.snapshot` per state.  The builder copies a dict on its first change
   after a snapshot (copy on write), so a snapshot never changes afterwards and costs nothing
-  for the services, nodes and leases an event did not touch.  Because of that, a per-service
+  for the services, nodes and leases an event did not touch.  A node's (and a lease's) records
+  are a :class:`Held`, kept per service, so a change copies one service's dict there too, not
+  every record the node holds.  Because of that, a per-service
   dict that is the *same object* in two states holds the same records.  Each snapshot also has
   its place in the builder's :class:`ChangeLog` (the services each snapshot changed), so
   :func:`changed_services` tells consumers what changed between two snapshots in a look per
@@ -22,7 +24,7 @@ Two ways to get one:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Generic, TypeVar
 
 from daprdockr.core.model import InstanceRecord
@@ -158,6 +160,143 @@ class _Groups(Generic[G, K]):
             self._own.discard(group)
 
 
+class Held(Mapping[Key, InstanceRecord]):
+    """The records one node (or one lease) holds, ``(service, number) -> record``, kept per
+    service: a change after a snapshot copies that service's dict and the node's small map of
+    services, not every record of the node (a node of 3 holding 33 000 instances copied all of
+    them per event)."""
+
+    __slots__ = ("_len", "_own", "by_service")
+
+    def __init__(self, by_service: dict[ServiceName, dict[int, InstanceRecord]] | None = None,
+                 *, length: int = 0, owned: bool = True) -> None:
+        self.by_service: dict[ServiceName, dict[int, InstanceRecord]] = by_service if by_service is not None else {}
+        self._len = length
+        # services whose dict this Held made or copied itself (it may change them in place)
+        self._own: set[ServiceName] = set(self.by_service) if owned else set()
+
+    def copy(self) -> Held:
+        """A Held that shares every service's dict with this one, copying each on its first change."""
+        return Held(dict(self.by_service), length=self._len, owned=False)
+
+    def __getitem__(self, key: Key) -> InstanceRecord:
+        return self.by_service[key[0]][key[1]]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        inner = self.by_service.get(key[0])
+        return inner is not None and key[1] in inner
+
+    def __iter__(self) -> Iterator[Key]:
+        for name, inner in self.by_service.items():
+            for number in inner:
+                yield (name, number)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def values(self) -> ValuesView[InstanceRecord]:
+        return _HeldValues(self)
+
+    def items(self) -> ItemsView[Key, InstanceRecord]:
+        return _HeldItems(self)
+
+    def put(self, key: Key, rec: InstanceRecord) -> None:
+        name = key[0]
+        inner = self.by_service.get(name)
+        if inner is None:
+            inner = self.by_service[name] = {}
+            self._own.add(name)
+        elif name not in self._own:
+            inner = self.by_service[name] = dict(inner)
+            self._own.add(name)
+        if key[1] not in inner:
+            self._len += 1
+        inner[key[1]] = rec
+
+    def remove(self, key: Key) -> None:
+        name = key[0]
+        inner = self.by_service.get(name)
+        if inner is None or key[1] not in inner:
+            return
+        if len(inner) == 1:
+            del self.by_service[name]
+            self._own.discard(name)
+        else:
+            if name not in self._own:
+                inner = self.by_service[name] = dict(inner)
+                self._own.add(name)
+            del inner[key[1]]
+        self._len -= 1
+
+
+class _HeldValues(ValuesView[InstanceRecord]):
+    _mapping: Held
+
+    def __iter__(self) -> Iterator[InstanceRecord]:
+        for inner in self._mapping.by_service.values():
+            yield from inner.values()
+
+
+class _HeldItems(ItemsView[Key, InstanceRecord]):
+    _mapping: Held
+
+    def __iter__(self) -> Iterator[tuple[Key, InstanceRecord]]:
+        for name, inner in self._mapping.by_service.items():
+            for number, rec in inner.items():
+                yield (name, number), rec
+
+
+class _HeldGroups(Generic[G]):
+    """``group -> Held``, copy on write as :class:`_Groups`, one level deeper: a group's
+    :class:`Held` is copied (its map of services) on its first change after :meth:`seal`, and a
+    service's dict in it on its own first change."""
+
+    __slots__ = ("_own", "_own_outer", "outer")
+
+    def __init__(self) -> None:
+        self.outer: dict[G, Held] = {}
+        self._own_outer = True
+        self._own: set[G] = set()
+
+    def seal(self) -> None:
+        self._own_outer = False
+        self._own.clear()
+
+    def _writable(self, group: G) -> Held:
+        if not self._own_outer:
+            self.outer = dict(self.outer)
+            self._own_outer = True
+        held = self.outer.get(group)
+        if held is None:
+            held = self.outer[group] = Held()
+            self._own.add(group)
+        elif group not in self._own:
+            held = self.outer[group] = held.copy()
+            self._own.add(group)
+        return held
+
+    def put(self, group: G, key: Key, rec: InstanceRecord) -> None:
+        self._writable(group).put(key, rec)
+
+    def fill(self, outer: dict[G, Held]) -> None:
+        """Take ``outer`` (built by the caller, shared with nobody) as the whole content."""
+        self.outer = outer
+        self._own_outer = True
+        self._own = set(outer)
+
+    def delete(self, group: G, key: Key) -> None:
+        held = self.outer.get(group)
+        if held is None or key not in held:
+            return
+        held = self._writable(group)
+        held.remove(key)
+        if not held:
+            del self.outer[group]
+            self._own.discard(group)
+
+
 class ChangeLog:
     """The services each snapshot of one builder changed (the last :data:`LOG_LENGTH` snapshots)."""
 
@@ -187,8 +326,8 @@ class IndexBuilder:
 
     def __init__(self) -> None:
         self._service: _Groups[ServiceName, int] = _Groups()
-        self._node: _Groups[str, Key] = _Groups()
-        self._lease: _Groups[int, Key] = _Groups()
+        self._node: _HeldGroups[str] = _HeldGroups()
+        self._lease: _HeldGroups[int] = _HeldGroups()
         self._len = 0
         self._snapshot: InstanceIndex | None = None
         self._log = ChangeLog()
@@ -203,9 +342,10 @@ class IndexBuilder:
     def over(cls, index: InstanceIndex) -> IndexBuilder:
         """A builder that starts from ``index`` (shared, copied where it changes: ``index`` never does)."""
         builder = cls()
-        for groups, outer in ((builder._service, index.by_service), (builder._node, index.by_node),
-                              (builder._lease, index.by_lease)):
-            groups.outer = outer  # type: ignore[assignment]
+        builder._service.outer = index.by_service  # type: ignore[assignment]
+        builder._node.outer = _held(index.by_node)
+        builder._lease.outer = _held(index.by_lease)
+        for groups in (builder._service, builder._node, builder._lease):
             groups.seal()
         builder._len = len(index)
         builder._snapshot = index
@@ -242,22 +382,28 @@ class IndexBuilder:
     def _fill(self, recs: list[InstanceRecord]) -> bool:
         """The groups of ``recs`` at once; False (nothing changed) if two of them have one key."""
         by_service: dict[ServiceName, dict[int, InstanceRecord]] = {}
-        by_node: dict[str, dict[Key, InstanceRecord]] = {}
-        by_lease: dict[int, dict[Key, InstanceRecord]] = {}
+        by_node: dict[str, dict[ServiceName, dict[int, InstanceRecord]]] = {}
+        by_lease: dict[int, dict[ServiceName, dict[int, InstanceRecord]]] = {}
         for rec in recs:
-            name, number = key = rec.service, rec.number
+            name, number = rec.service, rec.number
             inner = by_service.get(name)
             if inner is None:
                 inner = by_service[name] = {}
             elif number in inner:
                 return False
             inner[number] = rec
-            (by_node.get(rec.node) or by_node.setdefault(rec.node, {}))[key] = rec
-            (by_lease.get(rec.lease) or by_lease.setdefault(rec.lease, {}))[key] = rec
+            node = by_node.get(rec.node)
+            if node is None:
+                node = by_node[rec.node] = {}
+            (node.get(name) or node.setdefault(name, {}))[number] = rec
+            lease = by_lease.get(rec.lease)
+            if lease is None:
+                lease = by_lease[rec.lease] = {}
+            (lease.get(name) or lease.setdefault(name, {}))[number] = rec
         if recs:
             self._service.fill(by_service)
-            self._node.fill(by_node)
-            self._lease.fill(by_lease)
+            self._node.fill({node: _filled(held) for node, held in by_node.items()})
+            self._lease.fill({lease: _filled(held) for lease, held in by_lease.items()})
             self._len = len(recs)
             self._touched.update(by_service)
             self._snapshot = None
@@ -286,6 +432,24 @@ class IndexBuilder:
             for groups in (self._service, self._node, self._lease):
                 groups.seal()
         return self._snapshot
+
+
+def _filled(by_service: dict[ServiceName, dict[int, InstanceRecord]]) -> Held:
+    return Held(by_service, length=sum(map(len, by_service.values())))
+
+
+def _held(groups: Mapping[G, Mapping[Key, InstanceRecord]]) -> dict[G, Held]:
+    """``groups`` as :class:`Held` values (shared as they are when they are already)."""
+    out: dict[G, Held] = {}
+    for group, held in groups.items():
+        if isinstance(held, Held):
+            out[group] = held
+        else:
+            by_service: dict[ServiceName, dict[int, InstanceRecord]] = {}
+            for (name, number), rec in held.items():
+                by_service.setdefault(name, {})[number] = rec
+            out[group] = _filled(by_service)
+    return out
 
 
 def changed_services(old: InstanceIndex, new: InstanceIndex) -> set[ServiceName]:
