@@ -31,7 +31,7 @@ from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
 from daprdockr.core.plan import Action, Claim, Key, Observed, Roll, TakeOver, action_key, plan_next, track_unowned_since
-from daprdockr.core.plan_scope import PassInputs, plan_scope
+from daprdockr.core.plan_scope import PassInputs, full_every, plan_scope
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.rebalance import EvenCache
 from daprdockr.core.retry import KeyRetries, KeyRetry, RetryPolicy
@@ -131,6 +131,7 @@ class Reconciler:
         self._planned: ClusterState | None = None  # the state the last pass planned from
         self._last_inputs: PassInputs | None = None  # and the rest of what it read
         self._last_full = 0.0  # when the last pass over every service ran
+        self._full_seconds = 0.0  # how long its planning took
         self.reconciles = 0
         self.reconcile_seconds = 0.0
         self.plan_seconds = 0.0  # the last pass's planning, without its waits (paces the loop)
@@ -285,7 +286,8 @@ class Reconciler:
                             containers=local, busy=busy, health=health, restart=restart,
                             held=frozenset(waiting), paused=bool(paused_since))
         scope = plan_scope(last=self._last_inputs, inputs=inputs, old=self._planned, new=state, now=now,
-                           wakes=self._wakes, last_full=self._last_full)
+                           wakes=self._wakes, last_full=self._last_full,
+                           full_every=full_every(self._full_seconds))
         self._last_inputs, self._planned = inputs, state
         if scope is None:
             self._last_full = now
@@ -324,6 +326,8 @@ class Reconciler:
                 self._claims.add(key)
             task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]
         self.plan_seconds = time.perf_counter() - planning
+        if scope is None:
+            self._full_seconds = self.plan_seconds
         elapsed = time.perf_counter() - t0
         self.reconciles += 1
         self.reconcile_seconds += elapsed

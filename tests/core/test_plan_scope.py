@@ -12,7 +12,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
 from daprdockr.core.plan import Observed, action_key, plan_next
-from daprdockr.core.plan_scope import PassInputs, plan_scope
+from daprdockr.core.plan_scope import PassInputs, full_every, plan_scope
 from daprdockr.core.state import ClusterState
 
 SCHEMA = KeySchema("/dd")
@@ -72,6 +72,22 @@ def test_anything_beyond_the_services_plans_everything(change: dict[str, object]
     new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
     assert plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes, **change), old=old, new=new, now=now,
                       wakes={WEB: due}, last_full=last_full) is None
+
+
+@pytest.mark.parametrize(("full_seconds", "now", "full"), [
+    (0.01, 6.0, True),   # cheap full passes: every 5 s
+    (0.35, 6.0, False),  # a node of 34 000 containers (0.35 s per full pass): not yet at 5.5 s ...
+    (0.35, 7.6, True),   # ... but at 7.1 s (20 x its cost)
+    (2.0, 30.0, False),  # under load: no more often than every 40 s
+    (2.0, 41.0, True),
+])
+def test_the_safety_net_full_pass_is_paced_by_its_own_cost(full_seconds: float, now: float, full: bool) -> None:
+    m = mirror()
+    old = m.state()
+    new = put(m, SCHEMA.instance(WEB, 1), RUNNING)
+    scope = plan_scope(last=inputs(old), inputs=inputs(new, nodes=old.nodes), old=old, new=new, now=now, wakes={},
+                       last_full=0.5, full_every=full_every(full_seconds))
+    assert (scope is None) is full
 
 
 def test_busy_and_held_keys_containers_and_health_put_their_services_in_scope() -> None:
