@@ -284,10 +284,16 @@ class DnsServer:
         )
 
     async def stop(self) -> None:
+        closing: list[asyncio.Future[None]] = []
         for udp in (self._udp, self._udp_priority):
             if udp is not None:
                 udp.close()
+                protocol = udp.get_protocol()
+                if isinstance(protocol, _UdpProtocol):
+                    closing.append(protocol.closed)
         self._udp = self._udp_priority = None
+        with contextlib.suppress(TimeoutError):  # (the port is free once its sockets are closed)
+            await within(asyncio.gather(*closing), 2)
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
@@ -642,9 +648,14 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.server = server
         self.inside = server._inside  # client addresses known to be inside ``allow``
         self.transport: asyncio.DatagramTransport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         outside = addr[0] not in self.inside  # one set lookup when allowed

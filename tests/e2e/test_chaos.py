@@ -400,11 +400,15 @@ async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, se
         final = chaos.spec
         assert chaos.writes_ok >= CHAOS_SECONDS / 10, "the churn loop barely ran"
 
+        # converged and spread within one (else a rebalancing move is still due: seen once, a move
+        # started between this check and the one at the end)
         verdict = await eventually(
-            lambda: etcd_and_docker(store, cluster, final), lambda v: not v.problems, timeout=CONVERGE_SECONDS
+            lambda: etcd_and_docker(store, cluster, final), lambda v: not v.problems and balanced(v.state),
+            timeout=CONVERGE_SECONDS,
         )
         took = time.monotonic() - healed
         assert not verdict.problems, f"seed {seed}: not converged after {took:.1f}s: {verdict.problems}"
+        assert balanced(verdict.state), f"seed {seed}: not spread within one after {took:.1f}s"
         print(f"etcd + docker converged {took:.1f}s after healing", flush=True)
 
         records = {r.number: r for r in verdict.state.instances_of(WEB)}
