@@ -17,8 +17,9 @@ from dataclasses import replace
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord, ServiceSpec
-from daprdockr.core.plan import Action, Adopt, Claim, Key, Purge, Refresh, Release, Repair, Start, Stop
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.planning.actions import Action, Adopt, Claim, Key, Purge, Refresh, Release, Repair, Start, Stop
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.retry import KeyRetry
 from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, StoreError
 from daprdockr.reconciling.context import ReconcileContext

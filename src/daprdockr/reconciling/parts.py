@@ -9,7 +9,7 @@ from typing import Protocol
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.records import InstanceRecord
 
 
 class Records(Protocol):

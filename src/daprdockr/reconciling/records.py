@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.records import InstanceRecord
 from daprdockr.errors import StoreError
 from daprdockr.reconciling.context import ReconcileContext
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.removal import left_routing_at
 from daprdockr.errors import DaprDockrError
 from daprdockr.reconciling.context import ReconcileContext

@@ -1,4 +1,5 @@
-"""Rolling updates and takeovers (:class:`~daprdockr.core.plan.Roll`, :class:`~daprdockr.core.plan.TakeOver`).
+"""Rolling updates and takeovers (:class:`~daprdockr.core.planning.actions.Roll`,
+:class:`~daprdockr.core.planning.actions.TakeOver`).
 
 A replacement first takes one of the service's ``update.parallel`` slots in etcd (a transaction on
 our lease, released after; a dead agent's slot frees itself with its lease). Start-first: the new
@@ -18,7 +19,7 @@ failed, a take that committed although its reply was lost, a failure that could 
 yet: it is reported first). A replacement in flight stops early (:class:`ReplacementAbandoned`,
 nothing reported) when the spec moved on, a start-first rollout was paused, or our lease was
 replaced. A takeover starts a draining node's instance (or, rebalancing, one of the node with the
-most of a service: :mod:`daprdockr.core.rebalance`) here the same way and then moves the key onto
+most of a service: :mod:`daprdockr.core.planning.rebalance`) here the same way and then moves the key onto
 our lease with a compare on the revision it read; a rebalancing one is abandoned when the service
 gets malformed data in etcd.
 """
@@ -32,9 +33,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Key, Roll, TakeOver
+from daprdockr.core.planning.actions import Key, Roll, TakeOver
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ContainerError, DaprDockrError

@@ -9,25 +9,14 @@ import pytest
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.lifecycle import UpdatePolicy
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import (
-    Action,
-    Adopt,
-    Claim,
-    Observed,
-    Refresh,
-    Release,
-    Roll,
-    Stop,
-    TakeOver,
-    action_key,
-    deal_unowned,
-    fair_share,
-    plan,
-    preferred_node,
-    unowned_keys,
-)
+from daprdockr.core.planning.actions import Action, Adopt, Claim, Refresh, Release, Roll, Stop, TakeOver, action_key
+from daprdockr.core.planning.claims import unowned_keys
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.placement import deal_unowned, fair_share, preferred_node
+from daprdockr.core.planning.plan import plan
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import BadKey
 
