@@ -214,8 +214,10 @@ class Reconciler:
         self.listing.observe_started(info)
 
     async def stop_container(self, c: ContainerInfo, *, grace: float) -> None:
-        """Stop and remove ``c`` (:meth:`ContainerRemoval.stop_container`)."""
-        await self.removal.stop_container(c, grace=grace)
+        """Stop and remove ``c`` (:meth:`ContainerRemoval.stop_container`) with its service's stop
+        signal and grace, as the mirror has them now (no plan is behind this stop)."""
+        spec = self.ctx.mirror.state().services.get(c.service)
+        await self.removal.stop_container(c, grace=grace, spec=spec)
 
     # ------------------------------------------------------------------ loop
     @property

@@ -231,7 +231,8 @@ class ReplacementRunner:
                 log.warning("could not record the health of %s/%s (%s)", rec.service, rec.number, exc)
 
         await self._await_healthy(job, new, each_round=follow_old)
-        written = await ctx.store.update_instance(records.running_record(rec, new, healthy=True), lease=ctx.lease)
+        written = await ctx.store.update_instance(records.running_record(rec, new, spec=job.spec, healthy=True),
+                                                  lease=ctx.lease)
         if not records.confirmed(written):
             log.warning("instance %s/%s is no longer ours; removing its replacement", rec.service, rec.number)
             await ctx.runtime.remove(new.id, grace=0)
@@ -240,12 +241,13 @@ class ReplacementRunner:
         log.info("rolled %s/%s onto %s; taking %s out", rec.service, rec.number, new.id[:12], old.id[:12])
         # the replacement is done once no router sends the old one new requests: the slot is
         # free while it drains and stops
-        await self.removal.take_out(old, removed_at=written.revision, routed=rec.routable, confirmed=release)
+        await self.removal.take_out(old, removed_at=written.revision, routed=rec.routable, spec=job.spec,
+                                    confirmed=release)
 
     async def _roll_stop_first(self, job: _Job, rec: InstanceRecord, old: ContainerInfo) -> None:
         records = self.records
         log.info("rolling %s/%s: taking %s out first (stop-first)", rec.service, rec.number, old.id[:12])
-        retired = await self.removal.retire(rec, old, reason="rolling update")
+        retired = await self.removal.retire(rec, old, reason="rolling update", spec=job.spec)
         if retired is None:
             return
         # the deadline is the new version's (start and health): taking the old one out (confirmed
@@ -255,9 +257,9 @@ class ReplacementRunner:
         new = await self._start_replacement(job, rec.number, beside=False)
         # the record names the new container at once (an agent restart adopts it) but it is routed
         # only once it passed its check for min_healthy, as with start-first
-        await records.must_write(replace(records.running_record(rec, new), state="starting"))
+        await records.must_write(replace(records.running_record(rec, new, spec=job.spec), state="starting"))
         await self._await_healthy(job, new)
-        await records.must_write(records.running_record(rec, new, healthy=True))
+        await records.must_write(records.running_record(rec, new, spec=job.spec, healthy=True))
         log.info("rolled %s/%s onto %s", rec.service, rec.number, new.id[:12])
 
     async def _take_over(self, job: _Job, rec: InstanceRecord, *, reason: str) -> None:
@@ -266,7 +268,8 @@ class ReplacementRunner:
         log.info("taking over %s/%s from node %s (%s): started %s", rec.service, rec.number, rec.node,
                  reason, new.id[:12])
         await self._await_healthy(job, new)
-        mine = replace(self.records.running_record(rec, new, healthy=True), since=time.time(), lease=ctx.lease)
+        mine = replace(self.records.running_record(rec, new, spec=job.spec, healthy=True), since=time.time(),
+                       lease=ctx.lease)
         if not self.records.confirmed(await ctx.store.take_over_instance(mine, lease=ctx.lease)):
             log.info("%s/%s changed before the takeover; removing %s", rec.service, rec.number, new.id[:12])
             await ctx.runtime.remove(new.id, grace=0)

@@ -1,9 +1,15 @@
-"""What the planner asks for: one action per instance key (:data:`Action`), each carrying what it
-was planned from, and :func:`action_key`, the key an action is about."""
+"""What the planner asks for: one action per instance key (:data:`Action`), and :func:`action_key`,
+the key an action is about.
+
+Each action carries what it was planned from, so the executor acts on that and reads no state of
+its own: the spec (``None`` when the service is no longer desired, or frozen), the record with its
+revisions (the create revision its writes compare, the mod revision a takeover compares), the bad
+key with its revisions, the container, and the revision a stopped container was routed until.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.model import ServiceSpec
@@ -69,6 +75,7 @@ class Refresh:
 
     record: InstanceRecord
     container: ContainerInfo
+    spec: ServiceSpec  # the record's health is the container's under this spec's check
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ class Release:
     record: InstanceRecord
     container: ContainerInfo | None = None
     reason: str = ""
+    spec: ServiceSpec | None = field(kw_only=True)  # its stop signal and grace (None: no longer desired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,7 @@ class Stop:
     container: ContainerInfo
     reason: str = ""
     removed_at: int = 0  # it was routed until this etcd revision: confirm its removal first
+    spec: ServiceSpec | None = field(kw_only=True)  # its stop signal and grace (None: no longer desired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,7 @@ class Repair:
     key: Key
     bad: BadKey
     container: ContainerInfo
+    spec: ServiceSpec | None = field(kw_only=True)  # the rewritten record's health check (None: not desired)
 
 
 @dataclass(frozen=True, slots=True)

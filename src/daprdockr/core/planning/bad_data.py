@@ -15,19 +15,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.planning.actions import Action, Adopt, Key, Purge, Repair
 from daprdockr.core.planning.observed import Observed
 from daprdockr.core.state import BadKey
 
 
-def fix_bad_key(key: Key, bad: BadKey, group: Sequence[ContainerInfo], obs: Observed) -> Action | None:
+def fix_bad_key(
+    key: Key, bad: BadKey, group: Sequence[ContainerInfo], obs: Observed, *, spec: ServiceSpec | None
+) -> Action | None:
     """What this node does about a malformed (or lease-less) instance key, given its containers of
     that instance (``group``, maybe empty).  Never a stop: a running container of ours rebinds the
     key to our lease (a compare on its revision); a key nobody can use is deleted, by the node
-    whose lease holds it, or, on no lease, by the node it names (anyone, if it names no live node)."""
+    whose lease holds it, or, on no lease, by the node it names (anyone, if it names no live node).
+    ``spec``: the desired spec of the key's service, if any (a repaired record's health check)."""
     running = [c for c in group if c.running]
     if running and bad.lease in (0, obs.lease):
-        return Repair(key=key, bad=bad, container=max(running, key=lambda c: c.created))
+        return Repair(key=key, bad=bad, container=max(running, key=lambda c: c.created), spec=spec)
     if bad.lease == obs.lease or (not bad.lease and (bad.node == obs.node_id or bad.node not in obs.nodes)):
         return Purge(key=key, bad=bad)
     return None

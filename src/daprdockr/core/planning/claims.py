@@ -44,9 +44,9 @@ def plan_records(
             continue
         spec = desired.get(rec.service)
         if spec is None or rec.number > spec.instances:
-            out.append(Release(record=rec, reason="not desired"))
+            out.append(Release(record=rec, reason="not desired", spec=spec))
         elif obs.drain_me:  # nothing runs it here: let another node claim it
-            out.append(Release(record=rec, reason="draining"))
+            out.append(Release(record=rec, reason="draining", spec=spec))
         elif wake.after(obs.retry_at.get(key, 0.0), service=rec.service):
             out.append(Start(record=rec, spec=spec, reason="no container"))
 
@@ -58,7 +58,7 @@ def plan_claims(
     for key, bad in sorted(obs.bad_instances.items(), key=by_instance):
         if key in covered or key[0] in obs.frozen or is_busy(key, obs, wake):
             continue  # (keys with containers here were decided with them)
-        fix = fix_bad_key(key, bad, (), obs)
+        fix = fix_bad_key(key, bad, (), obs, spec=desired.get(key[0]))
         if fix is not None:
             out.append(fix)
     budget = obs.claim_budget

@@ -52,7 +52,7 @@ def plan_containers(
             continue
         bad = obs.bad_instances.get(key)
         if bad is not None:
-            fix = fix_bad_key(key, bad, group, obs)
+            fix = fix_bad_key(key, bad, group, obs, spec=desired.get(key[0]))
             if fix is not None:
                 out.append(fix)
             continue  # someone else's (or an old lease's) key: never stop a container over bad data
@@ -62,14 +62,14 @@ def plan_containers(
         named = rec.container_id if rec is not None and is_ours(rec, obs) else ""
         group = sorted(group, key=lambda c: (c.running, c.id == named, c.created), reverse=True)
         c, extras = group[0], group[1:]
-        out.extend(Stop(container=x, reason="duplicate container") for x in extras)
         spec = desired.get(c.service)
+        out.extend(Stop(container=x, reason="duplicate container", spec=spec) for x in extras)
         wanted = spec is not None and c.number <= spec.instances
         if not wanted or spec is None:
             if rec is not None and is_ours(rec, obs):
-                out.append(Release(record=rec, container=c, reason="not desired"))
+                out.append(Release(record=rec, container=c, reason="not desired", spec=spec))
             else:
-                out.append(Stop(container=c, reason="not desired"))
+                out.append(Stop(container=c, reason="not desired", spec=spec))
             continue
         if rec is None:
             if c.running and c.spec_hash == spec.runtime_hash and not obs.drain_me:
@@ -78,13 +78,14 @@ def plan_containers(
                 # else our lease is uncertain (it expired while we were cut off, or we are settling
                 # after a start): keep serving, and adopt once we can claim again
             else:
-                out.append(Stop(container=c, reason="unclaimed and stale" if not obs.drain_me else "draining"))
+                out.append(Stop(container=c, reason="unclaimed and stale" if not obs.drain_me else "draining",
+                                spec=spec))
             continue
         if not is_ours(rec, obs):
             # another node holds the key (it took the instance over, or a split brain): our
             # container leaves every router first if it may still be routed
             out.append(Stop(container=c, reason=f"instance is held by node {rec.node}",
-                            removed_at=rec.mod_revision if c.running else 0))
+                            removed_at=rec.mod_revision if c.running else 0, spec=spec))
             continue
         _plan_own(rec, c, spec, obs, out, wake)
     return covered
@@ -97,7 +98,7 @@ def _plan_own(
     key = rec.key_tuple
     if not c.running:
         if obs.drain_me:
-            out.append(Release(record=rec, container=c, reason="draining"))
+            out.append(Release(record=rec, container=c, reason="draining", spec=spec))
         elif wake.after(obs.retry_at.get(key, 0.0), service=rec.service):
             out.append(Start(record=rec, spec=spec, old=c, reason="container exited"))
     elif rec.lease != obs.lease:
@@ -110,7 +111,7 @@ def _plan_own(
         out.append(Start(record=rec, spec=spec, old=c, reason="unhealthy"))
     elif (rec.state != "running" or not _container_ports_match(rec, c) or rec.node != obs.node_id
           or rec.health != obs.health.get(c.id, rec.health)):
-        out.append(Refresh(record=rec, container=c))  # (a record on our lease naming another node: garbage)
+        out.append(Refresh(record=rec, container=c, spec=spec))  # (a record on our lease naming another node: garbage)
 
 
 def _plan_paused(
@@ -123,7 +124,7 @@ def _plan_paused(
     if spec.pause_limit and wake.after(since + spec.pause_limit, service=rec.service):
         out.append(Start(record=rec, spec=spec, old=c, reason=f"paused for longer than {spec.pause_limit:g}s"))
     elif rec.state != "paused" or not _container_ports_match(rec, c) or rec.node != obs.node_id:
-        out.append(Refresh(record=rec, container=c))
+        out.append(Refresh(record=rec, container=c, spec=spec))
 
 
 def may_roll(spec: ServiceSpec, obs: Observed) -> bool:
