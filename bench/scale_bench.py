@@ -45,9 +45,10 @@ from daprdockr.core.local_view import LocalView, local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Observed, plan_next
-from daprdockr.core.plan_scope import PassInputs, plan_scope
-from daprdockr.core.rebalance import EvenCache
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.plan import plan_next
+from daprdockr.core.planning.rebalance import EvenCache
+from daprdockr.core.planning.scope import PassInputs, plan_scope
 from daprdockr.core.routing import RoutingCache, routed_removed, routing_table, table_update
 from daprdockr.core.state import ClusterState, RawKV, assemble_state, decode_entry
 from daprdockr.core.status import instance_rows, service_rows

@@ -26,8 +26,9 @@ from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.sockets import resolv_conf_upstreams
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.dnswire import parse_question
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
 

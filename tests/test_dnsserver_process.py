@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from tests.support.procs import free_port, terminate
 from tests.test_dnsserver_hostile import hostile, query, rcode_of, truncating_upstream
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.lifecycle import HealthCheck
-from daprdockr.core.model import Health, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import Health
 from daprdockr.core.rollout import HistoryEntry
 from daprdockr.health import HealthMonitor
 

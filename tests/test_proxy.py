@@ -18,8 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ProxyError
 from daprdockr.proxy import NginxManager, control_accepts

@@ -22,8 +22,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.proxy import NginxManager
 from tests.conftest import missing

@@ -21,11 +21,13 @@ from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.health import PerContainerHealth
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.model import Health, InstanceRecord, NodeRecord, ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import Health, InstanceRecord, NodeRecord
 from daprdockr.core.removal import KeyEvent
 from daprdockr.core.retry import KeyRetry
 from daprdockr.core.rollout import RolloutRecord, Slot

@@ -10,10 +10,12 @@ import asyncio
 from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.removal import KeyEvent
 from daprdockr.core.state import RawKV
 from daprdockr.reconcile import Reconciler

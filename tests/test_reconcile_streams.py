@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Callable
 
 from daprdockr.adapters.informer import Informer
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.model import NodeRecord, ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.records import NodeRecord
 from daprdockr.core.state import RawKV
 from daprdockr.reconcile import RELIST_PACE, Reconciler
 from tests.test_reconcile import LEASE, SCHEMA, WEB, FakeDocker, FakeEtcd

@@ -40,8 +40,9 @@ from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.health import HealthState, PerContainerHealth, due, observe, restart_due
 from daprdockr.core.instance_index import changed_keys
 from daprdockr.core.lifecycle import HealthCheck
-from daprdockr.core.model import Health, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import Health
 from daprdockr.core.rollout import HistoryEntry
 from daprdockr.errors import DaprDockrError, ValidationError
 

@@ -52,8 +52,8 @@ from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, 
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.cancellation import within
-from daprdockr.core.model import NodeRecord
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
+from daprdockr.core.records import NodeRecord
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.routing import RoutingCache, Table, host_addresses, removed_peers, removes_backends, table_update
 from daprdockr.core.state import ClusterState

@@ -3,8 +3,8 @@
 Events (etcd watch, Docker events, heartbeat changes, a finished action) only call
 :meth:`Reconciler.mark_dirty`.  :meth:`Reconciler.reconcile_once` then re-reads what it needs
 (this node's containers from Docker, the cluster state from the etcd mirror), asks the pure
-planner (:func:`daprdockr.core.plan.plan`) for actions and runs each instance key's actions in
-a task of its own, so a slow image pull or container stop never blocks other instances.  Keys
+planner (:func:`daprdockr.core.planning.plan.plan_next`) for actions and runs each instance key's
+actions in a task of its own, so a slow image pull or container stop never blocks other instances.  Keys
 with a running task are reported to the planner as *busy* and left alone until it finishes,
 which then marks the loop dirty again.  A failed action holds its key back (its
 :class:`~daprdockr.core.retry.KeyRetry` entry), so no key is retried hot.
@@ -30,10 +30,13 @@ from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Action, Claim, Key, Observed, Roll, TakeOver, action_key, plan_next, track_unowned_since
-from daprdockr.core.plan_scope import PassInputs, full_every, plan_scope
+from daprdockr.core.planning.actions import Action, Claim, Key, Roll, TakeOver, action_key
+from daprdockr.core.planning.claims import track_unowned_since
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.plan import plan_next
+from daprdockr.core.planning.rebalance import EvenCache
+from daprdockr.core.planning.scope import PassInputs, full_every, plan_scope
 from daprdockr.core.prometheus import Histogram
-from daprdockr.core.rebalance import EvenCache
 from daprdockr.core.retry import KeyRetries, KeyRetry, RetryPolicy
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, RuntimeUnavailableError
@@ -211,8 +214,10 @@ class Reconciler:
         self.listing.observe_started(info)
 
     async def stop_container(self, c: ContainerInfo, *, grace: float) -> None:
-        """Stop and remove ``c`` (:meth:`ContainerRemoval.stop_container`)."""
-        await self.removal.stop_container(c, grace=grace)
+        """Stop and remove ``c`` (:meth:`ContainerRemoval.stop_container`) with its service's stop
+        signal and grace, as the mirror has them now (no plan is behind this stop)."""
+        spec = self.ctx.mirror.state().services.get(c.service)
+        await self.removal.stop_container(c, grace=grace, spec=spec)
 
     # ------------------------------------------------------------------ loop
     @property

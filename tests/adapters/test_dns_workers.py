@@ -19,8 +19,9 @@ import pytest
 
 from daprdockr.adapters.dns_workers import FRAME, DnsWorkerPool
 from daprdockr.core.dnsguard import DnsLimits, RrlPolicy
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
 from daprdockr.errors import DaprDockrError

@@ -23,8 +23,8 @@ from daprdockr.adapters.etcd_store import (
     range_end,
 )
 from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.jsondata import MAX_RECORD_BYTES
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import MAX_RECORD_BYTES
 from daprdockr.errors import StoreError
 
 BIG_KEYS = 2200

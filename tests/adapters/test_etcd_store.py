@@ -15,8 +15,9 @@ from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.errors import LeaseLostError, StoreUnavailableError, ValidationError
 
 pytestmark = pytest.mark.etcd

@@ -16,7 +16,7 @@ from daprdockr.adapters.lease_keeper import LeaseKeeper
 from daprdockr.agent.heartbeat import Heartbeat
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 
 TTL = 2
 

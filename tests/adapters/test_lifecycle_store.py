@@ -11,8 +11,10 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
-from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
+from daprdockr.core.jsondata import dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.rollout import Slot
 from daprdockr.errors import NotFoundError
 

@@ -16,8 +16,10 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.agent.api import AgentApi
 from daprdockr.agent.main import Agent, AgentStatus
-from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
+from daprdockr.core.jsondata import dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import RawKV
 from tests.agent.cluster import agent_config, local_cluster, wait_for
 from tests.support.procs import free_port

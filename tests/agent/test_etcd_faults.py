@@ -29,7 +29,7 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.records import InstanceRecord
 from daprdockr.errors import ContainerError, StoreUnavailableError
 from tests.agent.cluster import LocalAgent, local_cluster, wait_for
 from tests.agent.test_agent_docker import WEB, docker_ids, running, web

@@ -32,8 +32,9 @@ from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import NodeRecord
 from daprdockr.errors import StoreFullError
 from tests.e2e.realcluster import free_port_on
 from tests.support.procs import EtcdCluster, terminate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daprdockr.agent.heartbeat import Heartbeat
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 from daprdockr.errors import LeaseLostError, StoreUnavailableError
 
 

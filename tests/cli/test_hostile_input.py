@@ -9,8 +9,9 @@ import time
 import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.core.model import InstanceRecord, dumps
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from tests.cli.test_cli import IMG, run_bin
 
 pytestmark = pytest.mark.etcd

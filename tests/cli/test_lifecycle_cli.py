@@ -15,9 +15,11 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.lifecycle_store import LifecycleStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from tests.cli.test_cli import IMG, run_bin
 
 pytestmark = pytest.mark.etcd

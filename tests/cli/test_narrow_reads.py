@@ -14,9 +14,11 @@ from daprdockr.adapters.etcd_store import EtcdStore, _Page
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.main import app
 from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.rollout import Slot
 
 pytestmark = pytest.mark.etcd

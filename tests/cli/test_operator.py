@@ -13,9 +13,10 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.endpoints import parse_endpoints
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from tests.agent.cluster import local_cluster
 from tests.cli.test_cli import BIN, run_bin
 from tests.support.procs import free_port

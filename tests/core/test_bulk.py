@@ -11,8 +11,8 @@ import pytest
 
 from daprdockr.core.bulk import gc_paused, loads
 from daprdockr.core.instance_index import IndexBuilder, InstanceIndex
-from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 
 
 def _outcome(fn: object, value: bytes) -> tuple[str, ...]:

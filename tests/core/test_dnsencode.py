@@ -13,8 +13,9 @@ from dnslib import DNSRecord
 
 from daprdockr.core.dnsencode import encode_answer
 from daprdockr.core.dnszone import RR, Answer, Zone
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 
 WEB = ServiceName(group="myapp", service="web")

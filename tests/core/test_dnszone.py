@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from daprdockr.core.dnszone import Soa, Srv, Zone
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 
 WEB = ServiceName(group="myapp", service="web")

@@ -16,7 +16,7 @@ from daprdockr.core.etcd_health import (
     parse_interval,
 )
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 from daprdockr.errors import ValidationError
 
 S = KeySchema("/dd")

@@ -11,12 +11,14 @@ import pytest
 from daprdockr.clikit.lifecycleflags import health_flags, merge_lifecycle, update_flags
 from daprdockr.clikit.specfile import merge_flags
 from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.lifecycle import HealthCheck, UpdatePolicy, parse_duration, parse_stop_signal
 from daprdockr.core.local_view import local_view
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.model import InstanceRecord, ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot, rollback_spec
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import node_state, progress, rollout_row

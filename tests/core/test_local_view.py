@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.local_view import local_view
-from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 
 WEB = ServiceName(group="myapp", service="web")

@@ -9,8 +9,8 @@ import pytest
 
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 
 KEY = "/daprdockr/instances/myapp/web/1"
 OTHER = "/daprdockr/instances/myapp/web/2"

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from daprdockr.core.jsondata import MAX_RECORD_BYTES
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import MAX_PORTS, MAX_RECORD_BYTES, NodeRecord, ServiceSpec
+from daprdockr.core.model import MAX_PORTS, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import RawKV, decode_state
 from daprdockr.errors import ValidationError
@@ -78,16 +79,3 @@ def test_instance_key_on_no_lease_is_invalid_but_taken() -> None:
     leaseless, garbage = state.invalid_instances[(WEB, 1)], state.invalid_instances[(WEB, 3)]
     assert leaseless.mod_revision == 9 and "no lease" in leaseless.reason
     assert garbage.lease == 77 and garbage.create_revision == 6
-
-
-def test_a_node_record_says_hollow_only_when_it_is_and_ignores_fields_it_does_not_know() -> None:
-    docker = NodeRecord(node_id="n1", address="127.0.0.11", capacity=3)
-    assert "runtime" not in docker.to_dict()  # read the same by agents from before the field
-    assert NodeRecord.from_dict(docker.to_dict(), node_id="n1") == docker
-    hollow = NodeRecord(node_id="h1", address="127.0.0.11", runtime="hollow")
-    assert hollow.to_dict()["runtime"] == "hollow"
-    assert NodeRecord.from_dict(json.loads(json.dumps(hollow.to_dict())), node_id="h1") == hollow
-    newer = {**docker.to_dict(), "zone": "eu-1", "gpus": 2}  # written by a later version
-    assert NodeRecord.from_dict(newer, node_id="n1") == docker
-    with pytest.raises(ValidationError, match="runtime"):
-        NodeRecord.from_dict({**docker.to_dict(), "runtime": 7}, node_id="n1")

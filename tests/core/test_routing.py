@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.routing import removed_peers, removes_backends, routing_table, table_update
 from daprdockr.core.state import ClusterState
 

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import RawKV, assemble_state, decode_entry, decode_state
 

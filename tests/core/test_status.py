@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import _age, instance_rows, node_rows, progress, service_rows
 

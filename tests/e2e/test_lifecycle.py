@@ -33,8 +33,9 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 from tests.e2e.probes import dig, dig_until, docker_containers, http_sample
 from tests.e2e.realcluster import RealCluster

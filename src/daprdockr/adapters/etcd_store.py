@@ -53,10 +53,11 @@ import grpc
 from daprdockr.cancellation import owner_cancelled, within
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity, check_security
 from daprdockr.core.etcd_health import FIX as SPACE_FIX
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord, NodeRecord, dumps
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.removal import KeyEvent
 from daprdockr.core.state import ClusterState, RawKV, decode_state
 from daprdockr.errors import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from daprdockr.adapters.versions_store import VersionStore
-from daprdockr.core.model import dumps
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import value_json

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 from daprdockr.adapters.etcd_store import EtcdStore
-from daprdockr.core.model import ServiceSpec, dumps
+from daprdockr.core.jsondata import dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import HistoryEntry, RolloutRecord
 from daprdockr.core.state import Keyed, RawKV, decode_entry, decode_value

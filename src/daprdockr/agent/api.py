@@ -37,8 +37,8 @@ from aiohttp import web
 
 from daprdockr.agent.metrics import render_metrics
 from daprdockr.agent.view import AgentView, LogSource
-from daprdockr.core.model import DOCKER_RUNTIME
 from daprdockr.core.names import ServiceName, instance_order
+from daprdockr.core.records import DOCKER_RUNTIME
 from daprdockr.core.state import ClusterState
 from daprdockr.core.status import instance_rows, service_rows
 from daprdockr.errors import DaprDockrError, ValidationError

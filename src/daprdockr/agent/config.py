@@ -63,7 +63,7 @@ class AgentConfig:
     # on SIGTERM, first drain the node (its instances start elsewhere and get healthy, then stop here)
     drain_on_shutdown: bool = False
     drain_deadline: float = 120.0  # the most a drain on shutdown waits before shutting down anyway
-    rebalance: bool = True  # move instances to even out each service across the nodes (core/rebalance.py)
+    rebalance: bool = True  # move instances to even out each service across the nodes (core/planning/rebalance.py)
     # etcd housekeeping (agent/etcd_housekeeping.py): compaction by the lock holder (0: never), and
     # the quota the database size is shown against (etcd's API does not tell it)
     compact_interval: float = DEFAULT_COMPACT_INTERVAL

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from daprdockr.adapters.etcd_maintenance import MemberStatus
 from daprdockr.core.etcd_health import POLL_INTERVAL, EtcdHealth, Mark, alarm_names, compaction_step, compactor_of
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)

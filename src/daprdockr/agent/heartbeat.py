@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from daprdockr.adapters.lease_keeper import LeaseKeeper
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 from daprdockr.errors import DaprDockrError, LeaseLostError
 
 log = logging.getLogger(__name__)

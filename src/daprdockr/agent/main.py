@@ -67,7 +67,7 @@ from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.etcd_health import EtcdHealth
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import LocalView
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 from daprdockr.core.routing import routed_removed
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, StoreAccessError, StoreRefusedError

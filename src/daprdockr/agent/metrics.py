@@ -6,8 +6,8 @@ import os
 
 from daprdockr.agent.view import AgentView
 from daprdockr.core.etcd_health import ALARMS
-from daprdockr.core.model import HOLLOW_RUNTIME, INSTANCE_STATES
 from daprdockr.core.prometheus import MetricsWriter
+from daprdockr.core.records import HOLLOW_RUNTIME, INSTANCE_STATES
 
 
 def _rss_bytes() -> int:

@@ -32,8 +32,8 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
 

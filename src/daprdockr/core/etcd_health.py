@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daprdockr.core.model import NodeRecord
+from daprdockr.core.records import NodeRecord
 from daprdockr.errors import ValidationError
 
 DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3  # etcd's own default --quota-backend-bytes

@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.lifecycle import HealthCheck
-from daprdockr.core.model import Health, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import Health
 
 
 @dataclass(frozen=True, slots=True)

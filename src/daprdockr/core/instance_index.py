@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Generic, TypeVar
 
-from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 
 Key = tuple[ServiceName, int]
 G = TypeVar("G")

@@ -19,8 +19,8 @@ from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.instance_index import IndexBuilder, InstanceIndex, changed_keys, changed_services
-from daprdockr.core.model import InstanceRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 
 Key = tuple[ServiceName, int]

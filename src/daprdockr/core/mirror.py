@@ -35,7 +35,8 @@ from typing import Literal
 
 from daprdockr.core.bulk import gc_paused
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState, Decoded, RawKV, decode_entry
 from daprdockr.core.state_tables import StateTables
 

@@ -1,33 +1,29 @@
-"""Records of desired and current state, with strict parsing from JSON-shaped dicts.
+"""The desired state of one service (``services/<group>/<service>``): :class:`ServiceSpec`, with
+strict parsing from JSON-shaped dicts, and its published ports (:class:`PortSpec`).
 
-* :class:`ServiceSpec`   desired state of one service (``services/<group>/<service>``).
-* :class:`InstanceRecord` current state of one instance number (``instances/<g>/<s>/<n>``),
-  written by the agent that won the race for it, bound to that agent's lease.
-* :class:`NodeRecord`    a live agent (``nodes/<id>``), bound to its lease: the heartbeat.
-
-All records are frozen dataclasses.  ``from_dict`` refuses unknown fields and bad values with a
+Specs are frozen dataclasses.  ``from_dict`` refuses unknown fields and bad values with a
 :class:`~daprdockr.errors.ValidationError` naming the field; ``to_dict`` gives canonical JSON-able
-data (sorted keys where order carries no meaning) so that equal specs serialise identically.
+data (sorted keys where order carries no meaning) so that equal specs serialise identically.  What
+etcd says of instances and nodes is in :mod:`daprdockr.core.records`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sized
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from daprdockr.core.containerspec import FIELDS as CONTAINER_FIELDS
 from daprdockr.core.containerspec import ContainerOptions
+from daprdockr.core.jsondata import MAX_RECORD_BYTES, check_count, dumps, reject_unknown, require_mapping
 from daprdockr.core.lifecycle import HealthCheck, UpdatePolicy, parse_duration, parse_stop_signal
 from daprdockr.core.names import (
     ServiceName,
     validate_env_key,
     validate_hostname,
     validate_image,
-    validate_label,
     validate_label_key,
     validate_port,
 )
@@ -42,29 +38,7 @@ MAX_ENV = 256
 MAX_LABELS = 64
 MAX_CMD_ARGS = 256
 MAX_STRING = 8192  # one env value, label value or argument, in characters
-MAX_RECORD_BYTES = 64 * 1024  # a whole stored spec or record, JSON-encoded
 Protocol_ = Literal["tcp", "udp"]
-# "paused": its container is paused (docker pause); agents before it read such a record as malformed,
-# which to them is a taken number that is not served: the same thing.
-InstanceState = Literal["claimed", "starting", "running", "failed", "stopping", "paused"]
-INSTANCE_STATES: tuple[InstanceState, ...] = ("claimed", "starting", "running", "failed", "stopping", "paused")
-DOCKER_RUNTIME = "docker"  # a node's container runtime (NodeRecord.runtime)
-HOLLOW_RUNTIME = "hollow"  # containers kept in the agent's memory: a test node (``--runtime hollow``)
-Health = Literal["", "starting", "healthy", "unhealthy"]  # "": the service has no health check
-HEALTH_STATES: tuple[Health, ...] = ("", "starting", "healthy", "unhealthy")
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _check_port_key(key: str) -> None:
-    """A record's published-port key is ``<port>/<proto>`` (checked once per distinct key: every
-    record of a service repeats them).  Raises ValidationError."""
-    PortSpec.parse(key, field="ports")
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _node_label(value: str) -> str:
-    """A record's ``node``, checked once per distinct name (every node's records repeat it)."""
-    return validate_label(value, field="node")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -90,31 +64,6 @@ class PortSpec:
         return f"{self.port}/{self.proto}"
 
 
-def _require_mapping(data: object, *, what: str) -> Mapping[str, Any]:
-    if type(data) is dict:  # (what JSON gives: no abstract-class check)
-        return data
-    if not isinstance(data, Mapping):
-        raise ValidationError(f"{what} must be a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str], *, what: str) -> None:
-    if allowed.issuperset(data):
-        return
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) {', '.join(map(repr, unknown))} in {what}; "
-            f"allowed: {', '.join(sorted(allowed))}",
-            field=unknown[0],
-        )
-
-
-def _check_count(items: Sized, limit: int, *, field: str) -> None:
-    if len(items) > limit:
-        raise ValidationError(f"{len(items)} entries, at most {limit} allowed", field=field)
-
-
 def _parse_bool(value: object, *, field: str) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(f"{value!r} must be true or false", field=field)
@@ -135,7 +84,7 @@ def _parse_str_map(
         return ()
     if not isinstance(value, Mapping):
         raise ValidationError("must be an object of string values", field=field)
-    _check_count(value, limit, field=field)
+    check_count(value, limit, field=field)
     items = []
     for k, v in value.items():
         key_check(k, field=field)
@@ -171,7 +120,7 @@ class ServiceSpec:
     container: ContainerOptions = field(default_factory=ContainerOptions)  # user, limits, volumes, ...
     proxy: ProxyPolicy = field(default_factory=ProxyPolicy)  # nginx's balancer and timeouts for http_host
     pause_limit: float = 0.0  # a container paused this long is replaced (0: never)
-    rebalance: bool = True  # instances move to even out the nodes (core/rebalance.py)
+    rebalance: bool = True  # instances move to even out the nodes (core/planning/rebalance.py)
     # derived once per spec (linear time), never part of equality
     _container_ports: tuple[PortSpec, ...] = field(init=False, repr=False, compare=False, default=())
     _runtime_hash: str = field(init=False, repr=False, compare=False, default="")
@@ -187,8 +136,8 @@ class ServiceSpec:
 
         A body ``name`` that disagrees with ``name`` is an error, not silently ignored.
         """
-        d = _require_mapping(data, what="service spec")
-        _reject_unknown(d, cls.FIELDS, what="service spec")
+        d = require_mapping(data, what="service spec")
+        reject_unknown(d, cls.FIELDS, what="service spec")
         if "name" in d:
             body_name = ServiceName.parse(d["name"], field="name")
             if name is not None and body_name != name:
@@ -214,7 +163,7 @@ class ServiceSpec:
             )
         if not isinstance(cmd_raw, list) or not all(isinstance(a, str) for a in cmd_raw):
             raise ValidationError("must be a list of strings", field="cmd")
-        _check_count(cmd_raw, MAX_CMD_ARGS, field="cmd")
+        check_count(cmd_raw, MAX_CMD_ARGS, field="cmd")
         for arg in cmd_raw:
             _check_string(arg, field="cmd", what="an argument")
         http_host_raw = d.get("http_host")
@@ -226,7 +175,7 @@ class ServiceSpec:
         ports_raw = d.get("ports") or []
         if not isinstance(ports_raw, list):
             raise ValidationError("must be a list of ports like 8080 or \"53/udp\"", field="ports")
-        _check_count(ports_raw, MAX_PORTS, field="ports")
+        check_count(ports_raw, MAX_PORTS, field="ports")
         ports = tuple(sorted({PortSpec.parse(p) for p in ports_raw}))
         spec = cls(
             name=name,
@@ -321,185 +270,3 @@ class ServiceSpec:
         is made.
         """
         return self._runtime_hash
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceRecord:
-    """Current state of instance ``number`` of ``service``: which node runs it and where.
-
-    ``ports`` maps ``"<container port>/<proto>"`` to the host port published on ``address``.
-    """
-
-    service: ServiceName
-    number: int
-    node: str
-    address: str
-    state: InstanceState = "claimed"
-    ports: tuple[tuple[str, int], ...] = ()
-    container_id: str = ""
-    spec_hash: str = ""
-    since: float = 0.0
-    error: str = ""
-    health: Health = ""
-    lease: int = field(default=0, compare=False)
-    create_revision: int = field(default=0, compare=False)
-    mod_revision: int = field(default=0, compare=False)  # the etcd revision of its last write
-
-    FIELDS = frozenset(
-        {"node", "address", "state", "ports", "container_id", "spec_hash", "since", "error", "health"}
-    )
-
-    @property
-    def routable(self) -> bool:
-        """Served by DNS and nginx: running, and healthy when the service has a health check."""
-        return self.state == "running" and self.health in ("", "healthy")
-
-    @property
-    def key_tuple(self) -> tuple[ServiceName, int]:
-        return (self.service, self.number)
-
-    def port_for(self, container_port: int, proto: str = "tcp") -> int | None:
-        return dict(self.ports).get(f"{container_port}/{proto}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "address": self.address,
-            "state": self.state,
-            "ports": dict(self.ports),
-            "container_id": self.container_id,
-            "spec_hash": self.spec_hash,
-            "since": self.since,
-            "error": self.error,
-            **({"health": self.health} if self.health else {}),
-        }
-
-    @classmethod
-    def from_dict(
-        cls, data: object, *, service: ServiceName, number: int, lease: int = 0, create_revision: int = 0,
-        mod_revision: int = 0,
-    ) -> InstanceRecord:
-        d = _require_mapping(data, what="instance record")
-        _reject_unknown(d, cls.FIELDS, what="instance record")
-        node = d.get("node")
-        node = _node_label(node) if type(node) is str else validate_label(node, field="node")
-        address = d.get("address")
-        if not isinstance(address, str) or not address:
-            raise ValidationError("must be a non-empty string", field="address")
-        state = d.get("state", "claimed")
-        if state not in INSTANCE_STATES:
-            raise ValidationError(f"{state!r} is not one of {INSTANCE_STATES}", field="state")
-        ports_raw = d.get("ports") or {}
-        if not isinstance(ports_raw, Mapping):
-            raise ValidationError("must be an object", field="ports")
-        _check_count(ports_raw, MAX_PORTS + 1, field="ports")  # the extra ports and http_port
-        ports = []
-        for k, v in ports_raw.items():
-            _check_port_key(k)
-            ports.append((str(k), validate_port(v, field="ports")))
-        since = d.get("since", 0.0)
-        if isinstance(since, bool) or not isinstance(since, int | float):
-            raise ValidationError("must be a number", field="since")
-        health = d.get("health", "")
-        if health not in HEALTH_STATES:
-            raise ValidationError(f"{health!r} is not one of {HEALTH_STATES}", field="health")
-        return cls(
-            service=service,
-            number=number,
-            node=node,
-            address=address,
-            state=state,
-            ports=tuple(sorted(ports)),
-            container_id=str(d.get("container_id", "")),
-            spec_hash=str(d.get("spec_hash", "")),
-            since=float(since),
-            error=str(d.get("error", "")),
-            health=health,
-            lease=lease,
-            create_revision=create_revision,
-            mod_revision=mod_revision,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
-    """A live agent.  Its key lives on the agent's lease, so it vanishes when the agent dies."""
-
-    node_id: str
-    address: str
-    capacity: int = 0  # 0 = unlimited
-    started_at: float = 0.0
-    dns: str = ""
-    http: str = ""
-    api: str = ""
-    runtime: str = DOCKER_RUNTIME  # "hollow": a test node whose containers exist only in its memory
-    compacts: bool = True  # False: started with --compact-interval 0 (never the node that compacts etcd)
-    lease: int = field(default=0, compare=False)
-    create_revision: int = field(default=0, compare=False)  # when the node (last) joined
-
-    # The fields read.  "instances" was written by earlier versions (a count per change of this
-    # node's instances, echoed to every agent); still accepted, never written: readers count
-    # instance keys instead.  Fields beyond these are ignored: a node record is written by agents
-    # only, never by hand, and a newer agent's field must not make this one skip the node (agents
-    # before "runtime" do skip a hollow node's record).  "runtime" is written only when it is not
-    # "docker", so a Docker node's record reads the same to agents from before it; "compacts" only
-    # when false, for the same reason.
-    FIELDS = frozenset({"node_id", "address", "instances", "capacity", "started_at", "dns", "http", "api",
-                        "runtime", "compacts"})
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "node_id": self.node_id,
-            "address": self.address,
-            "capacity": self.capacity,
-            "started_at": self.started_at,
-            "dns": self.dns,
-            "http": self.http,
-            "api": self.api,
-        }
-        if self.runtime != DOCKER_RUNTIME:
-            data["runtime"] = self.runtime
-        if not self.compacts:
-            data["compacts"] = False
-        return data
-
-    @classmethod
-    def from_dict(cls, data: object, *, node_id: str, lease: int = 0) -> NodeRecord:
-        d = _require_mapping(data, what="node record")
-        if d.get("node_id", node_id) != node_id:
-            raise ValidationError("does not match the key", field="node_id")
-        address = d.get("address")
-        if not isinstance(address, str) or not address:
-            raise ValidationError("must be a non-empty string", field="address")
-        numbers = {}
-        for name in ("instances", "capacity"):  # "instances": legacy, validated and dropped
-            v = d.get(name, 0)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValidationError("must be a non-negative integer", field=name)
-            numbers[name] = v
-        started = d.get("started_at", 0.0)
-        if isinstance(started, bool) or not isinstance(started, int | float):
-            raise ValidationError("must be a number", field="started_at")
-        runtime = d.get("runtime", DOCKER_RUNTIME)
-        if not isinstance(runtime, str) or not 0 < len(runtime) <= 32:
-            raise ValidationError("must be a short non-empty string", field="runtime")
-        compacts = d.get("compacts", True)
-        if not isinstance(compacts, bool):
-            raise ValidationError("must be true or false", field="compacts")
-        return cls(
-            node_id=validate_label(node_id, field="node_id"),
-            address=address,
-            capacity=numbers["capacity"],
-            started_at=float(started),
-            dns=str(d.get("dns", "")),
-            http=str(d.get("http", "")),
-            api=str(d.get("api", "")),
-            runtime=runtime,
-            compacts=compacts,
-            lease=lease,
-        )
-
-
-def dumps(data: Mapping[str, Any]) -> bytes:
-    """Canonical compact JSON bytes, as stored in etcd."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

@@ -2,7 +2,7 @@
 
 :func:`decode_state` is pure: it gets raw ``(key, value, lease, revisions)`` tuples (from a range
 read or replayed watch events) and returns a :class:`ClusterState`.  Garbage under the prefix
-(bad JSON, wrong shape, a value over :data:`~daprdockr.core.model.MAX_RECORD_BYTES`, an unknown
+(bad JSON, wrong shape, a value over :data:`~daprdockr.core.jsondata.MAX_RECORD_BYTES`, an unknown
 key layout, an instance key bound to no lease) is collected in ``skipped`` with the reason, never
 raised: one bad key must not blind a reader to the rest of the cluster.
 
@@ -23,9 +23,11 @@ from dataclasses import dataclass, field, replace
 
 from daprdockr.core.bulk import gc_paused, loads
 from daprdockr.core.instance_index import IndexBuilder, InstanceIndex
+from daprdockr.core.jsondata import MAX_RECORD_BYTES
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import MAX_RECORD_BYTES, InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
 from daprdockr.errors import ValidationError
 

@@ -17,8 +17,9 @@ from typing import Generic, TypeVar
 
 from daprdockr.core.instance_index import IndexBuilder
 from daprdockr.core.keys import KeySchema, ParsedKey
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.rollout import HistoryEntry, RolloutRecord, Slot
 from daprdockr.core.state import (
     Applied,

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.model import ServiceSpec, dumps
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import HISTORY_KEEP, SEEDED, HistoryEntry, RolloutRecord, rollback_spec
 from daprdockr.errors import NotFoundError, ValidationError

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from daprdockr.core.instance_index import IndexBuilder
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
 

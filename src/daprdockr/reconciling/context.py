@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.mirror import StateMirror, WatchEvent
-from daprdockr.core.plan import Key
+from daprdockr.core.planning.actions import Key
 from daprdockr.core.retry import KeyRetries, RetryPolicy
 from daprdockr.reconciling.ports import HealthSource, InstanceStore, RolloutCoordinator
 

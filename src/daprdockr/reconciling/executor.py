@@ -17,8 +17,9 @@ from dataclasses import replace
 
 from daprdockr.adapters.docker_runtime import ContainerRuntime
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord, ServiceSpec
-from daprdockr.core.plan import Action, Adopt, Claim, Key, Purge, Refresh, Release, Repair, Start, Stop
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.planning.actions import Action, Adopt, Claim, Key, Purge, Refresh, Release, Repair, Start, Stop
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.retry import KeyRetry
 from daprdockr.errors import ContainerError, DaprDockrError, RuntimeUnavailableError, StoreError
 from daprdockr.reconciling.context import ReconcileContext
@@ -60,7 +61,7 @@ class ActionExecutor:
         elif isinstance(action, Adopt):
             await self._adopt(action)
         elif isinstance(action, Refresh):
-            await records.must_write(records.running_record(action.record, action.container))
+            await records.must_write(records.running_record(action.record, action.container, spec=action.spec))
         elif isinstance(action, Release):
             # etcd first: if the key cannot be deleted (etcd unreachable) this raises and the
             # container keeps serving; it stops only once no node routes to it any more
@@ -69,7 +70,7 @@ class ActionExecutor:
                 log.info("released %s/%s (%s)", action.record.service, action.record.number, action.reason)
             if action.container is not None:
                 await self.removal.take_out(action.container, removed_at=released.revision if released else 0,
-                                            routed=action.record.routable)
+                                            routed=action.record.routable, spec=action.spec)
             ctx.retries.pop(action.record.key_tuple, None)
         elif isinstance(action, Repair):
             await self._repair(action)
@@ -85,7 +86,8 @@ class ActionExecutor:
                 action.container.id[:12], action.container.service, action.container.number, action.reason,
             )
             removed_at = await self.removal.left_routing_at(action.container, until=action.removed_at)
-            await self.removal.take_out(action.container, removed_at=removed_at, routed=bool(removed_at))
+            await self.removal.take_out(action.container, removed_at=removed_at, routed=bool(removed_at),
+                                        spec=action.spec)
 
     def forget_unlisted(self, listed: frozenset[str]) -> None:
         """Drop what is kept of containers a new listing no longer shows."""
@@ -149,7 +151,7 @@ class ActionExecutor:
         self._start_again_refused.pop(old.id, None)
         ctx.retries[rec.key_tuple] = ctx.policy.started(ctx.retries.get(rec.key_tuple, KeyRetry()), now=ctx.clock())
         self.started.observe_started(info)
-        if not await self.records.write(replace(self.records.running_record(rec, info), since=time.time())):
+        if not await self.records.write(replace(self.records.running_record(rec, info, spec=spec), since=time.time())):
             log.warning("lost %s/%s while starting it again; removing the container", rec.service, rec.number)
             await ctx.runtime.remove(info.id, grace=0)
             return
@@ -158,10 +160,10 @@ class ActionExecutor:
     async def _adopt(self, action: Adopt) -> None:
         c, records = action.container, self.records
         if action.record is not None:
-            await records.must_write(records.running_record(action.record, c))
+            await records.must_write(records.running_record(action.record, c, spec=action.spec))
             log.info("adopted %s/%s (container %s) on the new lease", c.service, c.number, c.id[:12])
             return
-        rec = records.running_record(records.fresh_record(c), c)
+        rec = records.running_record(records.fresh_record(c), c, spec=action.spec)
         if not records.confirmed(await self.ctx.store.claim_instance(rec, lease=self.ctx.lease)):
             # the key exists after all (our view is behind): let the watch bring the truth, then
             # re-plan; never stop a running container on a guess
@@ -173,7 +175,8 @@ class ActionExecutor:
         """Rewrite a malformed (or lease-less) key from our running container onto our lease, iff
         the key is unchanged since it was read (a compare on its mod revision)."""
         c, records, lease = action.container, self.records, self.ctx.lease
-        rec = replace(records.running_record(records.fresh_record(c), c), create_revision=action.bad.create_revision,
+        rec = replace(records.running_record(records.fresh_record(c), c, spec=action.spec),
+                      create_revision=action.bad.create_revision,
                       mod_revision=action.bad.mod_revision, lease=lease)
         if not records.confirmed(await self.ctx.store.take_over_instance(rec, lease=lease)):
             raise StoreError(f"{action.bad.key} changed before it could be rewritten", transient=True)
@@ -214,14 +217,14 @@ class ActionExecutor:
                 return
             log.info("restarting %s/%s: %s (a new container: %s)", rec.service, rec.number, reason, why_not)
             try:
-                await self.removal.stop_container(old, grace=0)
+                await self.removal.stop_container(old, grace=0, spec=spec)
             except DaprDockrError as exc:  # the new container starts beside it, under a fresh name
                 self.reaper.add(old, error=str(exc))
         elif old is not None:
             log.info("replacing container of %s/%s: %s", rec.service, rec.number, reason)
             if reason == "unhealthy":  # a restart for failing its checks backs off like a crash
                 entry = retries[key] = ctx.policy.crashed(entry, now=ctx.clock(), rand=ctx.rand())
-            retired = await self.removal.retire(rec, old, reason=reason)
+            retired = await self.removal.retire(rec, old, reason=reason, spec=spec)
             if retired is None:
                 return
             rec = retired
@@ -240,7 +243,7 @@ class ActionExecutor:
             return
         retries[key] = ctx.policy.started(entry, now=ctx.clock())
         self.started.observe_started(info)
-        if not await self.records.write(self.records.running_record(rec, info)):
+        if not await self.records.write(self.records.running_record(rec, info, spec=spec)):
             log.warning("lost %s/%s while starting it; removing the container", rec.service, rec.number)
             await ctx.runtime.remove(info.id, grace=0)
             return

@@ -9,7 +9,8 @@ from typing import Protocol
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.records import InstanceRecord
 
 
 class Records(Protocol):
@@ -17,7 +18,8 @@ class Records(Protocol):
 
     def fresh_record(self, c: ContainerInfo) -> InstanceRecord: ...
 
-    def running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord: ...
+    def running_record(self, rec: InstanceRecord, c: ContainerInfo, *, spec: ServiceSpec | None,
+                       healthy: bool = False) -> InstanceRecord: ...
 
     def confirmed(self, written: WatchEvent | None) -> bool: ...
 
@@ -31,12 +33,13 @@ class Removal(Protocol):
 
     async def left_routing_at(self, c: ContainerInfo, *, until: int) -> int: ...
 
-    async def retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str) -> InstanceRecord | None: ...
+    async def retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str,
+                     spec: ServiceSpec | None) -> InstanceRecord | None: ...
 
-    async def take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool,
+    async def take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool, spec: ServiceSpec | None,
                        confirmed: Callable[[], Awaitable[None]] | None = None) -> None: ...
 
-    async def stop_container(self, c: ContainerInfo, *, grace: float) -> None: ...
+    async def stop_container(self, c: ContainerInfo, *, grace: float, spec: ServiceSpec | None) -> None: ...
 
 
 class Started(Protocol):

@@ -8,8 +8,9 @@ from typing import Protocol
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import Health, InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import Health, InstanceRecord
 from daprdockr.core.removal import KeyEvent
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState

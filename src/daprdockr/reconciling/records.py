@@ -9,7 +9,8 @@ from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.mirror import WatchEvent
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.records import InstanceRecord
 from daprdockr.errors import StoreError
 from daprdockr.reconciling.context import ReconcileContext
 
@@ -26,9 +27,11 @@ class RecordWriter:
         return InstanceRecord(service=c.service, number=c.number, node=self.ctx.node_id, address=self.ctx.address,
                               state="starting", since=time.time())
 
-    def running_record(self, rec: InstanceRecord, c: ContainerInfo, *, healthy: bool = False) -> InstanceRecord:
+    def running_record(self, rec: InstanceRecord, c: ContainerInfo, *, spec: ServiceSpec | None,
+                       healthy: bool = False) -> InstanceRecord:
+        """``rec`` rewritten from our container ``c``; its health is ``c``'s under ``spec``'s check (the
+        spec the action was planned from; None: the service is frozen or gone, the record's is kept)."""
         ctx = self.ctx
-        spec = ctx.mirror.state().services.get(c.service)
         health = ctx.health.health_of(c, spec) if spec is not None else rec.health
         if health is None:  # no verdict yet: what the record says of this container, else starting
             health = rec.health if rec.container_id == c.id and rec.health else "starting"

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.removal import left_routing_at
 from daprdockr.errors import DaprDockrError
 from daprdockr.reconciling.context import ReconcileContext
@@ -51,7 +52,8 @@ class ContainerRemoval:
                      c.id[:12], c.service, c.number, events[0].revision if events else until)
         return left
 
-    async def retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str) -> InstanceRecord | None:
+    async def retire(self, rec: InstanceRecord, old: ContainerInfo, *, reason: str,
+                     spec: ServiceSpec | None) -> InstanceRecord | None:
         """Take our instance's container ``old`` out of service before it is replaced: the record
         says ``starting`` (out of every router), then confirmed removal, drain and stop.  Returns
         the record as it now stands in etcd (on our lease), or None if the key is no longer ours."""
@@ -65,10 +67,10 @@ class ContainerRemoval:
             assert written is not None
             removed_at = written.revision
         # an instance that was not routable (unhealthy) left the routers already: nothing to confirm
-        await self.take_out(old, removed_at=removed_at, routed=rec.routable)
+        await self.take_out(old, removed_at=removed_at, routed=rec.routable, spec=spec)
         return replace(rec, lease=self.ctx.lease)
 
-    async def take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool,
+    async def take_out(self, c: ContainerInfo, *, removed_at: int, routed: bool, spec: ServiceSpec | None,
                        confirmed: Callable[[], Awaitable[None]] | None = None) -> None:
         """Confirmed removal: an instance that was routed leaves every live agent's nginx and DNS
         first (each has applied etcd revision ``removed_at``; bounded; then ``confirmed`` is
@@ -83,12 +85,12 @@ class ContainerRemoval:
             if left:
                 log.info("%d connection(s) still open to %s/%s after %.1fs; stopping it anyway", left, c.service,
                          c.number, ctx.drain_timeout)
-        await self.stop_container(c, grace=ctx.stop_timeout)
+        await self.stop_container(c, grace=ctx.stop_timeout, spec=spec)
 
-    async def stop_container(self, c: ContainerInfo, *, grace: float) -> None:
-        """Stop and remove ``c`` with its service's stop signal and grace period (``grace`` when the
-        spec names none; 0 kills at once); it leaves this node's own DNS and nginx first."""
-        spec = self.ctx.mirror.state().services.get(c.service)
+    async def stop_container(self, c: ContainerInfo, *, grace: float, spec: ServiceSpec | None) -> None:
+        """Stop and remove ``c`` with ``spec``'s stop signal and grace period (``grace`` when the
+        spec names none, or there is none; 0 kills at once); it leaves this node's own DNS and
+        nginx first."""
         signal = spec.stop_signal if spec is not None else None
         if grace > 0 and spec is not None and spec.stop_timeout is not None:
             grace = spec.stop_timeout

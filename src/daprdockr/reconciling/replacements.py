@@ -1,4 +1,5 @@
-"""Rolling updates and takeovers (:class:`~daprdockr.core.plan.Roll`, :class:`~daprdockr.core.plan.TakeOver`).
+"""Rolling updates and takeovers (:class:`~daprdockr.core.planning.actions.Roll`,
+:class:`~daprdockr.core.planning.actions.TakeOver`).
 
 A replacement first takes one of the service's ``update.parallel`` slots in etcd (a transaction on
 our lease, released after; a dead agent's slot frees itself with its lease). Start-first: the new
@@ -18,7 +19,7 @@ failed, a take that committed although its reply was lost, a failure that could 
 yet: it is reported first). A replacement in flight stops early (:class:`ReplacementAbandoned`,
 nothing reported) when the spec moved on, a start-first rollout was paused, or our lease was
 replaced. A takeover starts a draining node's instance (or, rebalancing, one of the node with the
-most of a service: :mod:`daprdockr.core.rebalance`) here the same way and then moves the key onto
+most of a service: :mod:`daprdockr.core.planning.rebalance`) here the same way and then moves the key onto
 our lease with a compare on the revision it read; a rebalancing one is abandoned when the service
 gets malformed data in etcd.
 """
@@ -32,9 +33,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Key, Roll, TakeOver
+from daprdockr.core.planning.actions import Key, Roll, TakeOver
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.rollout import Slot
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import ContainerError, DaprDockrError
@@ -229,7 +231,8 @@ class ReplacementRunner:
                 log.warning("could not record the health of %s/%s (%s)", rec.service, rec.number, exc)
 
         await self._await_healthy(job, new, each_round=follow_old)
-        written = await ctx.store.update_instance(records.running_record(rec, new, healthy=True), lease=ctx.lease)
+        written = await ctx.store.update_instance(records.running_record(rec, new, spec=job.spec, healthy=True),
+                                                  lease=ctx.lease)
         if not records.confirmed(written):
             log.warning("instance %s/%s is no longer ours; removing its replacement", rec.service, rec.number)
             await ctx.runtime.remove(new.id, grace=0)
@@ -238,12 +241,13 @@ class ReplacementRunner:
         log.info("rolled %s/%s onto %s; taking %s out", rec.service, rec.number, new.id[:12], old.id[:12])
         # the replacement is done once no router sends the old one new requests: the slot is
         # free while it drains and stops
-        await self.removal.take_out(old, removed_at=written.revision, routed=rec.routable, confirmed=release)
+        await self.removal.take_out(old, removed_at=written.revision, routed=rec.routable, spec=job.spec,
+                                    confirmed=release)
 
     async def _roll_stop_first(self, job: _Job, rec: InstanceRecord, old: ContainerInfo) -> None:
         records = self.records
         log.info("rolling %s/%s: taking %s out first (stop-first)", rec.service, rec.number, old.id[:12])
-        retired = await self.removal.retire(rec, old, reason="rolling update")
+        retired = await self.removal.retire(rec, old, reason="rolling update", spec=job.spec)
         if retired is None:
             return
         # the deadline is the new version's (start and health): taking the old one out (confirmed
@@ -253,9 +257,9 @@ class ReplacementRunner:
         new = await self._start_replacement(job, rec.number, beside=False)
         # the record names the new container at once (an agent restart adopts it) but it is routed
         # only once it passed its check for min_healthy, as with start-first
-        await records.must_write(replace(records.running_record(rec, new), state="starting"))
+        await records.must_write(replace(records.running_record(rec, new, spec=job.spec), state="starting"))
         await self._await_healthy(job, new)
-        await records.must_write(records.running_record(rec, new, healthy=True))
+        await records.must_write(records.running_record(rec, new, spec=job.spec, healthy=True))
         log.info("rolled %s/%s onto %s", rec.service, rec.number, new.id[:12])
 
     async def _take_over(self, job: _Job, rec: InstanceRecord, *, reason: str) -> None:
@@ -264,7 +268,8 @@ class ReplacementRunner:
         log.info("taking over %s/%s from node %s (%s): started %s", rec.service, rec.number, rec.node,
                  reason, new.id[:12])
         await self._await_healthy(job, new)
-        mine = replace(self.records.running_record(rec, new, healthy=True), since=time.time(), lease=ctx.lease)
+        mine = replace(self.records.running_record(rec, new, spec=job.spec, healthy=True), since=time.time(),
+                       lease=ctx.lease)
         if not self.records.confirmed(await ctx.store.take_over_instance(mine, lease=ctx.lease)):
             log.info("%s/%s changed before the takeover; removing %s", rec.service, rec.number, new.id[:12])
             await ctx.runtime.remove(new.id, grace=0)

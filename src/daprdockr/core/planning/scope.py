@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.instance_index import changed_keys
-from daprdockr.core.model import Health, NodeRecord
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import Health, NodeRecord
 from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
 

@@ -9,25 +9,25 @@ import pytest
 
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.lifecycle import UpdatePolicy
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import (
+from daprdockr.core.planning.actions import (
     Action,
     Adopt,
     Claim,
-    Observed,
     Refresh,
     Release,
+    Repair,
     Roll,
     Stop,
     TakeOver,
     action_key,
-    deal_unowned,
-    fair_share,
-    plan,
-    preferred_node,
-    unowned_keys,
 )
+from daprdockr.core.planning.claims import unowned_keys
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.placement import deal_unowned, fair_share, preferred_node
+from daprdockr.core.planning.plan import plan
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.rollout import RolloutRecord, Slot
 from daprdockr.core.state import BadKey
 
@@ -438,3 +438,30 @@ def test_rebalancing_moves_one_instance_to_the_node_with_the_fewest_when_it_is_t
                      nodes=nodes("n1", "n2", "n3"), containers=[ctr(n, node="n2") for n in (1, 2, 3)],
                      rebalance=True, wall=1000.0)
     assert plan({WEB: spec(6)}, other) == []  # only the receiving node acts
+
+
+@pytest.mark.parametrize(
+    ("desc", "desired", "observed", "want"),
+    [
+        ("a stale record is refreshed under the desired spec's check", {WEB: spec(1)},
+         obs(instances=[rec(1, state="starting")], containers=[ctr(1)]), ("Refresh", 1)),
+        ("scaled down: released with the spec that still names its stop signal", {WEB: spec(1)},
+         obs(instances=[rec(1), rec(2)], containers=[ctr(1)]), ("Release", 2)),
+        ("service deleted: released with no spec", {},
+         obs(instances=[rec(1)], containers=[ctr(1)]), ("Release", 1)),
+        ("held by another node: stopped with the spec", {WEB: spec(1)},
+         obs(instances=[rec(1, node="n2", lease=7)], containers=[ctr(1)], live=(ME, "n2")), ("Stop", 1)),
+        ("a container nobody desires: stopped with no spec", {},
+         obs(containers=[ctr(1)]), ("Stop", 1)),
+        ("a malformed key over our running container: repaired under the spec", {WEB: spec(2)},
+         obs(instances=[rec(1)], containers=[ctr(1), ctr(2)], bad_instances={(WEB, 2): bad(2)}), ("Repair", 2)),
+    ],
+)
+def test_actions_carry_the_spec_they_were_planned_from(
+    desc: str, desired: dict[ServiceName, ServiceSpec], observed: Observed, want: tuple[str, int]
+) -> None:
+    """The executor acts on the spec in the action (its health check, stop signal and grace), never
+    on one it reads again: each action names the desired spec of its service, or None."""
+    [action] = [a for a in plan(desired, observed) if (type(a).__name__, action_key(a)[1]) == want]
+    assert isinstance(action, Refresh | Release | Stop | Repair), desc
+    assert action.spec is desired.get(WEB), desc

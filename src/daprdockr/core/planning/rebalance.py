@@ -1,7 +1,7 @@
 """Rebalancing: moving instances from the node with the most of a service to the one with the
 fewest, until every live node holds its fair share within one.  Pure.
 
-Placement spreads new instances (the claim rule of :mod:`daprdockr.core.plan`), but nothing
+Placement spreads new instances (the claim rule of :mod:`daprdockr.core.planning.claims`), but nothing
 evened out what a storm of concurrent writers, a failover or a node that joined later left
 behind: 50 concurrent ``svc set`` writers left a service's 39 instances at 8 / 17 / 14 over three
 nodes, and a node joining a cluster got nothing.  Kubernetes needs the descheduler add-on for
@@ -24,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import InstanceRecord
 
 
 @dataclass(frozen=True, slots=True)

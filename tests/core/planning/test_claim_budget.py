@@ -10,9 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daprdockr.core.instance_index import IndexBuilder
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Claim, Key, Observed, plan, track_unowned_since
+from daprdockr.core.planning.actions import Claim, Key
+from daprdockr.core.planning.claims import track_unowned_since
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.plan import plan
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.state import ClusterState
 
 

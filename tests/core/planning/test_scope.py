@@ -11,8 +11,10 @@ from daprdockr.core.containers import ContainerInfo, LocalContainers
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Observed, action_key, plan_next
-from daprdockr.core.plan_scope import PassInputs, full_every, plan_scope
+from daprdockr.core.planning.actions import action_key
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.plan import plan_next
+from daprdockr.core.planning.scope import PassInputs, full_every, plan_scope
 from daprdockr.core.state import ClusterState
 
 SCHEMA = KeySchema("/dd")

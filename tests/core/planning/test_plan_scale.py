@@ -15,10 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daprdockr.core.instance_index import IndexBuilder
-from daprdockr.core.model import InstanceRecord, NodeRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.plan import Claim, Observed, fair_share, plan
-from daprdockr.core.rebalance import EvenCache
+from daprdockr.core.planning.actions import Claim
+from daprdockr.core.planning.observed import Observed
+from daprdockr.core.planning.placement import fair_share
+from daprdockr.core.planning.plan import plan
+from daprdockr.core.planning.rebalance import EvenCache
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.state import ClusterState
 
 

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.rebalance import rebalance_move
+from daprdockr.core.planning.rebalance import rebalance_move
+from daprdockr.core.records import InstanceRecord
 
 WEB = ServiceName(group="myapp", service="web")
 NOW = 1000.0
