@@ -15,7 +15,7 @@ etcd within one watch event and an event costs what it changed, not the cache's 
 other per-datagram work is one set lookup of the client's address (see "Clients" below).
 
 Slow path: every packet first goes through the cheap check of its raw bytes
-(:func:`daprdockr.core.dnsguard.precheck`): no readable header or a response (QR set) gets no
+(:func:`daprdockr.core.dns.guard.precheck`): no readable header or a response (QR set) gets no
 answer (no reflection), an opcode other than QUERY gets NOTIMP, and anything but exactly one
 question, no answer or authority records, at most one additional record (an EDNS0 OPT with few
 options), nothing after it, a bounded question name (no compression loops, at most 8 pointers,
@@ -23,16 +23,16 @@ options), nothing after it, a bounded question name (no compression loops, at mo
 parse only ever sees one question and one OPT record, and a hostile packet (thousands of
 questions behind compression chains) costs a bounded scan, not a stalled loop.  Then dnslib parses
 the query, and either the answer is looked up in the zone (built from the newest state on the
-first query that needs it), encoded by :func:`daprdockr.core.dnsencode.encode_answer` (linear in
+first query that needs it), encoded by :func:`daprdockr.core.dns.encode.encode_answer` (linear in
 its records) and cached, or the query is
 forwarded verbatim to the upstream resolvers in order (UDP, or TCP for TCP clients and truncated
 upstream replies), with a timeout; SERVFAIL when none answers.  ANY gets the RFC 8482 minimal
 answer (one HINFO "RFC8482").  UDP answers larger than 512 bytes (or the client's EDNS0 buffer
-size, capped at the 1232 we advertise, :data:`daprdockr.core.dnsguard.EDNS_SIZE`) are truncated
+size, capped at the 1232 we advertise, :data:`daprdockr.core.dns.guard.EDNS_SIZE`) are truncated
 with the TC bit so that the client retries over TCP; that includes forwarded answers (an
 upstream answer fetched over TCP after a truncated UDP one goes back as a TC=1 header with the
 question).  A client outside ``allow`` gets at most
-:func:`~daprdockr.core.dnsguard.outside_limit` of its query over UDP (3 times it, at most 512
+:func:`~daprdockr.core.dns.guard.outside_limit` of its query over UDP (3 times it, at most 512
 bytes; beyond, TC=1 with the question only: :func:`capped`), so a spoofed source gains no
 amplification worth having; TCP (which cannot be spoofed) still gets the full answer.
 
@@ -49,7 +49,7 @@ resolver does.
 Clients. Recursion is only for clients in ``allow`` (by default loopback; the agent passes this
 host's own addresses and its containers' network too): others get REFUSED for names outside the
 zone, while zone answers stay open to all. UDP clients outside ``allow`` are also rate limited
-(:class:`daprdockr.core.dnsguard.ResponseRateLimiter`: a token bucket per /24 or /56, ``rrl``; a
+(:class:`daprdockr.core.dns.guard.ResponseRateLimiter`: a token bucket per /24 or /56, ``rrl``; a
 limited response is dropped, or every ``slip``-th one sent as TC=1 with only the question, so a
 real client whose network is being spoofed can still get through over TCP). Client addresses are
 remembered as inside (a set) or outside with their bucket key (a dict), each of at most
@@ -111,8 +111,8 @@ from daprdockr.adapters.sockets import (
     steering_program,
 )
 from daprdockr.cancellation import within
-from daprdockr.core.dnsencode import encode_answer
-from daprdockr.core.dnsguard import (
+from daprdockr.core.dns.encode import encode_answer
+from daprdockr.core.dns.guard import (
     DEFAULT_LIMITS,
     Check,
     DnsLimits,
@@ -125,10 +125,10 @@ from daprdockr.core.dnsguard import (
     truncated_reply,
     udp_limit,
 )
-from daprdockr.core.dnsstats import DnsStats
-from daprdockr.core.dnswire import Address, parse_question
-from daprdockr.core.dnszone import RR as ZoneRR
-from daprdockr.core.dnszone import Answer, Zone
+from daprdockr.core.dns.stats import DnsStats
+from daprdockr.core.dns.wire import Address, parse_question
+from daprdockr.core.dns.zone import RR as ZoneRR
+from daprdockr.core.dns.zone import Answer, Zone
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routing import changed_specs
 from daprdockr.core.state import ClusterState
@@ -185,7 +185,7 @@ class _Cached:
 
 class DnsServer:
     """Authoritative for ``<domain>.``, forwarder for the rest.  UDP and TCP on one port, within
-    ``limits`` (:class:`~daprdockr.core.dnsguard.DnsLimits`)."""
+    ``limits`` (:class:`~daprdockr.core.dns.guard.DnsLimits`)."""
 
     def __init__(
         self,
@@ -632,7 +632,7 @@ class DnsServer:
 
 def capped(query: bytes, reply: bytes) -> bytes:
     """``reply`` as a client outside ``allow`` gets it over UDP: as it is within
-    :func:`~daprdockr.core.dnsguard.outside_limit` of ``query``, else TC=1 with only the question
+    :func:`~daprdockr.core.dns.guard.outside_limit` of ``query``, else TC=1 with only the question
     (its rcode and RA kept), which a real client retries over TCP."""
     if len(reply) <= outside_limit(len(query)):
         return reply

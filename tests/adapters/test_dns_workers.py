@@ -18,7 +18,7 @@ import dns.rdatatype
 import pytest
 
 from daprdockr.adapters.dns_workers import FRAME, DnsWorkerPool
-from daprdockr.core.dnsguard import DnsLimits, RrlPolicy
+from daprdockr.core.dns.guard import DnsLimits, RrlPolicy
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
