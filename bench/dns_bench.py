@@ -37,7 +37,7 @@ from daprdockr.clikit.agentconfig import auto_dns_workers
 
 SERVE = r"""
 import asyncio, sys
-from daprdockr.adapters.dns_workers import DnsWorkerPool
+from daprdockr.dnsserving.workers import DnsWorkerPool
 from daprdockr.dnsserver import DnsServer
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName

@@ -1,6 +1,6 @@
 """One DNS worker process: ``python -m daprdockr.dnsworker CONFIG_JSON``.
 
-Started by :class:`~daprdockr.adapters.dns_workers.DnsWorkerPool`.  It runs a full
+Started by :class:`~daprdockr.dnsserving.workers.DnsWorkerPool`.  It runs a full
 :class:`~daprdockr.dnsserver.DnsServer` (uvloop when installed) bound with SO_REUSEPORT
 to the agent's DNS address, so the kernel spreads queries over the agent and its workers.
 
@@ -34,12 +34,12 @@ import signal
 import sys
 from typing import Any
 
-from daprdockr.adapters.dns_workers import FRAME
 from daprdockr.adapters.process import run_until_signal
 from daprdockr.core.dns.delta import ZoneDelta, apply_zone_delta
 from daprdockr.core.dns.guard import DnsLimits
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.workers import FRAME
 
 log = logging.getLogger(__name__)
 

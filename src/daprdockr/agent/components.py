@@ -14,13 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from daprdockr.adapters.dns_workers import DnsWorkerPool
 from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.view import DnsView
 from daprdockr.core.dns.guard import DEFAULT_RRL, DnsLimits, Network, allowed_networks
 from daprdockr.core.dns.stats import DnsStats
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.workers import DnsWorkerPool
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)

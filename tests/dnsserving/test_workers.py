@@ -17,12 +17,12 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from daprdockr.adapters.dns_workers import FRAME, DnsWorkerPool
 from daprdockr.core.dns.guard import DnsLimits, RrlPolicy
 from daprdockr.core.model import InstanceRecord, ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.workers import FRAME, DnsWorkerPool
 from daprdockr.errors import DaprDockrError
 
 WEB = ServiceName(group="myapp", service="web")
