@@ -37,9 +37,10 @@ from daprdockr.clikit.agentconfig import auto_dns_workers
 
 SERVE = r"""
 import asyncio, sys
-from daprdockr.adapters.dns_workers import DnsWorkerPool
+from daprdockr.dnsserving.workers import DnsWorkerPool
 from daprdockr.dnsserver import DnsServer
-from daprdockr.core.model import InstanceRecord, ServiceSpec
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.records import InstanceRecord
 from daprdockr.core.names import ServiceName
 from daprdockr.core.state import ClusterState
 services, per, port, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -38,7 +38,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from daprdockr.core.containers import ContainerInfo, LocalContainers
-from daprdockr.core.dnszone import Zone
+from daprdockr.core.dns.delta import zone_delta
+from daprdockr.core.dns.zone import Zone
 from daprdockr.core.health import PerContainerHealth
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import LocalView, local_view
@@ -52,7 +53,6 @@ from daprdockr.core.planning.scope import PassInputs, plan_scope
 from daprdockr.core.routing import RoutingCache, routed_removed, routing_table, table_update
 from daprdockr.core.state import ClusterState, RawKV, assemble_state, decode_entry
 from daprdockr.core.status import instance_rows, service_rows
-from daprdockr.core.zone_delta import zone_delta
 from daprdockr.health import HealthMonitor
 
 SCHEMA = KeySchema("/daprdockr")

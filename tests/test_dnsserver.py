@@ -25,7 +25,7 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.sockets import resolv_conf_upstreams
 from daprdockr.adapters.versions_store import VersionStore
-from daprdockr.core.dnswire import parse_question
+from daprdockr.core.dns.wire import parse_question
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.records import InstanceRecord

@@ -31,7 +31,7 @@ from dnslib import QTYPE, RR, A, DNSHeader, DNSRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daprdockr.core.dnsguard import DnsLimits, RrlPolicy
+from daprdockr.core.dns.guard import DnsLimits, RrlPolicy
 from daprdockr.dnsserver import DnsServer
 from tests.support.procs import free_port
 from tests.test_dnsserver import STATE, StubUpstream, addresses

@@ -13,11 +13,13 @@ contracts in pyproject.toml):
                          health checks (independent of each other).
 * ``daprdockr.reconciling`` the reconcile loop's parts: the Docker listing, the action executor,
                          confirmed removal, rolling updates and takeovers.
+  ``daprdockr.dnsserving`` the DNS server's parts: sockets, UDP, TCP, clients, answer cache,
+                         forwarding, and the pool of DNS worker processes.
 * ``daprdockr.adapters`` the outside world: etcd store (aetcd), the informer, Docker runtime
                          (aiodocker), sockets, /proc, the state dir.  Library errors are
                          translated into :mod:`daprdockr.errors` here.
 * ``daprdockr.core``     pure logic: model and validation, key schema, state and mirror, planner,
-                         DNS zone and wire parsing, routing table, restart and retry policies.
+                         DNS zone and wire format (``core.dns``), routing table, restart and retry policies.
                          No I/O, no I/O libraries.
 """
 

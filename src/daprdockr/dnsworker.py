@@ -1,17 +1,17 @@
 """One DNS worker process: ``python -m daprdockr.dnsworker CONFIG_JSON``.
 
-Started by :class:`~daprdockr.adapters.dns_workers.DnsWorkerPool`.  It runs a full
+Started by :class:`~daprdockr.dnsserving.workers.DnsWorkerPool`.  It runs a full
 :class:`~daprdockr.dnsserver.DnsServer` (uvloop when installed) bound with SO_REUSEPORT
 to the agent's DNS address, so the kernel spreads queries over the agent and its workers.
 
 The config (JSON) holds the listen address, upstreams, domain and TTL, and the server's limits
 against hostile input (allowed networks, response rate limit, forward and TCP caps, TCP write
-timeout: :class:`~daprdockr.core.dnsguard.DnsLimits`), so that every process sharing the address behaves alike.
+timeout: :class:`~daprdockr.core.dns.guard.DnsLimits`), so that every process sharing the address behaves alike.
 
 Protocol with the parent, over the pipes:
 
 * stdin: frames of a 4-byte big-endian length and a pickled
-  :class:`~daprdockr.core.zone_delta.ZoneDelta` (the parent's own objects, never network input).
+  :class:`~daprdockr.core.dns.delta.ZoneDelta` (the parent's own objects, never network input).
   The first frame (all services) arrives before the worker binds, so it never answers from an
   empty zone; each later one replaces the services that changed.  End of file means the parent
   closed the pipe or died, even by SIGKILL: the worker stops.  So a worker never outlives its agent.
@@ -34,12 +34,12 @@ import signal
 import sys
 from typing import Any
 
-from daprdockr.adapters.dns_workers import FRAME
 from daprdockr.adapters.process import run_until_signal
-from daprdockr.core.dnsguard import DnsLimits
+from daprdockr.core.dns.delta import ZoneDelta, apply_zone_delta
+from daprdockr.core.dns.guard import DnsLimits
 from daprdockr.core.state import ClusterState
-from daprdockr.core.zone_delta import ZoneDelta, apply_zone_delta
 from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.workers import FRAME
 
 log = logging.getLogger(__name__)
 

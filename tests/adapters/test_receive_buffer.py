@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from daprdockr.adapters import sockets
-from daprdockr.dnsserver import RECEIVE_BUFFER, DnsServer
+from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.listeners import RECEIVE_BUFFER
 
 
 def test_the_buffer_grows_up_to_rmem_max(tmp_path: Path, caplog: pytest.LogCaptureFixture,

@@ -8,7 +8,7 @@ import pytest
 
 from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.components import Dns
-from daprdockr.core.dnsguard import LOOPBACK
+from daprdockr.core.dns.guard import LOOPBACK
 from daprdockr.core.state import ClusterState
 
 

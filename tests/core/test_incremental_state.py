@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daprdockr.core import instance_index
-from daprdockr.core.dnszone import Zone
+from daprdockr.core.dns.delta import apply_zone_delta, zone_delta
+from daprdockr.core.dns.zone import Zone
 from daprdockr.core.instance_index import InstanceIndex, changed_services
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.local_view import LocalView, local_view
@@ -23,7 +24,6 @@ from daprdockr.core.mirror import StateMirror, WatchEvent
 from daprdockr.core.names import ServiceName
 from daprdockr.core.routing import RoutingCache, routed_removed, routing_table
 from daprdockr.core.state import ClusterState, RawKV, assemble_state, decode_entry
-from daprdockr.core.zone_delta import apply_zone_delta, zone_delta
 
 SCHEMA = KeySchema("/dd")
 SERVICES = [ServiceName.parse(n) for n in ("web.a", "api.a", "web.b")]

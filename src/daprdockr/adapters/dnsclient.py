@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from daprdockr.core.dnswire import Address
+from daprdockr.core.dns.wire import Address
 
 
 class _OneShot(asyncio.DatagramProtocol):

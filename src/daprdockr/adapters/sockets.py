@@ -13,8 +13,8 @@ import struct
 from collections.abc import Sequence
 from ipaddress import IPv4Network
 
-from daprdockr.core.dnsguard import Network, local_networks
-from daprdockr.core.dnswire import Address
+from daprdockr.core.dns.guard import Network, local_networks
+from daprdockr.core.dns.wire import Address
 
 log = logging.getLogger(__name__)
 

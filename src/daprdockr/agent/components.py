@@ -14,13 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from daprdockr.adapters.dns_workers import DnsWorkerPool
 from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.view import DnsView
-from daprdockr.core.dnsguard import DEFAULT_RRL, DnsLimits, Network, allowed_networks
-from daprdockr.core.dnsstats import DnsStats
+from daprdockr.core.dns.guard import DEFAULT_RRL, DnsLimits, Network, allowed_networks
+from daprdockr.core.dns.stats import DnsStats
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.workers import DnsWorkerPool
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class Dns:
     loopback, this host's own addresses and the network this node's containers use (asked from
     Docker at start: containers attach to Docker's ``bridge`` or the host's network), plus
     ``allow`` (``--dns-allow`` adds, as in ``daprdockr dns``:
-    :func:`~daprdockr.core.dnsguard.allowed_networks`).  The processes on the advertise address
-    share one response-rate budget per /24 (:meth:`~daprdockr.core.dnsguard.RrlPolicy.shared_by`).
+    :func:`~daprdockr.core.dns.guard.allowed_networks`).  The processes on the advertise address
+    share one response-rate budget per /24 (:meth:`~daprdockr.core.dns.guard.RrlPolicy.shared_by`).
     """
 
     name = "dns"

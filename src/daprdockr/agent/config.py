@@ -8,7 +8,7 @@ from typing import Literal
 
 from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.statedir import default_state_dir
-from daprdockr.core.dnsguard import Network
+from daprdockr.core.dns.guard import Network
 from daprdockr.core.endpoints import DEFAULT_ETCD, Endpoint, EtcdSecurity, parse_endpoints
 from daprdockr.core.etcd_health import DEFAULT_COMPACT_INTERVAL, DEFAULT_QUOTA_BYTES
 from daprdockr.core.keys import DEFAULT_PREFIX

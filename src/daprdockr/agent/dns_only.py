@@ -16,7 +16,7 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.process import run_until_signal
 from daprdockr.adapters.sockets import host_networks
-from daprdockr.core.dnsguard import DnsLimits, Network, allowed_networks
+from daprdockr.core.dns.guard import DnsLimits, Network, allowed_networks
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
 from daprdockr.dnsserver import DnsServer

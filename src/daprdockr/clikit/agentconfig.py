@@ -15,7 +15,7 @@ from daprdockr.adapters.registry_credentials import default_docker_config
 from daprdockr.adapters.statedir import default_state_dir
 from daprdockr.agent.config import AgentConfig, RuntimeKind
 from daprdockr.clikit.etcdopts import etcd_security
-from daprdockr.core.dnsguard import Network
+from daprdockr.core.dns.guard import Network
 from daprdockr.core.endpoints import EtcdSecurity, parse_endpoints
 from daprdockr.core.etcd_health import DEFAULT_QUOTA_BYTES, parse_bytes, parse_interval
 from daprdockr.core.keys import KeySchema

@@ -1,7 +1,7 @@
 """A token bucket as a pure value: bursts are allowed, the sustained rate is bounded.
 
 The DNS responder's response rate limiting keeps one per client network
-(:mod:`daprdockr.core.dnsguard`): a burst of up to ``burst`` answers, then one per ``interval``
+(:mod:`daprdockr.core.dns.guard`): a burst of up to ``burst`` answers, then one per ``interval``
 seconds.  Nothing here reads the clock: callers pass ``now`` and keep the returned value.
 """
 

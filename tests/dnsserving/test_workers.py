@@ -17,13 +17,13 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from daprdockr.adapters.dns_workers import FRAME, DnsWorkerPool
-from daprdockr.core.dnsguard import DnsLimits, RrlPolicy
+from daprdockr.core.dns.guard import DnsLimits, RrlPolicy
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.records import InstanceRecord
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
+from daprdockr.dnsserving.workers import FRAME, DnsWorkerPool
 from daprdockr.errors import DaprDockrError
 
 WEB = ServiceName(group="myapp", service="web")

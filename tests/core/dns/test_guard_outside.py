@@ -6,7 +6,7 @@ from ipaddress import ip_network
 
 import pytest
 
-from daprdockr.core.dnsguard import LOOPBACK, OUTSIDE_MAX, RrlPolicy, allowed_networks, outside_limit
+from daprdockr.core.dns.guard import LOOPBACK, OUTSIDE_MAX, RrlPolicy, allowed_networks, outside_limit
 
 
 @pytest.mark.parametrize(("query", "limit"), [(17, 51), (37, 111), (48, 144), (170, 510), (171, 512), (600, 512)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daprdockr.core.dnszone import Soa, Srv, Zone
+from daprdockr.core.dns.zone import Soa, Srv, Zone
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.records import InstanceRecord

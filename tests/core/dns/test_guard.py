@@ -1,4 +1,4 @@
-"""dnsguard: the DNS server's pure defences (precheck, reply headers, client keys, RRL, self-upstreams)."""
+"""core.dns.guard: the DNS server's pure defences (precheck, reply headers, client keys, RRL, self-upstreams)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ipaddress import ip_network
 
 import pytest
 
-from daprdockr.core.dnsguard import (
+from daprdockr.core.dns.guard import (
     EDNS_SIZE,
     FORMERR,
     LOOPBACK,

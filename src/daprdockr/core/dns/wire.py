@@ -2,7 +2,7 @@
 
 :func:`parse_question` reads a plain query (one question, at most an EDNS0 OPT record) straight
 from the bytes and returns the key of the responder's answer cache; anything else takes the slow
-path (:mod:`daprdockr.core.dnsguard` checks it first, then dnslib parses it).
+path (:mod:`daprdockr.core.dns.guard` checks it first, then dnslib parses it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Zone answers on the wire, without a DNS library.  Pure.
 
-:func:`encode_answer` turns one :class:`~daprdockr.core.dnszone.Answer`'s records into a complete
+:func:`encode_answer` turns one :class:`~daprdockr.core.dns.zone.Answer`'s records into a complete
 response message: the header (id, opcode, RD and CD echoed from the query; QR and AA set; AD
 clear), the question as the query spelled it, the answer, authority and additional sections, and
 our EDNS0 OPT record when the query had one.  A message larger than ``limit`` is replaced by the
@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from daprdockr.core.dnsguard import OPT_RR
-from daprdockr.core.dnszone import RR, Soa, Srv
+from daprdockr.core.dns.guard import OPT_RR
+from daprdockr.core.dns.zone import RR, Soa, Srv
 
 TYPES = {"A": 1, "NS": 2, "SOA": 6, "AAAA": 28, "SRV": 33}
 HINFO = 13

@@ -11,8 +11,8 @@ import dns.rdatatype
 import pytest
 from dnslib import DNSRecord
 
-from daprdockr.core.dnsencode import encode_answer
-from daprdockr.core.dnszone import RR, Answer, Zone
+from daprdockr.core.dns.encode import encode_answer
+from daprdockr.core.dns.zone import RR, Answer, Zone
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.records import InstanceRecord

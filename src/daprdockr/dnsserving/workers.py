@@ -10,7 +10,7 @@ all of them.
 
 * State: :meth:`DnsWorkerPool.update` only keeps the newest :class:`ClusterState`; one writer
   task per worker sends it what changed since the state it sent that worker last (a pickled
-  :class:`~daprdockr.core.zone_delta.ZoneDelta` of the changed services, length-prefixed; all
+  :class:`~daprdockr.core.dns.delta.ZoneDelta` of the changed services, length-prefixed; all
   services to a new worker) ``coalesce`` seconds (20 ms) after the first change, so a burst of
   changes (a scale-up: hundreds of watch events) costs a few small frames, not one whole state
   per event, and a slow worker never blocks the agent.  Workers build their
@@ -21,12 +21,12 @@ all of them.
   newest state; :meth:`run` is that, forever.  :meth:`stop` closes the pipes, waits, then
   kills: time-limited, never raises.
 * Limits: the pool takes the same limits against hostile input as
-  :class:`~daprdockr.dnsserver.DnsServer` (:class:`~daprdockr.core.dnsguard.DnsLimits`) and passes
+  :class:`~daprdockr.dnsserver.DnsServer` (:class:`~daprdockr.core.dns.guard.DnsLimits`) and passes
   them to every worker, so all processes on the
   address answer alike.  Forward and TCP caps hold per process (with ``count`` workers the
   address as a whole allows ``count + 1`` times as many); the response rate limit is one budget
   for the address, because the agent gives every process its share
-  (:meth:`~daprdockr.core.dnsguard.RrlPolicy.shared_by`) and the queries are spread at random.
+  (:meth:`~daprdockr.core.dns.guard.RrlPolicy.shared_by`) and the queries are spread at random.
 * Acknowledgements: a worker prints ``{"applied": <revision>}`` as soon as it serves a new state;
   :attr:`DnsWorkerPool.applied_revision` is the oldest of them, so the agent confirms a removal
   only once every process on its DNS address answers without the removed instance.
@@ -51,12 +51,12 @@ from dataclasses import dataclass, field
 
 from daprdockr.cancellation import within
 from daprdockr.core.backoff import Backoff
-from daprdockr.core.dnsguard import DEFAULT_LIMITS, DnsLimits
-from daprdockr.core.dnsstats import DnsStats
-from daprdockr.core.dnswire import Address
+from daprdockr.core.dns.delta import zone_delta
+from daprdockr.core.dns.guard import DEFAULT_LIMITS, DnsLimits
+from daprdockr.core.dns.stats import DnsStats
+from daprdockr.core.dns.wire import Address
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
-from daprdockr.core.zone_delta import zone_delta
 from daprdockr.errors import DaprDockrError
 
 log = logging.getLogger(__name__)
