@@ -161,3 +161,33 @@ def test_fuzz_no_datagram_holds_the_server_process_up(
               f"re-timed: {fastest * 1000:.2f} ms at best ({first * 1000:.2f} ms first; {packet[:48]!r}...)")
         assert srv.proc.poll() is None, srv.log.read_text()[-2000:]
         assert fastest < 0.02
+
+
+async def test_an_instance_claimed_while_it_runs_is_answered_and_a_removed_one_is_not(
+    etcd_endpoints: str, prefix: str, store: EtcdStore, tmp_path: Path
+) -> None:
+    """``daprdockr dns`` follows etcd through the fanout: an instance claimed after it started is
+    answered, and once its key is deleted it is not."""
+    await VersionStore(store).put_service(ServiceSpec(name=WEB, image="busybox", instances=1))
+
+    def addresses(proc: DnsProcess) -> list[str]:
+        reply = proc.ask(query("1.web.myapp.container", 7))
+        if reply is None:
+            return []
+        return [rr.address for rrset in dns.message.from_wire(reply).answer for rr in rrset]
+
+    async def until(proc: DnsProcess, want: list[str]) -> None:
+        deadline = time.monotonic() + 10
+        while (got := addresses(proc)) != want:
+            assert time.monotonic() < deadline, (got, want)
+            await asyncio.sleep(0.1)
+
+    with dns_process(etcd_endpoints, prefix, None, tmp_path) as proc:
+        assert addresses(proc) == []
+        lease = await store.grant_lease(30)
+        rec = InstanceRecord(service=WEB, number=1, node="n1", address="127.0.0.11", state="running",
+                             ports=(("8080/tcp", 31001),))
+        assert await store.claim_instance(rec, lease=lease) is not None
+        await until(proc, ["127.0.0.11"])
+        await store.revoke_lease(lease)
+        await until(proc, [])

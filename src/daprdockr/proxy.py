@@ -10,8 +10,8 @@
   and marks the manager dirty; the run loop posts the table's changes to the control socket at
   once (a push in flight coalesces the changes that arrive meanwhile).  No membership change and
   no new or removed host name ever reloads nginx.  :attr:`applied_revision` is the etcd revision
-  of the newest state nginx confirmed; ``on_applied(revision, removed)`` is called after each
-  push (``removed``: a peer left the table).
+  of the newest state nginx confirmed, acknowledged to confirmed removal (``acks``, router
+  ``nginx``: :class:`~daprdockr.core.removal_tracker.Acknowledgements`) as it changes.
 * If the master dies, the group is killed (no orphaned workers holding the port) and nginx is
   started again after the delay chosen by the pure
   :class:`~daprdockr.core.restart_policy.RestartPolicy`; the full table is posted right after
@@ -41,7 +41,7 @@ import pwd
 import random
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +54,9 @@ from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.cancellation import within
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.records import NodeRecord
+from daprdockr.core.removal_tracker import Acknowledgements
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
-from daprdockr.core.routing import RoutingCache, Table, host_addresses, removed_peers, removes_backends, table_update
+from daprdockr.core.routing import RoutingCache, Table, host_addresses, removed_peers, table_update
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, ProxyError
 
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 LUA_PACKAGE = "libnginx-mod-http-lua"
 LUA_DIR = str(Path(__file__).resolve().parent / "lua")
 MAX_UNIX_PATH = 107
+ROUTER = "nginx"  # its name to confirmed removal
 LEFT_WINDOW = 30.0  # seconds a peer that left the table stays a candidate for a cut when its host goes
 
 
@@ -131,7 +133,7 @@ class NginxManager:
         restart_policy: RestartPolicy | None = None,
         workers: int = 2,
         module_dirs: Sequence[str] = MODULE_DIRS,
-        on_applied: Callable[[int, bool], None] = lambda revision, removed: None,
+        acks: Acknowledgements | None = None,
         stats_every: float = 2.0,
         orphan_timeout: float = 60.0,
     ) -> None:
@@ -141,7 +143,7 @@ class NginxManager:
         self.policy = restart_policy or RestartPolicy()
         self.workers = workers
         self.module_dirs = tuple(module_dirs)
-        self.on_applied = on_applied
+        self.acks = acks
         self.stats_every = stats_every
         self.orphan_timeout = orphan_timeout
         self.adopted = False  # the master was left running by a previous agent and adopted
@@ -151,6 +153,8 @@ class NginxManager:
         self.stats = NginxStats()
         self.last_error = ""
         self.applied_revision = 0
+        if acks is not None:
+            acks.acknowledge(ROUTER, 0)  # (it counts from now: nothing confirmed yet)
         self._want: tuple[Table, int] = ({}, 0)
         self._routes = RoutingCache()  # the table, kept per service
         self._nodes_seen: Mapping[str, NodeRecord] | None = None
@@ -346,7 +350,7 @@ class NginxManager:
         old = self._sent
         if old is not None and (old is table or old == table):
             self._cut_dead_hosts(None, table)  # (a node may have gone after its peers left)
-            self._applied(revision, removed=False)
+            self._applied(revision)
             return False
         if old is None:
             self._generation += 1
@@ -364,7 +368,7 @@ class NginxManager:
         self.stats.table_updates += 1
         self.last_error = ""
         self._cut_dead_hosts(old, table)
-        self._applied(revision, removed=old is not None and removes_backends(old, table))
+        self._applied(revision)
         return True
 
     def _cut_dead_hosts(self, old: Table | None, new: Table) -> None:
@@ -398,10 +402,11 @@ class NginxManager:
             log.info("ended %d of nginx's %d connections to instances of gone hosts (%s)", killed, len(conns),
                      ", ".join(f"{ip}:{port}" for ip, port in sorted(peers)))
 
-    def _applied(self, revision: int, *, removed: bool) -> None:
+    def _applied(self, revision: int) -> None:
         if revision > self.applied_revision:
             self.applied_revision = revision
-            self.on_applied(revision, removed)
+            if self.acks is not None:
+                self.acks.acknowledge(ROUTER, revision)
 
     async def refresh_stats(self) -> None:
         """Retries and ejections counted inside nginx (GET /routes)."""

@@ -165,7 +165,7 @@ async def test_a_shutdown_with_nothing_routed_waits_for_no_confirmation(
     web = ServiceName(group="sd", service="web")
     spec = ServiceSpec.from_dict({"image": docker_image, "instances": 1, "http_port": 8080,
                                   "cmd": ["httpd", "-f", "-p", "8080"]}, name=web)
-    with caplog.at_level(logging.INFO, logger="daprdockr.agent.main"):
+    with caplog.at_level(logging.INFO, logger="daprdockr.agent.routing_ack"):
         async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=1, node_prefix="sd") as agents:
             await VersionStore(store).put_service(spec)
             await wait_for(store, lambda s: any(r.routable for r in s.instances_of(web)), timeout=30)

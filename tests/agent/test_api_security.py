@@ -15,7 +15,8 @@ import pytest
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.agent.api import AgentApi
-from daprdockr.agent.main import Agent, AgentStatus
+from daprdockr.agent.main import Agent
+from daprdockr.agent.status import AgentStatus
 from daprdockr.core.jsondata import dumps
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName

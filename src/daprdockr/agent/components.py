@@ -18,6 +18,7 @@ from daprdockr.adapters.sockets import host_networks
 from daprdockr.agent.view import DnsView
 from daprdockr.core.dns.guard import DEFAULT_RRL, DnsLimits, Network, allowed_networks
 from daprdockr.core.dns.stats import DnsStats
+from daprdockr.core.removal_tracker import Acknowledgements
 from daprdockr.core.state import ClusterState
 from daprdockr.dnsserver import DnsServer
 from daprdockr.dnsserving.workers import DnsWorkerPool
@@ -66,6 +67,7 @@ class Dns:
         self, *, listen: tuple[str, int], upstreams: Sequence[tuple[str, int]], ttl: int, workers: int,
         allow: Sequence[Network], container_networks: Callable[[], Awaitable[list[str]]],
         state: Callable[[], ClusterState], also: Sequence[tuple[str, int]] = (),
+        acks: Acknowledgements | None = None,
     ) -> None:
         self.listen = listen
         self.also = tuple(also)
@@ -76,6 +78,7 @@ class Dns:
         self.allow = tuple(allow)
         self.container_networks = container_networks
         self.state = state
+        self.acks = acks  # where the worker processes acknowledge (the agent's own responders serve at once)
         self.server: DnsServer | None = None
         self.pool: DnsWorkerPool | None = None
 
@@ -98,7 +101,7 @@ class Dns:
         server.update(self.state())
         if self.workers > 0:
             pool = self.pool = DnsWorkerPool(listen=(self.listen[0], server.port), upstreams=server.upstreams,
-                                             ttl=self.ttl, count=self.workers, limits=limits)
+                                             ttl=self.ttl, count=self.workers, limits=limits, acks=self.acks)
             pool.update(self.state())
             await pool.start()
         server.spread_queries(members=self.workers + 1)  # (allowed clients to a socket of their own)
@@ -132,12 +135,6 @@ class Dns:
             self.pool.update(state)
         for extra in self.extra:
             extra.update(state)
-
-    @property
-    def workers_applied(self) -> int | None:
-        """The oldest revision every DNS worker process acknowledged (None: no workers; the
-        agent's own responders take a new state at once, in :meth:`update`)."""
-        return self.pool.applied_revision if self.pool is not None else None
 
     def view(self) -> DnsView | None:
         if self.server is None:

@@ -1,9 +1,10 @@
 """``daprdockr dns``: the DNS server alone, fed by the informer (no containers, no nginx).
 
-Level-triggered like the agent: the informer (list, watch, resync) calls back on every change;
-the server gets the new state only when a service or instance key changed (the mirror's
-routing version), and rebuilds its zone lazily on the next query that needs it, so bursts of
-events cost one zone build and node or ``applied`` writes cost none.
+Level-triggered like the agent: the informer (list, watch, resync) publishes every change and
+the agent's fanout (:mod:`.fanout`) gives the server the new state only when a service or
+instance key changed (the mirror's routing version); the server rebuilds its zone lazily on
+the next query that needs it, so bursts of events cost one zone build and node or ``applied``
+writes cost none.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
 from daprdockr.adapters.process import run_until_signal
 from daprdockr.adapters.sockets import host_networks
+from daprdockr.agent.changes import Changes
+from daprdockr.agent.fanout import RoutingFanout
 from daprdockr.core.dns.guard import DnsLimits, Network, allowed_networks
 from daprdockr.core.endpoints import Endpoint, EtcdSecurity
 from daprdockr.core.keys import KeySchema
@@ -31,25 +34,22 @@ async def serve_dns(
 ) -> int:
     limits = DnsLimits(allow=allowed_networks(allow, host=host_networks()))  # (--dns-allow adds, as in the agent)
     server = DnsServer(listen=listen, upstreams=upstreams, ttl=ttl, limits=limits, priority_socket=True)
-    served = -1  # the mirror's routing version the server has
-
-    def changed() -> None:  # only services and instances matter to DNS (not node or applied keys)
-        nonlocal served
-        if informer.mirror.routing_version != served:
-            served = informer.mirror.routing_version
-            server.update(informer.state)
-
+    changes = Changes()
     async with EtcdStore(endpoints=endpoints, schema=KeySchema(prefix), security=security) as store:
-        informer = Informer(store=store, on_change=changed)
+        informer = Informer(store=store, on_change=changes.etcd_changed)
+        fanout = RoutingFanout(mirror=informer.mirror, changes=changes)
+        fanout.receivers.append(server)
         await informer.list_once()
+        fanout.fanout_once()  # (the server starts with the state)
         await server.start()
         server.spread_queries(members=1)  # (allowed clients to a socket of their own)
-        task = asyncio.create_task(informer.run(), name="dns-feed")
+        tasks = [asyncio.create_task(informer.run(), name="dns-feed"), asyncio.create_task(fanout.run(), name="fanout")]
         try:
             await stop.wait()
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await server.stop()
     return 0
 

@@ -4,12 +4,13 @@ One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`)
 
 * ``heartbeat``      lease keepalive and the ``nodes/<id>`` record (:mod:`.heartbeat`)
 * ``etcd-watch``     the informer: list, watch, resync into the mirror
-                     (:mod:`daprdockr.adapters.informer`); every change marks the reconciler dirty
+                     (:mod:`daprdockr.adapters.informer`); every change is published (:mod:`.changes`)
 * ``docker-events``  marks the reconciler's container listing stale on any event of this node
 * ``reconcile``      the level-triggered reconcile loop (:mod:`daprdockr.reconcile`)
-* ``fanout``         pushes the routing state to the serving components when it changed
+* ``fanout``         pushes the routing state to the serving components when it changed (:mod:`.fanout`)
 * ``settle``         enables claims once the node had time to see its peers
 * ``applied``        publishes the revision of the removals this node's nginx and DNS serve
+                     (:mod:`.routing_ack`, which they acknowledge to)
 * ``health``         runs the services' health checks on this node's containers (:mod:`daprdockr.health`)
 * ``etcd-housekeeping`` compacts etcd (the lock holder) and polls its size and alarms
                      (:mod:`.etcd_housekeeping`)
@@ -21,9 +22,11 @@ Under systemd (``NOTIFY_SOCKET``, :mod:`daprdockr.adapters.sdnotify`) the agent 
 and nginx serving), and ``STOPPING=1`` when the stop event is set.
 
 Components are typed (:mod:`.components`: start / run / stop), started in the order of
-:attr:`Agent.components` and stopped in reverse.  The API and the metrics get a read-only
-:class:`~daprdockr.agent.view.AgentView` (:class:`AgentStatus`), never the agent.  The
-reconciler hands the events of its confirmed writes to the informer (read-your-writes) itself,
+:attr:`Agent.components` and stopped in reverse.  They are wired without callbacks into parts
+not yet built: what changed goes through one channel (:mod:`.changes`) that the reconciler and
+the fanout subscribe to.  The API and the metrics get a read-only
+:class:`~daprdockr.agent.view.AgentView` (:class:`~daprdockr.agent.status.AgentStatus`), never the
+agent.  The reconciler hands the events of its confirmed writes to the informer (read-your-writes) itself,
 after each store call returned.
 
 Signals only set the stop event (:mod:`daprdockr.adapters.process`).  Shutdown is ordered and
@@ -41,7 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 
 from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
@@ -52,23 +55,22 @@ from daprdockr.adapters.process import run_until_signal
 from daprdockr.adapters.sdnotify import Notifier
 from daprdockr.adapters.statedir import api_token, prepare_state_dir
 from daprdockr.agent.api import AgentApi
+from daprdockr.agent.changes import Changes, Topic
 from daprdockr.agent.components import Component, Dns, Serving
 from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
+from daprdockr.agent.fanout import RoutingFanout
 from daprdockr.agent.heartbeat import Heartbeat
+from daprdockr.agent.routing_ack import RoutingAck
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
+from daprdockr.agent.status import AgentStatus
 from daprdockr.agent.supervisor import TaskStatus, guarded
-from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
 from daprdockr.agent.watchdog import Watchdog
 from daprdockr.cancellation import within
-from daprdockr.core import removal
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
-from daprdockr.core.etcd_health import EtcdHealth
 from daprdockr.core.keys import KeySchema
-from daprdockr.core.local_view import LocalView
 from daprdockr.core.records import NodeRecord
-from daprdockr.core.routing import routed_removed
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, StoreAccessError, StoreRefusedError
 from daprdockr.health import HealthMonitor
@@ -88,6 +90,31 @@ def _fmt(addr: tuple[str, int] | None) -> str:
     return f"{addr[0]}:{addr[1]}" if addr else ""
 
 
+async def _retry(what: str, fn: Callable[[], Awaitable[object]], *, stop: asyncio.Event, notifier: Notifier) -> bool:
+    """Retry a start-up step until it works or ``stop`` is set (etcd/Docker may come later).
+    etcd refusing our certificate, password or role is raised at once: the agent exits with
+    that one line instead of retrying what cannot work (any other error is retried)."""
+    policy = Backoff(base=0.5, max_delay=5.0)
+    failures = 0
+    while not stop.is_set():
+        try:
+            await fn()
+            return True
+        except DaprDockrError as exc:
+            if isinstance(exc, StoreRefusedError | StoreAccessError):
+                raise DaprDockrError(f"{what} failed: {exc}") from exc
+            failures += 1
+            log.error("%s failed (%s); retrying", what, exc)
+            delay = policy.delay(failures)
+            # under systemd: still starting, not hung (a host that boots before etcd is not
+            # killed at TimeoutStartSec and restarted in a loop)
+            notifier.notify(f"STATUS=joining: {what} failed, retrying",
+                            f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}")
+            with contextlib.suppress(TimeoutError):
+                await within(stop.wait(), delay)
+    return False
+
+
 class Agent:
     """One node.  ``await agent.run(stop_event)`` starts it, runs it until ``stop`` is set, stops it."""
 
@@ -95,26 +122,14 @@ class Agent:
         self.config = config
         self.notifier = notifier or Notifier(None)  # systemd's notify socket (none: nothing is sent)
         self.schema = KeySchema(config.prefix)
+        self.changes = Changes()  # what changed, published by the parts; the reconciler and the fanout subscribe
         self.store = EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0,
                                security=config.etcd_security)
         chosen = make_runtime(config)  # Docker, or a hollow node's containers in memory (--runtime)
         self.runtime: AgentRuntime = chosen.runtime
-        self.informer = Informer(store=self.store, on_change=self._etcd_changed)
+        self.informer = Informer(store=self.store, on_change=self.changes.etcd_changed)
         self.mirror = self.informer.mirror
-        self.health = HealthMonitor(runtime=self.runtime, address=config.advertise_ip,
-                                    containers=self._own_containers,
-                                    specs=lambda: self.mirror.state().services,
-                                    history=lambda: self.mirror.state().history,
-                                    on_change=lambda: self.reconciler.mark_dirty(), network=chosen.network_check)
         self.lifecycle = LifecycleStore(self.store)
-        self.reconciler = Reconciler(
-            node_id=config.node_id, address=config.advertise_ip, store=self.store, runtime=self.runtime,
-            mirror=self.mirror, capacity=config.capacity, stop_timeout=config.stop_timeout,
-            on_local_change=self._local_change, on_written=self.informer.apply,
-            confirm_removal=self.confirm_removal, drain_timeout=config.drain_timeout, health=self.health,
-            rollouts=self.lifecycle,
-        )
-        self.reconciler.rebalance = config.rebalance
         # the lease's keepalives from a thread of their own (a busy loop must not make them late)
         self.keeper = LeaseKeeper(connect=lambda: EtcdStore(endpoints=config.etcd, schema=self.schema, timeout=3.0,
                                                             security=config.etcd_security), ttl=config.ttl)
@@ -128,20 +143,31 @@ class Agent:
             ttl=config.ttl,
             on_new_lease=self._on_new_lease,
         )
+        self.acks = RoutingAck(node_id=config.node_id, store=self.store, lease=self.heartbeat, cluster=self.informer,
+                               confirm_timeout=config.confirm_timeout)
+        self.reconciler = Reconciler(
+            node_id=config.node_id, address=config.advertise_ip, store=self.store, runtime=self.runtime,
+            mirror=self.mirror, capacity=config.capacity, stop_timeout=config.stop_timeout,
+            on_local_change=self.changes.local_changed, on_written=self.informer.apply,
+            confirm_removal=self.acks.confirm_removal, drain_timeout=config.drain_timeout,
+            rollouts=self.lifecycle,
+        )
+        self.reconciler.rebalance = config.rebalance
+        self.changes.subscribe(self.reconciler.dirty, Topic.ETCD, Topic.HEALTH)
+        listing = self.reconciler.listing
+        self.health = HealthMonitor(runtime=self.runtime, address=config.advertise_ip,
+                                    containers=lambda: listing.containers,
+                                    specs=lambda: self.mirror.state().services,
+                                    history=lambda: self.mirror.state().history,
+                                    on_change=self.changes.health_changed, network=chosen.network_check)
+        self.reconciler.health = self.health
+        self.fanout = RoutingFanout(mirror=self.mirror, changes=self.changes, node_id=config.node_id,
+                                    local=self.reconciler, acks=self.acks)
         self.housekeeper = EtcdHousekeeper(maintenance=EtcdMaintenance(self.store), node_id=config.node_id,
                                            lease=lambda: self.heartbeat.lease, nodes=lambda: self.mirror.state().nodes,
                                            interval=config.compact_interval,
                                            quota=config.etcd_quota_bytes)
         self.tasks = TaskStatus()
-        self.state_changed = asyncio.Event()
-        self._pushed: tuple[int, int] = (-1, -1)  # (routing version, local version) last pushed
-        self._local_version = 0
-        self._served = ClusterState()  # the last state DNS and nginx were given
-        self._local_view = LocalView(node_id=config.node_id)
-        self._removal_at = 0  # newest revision of a served state that dropped an instance
-        self._removal_seen = 0  # the mirror's removal revision when we last served
-        self._published = 0  # newest revision written to applied/<node>
-        self._to_publish = asyncio.Event()
         self.nginx: NginxManager | None = None
         self.dns: Dns | None = None
         self.api: AgentApi | None = None
@@ -149,23 +175,20 @@ class Agent:
         self.started: list[Component] = []
 
     # ------------------------------------------------------------------ wiring
-    def _own_containers(self) -> Sequence[ContainerInfo]:
-        return self.reconciler.containers
-
     def _build_components(self) -> None:
         cfg = self.config
         self.components.append(self.housekeeper)
         if cfg.http_listen is not None:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
-                                      binary=cfg.nginx_binary, on_applied=self._nginx_applied,
+                                      binary=cfg.nginx_binary, acks=self.acks,
                                       module_dirs=cfg.nginx_modules, orphan_timeout=cfg.nginx_orphan_timeout)
             self.nginx.leave_running = not cfg.release_on_exit  # (--keep-on-exit: a restart adopts it)
             self.components.append(self.nginx)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
                            workers=cfg.dns_workers, allow=cfg.dns_allow,
-                           container_networks=self.runtime.container_networks, state=self.routing_state,
-                           also=cfg.dns_also)
+                           container_networks=self.runtime.container_networks, state=self.fanout.state,
+                           also=cfg.dns_also, acks=self.acks)
             self.components.append(self.dns)
         if cfg.api_listen is not None:
             self.api = AgentApi(view=AgentStatus(self), logs=self.runtime, listen=cfg.api_listen,
@@ -174,6 +197,7 @@ class Agent:
             self.components.append(self.api)
         if self.notifier.enabled:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))
+        self.fanout.receivers.extend(self.serving)
 
     def status_line(self) -> str:
         return f"serving {self.mirror.state().held_by(self.config.node_id)} instances"
@@ -182,53 +206,12 @@ class Agent:
     def serving(self) -> list[Serving]:
         return [c for c in (self.nginx, self.dns) if c is not None]
 
-    def _etcd_changed(self) -> None:
-        self.state_changed.set()
-        self.reconciler.mark_dirty()
-
-    def _local_change(self) -> None:
-        """This node's containers changed (listed anew, or one is being stopped): re-serve."""
-        self._local_version += 1
-        self.state_changed.set()
-
-    def routing_state(self) -> ClusterState:
-        """What this node's DNS and nginx serve: etcd's view, with our own instances as Docker shows them."""
-        state = self.mirror.state()
-        if not self.reconciler.listed:
-            return state
-        return self._local_view.view(state, routable=self.reconciler.routable())
-
     def _on_new_lease(self, lease: int) -> None:
         self.reconciler.lease = lease
         self.reconciler.mark_dirty()
-        self._published = 0  # ``applied/<node>`` went with the old lease: write it again on this one
-        self._to_publish.set()
+        self.acks.new_lease()  # ``applied/<node>`` went with the old lease: write it again on this one
 
     # ------------------------------------------------------------------ lifecycle
-    async def _retry(self, what: str, fn: Callable[[], Awaitable[object]], stop: asyncio.Event) -> bool:
-        """Retry a start-up step until it works or ``stop`` is set (etcd/Docker may come later).
-        etcd refusing our certificate, password or role is raised at once: the agent exits with
-        that one line instead of retrying what cannot work (any other error is retried)."""
-        policy = Backoff(base=0.5, max_delay=5.0)
-        failures = 0
-        while not stop.is_set():
-            try:
-                await fn()
-                return True
-            except DaprDockrError as exc:
-                if isinstance(exc, StoreRefusedError | StoreAccessError):
-                    raise DaprDockrError(f"{what} failed: {exc}") from exc
-                failures += 1
-                log.error("%s failed (%s); retrying", what, exc)
-                delay = policy.delay(failures)
-                # under systemd: still starting, not hung (a host that boots before etcd is not
-                # killed at TimeoutStartSec and restarted in a loop)
-                self.notifier.notify(f"STATUS=joining: {what} failed, retrying",
-                                     f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}")
-                with contextlib.suppress(TimeoutError):
-                    await within(stop.wait(), delay)
-        return False
-
     async def start(self, stop: asyncio.Event) -> bool:
         """Connect to Docker and etcd, load state, register the node, start the components."""
         cfg = self.config
@@ -243,7 +226,7 @@ class Agent:
         self.keeper.start()  # (it renews the lease once the heartbeat registers one)
         for what, step in steps:
             self.notifier.notify(f"STATUS=joining: {what}")
-            if not await self._retry(what, step, stop):
+            if not await _retry(what, step, stop=stop, notifier=self.notifier):
                 return False
         self.notifier.notify("STATUS=joining: starting DNS, nginx and the API")
         self._build_components()
@@ -251,7 +234,7 @@ class Agent:
             await component.start()
             self.started.append(component)
         if self.nginx is not None:
-            self.nginx.update(self.routing_state())
+            self.nginx.update(self.fanout.state())
         log.info("agent %s up: address %s, etcd %s, dns %s, http %s", cfg.node_id, cfg.advertise_ip,
                  ",".join(map(str, cfg.etcd)), _fmt(cfg.dns_listen) or "off", _fmt(cfg.http_listen) or "off")
         return True
@@ -260,86 +243,6 @@ class Agent:
         async for _event in self.runtime.events():
             self.reconciler.mark_containers_dirty()
         raise DaprDockrError("docker event stream ended", transient=True)
-
-    def fanout_once(self) -> bool:
-        """Push the routing state to DNS and nginx if services, instances or our containers changed."""
-        version = (self.mirror.routing_version, self._local_version)
-        if version == self._pushed:
-            return False
-        self._pushed = version
-        state = self.routing_state()
-        for part in self.serving:
-            part.update(state)
-        removal = self.mirror.removal_revision
-        # an instance left DNS and nginx (etcd says so, even if it never reached ours, or we know
-        # first): the owner waits for us to say we serve a state without it
-        if routed_removed(self._served, state) or removal > self._removal_seen:
-            self._removal_seen = removal
-            self._removal_at = state.revision
-            self._to_publish.set()
-        self._served = state
-        return True
-
-    # ------------------------------------------------------------------ confirmed removal
-    def _nginx_applied(self, revision: int, removed: bool) -> None:
-        if revision >= self._removal_at > self._published:
-            self._to_publish.set()
-
-    def applied_revision(self) -> int:
-        """The newest removal this node's DNS and nginx all serve: the agent's own DNS responders
-        at once, its DNS worker processes and nginx once they acknowledged it."""
-        nginx = self.nginx.applied_revision if self.nginx is not None else self._removal_at
-        workers = self.dns.workers_applied if self.dns is not None else None
-        return min(self._removal_at, nginx, self._removal_at if workers is None else workers)
-
-    async def publish_once(self) -> bool:
-        """Write ``applied/<node>`` if a removal was applied since the last write (no removal, no write)."""
-        revision = self.applied_revision()
-        if revision <= self._published or not self.heartbeat.lease:
-            return False
-        await self.store.put_applied(self.config.node_id, revision, lease=self.heartbeat.lease)
-        self._published = revision
-        return True
-
-    async def _publish(self) -> None:
-        while True:
-            await self._to_publish.wait()
-            self._to_publish.clear()
-            await asyncio.sleep(0.02)  # coalesce a burst of removals into one write
-            try:
-                published = await self.publish_once()
-            except DaprDockrError as exc:
-                # etcd unreachable, or our lease expired before the heartbeat saw it (it registers
-                # again, and the new lease publishes anew): try again, never end the task
-                log.info("publishing the applied revision failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                self._to_publish.set()
-                continue
-            if not published and self.applied_revision() < self._removal_at:
-                await asyncio.sleep(0.05)  # nginx has not confirmed yet: look again soon
-                self._to_publish.set()
-
-    async def confirm_removal(self, revision: int) -> None:
-        """Until every live agent has applied ``revision`` (bounded by ``confirm_timeout``; who
-        lagged is logged), so a container is out of every router before it stops."""
-        def lagging(state: ClusterState) -> list[str]:
-            late = removal.lagging(revision=revision, applied=state.applied,
-                                   nodes={n: r.create_revision for n, r in state.nodes.items()})
-            if self.config.node_id not in state.nodes and self.applied_revision() < revision:
-                late.append(self.config.node_id)  # our lease is gone (shutdown): our own routers still count
-            return late
-
-        if await self.informer.wait_for(lambda s: not lagging(s), within=self.config.confirm_timeout):
-            log.info("removal at revision %d: applied by every agent", revision)
-        else:
-            log.warning("removal at revision %d: %s had not applied it after %.1fs; going on", revision,
-                        ", ".join(lagging(self.mirror.state())), self.config.confirm_timeout)
-
-    async def _fanout(self) -> None:
-        while True:
-            await self.state_changed.wait()
-            self.state_changed.clear()
-            self.fanout_once()
 
     async def _settle(self) -> None:
         """Enable claims once peers had a chance to register (spread, not first-come-takes-all)."""
@@ -354,9 +257,9 @@ class Agent:
             "etcd-watch": self.informer.run,
             "docker-events": self._docker_events,
             "reconcile": self.reconciler.run,
-            "fanout": self._fanout,
+            "fanout": self.fanout.run,
             "settle": self._settle,
-            "applied": self._publish,
+            "applied": self.acks.run,
             "health": self.health.run,
             "reaper": self.reconciler.reaper.run,
         }
@@ -479,7 +382,7 @@ class Agent:
                       "them; other nodes re-run the instances once the lease expired)", exc, len(containers))
             return
         if revoked and routed:
-            await self.confirm_removal(revoked)
+            await self.acks.confirm_removal(revoked)
 
         async def stop(c: ContainerInfo) -> None:
             if c.serving:  # (a paused container cannot finish anything)
@@ -498,75 +401,6 @@ class Agent:
         """Last resort on a second signal: nginx must not outlive the agent."""
         if self.nginx is not None:
             self.nginx.kill()
-
-
-class AgentStatus(AgentView):
-    """The read-only view of an :class:`Agent` given to its API and metrics."""
-
-    def __init__(self, agent: Agent) -> None:
-        self._a = agent
-        self._started_at = agent.heartbeat.node.started_at
-
-    @property
-    def node_id(self) -> str:
-        return self._a.config.node_id
-
-    @property
-    def address(self) -> str:
-        return self._a.config.advertise_ip
-
-    @property
-    def started_at(self) -> float:
-        return self._started_at
-
-    @property
-    def runtime(self) -> str:
-        return self._a.config.runtime
-
-    def state(self) -> ClusterState:
-        return self._a.mirror.state()
-
-    def lease(self) -> LeaseView:
-        return LeaseView(lease=self._a.heartbeat.lease, healthy=self._a.heartbeat.healthy)
-
-    def tasks(self) -> Mapping[str, str]:
-        return dict(self._a.tasks.state)
-
-    def task_restarts(self) -> Mapping[str, int]:
-        return dict(self._a.tasks.restarts)
-
-    def reconcile(self) -> ReconcileView:
-        r = self._a.reconciler
-        return ReconcileView(passes=r.reconciles, seconds=r.reconcile_seconds, latency=r.latency,
-                             actions=dict(r.actions_total), last_error=r.last_error,
-                             unremovable=r.reaper.pending(), reaped=r.reaper.removed)
-
-    def etcd_errors(self) -> int:
-        return self._a.store.errors
-
-    def nginx(self) -> NginxView | None:
-        n = self._a.nginx
-        if n is None:
-            return None
-        return NginxView(healthy=n.healthy, last_error=n.last_error, restarts=n.stats.restarts,
-                         table_updates=n.stats.table_updates, update_failures=n.stats.update_failures,
-                         retries=n.stats.retries, ejections=n.stats.ejections,
-                         applied_revision=n.applied_revision, routes=len(n.table))
-
-    def applied_revision(self) -> int:
-        return self._a.applied_revision()
-
-    def dns(self) -> DnsView | None:
-        return self._a.dns.view() if self._a.dns is not None else None
-
-    def etcd_health(self) -> EtcdHealth:
-        return self._a.housekeeper.health
-
-    async def docker_ping(self) -> None:
-        await self._a.runtime.ping()
-
-    async def containers(self) -> list[ContainerInfo]:
-        return await self._a.runtime.list_managed()
 
 
 def run_agent(config: AgentConfig) -> int:

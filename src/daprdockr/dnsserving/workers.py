@@ -28,8 +28,9 @@ all of them.
   for the address, because the agent gives every process its share
   (:meth:`~daprdockr.core.dns.guard.RrlPolicy.shared_by`) and the queries are spread at random.
 * Acknowledgements: a worker prints ``{"applied": <revision>}`` as soon as it serves a new state;
-  :attr:`DnsWorkerPool.applied_revision` is the oldest of them, so the agent confirms a removal
-  only once every process on its DNS address answers without the removed instance.
+  :attr:`DnsWorkerPool.applied_revision` is the oldest of them, acknowledged to confirmed removal
+  (``acks``, router ``dns-workers``) whenever it changes, so the agent confirms a removal only once
+  every process on its DNS address answers without the removed instance.
 * Counters: each worker prints its cumulative counters as a JSON line about once a second;
   :meth:`stats_total` adds them up (keeping the last counts of workers that exited), so the
   agent's metrics cover every process that answers.
@@ -55,6 +56,7 @@ from daprdockr.core.dns.delta import zone_delta
 from daprdockr.core.dns.guard import DEFAULT_LIMITS, DnsLimits
 from daprdockr.core.dns.stats import DnsStats
 from daprdockr.core.dns.wire import Address
+from daprdockr.core.removal_tracker import Acknowledgements
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
 WORKER_MODULE = "daprdockr.dnsworker"  # run by name: this pool never imports the responder
+ROUTER = "dns-workers"  # their name to confirmed removal
 FRAME = struct.Struct("!I")  # state frames on a worker's stdin: 4-byte big-endian length, then a pickle
 
 
@@ -104,6 +107,7 @@ class DnsWorkerPool:
         restart_policy: RestartPolicy | None = None,
         coalesce: float = 0.02,
         limits: DnsLimits = DEFAULT_LIMITS,
+        acks: Acknowledgements | None = None,
     ) -> None:
         self.listen = listen
         self.upstreams = list(upstreams)
@@ -114,6 +118,7 @@ class DnsWorkerPool:
         self.python = python
         self.policy = restart_policy or RestartPolicy(backoff=Backoff(base=0.5, max_delay=30.0), stable_after=30.0)
         self.coalesce = coalesce
+        self.acks = acks
         self.restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._restart: dict[int, RestartState] = {}
@@ -135,6 +140,7 @@ class DnsWorkerPool:
         try:
             for slot in range(self.count):
                 self._workers[slot] = await self._spawn(slot)
+                self._acknowledge()
         except DaprDockrError:
             await self.stop()
             raise
@@ -181,6 +187,7 @@ class DnsWorkerPool:
     async def stop(self, *, grace: float = 2.0) -> None:
         workers = list(self._workers.values())
         self._workers.clear()
+        self._acknowledge()
         for w in workers:
             for task in w.tasks:
                 task.cancel()  # no more writes; _retire collects them
@@ -242,16 +249,23 @@ class DnsWorkerPool:
             if line.startswith(b'{"applied": '):
                 with contextlib.suppress(ValueError):
                     worker.applied = int(line[12:].rstrip(b"}\n"))
+                    self._acknowledge()
                 continue
             stats = _parse_stats(line)
             if stats is not None:
                 worker.stats = stats
+        await worker.proc.wait()  # (it exited: it counts no more)
+        self._acknowledge()
 
     @property
     def applied_revision(self) -> int | None:
         """The oldest etcd revision every live worker acknowledged serving (None: no worker)."""
         live = [w.applied for w in self._workers.values() if w.proc.returncode is None]
         return min(live) if live else None
+
+    def _acknowledge(self) -> None:
+        if self.acks is not None:
+            self.acks.acknowledge(ROUTER, self.applied_revision)
 
     def stats_total(self) -> DnsStats:
         total = DnsStats()
@@ -271,12 +285,14 @@ class DnsWorkerPool:
             if w is not None:
                 log.warning("DNS worker %d (pid %d) exited with code %s", slot, w.proc.pid, w.proc.returncode)
                 del self._workers[slot]
+                self._acknowledge()
                 await self._retire(w)
                 self._back_off(slot, now=now)
             if now < self._not_before.get(slot, 0.0):
                 continue
             try:
                 self._workers[slot] = await self._spawn(slot)
+                self._acknowledge()
                 self.restarts += 1
             except DaprDockrError as exc:
                 log.error("%s; retrying in %.1fs", exc, self._back_off(slot, now=time.monotonic()))
