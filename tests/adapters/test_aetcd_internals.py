@@ -1,6 +1,7 @@
 """The aetcd internals the etcd adapter cannot do without (aetcd opens only insecure channels and
 keeps its gRPC error mapping private): these tests fail when an aetcd release changes them, before
-an agent does.  See ``hand_to_aetcd`` and ``raise_as_aetcd`` in :mod:`daprdockr.adapters.etcd_store`."""
+an agent does.  See ``hand_to_aetcd`` in :mod:`daprdockr.adapters.etcd_client` and ``raise_as_aetcd`` in
+:mod:`daprdockr.adapters.etcd_errors`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import aetcd.watcher as aetcd_watcher
 import grpc
 import pytest
 
-from daprdockr.adapters.etcd_store import AETCD_STUBS, EtcdStore, aetcd_connected, raise_as_aetcd
+from daprdockr.adapters.etcd_client import AETCD_STUBS, aetcd_connected
+from daprdockr.adapters.etcd_errors import raise_as_aetcd
+from daprdockr.adapters.etcd_store import EtcdStore
 
 
 def test_a_client_has_the_attributes_its_connect_sets_up() -> None:

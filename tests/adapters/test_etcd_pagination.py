@@ -11,17 +11,17 @@ import aetcd.exceptions as aetcd_exc
 import aetcd.utils
 import pytest
 
-from daprdockr.adapters.etcd_store import (
-    CHANNEL_OPTIONS,
+from daprdockr.adapters.etcd_client import CHANNEL_OPTIONS
+from daprdockr.adapters.etcd_reads import (
     MAX_PAGE_KEYS,
     PAGE_BYTES,
     PAGE_KEYS,
-    EtcdStore,
     _Page,
     next_key,
     next_page_keys,
     range_end,
 )
+from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.endpoints import parse_endpoints
 from daprdockr.core.jsondata import MAX_RECORD_BYTES
 from daprdockr.core.keys import KeySchema

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from daprdockr.adapters.etcd_store import EtcdStore, _Page
+from daprdockr.adapters.etcd_reads import _Page
+from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.cli.main import app
 from daprdockr.core.endpoints import parse_endpoints

@@ -19,7 +19,8 @@ import aetcd.exceptions as aetcd_exc
 import aetcd.rpc as aetcd_rpc
 import grpc
 
-from daprdockr.adapters.etcd_store import EtcdStore, raise_as_aetcd
+from daprdockr.adapters.etcd_errors import raise_as_aetcd
+from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.errors import StoreError
 
 log = logging.getLogger(__name__)
