@@ -15,8 +15,8 @@ import aetcd.rpc as aetcd_rpc
 import aetcd.transactions as aetcd_txn
 
 from daprdockr.adapters.etcd_pool import EtcdPool
-from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.jsondata import dumps
+from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.errors import StoreError
 
