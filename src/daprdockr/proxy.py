@@ -47,7 +47,7 @@ from pathlib import Path
 
 import aiohttp
 
-from daprdockr.adapters.cut_connections import connections_to, destroy
+from daprdockr.adapters.cut_connections import DeadHostCuts
 from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
@@ -56,7 +56,7 @@ from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_co
 from daprdockr.core.records import NodeRecord
 from daprdockr.core.removal_tracker import Acknowledgements
 from daprdockr.core.restart_policy import RestartPolicy, RestartState
-from daprdockr.core.routing import RoutingCache, Table, host_addresses, removed_peers, table_update
+from daprdockr.core.routing import RoutingCache, Table, host_addresses, table_update
 from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, ProxyError
 
@@ -66,7 +66,6 @@ LUA_PACKAGE = "libnginx-mod-http-lua"
 LUA_DIR = str(Path(__file__).resolve().parent / "lua")
 MAX_UNIX_PATH = 107
 ROUTER = "nginx"  # its name to confirmed removal
-LEFT_WINDOW = 30.0  # seconds a peer that left the table stays a candidate for a cut when its host goes
 
 
 @dataclass(slots=True)
@@ -159,8 +158,7 @@ class NginxManager:
         self._routes = RoutingCache()  # the table, kept per service
         self._nodes_seen: Mapping[str, NodeRecord] | None = None
         self._live_hosts: frozenset[str] = frozenset()  # addresses of the live nodes
-        self._cutting: set[asyncio.Task[None]] = set()
-        self._left: dict[tuple[str, int], float] = {}  # peers that left the table lately -> when
+        self._cuts = DeadHostCuts(on_cut=self._count_cut)
         self._sent: Table | None = None  # None: nginx has no table yet (just (re)started)
         self._generation = 0
         self._dirty = asyncio.Event()
@@ -372,35 +370,12 @@ class NginxManager:
         return True
 
     def _cut_dead_hosts(self, old: Table | None, new: Table) -> None:
-        """Peers that left the table because their node is gone (no live node has their address):
-        end nginx's connections to them now, so the requests in flight there are retried (or
-        answered 502) at once instead of after the read timeout (:mod:`~daprdockr.adapters.cut_connections`).
-        A node's records and its node key go in one etcd revision but may reach the table in two
-        pushes: peers that left within ``LEFT_WINDOW`` seconds count when their node goes."""
-        now = time.monotonic()
-        if old is not None:
-            self._left.update(dict.fromkeys(removed_peers(old, new), now))
-        self._left = {p: t for p, t in self._left.items() if now - t <= LEFT_WINDOW}
-        gone = {peer for peer in self._left if peer[0] not in self._live_hosts}
-        for peer in gone:
-            del self._left[peer]
-        if not gone or self._proc is None:
-            return
-        task = asyncio.create_task(self._cut(gone, self._proc.pid), name="nginx cut dead hosts")
-        self._cutting.add(task)
-        task.add_done_callback(self._cutting.discard)
+        """End nginx's connections to the peers of gone hosts (:class:`DeadHostCuts`)."""
+        self._cuts.table_changed(old, new, live_hosts=self._live_hosts,
+                                 master=self._proc.pid if self._proc is not None else None)
 
-    async def _cut(self, peers: set[tuple[str, int]], master: int) -> None:
-        try:
-            conns = await asyncio.to_thread(connections_to, nginx_group_members(master) or [master], peers)
-            killed = await destroy(conns) if conns else 0
-        except Exception:  # never let this end the manager's loop
-            log.exception("ending nginx's connections to %s failed", sorted(peers))
-            return
+    def _count_cut(self, killed: int) -> None:
         self.stats.cut += killed
-        if conns:
-            log.info("ended %d of nginx's %d connections to instances of gone hosts (%s)", killed, len(conns),
-                     ", ".join(f"{ip}:{port}" for ip, port in sorted(peers)))
 
     def _applied(self, revision: int) -> None:
         if revision > self.applied_revision:

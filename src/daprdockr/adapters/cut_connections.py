@@ -9,6 +9,7 @@ the given processes (nginx's master and workers) to the given peers are destroye
 exact address pair; ``ss -K`` (iproute2) asks the kernel through inet_diag's SOCK_DESTROY, which
 needs ``CONFIG_INET_DIAG_DESTROY`` and CAP_NET_ADMIN (root).  Where either is missing nothing is
 destroyed and the requests wait for their read timeout, as before; the count says so.
+:class:`DeadHostCuts` decides, as nginx's routing table changes, which peers' hosts are gone.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ import re
 import shutil
 import socket
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from daprdockr.adapters.procs import nginx_group_members
+from daprdockr.core.routing import Table, removed_peers
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +107,48 @@ async def destroy(connections: list[Connection]) -> int:
         if proc.returncode != 0:
             log.warning("ss -K failed (%s): %s", proc.returncode, err.decode(errors="replace").strip()[-200:])
     return killed
+
+
+LEFT_WINDOW = 30.0  # seconds a peer that left the table stays a candidate for a cut when its host goes
+
+
+class DeadHostCuts:
+    """nginx's connections to the peers of gone hosts, ended as the routing table changes.
+
+    Peers that left the table because their node is gone (no live node has their address): their
+    connections are ended now, so the requests in flight there are retried (or answered 502) at
+    once instead of after the read timeout.  A node's records and its node key go in one etcd
+    revision but may reach the table in two pushes: peers that left within ``LEFT_WINDOW``
+    seconds count when their node goes."""
+
+    def __init__(self, *, on_cut: Callable[[int], None], window: float = LEFT_WINDOW) -> None:
+        self.on_cut = on_cut  # told how many connections each cut ended
+        self.window = window
+        self._left: dict[Endpoint, float] = {}  # peers that left the table lately -> when
+        self._cutting: set[asyncio.Task[None]] = set()
+
+    def table_changed(self, old: Table | None, new: Table, *, live_hosts: frozenset[str], master: int | None) -> None:
+        now = time.monotonic()
+        if old is not None:
+            self._left.update(dict.fromkeys(removed_peers(old, new), now))
+        self._left = {p: t for p, t in self._left.items() if now - t <= self.window}
+        gone = {peer for peer in self._left if peer[0] not in live_hosts}
+        for peer in gone:
+            del self._left[peer]
+        if not gone or master is None:
+            return
+        task = asyncio.create_task(self._cut(gone, master), name="nginx cut dead hosts")
+        self._cutting.add(task)
+        task.add_done_callback(self._cutting.discard)
+
+    async def _cut(self, peers: set[Endpoint], master: int) -> None:
+        try:
+            conns = await asyncio.to_thread(connections_to, nginx_group_members(master) or [master], peers)
+            killed = await destroy(conns) if conns else 0
+        except Exception:  # never let this end the manager's loop
+            log.exception("ending nginx's connections to %s failed", sorted(peers))
+            return
+        self.on_cut(killed)
+        if conns:
+            log.info("ended %d of nginx's %d connections to instances of gone hosts (%s)", killed, len(conns),
+                     ", ".join(f"{ip}:{port}" for ip, port in sorted(peers)))
