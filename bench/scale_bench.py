@@ -88,7 +88,7 @@ def cluster(instances: int) -> tuple[list[RawKV], list[ServiceSpec]]:
         kvs.append(RawKV(key=SCHEMA.node(f"n{n:03d}"), lease=lease, create_revision=rev, mod_revision=rev,
                          value=json.dumps({"address": f"127.0.{n // 250}.{n % 250 + 1}", "capacity": 0,
                                            "started_at": 1.7e9, "dns": "127.0.0.1:53", "http": "127.0.0.1:80",
-                                           "api": "127.0.0.1:7000"}).encode()))
+                                           "api": f"192.0.2.{n % 250 + 1}:7000"}).encode()))
         kvs.append(RawKV(key=SCHEMA.applied(f"n{n:03d}"), value=b'{"revision": 1}', lease=lease, mod_revision=rev))
     for spec in specs:
         body = spec.to_dict()

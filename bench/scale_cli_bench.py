@@ -6,7 +6,10 @@ entry each) and their instance records (written in transactions of 100 puts).  T
 (median of ``--runs``):
 
 * ``daprdockr svc ls``, ``daprdockr status`` and ``daprdockr ps SERVICE`` as the operator runs
-  them (a new Python process each: start-up included);
+  them (a new Python process each: start-up included).  ``svc ls`` and ``status`` ask the agent on
+  this host for its rows (one hollow agent, drained so that it takes nothing, started on the
+  cluster; ``clikit/cluster_rows.py``) and, as their baseline, read every key themselves
+  (``--from-etcd``: what they always did before);
 * the agent's full load: the informer's paged read of the whole prefix and the mirror's reset
   (what an agent does at start and on every resync).
 
@@ -22,19 +25,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import benchlib  # noqa: F401  (puts the repository on sys.path, for tests.support)
 from scale_bench import NODES, PER_SERVICE, cluster
-from tests.support.procs import etcd_cluster
+from tests.support.procs import etcd_cluster, free_port, terminate
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
@@ -53,6 +60,43 @@ async def fill(endpoints: str, prefix: str, size: int) -> str:
         for i in range(0, len(ops), 100):
             await store.transaction(compares=[], ops=ops[i:i + 100], what="fill")
     return str(specs[0].name)
+
+
+AGENT = "cli-bench"
+
+
+@contextlib.contextmanager
+def drained_agent(endpoints: str, prefix: str, tmp: Path) -> Iterator[str]:
+    """A hollow agent on the cluster under ``prefix``, marked draining first (it takes nothing);
+    yields its API address once its mirror has loaded everything."""
+    async def drain() -> None:
+        async with EtcdStore(endpoints=parse_endpoints(endpoints), schema=KeySchema(prefix), timeout=30.0) as s:
+            await s.put_raw(KeySchema(prefix).drain(AGENT), b"{}")
+
+    asyncio.run(drain())
+    api = f"127.0.0.1:{free_port()}"
+    with open(tmp / f"agent{prefix.replace('/', '-')}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daprdockr", "agent", "--runtime", "hollow", "--node-id", AGENT,
+             "--advertise-ip", "127.0.0.1", "--dns-listen", "off", "--http-listen", "off", "--api-listen", api,
+             "--rebalance", "off", "--state-dir", str(tmp)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "DAPRDOCKR_ETCD": endpoints,
+                                                       "DAPRDOCKR_PREFIX": prefix})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"the agent exited: see {tmp}"
+            with contextlib.suppress(OSError, ValueError), \
+                    urllib.request.urlopen(f"http://{api}/v1/cluster", timeout=5) as resp:
+                if json.load(resp)["nodes"]:
+                    break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the agent's API did not answer within 120 s")
+        yield api
+    finally:
+        proc.terminate()
+        terminate(proc, grace=15)
 
 
 def cli(endpoints: str, prefix: str, *args: str) -> float:
@@ -84,15 +128,21 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# scale_cli_bench {datetime.now().isoformat(timespec='seconds')}: 1 etcd member, {NODES} nodes, "
           f"{PER_SERVICE} instances per service, median of {args.runs}")
-    print(f"{'instances':>10} {'svc ls':>8} {'status':>8} {'ps SERVICE':>11} {'full load':>10} "
-          f"{'etcdctl get --prefix':>21}")
+    print(f"{'instances':>10} {'svc ls':>8} {'status':>8} {'svc ls --from-etcd':>19} {'status --from-etcd':>19} "
+          f"{'ps SERVICE':>11} {'full load':>10} {'etcdctl get --prefix':>21}")
     with tempfile.TemporaryDirectory() as tmp, etcd_cluster(Path(tmp)) as etcd:
         for size in (int(s) for s in args.sizes.split(",")):
             prefix = f"/bench-{uuid.uuid4().hex[:8]}"
             service = asyncio.run(fill(etcd.endpoints, prefix, size))
             runs = range(args.runs)
-            ls = statistics.median(cli(etcd.endpoints, prefix, "svc", "ls") for _ in runs)
-            status = statistics.median(cli(etcd.endpoints, prefix, "status") for _ in runs)
+            direct_ls = statistics.median(cli(etcd.endpoints, prefix, "svc", "ls", "--from-etcd") for _ in runs)
+            direct_status = statistics.median(cli(etcd.endpoints, prefix, "status", "--from-etcd") for _ in runs)
+            with drained_agent(etcd.endpoints, prefix, Path(tmp)):
+                ls = statistics.median(cli(etcd.endpoints, prefix, "svc", "ls") for _ in runs)
+                status = statistics.median(cli(etcd.endpoints, prefix, "status") for _ in runs)
+                out = subprocess.run([sys.executable, "-m", "daprdockr", "--etcd", etcd.endpoints, "--prefix", prefix,
+                                      "status", "--json"], check=True, capture_output=True, text=True).stdout
+                assert json.loads(out)["source"].startswith(f"agent {AGENT}"), out[-300:]
             ps = statistics.median(cli(etcd.endpoints, prefix, "ps", service) for _ in runs)
             loads = [asyncio.run(full_load(etcd.endpoints, prefix)) for _ in runs]
             assert all(n == size for _, n in loads), json.dumps([n for _, n in loads])
@@ -100,7 +150,8 @@ def main() -> None:
             argv = etcd.etcdctl("get", "--prefix", prefix + "/")
             argv[argv.index("--command-timeout=2s")] = "--command-timeout=60s"
             floor = statistics.median(etcdctl_read(argv) for _ in runs)
-            print(f"{size:>10} {ls:>7.2f}s {status:>7.2f}s {ps:>10.2f}s {load:>9.2f}s {floor:>20.2f}s")
+            print(f"{size:>10} {ls:>7.2f}s {status:>7.2f}s {direct_ls:>18.2f}s {direct_status:>18.2f}s "
+                  f"{ps:>10.2f}s {load:>9.2f}s {floor:>20.2f}s")
 
 
 if __name__ == "__main__":

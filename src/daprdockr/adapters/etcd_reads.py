@@ -197,6 +197,26 @@ class EtcdReads(EtcdPool):
         return _Page(raw=resp.kvs, last=last, revision=int(resp.header.revision), more=bool(resp.more),
                      largest=largest)
 
+    async def newest_write_under(self, prefix: str) -> tuple[int, int]:
+        """``(newest, now)``: the highest ``mod_revision`` of a key under ``prefix`` (0 if none)
+        and the store's revision, in one Range request (keys only, sorted by mod revision, one
+        key).  A reader of an agent's mirror asks it to be at least at ``newest`` (its puts; a
+        delete leaves no key to tell its revision)."""
+        start, end = prefix_range(prefix)
+        request = aetcd_rpc.RangeRequest(key=start, range_end=end, limit=1, keys_only=True,
+                                         sort_order=aetcd_rpc.RangeRequest.DESCEND,
+                                         sort_target=aetcd_rpc.RangeRequest.MOD)
+
+        async def newest(c: EtcdClient) -> tuple[int, int]:
+            try:
+                resp = await c.unary(lambda s: s.kv.Range, request)
+            except grpc.aio.AioRpcError as exc:
+                raise_as_aetcd(exc)
+                raise
+            return (int(resp.kvs[0].mod_revision) if resp.kvs else 0), int(resp.header.revision)
+
+        return await self._call(newest, what=f"newest write under {prefix}")
+
     async def snapshot(self) -> ClusterState:
         """The whole cluster state at one revision; malformed keys are logged and skipped."""
         kvs, revision = await self.read_prefix(self.schema.root)

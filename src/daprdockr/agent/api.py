@@ -9,6 +9,10 @@
   serving, and an agent restarted then could not even get a lease, since etcd refuses it too).
 * ``GET /v1/status`` this node, its instances and its containers (as its runtime lists them now),
   cluster services desired vs running (JSON).
+* ``GET /v1/cluster?min_revision=R&wait=2`` the cluster views ``svc ls``, ``status`` and ``nodes``
+  show (services desired vs running, nodes, skipped keys), from this agent's mirror once it holds
+  etcd revision ``R`` or later (waiting at most ``wait`` seconds; 503 with its revision if not): the
+  CLI's read of a large cluster without reading and decoding every key itself.
 * ``GET /v1/logs/<group>/<service>/<n>?tail=100&follow=0`` logs of an instance running on this
   node (text); 409 with the owner's API address when another node runs it; 404 if unknown.  The
   container is the one this node's Docker engine reports with this node's labels for that
@@ -40,7 +44,7 @@ from daprdockr.agent.view import AgentView, LogSource
 from daprdockr.core.names import ServiceName, instance_order
 from daprdockr.core.records import DOCKER_RUNTIME
 from daprdockr.core.state import ClusterState
-from daprdockr.core.status import instance_rows, service_rows
+from daprdockr.core.status import instance_rows, node_rows, service_rows
 from daprdockr.errors import DaprDockrError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,7 @@ class AgentApi:
         app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/cluster", self.cluster)
         app.router.add_get("/v1/logs/{group}/{service}/{number}", self.logs)
         app.router.add_get("/metrics", self.metrics)
         self._runner = web.AppRunner(app, access_log=None)
@@ -182,6 +187,23 @@ class AgentApi:
             "reconcile": {"count": reconcile.passes, "last_error": reconcile.last_error,
                           "unremovable": list(reconcile.unremovable)},
         })
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        try:
+            min_revision = int(request.query.get("min_revision", "0"))
+            wait = float(request.query.get("wait", "2"))
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+        deadline = time.monotonic() + max(0.0, min(wait, 10.0))
+        state = self.view.state()
+        while state.revision < min_revision and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # (only while a reader waits for the watch to catch up)
+            state = self.view.state()
+        if state.revision < min_revision:
+            return _json({"error": f"this agent's state is at revision {state.revision}, not yet {min_revision}",
+                          "revision": state.revision}, 503)
+        return _json({"node": self.view.node_id, "revision": state.revision, "services": service_rows(state),
+                      "nodes": node_rows(state, now=time.time()), "skipped_keys": [k for k, _ in state.skipped]})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         v = self.view

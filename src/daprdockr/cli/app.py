@@ -26,6 +26,12 @@ from daprdockr.errors import DaprDockrError, ValidationError
 from daprdockr.logging_setup import setup_logging
 
 T = TypeVar("T")
+ApiOption = Annotated[str | None, typer.Option(
+    envvar="DAPRDOCKR_API",
+    help="An agent's API (host:port) to read the cluster's rows from [default: an agent on this host; "
+         "etcd when none answers].")]
+FromEtcdOption = Annotated[bool, typer.Option(
+    "--from-etcd", help="Read every key from etcd instead of asking an agent (slower on a large cluster).")]
 app = typer.Typer(
     help="DaprDockr: declaratively described services on Docker hosts coordinated through etcd.",
     no_args_is_help=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,17 +13,19 @@ import typer
 from daprdockr.adapters.etcd_maintenance import EtcdMaintenance
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.informer import Informer
-from daprdockr.cli.app import app, fail, service_name, with_store
+from daprdockr.cli.app import ApiOption, FromEtcdOption, app, fail, service_name, with_store
 from daprdockr.cli.svc.spec import SERVICE_COLUMNS
+from daprdockr.clikit.cluster_rows import ClusterRows, cluster_rows
 from daprdockr.clikit.output import make_table, print_json, print_table
 from daprdockr.core.etcd_health import EtcdHealth, alarm_names, compactor_of, parse_bytes
 from daprdockr.core.names import ServiceName
+from daprdockr.core.records import NodeRecord
 from daprdockr.core.state import ClusterState
-from daprdockr.core.status import instance_rows, node_rows, service_rows
+from daprdockr.core.status import instance_rows
 from daprdockr.errors import DaprDockrError, NotFoundError, ValidationError
 
 
-async def etcd_health(store: EtcdStore, state: ClusterState, *, quota: int) -> EtcdHealth:
+async def etcd_health(store: EtcdStore, nodes: Mapping[str, NodeRecord], *, quota: int) -> EtcdHealth:
     """etcd's database size and alarms, and the node that compacts (a failure to read them is shown, not fatal)."""
     m = EtcdMaintenance(store)
     try:
@@ -30,7 +33,7 @@ async def etcd_health(store: EtcdStore, state: ClusterState, *, quota: int) -> E
     except DaprDockrError as exc:
         return EtcdHealth(quota=quota, error=str(exc), interval=0)
     return EtcdHealth(db_size=status.db_size, db_size_in_use=status.db_size_in_use, quota=quota, alarms=alarms,
-                      revision=status.revision, polled=True, compactor=compactor_of(state.nodes), interval=0)
+                      revision=status.revision, polled=True, compactor=compactor_of(nodes), interval=0)
 
 
 @app.command()
@@ -40,6 +43,8 @@ def status(
         envvar="DAPRDOCKR_ETCD_QUOTA_BYTES",
         help="etcd's --quota-backend-bytes (etcd's API does not tell it), to show the database size against.")
     ] = "2GiB",
+    api: ApiOption = None,
+    from_etcd: FromEtcdOption = False,
 ) -> None:
     """Cluster summary: live nodes, services desired vs running, etcd's space and alarms.
 
@@ -50,28 +55,31 @@ def status(
     except ValidationError as exc:
         raise fail(exc) from None
 
-    async def read(store: EtcdStore) -> tuple[ClusterState, EtcdHealth]:
-        state = await store.snapshot()
-        return state, await etcd_health(store, state, quota=quota)
+    async def read(store: EtcdStore) -> tuple[ClusterRows, EtcdHealth]:
+        rows = await cluster_rows(store, api=api, from_etcd=from_etcd)
+        return rows, await etcd_health(store, rows.node_records, quota=quota)
 
-    state, etcd = with_store(ctx, read)
-    now = time.time()
-    node_list, services = node_rows(state, now=now), service_rows(state)
+    rows, etcd = with_store(ctx, read)
+    node_list, services = rows.nodes, rows.services
     if as_json:
-        print_json({"nodes": node_list, "services": services, "revision": state.revision,
-                    "skipped_keys": [k for k, _ in state.skipped], "etcd": etcd.to_dict()})
+        print_json({"nodes": node_list, "services": services, "revision": rows.revision,
+                    "skipped_keys": rows.skipped_keys, "etcd": etcd.to_dict(), "source": rows.source})
         return
     print_table(node_list, ["node", "state", "address", "instances", "capacity", "up"], title="nodes")
     print_table(services, SERVICE_COLUMNS, title="services")
     print(f"etcd: {'ALARM ' + ','.join(etcd.alarms) + ': ' if etcd.alarms else ''}{etcd.summary()}")
     if etcd.polled:
         print(f"etcd compaction: {'by ' + etcd.compactor if etcd.compactor else 'no live agent'}")
+    print(f"read from {rows.source}, revision {rows.revision}")
 
 
 @app.command()
-def nodes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def nodes(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False, api: ApiOption = None,
+    from_etcd: FromEtcdOption = False,
+) -> None:
     """Live nodes (agents) with their instance counts.   Example: daprdockr nodes"""
-    rows = node_rows(with_store(ctx, lambda s: s.snapshot()), now=time.time())
+    rows = with_store(ctx, lambda s: cluster_rows(s, api=api, from_etcd=from_etcd)).nodes
     if as_json:
         print_json(rows)
     else:

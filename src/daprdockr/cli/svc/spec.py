@@ -14,14 +14,14 @@ import typer
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
-from daprdockr.cli.app import fail, service_name, svc_app, with_store
+from daprdockr.cli.app import ApiOption, FromEtcdOption, fail, service_name, svc_app, with_store
 from daprdockr.cli.progress import wait_ready
+from daprdockr.clikit.cluster_rows import cluster_rows
 from daprdockr.clikit.lifecycleflags import health_flags, update_flags
 from daprdockr.clikit.output import print_json, print_table
 from daprdockr.clikit.specfile import load_spec_docs, merge_flags, merge_onto, parse_pairs
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.status import service_rows
 from daprdockr.errors import NotFoundError, ValidationError
 
 
@@ -199,9 +199,12 @@ SERVICE_COLUMNS = ["service", "status", "image", "desired", "running", "failed",
 
 
 @svc_app.command("ls")
-def svc_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+def svc_ls(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    api: ApiOption = None, from_etcd: FromEtcdOption = False,
+) -> None:
     """List services: desired vs running.   Example: daprdockr svc ls --json"""
-    rows = service_rows(with_store(ctx, lambda s: s.snapshot()))
+    rows = with_store(ctx, lambda s: cluster_rows(s, api=api, from_etcd=from_etcd)).services
     if as_json:
         print_json(rows)
     else:
