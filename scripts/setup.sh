@@ -24,6 +24,9 @@ for pair in etcd:etcd-server etcdctl:etcd-client dockerd:docker.io nginx:nginx-l
 done
 # systemd-analyze: the tests verify the agent's unit (daprdockr agent install) with the real one
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# the dashboard's browser tests: Debian's chromium, driven by Playwright (pip) without its own download
+[ -x /usr/lib/chromium/chromium ] || need+=(chromium)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 # nginx's Lua module (routes change without reloads); it brings lua-resty-core and LuaJIT
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
 # shellcheck disable=SC2206
