@@ -1,0 +1,97 @@
+"""The merged log of a service (``GET /v1/logs/<g>/<s>``, ``daprdockr logs NAME``) against two real
+agents on one real Docker engine: lines of every instance, local and remote, each prefixed with
+its number, and new lines while following."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.versions_store import VersionStore
+from daprdockr.agent.service_logs import LINE_LIMIT, split_lines
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.state import ClusterState
+from tests.agent.cluster import local_cluster, wait_for
+from tests.support.procs import free_port
+
+WEB = ServiceName(group="myapp", service="web")
+# a counter per instance: "line-<n>-<i>", one every 0.2 s
+LOUD = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line-$DAPRDOCKR_INSTANCE-$i; sleep 0.2; done"]
+
+
+@pytest.mark.parametrize(("pending", "chunk", "lines", "rest"), [
+    ("", "a\nb\n", ["a\n", "b\n"], ""),
+    ("", "a\nb", ["a\n"], "b"),
+    ("b", "c\n", ["bc\n"], ""),
+    ("", "", [], ""),
+    ("", "\n", ["\n"], ""),
+    ("", "x" * (LINE_LIMIT + 3), ["x" * LINE_LIMIT + "\n"], "xxx"),
+])
+def test_split_lines(pending: str, chunk: str, lines: list[str], rest: str) -> None:
+    assert split_lines(pending, chunk) == (lines, rest)
+
+
+def spread(state: ClusterState) -> bool:
+    nodes = {r.node for r in state.instances_of(WEB) if r.state == "running"}
+    return len(nodes) == 2 and len(state.instances_of(WEB)) == 3
+
+
+@pytest.mark.etcd
+@pytest.mark.docker
+async def test_merged_log_of_every_instance_follows_new_lines(
+    store: EtcdStore, etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    listen = {ip: (ip, free_port(ip)) for ip in ("127.0.0.11", "127.0.0.12")}
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=2, node_prefix="ml",
+                             per_node=lambda i, ip: {"api_listen": listen[ip]}):
+        await asyncio.sleep(1.2)
+        await VersionStore(store).put_service(
+            ServiceSpec.from_dict({"image": docker_image, "instances": 3, "cmd": LOUD}, name=WEB))
+        state = await wait_for(store, spread)
+        a1 = listen["127.0.0.11"]
+        print({r.number: r.node for r in state.instances_of(WEB)})
+        await asyncio.sleep(1.0)  # a few lines each
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{a1[0]}:{a1[1]}/v1/logs/myapp/web", params={"tail": "2"}) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            lines = text.splitlines()
+            assert len(lines) == 6, text
+            for n in (1, 2, 3):
+                mine = [line for line in lines if line.startswith(f"[{n}] ")]
+                assert len(mine) == 2 and all(re.fullmatch(rf"\[{n}\] line-{n}-\d+", m) for m in mine), text
+
+            # following: new lines of every instance arrive, numbered as they go
+            seen: dict[int, list[int]] = {1: [], 2: [], 3: []}
+            async with http.get(f"http://{a1[0]}:{a1[1]}/v1/logs/myapp/web",
+                                params={"tail": "0", "follow": "1"}) as resp:
+                assert resp.status == 200
+                deadline = time.monotonic() + 3.0
+                while time.monotonic() < deadline:
+                    raw = await asyncio.wait_for(resp.content.readline(), 5)
+                    m = re.fullmatch(rb"\[(\d)\] line-(\d)-(\d+)\n", raw)
+                    assert m is not None and m[1] == m[2], raw
+                    seen[int(m[1])].append(int(m[3]))
+            print({n: (len(v), v[:1], v[-1:]) for n, v in seen.items()})
+            assert all(len(v) >= 5 and v == sorted(v) for v in seen.values()), seen
+            await asyncio.sleep(0.3)  # the stream's sources end with the client
+
+        # the CLI: `logs NAME` without -n is the merged log, through an agent on this host
+        cli = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "daprdockr", "--etcd", etcd_endpoints, "--prefix", prefix,
+                             "logs", "web.myapp", "--tail", "1"], capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        assert sorted(line.split()[0] for line in cli.stdout.splitlines()) == ["[1]", "[2]", "[3]"], cli.stdout
+        unknown = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "daprdockr", "--etcd", etcd_endpoints, "--prefix", prefix,
+                             "logs", "nope.myapp"], capture_output=True, text=True, timeout=60)
+        assert unknown.returncode != 0 and "no instances" in unknown.stderr
