@@ -95,3 +95,55 @@ async def test_merged_log_of_every_instance_follows_new_lines(
             subprocess.run, [sys.executable, "-m", "daprdockr", "--etcd", etcd_endpoints, "--prefix", prefix,
                              "logs", "nope.myapp"], capture_output=True, text=True, timeout=60)
         assert unknown.returncode != 0 and "no instances" in unknown.stderr
+
+
+@pytest.mark.etcd
+@pytest.mark.docker
+async def test_a_source_that_fails_shows_one_line_and_the_others_go_on(
+    etcd_endpoints: str, prefix: str, docker_image: str, tmp_path: Path
+) -> None:
+    """Instance 1: this node's, without a container; 2: on a node whose API is not there; 3: a
+    real container of this node (by its labels): its lines come, the others say why not."""
+    from daprdockr.agent.api import AgentApi
+    from daprdockr.agent.main import Agent
+    from daprdockr.agent.operator_routes import operator_routes
+    from daprdockr.agent.status import AgentStatus
+    from daprdockr.core.containers import container_labels
+    from daprdockr.core.jsondata import dumps
+    from daprdockr.core.records import InstanceRecord, NodeRecord
+    from daprdockr.core.state import RawKV
+    from tests.agent.cluster import agent_config
+
+    me, closed = "mf1", free_port("127.0.0.1")
+    labels = container_labels(node_id=me, service=WEB, number=3, spec_hash="x")
+    real = subprocess.run(["docker", "run", "-d", *(a for k, v in labels.items() for a in ("--label", f"{k}={v}")),
+                           docker_image, "sh", "-c", "echo hello-3; sleep 60"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    listen = ("127.0.0.11", free_port("127.0.0.11"))
+    agent = Agent(agent_config(etcd=etcd_endpoints, prefix=prefix, node=me, ip="127.0.0.11", tmp=tmp_path,
+                               api_listen=listen))
+    api = AgentApi(view=AgentStatus(agent), logs=agent.runtime, listen=listen,
+                   routes=operator_routes(agent, token="t" * 32))
+    await api.start()
+    try:
+        s = agent.schema
+        records = [(s.node("gone"), NodeRecord(node_id="gone", address="127.0.0.1", api=f"127.0.0.1:{closed}"))]
+        records += [(s.instance(WEB, n), InstanceRecord(service=WEB, number=n, node=node, address="127.0.0.1",
+                                                        state="running"))
+                    for n, node in ((1, me), (2, "gone"), (3, me))]
+        agent.mirror.reset([RawKV(key=k, value=dumps(r.to_dict()), lease=7, create_revision=3, mod_revision=3)
+                            for k, r in records], revision=3)
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://{listen[0]}:{listen[1]}/v1/logs/myapp/web") as resp:
+            assert resp.status == 200
+            lines = sorted((await asyncio.wait_for(resp.text(), 20)).splitlines())
+        print(lines)
+        assert len(lines) == 3, lines
+        assert lines[0].startswith("[1] [daprdockr: ") and "no container" in lines[0]
+        assert lines[1].startswith("[2] [daprdockr: agent API 127.0.0.1:") and str(closed) in lines[1]
+        assert lines[2] == "[3] hello-3"
+    finally:
+        await api.stop()
+        await agent.runtime.close()
+        await agent.store.close()
+        subprocess.run(["docker", "rm", "-f", real], capture_output=True)
