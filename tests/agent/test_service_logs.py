@@ -122,8 +122,9 @@ async def test_a_source_that_fails_shows_one_line_and_the_others_go_on(
     listen = ("127.0.0.11", free_port("127.0.0.11"))
     agent = Agent(agent_config(etcd=etcd_endpoints, prefix=prefix, node=me, ip="127.0.0.11", tmp=tmp_path,
                                api_listen=listen))
-    api = AgentApi(view=AgentStatus(agent), logs=agent.runtime, listen=listen,
-                   routes=operator_routes(agent, token="t" * 32))
+    routes = operator_routes(agent, token="t" * 32)
+    merged = routes[1].__self__  # type: ignore[attr-defined]  # (the ServiceLogs)
+    api = AgentApi(view=AgentStatus(agent), logs=agent.runtime, listen=listen, routes=routes)
     await api.start()
     try:
         s = agent.schema
@@ -142,6 +143,17 @@ async def test_a_source_that_fails_shows_one_line_and_the_others_go_on(
         assert lines[0].startswith("[1] [daprdockr: ") and "no container" in lines[0]
         assert lines[1].startswith("[2] [daprdockr: agent API 127.0.0.1:") and str(closed) in lines[1]
         assert lines[2] == "[3] hello-3"
+        # following a quiet service: the stream ends within a second of the client going
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://{listen[0]}:{listen[1]}/v1/logs/myapp/web", params={"follow": "1"}) as resp:
+            assert resp.status == 200
+            while b"hello-3" not in await asyncio.wait_for(resp.content.readline(), 10):
+                pass
+            assert merged.streams == 1
+        deadline = time.monotonic() + 3
+        while merged.streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert merged.streams == 0
     finally:
         await api.stop()
         await agent.runtime.close()

@@ -140,9 +140,14 @@ class ServiceLogs:
         self.peers = peers
         self.read_token = read_token  # "": open (the API listens on loopback)
         self.streams = 0
+        self.closing = False
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/logs/{group}/{service}", self.merged)
+        app.on_shutdown.append(self._shutdown)
+
+    async def _shutdown(self, app: web.Application) -> None:
+        self.closing = True  # every open stream ends within a second
 
     async def merged(self, request: web.Request) -> web.StreamResponse:
         if self.read_token and not bearer_ok(request, self.read_token):
@@ -169,17 +174,21 @@ class ServiceLogs:
                 note = stream.scan(state)
                 if note:
                     await resp.write(note.encode())
-                await self._copy(stream, resp, follow=follow)
+                await self._copy(stream, resp, request, follow=follow)
             return resp
         finally:
             self.streams -= 1
             await stream.close()
 
-    async def _copy(self, stream: MergedStream, resp: web.StreamResponse, *, follow: bool) -> None:
-        """Queue to response until every source ended (not following) or the client goes."""
+    async def _copy(self, stream: MergedStream, resp: web.StreamResponse, request: web.Request, *,
+                    follow: bool) -> None:
+        """Queue to response until every source ended (not following), the client went (seen
+        within a second, also when no line comes) or the API shuts down."""
         loop = asyncio.get_running_loop()
         next_scan = loop.time() + RESCAN
-        while follow or not stream.finished():
+        while (follow or not stream.finished()) and not self.closing:
+            if request.transport is None or request.transport.is_closing():
+                return
             try:
                 line = await within(stream.queue.get(), max(0.0, next_scan - loop.time()))
             except TimeoutError:
