@@ -36,6 +36,11 @@ class NotFoundError(DaprDockrError):
     """The thing asked for (a service, an instance) does not exist."""
 
 
+class ConflictError(DaprDockrError):
+    """The request contradicts the current state (an action already runs on that instance, the
+    stored spec is invalid): terminal until that state changes."""
+
+
 class StoreUnavailableError(DaprDockrError):
     """No etcd endpoint could be reached (after trying all of them)."""
 

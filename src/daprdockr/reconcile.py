@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from daprdockr.adapters.container_reaper import ContainerReaper
 from daprdockr.adapters.docker_runtime import ContainerRuntime
@@ -39,7 +40,7 @@ from daprdockr.core.planning.scope import PassInputs, full_every, plan_scope
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.retry import KeyRetries, KeyRetry, RetryPolicy
 from daprdockr.core.state import ClusterState
-from daprdockr.errors import DaprDockrError, RuntimeUnavailableError
+from daprdockr.errors import ConflictError, DaprDockrError, RuntimeUnavailableError
 from daprdockr.reconciling.context import ReconcileContext
 from daprdockr.reconciling.executor import START_AGAIN_FOR, START_AGAIN_LOOP, START_AGAIN_REFUSED, ActionExecutor
 from daprdockr.reconciling.executor import remove_for_good as _remove_for_good
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # claims in flight at once: a pass over many unowned numbers (a large service written) plans
 # this many, not all of them, so a pass stays short and the event loop keeps the lease alive
@@ -338,6 +340,30 @@ class Reconciler:
         self.reconcile_seconds += elapsed
         self.latency.observe(elapsed)
         return actions
+
+    async def exclusive(self, key: Key, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` as ``key``'s action (an operator's restart of the instance): passes leave
+        the key alone while it runs (busy, as for a planned action) and relist the containers
+        after it.  ConflictError if an action on ``key`` runs already; ``work`` goes on if the
+        caller is cancelled (shielded), as a planned action would."""
+        if self._holds(key):
+            raise ConflictError(f"an action on instance {key[1]} of {key[0]} is running; try again")
+        outcome: list[T] = []
+        failure: list[DaprDockrError] = []
+
+        async def run() -> None:
+            try:
+                outcome.append(await work())
+            except DaprDockrError as exc:
+                failure.append(exc)
+
+        task = asyncio.create_task(run(), name=f"instance {key[0]}/{key[1]} (operator)")
+        self._inflight[key] = task
+        task.add_done_callback(lambda t: self._done(key, t))
+        await asyncio.shield(task)
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def _holds(self, key: Key) -> bool:
         task = self._inflight.get(key)

@@ -42,7 +42,8 @@ async def events_of(rt: HollowRuntime) -> tuple[asyncio.Task[None], list[tuple[s
 def test_it_is_what_the_agent_needs() -> None:
     rt: AgentRuntime = runtime()  # mypy checks the Protocol; this checks nothing is missing at run time
     for name in ("ping", "close", "container_networks", "events", "list_managed", "start_instance", "inspect",
-                 "restart_instance", "remove", "drain", "exec_ok", "docker_health", "find_instance", "logs"):
+                 "restart_instance", "restart_container", "remove", "drain", "exec_ok", "docker_health",
+                 "find_instance", "logs"):
         assert callable(getattr(rt, name)), name
 
 
@@ -120,6 +121,21 @@ async def test_events_tell_start_die_and_destroy_and_close_ends_the_stream() -> 
     await asyncio.wait_for(task, 1)
     with pytest.raises(ContainerError, match="No such container"):
         await rt.restart_instance(c, spec=spec())
+
+
+async def test_an_operator_restart_stops_and_starts_the_same_container() -> None:
+    rt = runtime()
+    task, seen = await events_of(rt)
+    c = await rt.start_instance(spec=spec(), number=1)
+    again = await rt.restart_container(c, spec=spec(), grace=1.0, signal="SIGTERM")
+    assert again.running and again.id == c.id and again.ports == c.ports
+    assert rt.crash(c.id)
+    with pytest.raises(ContainerError, match="not running"):  # (a stopped one is the reconciler's to start)
+        await rt.restart_container(c, spec=spec(), grace=1.0)
+    await asyncio.sleep(0)
+    assert seen == [("start", c.id), ("die", c.id), ("start", c.id), ("die", c.id)]
+    await rt.close()
+    await asyncio.wait_for(task, 1)
 
 
 async def test_an_event_carries_docker_s_labels() -> None:

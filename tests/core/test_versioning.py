@@ -21,11 +21,12 @@ from daprdockr.core.versioning import (
     resumed,
     rollback_source,
     rollback_wanted,
+    scaled,
     stored_versions,
     unchanged,
     version_writes,
 )
-from daprdockr.errors import NotFoundError
+from daprdockr.errors import ConflictError, DaprDockrError, NotFoundError, ValidationError
 
 S = KeySchema("/p")
 WEB = ServiceName(group="myapp", service="web")
@@ -197,3 +198,26 @@ def test_resumed(record: RolloutRecord | None, ok: bool) -> None:
     assert record is not None
     got = resumed(WEB, record, now=NOW)
     assert (got.state, got.reason, got.at, got.version, got.target) == ("rolling", "", NOW, 3, "new")
+
+
+_SCALE_NAME = ServiceName(group="app", service="web")
+_SCALE_BASE = ServiceSpec.from_dict({"image": "busybox", "instances": 2, "env": {"A": "1"}}, name=_SCALE_NAME)
+
+
+@pytest.mark.parametrize(("current", "problem", "instances", "expected"), [
+    (_SCALE_BASE, None, 5, 5),
+    (_SCALE_BASE, None, 0, 0),
+    (None, None, 3, NotFoundError),
+    (None, "truncated JSON", 3, ConflictError),
+    (_SCALE_BASE, None, -1, ValidationError),
+])
+def test_a_scale_changes_only_the_instances(
+    current: ServiceSpec | None, problem: str | None, instances: int, expected: int | type[DaprDockrError]
+) -> None:
+    if isinstance(expected, int):
+        spec = scaled(_SCALE_NAME, current, problem, instances=instances)
+        assert spec.instances == expected
+        assert {**spec.to_dict(), "instances": 2} == _SCALE_BASE.to_dict()
+    else:
+        with pytest.raises(expected):
+            scaled(_SCALE_NAME, current, problem, instances=instances)

@@ -178,10 +178,21 @@ class ContainerLifecycle(ContainerConfigs):
             raise ContainerError(f"container {name} exists and is not ours", transient=False)
         await self.remove(old.id, grace=0)
 
-    async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None:
-        """Stop (``signal``, default the image's stop signal; SIGKILL after ``grace`` seconds) and
-        delete; absent is fine."""
-        c = self.docker.containers.container(container_id)
+    async def restart_container(
+        self, container: ContainerInfo, *, spec: ServiceSpec, grace: float, signal: str | None = None
+    ) -> ContainerInfo:
+        """Restart our running ``container`` in place (an operator's restart): stop it as a removal
+        does (``signal``, SIGKILL after ``grace`` seconds), then start the same container again
+        (same id, a new ``State.StartedAt``) as :meth:`restart_instance` does."""
+        c = self.docker.containers.container(container.id)
+        await self._stop(c, grace=max(grace, 1.0), signal=signal)
+        if signal is not None:  # (still running after its grace: killed, as docker stop would)
+            with contextlib.suppress(ContainerError):
+                await self._do(c.kill(signal="SIGKILL"), what="kill")
+        return await self.restart_instance(container, spec=spec)
+
+    async def _stop(self, c: DockerContainer, *, grace: float, signal: str | None) -> None:
+        """Stop (``signal``, default the image's stop signal; SIGKILL after ``grace`` seconds)."""
         try:
             if grace > 0 and signal is None:
                 await self._do(c.stop(t=max(1, round(grace))), what="stop")
@@ -190,7 +201,13 @@ class ContainerLifecycle(ContainerConfigs):
                 with contextlib.suppress(DaprDockrError):
                     await within(self._do(c.wait(), what="wait"), grace)
         except ContainerError as exc:
-            log.debug("stop %s: %s", container_id[:12], exc)
+            log.debug("stop %s: %s", c.id[:12], exc)
+
+    async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None:
+        """Stop (``signal``, default the image's stop signal; SIGKILL after ``grace`` seconds) and
+        delete; absent is fine."""
+        c = self.docker.containers.container(container_id)
+        await self._stop(c, grace=grace, signal=signal)
         try:
             await self._do(c.delete(force=True), what="remove")
         except ContainerError as exc:

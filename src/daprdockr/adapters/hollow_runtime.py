@@ -160,6 +160,14 @@ class HollowRuntime:
         self._emit("start", entry)
         return entry.info
 
+    async def restart_container(
+        self, container: ContainerInfo, *, spec: ServiceSpec, grace: float, signal: str | None = None
+    ) -> ContainerInfo:
+        """An operator's restart: the container stops (``die``) and starts again, same id."""
+        if not self.crash(container.id):
+            raise ContainerError(f"hollow restart {container.id[:12]}: not running", transient=False)
+        return await self.restart_instance(container, spec=spec)
+
     async def inspect(self, container_id: str) -> ContainerInfo | None:
         entry = self._containers.get(container_id)
         return entry.info if entry is not None else None

@@ -11,8 +11,12 @@ from daprdockr.adapters.versions_store import VersionStore
 from daprdockr.core.jsondata import dumps
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import Slot
-from daprdockr.core.state import value_json
-from daprdockr.errors import ValidationError
+from daprdockr.core.state import ClusterState, value_json
+from daprdockr.errors import NotFoundError, ValidationError
+
+
+def _unknown(node_id: str, why: str, state: ClusterState) -> NotFoundError:
+    return NotFoundError(f"node {node_id} is not known: {why} (live nodes: {', '.join(sorted(state.nodes)) or 'none'})")
 
 
 class LifecycleStore(VersionStore):
@@ -53,6 +57,16 @@ class LifecycleStore(VersionStore):
         key = self.schema.drain(node_id)
         value = dumps({"since": time.time(), "by": "shutdown" if shutdown else "operator"}) if on else None
         await self.store.transaction(compares=[], ops=[(key, value, 0)], what="drain" if on else "undrain")
+
+    async def drain_known(self, node_id: str, *, on: bool, state: ClusterState) -> None:
+        """An operator's drain (``on``) or undrain of ``node_id``, as ``state`` knows it: a drain
+        needs a live node or one holding instances, an undrain a live or draining one (else
+        NotFoundError, and nothing is written)."""
+        if on and node_id not in state.nodes and not state.held_by(node_id):
+            raise _unknown(node_id, "no live agent has that id and it holds no instance", state)
+        if not on and node_id not in state.draining and node_id not in state.nodes:
+            raise _unknown(node_id, "no live agent has that id and it is not draining", state)
+        await self.drain(node_id, on=on)
 
     async def end_shutdown_drain(self, node_id: str) -> bool:
         """Lift ``node_id``'s drain marker if its own shutdown set it (an operator's stays)."""

@@ -27,6 +27,7 @@ from daprdockr.core.versioning import (
     resumed,
     rollback_source,
     rollback_wanted,
+    scaled,
     stored_versions,
     unchanged,
     version_writes,
@@ -128,6 +129,14 @@ class VersionStore:
 
         return await retry_conflicts(
             attempt, failure=f"{name} changed {UPDATE_ATTEMPTS} times while it was being updated; try again")
+
+    async def scale(self, name: ServiceName, instances: int) -> ServiceSpec:
+        """Write the stored spec with ``instances`` instances as a new version (cause ``scale``);
+        NotFoundError if there is no spec, ConflictError if the stored one is invalid."""
+        spec = await self.write_version(
+            name, lambda cur, bad: scaled(name, cur, bad, instances=instances), cause="scale")
+        assert spec is not None  # (no guard)
+        return spec
 
     async def delete_service(self, name: ServiceName) -> bool:
         """Delete the spec (a transaction on its mod revision, retried); False if it was absent."""

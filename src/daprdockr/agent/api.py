@@ -35,6 +35,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -74,7 +75,7 @@ class AgentApi:
 
     def __init__(
         self, *, view: AgentView, logs: LogSource, listen: tuple[str, int], token: str = "",
-        max_log_streams: int = 16,
+        max_log_streams: int = 16, routes: Sequence[Callable[[web.Application], None]] = (),
     ) -> None:
         self.view = view
         self.log_source = logs
@@ -82,6 +83,7 @@ class AgentApi:
         self.port = listen[1]
         self.token = token if listens_beyond_loopback(listen[0]) else ""
         self.max_log_streams = max_log_streams
+        self.routes = routes  # more endpoints: each adds its own (action_routes, service_logs)
         self.log_streams = 0
         self._runner: web.AppRunner | None = None
         self._docker_ok = (0.0, True, "")
@@ -99,6 +101,8 @@ class AgentApi:
         app.router.add_get("/v1/cluster", self.cluster)
         app.router.add_get("/v1/logs/{group}/{service}/{number}", self.logs)
         app.router.add_get("/metrics", self.metrics)
+        for add_routes in self.routes:
+            add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.listen[0], self.listen[1])

@@ -61,6 +61,7 @@ from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.agent.fanout import RoutingFanout
 from daprdockr.agent.heartbeat import Heartbeat
+from daprdockr.agent.operator_routes import operator_routes
 from daprdockr.agent.routing_ack import RoutingAck
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.status import AgentStatus
@@ -191,9 +192,10 @@ class Agent:
                            also=cfg.dns_also, acks=self.acks)
             self.components.append(self.dns)
         if cfg.api_listen is not None:
+            token = api_token(cfg.state_dir, cfg.api_token_file)
             self.api = AgentApi(view=AgentStatus(self), logs=self.runtime, listen=cfg.api_listen,
-                                max_log_streams=cfg.max_log_streams,
-                                token=api_token(cfg.state_dir, cfg.api_token_file))
+                                max_log_streams=cfg.max_log_streams, token=token,
+                                routes=operator_routes(self, token=token))
             self.components.append(self.api)
         if self.notifier.enabled:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))

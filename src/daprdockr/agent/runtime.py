@@ -19,11 +19,17 @@ from daprdockr.adapters.hollow_runtime import HollowRuntime
 from daprdockr.adapters.registry_credentials import DockerCredentials
 from daprdockr.agent.config import AgentConfig
 from daprdockr.agent.view import LogSource
+from daprdockr.core.containers import ContainerInfo
+from daprdockr.core.model import ServiceSpec
 from daprdockr.health import CheckRuntime, NetworkCheck
 
 
 class AgentRuntime(ContainerRuntime, CheckRuntime, LogSource, Protocol):
     """A node's container runtime as the agent uses it."""
+
+    async def restart_container(
+        self, container: ContainerInfo, *, spec: ServiceSpec, grace: float, signal: str | None = None
+    ) -> ContainerInfo: ...  # an operator's restart of a running container: same id, started again
 
     async def ping(self) -> None: ...
 

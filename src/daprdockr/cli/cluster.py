@@ -159,30 +159,42 @@ def watch_cmd(
 def logs(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="<service>.<group>")],
-    instance: Annotated[int, typer.Option("-n", "--instance", help="Instance number.")] = 1,
+    instance: Annotated[int | None, typer.Option(
+        "-n", "--instance", help="Instance number [default: every instance, merged, each line prefixed [n]].")] = None,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream new lines.")] = False,
-    tail: Annotated[int, typer.Option(help="Lines from the end.")] = 100,
+    tail: Annotated[int, typer.Option(help="Lines from the end (of each instance).")] = 100,
     api_token_file: Annotated[Path | None, typer.Option(
         envvar="DAPRDOCKR_API_TOKEN_FILE",
         help="File with the agent API token [default: the agent's <state dir>/api-token when readable].")] = None,
 ) -> None:
-    """Container logs of an instance, fetched from the agent that runs it.
+    """Container logs of an instance, fetched from the agent that runs it; without -n, every
+    instance's lines merged as they arrive (from an agent on this host, else the one running the
+    lowest instance).
 
-    Example: daprdockr logs web.myapp -n 2 -f
+    Examples: daprdockr logs web.myapp -n 2 -f ; daprdockr logs web.myapp -f
     """
     target = service_name(name)
 
     async def fetch(store: EtcdStore) -> None:
+        from daprdockr.clikit.cluster_rows import local_agents
         from daprdockr.clikit.logs import client_token, stream_logs
 
         state = await store.snapshot_of(target)
-        rec = state.instances.get((target, instance))
-        if rec is None:
-            raise NotFoundError(f"instance {instance} of {target} not found")
+        records = state.instances_of(target)
+        if instance is not None:
+            rec = state.instances.get((target, instance))
+            if rec is None:
+                raise NotFoundError(f"instance {instance} of {target} not found")
+        elif not records:
+            raise NotFoundError(f"{target} has no instances")
+        else:
+            rec = records[0]
         node = state.nodes.get(rec.node)
-        if node is None or not node.api:
-            raise DaprDockrError(f"node {rec.node} runs instance {instance} but publishes no API address")
-        token = client_token(api_token_file, api=node.api)
-        await stream_logs(api=node.api, service=target, number=instance, tail=tail, follow=follow, token=token)
+        apis = local_agents(state.nodes) if instance is None else []
+        api = apis[0] if apis else node.api if node is not None else ""
+        if not api:
+            raise DaprDockrError(f"node {rec.node} runs instance {rec.number} but publishes no API address")
+        token = client_token(api_token_file, api=api)
+        await stream_logs(api=api, service=target, number=instance, tail=tail, follow=follow, token=token)
 
     with_store(ctx, fetch)

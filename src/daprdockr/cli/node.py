@@ -20,11 +20,7 @@ from daprdockr.cli.progress import progress_line
 from daprdockr.clikit.output import print_json
 from daprdockr.core.names import validate_label
 from daprdockr.core.state import ClusterState
-from daprdockr.errors import NotFoundError, ValidationError, WaitTimeoutError
-
-
-def _unknown(node_id: str, why: str, state: ClusterState) -> NotFoundError:
-    return NotFoundError(f"node {node_id} is not known: {why} (live nodes: {', '.join(sorted(state.nodes)) or 'none'})")
+from daprdockr.errors import ValidationError, WaitTimeoutError
 
 
 def _node(text: str) -> str:
@@ -50,9 +46,7 @@ def node_drain(
     async def drain(store: EtcdStore) -> None:
         state = await store.snapshot()
         held = state.held_by(node_id)
-        if node_id not in state.nodes and not held:
-            raise _unknown(node_id, "no live agent has that id and it holds no instance", state)
-        await LifecycleStore(store).drain(node_id, on=True)
+        await LifecycleStore(store).drain_known(node_id, on=True, state=state)
         if not as_json:
             print(f"{node_id}: draining", file=sys.stderr)
         if wait:
@@ -93,10 +87,7 @@ def node_undrain(
     node_id = _node(node)
 
     async def undrain(store: EtcdStore) -> None:
-        state = await store.snapshot()
-        if node_id not in state.draining and node_id not in state.nodes:
-            raise _unknown(node_id, "no live agent has that id and it is not draining", state)
-        await LifecycleStore(store).drain(node_id, on=False)
+        await LifecycleStore(store).drain_known(node_id, on=False, state=await store.snapshot())
 
     with_store(ctx, undrain)
     if as_json:

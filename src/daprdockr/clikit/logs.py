@@ -1,4 +1,5 @@
-"""Client side of ``daprdockr logs``: stream an instance's logs from the agent that runs it."""
+"""Client side of ``daprdockr logs``: stream an instance's logs from the agent that runs it, or a
+whole service's merged log (``[n] line``) from one agent, which gathers every instance's."""
 
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ def client_token(given: Path | None, *, api: str) -> str:
 
 
 async def stream_logs(
-    *, api: str, service: ServiceName, number: int, tail: int, follow: bool, token: str = ""
+    *, api: str, service: ServiceName, number: int | None, tail: int, follow: bool, token: str = ""
 ) -> None:
-    """GET ``/v1/logs/<group>/<service>/<n>`` on ``api`` (host:port) and copy it to stdout."""
-    url = f"http://{api}/v1/logs/{service.group}/{service.service}/{number}"
+    """GET ``/v1/logs/<group>/<service>/<n>`` on ``api`` (host:port), or with ``number`` None the
+    service's merged log ``/v1/logs/<group>/<service>``, and copy it to stdout."""
+    url = f"http://{api}/v1/logs/{service.group}/{service.service}" + (f"/{number}" if number is not None else "")
     params = {"tail": str(tail), "follow": "1" if follow else "0"}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=None if follow else 30, connect=3)

@@ -120,7 +120,7 @@ class HistoryEntry:
     version: int
     spec: Mapping[str, Any]  # the spec as written (``ServiceSpec.to_dict``)
     at: float = 0.0
-    cause: str = "set"  # set | rollback to N | automatic rollback to N | seeded
+    cause: str = "set"  # set | scale | rollback to N | automatic rollback to N | seeded
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "spec": dict(self.spec), "at": self.at, "cause": self.cause}

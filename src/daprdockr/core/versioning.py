@@ -14,7 +14,7 @@ from daprdockr.core.keys import KeySchema
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.rollout import HISTORY_KEEP, SEEDED, HistoryEntry, RolloutRecord, rollback_spec
-from daprdockr.errors import NotFoundError, ValidationError
+from daprdockr.errors import ConflictError, NotFoundError, ValidationError
 
 REASON_LIMIT = 1024  # characters of a failure's reason kept in the rollout record
 Write = tuple[str, bytes | None, int]  # one write of a transaction: key, value (None: delete), lease
@@ -74,6 +74,16 @@ def version_writes(schema: KeySchema, spec: ServiceSpec, new: NextVersion) -> li
     if new.rollout is not None:
         writes.append((schema.rollout(name), dumps(new.rollout.to_dict()), 0))
     return writes
+
+
+def scaled(name: ServiceName, current: ServiceSpec | None, problem: str | None, *, instances: int) -> ServiceSpec:
+    """The stored spec of ``name`` with ``instances`` instances (a scale changes nothing else):
+    NotFoundError if there is none, ConflictError if the stored one is invalid (``problem``)."""
+    if current is None:
+        if problem is not None:
+            raise ConflictError(f"the stored spec of {name} is invalid ({problem}): write a whole spec to replace it")
+        raise NotFoundError(f"service {name} not found")
+    return ServiceSpec.from_dict({**current.to_dict(), "instances": instances}, name=name)
 
 
 def rollback_source(name: ServiceName, entries: Sequence[HistoryEntry], *, to: int | None) -> HistoryEntry:
