@@ -78,7 +78,8 @@ async def test_each_burst_is_one_message_and_a_resume_replays_only_later_ones() 
 
     # resume: the messages after the id, from the buffer; the snapshot's id too
     assert [e.id for e in drained(feed.subscribe(last_event_id=ids[0]))] == ids[1:]
-    assert [e.event for e in drained(feed.subscribe(last_event_id="1"))] == ["change"] * 3
+    # (the start's revision: a process before a restart may have handed out the same id)
+    assert [e.event for e in drained(feed.subscribe(last_event_id="1"))] == ["snapshot"]
     assert drained(feed.subscribe(last_event_id=ids[-1])) == []
     for unknown in ("", "garbage", str(c.revision + 5), "0"):  # (none, junk, the future, not handed out)
         assert [e.event for e in drained(feed.subscribe(last_event_id=unknown))] == ["snapshot"]

@@ -9,9 +9,10 @@ the last :data:`BUFFER` messages (for ``Last-Event-ID`` resume) and pushed to ea
 client's bounded queue.  A client whose queue overflows is dropped (its stream ends; the page
 reconnects and resumes): a slow browser never blocks the agent.
 
-Resume: a client that sends the id (revision) of a snapshot or message this process handed out,
-still covered by the buffer, gets the messages after it; any other id (none, too old, another
-process's: the agent restarted) gets a snapshot.  Event numbers (``seq``) start at the start's
+Resume: a client that sends the id (revision) of a snapshot or message this process handed out
+after its start, still covered by the buffer, gets the messages after it; any other id (none, too
+old, another process's: the agent restarted, its start revision is at or past every id the one
+before handed out) gets a snapshot.  Event numbers (``seq``) start at the start's
 wall clock in milliseconds, so they keep increasing across restarts.
 """
 
@@ -100,6 +101,7 @@ class DashboardFeed:
         self.subscribers: set[Subscriber] = set()
         self._buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer)  # (revision, SSE bytes)
         self._floor = 0  # the oldest revision a client can be caught up from
+        self._start = 0  # the revision the model started at
         # ids handed out (at or above the floor) besides those of the buffered messages: snapshots',
         # and the floor's when it is an evicted message's
         self._handed: set[int] = set()
@@ -111,7 +113,7 @@ class DashboardFeed:
         if self.model is None:
             self.model = DashboardModel(self.state(), node_id=self.node_id)
             self.model.seq = int(self.clock() * 1000)
-            self._floor = self.model.revision
+            self._floor = self._start = self.model.revision
         return self.model
 
     async def start(self) -> None:
@@ -169,8 +171,8 @@ class DashboardFeed:
         except ValueError:
             return None
         model = self._model()
-        if since < self._floor or since > model.revision:
-            return None
+        if since <= self._start or since < self._floor or since > model.revision:
+            return None  # (at or before the start: another process may have handed out that id too)
         if since not in self._handed and all(revision != since for revision, _ in self._buffer):
             return None  # (not an id this process handed out: another process's, or made up)
         return [data for revision, data in self._buffer if revision > since]
