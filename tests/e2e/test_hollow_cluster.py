@@ -48,9 +48,12 @@ def node_ip(i: int) -> str:
 
 
 @contextlib.contextmanager
-def hollow_agents(*, etcd: str, prefix: str, tmp: Path, nodes: int = NODES) -> Iterator[dict[str, str]]:
-    """``nodes`` hollow agent processes; yields node id -> API base URL; stops them after."""
-    procs: list[subprocess.Popen[bytes]] = []
+def hollow_agents(
+    *, etcd: str, prefix: str, tmp: Path, nodes: int = NODES, procs: list[subprocess.Popen[bytes]] | None = None,
+) -> Iterator[dict[str, str]]:
+    """``nodes`` hollow agent processes; yields node id -> API base URL; stops them after.
+    ``procs``: a list to append the processes to (a test that stops one itself)."""
+    procs = [] if procs is None else procs
     apis: dict[str, str] = {}
     try:
         for i in range(nodes):

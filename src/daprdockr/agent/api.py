@@ -24,6 +24,8 @@ other endpoint that reveals container output (``/v1/logs``) or changes anything 
 ``Authorization: Bearer <token>``; the token is read from ``--api-token-file`` or generated on
 first start into ``<state dir>/api-token`` (mode 0600), where ``daprdockr logs`` finds it too.
 * ``GET /metrics``   Prometheus text format; every family is documented in the README.
+* the dashboard (``GET /``, ``/static/``, ``/v1/dashboard``, its stream, ``/v1/services/<g>/<s>``)
+  and the security headers of every response: :mod:`.dashboard_api`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from typing import Any
 
 from aiohttp import web
 
+from daprdockr.agent.dashboard_api import DashboardHandlers, add_routes
 from daprdockr.agent.metrics import render_metrics
-from daprdockr.agent.view import AgentView, LogSource
+from daprdockr.agent.view import AgentView, DashboardSource, LogSource
 from daprdockr.core.names import ServiceName, instance_order
 from daprdockr.core.records import DOCKER_RUNTIME
 from daprdockr.core.state import ClusterState
@@ -76,6 +79,7 @@ class AgentApi:
     def __init__(
         self, *, view: AgentView, logs: LogSource, listen: tuple[str, int], token: str = "",
         max_log_streams: int = 16, routes: Sequence[Callable[[web.Application], None]] = (),
+        dashboard: DashboardSource | None = None,
     ) -> None:
         self.view = view
         self.log_source = logs
@@ -84,6 +88,8 @@ class AgentApi:
         self.token = token if listens_beyond_loopback(listen[0]) else ""
         self.max_log_streams = max_log_streams
         self.routes = routes  # more endpoints: each adds its own (action_routes, service_logs)
+        self.dashboard = dashboard
+        self.dashboard_routes: DashboardHandlers | None = None
         self.log_streams = 0
         self._runner: web.AppRunner | None = None
         self._docker_ok = (0.0, True, "")
@@ -101,8 +107,10 @@ class AgentApi:
         app.router.add_get("/v1/cluster", self.cluster)
         app.router.add_get("/v1/logs/{group}/{service}/{number}", self.logs)
         app.router.add_get("/metrics", self.metrics)
-        for add_routes in self.routes:
-            add_routes(app)
+        for more_routes in self.routes:
+            more_routes(app)
+        self.dashboard_routes = add_routes(app, source=self.dashboard, state=self.view.state,
+                                           authorized=self._authorized)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.listen[0], self.listen[1])

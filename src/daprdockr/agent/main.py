@@ -15,7 +15,8 @@ One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`)
 * ``etcd-housekeeping`` compacts etcd (the lock holder) and polls its size and alarms
                      (:mod:`.etcd_housekeeping`)
 * one per component: ``nginx`` (:mod:`daprdockr.proxy`), ``dns`` (the responder and its
-  worker processes), ``api`` (:mod:`.api`), and under systemd ``watchdog`` (:mod:`.watchdog`)
+  worker processes), ``dashboard`` (the dashboard's model and stream, :mod:`.dashboard_feed`) and
+  ``api`` (:mod:`.api`), and under systemd ``watchdog`` (:mod:`.watchdog`)
 
 Under systemd (``NOTIFY_SOCKET``, :mod:`daprdockr.adapters.sdnotify`) the agent says what it does
 (``STATUS=joining: ...``), ``READY=1`` once :meth:`Agent.start` returned (registered in etcd, DNS
@@ -58,6 +59,7 @@ from daprdockr.agent.api import AgentApi
 from daprdockr.agent.changes import Changes, Topic
 from daprdockr.agent.components import Component, Dns, Serving
 from daprdockr.agent.config import AgentConfig
+from daprdockr.agent.dashboard_feed import DashboardFeed
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.agent.fanout import RoutingFanout
 from daprdockr.agent.heartbeat import Heartbeat
@@ -168,6 +170,8 @@ class Agent:
                                            lease=lambda: self.heartbeat.lease, nodes=lambda: self.mirror.state().nodes,
                                            interval=config.compact_interval,
                                            quota=config.etcd_quota_bytes)
+        # the dashboard's model and stream (a component only when the API serves it)
+        self.dashboard = DashboardFeed(state=self.mirror.state, changes=self.changes, node_id=config.node_id)
         self.tasks = TaskStatus()
         self.nginx: NginxManager | None = None
         self.dns: Dns | None = None
@@ -193,9 +197,10 @@ class Agent:
             self.components.append(self.dns)
         if cfg.api_listen is not None:
             token = api_token(cfg.state_dir, cfg.api_token_file)
+            self.components.append(self.dashboard)
             self.api = AgentApi(view=AgentStatus(self), logs=self.runtime, listen=cfg.api_listen,
                                 max_log_streams=cfg.max_log_streams, token=token,
-                                routes=operator_routes(self, token=token))
+                                routes=operator_routes(self, token=token), dashboard=self.dashboard)
             self.components.append(self.api)
         if self.notifier.enabled:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))

@@ -3,7 +3,8 @@
 The API and the metrics writer never see the :class:`~daprdockr.agent.main.Agent` itself (no
 import cycle, no reaching into its parts): they get an :class:`AgentView`, whose methods return
 frozen snapshots (implemented by :class:`~daprdockr.agent.main.AgentStatus`), and a
-:class:`LogSource` for container logs (implemented by the Docker runtime).
+:class:`LogSource` for container logs (implemented by the Docker runtime), and a
+:class:`DashboardSource` for the dashboard (implemented by its feed).
 """
 
 from __future__ import annotations
@@ -103,3 +104,21 @@ class LogSource(Protocol):
     async def find_instance(self, *, service: ServiceName, number: int) -> ContainerInfo | None: ...
 
     def logs(self, container_id: str, *, tail: int = 100, follow: bool = False) -> AsyncIterator[str]: ...
+
+
+class DashboardStream(Protocol):
+    """One client's dashboard stream (:class:`~daprdockr.agent.dashboard_feed.Subscriber`)."""
+
+    async def next(self, *, idle: float) -> list[bytes] | None: ...  # [] after idle seconds; None: ended
+
+
+class DashboardSource(Protocol):
+    """The dashboard's model and its stream (:class:`~daprdockr.agent.dashboard_feed.DashboardFeed`)."""
+
+    def snapshot(self) -> bytes: ...  # the model as JSON
+
+    def subscribe(self, *, last_event_id: str = "") -> DashboardStream: ...  # starts with a snapshot or a replay
+
+    def unsubscribe(self, sub: DashboardStream) -> None: ...
+
+    def close_streams(self) -> None: ...

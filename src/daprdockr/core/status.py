@@ -11,7 +11,7 @@ from typing import Any
 
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
-from daprdockr.core.records import InstanceRecord
+from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.state import ClusterState
 
 
@@ -52,34 +52,42 @@ def instance_rows(
     ]
 
 
+def service_names(state: ClusterState) -> list[ServiceName]:
+    """Every service a view shows (specs, invalid specs and orphans: instances of deleted services), sorted."""
+    return sorted(set(state.services) | set(state.invalid_services) | set(state.index.by_service), key=str)
+
+
+def has_service_row(state: ClusterState, name: ServiceName) -> bool:
+    """Whether ``name`` is one of :func:`service_names` (a look, not a scan)."""
+    return name in state.services or name in state.invalid_services or name in state.index.by_service
+
+
+def service_row(state: ClusterState, name: ServiceName) -> dict[str, Any]:
+    """Desired vs running for one service (see :func:`service_rows`); costs its own instances."""
+    spec = state.services.get(name)
+    recs = state.index.of_service(name).values()
+    problem = state.invalid_services.get(name, "")
+    return {
+        "service": str(name),
+        "image": spec.image if spec else "",
+        "desired": spec.instances if spec else 0,
+        "running": sum(1 for r in recs if r.state == "running"),
+        "failed": sum(1 for r in recs if r.state == "failed"),
+        "paused": sum(1 for r in recs if r.state == "paused"),
+        "http_host": (spec.http_host or "") if spec else "",
+        "deleted": spec is None and not problem,
+        "status": "invalid" if problem else ("deleted" if spec is None else "ok"),
+        "invalid": problem,
+    }
+
+
 def service_rows(state: ClusterState) -> list[dict[str, Any]]:
     """Desired vs running for every service (and orphans: instances of deleted services).
 
     ``status`` is ``ok``, ``deleted`` (instances left of a deleted service) or ``invalid`` (the
     stored spec is malformed: the service is frozen as it is; ``invalid`` says why).
     """
-    names = sorted(
-        set(state.services) | set(state.invalid_services) | set(state.index.by_service), key=str)
-    rows = []
-    for name in names:
-        spec = state.services.get(name)
-        recs = state.instances_of(name)
-        problem = state.invalid_services.get(name, "")
-        rows.append(
-            {
-                "service": str(name),
-                "image": spec.image if spec else "",
-                "desired": spec.instances if spec else 0,
-                "running": sum(1 for r in recs if r.state == "running"),
-                "failed": sum(1 for r in recs if r.state == "failed"),
-                "paused": sum(1 for r in recs if r.state == "paused"),
-                "http_host": (spec.http_host or "") if spec else "",
-                "deleted": spec is None and not problem,
-                "status": "invalid" if problem else ("deleted" if spec is None else "ok"),
-                "invalid": problem,
-            }
-        )
-    return rows
+    return [service_row(state, name) for name in service_names(state)]
 
 
 def node_state(state: ClusterState, node_id: str, held: int) -> str:
@@ -89,21 +97,24 @@ def node_state(state: ClusterState, node_id: str, held: int) -> str:
     return "draining" if held else "drained"
 
 
+def node_row(state: ClusterState, node: NodeRecord) -> dict[str, Any]:
+    """What every view shows of one node (``nodes`` adds its age, the dashboard its lease)."""
+    held = state.held_by(node.node_id)
+    return {
+        "node": node.node_id,
+        "state": node_state(state, node.node_id, held),
+        "address": node.address,
+        "instances": held,
+        "dns": node.dns,
+        "http": node.http,
+        "api": node.api,
+        "runtime": node.runtime,  # "hollow": a test node, its containers in its agent's memory
+    }
+
+
 def node_rows(state: ClusterState, *, now: float) -> list[dict[str, Any]]:
-    counts = {node: len(held) for node, held in state.index.by_node.items()}
     return [
-        {
-            "node": n.node_id,
-            "state": node_state(state, n.node_id, counts.get(n.node_id, 0)),
-            "address": n.address,
-            "instances": counts.get(n.node_id, 0),
-            "capacity": n.capacity or "unlimited",
-            "up": _age(n.started_at, now),
-            "dns": n.dns,
-            "http": n.http,
-            "api": n.api,
-            "runtime": n.runtime,  # "hollow": a test node, its containers in its agent's memory
-        }
+        {**node_row(state, n), "capacity": n.capacity or "unlimited", "up": _age(n.started_at, now)}
         for n in sorted(state.nodes.values(), key=lambda n: n.node_id)
     ]
 
@@ -171,6 +182,18 @@ def progress(state: ClusterState, spec: ServiceSpec) -> Progress:
     )
 
 
+def rollout_phase(state: ClusterState, name: ServiceName, p: Progress | None = None) -> str:
+    """The rollout's state as views show it: ``""`` (none), ``rolling``, ``complete`` (rolling,
+    and every instance updated and healthy), ``paused`` or ``rolled-back``."""
+    rollout = state.rollouts.get(name)
+    if rollout is None:
+        return ""
+    spec = state.services.get(name)
+    if rollout.state == "rolling" and spec is not None and (p or progress(state, spec)).done:
+        return "complete"
+    return rollout.state
+
+
 def rollout_row(state: ClusterState, name: ServiceName) -> dict[str, Any]:
     """``svc status``: the service's rollout and where its instances stand."""
     spec = state.services.get(name)
@@ -179,13 +202,7 @@ def rollout_row(state: ClusterState, name: ServiceName) -> dict[str, Any]:
             return {"service": str(name), "status": "invalid", "reason": state.invalid_services[name]}
         return {"service": str(name), "status": "absent"}
     p = progress(state, spec)
-    rollout = state.rollouts.get(name)
-    if rollout is None:
-        phase = "-"
-    elif rollout.state == "rolling" and p.done:
-        phase = "complete"
-    else:
-        phase = rollout.state
+    phase = rollout_phase(state, name, p) or "-"
     return {
         "service": str(name), "image": spec.image, "desired": p.desired, "updated": p.running,
         "healthy": p.healthy, "outdated": p.outdated, "failed": list(p.failed), "replacing": list(p.replacing),
