@@ -21,9 +21,14 @@ export function rolloutText(r) {
 }
 
 function cellTexts(s) {
-  const status = s.status === 'invalid' && s.invalid
+  let status = s.status === 'invalid' && s.invalid
     ? `${label(statusSymbol('invalid'), 'invalid')}: ${s.invalid}`
     : label(statusSymbol(s.status), s.status);
+  if (s.status === 'ok') {
+    if (s.failed > 0) status += ` · ✗ ${s.failed} failed`;
+    else if (s.running < s.desired) status += ` · ⚠ ${s.desired - s.running} not running`;
+    else if (s.healthy < s.running) status += ` · ⚠ ${s.running - s.healthy} not healthy`;
+  }
   const version = s.version ? ` (version ${s.version})` : '';
   return {
     status,

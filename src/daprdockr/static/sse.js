@@ -2,21 +2,28 @@
 // parses `event`, `id`, `data`, `retry` and comments, reconnects by itself with Last-Event-ID
 // after an error or the end of the stream (retry, backing off to 5 s).
 
-/** Incremental SSE parser: feed() text chunks, it calls onEvent({event, id, data}) per message. */
+/**
+ * Incremental SSE parser: feed() text chunks, it calls onEvent({event, id, data}) per message.
+ * As in the HTML spec, `id` persists until changed and counts only once its block ends (a blank
+ * line); a block with an id and no data calls onId(id) alone. A cut-off block is never counted.
+ */
 export class SseParser {
-  constructor({onEvent, onRetry, onComment}) {
+  constructor({onEvent, onRetry, onComment, onId}) {
     this.onEvent = onEvent;
+    this.onId = onId || (() => {});
+    this.idBuffer = null;   // the id field's value, persisting across messages
+    this.lastId = null;     // committed at the end of a block
     this.onRetry = onRetry || (() => {});
     this.onComment = onComment || (() => {});
     this.pending = [];      // pieces of the unfinished line (a 1.5 MB snapshot arrives in many chunks)
     this.skipLF = false;    // the previous chunk ended in \r: a leading \n belongs to it
+    this.seen = false;      // a line arrived: the server speaks SSE
     this.reset();
   }
 
   reset() {
     this.event = '';
     this.data = [];
-    this.id = null;
   }
 
   feed(chunk) {
@@ -47,9 +54,14 @@ export class SseParser {
   }
 
   line(line) {
+    this.seen = true;
     if (line === '') {
+      const idChanged = this.idBuffer !== this.lastId;
+      this.lastId = this.idBuffer;
       if (this.data.length) {
-        this.onEvent({event: this.event || 'message', id: this.id, data: this.data.join('\n')});
+        this.onEvent({event: this.event || 'message', id: this.lastId, data: this.data.join('\n')});
+      } else if (idChanged) {
+        this.onId(this.lastId);
       }
       this.reset();
       return;
@@ -64,7 +76,7 @@ export class SseParser {
     if (value.charCodeAt(0) === 32) value = value.slice(1);
     if (field === 'data') this.data.push(value);
     else if (field === 'event') this.event = value;
-    else if (field === 'id') { if (!value.includes('\0')) this.id = value; }
+    else if (field === 'id') { if (!value.includes('\0')) this.idBuffer = value; }
     else if (field === 'retry') { if (/^\d+$/.test(value)) this.onRetry(Number(value)); }
   }
 }
@@ -119,7 +131,7 @@ export class EventStream {
     let detail = 'stream ended';
     try {
       const headers = {Accept: 'text/event-stream', ...this.headers()};
-      if (this.lastEventId !== null) headers['Last-Event-ID'] = this.lastEventId;
+      if (this.lastEventId) headers['Last-Event-ID'] = this.lastEventId;
       this.onState('connecting', '');
       touch();
       const resp = await fetch(this.url, {headers, cache: 'no-store', signal: controller.signal});
@@ -134,15 +146,20 @@ export class EventStream {
             this.delay = this.retry;
             this.onMessage(msg);
           },
+          onId: (id) => { this.lastEventId = id; },
           onRetry: (ms) => { this.retry = ms; this.delay = ms; },
         });
-        this.onState('live', '');
         const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+        let live = false;
         for (;;) {
           const {value, done} = await reader.read();
           if (done) break;
           touch();
           parser.feed(value);
+          if (!live && parser.seen) {
+            live = true;
+            this.onState('live', '');
+          }
         }
       }
     } catch (err) {
