@@ -182,6 +182,9 @@ async def test_beyond_loopback_the_data_needs_the_token_and_the_page_does_not(
             async with http.get(url + path) as resp:
                 assert resp.status == 200 and resp.content_type == "text/html", path
                 assert all(resp.headers[k] == v for k, v in SECURITY_HEADERS.items())
+        async with http.get(f"{url}/static/app.js") as resp:  # (a module refused under nosniff otherwise)
+            assert resp.status == 200 and resp.content_type in ("text/javascript", "application/javascript")
+            assert resp.headers["Cache-Control"] == "no-cache"
 
 
 async def test_shutdown_ends_open_streams_quickly(api: tuple[AgentApi, Cluster, str]) -> None:
