@@ -70,6 +70,14 @@ async def test_merged_log_of_every_instance_follows_new_lines(
                 mine = [line for line in lines if line.startswith(f"[{n}] ")]
                 assert len(mine) == 2 and all(re.fullmatch(rf"\[{n}\] line-{n}-\d+", m) for m in mine), text
 
+            # ?instance=N: one instance's log, from whichever node runs it (here one on the other node)
+            remote = next(r.number for r in state.instances_of(WEB) if r.node != "ml1")
+            async with http.get(f"http://{a1[0]}:{a1[1]}/v1/logs/myapp/web",
+                                params={"tail": "2", "instance": str(remote)}) as resp:
+                assert resp.status == 200
+                one = (await resp.text()).splitlines()
+            assert len(one) == 2 and all(line.startswith(f"[{remote}] line-{remote}-") for line in one), one
+
             # following: new lines of every instance arrive, numbered as they go
             seen: dict[int, list[int]] = {1: [], 2: [], 3: []}
             async with http.get(f"http://{a1[0]}:{a1[1]}/v1/logs/myapp/web",

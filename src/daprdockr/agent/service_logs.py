@@ -58,6 +58,7 @@ class Request:
     service: ServiceName
     tail: int
     follow: bool
+    number: int | None = None  # ``?instance=N``: only that instance (one log from whichever node runs it)
 
 
 class MergedStream:
@@ -105,7 +106,8 @@ class MergedStream:
     def scan(self, state: ClusterState) -> str:
         """Start a stream for each instance not streamed yet, or whose node or container changed
         since its stream ended (following); returns a note when instances were left out."""
-        records = state.instances_of(self.request.service)
+        records = [r for r in state.instances_of(self.request.service)
+                   if self.request.number is None or r.number == self.request.number]
         for rec in records[:MAX_INSTANCES]:
             source = (rec.node, rec.container_id)
             task = self.tasks.get(rec.number)
@@ -155,6 +157,7 @@ class ServiceLogs:
         try:
             name = ServiceName.parse(f"{request.match_info['service']}.{request.match_info['group']}")
             tail = max(0, min(100_000, int(request.query.get("tail", "100"))))
+            number = int(request.query["instance"]) if "instance" in request.query else None
         except (ValidationError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         state = self.state()
@@ -166,7 +169,7 @@ class ServiceLogs:
         follow = request.query.get("follow", "0") in ("1", "true")
         self.streams += 1
         stream = MergedStream(node_id=self.node_id, logs=self.logs, peers=self.peers,
-                              request=Request(service=name, tail=tail, follow=follow))
+                              request=Request(service=name, tail=tail, follow=follow, number=number))
         try:
             resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
             await resp.prepare(request)

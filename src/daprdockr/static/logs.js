@@ -120,8 +120,8 @@ export class LogsView {
         const text = await resp.text();
         if (this.controller !== controller) return;
         const follow = this.follow.checked ? 1 : 0;
-        this.note = ` (${errorText(text)}: its lines from the merged log)`;
-        this.read(`${base}?tail=${tail}&follow=${follow}`, '', `[${this.number}] `, base, tail);
+        this.note = ` (${errorText(text)}: fetched through this agent)`;
+        this.read(`${base}?instance=${this.number}&tail=${tail}&follow=${follow}`, '', `[${this.number}] `, base, tail);
         return;
       }
       if (!resp.ok || !resp.body) {
