@@ -196,3 +196,13 @@ def test_cert_ls_as_a_real_process(tmp_path: Path, etcd_endpoints: str, prefix: 
     assert run("set", "a.example.com", "--cert", c, "--key", k).returncode == 0
     out = run("ls", "--json")
     assert out.returncode == 0 and [row["host"] for row in json.loads(out.stdout)] == ["a.example.com"]
+
+
+def test_help_has_examples() -> None:
+    from typer.testing import CliRunner
+
+    from daprdockr.cli.main import app
+
+    for command in ("set", "ls", "get", "del"):
+        r = CliRunner().invoke(app, ["cert", command, "--help"])
+        assert r.exit_code == 0 and "Example: daprdockr cert " + command in r.output, r.output

@@ -130,7 +130,7 @@ def cert_ls(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     async def read(store: EtcdStore) -> list[dict[str, Any]]:
         tls = TlsStore(store=store)
-        state, _ = await tls.read()
+        state, _ = await tls.read_certs()
         return ls_rows(state, prefix=tls.schema.certs_prefix, now=time.time())
 
     rows = with_store(ctx, read)
