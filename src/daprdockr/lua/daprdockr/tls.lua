@@ -7,7 +7,9 @@
 -- as the wildcard one label up; no SNI or no match keeps the server's static ssl_certificate (the
 -- node's default self-signed one).  Parsed certificates and keys are cdata, which cannot go in a
 -- shared dict: each worker keeps them in an LRU cache keyed by host and checked against the PEM
--- it was parsed from, so a rotation is seen at the next handshake.
+-- it was parsed from.  dd_certs["\0version"] counts the changes: a worker also remembers, per
+-- SNI name, what it chose at which version, so a handshake costs one number read from the dict
+-- until the certificates change (and a rotation is seen at the next handshake).
 --
 -- dd_acme[token] = key authorization: GET /.well-known/acme-challenge/<token> on the HTTP
 -- listener answers it (before any redirect); an unknown token goes on to the service's routing.
@@ -29,7 +31,9 @@ local acme = ngx.shared.dd_acme
 local stats = ngx.shared.dd_stats
 
 local CHALLENGE_PREFIX = #"/.well-known/acme-challenge/"
-local cache = assert(lrucache.new(2000))  -- per worker: host -> {raw, cert, key}
+local VERSION = "\0version"
+local cache = assert(lrucache.new(2000))   -- per worker: host -> {raw, cert, key}
+local chosen = assert(lrucache.new(4000))  -- per worker: SNI name -> {version, parsed or false}
 
 local _M = {}
 
@@ -72,10 +76,19 @@ end
 -- ssl_certificate_by_lua: the certificate for this handshake's SNI.
 function _M.cert()
     stats:incr("handshakes", 1, 0)
-    local host, raw = lookup(ssl.server_name())
-    if not host then return end  -- the node's default certificate
-    local c = parsed(host, raw)
-    if not c then return end
+    local name = ssl.server_name()
+    if not name then return end  -- the node's default certificate
+    local version = certs:get(VERSION) or 0
+    local hit = chosen:get(name)
+    local c
+    if hit and hit.version == version then
+        c = hit.c
+    else
+        local host, raw = lookup(name)
+        c = host and parsed(host, raw) or false
+        chosen:set(name, {version = version, c = c})
+    end
+    if not c then return end  -- no certificate for this name: the default one
     local ok, err = ssl.clear_certs()
     if ok then ok, err = ssl.set_cert(c.cert) end
     if ok then ok, err = ssl.set_priv_key(c.key) end
@@ -150,9 +163,10 @@ local function certs_post(body)
     end
     if full then  -- every named host is in place; now drop the others
         for _, key in ipairs(certs:get_keys(0)) do
-            if not named[key] then certs:delete(key) end
+            if not named[key] and key ~= VERSION then certs:delete(key) end
         end
     end
+    certs:incr(VERSION, 1, 0)
     stats:incr("cert_updates", 1, 0)
     return ngx.HTTP_OK, "ok " .. applied .. "\n" .. table.concat(out, "\n")
 end
@@ -198,8 +212,10 @@ local function control(dict, post)
         return
     end
     for _, key in ipairs(dict:get_keys(0)) do
-        local value = dict:get(key)
-        ngx.say(key, " ", value and #value or 0)
+        if key:sub(1, 1) ~= "\0" then
+            local value = dict:get(key)
+            ngx.say(key, " ", value and #value or 0)
+        end
     end
 end
 
