@@ -75,6 +75,7 @@ class Tls:
     backends: list[Backend]
     ca: ScratchCA
     ca_file: Path
+    task: asyncio.Task[None]  # the manager's loop
 
     @property
     def http(self) -> int:
@@ -115,7 +116,7 @@ async def tls_manager(tmp_path: Path, *, edge: str = EDGE) -> AsyncIterator[Tls]
         await m.start()
         task = asyncio.create_task(m.run())
         try:
-            yield Tls(manager=m, backends=backends, ca=ca, ca_file=ca.write(tmp_path / "ca.pem"))
+            yield Tls(manager=m, backends=backends, ca=ca, ca_file=ca.write(tmp_path / "ca.pem"), task=task)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -283,3 +284,37 @@ async def test_rotation_under_wrk_loses_nothing_and_is_seen_within_a_second(tmp_
             assert requests and int(requests.group(1)) > 100, out
         assert tls.manager.pid == pid and sorted(nginx_group_members(pid)) == workers, "nginx was reloaded"
         assert max(seen_after) < 1.0
+
+
+async def test_an_adopted_nginx_keeps_serving_its_certificates_until_the_new_agent_posts_its_own(
+    tmp_path: Path
+) -> None:
+    from tests.test_proxy_adoption import abandon
+
+    async with tls_manager(tmp_path) as tls:
+        old, new = tls.ca.leaf("web.example.com"), tls.ca.leaf("web.example.com")
+        await settle(tls.manager, tls.state())
+        await tls.certs({"web.example.com": old, "gone.example.com": tls.ca.leaf("gone.example.com")})
+        first = tls.manager
+        master = first.pid
+        await abandon(first, tls.task)
+        first.leave_running = True  # (this agent is dead: its stop, at the end, touches nothing)
+        assert first.https_listen is not None
+        second = NginxManager(state_dir=first.state_dir, listen=first.listen, binary=first.binary,
+                              https_listen=first.https_listen, node="n1")
+        await second.start()
+        task = asyncio.create_task(second.run())
+        try:
+            assert second.adopted and second.pid == master  # (same config: the default certificate was kept)
+            assert (await served_cert(EDGE, tls.https, "web.example.com"))[0] == old.serial_hex
+            second.set_tls(certs={"web.example.com": new.pem}, challenges={})
+            for _ in range(200):
+                if not second.tls.pending:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await served_cert(EDGE, tls.https, "web.example.com"))[0] == new.serial_hex
+            assert "default certificate" in (await served_cert(EDGE, tls.https, "gone.example.com"))[1]  # full load
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await second.stop()
