@@ -29,6 +29,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 # nginx's Lua module (routes change without reloads); it brings lua-resty-core and LuaJIT
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+# the HTTPS tests' TLS clients (curl --http2, openssl s_client)
+for bin in curl openssl; do command -v "$bin" >/dev/null 2>&1 || need+=("$bin"); done
 # shellcheck disable=SC2206
 [ -z "${DAPRDOCKR_SETUP_ALSO:-}" ] || need+=(${DAPRDOCKR_SETUP_ALSO})
 
