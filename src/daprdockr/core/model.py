@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from daprdockr.core.containerspec import FIELDS as CONTAINER_FIELDS
 from daprdockr.core.containerspec import ContainerOptions
+from daprdockr.core.httpspolicy import HttpsPolicy
 from daprdockr.core.jsondata import MAX_RECORD_BYTES, check_count, dumps, reject_unknown, require_mapping
 from daprdockr.core.lifecycle import HealthCheck, UpdatePolicy, parse_duration, parse_stop_signal
 from daprdockr.core.names import (
@@ -119,6 +120,7 @@ class ServiceSpec:
     stop_timeout: float | None = None  # None: the agent's --stop-timeout
     container: ContainerOptions = field(default_factory=ContainerOptions)  # user, limits, volumes, ...
     proxy: ProxyPolicy = field(default_factory=ProxyPolicy)  # nginx's balancer and timeouts for http_host
+    https: HttpsPolicy = field(default_factory=HttpsPolicy)  # http_host over HTTP, HTTPS or both; HSTS
     pause_limit: float = 0.0  # a container paused this long is replaced (0: never)
     rebalance: bool = True  # instances move to even out the nodes (core/planning/rebalance.py)
     # derived once per spec (linear time), never part of equality
@@ -127,7 +129,7 @@ class ServiceSpec:
 
     FIELDS = frozenset(
         {"name", "image", "instances", "cmd", "http_host", "http_port", "env", "ports", "labels", "health", "update",
-         "stop_signal", "stop_timeout", "proxy", "pause_limit", "rebalance"}
+         "stop_signal", "stop_timeout", "proxy", "https", "hsts", "pause_limit", "rebalance"}
     ) | CONTAINER_FIELDS
 
     @classmethod
@@ -194,10 +196,13 @@ class ServiceSpec:
                 d["stop_timeout"], field="stop_timeout", maximum=3600),
             container=ContainerOptions.parse(d),
             proxy=ProxyPolicy.parse(d.get("proxy")),
+            https=HttpsPolicy.parse(d.get("https"), d.get("hsts")),
             pause_limit=0.0 if d.get("pause_limit") is None else parse_duration(
                 d["pause_limit"], field="pause_limit", maximum=30 * 86_400),
             rebalance=_parse_bool(d.get("rebalance", True), field="rebalance"),
         )
+        if spec.https.serves_https and spec.http_host is None:
+            raise ValidationError("needs http_host (the name served over HTTPS)", field="https")
         if spec.container.network != "bridge" and spec.container_ports():
             raise ValidationError(f"ports are not published in network mode {spec.container.network}; "
                                   "drop http_port and ports", field="network")
@@ -250,6 +255,7 @@ class ServiceSpec:
         out.update(self.container.to_dict())
         if self.proxy != ProxyPolicy():  # only when set: older agents read the spec unchanged
             out["proxy"] = self.proxy.to_dict()
+        out.update(self.https.to_dict())  # (only when set, as proxy)
         if self.pause_limit:
             out["pause_limit"] = f"{self.pause_limit:g}s"
         if not self.rebalance:

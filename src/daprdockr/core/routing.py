@@ -138,7 +138,7 @@ class RoutingCache:
                 continue
             winner = min(claims, key=str)
             spec = state.services.get(winner)
-            options = spec.proxy.route_options() if spec is not None else ()
+            options = spec.proxy.route_options() + spec.https.route_options() if spec is not None else ()
             table[host] = options + _service_peers(state, winner, self._routes[winner][1])
         self._table = table
         return table

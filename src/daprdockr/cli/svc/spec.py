@@ -82,6 +82,11 @@ def svc_set(
     proxy_connect_timeout: Annotated[str | None, typer.Option(help="nginx's connect timeout per try [5s].")] = None,
     proxy_read_timeout: Annotated[str | None, typer.Option(
         help="nginx's wait for a response per try [60s]; a GET that times out is retried elsewhere.")] = None,
+    https: Annotated[str | None, typer.Option(
+        help="off (default: HTTP only), on (HTTP and HTTPS), redirect (HTTP answers 308 to HTTPS) or only "
+             "(HTTPS only) for --http-host.")] = None,
+    hsts: Annotated[int | None, typer.Option(
+        help="Strict-Transport-Security max-age (seconds) on HTTPS answers; 0: none [0].")] = None,
     pause_limit: Annotated[str | None, typer.Option(
         help="Replace a container paused this long (default: never).")] = None,
     rebalance: Annotated[bool | None, typer.Option(
@@ -103,6 +108,8 @@ def svc_set(
       daprdockr svc set -f web.yaml --wait
 
       daprdockr svc set web.myapp --health-http /healthz --health-port 80 --update-parallel 2 --wait
+
+      daprdockr svc set web.myapp --https redirect --hsts 31536000
     """
     try:
         if cmd and cmd_json:
@@ -125,7 +132,8 @@ def svc_set(
             "update": update_flags(parallel=update_parallel, order=update_order, min_healthy=update_min_healthy,
                                    deadline=update_deadline, on_failure=update_on_failure),
             "stop_signal": stop_signal, "stop_timeout": stop_timeout, "pause_limit": pause_limit,
-            "rebalance": rebalance,
+            "rebalance": rebalance, "https": https,
+            "hsts": 0 if hsts is None and https == "off" else hsts,  # (off drops the HSTS header too)
             "proxy": {k: v for k, v in (("balancer", proxy_balancer), ("connect_timeout", proxy_connect_timeout),
                                         ("read_timeout", proxy_read_timeout)) if v is not None} or None,
             "user": user, "workdir": workdir, "entrypoint": list(entrypoint) if entrypoint else None,
