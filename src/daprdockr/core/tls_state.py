@@ -29,12 +29,12 @@ class TlsState:
     """The TLS keys at ``revision``: certificates by host, HTTP-01 answers by token, order locks
     (host -> node), orders by host, the ACME account, and malformed keys with their reason."""
 
-    certs: Mapping[str, CertRecord] = field(default=_EMPTY)
-    challenges: Mapping[str, str] = field(default=_EMPTY)  # token -> authorization
-    locks: Mapping[str, str] = field(default=_EMPTY)  # host -> node
-    orders: Mapping[str, AcmeOrder] = field(default=_EMPTY)
+    certs: Mapping[str, CertRecord] = field(default_factory=lambda: _EMPTY)
+    challenges: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # token -> authorization
+    locks: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # host -> node
+    orders: Mapping[str, AcmeOrder] = field(default_factory=lambda: _EMPTY)
     account: AcmeAccount | None = None
-    bad: Mapping[str, str] = field(default=_EMPTY)  # key -> reason
+    bad: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # key -> reason
     revision: int = 0
 
 
