@@ -10,7 +10,6 @@ from daprdockr.core.acme_plan import (
     Need,
     OrderStatus,
     after_failure,
-    covering,
     due,
     needs,
     renew_at,
@@ -49,19 +48,6 @@ def test_wanted_hosts(services: list[tuple[str | None, bool]], wanted: set[str])
 ])
 def test_renewal_starts_at_two_thirds_of_the_lifetime(not_before: float, not_after: float, at: float) -> None:
     assert renew_at(not_before=not_before, not_after=not_after) == pytest.approx(at)
-
-
-@pytest.mark.parametrize(("certs", "host", "name"), [
-    ({}, "a.example.com", None),
-    ({"a.example.com"}, "a.example.com", "a.example.com"),
-    ({"*.example.com"}, "a.example.com", "*.example.com"),
-    ({"*.example.com", "a.example.com"}, "a.example.com", "a.example.com"),  # exact first
-    ({"*.example.com"}, "example.com", None),  # a wildcard does not cover its parent
-    ({"*.example.com"}, "a.b.example.com", None),  # nor two labels down
-    ({"*.com"}, "com", None),
-])
-def test_covering(certs: set[str], host: str, name: str | None) -> None:
-    assert covering(certs, host) == name
 
 
 NOW = 100 * DAY

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from daprdockr.core.backoff import Backoff
+from daprdockr.core.tls import lookup
 
 Reason = Literal["missing", "renew"]
 RENEW_AT = 2 / 3  # of the lifetime
@@ -58,20 +59,11 @@ def renew_at(*, not_before: float, not_after: float) -> float:
     return not_before + (not_after - not_before) * RENEW_AT
 
 
-def covering(certs: Collection[str], host: str) -> str | None:
-    """The stored name whose certificate serves ``host``: the exact name, else ``*.`` + its parent."""
-    if host in certs:
-        return host
-    _, dot, parent = host.partition(".")
-    wildcard = f"*.{parent}"
-    return wildcard if dot and parent and wildcard in certs else None
-
-
 def needs(*, wanted: Iterable[str], certs: Mapping[str, HeldCert], now: float) -> list[Need]:
     """The wanted hosts that need an order now, in name order."""
     out: list[Need] = []
     for host in sorted(wanted):
-        name = covering(certs, host)
+        name = lookup(certs, host)
         if name is None:
             out.append(Need(host=host, reason="missing"))
             continue
