@@ -60,29 +60,33 @@ class AcmeManager:
         self.ordering: set[str] = set()  # hosts this agent orders right now
         self.last_error = ""
         self._client: AcmeClient | None = None
-        self._wake = asyncio.Event()
+        self.wakeup = asyncio.Event()  # set on any etcd change: a pass at once if the HTTPS hosts changed
+        self._wanted: frozenset[str] = frozenset()  # the wanted hosts of the last pass
 
     async def start(self) -> None:
         pass  # (the CA may be unreachable: the passes retry, the agent starts anyway)
 
     async def run(self) -> None:
+        """A pass every ``interval``, and at once when the HTTPS hosts change."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.manage_once()
-            except DaprDockrError as exc:  # (etcd unavailable, the account: next pass)
+            except DaprDockrError as exc:  # (etcd unavailable, the CA unreachable: the next pass)
                 self.last_error = str(exc)
                 log.warning("ACME pass failed: %s", exc)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.interval):
-                    await self._wake.wait()
+            deadline = loop.time() + self.settings.interval
+            while loop.time() < deadline and self._wanted_now() == self._wanted:
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        await self.wakeup.wait()
 
     async def stop(self) -> None:
         pass
 
-    def wake(self) -> None:
-        """Look again now (the services changed)."""
-        self._wake.set()
+    def _wanted_now(self) -> frozenset[str]:
+        return wanted_hosts((s.http_host, s.https.serves_https) for s in self.services())
 
     # ------------------------------------------------------------------ one pass
     async def manage_once(self) -> list[str]:
@@ -92,7 +96,7 @@ class AcmeManager:
             return []
         state, _ = await self.tls.read()
         now = self.clock()
-        wanted = wanted_hosts((s.http_host, s.https.serves_https) for s in self.services())
+        wanted = self._wanted = self._wanted_now()
         certs = {h: HeldCert(source=r.source, not_before=r.info.not_before, not_after=r.info.not_after)
                  for h, r in state.certs.items()}
         orders = {h: OrderStatus(failures=o.failures, next_try=o.next_try) for h, o in state.orders.items()}

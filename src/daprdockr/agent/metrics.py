@@ -94,6 +94,13 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
         w.family("daprdockr_nginx_restarts_total", "counter", "nginx master restarts after a crash.",
                  [({}, nginx.restarts)])
         w.family("daprdockr_nginx_up", "gauge", "1 while the nginx master runs.", [({}, 1 if nginx.healthy else 0)])
+    acme = view.acme()
+    if acme is not None:
+        w.family("daprdockr_acme_orders_total", "counter",
+                 "ACME orders this agent finished, by result (issued, failed: backing off, see cert ls).",
+                 [({"result": k}, v) for k, v in sorted(acme.orders.items())])
+        w.family("daprdockr_acme_ordering", "gauge", "Hosts this agent orders a certificate for right now.",
+                 [({}, acme.ordering)])
     w.family("daprdockr_routing_revision_applied", "gauge",
              "etcd revision of the newest removal this node's nginx and DNS both applied (published for owners).",
              [({}, view.applied_revision())])
