@@ -11,6 +11,7 @@ resolver gives for the host.  Both are stopped when the context exits.
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -64,17 +65,24 @@ def make_listener_tls(dir: Path) -> tuple[Path, Path, Path]:
 
 
 class _Resolver(BaseResolver):  # type: ignore[misc]
-    """A records from ``names`` (lower-case, no trailing dot); AAAA and unknown names: no answer."""
+    """A records from ``names`` (lower-case, no trailing dot): one address, or a list answered in
+    turn (one per query: pebble's validations from several perspectives reach different nodes);
+    AAAA and unknown names: no answer."""
 
-    def __init__(self, names: dict[str, str]) -> None:
+    def __init__(self, names: dict[str, str | list[str]], answered: list[tuple[str, str]]) -> None:
         self.names = names
+        self.answered = answered
+        self.turn = itertools.count()
 
     def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
         reply = request.reply()
         qname = request.q.qname
         address = self.names.get(str(qname).rstrip(".").lower())
+        if isinstance(address, list):
+            address = address[next(self.turn) % len(address)] if address else None
         if address is not None and request.q.qtype == QTYPE.A:
-            reply.add_answer(RR(qname, QTYPE.A, rdata=A(address), ttl=1))
+            reply.add_answer(RR(qname, QTYPE.A, rdata=A(address), ttl=0))
+            self.answered.append((str(qname).rstrip(".").lower(), address))
         return reply
 
 
@@ -90,14 +98,13 @@ class Pebble:
     root_pem: str  # the root that issues the test certificates (new at every pebble start)
     http_port: int  # where pebble fetches /.well-known/acme-challenge/ (on the host's address)
     log: Path
-    dns: dict[str, str] = field(default_factory=dict)  # host -> address, read at every query
+    dns: dict[str, str | list[str]] = field(default_factory=dict)  # host -> address(es), read at every query
+    answered: list[tuple[str, str]] = field(default_factory=list)  # (host, address) of every A answer given
 
     def orders_issued(self) -> int:
         """How many certificates pebble issued (from its log)."""
         return self.log.read_text(errors="replace").count("Issued certificate serial")
 
-    def validations_of(self, host: str) -> int:
-        return self.log.read_text(errors="replace").count(f"Attempting to validate w/ HTTP: http://{host}:")
 
 
 @contextmanager
@@ -116,9 +123,10 @@ def pebble_server(dir: Path, *, http_port: int, validity: int | None = None,
         **({"certificateValidityPeriod": validity} if validity is not None else {}),
     }}
     (dir / "pebble-config.json").write_text(json.dumps(config))
-    names: dict[str, str] = {}
+    names: dict[str, str | list[str]] = {}
+    answered: list[tuple[str, str]] = []
     dns_port = free_port(udp=True)
-    resolver = DNSServer(_Resolver(names), address="127.0.0.1", port=dns_port, logger=_QuietLogger())
+    resolver = DNSServer(_Resolver(names, answered), address="127.0.0.1", port=dns_port, logger=_QuietLogger())
     resolver.start_thread()
     log = dir / "pebble.log"
     proc: subprocess.Popen[bytes] | None = None
@@ -135,7 +143,7 @@ def pebble_server(dir: Path, *, http_port: int, validity: int | None = None,
         with urllib.request.urlopen(f"https://127.0.0.1:{manage}/roots/0", context=context, timeout=10) as r:
             root = r.read().decode()
         yield Pebble(directory=f"https://127.0.0.1:{listen}/dir", ca_file=ca, root_pem=root, http_port=http_port,
-                     log=log, dns=names)
+                     log=log, dns=names, answered=answered)
     finally:
         if proc is not None and proc.poll() is None:
             terminate(proc, grace=5)
