@@ -28,12 +28,14 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.tls_store import TlsStore
@@ -61,6 +63,7 @@ class AcmeCluster:
     tls: TlsStore
     state_dir: Path
     https_port: int
+    api_port: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     async def cert(self) -> CertRecord | None:
@@ -95,6 +98,13 @@ class AcmeCluster:
         assert der is not None
         return format(x509.load_der_x509_certificate(der).serial_number, "x")
 
+    def acme_orders(self, node: str) -> dict[str, float]:
+        """``daprdockr_acme_orders_total`` by result, from the node's /metrics."""
+        with urllib.request.urlopen(f"http://{NODES[node]}:{self.api_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {s.labels["result"]: s.value for f in text_string_to_metric_families(text)
+                if f.name == "daprdockr_acme_orders" for s in f.samples if s.name.endswith("_total")}
+
     def nginx_workers(self, node: str) -> set[int]:
         master = int((self.state_dir / node / "nginx" / "nginx.pid").read_text())
         return set(map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split()))
@@ -115,6 +125,7 @@ async def acme_cluster(serving: str, *, store: EtcdStore, etcd: str, prefix: str
     state_dir.mkdir(mode=0o700)
     http_port = free_port(NODES["a1"])
     https_port = free_port(NODES["a1"])
+    api_port = free_port(NODES["a1"])
     tls = TlsStore(store=store)
     with pebble_server(tmp / "pebble", http_port=http_port, validity=validity) as pebble:
         if serving == "nginx":
@@ -123,7 +134,8 @@ async def acme_cluster(serving: str, *, store: EtcdStore, etcd: str, prefix: str
         else:
             pebble.dns[HOST] = "127.0.0.1"
             answers = etcd_answers(tls, listen=("127.0.0.1", http_port))
-        cluster = AcmeCluster(serving=serving, pebble=pebble, tls=tls, state_dir=state_dir, https_port=https_port)
+        cluster = AcmeCluster(serving=serving, pebble=pebble, tls=tls, state_dir=state_dir, https_port=https_port,
+                               api_port=api_port)
         async with answers:
             try:
                 for node, ip in NODES.items():
@@ -133,7 +145,7 @@ async def acme_cluster(serving: str, *, store: EtcdStore, etcd: str, prefix: str
                         etcd=etcd, prefix=prefix, node=node, ip=ip, state_dir=state_dir, ttl=2,
                         extra=("--runtime", "hollow", "--acme-directory", pebble.directory,
                                "--acme-email", "ops@example.com", "--acme-ca-file", str(pebble.ca_file),
-                               "--acme-interval", "1", *serve))
+                               "--acme-interval", "1", "--api-listen", f"{ip}:{api_port}", *serve))
                 await _registered(store, len(NODES), cluster)
                 await VersionStore(store).put_service(ServiceSpec.from_dict(
                     {"image": "busybox", "instances": 0, "http_host": HOST, "http_port": 80, "https": "on"},
@@ -191,6 +203,8 @@ async def test_one_order_for_the_cluster_served_by_every_agent(
         assert state.locks == {} and state.challenges == {}
         assert state.account is not None and state.account.uri
         assert sum(f"ACME certificate for {HOST} issued" in c.log(n) for n in NODES) == 1
+        metrics = [c.acme_orders(n) for n in NODES]
+        assert sum(m.get("issued", 0) for m in metrics) == 1 and sum(m.get("failed", 0) for m in metrics) == 0
         await _served_everywhere(c, rec, list(NODES))
         if serving == "nginx":  # pebble's validations reached every agent's nginx, not only the orderer's
             assert {a for h, a in c.pebble.answered if h == HOST} == set(NODES.values())
