@@ -104,8 +104,15 @@ class AcmeManager:
         if not todo:
             return []
         client = await self._account(state)
-        done = await asyncio.gather(*(self._order(need, client=client, lease=lease) for need in todo))
-        return [host for host in done if host]
+        done = await asyncio.gather(*(self._order(need, client=client, lease=lease) for need in todo),
+                                    return_exceptions=True)  # (one host's etcd trouble leaves the others running)
+        for need, result in zip(todo, done, strict=True):
+            if isinstance(result, DaprDockrError):
+                self.last_error = f"{need.host}: {result}"
+                log.warning("ACME order for %s not finished: %s", need.host, result)
+            elif isinstance(result, BaseException):
+                raise result
+        return [host for host in done if isinstance(host, str)]
 
     async def _account(self, state: TlsState) -> AcmeClient:
         """The client of the cluster's account (created and stored on first use)."""
