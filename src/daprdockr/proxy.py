@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
-import hashlib
 import logging
 import os
-import pwd
 import random
 import signal
 import time
@@ -49,6 +46,8 @@ import aiohttp
 
 from daprdockr.adapters.cut_connections import DeadHostCuts
 from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
+from daprdockr.adapters.nginx_setup import LUA_DIR, control_accepts, lua_modules, lua_version, worker_user
+from daprdockr.adapters.nginx_tls import TlsPush, ensure_default_cert
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.cancellation import within
@@ -61,9 +60,8 @@ from daprdockr.core.state import ClusterState
 from daprdockr.errors import DaprDockrError, ProxyError
 
 log = logging.getLogger(__name__)
+__all__ = ["LUA_DIR", "NginxManager", "NginxStats", "control_accepts", "lua_modules"]
 
-LUA_PACKAGE = "libnginx-mod-http-lua"
-LUA_DIR = str(Path(__file__).resolve().parent / "lua")
 MAX_UNIX_PATH = 107
 ROUTER = "nginx"  # its name to confirmed removal
 
@@ -76,48 +74,7 @@ class NginxStats:
     retries: int = 0  # from nginx: requests tried on another instance
     ejections: int = 0  # from nginx: instances skipped for a while after a refused/timed out try
     cut: int = 0  # connections to instances of gone hosts ended at once (ss -K)
-
-
-def worker_user() -> tuple[str, str] | None:
-    """The user and group nginx workers run as: unprivileged when the agent is root."""
-    if os.geteuid() != 0:
-        return None  # nginx cannot switch users; workers run as we do
-    for name in ("www-data", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return name, grp.getgrgid(entry.pw_gid).gr_name
-    return None
-
-
-def balancer_version() -> str:
-    """A hash of the balancer's Lua code: written into nginx.conf, so a running nginx is adopted
-    only by an agent with the same code."""
-    return hashlib.sha256((Path(LUA_DIR) / "daprdockr" / "balancer.lua").read_bytes()).hexdigest()[:16]
-
-
-def lua_modules(dirs: Sequence[str] = MODULE_DIRS) -> tuple[str, str]:
-    """Paths of the NDK and lua-nginx-module shared objects, or a one-line ProxyError."""
-    for d in dirs:
-        ndk, lua = Path(d) / "ndk_http_module.so", Path(d) / "ngx_http_lua_module.so"
-        if ndk.is_file() and lua.is_file():
-            return str(ndk), str(lua)
-    raise ProxyError(f"nginx's Lua module is missing (looked in {', '.join(dirs)}): install the Debian package "
-                     f"{LUA_PACKAGE}")
-
-
-async def control_accepts(path: str) -> bool:
-    """True once a connection to the unix socket ``path`` is accepted.  The socket file appears
-    at nginx's ``bind()``, a moment before its ``listen()``: a connection in between is refused."""
-    try:
-        _, writer = await asyncio.open_unix_connection(path)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    handshakes: int = 0  # from nginx: TLS handshakes that chose a certificate (resumed sessions do not)
 
 
 class NginxManager:
@@ -135,9 +92,14 @@ class NginxManager:
         acks: Acknowledgements | None = None,
         stats_every: float = 2.0,
         orphan_timeout: float = 60.0,
+        https_listen: tuple[str, int] | None = None,
+        node: str = "node",
     ) -> None:
         self.state_dir = Path(os.path.abspath(state_dir))
         self.listen = listen
+        self.https_listen = https_listen
+        self.node = node  # named in the default certificate
+        self.tls = TlsPush()  # the certificates and ACME answers nginx holds (adapters/nginx_tls.py)
         self.binary = binary
         self.policy = restart_policy or RestartPolicy()
         self.workers = workers
@@ -193,8 +155,10 @@ class NginxManager:
             raise ProxyError(f"state dir {self.state_dir}: the control socket path would be longer than "
                              f"{MAX_UNIX_PATH} characters; use a shorter --state-dir")
         self.paths = NginxPaths(root=str(self.state_dir), modules=lua_modules(self.module_dirs), lua=LUA_DIR)
+        if self.https_listen is not None:
+            ensure_default_cert(self.paths, node=self.node)
         text = render_nginx_conf(listen=self.listen, paths=self.paths, worker_user=worker_user(),
-                                 workers=self.workers, balancer=balancer_version())
+                                 workers=self.workers, balancer=lua_version(), https_listen=self.https_listen)
         if not await self._adopt(text):
             error = await self._test(text)
             if error:
@@ -231,6 +195,7 @@ class NginxManager:
             return False
         self._proc = AdoptedMaster(pgid)
         self._sent = None  # our whole table goes in at once
+        self.tls.reset()
         self.adopted = True
         beat(self._heartbeat)
         log.info("adopted nginx master %d serving on %s:%d (left running by a previous agent)", pgid, *self.listen)
@@ -265,6 +230,7 @@ class NginxManager:
         self.adopted = False
         self._restart = self.policy.on_start(self._restart, now=time.monotonic())
         self._sent = None
+        self.tls.reset()
         deadline = time.monotonic() + 5.0
         while not await control_accepts(self.paths.control):  # nginx listens before it serves
             if proc.returncode is None and time.monotonic() > deadline:
@@ -274,7 +240,8 @@ class NginxManager:
                 err = await proc.stderr.read() if proc.stderr else b""
                 raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
             await asyncio.sleep(0.02)
-        log.info("nginx master %d serving on %s:%d", proc.pid, *self.listen)
+        log.info("nginx master %d serving on %s:%d%s", proc.pid, *self.listen,
+                 f" and https {self.https_listen[0]}:{self.https_listen[1]}" if self.https_listen else "")
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds; with
@@ -336,6 +303,12 @@ class NginxManager:
             self._live_hosts = host_addresses(state)
         self._dirty.set()
 
+    def set_tls(self, *, certs: Mapping[str, str], challenges: Mapping[str, str]) -> None:
+        """What nginx should serve over HTTPS (host -> PEM: chain then key) and the ACME answers
+        (token -> key authorization); posted as changes by the loop."""
+        self.tls.want(certs=certs, challenges=challenges)
+        self._dirty.set()
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.paths.control),
@@ -343,7 +316,19 @@ class NginxManager:
         return self._session
 
     async def push_once(self) -> bool:
-        """Post what changed in the table (all of it after a start); True if nginx took it."""
+        """Post what changed in the table (all of it after a start), then in the certificates
+        and ACME answers; True if nginx took a table update."""
+        posted = await self._push_routes()
+        if self.tls.pending:
+            try:
+                await self.tls.push(self._client())
+            except ProxyError as exc:
+                self.stats.update_failures += 1
+                self.last_error = str(exc)
+                raise
+        return posted
+
+    async def _push_routes(self) -> bool:
         table, revision = self._want
         old = self._sent
         if old is not None and (old is table or old == table):
@@ -389,7 +374,7 @@ class NginxManager:
             text = await resp.text()
         for line in text.splitlines():
             key, _, value = line.partition(" ")
-            if key in ("retries", "ejections") and value.isdigit():
+            if key in ("retries", "ejections", "handshakes") and value.isdigit():
                 setattr(self.stats, key, int(value))
 
     # ------------------------------------------------------------------ the loop

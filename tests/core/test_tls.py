@@ -205,3 +205,15 @@ def test_record_from_dict_checks(change: dict[str, object], message: str | None)
     with pytest.raises(ValidationError) as err:
         CertRecord.from_dict(data, host="a.example.com")
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_traditional_openssl_key_formats_accepted(kind: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    pair = issue(["a.example.com"], ca=CA, key=new_key(kind))
+    traditional = pair.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                         serialization.NoEncryption()).decode()
+    assert traditional.startswith("-----BEGIN RSA PRIVATE KEY" if kind == "rsa" else "-----BEGIN EC PRIVATE KEY")
+    assert check_pair(host="a.example.com", cert_pem=pair.cert_pem, key_pem=traditional, now=NOW).names == (
+        "a.example.com",)

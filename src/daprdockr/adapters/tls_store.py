@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
+from daprdockr.adapters.etcd_reads import prefix_range
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.core.acme_records import AcmeAccount, AcmeChallenge, AcmeLock, AcmeOrder
 from daprdockr.core.jsondata import dumps
@@ -39,6 +40,13 @@ class TlsStore:
     async def read(self) -> tuple[TlsState, int]:
         """Every TLS key, read in pages at one revision, decoded; and that revision."""
         kvs, revision = await self.store.read_prefix(self.schema.root)
+        return decode_tls(self.schema, kvs, revision=revision), revision
+
+    async def read_certs(self) -> tuple[TlsState, int]:
+        """The certificates and ACME orders only (what ``cert ls`` shows), at one revision: an
+        operator's etcd role needs no access to the ACME account, locks or challenges."""
+        ranges = [prefix_range(self.schema.certs_prefix), prefix_range(self.schema.orders_prefix)]
+        kvs, revision = await self.store.read_ranges(sorted(ranges), what="read certificates")
         return decode_tls(self.schema, kvs, revision=revision), revision
 
     def watch(self, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:

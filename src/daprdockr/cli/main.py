@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from daprdockr.cli import agent, apply, cluster, node, svc, version  # noqa: F401  (registers the commands)
+from daprdockr.cli import agent, apply, cert, cluster, node, svc, version  # noqa: F401  (registers the commands)
 from daprdockr.cli.app import app
 from daprdockr.clikit.output import EXIT_INVALID, error_line
 from daprdockr.errors import ValidationError

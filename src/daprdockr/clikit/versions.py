@@ -17,6 +17,7 @@ from typing import Any
 
 import daprdockr
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.nginx_setup import LUA_DIR
 from daprdockr.adapters.version_probe import (
     PROBE_TIMEOUT,
     command_probe,
@@ -25,7 +26,6 @@ from daprdockr.adapters.version_probe import (
     etcd_server_probe,
 )
 from daprdockr.core.versions import ComponentVersion, Probe, first_found
-from daprdockr.proxy import LUA_DIR
 
 
 def own_version() -> ComponentVersion:

@@ -27,6 +27,13 @@ streamed (``proxy_max_temp_file_size 0``, ``proxy_request_buffering off``), so t
 unprivileged ``worker_user`` while every file stays in the agent's private 0700 state dir; bodies
 of any size pass (``client_max_body_size 0``: streamed, so no limit is needed to protect the disk).
 Every path written into the file is re-validated here.
+
+HTTPS (``https_listen``): a second server, ``ssl http2``, TLS 1.2 and 1.3 only, whose certificate
+is chosen per handshake by SNI (``ssl_certificate_by_lua``, ``lua/daprdockr/tls.lua``) from the
+``dd_certs`` shared dict the agent fills; its static ``ssl_certificate`` is the node's default
+self-signed one (nginx needs one, and it answers a name without a certificate).  The HTTP server
+answers ACME HTTP-01 challenges from ``dd_acme`` (before a service's redirect to HTTPS); the
+control socket has ``/certs`` and ``/acme`` beside ``/routes``.
 """
 
 from __future__ import annotations
@@ -79,6 +86,14 @@ class NginxPaths:
     def control(self) -> str:
         return f"{self.root}/control.sock"
 
+    @property
+    def default_cert(self) -> str:
+        return f"{self.root}/tls-default.pem"
+
+    @property
+    def default_key(self) -> str:
+        return f"{self.root}/tls-default.key"
+
 
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
@@ -90,11 +105,11 @@ def _user(user_and_group: tuple[str, str]) -> str:
     return " ".join(user_and_group)
 
 
-def _listen(listen: tuple[str, int]) -> str:
+def _listen(listen: tuple[str, int], *, field: str = "http_listen") -> str:
     host, port = listen
     ip = ipaddress.ip_address(host)
     if not 0 < port < 65536:
-        raise ValidationError(f"bad listen port {port}", field="http_listen")
+        raise ValidationError(f"bad listen port {port}", field=field)
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
@@ -122,7 +137,12 @@ http {{
     lua_shared_dict dd_eject 1m;
     lua_shared_dict dd_stats 1m;
     lua_shared_dict dd_peers 16m;
-    init_by_lua_block {{ require("daprdockr.balancer") }}
+    lua_shared_dict dd_certs 16m;
+    lua_shared_dict dd_acme 1m;
+    init_by_lua_block {{
+        require("daprdockr.balancer").configure({{ https_port = {https_port} }})
+        require("daprdockr.tls")
+    }}
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         '' '';
@@ -151,6 +171,12 @@ http {{
     server {{
         listen {listen} default_server;
         server_name _;
+        location ^~ /.well-known/acme-challenge/ {{
+            access_by_lua_block {{ require("daprdockr.tls").challenge() }}
+            proxy_pass http://dd_balancer;
+            header_filter_by_lua_block {{ require("daprdockr.balancer").header() }}
+            log_by_lua_block {{ require("daprdockr.balancer").log() }}
+        }}
         location / {{
             access_by_lua_block {{ require("daprdockr.balancer").route() }}
             proxy_pass http://dd_balancer;
@@ -158,15 +184,41 @@ http {{
             log_by_lua_block {{ require("daprdockr.balancer").log() }}
         }}
     }}
-    server {{
+{tls_server}    server {{
         listen unix:{control};
         client_body_buffer_size 16m;
         client_max_body_size 16m;
         location = /routes {{
             content_by_lua_block {{ require("daprdockr.balancer").control() }}
         }}
+        location = /certs {{
+            content_by_lua_block {{ require("daprdockr.tls").certs_control() }}
+        }}
+        location = /acme {{
+            content_by_lua_block {{ require("daprdockr.tls").acme_control() }}
+        }}
     }}
 }}
+"""
+
+
+TLS_SERVER = """\
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:dd_ssl:10m;
+    ssl_session_timeout 1h;
+    server {{
+        listen {listen} ssl http2 default_server;
+        server_name _;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_certificate_by_lua_block {{ require("daprdockr.tls").cert() }}
+        location / {{
+            access_by_lua_block {{ require("daprdockr.balancer").route_tls() }}
+            proxy_pass http://dd_balancer;
+            header_filter_by_lua_block {{ require("daprdockr.balancer").header() }}
+            log_by_lua_block {{ require("daprdockr.balancer").log() }}
+        }}
+    }}
 """
 
 
@@ -178,14 +230,23 @@ def render_nginx_conf(
     workers: int = 2,
     connections: int = 4096,
     balancer: str = "",
+    https_listen: tuple[str, int] | None = None,
 ) -> str:
     """The whole nginx.conf: the same for any cluster state.  ``balancer`` (a hash of the Lua
-    code) only marks the file, so an agent adopts a running nginx only if it runs the same code."""
+    code) only marks the file, so an agent adopts a running nginx only if it runs the same code.
+    ``https_listen``: the HTTPS server's address (None: no HTTPS server)."""
     if not re.fullmatch(r"[0-9a-f]*", balancer):
         raise ValidationError(f"{balancer!r} is not a hex digest", field="balancer")
+    tls_server = ""
+    if https_listen is not None:
+        if https_listen == listen:
+            raise ValidationError("must differ from the HTTP listen address", field="https_listen")
+        tls_server = TLS_SERVER.format(listen=_listen(https_listen, field="https_listen"), cert=paths.default_cert,
+                                       key=paths.default_key)
     return TEMPLATE.format(balancer=balancer or "-",
         modules="".join(f"load_module {m};\n" for m in paths.modules),
         user=f"user {_user(worker_user)};\n" if worker_user else "", workers=int(workers), pid=paths.pid,
         error_log=paths.error_log, connections=int(connections), temp=paths.temp, lua=paths.lua,
-        listen=_listen(listen), control=paths.control,
+        listen=_listen(listen), control=paths.control, tls_server=tls_server,
+        https_port=int(https_listen[1]) if https_listen is not None else "nil",
     )

@@ -56,6 +56,10 @@ class TlsSchema:
         return self.root + "acme/challenges/"
 
     @property
+    def orders_prefix(self) -> str:
+        return self.root + "acme/orders/"
+
+    @property
     def account(self) -> str:
         return self.root + "acme/account"
 
@@ -66,7 +70,7 @@ class TlsSchema:
         return self.root + "acme/locks/" + host
 
     def order(self, host: str) -> str:
-        return self.root + "acme/orders/" + host
+        return self.orders_prefix + host
 
     def challenge(self, token: str) -> str:
         return self.challenges_prefix + token

@@ -20,7 +20,10 @@
 -- sends the same changes again).
 --
 -- A route may start with options (key=value tokens, never a peer): lb=round-robin (the plain
--- rotation), connect=<s> and read=<s> (this host's timeouts per try, else the config's 5 s / 60 s).
+-- rotation), connect=<s> and read=<s> (this host's timeouts per try, else the config's 5 s / 60 s),
+-- tls=on|redirect|only (the host over HTTPS too, HTTP redirected (308) to HTTPS, HTTPS only; without
+-- it, HTTP only) and hsts=<max-age> (Strict-Transport-Security on HTTPS answers).  A request on the
+-- wrong scheme for its host gets 421 (route_tls() is the HTTPS listener's access handler).
 --
 -- Balancer (lb=least-request, the default): each request goes to the peer with the fewest
 -- requests in flight from this nginx (all workers: counters in the dd_peers shared dict), ties
@@ -56,6 +59,7 @@ local SCAN = 32  -- least-request looks at this many peers at most (from the rot
 local READY_KEY = "\0ready"
 
 local _M = {}
+local https_suffix = ""  -- ":<port>" of the HTTPS listener in redirects (none for 443)
 local rr = {}        -- per worker: host -> round robin counter
 local rr_n = 0
 local parsed = {}    -- per worker: raw route string -> array of {host, port, name}, with .opts
@@ -120,6 +124,7 @@ end
 -- one nginx made up after a failed try): progress, and a sample of its usual latency.
 function _M.header()
     local ctx = ngx.ctx
+    if ctx.hsts then ngx.header["Strict-Transport-Security"] = ctx.hsts end
     local name = ctx.last
     if not name or not ctx.sent_at or ctx.answered or ctx.uncounted then return end
     local took = tonumber((ngx.var.upstream_header_time or ""):match("([%d%.]+)%s*$") or "")
@@ -130,7 +135,26 @@ function _M.header()
     load:set("l" .. name, usual and usual + EWMA_ALPHA * (took - usual) or took)
 end
 
-function _M.route()
+-- init_by_lua: the HTTPS listener's port, for redirects.
+function _M.configure(opts)
+    local port = opts.https_port
+    https_suffix = (port and port ~= 443) and (":" .. port) or ""
+end
+
+-- The host's HTTPS policy for a request on this scheme: nil to go on, or the request is answered.
+local function scheme_policy(opts, tls)
+    local mode = opts.tls
+    if tls then
+        if not mode or mode == "off" then return ngx.exit(421) end
+        if opts.hsts then ngx.ctx.hsts = "max-age=" .. opts.hsts end
+    elseif mode == "redirect" then
+        return ngx.redirect("https://" .. ngx.var.host .. https_suffix .. ngx.var.request_uri, 308)
+    elseif mode == "only" then
+        return ngx.exit(421)
+    end
+end
+
+local function route(tls)
     local ready = routes:get(READY_KEY)
     local waited = 0
     while not ready and waited < 3 do
@@ -143,9 +167,11 @@ function _M.route()
         return ngx.exit(ready and ngx.HTTP_NOT_FOUND or ngx.HTTP_SERVICE_UNAVAILABLE)
     end
     if raw == "" then
+        if tls then return ngx.exit(421) end
         return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
     end
     local peers = split_peers(raw)
+    if tls or peers.opts.tls then scheme_policy(peers.opts, tls) end
     if #peers == 0 then
         return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
     end
@@ -153,6 +179,16 @@ function _M.route()
     ctx.host = ngx.var.host
     ctx.peers = peers
     ctx.uncounted = ngx.var.http_upgrade ~= nil
+end
+
+-- access phase of the HTTP listener
+function _M.route()
+    return route(false)
+end
+
+-- access phase of the HTTPS listener
+function _M.route_tls()
+    return route(true)
 end
 
 -- The peer for this try: the best by (rank, in flight), scanning from the rotation's start.
@@ -304,7 +340,7 @@ local function apply(body)
 end
 
 local function say_counters()
-    for _, key in ipairs({"updates", "retries", "ejections"}) do
+    for _, key in ipairs({"updates", "retries", "ejections", "handshakes"}) do
         ngx.say(key, " ", stats:get(key) or 0)
     end
 end
