@@ -56,6 +56,8 @@ class AgentConfig:
     dns_allow: tuple[Network, ...] = ()
     # nginx (issue 5); None disables it
     http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
+    https_listen: tuple[str, int] | None = None  # nginx's HTTPS server (issue 29); None: none
+    allow_insecure_keys: bool = False  # serve stored private keys from an etcd with neither TLS nor auth
     nginx_binary: str = "nginx"
     nginx_modules: tuple[str, ...] = MODULE_DIRS  # where nginx's Lua module is looked for
     nginx_orphan_timeout: float = 60.0  # a left-running nginx nobody adopts quits this long after the last heartbeat

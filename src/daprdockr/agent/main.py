@@ -72,6 +72,7 @@ from daprdockr.agent.routing_ack import RoutingAck
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.status import AgentStatus
 from daprdockr.agent.supervisor import TaskStatus, guarded
+from daprdockr.agent.tls_watch import INSECURE_WARNING, TlsWatch
 from daprdockr.agent.watchdog import Watchdog
 from daprdockr.cancellation import within
 from daprdockr.core.backoff import Backoff
@@ -79,6 +80,7 @@ from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.records import NodeRecord
 from daprdockr.core.state import ClusterState
+from daprdockr.core.tls_serving import keys_protected
 from daprdockr.errors import DaprDockrError, StoreAccessError, StoreRefusedError
 from daprdockr.health import HealthMonitor
 from daprdockr.proxy import NginxManager, lua_modules
@@ -185,6 +187,7 @@ class Agent:
             self.changes.subscribe(self.acme.wakeup, Topic.ETCD)  # (a pass at once when the HTTPS hosts change)
         self.tasks = TaskStatus()
         self.nginx: NginxManager | None = None
+        self.tls: TlsWatch | None = None  # certificates and ACME answers from etcd to nginx
         self.dns: Dns | None = None
         self.api: AgentApi | None = None
         self.components: list[Component] = []  # in start order; stopped in reverse
@@ -197,9 +200,12 @@ class Agent:
         if cfg.http_listen is not None:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
                                       binary=cfg.nginx_binary, acks=self.acks,
-                                      module_dirs=cfg.nginx_modules, orphan_timeout=cfg.nginx_orphan_timeout)
+                                      module_dirs=cfg.nginx_modules, orphan_timeout=cfg.nginx_orphan_timeout,
+                                      https_listen=cfg.https_listen, node=cfg.node_id)
             self.nginx.leave_running = not cfg.release_on_exit  # (--keep-on-exit: a restart adopts it)
             self.components.append(self.nginx)
+            self.tls = TlsWatch(store=TlsStore(store=self.store), nginx=self.nginx, serve_keys=self._serve_keys())
+            self.components.append(self.tls)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
                            workers=cfg.dns_workers, allow=cfg.dns_allow,
@@ -218,6 +224,17 @@ class Agent:
         if self.notifier.enabled:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))
         self.fanout.receivers.extend(self.serving)
+
+    def _serve_keys(self) -> bool:
+        """Whether stored private keys go to nginx: only with HTTPS on, and from a protected etcd
+        unless --allow-insecure-keys (else one warning naming the risk)."""
+        cfg = self.config
+        if cfg.https_listen is None:
+            return False
+        if keys_protected(cfg.etcd, cfg.etcd_security) or cfg.allow_insecure_keys:
+            return True
+        log.warning(INSECURE_WARNING)
+        return False
 
     def status_line(self) -> str:
         return f"serving {self.mirror.state().held_by(self.config.node_id)} instances"
@@ -255,8 +272,9 @@ class Agent:
             self.started.append(component)
         if self.nginx is not None:
             self.nginx.update(self.fanout.state())
-        log.info("agent %s up: address %s, etcd %s, dns %s, http %s", cfg.node_id, cfg.advertise_ip,
-                 ",".join(map(str, cfg.etcd)), _fmt(cfg.dns_listen) or "off", _fmt(cfg.http_listen) or "off")
+        log.info("agent %s up: address %s, etcd %s, dns %s, http %s, https %s", cfg.node_id, cfg.advertise_ip,
+                 ",".join(map(str, cfg.etcd)), _fmt(cfg.dns_listen) or "off", _fmt(cfg.http_listen) or "off",
+                 _fmt(cfg.https_listen) or "off")
         return True
 
     async def _docker_events(self) -> None:

@@ -94,6 +94,14 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
         w.family("daprdockr_nginx_restarts_total", "counter", "nginx master restarts after a crash.",
                  [({}, nginx.restarts)])
         w.family("daprdockr_nginx_up", "gauge", "1 while the nginx master runs.", [({}, 1 if nginx.healthy else 0)])
+        w.family("daprdockr_tls_handshakes_total", "counter",
+                 "TLS handshakes nginx chose a certificate for (resumed sessions are not counted).",
+                 [({}, nginx.handshakes)])
+        w.family("daprdockr_tls_certificates", "gauge", "Certificates from etcd this node's nginx serves.",
+                 [({}, nginx.certificates)])
+        w.family("daprdockr_tls_certificate_not_after_seconds", "gauge",
+                 "Unix time each certificate in etcd expires, by host and source (manual, acme).",
+                 [({"host": h, "source": src}, t) for h, src, t in nginx.expiry])
     acme = view.acme()
     if acme is not None:
         w.family("daprdockr_acme_orders_total", "counter",

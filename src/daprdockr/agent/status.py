@@ -65,7 +65,14 @@ class AgentStatus(AgentView):
         return NginxView(healthy=n.healthy, last_error=n.last_error, restarts=n.stats.restarts,
                          table_updates=n.stats.table_updates, update_failures=n.stats.update_failures,
                          retries=n.stats.retries, ejections=n.stats.ejections,
-                         applied_revision=n.applied_revision, routes=len(n.table))
+                         applied_revision=n.applied_revision, routes=len(n.table), handshakes=n.stats.handshakes,
+                         certificates=n.tls.served, expiry=self._expiry())
+
+    def _expiry(self) -> list[tuple[str, str, float]]:
+        tls = self._a.tls
+        if tls is None:
+            return []
+        return [(host, rec.source, rec.info.not_after) for host, rec in sorted(tls.state.certs.items())]
 
     def applied_revision(self) -> int:
         return self._a.acks.applied_revision()

@@ -48,6 +48,9 @@ class NginxView:
     ejections: int  # instances skipped for a while after a refused or timed out try
     applied_revision: int  # etcd revision of the newest state nginx's table holds
     routes: int  # hosts in the table
+    handshakes: int = 0  # TLS handshakes that chose a certificate (by SNI or the default)
+    certificates: int = 0  # certificates nginx holds (from etcd, confirmed)
+    expiry: Sequence[tuple[str, str, float]] = ()  # (host, source, not_after) of the certificates in etcd
 
 
 @dataclass(frozen=True, slots=True)

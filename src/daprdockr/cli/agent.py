@@ -66,6 +66,11 @@ def agent(
     dns_workers: Annotated[int, typer.Option(
         help="Extra DNS processes sharing the address (SO_REUSEPORT); -1 = one per spare core, max 2.")] = -1,
     http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
+    https_listen: Annotated[str, typer.Option(
+        help="nginx's HTTPS ADDR:PORT (certificates by SNI from etcd, HTTP/2, TLS 1.2+), or off.")] = "off",
+    allow_insecure_keys: Annotated[bool, typer.Option(
+        help="Serve the private keys stored in etcd even when etcd is reached with neither TLS nor auth "
+             "(anyone who can reach etcd can read them; see SECURITY.md).")] = False,
     nginx: Annotated[str, typer.Option(help="nginx binary.")] = "nginx",
     nginx_orphan_timeout: Annotated[float, typer.Option(
         help="An nginx this agent leaves serving (it was killed, or --keep-on-exit) quits by itself this many "

@@ -92,8 +92,8 @@ def build_agent_config(
     route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0, rebalance: str = "on",
     runtime: str = "docker", hollow_start_delay: float = 0.0, hollow_failure_rate: float = 0.0,
     hollow_seed: int | None = None, docker_config: str = "", compact_interval: str = "300",
-    etcd_quota_bytes: str = str(DEFAULT_QUOTA_BYTES), acme_directory: str = "", acme_email: str = "",
-    acme_ca_file: str = "", acme_interval: float = 10.0,
+    etcd_quota_bytes: str = str(DEFAULT_QUOTA_BYTES), https_listen: str = "off", allow_insecure_keys: bool = False,
+    acme_directory: str = "", acme_email: str = "", acme_ca_file: str = "", acme_interval: float = 10.0,
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
 
@@ -129,6 +129,10 @@ def build_agent_config(
         dns_listen = f"{advertise_ip}:53"
         if not ipaddress.ip_address(advertise_ip).is_loopback:
             dns_also = (("127.0.0.1", 53),)
+    http_addr = parse_addr(http_listen, field="--http-listen", default_port=80)
+    https_addr = parse_addr(https_listen, field="--https-listen", default_port=443)
+    if https_addr is not None and (http_addr is None or https_addr == http_addr):
+        raise ValidationError("needs --http-listen, on another address or port", field="--https-listen")
     binds = []
     for path in allow_bind:
         if not path.startswith("/") or "\x00" in path or ".." in path.split("/"):
@@ -154,7 +158,9 @@ def build_agent_config(
         dns_ttl=dns_ttl,
         dns_workers=auto_dns_workers() if dns_workers < 0 else dns_workers,
         dns_allow=parse_networks(dns_allow, field="--dns-allow"),
-        http_listen=parse_addr(http_listen, field="--http-listen", default_port=80),
+        http_listen=http_addr,
+        https_listen=https_addr,
+        allow_insecure_keys=allow_insecure_keys,
         nginx_binary=nginx,
         nginx_orphan_timeout=nginx_orphan_timeout,
         rebalance=rebalance == "on",

@@ -1,0 +1,86 @@
+"""Agents with ``--https-listen`` (hollow runtime: no Docker; real etcd and nginx): a certificate
+put in etcd is served by every agent allowed to serve keys, a service's ``https: redirect`` makes
+HTTP answer 308, the TLS metrics, and an agent whose etcd has neither TLS nor auth serves only
+its default certificate (one warning naming the risk)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.tls_store import TlsStore
+from daprdockr.adapters.versions_store import VersionStore
+from daprdockr.agent.tls_watch import INSECURE_WARNING
+from daprdockr.core.model import ServiceSpec
+from daprdockr.core.names import ServiceName
+from daprdockr.core.tls import CertRecord
+from tests.agent.cluster import local_cluster
+from tests.support.procs import free_port
+from tests.support.tls_pki import ScratchCA
+from tests.test_proxy_tls import curl, served_cert
+
+pytestmark = [pytest.mark.etcd, pytest.mark.nginx]
+WEB = ServiceName(group="tls", service="web")
+
+
+async def test_agents_serve_certificates_from_etcd_and_the_https_policy(
+    etcd_endpoints: str, prefix: str, tmp_path: Path, store: EtcdStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    ports = {ip: (free_port(ip), free_port(ip), free_port(ip)) for ip in ("127.0.0.11", "127.0.0.12")}
+
+    def per_node(i: int, ip: str) -> dict[str, object]:
+        http, https, api = ports[ip]
+        return {"http_listen": (ip, http), "https_listen": (ip, https), "api_listen": (ip, api),
+                "allow_insecure_keys": i == 0}  # (the test etcd is plain http without auth)
+
+    ca = ScratchCA()
+    ca_file = ca.write(tmp_path / "ca.pem")
+    leaf = ca.leaf("web.example.com")
+    caplog.set_level(logging.WARNING, logger="daprdockr.agent.main")
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=2, runtime="hollow",
+                             per_node=per_node):
+        await TlsStore(store=store).put_cert(CertRecord.make(host="web.example.com", cert_pem=leaf.cert_pem,
+                                                             key_pem=leaf.key_pem, source="manual", now=time.time()))
+        await VersionStore(store).put_service(ServiceSpec.from_dict(
+            {"image": "x", "instances": 0, "http_host": "web.example.com", "http_port": 80, "https": "redirect",
+             "hsts": 60}, name=WEB))
+        ip1, ip2 = "127.0.0.11", "127.0.0.12"
+        https1, https2 = ports[ip1][1], ports[ip2][1]
+        deadline = time.monotonic() + 5
+        while (await served_cert(ip1, https1, "web.example.com"))[0] != leaf.serial_hex:
+            assert time.monotonic() < deadline, "agent 1 never served the certificate"
+            await asyncio.sleep(0.05)
+        # the agent without a protected etcd (and no --allow-insecure-keys): its default certificate
+        _, subject = await served_cert(ip2, https2, "web.example.com")
+        assert "daprdockr default certificate n2" in subject
+        assert [r.getMessage() for r in caplog.records].count(INSECURE_WARNING) == 1
+        # HTTP redirects (308) to HTTPS on the agent's HTTPS port; HTTPS is served (no instance: 503), HSTS
+        http1 = ports[ip1][0]
+        for _ in range(100):
+            _, last, head = await curl(f"http://web.example.com:{http1}/x?y=1",
+                                       resolve=f"web.example.com:{http1}:{ip1}", ca=ca_file)
+            if last == "1.1 308":
+                break
+            await asyncio.sleep(0.05)
+        assert last == "1.1 308" and f"location: https://web.example.com:{https1}/x?y=1" in head.lower()
+        _, last, head = await curl(f"https://web.example.com:{https1}/", resolve=f"web.example.com:{https1}:{ip1}",
+                                   ca=ca_file)
+        assert last == "2 503" and "strict-transport-security: max-age=60" in head.lower()
+        # metrics
+        await asyncio.sleep(2.2)  # (the agent polls nginx's counters every 2 s)
+        async with aiohttp.ClientSession() as http:
+            texts = []
+            for ip in (ip1, ip2):
+                async with http.get(f"http://{ip}:{ports[ip][2]}/metrics") as resp:
+                    texts.append(await resp.text())
+        assert "daprdockr_tls_certificates 1" in texts[0] and "daprdockr_tls_certificates 0" in texts[1]
+        expiry = 'daprdockr_tls_certificate_not_after_seconds{host="web.example.com",source="manual"}'
+        assert all(expiry in t for t in texts)
+        handshakes = [line for line in texts[0].splitlines() if line.startswith("daprdockr_tls_handshakes_total ")]
+        assert handshakes and float(handshakes[0].split()[1]) >= 2
