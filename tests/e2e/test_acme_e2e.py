@@ -13,7 +13,7 @@ Two ways of answering the CA's HTTP-01 requests (the ``serving`` parameter):
   etcd, on one port number on 127.0.0.11/12/13 (pebble's httpPort), and serves the certificate
   on its HTTPS listener; the resolver hands pebble's validations the three addresses in turn, so
   every agent must answer; the served certificate is checked by SNI against pebble's root, and on
-  renewal the nginx worker pids stay the same.  Needs the agent's ``--https-listen``.
+  renewal the nginx worker pids stay the same.
 * ``etcd-answers``: the agents run no nginx; a test HTTP server answers from the challenge records
   in etcd (tests/support/acme_answers.py), as the agents' nginx does.
 """
@@ -40,7 +40,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.tls_store import TlsStore
 from daprdockr.adapters.versions_store import VersionStore
-from daprdockr.agent.config import AgentConfig
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.tls import CertRecord
@@ -53,7 +52,6 @@ from tests.support.procs import free_port, terminate
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 HOST = "shop.acme.test"
 NODES = {"a1": "127.0.0.11", "a2": "127.0.0.12", "a3": "127.0.0.13"}
-SERVES_HTTPS = "https_listen" in AgentConfig.__dataclass_fields__  # (the nginx TLS listener: issue 29, T2)
 
 
 @dataclass
@@ -119,8 +117,6 @@ async def acme_cluster(serving: str, *, store: EtcdStore, etcd: str, prefix: str
                        validity: int | None = None) -> AsyncIterator[AcmeCluster]:
     if not shutil.which("pebble"):
         missing("pebble (apt-get install pebble)")
-    if serving == "nginx" and not SERVES_HTTPS:
-        pytest.skip("the agent has no --https-listen yet (nginx TLS serving: branch tls-serve)")
     state_dir = tmp / "state"
     state_dir.mkdir(mode=0o700)
     http_port = free_port(NODES["a1"])
