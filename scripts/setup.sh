@@ -18,10 +18,11 @@ need=()
 for pair in etcd:etcd-server etcdctl:etcd-client dockerd:docker.io nginx:nginx-light \
             busybox:busybox-static dig:dnsutils dnsmasq:dnsmasq-base wrk:wrk \
             docker-registry:docker-registry docker-compose:docker-compose dnsperf:dnsperf hey:hey \
-            ss:iproute2 chattr:e2fsprogs; do
+            ss:iproute2 chattr:e2fsprogs pebble:pebble; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
+# pebble: the ACME test CA the HTTPS tests order certificates from (tests/support/pebble.py)
 # systemd-analyze: the tests verify the agent's unit (daprdockr agent install) with the real one
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the dashboard's browser tests: Debian's chromium, driven by Playwright (pip) without its own download

@@ -102,6 +102,13 @@ class ContainerError(DaprDockrError):
     """
 
 
+class AcmeError(DaprDockrError):
+    """An ACME CA step failed (account, order, challenge, finalization).  Transient: the CA could
+    not be reached, timed out, asked to slow down or failed inside; terminal: it refused the
+    request (a challenge it could not validate, a name it will not issue for, a TLS certificate
+    of the directory that the configured CA file does not trust)."""
+
+
 class ProxyError(DaprDockrError):
     """nginx refused a configuration or could not be (re)started."""
 

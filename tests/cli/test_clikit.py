@@ -133,3 +133,27 @@ def test_plain_tables_print_what_rich_prints() -> None:
             plain += 1
             assert got == shown.getvalue(), (rows, columns, title, width)
     assert plain > 400
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    ({"acme_email": "ops@example.com"}, "--acme-directory"),  # needs a directory
+    ({"acme_ca_file": "/etc/hosts"}, "--acme-directory"),
+    ({"acme_directory": "ftp://ca.example/dir"}, "--acme-directory"),
+    ({"acme_directory": "https:///dir"}, "--acme-directory"),
+    ({"acme_directory": "https://ca.example/dir", "acme_email": "not an address"}, "--acme-email"),
+    ({"acme_directory": "https://ca.example/dir", "acme_ca_file": "/nonexistent/ca.pem"}, "--acme-ca-file"),
+    ({"acme_directory": "https://ca.example/dir", "acme_interval": 0.0}, "--acme-interval"),
+])
+def test_agent_acme_flags_are_checked(tmp_path: Path, flags: dict[str, object], error: str) -> None:
+    base = dict(etcd="http://127.0.0.1:2379", prefix="/dd", node_id="n1", advertise_ip="127.0.0.11", ttl=5,
+                capacity=0, docker=None, state_dir=tmp_path, dns_listen="off", dns_upstream=None, dns_ttl=5,
+                http_listen="off", nginx="nginx", api_listen="off", keep_on_exit=False)
+    assert build_agent_config(**base).acme is None  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match=error):
+        build_agent_config(**{**base, **flags})  # type: ignore[arg-type]
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    acme = build_agent_config(**{**base, "acme_directory": "https://ca.example/dir",  # type: ignore[arg-type]
+                                 "acme_email": "ops@example.com", "acme_ca_file": str(ca), "acme_interval": 2.0}).acme
+    assert acme is not None and (acme.directory, acme.email, acme.ca_file, acme.interval) == (
+        "https://ca.example/dir", "ops@example.com", str(ca), 2.0)

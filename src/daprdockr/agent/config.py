@@ -18,6 +18,19 @@ RuntimeKind = Literal["docker", "hollow"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AcmeSettings:
+    """``--acme-*``: the CA this agent orders certificates from (see agent/acme_manager.py)."""
+
+    directory: str  # the ACME directory URL
+    email: str = ""  # the account's contact
+    ca_file: str | None = None  # the CA trusted for the directory's HTTPS (None: the system's roots)
+    interval: float = 10.0  # seconds between two looks at what needs a certificate
+    retry_base: float = 60.0  # the wait after a host's first failed order (doubling, capped at 6 h)
+    challenge_wait: float = 1.0  # from publishing a challenge in etcd to telling the CA (every nginx gets it)
+    order_timeout: float = 90.0  # the most an order waits for the CA's validation and issuance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     """Everything an agent runs with; see ``daprdockr agent --help`` for the meaning of each."""
 
@@ -70,6 +83,7 @@ class AgentConfig:
     # the quota the database size is shown against (etcd's API does not tell it)
     compact_interval: float = DEFAULT_COMPACT_INTERVAL
     etcd_quota_bytes: int = DEFAULT_QUOTA_BYTES
+    acme: AcmeSettings | None = None  # order certificates for HTTPS hosts (None: never)
 
     @property
     def container_dns(self) -> str | None:

@@ -14,6 +14,8 @@ One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`)
 * ``health``         runs the services' health checks on this node's containers (:mod:`daprdockr.health`)
 * ``etcd-housekeeping`` compacts etcd (the lock holder) and polls its size and alarms
                      (:mod:`.etcd_housekeeping`)
+* ``acme``           with ``--acme-directory``: orders and renews the HTTPS hosts' certificates,
+                     one agent per host at a time (:mod:`.acme_manager`)
 * one per component: ``nginx`` (:mod:`daprdockr.proxy`), ``dns`` (the responder and its
   worker processes), ``dashboard`` (the dashboard's model and stream, :mod:`.dashboard_feed`) and
   ``api`` (:mod:`.api`), and under systemd ``watchdog`` (:mod:`.watchdog`)
@@ -56,6 +58,7 @@ from daprdockr.adapters.process import run_until_signal
 from daprdockr.adapters.sdnotify import Notifier
 from daprdockr.adapters.statedir import api_token, prepare_state_dir
 from daprdockr.adapters.tls_store import TlsStore
+from daprdockr.agent.acme_manager import AcmeManager
 from daprdockr.agent.api import AgentApi
 from daprdockr.agent.changes import Changes, Topic
 from daprdockr.agent.components import Component, Dns, Serving
@@ -89,7 +92,8 @@ log = logging.getLogger(__name__)
 # Root tasks that act on the cluster: on shutdown they stop first; the others (the etcd watch,
 # fanout, ``applied`` and the serving components) keep running while this node's instances are
 # released, so the removal is confirmed and this node's own nginx and DNS drop them first.
-ACTING_TASKS = frozenset({"heartbeat", "reconcile", "settle", "health", "docker-events", "etcd-housekeeping"})
+ACTING_TASKS = frozenset({"heartbeat", "reconcile", "settle", "health", "docker-events", "etcd-housekeeping",
+                          "acme"})
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:
@@ -175,6 +179,12 @@ class Agent:
                                            quota=config.etcd_quota_bytes)
         # the dashboard's model and stream (a component only when the API serves it)
         self.dashboard = DashboardFeed(state=self.mirror.state, changes=self.changes, node_id=config.node_id)
+        self.acme: AcmeManager | None = None
+        if config.acme is not None:
+            self.acme = AcmeManager(tls=TlsStore(store=self.store), node_id=config.node_id,
+                                    lease=lambda: self.heartbeat.lease,
+                                    services=lambda: self.mirror.state().services.values(), settings=config.acme)
+            self.changes.subscribe(self.acme.wakeup, Topic.ETCD)  # (a pass at once when the HTTPS hosts change)
         self.tasks = TaskStatus()
         self.nginx: NginxManager | None = None
         self.tls: TlsWatch | None = None  # certificates and ACME answers from etcd to nginx
@@ -209,6 +219,8 @@ class Agent:
                                 max_log_streams=cfg.max_log_streams, token=token,
                                 routes=operator_routes(self, token=token), dashboard=self.dashboard)
             self.components.append(self.api)
+        if self.acme is not None:
+            self.components.append(self.acme)
         if self.notifier.enabled:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))
         self.fanout.receivers.extend(self.serving)

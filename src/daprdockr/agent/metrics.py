@@ -102,6 +102,13 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
         w.family("daprdockr_tls_certificate_not_after_seconds", "gauge",
                  "Unix time each certificate in etcd expires, by host and source (manual, acme).",
                  [({"host": h, "source": src}, t) for h, src, t in nginx.expiry])
+    acme = view.acme()
+    if acme is not None:
+        w.family("daprdockr_acme_orders_total", "counter",
+                 "ACME orders this agent finished, by result (issued, failed: backing off, see cert ls).",
+                 [({"result": k}, v) for k, v in sorted(acme.orders.items())])
+        w.family("daprdockr_acme_ordering", "gauge", "Hosts this agent orders a certificate for right now.",
+                 [({}, acme.ordering)])
     w.family("daprdockr_routing_revision_applied", "gauge",
              "etcd revision of the newest removal this node's nginx and DNS both applied (published for owners).",
              [({}, view.applied_revision())])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from daprdockr.agent.view import AgentView, DnsView, LeaseView, NginxView, ReconcileView
+from daprdockr.agent.view import AcmeView, AgentView, DnsView, LeaseView, NginxView, ReconcileView
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.etcd_health import EtcdHealth
 from daprdockr.core.state import ClusterState
@@ -79,6 +79,12 @@ class AgentStatus(AgentView):
 
     def dns(self) -> DnsView | None:
         return self._a.dns.view() if self._a.dns is not None else None
+
+    def acme(self) -> AcmeView | None:
+        m = self._a.acme
+        if m is None:
+            return None
+        return AcmeView(orders=dict(m.orders_total), ordering=len(m.ordering), last_error=m.last_error)
 
     def etcd_health(self) -> EtcdHealth:
         return self._a.housekeeper.health

@@ -54,6 +54,13 @@ class NginxView:
 
 
 @dataclass(frozen=True, slots=True)
+class AcmeView:
+    orders: Mapping[str, int]  # orders this agent finished, by result (issued, failed)
+    ordering: int  # hosts it orders right now
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class DnsView:
     address: str  # "ip:port"
     workers_alive: int
@@ -93,6 +100,8 @@ class AgentView(Protocol):
     def nginx(self) -> NginxView | None: ...
 
     def dns(self) -> DnsView | None: ...
+
+    def acme(self) -> AcmeView | None: ...  # None: no --acme-directory
 
     def applied_revision(self) -> int: ...
 

@@ -102,6 +102,17 @@ def agent(
         envvar="DAPRDOCKR_ETCD_QUOTA_BYTES",
         help="etcd's --quota-backend-bytes (2GiB, 16MiB or bytes), which etcd's API does not tell: what "
              "/healthz and the metrics show the database size against.")] = "2GiB",
+    acme_directory: Annotated[str, typer.Option(
+        help="ACME directory URL (e.g. https://acme-v02.api.letsencrypt.org/directory): order and renew "
+             "certificates for every HTTPS host without a manual one, one agent per host at a time; "
+             "none by default.")] = "",
+    acme_email: Annotated[str, typer.Option(help="Contact address of the cluster's ACME account.")] = "",
+    acme_ca_file: Annotated[str, typer.Option(
+        help="PEM file of the CA to trust for the ACME directory's HTTPS (a private CA); default: the "
+             "system's roots.")] = "",
+    acme_interval: Annotated[float, typer.Option(
+        help="Seconds between two looks at which hosts need a certificate (also at once when the services "
+             "change).")] = 10.0,
 ) -> None:
     """Run the agent on this host.
 

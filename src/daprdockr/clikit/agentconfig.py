@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from daprdockr.adapters.hollow_runtime import HollowOptions
 from daprdockr.adapters.hostip import DEFAULT_ROUTE_FILE, detect_host_ip
 from daprdockr.adapters.registry_credentials import default_docker_config
 from daprdockr.adapters.statedir import default_state_dir
-from daprdockr.agent.config import AgentConfig, RuntimeKind
+from daprdockr.agent.config import AcmeSettings, AgentConfig, RuntimeKind
 from daprdockr.clikit.etcdopts import etcd_security
 from daprdockr.core.dns.guard import Network
 from daprdockr.core.endpoints import EtcdSecurity, parse_endpoints
@@ -92,6 +93,7 @@ def build_agent_config(
     runtime: str = "docker", hollow_start_delay: float = 0.0, hollow_failure_rate: float = 0.0,
     hollow_seed: int | None = None, docker_config: str = "", compact_interval: str = "300",
     etcd_quota_bytes: str = str(DEFAULT_QUOTA_BYTES), https_listen: str = "off", allow_insecure_keys: bool = False,
+    acme_directory: str = "", acme_email: str = "", acme_ca_file: str = "", acme_interval: float = 10.0,
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
 
@@ -169,9 +171,27 @@ def build_agent_config(
         drain_deadline=drain_deadline,
         compact_interval=parse_interval(compact_interval),
         etcd_quota_bytes=parse_bytes(etcd_quota_bytes),
+        acme=acme_settings(directory=acme_directory, email=acme_email, ca_file=acme_ca_file, interval=acme_interval),
     )
 
 
+def acme_settings(*, directory: str, email: str, ca_file: str, interval: float) -> AcmeSettings | None:
+    """``--acme-*`` checked (None without a directory)."""
+    if not directory:
+        if email or ca_file:
+            raise ValidationError("--acme-email and --acme-ca-file need --acme-directory", field="--acme-directory")
+        return None
+    url = urllib.parse.urlsplit(directory)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ValidationError(f"{directory!r} is not an http(s) URL", field="--acme-directory")
+    if email and (email.count("@") != 1 or any(c.isspace() for c in email) or len(email) > 254):
+        raise ValidationError(f"{email!r} is not an e-mail address", field="--acme-email")
+    if ca_file and not Path(ca_file).is_file():
+        raise ValidationError(f"{ca_file}: no such file", field="--acme-ca-file")
+    if not 0.1 <= interval <= 86_400:
+        raise ValidationError("must be 0.1 <= seconds <= 86400", field="--acme-interval")
+    return AcmeSettings(directory=directory, email=email,
+                        ca_file=str(Path(ca_file).absolute()) if ca_file else None, interval=interval)
 
 
 def agent_config_from(*, own: Mapping[str, Any], global_options: Mapping[str, Any]) -> AgentConfig:
