@@ -60,12 +60,13 @@ def agent_config(*, etcd: str, prefix: str, node: str, ip: str, tmp: Path, **kw:
 @contextlib.asynccontextmanager
 async def local_cluster(
     *, etcd: str, prefix: str, tmp: Path, nodes: int, keep_containers: bool = False,
-    node_prefix: str = "n", per_node: Callable[[int, str], dict[str, object]] | None = None, **kw: object
+    node_prefix: str = "n", per_node: Callable[[int, str], dict[str, object]] | None = None, first_ip: int = 11,
+    **kw: object
 ) -> AsyncIterator[list[LocalAgent]]:
     agents = [
         LocalAgent(agent_config(
-            etcd=etcd, prefix=prefix, node=f"{node_prefix}{i + 1}", ip=f"127.0.0.{11 + i}", tmp=tmp,
-            **kw, **(per_node(i, f"127.0.0.{11 + i}") if per_node else {}),
+            etcd=etcd, prefix=prefix, node=f"{node_prefix}{i + 1}", ip=f"127.0.0.{first_ip + i}", tmp=tmp,
+            **kw, **(per_node(i, f"127.0.0.{first_ip + i}") if per_node else {}),
         ))
         for i in range(nodes)
     ]

@@ -84,3 +84,43 @@ async def test_agents_serve_certificates_from_etcd_and_the_https_policy(
         assert all(expiry in t for t in texts)
         handshakes = [line for line in texts[0].splitlines() if line.startswith("daprdockr_tls_handshakes_total ")]
         assert handshakes and float(handshakes[0].split()[1]) >= 2
+
+
+async def test_https_listen_auto_listens_on_443_when_etcd_holds_a_certificate_at_start(
+    etcd_endpoints: str, prefix: str, tmp_path: Path, store: EtcdStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--https-listen auto`` (the default): port 443 of the advertise address when a certificate
+    is stored at the agent's start; none without, and one warning when a certificate comes later."""
+    ca = ScratchCA()
+    leaf = ca.leaf("auto.example.com")
+    record = CertRecord.make(host="auto.example.com", cert_pem=leaf.cert_pem, key_pem=leaf.key_pem, source="manual",
+                             now=time.time())
+    tls = TlsStore(store=store)
+    caplog.set_level(logging.INFO, logger="daprdockr.agent")
+
+    def auto(i: int, ip: str) -> dict[str, object]:
+        return {"http_listen": (ip, free_port(ip)), "https_auto": True, "allow_insecure_keys": True}
+
+    # no certificate at start: no HTTPS listener; a certificate stored later is said once
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path / "a", nodes=1, runtime="hollow",
+                             per_node=auto, first_ip=21):
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.21", 443)
+        await tls.put_cert(record)
+        deadline = time.monotonic() + 5
+        while not any("no HTTPS listener" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "no warning about the certificate that came after the start"
+            await asyncio.sleep(0.05)
+    # with a certificate in etcd at start: 443 of the advertise address, serving it
+    async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path / "b", nodes=1, runtime="hollow",
+                             per_node=auto, first_ip=22):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if (await served_cert("127.0.0.22", 443, "auto.example.com"))[0] == leaf.serial_hex:
+                    break
+            except (OSError, AssertionError):
+                pass
+            assert time.monotonic() < deadline, "the certificate was not served on 127.0.0.22:443"
+            await asyncio.sleep(0.1)
+    assert sum("no HTTPS listener" in r.getMessage() for r in caplog.records) == 1

@@ -92,6 +92,15 @@ def test_agent_config_validation(tmp_path: Path) -> None:
             build_agent_config(**{**base, key: value})  # type: ignore[arg-type]
 
     assert build_agent_config(**base).runtime == "docker"  # type: ignore[arg-type]
+    # --https-listen: auto by default (decided at start, only with an HTTP listener), off, or an address
+    web = {**base, "http_listen": "127.0.0.11:80"}
+    auto = build_agent_config(**web)  # type: ignore[arg-type]
+    assert (auto.https_listen, auto.https_auto) == (None, True)
+    assert build_agent_config(**base).https_auto is False  # type: ignore[arg-type]  # (no nginx at all)
+    off = build_agent_config(**{**web, "https_listen": "off"})  # type: ignore[arg-type]
+    assert (off.https_listen, off.https_auto) == (None, False)
+    given = build_agent_config(**{**web, "https_listen": "127.0.0.11:8443"})  # type: ignore[arg-type]
+    assert (given.https_listen, given.https_auto) == (("127.0.0.11", 8443), False)
     hollow = build_agent_config(**{**base, "runtime": "hollow", "hollow_start_delay": 0.5,  # type: ignore[arg-type]
                                    "hollow_failure_rate": 0.1, "hollow_seed": 3})
     assert hollow.runtime == "hollow" and hollow.hollow == HollowOptions(start_delay=0.5, failure_rate=0.1, seed=3)

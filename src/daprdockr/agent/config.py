@@ -57,6 +57,7 @@ class AgentConfig:
     # nginx (issue 5); None disables it
     http_listen: tuple[str, int] | None = ("0.0.0.0", 80)
     https_listen: tuple[str, int] | None = None  # nginx's HTTPS server (issue 29); None: none
+    https_auto: bool = False  # --https-listen auto: <advertise ip>:443 if etcd holds a certificate at start
     allow_insecure_keys: bool = False  # serve stored private keys from an etcd with neither TLS nor auth
     nginx_binary: str = "nginx"
     nginx_modules: tuple[str, ...] = MODULE_DIRS  # where nginx's Lua module is looked for

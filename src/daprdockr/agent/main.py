@@ -130,6 +130,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, notifier: Notifier | None = None) -> None:
         self.config = config
+        self.https_listen = config.https_listen  # (--https-listen auto decides it at start)
         self.notifier = notifier or Notifier(None)  # systemd's notify socket (none: nothing is sent)
         self.schema = KeySchema(config.prefix)
         self.changes = Changes()  # what changed, published by the parts; the reconciler and the fanout subscribe
@@ -201,10 +202,11 @@ class Agent:
             self.nginx = NginxManager(state_dir=cfg.state_dir / cfg.node_id / "nginx", listen=cfg.http_listen,
                                       binary=cfg.nginx_binary, acks=self.acks,
                                       module_dirs=cfg.nginx_modules, orphan_timeout=cfg.nginx_orphan_timeout,
-                                      https_listen=cfg.https_listen, node=cfg.node_id)
+                                      https_listen=self.https_listen, node=cfg.node_id)
             self.nginx.leave_running = not cfg.release_on_exit  # (--keep-on-exit: a restart adopts it)
             self.components.append(self.nginx)
-            self.tls = TlsWatch(store=TlsStore(store=self.store), nginx=self.nginx, serve_keys=self._serve_keys())
+            self.tls = TlsWatch(store=TlsStore(store=self.store), nginx=self.nginx, serve_keys=self._serve_keys(),
+                                https=self.https_listen is not None)
             self.components.append(self.tls)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
@@ -225,11 +227,25 @@ class Agent:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))
         self.fanout.receivers.extend(self.serving)
 
+    async def _https_auto(self) -> None:
+        """``--https-listen auto``: port 443 of the advertise address when etcd holds a certificate
+        now (nginx's listeners are fixed at its start: it is never reloaded)."""
+        try:
+            tls, _ = await TlsStore(store=self.store).read_certs()
+        except DaprDockrError as exc:
+            log.warning("--https-listen auto: certificates not read (%s): HTTPS off until a restart", exc)
+            return
+        if tls.certs:
+            self.https_listen = (self.config.advertise_ip, 443)
+        else:
+            log.info("--https-listen auto: no certificate in etcd, HTTPS off (a certificate stored later "
+                     "needs a restart of this agent, or --https-listen ADDR:PORT)")
+
     def _serve_keys(self) -> bool:
         """Whether stored private keys go to nginx: only with HTTPS on, and from a protected etcd
         unless --allow-insecure-keys (else one warning naming the risk)."""
         cfg = self.config
-        if cfg.https_listen is None:
+        if self.https_listen is None:
             return False
         if keys_protected(cfg.etcd, cfg.etcd_security) or cfg.allow_insecure_keys:
             return True
@@ -265,6 +281,8 @@ class Agent:
             self.notifier.notify(f"STATUS=joining: {what}")
             if not await _retry(what, step, stop=stop, notifier=self.notifier):
                 return False
+        if cfg.https_auto:
+            await self._https_auto()
         self.notifier.notify("STATUS=joining: starting DNS, nginx and the API")
         self._build_components()
         for component in self.components:
@@ -274,7 +292,7 @@ class Agent:
             self.nginx.update(self.fanout.state())
         log.info("agent %s up: address %s, etcd %s, dns %s, http %s, https %s", cfg.node_id, cfg.advertise_ip,
                  ",".join(map(str, cfg.etcd)), _fmt(cfg.dns_listen) or "off", _fmt(cfg.http_listen) or "off",
-                 _fmt(cfg.https_listen) or "off")
+                 _fmt(self.https_listen) or "off")
         return True
 
     async def _docker_events(self) -> None:

@@ -42,10 +42,12 @@ class TlsReceiver(Protocol):
 class TlsWatch:
     name = "tls-watch"
 
-    def __init__(self, *, store: TlsStore, nginx: TlsReceiver, serve_keys: bool) -> None:
+    def __init__(self, *, store: TlsStore, nginx: TlsReceiver, serve_keys: bool, https: bool = True) -> None:
         self.store = store
         self.nginx = nginx
         self.serve_keys = serve_keys
+        self.https = https  # False: this node's nginx has no HTTPS listener (said once when a certificate comes)
+        self._told_no_https = False
         self.state = TlsState()
         self.errors = 0
         self._certs: Mapping[str, str] = {}
@@ -107,6 +109,11 @@ class TlsWatch:
     def _apply(self, state: TlsState) -> None:
         self.state = state
         self._warn_bad(state)
+        if not self.https and state.certs and not self._told_no_https:
+            self._told_no_https = True
+            log.warning("etcd holds certificates (%s) but this agent's nginx has no HTTPS listener: it was "
+                        "started without one (--https-listen auto finds certificates at start only); restart "
+                        "it or give --https-listen ADDR:PORT", ", ".join(sorted(state.certs)[:5]))
         certs = served_certs(state, self.store.schema, previous=self._certs) if self.serve_keys else {}
         challenges = state.challenges
         if certs != self._certs or challenges != self._challenges:

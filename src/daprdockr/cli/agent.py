@@ -67,7 +67,8 @@ def agent(
         help="Extra DNS processes sharing the address (SO_REUSEPORT); -1 = one per spare core, max 2.")] = -1,
     http_listen: Annotated[str, typer.Option(help="nginx ADDR:PORT or off.")] = "0.0.0.0:80",
     https_listen: Annotated[str, typer.Option(
-        help="nginx's HTTPS ADDR:PORT (certificates by SNI from etcd, HTTP/2, TLS 1.2+), or off.")] = "off",
+        help="nginx's HTTPS ADDR:PORT (certificates by SNI from etcd, HTTP/2, TLS 1.2+), off, or auto: "
+             "port 443 of the advertise address when etcd holds any certificate at the agent's start.")] = "auto",
     allow_insecure_keys: Annotated[bool, typer.Option(
         help="Serve the private keys stored in etcd even when etcd is reached with neither TLS nor auth "
              "(anyone who can reach etcd can read them; see SECURITY.md).")] = False,

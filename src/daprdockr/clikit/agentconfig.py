@@ -92,7 +92,7 @@ def build_agent_config(
     route_file: Path = DEFAULT_ROUTE_FILE, nginx_orphan_timeout: float = 60.0, rebalance: str = "on",
     runtime: str = "docker", hollow_start_delay: float = 0.0, hollow_failure_rate: float = 0.0,
     hollow_seed: int | None = None, docker_config: str = "", compact_interval: str = "300",
-    etcd_quota_bytes: str = str(DEFAULT_QUOTA_BYTES), https_listen: str = "off", allow_insecure_keys: bool = False,
+    etcd_quota_bytes: str = str(DEFAULT_QUOTA_BYTES), https_listen: str = "auto", allow_insecure_keys: bool = False,
     acme_directory: str = "", acme_email: str = "", acme_ca_file: str = "", acme_interval: float = 10.0,
 ) -> AgentConfig:
     """A validated :class:`AgentConfig`; ValidationError names the flag of a bad value.
@@ -130,7 +130,8 @@ def build_agent_config(
         if not ipaddress.ip_address(advertise_ip).is_loopback:
             dns_also = (("127.0.0.1", 53),)
     http_addr = parse_addr(http_listen, field="--http-listen", default_port=80)
-    https_addr = parse_addr(https_listen, field="--https-listen", default_port=443)
+    https_auto = https_listen == "auto"  # (port 443 of the advertise address if etcd holds a certificate at start)
+    https_addr = None if https_auto else parse_addr(https_listen, field="--https-listen", default_port=443)
     if https_addr is not None and (http_addr is None or https_addr == http_addr):
         raise ValidationError("needs --http-listen, on another address or port", field="--https-listen")
     binds = []
@@ -160,6 +161,7 @@ def build_agent_config(
         dns_allow=parse_networks(dns_allow, field="--dns-allow"),
         http_listen=http_addr,
         https_listen=https_addr,
+        https_auto=https_auto and http_addr is not None and http_addr != (advertise_ip, 443),
         allow_insecure_keys=allow_insecure_keys,
         nginx_binary=nginx,
         nginx_orphan_timeout=nginx_orphan_timeout,
