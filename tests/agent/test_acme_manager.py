@@ -5,6 +5,7 @@ Several managers with leases of their own stand for several agents."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from typer.testing import CliRunner
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.tls_store import TlsStore
 from daprdockr.agent.acme_manager import AcmeManager
+from daprdockr.cli.main import app
 from daprdockr.agent.config import AcmeSettings
 from daprdockr.core.acme_records import AcmeOrder
 from daprdockr.core.model import ServiceSpec
@@ -104,7 +107,7 @@ async def test_three_agents_one_order_the_certificate_lands_in_etcd(
 
 
 async def test_a_failed_order_backs_off_then_succeeds(
-    store: EtcdStore, tls: TlsStore, pebble: Pebble, answers: EtcdAnswers
+    store: EtcdStore, tls: TlsStore, pebble: Pebble, answers: EtcdAnswers, etcd_endpoints: str, prefix: str
 ) -> None:
     pebble.dns[HOST] = "127.0.0.2"  # nothing answers there
     clock = Clock()
@@ -115,6 +118,12 @@ async def test_a_failed_order_backs_off_then_succeeds(
     assert HOST in order.last_error
     assert order.next_try == pytest.approx(time.time() + 30, abs=5)
     assert m.orders_total == {"issued": 0, "failed": 1}
+    # `cert ls` shows the failed order, its error and when it is tried again
+    listed = await asyncio.to_thread(
+        CliRunner().invoke, app, ["--etcd", etcd_endpoints, "--prefix", prefix, "cert", "ls", "--json"])
+    assert listed.exit_code == 0, listed.output
+    row = next(r for r in json.loads(listed.stdout) if r["host"] == HOST)
+    assert row["order"]["state"] == "failed" and HOST in row["order"]["last_error"] and row["order"]["next_try"] > 0
     pebble.dns[HOST] = "127.0.0.1"
     assert await m.manage_once() == []  # still backing off
     other = manager(tls, pebble, node="n2", lease=await store.grant_lease(10), services=[spec()], clock=clock)
