@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.tls_store import TlsStore
 from daprdockr.agent.acme_manager import AcmeManager
-from daprdockr.cli.main import app
 from daprdockr.agent.config import AcmeSettings
+from daprdockr.cli.main import app
 from daprdockr.core.acme_records import AcmeOrder
 from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
