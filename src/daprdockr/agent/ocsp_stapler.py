@@ -122,7 +122,7 @@ class OcspStapler:
             try:
                 der = await self._ask(entry.query.url, entry.query.request)
                 staple = check_response(der, query=entry.query, now=self._clock())
-            except DaprDockrError as exc:
+            except (DaprDockrError, ValueError) as exc:  # (ValueError: a response cryptography cannot read)
                 self.failures += 1
                 failures = entry.failures + 1
                 delay = RETRY.delay(failures)
