@@ -109,6 +109,13 @@ class AcmeError(DaprDockrError):
     of the directory that the configured CA file does not trust)."""
 
 
+class OcspError(DaprDockrError):
+    """An OCSP responder could not be reached or gave no usable answer (stapling is best effort:
+    the certificate is served without a staple)."""
+
+    transient = True
+
+
 class ProxyError(DaprDockrError):
     """nginx refused a configuration or could not be (re)started."""
 

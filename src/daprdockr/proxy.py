@@ -309,6 +309,11 @@ class NginxManager:
         self.tls.want(certs=certs, challenges=challenges)
         self._dirty.set()
 
+    def set_staples(self, staples: Mapping[str, tuple[str, bytes]]) -> None:
+        """The OCSP responses to staple (host -> (sha1 of the host's served PEM, DER)); posted by the loop."""
+        self.tls.want_staples(staples)
+        self._dirty.set()
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.paths.control),

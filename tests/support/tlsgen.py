@@ -11,7 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 DAY = 86400.0
 
@@ -46,10 +46,10 @@ def _when(t: float) -> dt.datetime:
 
 def issue(names: list[str], *, ca: Issued | None = None, key: Any = None, cn: str | None = None,
           not_before: float | None = None, not_after: float | None = None, is_ca: bool = False,
-          san: bool = True) -> Issued:
+          san: bool = True, ocsp_url: str | None = None) -> Issued:
     """A certificate for DNS ``names`` (subjectAltName unless ``san=False``), signed by ``ca``
     (self-signed without), valid from ``not_before`` (default: a day ago) to ``not_after``
-    (default: in 30 days)."""
+    (default: in 30 days); ``ocsp_url``: an OCSP responder in its authorityInfoAccess."""
     now = time.time()
     key = key or new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or (names[0] if names else "test"))])
@@ -63,6 +63,9 @@ def issue(names: list[str], *, ca: Issued | None = None, key: Any = None, cn: st
                .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
     if san and names:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    if ocsp_url:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
     cert = builder.sign(ca.key if ca else key, hashes.SHA256())
     return Issued(cert=cert, key=key, cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
                   key_pem=key_pem(key))

@@ -1,5 +1,5 @@
 """HTTPS in the agent's nginx: the node's default certificate file, and the certificates and ACME
-answers posted to nginx's control socket (changes only; all of them after nginx (re)started).
+answers and OCSP staples posted to nginx's control socket (changes only; all of them after nginx (re)started).
 
 :class:`TlsPush` keeps what nginx should hold (:meth:`TlsPush.want`) and what it confirmed; the
 nginx manager calls :meth:`TlsPush.push` from its loop.  A PEM nginx cannot read is skipped by
@@ -17,11 +17,12 @@ import aiohttp
 
 from daprdockr.adapters.statedir import write_private
 from daprdockr.core.nginx_render import NginxPaths
-from daprdockr.core.nginx_tls import CertTable, acme_update, certs_update, refused_certs
+from daprdockr.core.nginx_tls import CertTable, acme_update, certs_update, ocsp_update, refused_certs
 from daprdockr.core.tls_selfsigned import self_signed, still_good
 from daprdockr.errors import ProxyError
 
 log = logging.getLogger(__name__)
+StapleTable = Mapping[str, tuple[str, bytes]]  # host -> (sha1 of its served PEM, DER OCSP response)
 
 
 def ensure_default_cert(paths: NginxPaths, *, node: str) -> bool:
@@ -50,6 +51,8 @@ class TlsPush:
         self._challenges: Mapping[str, str] = {}
         self._sent_certs: CertTable | None = None  # None: nginx has none of ours yet
         self._sent_challenges: Mapping[str, str] | None = None
+        self._staples: StapleTable = {}
+        self._sent_staples: StapleTable | None = None
         self._generation = 0
         self._warned: dict[str, str] = {}  # host -> the PEM nginx refused (warned once)
         self.refused: dict[str, str] = {}  # host -> nginx's reason
@@ -57,13 +60,18 @@ class TlsPush:
     def want(self, *, certs: CertTable, challenges: Mapping[str, str]) -> None:
         self._certs, self._challenges = certs, challenges
 
+    def want_staples(self, staples: StapleTable) -> None:
+        self._staples = staples
+
     def reset(self) -> None:
         """nginx (re)started or was adopted: everything goes in again, replacing what it had."""
         self._sent_certs = self._sent_challenges = None
+        self._sent_staples = None
 
     @property
     def pending(self) -> bool:
-        return self._sent_certs is not self._certs or self._sent_challenges is not self._challenges
+        return (self._sent_certs is not self._certs or self._sent_challenges is not self._challenges
+                or self._sent_staples is not self._staples)
 
     @property
     def served(self) -> int:
@@ -73,7 +81,7 @@ class TlsPush:
     async def push(self, session: aiohttp.ClientSession) -> bool:
         """Post what changed; True if anything was posted.  ProxyError if nginx did not take it."""
         posted = False
-        certs, challenges = self._certs, self._challenges
+        certs, challenges, staples = self._certs, self._challenges, self._staples
         if self._sent_certs is not certs:
             if self._sent_certs is None:
                 self._generation += 1
@@ -90,6 +98,12 @@ class TlsPush:
                 await self._post(session, "/acme", body)
                 posted = True
             self._sent_challenges = challenges
+        if self._sent_staples is not staples:  # (after the certificates: nginx checks a staple against its PEM)
+            body = ocsp_update(self._sent_staples, staples, generation=self._generation)
+            if body:
+                await self._post(session, "/ocsp", body)
+                posted = True
+            self._sent_staples = staples
         return posted
 
     @staticmethod

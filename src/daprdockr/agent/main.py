@@ -67,6 +67,7 @@ from daprdockr.agent.dashboard_feed import DashboardFeed
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.agent.fanout import RoutingFanout
 from daprdockr.agent.heartbeat import Heartbeat
+from daprdockr.agent.ocsp_stapler import OcspStapler
 from daprdockr.agent.operator_routes import operator_routes
 from daprdockr.agent.routing_ack import RoutingAck
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
@@ -189,6 +190,7 @@ class Agent:
         self.tasks = TaskStatus()
         self.nginx: NginxManager | None = None
         self.tls: TlsWatch | None = None  # certificates and ACME answers from etcd to nginx
+        self.ocsp: OcspStapler | None = None  # OCSP staples for the served certificates (with HTTPS)
         self.dns: Dns | None = None
         self.api: AgentApi | None = None
         self.components: list[Component] = []  # in start order; stopped in reverse
@@ -205,9 +207,14 @@ class Agent:
                                       https_listen=self.https_listen, node=cfg.node_id)
             self.nginx.leave_running = not cfg.release_on_exit  # (--keep-on-exit: a restart adopts it)
             self.components.append(self.nginx)
+            if self.https_listen is not None:
+                self.ocsp = OcspStapler(nginx=self.nginx)
             self.tls = TlsWatch(store=TlsStore(store=self.store), nginx=self.nginx, serve_keys=self._serve_keys(),
-                                https=self.https_listen is not None)
+                                https=self.https_listen is not None,
+                                on_certs=self.ocsp.want if self.ocsp is not None else None)
             self.components.append(self.tls)
+            if self.ocsp is not None:
+                self.components.append(self.ocsp)
         if cfg.dns_listen is not None:
             self.dns = Dns(listen=cfg.dns_listen, upstreams=cfg.dns_upstreams, ttl=cfg.dns_ttl,
                            workers=cfg.dns_workers, allow=cfg.dns_allow,

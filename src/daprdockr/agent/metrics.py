@@ -99,6 +99,11 @@ def render_metrics(view: AgentView, *, cpu_seconds: float) -> str:
                  [({}, nginx.handshakes)])
         w.family("daprdockr_tls_certificates", "gauge", "Certificates from etcd this node's nginx serves.",
                  [({}, nginx.certificates)])
+        w.family("daprdockr_tls_ocsp_staples", "gauge", "Certificates served with a current OCSP staple.",
+                 [({}, nginx.ocsp_staples)])
+        w.family("daprdockr_tls_ocsp_fetch_failures_total", "counter",
+                 "OCSP fetches that failed or gave an unusable answer (served without a new staple).",
+                 [({}, nginx.ocsp_failures)])
         w.family("daprdockr_tls_certificate_not_after_seconds", "gauge",
                  "Unix time each certificate in etcd expires, by host and source (manual, acme).",
                  [({"host": h, "source": src}, t) for h, src, t in nginx.expiry])

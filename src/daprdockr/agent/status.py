@@ -66,7 +66,9 @@ class AgentStatus(AgentView):
                          table_updates=n.stats.table_updates, update_failures=n.stats.update_failures,
                          retries=n.stats.retries, ejections=n.stats.ejections,
                          applied_revision=n.applied_revision, routes=len(n.table), handshakes=n.stats.handshakes,
-                         certificates=n.tls.served, expiry=self._expiry())
+                         certificates=n.tls.served, expiry=self._expiry(),
+                         ocsp_staples=self._a.ocsp.staples if self._a.ocsp else 0,
+                         ocsp_failures=self._a.ocsp.failures if self._a.ocsp else 0)
 
     def _expiry(self) -> list[tuple[str, str, float]]:
         tls = self._a.tls

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from daprdockr.adapters.tls_store import TlsStore
@@ -42,12 +42,14 @@ class TlsReceiver(Protocol):
 class TlsWatch:
     name = "tls-watch"
 
-    def __init__(self, *, store: TlsStore, nginx: TlsReceiver, serve_keys: bool, https: bool = True) -> None:
+    def __init__(self, *, store: TlsStore, nginx: TlsReceiver, serve_keys: bool, https: bool = True,
+                 on_certs: Callable[[Mapping[str, str]], None] | None = None) -> None:
         self.store = store
         self.nginx = nginx
         self.serve_keys = serve_keys
         self.https = https  # False: this node's nginx has no HTTPS listener (said once when a certificate comes)
         self._told_no_https = False
+        self.on_certs = on_certs  # also told the served certificates when they change (the OCSP stapler)
         self.state = TlsState()
         self.errors = 0
         self._certs: Mapping[str, str] = {}
@@ -117,6 +119,8 @@ class TlsWatch:
         certs = served_certs(state, self.store.schema, previous=self._certs) if self.serve_keys else {}
         challenges = state.challenges
         if certs != self._certs or challenges != self._challenges:
+            if certs != self._certs and self.on_certs is not None:
+                self.on_certs(certs)
             self._certs, self._challenges = certs, challenges
             self.nginx.set_tls(certs=certs, challenges=challenges)
 

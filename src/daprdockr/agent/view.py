@@ -51,6 +51,8 @@ class NginxView:
     handshakes: int = 0  # TLS handshakes that chose a certificate (by SNI or the default)
     certificates: int = 0  # certificates nginx holds (from etcd, confirmed)
     expiry: Sequence[tuple[str, str, float]] = ()  # (host, source, not_after) of the certificates in etcd
+    ocsp_staples: int = 0  # hosts whose certificate has a current OCSP staple
+    ocsp_failures: int = 0  # OCSP fetches that failed or gave an unusable answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ is chosen per handshake by SNI (``ssl_certificate_by_lua``, ``lua/daprdockr/tls.
 ``dd_certs`` shared dict the agent fills; its static ``ssl_certificate`` is the node's default
 self-signed one (nginx needs one, and it answers a name without a certificate).  The HTTP server
 answers ACME HTTP-01 challenges from ``dd_acme`` (before a service's redirect to HTTPS); the
-control socket has ``/certs`` and ``/acme`` beside ``/routes``.
+control socket has ``/certs``, ``/acme`` and ``/ocsp`` (OCSP staples, ``dd_ocsp``) beside ``/routes``.
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ http {{
     lua_shared_dict dd_peers 16m;
     lua_shared_dict dd_certs 16m;
     lua_shared_dict dd_acme 1m;
+    lua_shared_dict dd_ocsp 8m;
     init_by_lua_block {{
         require("daprdockr.balancer").configure({{ https_port = {https_port} }})
         require("daprdockr.tls")
@@ -196,6 +197,9 @@ http {{
         }}
         location = /acme {{
             content_by_lua_block {{ require("daprdockr.tls").acme_control() }}
+        }}
+        location = /ocsp {{
+            content_by_lua_block {{ require("daprdockr.tls").ocsp_control() }}
         }}
     }}
 }}

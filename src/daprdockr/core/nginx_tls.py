@@ -4,7 +4,9 @@
 ``certs`` maps a host (``*.example.com`` for a wildcard) to its PEM: the certificate chain, then
 the private key (:func:`served_pem`); ``challenges`` maps an ACME HTTP-01 token to its key
 authorization.  Like the routing table, only changes are posted (``set``/``del``), and all of it
-after nginx (re)started (``full``: nginx drops what the body does not name).
+after nginx (re)started (``full``: nginx drops what the body does not name).  ``staples`` maps a
+host to the sha1 of the PEM it was fetched for (:func:`~daprdockr.core.ocsp.pem_digest`) and its
+OCSP response (DER): nginx takes it only while it holds that PEM.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def certs_update(old: CertTable | None, new: CertTable, *, generation: int) -> b
             pem = new[host].encode()
             parts.append(f"set {host} {len(pem)}\n".encode() + pem + b"\n")
     parts.extend(f"del {host}\n".encode() for host in dels if good_host(host))
+    return b"".join(parts)
+
+
+def ocsp_update(old: Mapping[str, tuple[str, bytes]] | None, new: Mapping[str, tuple[str, bytes]], *,
+                generation: int) -> bytes:
+    """The ``/ocsp`` body, as :func:`certs_update`: ``set <host> <pem sha1> <bytes>`` then the DER."""
+    base: Mapping[str, tuple[str, bytes]] = old or {}
+    parts: list[bytes] = [f"full {generation}\n".encode()] if old is None else []
+    for host in sorted(new):
+        if (old is None or base.get(host) != new[host]) and good_host(host):
+            digest, der = new[host]
+            parts.append(f"set {host} {digest} {len(der)}\n".encode() + der + b"\n")
+    parts.extend(f"del {host}\n".encode() for host in sorted(set(base) - set(new)) if good_host(host))
     return b"".join(parts)
 
 

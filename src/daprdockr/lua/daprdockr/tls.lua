@@ -11,6 +11,10 @@
 -- SNI name, what it chose at which version, so a handshake costs one number read from the dict
 -- until the certificates change (and a rotation is seen at the next handshake).
 --
+-- dd_ocsp[host] = the DER OCSP response the agent fetched for host's certificate (best effort):
+-- stapled when the client asks for the status; dropped here as soon as host's PEM changes, and
+-- taken only if it was fetched for the PEM held now (the sha1 sent with it).
+--
 -- dd_acme[token] = key authorization: GET /.well-known/acme-challenge/<token> on the HTTP
 -- listener answers it (before any redirect); an unknown token goes on to the service's routing.
 --
@@ -20,14 +24,18 @@
 --     set <host> <bytes>\n<PEM>\n  store <host>'s PEM (parsed first: a PEM nginx cannot read is
 --                                  skipped and named in the answer, "bad <host> <reason>")
 --     del <host>\n                 forget <host>
+--   POST /ocsp   as /certs, with "set <host> <sha1 of host's PEM> <bytes>\n<DER>\n" (a staple for
+--                a PEM no longer held is skipped and named in the answer, "stale <host>")
 --   POST /acme   lines: "full <generation>", "set <token> <authorization>", "del <token>"
---   GET /certs   the hosts held and their PEM's size; GET /acme the tokens held
+--   GET /certs   the hosts held and their PEM's size; GET /ocsp the staples; GET /acme the tokens held
 
 local ssl = require "ngx.ssl"
+local ocsp = require "ngx.ocsp"
 local lrucache = require "resty.lrucache"
 
 local certs = ngx.shared.dd_certs
 local acme = ngx.shared.dd_acme
+local staples = ngx.shared.dd_ocsp
 local stats = ngx.shared.dd_stats
 
 local CHALLENGE_PREFIX = #"/.well-known/acme-challenge/"
@@ -36,6 +44,10 @@ local cache = assert(lrucache.new(2000))   -- per worker: host -> {raw, cert, ke
 local chosen = assert(lrucache.new(4000))  -- per worker: SNI name -> {version, parsed or false}
 
 local _M = {}
+
+local function drop_staple(host)
+    if staples then staples:delete(host) end  -- (an nginx.conf of before OCSP has no dd_ocsp)
+end
 
 local function parse_pem(raw)
     local cert, err = ssl.parse_pem_cert(raw)
@@ -53,7 +65,7 @@ local function parsed(host, raw)
         ngx.log(ngx.WARN, "daprdockr: bad certificate for ", host, ": ", err)
         return nil
     end
-    hit = {raw = raw, cert = cert, key = key}
+    hit = {host = host, raw = raw, cert = cert, key = key}
     cache:set(host, hit)
     return hit
 end
@@ -93,8 +105,13 @@ function _M.cert()
     if ok then ok, err = ssl.set_cert(c.cert) end
     if ok then ok, err = ssl.set_priv_key(c.key) end
     if not ok then
-        ngx.log(ngx.ERR, "daprdockr: cannot use the certificate of ", host, ": ", err)
+        ngx.log(ngx.ERR, "daprdockr: cannot use the certificate of ", c.host, ": ", err)
         return ngx.exit(ngx.ERROR)
+    end
+    local der = staples and staples:get(c.host)
+    if der then  -- best effort: a staple that cannot be set never fails the handshake
+        ok, err = ocsp.set_ocsp_status_resp(der)
+        if not ok then ngx.log(ngx.WARN, "daprdockr: cannot staple the OCSP response of ", c.host, ": ", err) end
     end
 end
 
@@ -121,12 +138,13 @@ local function parse_certs(body)
         local verb, host, rest = line:match("^(%S+) (%S+)%s*(.*)$")
         if verb == "full" and #ops == 0 and not full then
             full = host
-        elseif verb == "set" and rest:match("^%d+$") then
-            local n = tonumber(rest)
+        elseif verb == "set" and (rest:match("^%d+$") or rest:match("^%x+ %d+$")) then
+            local digest, len = rest:match("^(%x+) (%d+)$")
+            local n = tonumber(len or rest)
             if pos + n > size + 1 or body:sub(pos + n, pos + n) ~= "\n" then
                 return nil, nil, "bad length for " .. host
             end
-            ops[#ops + 1] = {"set", host, body:sub(pos, pos + n - 1)}
+            ops[#ops + 1] = {"set", host, body:sub(pos, pos + n - 1), digest}
             pos = pos + n + 1
         elseif verb == "del" and rest == "" then
             ops[#ops + 1] = {"del", host}
@@ -146,13 +164,16 @@ local function certs_post(body)
         named[host] = true
         if op[1] == "del" then
             certs:delete(host)
+            drop_staple(host)
             applied = applied + 1
         else
             local cert, _, perr = parse_pem(op[3])
             if not cert then
                 out[#out + 1] = "bad " .. host .. " " .. perr:gsub("\n", " ")
             else
+                local changed = certs:get(host) ~= op[3]
                 local ok, serr = certs:safe_set(host, op[3])
+                if ok and changed then drop_staple(host) end
                 if ok then
                     applied = applied + 1
                 else
@@ -163,11 +184,51 @@ local function certs_post(body)
     end
     if full then  -- every named host is in place; now drop the others
         for _, key in ipairs(certs:get_keys(0)) do
-            if not named[key] and key ~= VERSION then certs:delete(key) end
+            if not named[key] and key ~= VERSION then
+                certs:delete(key)
+                drop_staple(key)
+            end
         end
     end
     certs:incr(VERSION, 1, 0)
     stats:incr("cert_updates", 1, 0)
+    return ngx.HTTP_OK, "ok " .. applied .. "\n" .. table.concat(out, "\n")
+end
+
+local function hex(bin)
+    return (bin:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
+end
+
+local function ocsp_post(body)
+    local ops, full, err = parse_certs(body)
+    if not ops then return ngx.HTTP_BAD_REQUEST, err end
+    local out, named, applied = {}, {}, 0
+    for _, op in ipairs(ops) do
+        local host = op[2]
+        named[host] = true
+        if op[1] == "del" then
+            staples:delete(host)
+            applied = applied + 1
+        else
+            local pem = certs:get(host)
+            if not op[4] or not pem or hex(ngx.sha1_bin(pem)) ~= op[4]:lower() then
+                staples:delete(host)
+                out[#out + 1] = "stale " .. host
+            else
+                local ok, serr = staples:safe_set(host, op[3])
+                if ok then
+                    applied = applied + 1
+                else
+                    out[#out + 1] = "bad " .. host .. " cannot store: " .. tostring(serr)
+                end
+            end
+        end
+    end
+    if full then
+        for _, key in ipairs(staples:get_keys(0)) do
+            if not named[key] then staples:delete(key) end
+        end
+    end
     return ngx.HTTP_OK, "ok " .. applied .. "\n" .. table.concat(out, "\n")
 end
 
@@ -221,6 +282,10 @@ end
 
 function _M.certs_control()
     return control(certs, certs_post)
+end
+
+function _M.ocsp_control()
+    return control(staples, ocsp_post)
 end
 
 function _M.acme_control()
