@@ -155,41 +155,46 @@ local function parse_certs(body)
     return ops, full
 end
 
-local function certs_post(body)
+-- Apply a control body's ops to ``dict``: a ``set`` through ``put(host, op)`` (nil once stored, else
+-- the line to answer), a ``del`` through ``drop(host)``; after a ``full`` body every key it did not
+-- name is dropped too (``keep`` excepted).  Returns the count applied and the answer lines, or nil
+-- and the parse error.
+local function apply_ops(body, dict, put, drop, keep)
     local ops, full, err = parse_certs(body)
-    if not ops then return ngx.HTTP_BAD_REQUEST, err end
+    if not ops then return nil, err end
     local out, named, applied = {}, {}, 0
     for _, op in ipairs(ops) do
         local host = op[2]
         named[host] = true
-        if op[1] == "del" then
-            certs:delete(host)
-            drop_staple(host)
-            applied = applied + 1
-        else
-            local cert, _, perr = parse_pem(op[3])
-            if not cert then
-                out[#out + 1] = "bad " .. host .. " " .. perr:gsub("\n", " ")
-            else
-                local changed = certs:get(host) ~= op[3]
-                local ok, serr = certs:safe_set(host, op[3])
-                if ok and changed then drop_staple(host) end
-                if ok then
-                    applied = applied + 1
-                else
-                    out[#out + 1] = "bad " .. host .. " cannot store: " .. tostring(serr)
-                end
-            end
-        end
+        local problem
+        if op[1] == "del" then drop(host) else problem = put(host, op) end
+        if problem then out[#out + 1] = problem else applied = applied + 1 end
     end
     if full then  -- every named host is in place; now drop the others
-        for _, key in ipairs(certs:get_keys(0)) do
-            if not named[key] and key ~= VERSION then
-                certs:delete(key)
-                drop_staple(key)
-            end
+        for _, key in ipairs(dict:get_keys(0)) do
+            if not named[key] and key ~= keep then drop(key) end
         end
     end
+    return applied, out
+end
+
+local function drop_cert(host)
+    certs:delete(host)
+    drop_staple(host)
+end
+
+local function put_cert(host, op)
+    local cert, _, perr = parse_pem(op[3])
+    if not cert then return "bad " .. host .. " " .. perr:gsub("\n", " ") end
+    local changed = certs:get(host) ~= op[3]
+    local ok, serr = certs:safe_set(host, op[3])
+    if not ok then return "bad " .. host .. " cannot store: " .. tostring(serr) end
+    if changed then drop_staple(host) end
+end
+
+local function certs_post(body)
+    local applied, out = apply_ops(body, certs, put_cert, drop_cert, VERSION)
+    if not applied then return ngx.HTTP_BAD_REQUEST, out end
     certs:incr(VERSION, 1, 0)
     stats:incr("cert_updates", 1, 0)
     return ngx.HTTP_OK, "ok " .. applied .. "\n" .. table.concat(out, "\n")
@@ -199,36 +204,24 @@ local function hex(bin)
     return (bin:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
 end
 
+local function drop_ocsp(host)
+    staples:delete(host)
+end
+
+-- A staple is kept only for the exact certificate it was fetched for (the SHA-1 of its PEM).
+local function put_staple(host, op)
+    local pem = certs:get(host)
+    if not op[4] or not pem or hex(ngx.sha1_bin(pem)) ~= op[4]:lower() then
+        staples:delete(host)
+        return "stale " .. host
+    end
+    local ok, serr = staples:safe_set(host, op[3])
+    if not ok then return "bad " .. host .. " cannot store: " .. tostring(serr) end
+end
+
 local function ocsp_post(body)
-    local ops, full, err = parse_certs(body)
-    if not ops then return ngx.HTTP_BAD_REQUEST, err end
-    local out, named, applied = {}, {}, 0
-    for _, op in ipairs(ops) do
-        local host = op[2]
-        named[host] = true
-        if op[1] == "del" then
-            staples:delete(host)
-            applied = applied + 1
-        else
-            local pem = certs:get(host)
-            if not op[4] or not pem or hex(ngx.sha1_bin(pem)) ~= op[4]:lower() then
-                staples:delete(host)
-                out[#out + 1] = "stale " .. host
-            else
-                local ok, serr = staples:safe_set(host, op[3])
-                if ok then
-                    applied = applied + 1
-                else
-                    out[#out + 1] = "bad " .. host .. " cannot store: " .. tostring(serr)
-                end
-            end
-        end
-    end
-    if full then
-        for _, key in ipairs(staples:get_keys(0)) do
-            if not named[key] then staples:delete(key) end
-        end
-    end
+    local applied, out = apply_ops(body, staples, put_staple, drop_ocsp)
+    if not applied then return ngx.HTTP_BAD_REQUEST, out end
     return ngx.HTTP_OK, "ok " .. applied .. "\n" .. table.concat(out, "\n")
 end
 
