@@ -67,13 +67,14 @@ from daprdockr.agent.dashboard_feed import DashboardFeed
 from daprdockr.agent.etcd_housekeeping import EtcdHousekeeper
 from daprdockr.agent.fanout import RoutingFanout
 from daprdockr.agent.heartbeat import Heartbeat
+from daprdockr.agent.https_setup import https_listen_auto, tls_parts
 from daprdockr.agent.ocsp_stapler import OcspStapler
 from daprdockr.agent.operator_routes import operator_routes
 from daprdockr.agent.routing_ack import RoutingAck
 from daprdockr.agent.runtime import AgentRuntime, make_runtime
 from daprdockr.agent.status import AgentStatus
 from daprdockr.agent.supervisor import TaskStatus, guarded
-from daprdockr.agent.tls_watch import INSECURE_WARNING, TlsWatch
+from daprdockr.agent.tls_watch import TlsWatch
 from daprdockr.agent.watchdog import Watchdog
 from daprdockr.cancellation import within
 from daprdockr.core.backoff import Backoff
@@ -81,7 +82,6 @@ from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
 from daprdockr.core.records import NodeRecord
 from daprdockr.core.state import ClusterState
-from daprdockr.core.tls_serving import keys_protected
 from daprdockr.errors import DaprDockrError, StoreAccessError, StoreRefusedError
 from daprdockr.health import HealthMonitor
 from daprdockr.proxy import NginxManager, lua_modules
@@ -207,11 +207,7 @@ class Agent:
                                       https_listen=self.https_listen, node=cfg.node_id)
             self.nginx.leave_running = not cfg.release_on_exit  # (--keep-on-exit: a restart adopts it)
             self.components.append(self.nginx)
-            if self.https_listen is not None:
-                self.ocsp = OcspStapler(nginx=self.nginx)
-            self.tls = TlsWatch(store=TlsStore(store=self.store), nginx=self.nginx, serve_keys=self._serve_keys(),
-                                https=self.https_listen is not None,
-                                on_certs=self.ocsp.want if self.ocsp is not None else None)
+            self.tls, self.ocsp = tls_parts(cfg, store=self.store, nginx=self.nginx, https_listen=self.https_listen)
             self.components.append(self.tls)
             if self.ocsp is not None:
                 self.components.append(self.ocsp)
@@ -233,31 +229,6 @@ class Agent:
         if self.notifier.enabled:
             self.components.append(Watchdog(notifier=self.notifier, status=self.status_line))
         self.fanout.receivers.extend(self.serving)
-
-    async def _https_auto(self) -> None:
-        """``--https-listen auto``: port 443 of the advertise address when etcd holds a certificate
-        now (nginx's listeners are fixed at its start: it is never reloaded)."""
-        try:
-            tls, _ = await TlsStore(store=self.store).read_certs()
-        except DaprDockrError as exc:
-            log.warning("--https-listen auto: certificates not read (%s): HTTPS off until a restart", exc)
-            return
-        if tls.certs:
-            self.https_listen = (self.config.advertise_ip, 443)
-        else:
-            log.info("--https-listen auto: no certificate in etcd, HTTPS off (a certificate stored later "
-                     "needs a restart of this agent, or --https-listen ADDR:PORT)")
-
-    def _serve_keys(self) -> bool:
-        """Whether stored private keys go to nginx: only with HTTPS on, and from a protected etcd
-        unless --allow-insecure-keys (else one warning naming the risk)."""
-        cfg = self.config
-        if self.https_listen is None:
-            return False
-        if keys_protected(cfg.etcd, cfg.etcd_security) or cfg.allow_insecure_keys:
-            return True
-        log.warning(INSECURE_WARNING)
-        return False
 
     def status_line(self) -> str:
         return f"serving {self.mirror.state().held_by(self.config.node_id)} instances"
@@ -289,7 +260,7 @@ class Agent:
             if not await _retry(what, step, stop=stop, notifier=self.notifier):
                 return False
         if cfg.https_auto:
-            await self._https_auto()
+            self.https_listen = await https_listen_auto(store=self.store, advertise_ip=cfg.advertise_ip)
         self.notifier.notify("STATUS=joining: starting DNS, nginx and the API")
         self._build_components()
         for component in self.components:
