@@ -2,7 +2,7 @@
 answers, else from every key in etcd.
 
 Reading and decoding every key costs the CLI about a second per 50 000 instances (BENCHMARKS.md,
-"Scale: svc ls and status at 100 000 instances"); every agent already holds that state from its
+"Scale", "svc ls and status read from an agent"); every agent already holds that state from its
 watch.  So, as Kubernetes serves consistent reads from its watch cache, the CLI first asks etcd
 for the newest write under the prefix (one Range request, keys only, one key), then asks an agent
 (``--api``, else the agents whose node records publish an API address on this host) for its rows
