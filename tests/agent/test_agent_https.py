@@ -42,7 +42,7 @@ async def test_agents_serve_certificates_from_etcd_and_the_https_policy(
     ca = ScratchCA()
     ca_file = ca.write(tmp_path / "ca.pem")
     leaf = ca.leaf("web.example.com")
-    caplog.set_level(logging.WARNING, logger="daprdockr.agent.main")
+    caplog.set_level(logging.WARNING, logger="daprdockr.agent.https_setup")
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=2, runtime="hollow",
                              per_node=per_node):
         await TlsStore(store=store).put_cert(CertRecord.make(host="web.example.com", cert_pem=leaf.cert_pem,

@@ -75,8 +75,17 @@ async def test_dashboard_in_a_real_browser(cluster: RealCluster, docker_image: s
             dismissing.append(asyncio.ensure_future(dialog.dismiss()))
 
         page.on("dialog", on_dialog)
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
         await page.goto(f"{base}/#/services")
-        await page.wait_for_selector("#conn.ok", timeout=15_000)
+        try:  # (the first connection, on a machine busy with the rest of the suite: generous)
+            await page.wait_for_selector("#conn.ok", timeout=60_000)
+        except Exception:
+            stream_error = await page.locator("#stream-error").inner_text() if await page.locator(
+                "#stream-error").count() else ""
+            print(f"stream error: {stream_error!r}\nconsole: {console[-20:]}")
+            cluster.dump_logs(80)
+            raise
 
         # the services, from the stream
         web = page.locator('#services tbody tr[data-service="web.shop"]')
