@@ -19,7 +19,7 @@ from daprdockr.core.names import ServiceName
 from daprdockr.core.records import InstanceRecord, NodeRecord
 from daprdockr.core.rollout import HistoryEntry, RolloutRecord
 from daprdockr.core.state import ClusterState
-from tests.core.test_incremental_state import EVENTS, SCHEMA
+from tests.core.test_incremental_state import EVENTS, SCHEMA, step
 
 WEB = ServiceName(group="myapp", service="web")
 SPEC = ServiceSpec(name=WEB, image="busybox", instances=3, http_host="web.example.com", http_port=80)
@@ -213,12 +213,7 @@ def test_change_messages_applied_to_a_snapshot_give_the_fresh_snapshot(
     model = DashboardModel(mirror.state(), node_id="n1", max_events=20)
     client = model.snapshot()
     for revision, (kind, key, value, lease) in enumerate(events, start=2):
-        if kind == "put":
-            mirror.apply(WatchEvent(kind="put", key=key, value=value, revision=revision, lease=lease))
-        elif kind == "delete":
-            mirror.apply(WatchEvent(kind="delete", key=key, revision=revision))
-        elif kind == "resync":
-            mirror.reset(list(mirror._kvs.values()), revision=revision)
+        step(mirror, kind, key, value, lease, revision=revision)
         if kind == "snapshot" or revision % 3:  # (bursts: several events, one advance)
             continue
         change = model.advance(mirror.state(), now=float(revision))
