@@ -141,7 +141,8 @@ async def test_every_worker_follows_state_changes(shared: tuple[DnsServer, DnsWo
     new = state(["127.0.0.11", "127.0.0.12", "127.0.0.13"])
     server.update(new)
     pool.update(new)
-    await answers_become(server.port, "3.web.myapp.container", {"127.0.0.13"}, within=0.5)
+    # (a bound for correctness only: how fast is for the benchmarks)
+    await answers_become(server.port, "3.web.myapp.container", {"127.0.0.13"}, within=5.0)
 
 
 async def test_worker_exits_on_eof_and_is_restarted(shared: tuple[DnsServer, DnsWorkerPool]) -> None:
@@ -181,7 +182,8 @@ async def test_garbage_frames_do_not_kill_a_worker(shared: tuple[DnsServer, DnsW
     new = state(["127.0.0.21"])
     server.update(new)
     pool.update(new)  # the worker still reads frames after the garbage
-    await answers_become(server.port, "1.web.myapp.container", {"127.0.0.21"}, within=1.0)
+    # (a bound for correctness only: 1.0 s was missed once, 1.25 s, on a loaded host)
+    await answers_become(server.port, "1.web.myapp.container", {"127.0.0.21"}, within=5.0)
     assert proc.returncode is None and pool.alive == 2
 
 

@@ -121,8 +121,13 @@ class AgentProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # (the agent writes every thread's stack to its log)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(2)
                 self.proc.kill()
                 self.proc.wait()
+                print(f"----- {self.node_id} did not exit {timeout:.0f}s after SIGTERM; its log tail\n"
+                      f"{self.log_tail(150)}", file=sys.stderr)
         return self.proc.returncode
 
     def nginx_dir(self) -> Path:

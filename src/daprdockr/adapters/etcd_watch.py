@@ -18,7 +18,7 @@ import aetcd.rtypes as aetcd_rtypes
 from daprdockr.adapters.etcd_client import EtcdClient
 from daprdockr.adapters.etcd_errors import translate
 from daprdockr.adapters.etcd_pool import EtcdPool
-from daprdockr.cancellation import owner_cancelled, within
+from daprdockr.cancellation import honour_dropped_cancel, owner_cancelled, within
 from daprdockr.core.mirror import WatchEvent
 from daprdockr.core.names import ServiceName
 from daprdockr.core.removal import KeyEvent
@@ -41,6 +41,7 @@ class EtcdWatch(EtcdPool):
             try:
                 async with asyncio.timeout(within):
                     watch = await client.watch(key.encode(), start_revision=start)
+                    honour_dropped_cancel()
                     try:
                         async for ev in watch:
                             revision = int(ev.kv.mod_revision)
@@ -96,6 +97,7 @@ class EtcdWatch(EtcdPool):
             try:
                 stream = await within(
                     client.watch_prefix(prefix.encode(), start_revision=next_rev), self.timeout)
+                honour_dropped_cancel()  # (aetcd waits for the stream through 3.11's wait_for)
                 if not first:
                     yield WatchEvent(kind="resync")
                 first = False
@@ -140,6 +142,7 @@ class EtcdWatch(EtcdPool):
                     pending = asyncio.ensure_future(next_event())
                 done, _ = await asyncio.wait({pending}, timeout=self.probe_interval)
                 if not done:
+                    honour_dropped_cancel()  # (one a library dropped elsewhere ends the watch by the next probe)
                     await self._probe(client)
                     continue
                 try:

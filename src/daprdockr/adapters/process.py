@@ -4,19 +4,33 @@
 loop) with SIGTERM and SIGINT wired to ``stop``: the first signal only sets the event, and the
 program shuts down in order.  A second signal means "now": ``on_second_signal`` runs (the agent
 kills its nginx process group there, so nothing is orphaned) and the process exits at once.
+SIGUSR1 writes the stack of every thread to stderr (:mod:`faulthandler`), for a process that hangs.
+
+Once ``main`` returned, the exit is bounded: tasks still running are cancelled and waited for at
+most :data:`LEFTOVER_TIMEOUT` (each one that does not end is logged with its stack), and a process
+still alive :data:`EXIT_GRACE` seconds later (a task that ignores its cancel, an async generator
+that does not close, a thread the interpreter waits for) logs every thread's stack and leaves with
+``os._exit`` and ``main``'s exit code: its shutdown was over, and nothing it left may hold it.
 The agent, ``daprdockr dns`` and the DNS worker processes all start here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
+import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from daprdockr.cancellation import stop_tasks
+
 log = logging.getLogger(__name__)
+LEFTOVER_TIMEOUT = 3.0
+EXIT_GRACE = 10.0
 
 
 def _runner() -> Callable[[Coroutine[Any, Any, int]], int]:
@@ -35,6 +49,7 @@ def run_until_signal(
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
     """Run ``main(stop)`` until it returns; the first signal sets ``stop``, a second one exits."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def wrapper() -> int:
         stop = asyncio.Event()
@@ -55,6 +70,27 @@ def run_until_signal(
 
         for sig in signals:
             loop.add_signal_handler(sig, on_signal, sig)
-        return await main(stop)
+        code = await main(stop)
+        exit_deadline(code, after=EXIT_GRACE)
+        await stop_tasks([t for t in asyncio.all_tasks() if t is not asyncio.current_task()], grace=LEFTOVER_TIMEOUT)
+        return code
 
     return int(_runner()(wrapper()))
+
+
+def exit_deadline(code: int, *, after: float) -> threading.Timer:
+    """From a daemon thread: if the process still runs ``after`` seconds from now, log every
+    thread's stack and exit with ``code`` at once."""
+
+    def expire() -> None:
+        log.error("still running %.0fs after the shutdown ended: exiting now (the threads' stacks follow)", after)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(after, expire)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -1,6 +1,6 @@
 """The agent process: wiring and lifecycle.
 
-One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`) in a TaskGroup:
+One asyncio event loop runs these named, guarded root tasks (:mod:`.supervisor`):
 
 * ``heartbeat``      lease keepalive and the ``nodes/<id>`` record (:mod:`.heartbeat`)
 * ``etcd-watch``     the informer: list, watch, resync into the mirror
@@ -37,8 +37,9 @@ time-limited: stop the tasks that act (:data:`ACTING_TASKS`: heartbeat, reconcil
 then (``release_on_exit``) revoke the lease, wait until every other agent and this node's own
 nginx and DNS applied that (the watch, fanout and serving tasks still run), drain and stop this
 node's containers, or leave them running for a restart to adopt (also when etcd cannot confirm
-the revoke); then the components in reverse start order (API, DNS, nginx last).  A second signal
-kills nginx's process group and exits at once.
+the revoke); then the other root tasks (a task that does not end within :data:`ROOTS_STOP_TIMEOUT`
+of its cancel is logged with its stack and left behind); then the components in reverse start
+order (API, DNS, nginx last).  A second signal kills nginx's process group and exits at once.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ from daprdockr.agent.status import AgentStatus
 from daprdockr.agent.supervisor import TaskStatus, guarded
 from daprdockr.agent.tls_watch import TlsWatch
 from daprdockr.agent.watchdog import Watchdog
-from daprdockr.cancellation import within
+from daprdockr.cancellation import stop_tasks, within
 from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.keys import KeySchema
@@ -95,6 +96,7 @@ log = logging.getLogger(__name__)
 # released, so the removal is confirmed and this node's own nginx and DNS drop them first.
 ACTING_TASKS = frozenset({"heartbeat", "reconcile", "settle", "health", "docker-events", "etcd-housekeeping",
                           "acme"})
+ROOTS_STOP_TIMEOUT = 5.0  # the rest of the root tasks, once the instances are released
 
 
 def _fmt(addr: tuple[str, int] | None) -> str:
@@ -315,30 +317,22 @@ class Agent:
             await self._close()
             return 1
         self.notifier.notify("READY=1", f"STATUS={self.status_line()}")
+        running = {n: asyncio.create_task(guarded(n, f, status=self.tasks), name=n) for n, f in self.roots().items()}
         released = False
         try:
-            async with asyncio.TaskGroup() as tg:
-                running = {n: tg.create_task(guarded(n, f, status=self.tasks), name=n) for n, f in self.roots().items()}
-                await stop.wait()
-                self.notifier.notify("STOPPING=1", "STATUS=draining" if self.config.drain_on_shutdown
-                                     else "STATUS=shutting down: releasing instances")
-                if self.config.drain_on_shutdown:
-                    await self.drain_before_exit()
-                log.info("shutting down")
-                acting = [t for n, t in running.items() if n in ACTING_TASKS]
-                for task in acting:
-                    task.cancel()
-                _, stuck = await asyncio.wait(acting, timeout=self.config.shutdown_timeout)
-                if stuck:  # (a task that swallowed its cancel must not hold the exit forever)
-                    log.error("tasks still running %.0fs after they were stopped: %s", self.config.shutdown_timeout,
-                              ", ".join(sorted(t.get_name() for t in stuck)))
-                released = True
-                await self.release_instances()  # the watch, fanout, applied and serving tasks still run
-                for task in running.values():
-                    task.cancel()
+            await stop.wait()
+            self.notifier.notify("STOPPING=1", "STATUS=draining" if self.config.drain_on_shutdown
+                                 else "STATUS=shutting down: releasing instances")
+            if self.config.drain_on_shutdown:
+                await self.drain_before_exit()
+            log.info("shutting down")
+            await stop_tasks([t for n, t in running.items() if n in ACTING_TASKS], grace=self.config.shutdown_timeout)
+            released = True
+            await self.release_instances()  # the watch, fanout, applied and serving tasks still run
         finally:
             if not released:
                 await self.release_instances()
+            await stop_tasks(running.values(), grace=ROOTS_STOP_TIMEOUT)
             await self.shutdown()
         return 0
 

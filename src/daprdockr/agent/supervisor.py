@@ -1,7 +1,7 @@
 """Task supervision: named, guarded root tasks.
 
 :func:`guarded` wraps a long-running coroutine factory so that an unexpected exception is
-logged and the task restarted with backoff instead of tearing down the whole TaskGroup.  Only
+logged and the task restarted with backoff instead of ending the agent.  Only
 the agent's own cancellation (shutdown: ``task.cancel()``, seen as ``Task.cancelling() > 0``)
 ends a root task.  A ``CancelledError`` raised inside a library (grpc.aio ends in-flight calls
 with one when a channel closes) is a transient failure like any other: logged, restarted with
@@ -63,3 +63,4 @@ async def guarded(
         except asyncio.CancelledError:
             status.state[name] = "stopped"
             raise
+
