@@ -37,8 +37,9 @@ from tests.support.procs import terminate, wait_port
 pytestmark = [pytest.mark.etcd, pytest.mark.nginx, pytest.mark.slow]
 
 IP = "127.0.0.57"
-LUA_FILES = sorted(p.relative_to(ROOT / "src").as_posix()
-                   for p in (ROOT / "src/daprdockr/lua").rglob("*") if p.is_file())
+DATA_FILES = sorted(p.relative_to(ROOT / "src").as_posix()  # the Lua module and the dashboard's static files
+                    for d in ("lua", "static") for p in (ROOT / "src/daprdockr" / d).rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts)
 
 
 def dependency_wheels() -> Path:
@@ -76,7 +77,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (tmp / "dist").glob("daprdockr-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    assert set(LUA_FILES) <= names, f"Lua files missing from the wheel: {set(LUA_FILES) - names}"
+    assert any(n.endswith(".lua") for n in DATA_FILES) and any(n.endswith(".js") for n in DATA_FILES)
+    assert set(DATA_FILES) <= names, f"data files missing from the wheel: {set(DATA_FILES) - names}"
     assert "daprdockr/py.typed" in names
     built = time.monotonic()
     env_dir = tmp / "venv"
@@ -96,7 +98,7 @@ def site_packages(env_dir: Path) -> Path:
 
 def test_the_venv_commands_report_their_versions(venv: Path, etcd_endpoints: str) -> None:
     package = site_packages(venv) / "daprdockr"
-    for name in LUA_FILES:
+    for name in DATA_FILES:
         assert (package.parent / name).is_file(), name
     for argv in (["version"], ["--version"]):
         out = run([str(venv / "bin/daprdockr"), "--etcd", etcd_endpoints, *argv], env=clean_env(), cwd="/")

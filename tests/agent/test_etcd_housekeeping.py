@@ -1,6 +1,7 @@
 """etcd housekeeping against real etcd members started here with a small quota (16 MiB):
 
-* a long churn of service changes with the agents' compaction on never raises NOSPACE (no defrag);
+* a long churn of service changes with the agents' compaction on never raises NOSPACE (no defrag),
+  with the housekeeper component and under a real agent process;
 * the same churn with it off fills the quota: a hollow agent process's ``/healthz``, ``/metrics``
   and ``daprdockr status`` show the alarm, ``svc set`` fails saying what to do, and the agent's
   DNS still answers its instance;
@@ -145,14 +146,14 @@ async def test_two_housekeepers_the_first_joined_compacts_and_the_other_takes_ov
 
 
 @contextlib.contextmanager
-def hollow_agent(*, etcd: str, prefix: str, ip: str, dns_port: int, api_port: int,
-                 tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A hollow agent process that never compacts, told the quota, its DNS and API on ``ip``."""
+def hollow_agent(*, etcd: str, prefix: str, ip: str, dns_port: int, api_port: int, tmp: Path,
+                 compact: str = "off") -> Iterator[subprocess.Popen[bytes]]:
+    """A hollow agent process (never compacting by default), told the quota, its DNS and API on ``ip``."""
     with open(tmp / "agent.log", "ab") as log:
         agent = subprocess.Popen(
             [sys.executable, "-m", "daprdockr", "agent", "--runtime", "hollow", "--node-id", "h1", "--advertise-ip", ip,
              "--ttl", "5", "--state-dir", str(tmp / "state"), "--dns-listen", f"{ip}:{dns_port}",
-             "--http-listen", "off", "--api-listen", f"{ip}:{api_port}", "--compact-interval", "off",
+             "--http-listen", "off", "--api-listen", f"{ip}:{api_port}", "--compact-interval", compact,
              "--etcd-quota-bytes", "16MiB"],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "DAPRDOCKR_ETCD": etcd, "DAPRDOCKR_PREFIX": prefix})
@@ -182,6 +183,40 @@ async def wait_until(check, *, within: float, what: str):  # type: ignore[no-unt
                 return last
         await asyncio.sleep(0.3)
     raise AssertionError(f"{what} not within {within}s; last: {last!r}")
+
+
+async def test_an_agent_process_compacting_keeps_a_long_churn_within_the_quota(tmp_path: Path) -> None:
+    """The same churn under a real agent process (``--compact-interval 1s``): no NOSPACE, and its
+    ``/healthz`` and ``/metrics`` show the compactions it made."""
+    ip = "127.0.0.22"
+    dns_port, api_port = free_port_on(ip), free_port_on(ip)
+    prefix = "/hk"
+    with small_etcd(tmp_path) as etcd, hollow_agent(etcd=etcd.endpoints, prefix=prefix, ip=ip, dns_port=dns_port,
+                                                    api_port=api_port, tmp=tmp_path, compact="1s") as agent:
+        async with store_of(etcd.endpoints, prefix) as store, aiohttp.ClientSession() as http:
+            await wait_until(lambda: _metrics(http, ip, api_port), within=30, what="the agent's API")
+            written = await churn(store, CHANGES)
+            assert written == CHANGES, f"NOSPACE after {written} changes under a compacting agent"
+            metrics = await _metrics(http, ip, api_port)
+            assert _compactions(metrics) >= 3, metrics
+            async with http.get(f"http://{ip}:{api_port}/healthz") as resp:
+                space = (await resp.json())["checks"]["etcd_space"]
+            assert space["ok"] and space.get("alarms", []) == [], space
+            assert 'daprdockr_etcd_alarm{alarm="NOSPACE"} 1' not in metrics
+            assert agent.poll() is None
+            print(f"{CHANGES} changes, {_compactions(metrics)} compactions by the agent process")
+
+
+async def _metrics(http: aiohttp.ClientSession, ip: str, port: int) -> str:
+    async with http.get(f"http://{ip}:{port}/metrics") as resp:
+        return await resp.text()
+
+
+def _compactions(metrics: str) -> int:
+    for line in metrics.splitlines():
+        if line.startswith("daprdockr_etcd_compactions_total "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 async def test_without_compaction_the_alarm_shows_writes_fail_clearly_and_dns_keeps_answering(

@@ -1,7 +1,8 @@
 """A real agent process (``--runtime hollow``, configured by a file) speaks the systemd notify
 protocol to a real AF_UNIX datagram socket given as ``NOTIFY_SOCKET``: ``STATUS=joining`` while
-etcd is unreachable and no ``READY=1``; ``READY=1`` once its node record is in etcd and its DNS
-answers; ``WATCHDOG=1`` every half ``WATCHDOG_USEC``; ``STOPPING=1`` at SIGTERM."""
+etcd is unreachable and no ``READY=1``; ``READY=1`` once its node record is in etcd, its DNS
+answers and its nginx serves HTTP; ``WATCHDOG=1`` every half ``WATCHDOG_USEC``; ``STOPPING=1`` at
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from tests.e2e.realcluster import free_port_on
 from tests.support.notify import Receiver
 from tests.support.procs import EtcdCluster, free_port, terminate
 
-pytestmark = [pytest.mark.etcd]
+pytestmark = [pytest.mark.etcd, pytest.mark.nginx]
 
 IP = "127.0.0.23"
 WATCHDOG_USEC = 1_000_000  # (pings every 0.5 s; a loaded 2-core host must not miss the 1 s)
@@ -44,19 +47,27 @@ def node_record(cluster: EtcdCluster, key: str) -> str:
     return r.stdout.strip()
 
 
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": "nothing.test"}), timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_agent_notifies_systemd(tmp_path: Path, receiver: Receiver) -> None:
     if not shutil.which("etcd"):
         pytest.fail("etcd is missing")
     cluster = EtcdCluster(tmp_path / "etcd", client_ports=[free_port()])  # started only later
     (tmp_path / "etcd").mkdir()
     prefix = f"/t{uuid.uuid4().hex[:12]}"
-    dns_port = free_port_on(IP)
+    dns_port, http_port = free_port_on(IP), free_port_on(IP)
     state = tmp_path / "state"
     config = tmp_path / "agent.toml"
     config.write_text(
         f'etcd = "{cluster.endpoints}"\nprefix = "{prefix}"\nnode-id = "sd1"\nadvertise-ip = "{IP}"\n'
-        f'runtime = "hollow"\ndns-listen = "{IP}:{dns_port}"\ndns-workers = 0\nhttp-listen = "off"\n'
-        f'api-listen = "off"\nstate-dir = "{state}"\n')
+        f'runtime = "hollow"\ndns-listen = "{IP}:{dns_port}"\ndns-workers = 0\nhttp-listen = "{IP}:{http_port}"\n'
+        f'nginx = "{shutil.which("nginx") or "/usr/sbin/nginx"}"\napi-listen = "off"\nstate-dir = "{state}"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAPRDOCKR_")}
     env.update(NOTIFY_SOCKET=receiver.name, WATCHDOG_USEC=str(WATCHDOG_USEC))
     log = tmp_path / "agent.log"
@@ -76,6 +87,7 @@ def test_agent_notifies_systemd(tmp_path: Path, receiver: Receiver) -> None:
         assert f'"{IP}"' in record, record
         reply = DNSRecord.parse(DNSRecord.question("1.web.myapp.container").send(IP, dns_port, timeout=2))
         assert reply.header.qr == 1
+        assert http_status(f"http://{IP}:{http_port}/") == 404  # (nginx answers: no service has that host)
         ready_text = next(text for at, text in receiver.got if at == ready)
         assert "STATUS=serving 0 instances" in ready_text.split("\n")
 

@@ -5,6 +5,10 @@ socket given by path, or in the abstract namespace when it starts with ``@``.  W
 ``NOTIFY_SOCKET`` (not started by systemd) every call does nothing.  The watchdog interval is half
 of ``$WATCHDOG_USEC``, and only when ``$WATCHDOG_PID`` is unset or this process.  A failed send is
 logged once and never raised: systemd's view of the agent must not stop the agent.
+
+Written here rather than taken from the ``sdnotify`` package: that package drops a failed send
+silently (unless built with ``debug``) and leaves ``WATCHDOG_USEC`` / ``WATCHDOG_PID`` to the caller,
+which are the parts this module adds; the protocol itself is one ``sendto``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Every document is validated before anything is written; the plan (:mod:`daprdock
 is read at one revision, and each service's change is written in a transaction of its own that
 holds only if the service's key did not move since (:mod:`daprdockr.adapters.apply_store`).
 Exit codes: ``apply`` 0 when everything was written, 1 when a service's write was refused;
-``plan`` / ``--dry-run`` 0 when nothing would change, 2 when something would (as ``nomad job plan``).
+``plan`` / ``--dry-run`` 0 when nothing would change, 2 when something would (as ``nomad job plan``),
+and never 2 for an error: a bad file or option exits 1 there (as ``terraform plan
+-detailed-exitcode``), so a CI gate cannot take a broken spec for pending changes.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from daprdockr.adapters.apply_store import ApplyStore
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.cli.app import app, fail, with_store
 from daprdockr.cli.progress import wait_all
-from daprdockr.clikit.output import EXIT_ERROR, EXIT_OK, error_line, print_json, safe_text
+from daprdockr.clikit.output import EXIT_ERROR, EXIT_INVALID, EXIT_OK, error_line, print_json, safe_text
 from daprdockr.clikit.specfile import dump_specs, load_spec_docs, validate_docs
 from daprdockr.core.apply_plan import Change, plan_apply, summary
 from daprdockr.core.model import ServiceSpec
@@ -89,8 +92,33 @@ async def run_apply(
     return EXIT_ERROR if result.refused else EXIT_OK
 
 
+class PlanExitCodes(TyperCommand):
+    """``plan`` and ``apply --dry-run``: a usage error (an unknown option...) exits 1, not 2."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        dry_run = self.name == "plan" or "--dry-run" in args
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except Exception as exc:
+            if dry_run and getattr(exc, "exit_code", None) == EXIT_INVALID:
+                exc.exit_code = EXIT_ERROR  # type: ignore[attr-defined]
+            raise
+
+
 def _command(ctx: typer.Context, *, files: list[str], dry_run: bool, prune: bool, group: str | None, wait: bool,
              wait_timeout: float, as_json: bool) -> None:
+    try:
+        code = _checked_run(ctx, files=files, dry_run=dry_run, prune=prune, group=group, wait=wait,
+                            wait_timeout=wait_timeout, as_json=as_json)
+    except typer.Exit as exc:
+        if dry_run and exc.exit_code == EXIT_INVALID:  # (a plan's 2 says "changes")
+            raise typer.Exit(EXIT_ERROR) from None
+        raise
+    raise typer.Exit(code)
+
+
+def _checked_run(ctx: typer.Context, *, files: list[str], dry_run: bool, prune: bool, group: str | None, wait: bool,
+                 wait_timeout: float, as_json: bool) -> int:
     try:
         if prune and group is None:
             raise ValidationError("needs --group G: only the services of that group are deleted", field="--prune")
@@ -103,9 +131,8 @@ def _command(ctx: typer.Context, *, files: list[str], dry_run: bool, prune: bool
         specs = validate_docs(load_spec_docs(files))
     except ValidationError as exc:
         raise fail(exc) from None
-    code = with_store(ctx, lambda store: run_apply(store, specs, prune_group=group, dry_run=dry_run, wait=wait,
+    return with_store(ctx, lambda store: run_apply(store, specs, prune_group=group, dry_run=dry_run, wait=wait,
                                                     wait_timeout=wait_timeout, as_json=as_json))
-    raise typer.Exit(code)
 
 
 FilesOpt = Annotated[list[str], typer.Option(
@@ -115,12 +142,12 @@ GroupOpt = Annotated[str | None, typer.Option(help="The group --prune deletes fr
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the changes as JSON.")]
 
 
-@app.command("apply")
+@app.command("apply", cls=PlanExitCodes)
 def apply_cmd(
     ctx: typer.Context,
     files: FilesOpt,
-    dry_run: Annotated[bool, typer.Option(help="Print what would change, write nothing (exit 2 if anything would).")]
-    = False,
+    dry_run: Annotated[bool, typer.Option(
+        help="Print what would change, write nothing (exit 2 if anything would, 1 on error).")] = False,
     prune: PruneOpt = False,
     group: GroupOpt = None,
     wait: Annotated[bool, typer.Option(help="Follow every changed service until it runs updated and healthy.")]
@@ -144,10 +171,10 @@ def apply_cmd(
              as_json=as_json)
 
 
-@app.command("plan")
+@app.command("plan", cls=PlanExitCodes)
 def plan_cmd(ctx: typer.Context, files: FilesOpt, prune: PruneOpt = False, group: GroupOpt = None,
              as_json: JsonOpt = False) -> None:
-    """apply --dry-run: print what applying the files would change; exit 0 if nothing, 2 if anything.
+    """apply --dry-run: print what applying the files would change; exit 0 if nothing, 2 if anything, 1 on error.
 
     Example: daprdockr plan -f services/ --prune --group myapp
     """
