@@ -58,7 +58,7 @@ async def test_new_manager_kills_what_a_dead_agent_left_behind(tmp_path: Path, m
     orphaned = NginxManager(state_dir=tmp_path / "nginx", listen=listen, binary=binary,
                             workers=2 if master_killed_too else 1)
     await orphaned.start()
-    old = orphaned._proc
+    old = orphaned.master.proc
     assert old is not None
     assert stale_nginx_group(Path(orphaned.paths.pid), orphaned.conf) == old.pid
     # the agent "dies": nothing stops `orphaned`; maybe its master is SIGKILLed as well

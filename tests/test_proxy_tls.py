@@ -300,7 +300,7 @@ async def test_an_adopted_nginx_keeps_serving_its_certificates_until_the_new_age
         await abandon(first, tls.task)
         first.leave_running = True  # (this agent is dead: its stop, at the end, touches nothing)
         assert first.https_listen is not None
-        second = NginxManager(state_dir=first.state_dir, listen=first.listen, binary=first.binary,
+        second = NginxManager(state_dir=first.state_dir, listen=first.listen, binary=first.master.binary,
                               https_listen=first.https_listen, node="n1")
         await second.start()
         task = asyncio.create_task(second.run())

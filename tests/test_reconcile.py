@@ -751,7 +751,7 @@ async def test_a_stop_first_deadline_starts_once_the_old_container_is_out() -> N
     new = w.spec(1, env={"A": "1"}, update=update)
     await w.settle_until(lambda: any(c.spec_hash == new.runtime_hash and c.running
                                      for c in w.docker.containers.values())
-                         and w.running().get(1, "") != "c1" and not w.r._inflight, limit=8)
+                         and w.running().get(1, "") != "c1" and not w.r.inflight.busy(), limit=8)
     assert w.slots.failed == [], "a good update failed on the old container's drain time"
 
 

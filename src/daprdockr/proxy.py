@@ -19,7 +19,8 @@
   404.  The agent stays up meanwhile.
 * An agent that dies (SIGKILL, a crash) leaves its nginx serving its last table; the next agent
   of the node *adopts* it (same config, same balancer code: its pid file, its control socket)
-  and posts its current table, so a restart drops no connection.  A master it cannot adopt (an
+  and posts its current table, so a restart drops no connection.  The master as a process (test,
+  adopt, spawn, stop, kill) is :class:`~daprdockr.adapters.nginx_process.NginxProcess`.  A master it cannot adopt (an
   upgrade changed the config or the Lua code) is replaced as before.  Nobody adopting it, the
   master quits by itself ``orphan_timeout`` seconds after the last agent's heartbeat
   (:mod:`daprdockr.adapters.nginx_master`).
@@ -36,7 +37,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,12 +45,10 @@ from pathlib import Path
 import aiohttp
 
 from daprdockr.adapters.cut_connections import DeadHostCuts
-from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
+from daprdockr.adapters.nginx_process import NginxProcess, kill_group
 from daprdockr.adapters.nginx_setup import LUA_DIR, control_accepts, lua_modules, lua_version, worker_user
 from daprdockr.adapters.nginx_tls import TlsPush, ensure_default_cert
-from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
-from daprdockr.cancellation import within
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.records import NodeRecord
 from daprdockr.core.removal_tracker import Acknowledgements
@@ -100,17 +98,13 @@ class NginxManager:
         self.https_listen = https_listen
         self.node = node  # named in the default certificate
         self.tls = TlsPush()  # the certificates and ACME answers nginx holds (adapters/nginx_tls.py)
-        self.binary = binary
+        self.master = NginxProcess(state_dir=self.state_dir, binary=binary, listen=listen, https_listen=https_listen,
+                                   orphan_timeout=orphan_timeout)
         self.policy = restart_policy or RestartPolicy()
         self.workers = workers
         self.module_dirs = tuple(module_dirs)
         self.acks = acks
         self.stats_every = stats_every
-        self.orphan_timeout = orphan_timeout
-        self.adopted = False  # the master was left running by a previous agent and adopted
-        self.leave_running = False  # stop() leaves nginx serving for the next agent (--keep-on-exit)
-        self.paths = NginxPaths(root=str(self.state_dir))
-        self.conf = self.state_dir / "nginx.conf"
         self.stats = NginxStats()
         self.last_error = ""
         self.applied_revision = 0
@@ -124,7 +118,6 @@ class NginxManager:
         self._sent: Table | None = None  # None: nginx has no table yet (just (re)started)
         self._generation = 0
         self._dirty = asyncio.Event()
-        self._proc: Master | None = None
         self._restart = RestartState()
         self._session: aiohttp.ClientSession | None = None
         self._stats_at = 0.0
@@ -132,11 +125,31 @@ class NginxManager:
     # ------------------------------------------------------------------ status
     @property
     def healthy(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self.master.running
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self.master.proc.pid if self.master.proc is not None else None
+
+    @property
+    def adopted(self) -> bool:
+        return self.master.adopted
+
+    @property
+    def leave_running(self) -> bool:
+        return self.master.leave_running
+
+    @leave_running.setter
+    def leave_running(self, value: bool) -> None:
+        self.master.leave_running = value
+
+    @property
+    def paths(self) -> NginxPaths:
+        return self.master.paths
+
+    @property
+    def conf(self) -> Path:
+        return self.master.conf
 
     @property
     def table(self) -> Table:
@@ -154,146 +167,45 @@ class NginxManager:
         if len(self.paths.control) > MAX_UNIX_PATH:
             raise ProxyError(f"state dir {self.state_dir}: the control socket path would be longer than "
                              f"{MAX_UNIX_PATH} characters; use a shorter --state-dir")
-        self.paths = NginxPaths(root=str(self.state_dir), modules=lua_modules(self.module_dirs), lua=LUA_DIR)
+        self.master.paths = NginxPaths(root=str(self.state_dir), modules=lua_modules(self.module_dirs), lua=LUA_DIR)
         if self.https_listen is not None:
             ensure_default_cert(self.paths, node=self.node)
         text = render_nginx_conf(listen=self.listen, paths=self.paths, worker_user=worker_user(),
                                  workers=self.workers, balancer=lua_version(), https_listen=self.https_listen)
-        if not await self._adopt(text):
-            error = await self._test(text)
+        if await self.master.adopt(text):
+            self._nginx_has_nothing_of_ours()  # (its routes stay until our first real table: update())
+        else:
+            error = await self.master.test(text)
             if error:
                 raise ProxyError(f"nginx rejects its configuration: {error}")
             write_private(self.conf, text, mode=0o644)
-            await self._kill_stale_master()
+            await self.master.kill_stale_master()
             await self._spawn()
-        await self._guard()
-        if not self.adopted:  # (an adopted nginx keeps its routes until our first real table: update())
+        await self.master.guard()
+        if not self.adopted:
             await self.push_once()
 
-    @property
-    def _heartbeat(self) -> Path:
-        return self.state_dir / "nginx.heartbeat"
-
-    async def _guard(self) -> None:
-        """The orphan guard of the running master (it ends when its master does)."""
-        await start_orphan_guard(heartbeat=self._heartbeat, pid_file=Path(self.paths.pid),
-                                 guard_pid_file=self.state_dir / "nginx.guard.pid", after=self.orphan_timeout)
-
-    async def _adopt(self, text: str) -> bool:
-        """Take over the nginx a previous agent of this node left running, if it runs exactly
-        ``text`` (same listen address, paths, workers and balancer code) and answers on its
-        control socket; its routes stay until our first table replaces them."""
-        pgid = stale_nginx_group(Path(self.paths.pid), self.conf)
-        if pgid is None or not alive(pgid):
-            return False
-        try:
-            same = self.conf.read_text() == text
-        except OSError:
-            same = False
-        if not same or not await control_accepts(self.paths.control):
-            log.info("nginx master %d runs another configuration (an upgrade?): replacing it", pgid)
-            return False
-        self._proc = AdoptedMaster(pgid)
-        self._sent = None  # our whole table goes in at once
-        self.tls.reset()
-        self.adopted = True
-        beat(self._heartbeat)
-        log.info("adopted nginx master %d serving on %s:%d (left running by a previous agent)", pgid, *self.listen)
-        return True
-
-    async def _kill_stale_master(self) -> None:
-        """Kill an nginx left running by a previous agent that died without stopping it
-        (SIGKILL), which this agent cannot adopt: its master and workers, or its orphaned
-        workers, still hold the port."""
-        pgid = stale_nginx_group(Path(self.paths.pid), self.conf)
-        if pgid is None:
-            return
-        log.warning("killing nginx process group %d left behind by a previous agent", pgid)
-        self._kill_group(pgid)
-        for _ in range(50):  # zombies may stay (an init that does not reap); they hold no port
-            if not nginx_group_members(pgid):
-                return
-            await asyncio.sleep(0.05)
-
     async def _spawn(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.control)  # a stale socket file would make the bind fail
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self.binary, "-p", str(self.state_dir), "-c", str(self.conf),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            )
-        except OSError as exc:
-            raise ProxyError(f"cannot start {self.binary}: {exc}") from exc
-        self._proc = proc
-        self.adopted = False
+        await self.master.spawn()
         self._restart = self.policy.on_start(self._restart, now=time.monotonic())
+        self._nginx_has_nothing_of_ours()
+
+    def _nginx_has_nothing_of_ours(self) -> None:
+        """A new (or adopted) master: our whole table and every certificate go in at once."""
         self._sent = None
         self.tls.reset()
-        deadline = time.monotonic() + 5.0
-        while not await control_accepts(self.paths.control):  # nginx listens before it serves
-            if proc.returncode is None and time.monotonic() > deadline:
-                self._kill_group(proc.pid)
-                await proc.wait()
-            if proc.returncode is not None:
-                err = await proc.stderr.read() if proc.stderr else b""
-                raise ProxyError(f"nginx exited at start: {err.decode(errors='replace').strip()[-500:]}")
-            await asyncio.sleep(0.02)
-        log.info("nginx master %d serving on %s:%d%s", proc.pid, *self.listen,
-                 f" and https {self.https_listen[0]}:{self.https_listen[1]}" if self.https_listen else "")
 
     async def stop(self, *, grace: float = 5.0) -> None:
-        """Graceful quit (SIGQUIT), then SIGKILL of the whole group after ``grace`` seconds; with
+        """Graceful quit, then SIGKILL of the group after ``grace`` seconds; with
         ``leave_running``, nginx keeps serving for the next agent to adopt."""
-        proc, self._proc = self._proc, None
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if proc is None or proc.returncode is not None:
-            return
-        if isinstance(proc, AdoptedMaster):
-            proc.close()
-        if self.leave_running:
-            log.info("leaving nginx master %d serving for the next agent (it quits by itself %.0fs after the last "
-                     "agent's heartbeat)", proc.pid, self.orphan_timeout)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGQUIT)
-        try:
-            await within(proc.wait(), grace)
-        except TimeoutError:
-            log.warning("nginx did not quit within %.0fs; killing it", grace)
-        self._kill_group(proc.pid)
-        with contextlib.suppress(Exception):
-            await within(proc.wait(), 2)
+        await self.master.stop(grace=grace)
 
     def kill(self) -> None:
         """SIGKILL nginx's whole process group now (the agent is exiting without a clean stop)."""
-        if self._proc is not None:
-            self._kill_group(self._proc.pid)
-
-    @staticmethod
-    def _kill_group(pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-
-    async def _test(self, text: str) -> str:
-        """``nginx -t`` on ``text`` in a temp file; returns the error text, or "" if valid."""
-        tmp = self.state_dir / f"nginx.test.{os.getpid()}.conf"
-        write_private(tmp, text)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self.binary, "-t", "-q", "-p", str(self.state_dir), "-c", str(tmp),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await proc.communicate()
-        except OSError as exc:
-            return f"cannot run {self.binary}: {exc}"
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        return "" if proc.returncode == 0 else err.decode(errors="replace").strip()
+        self.master.kill()
 
     # ------------------------------------------------------------------ the routing table
     def update(self, state: ClusterState) -> None:
@@ -361,8 +273,7 @@ class NginxManager:
 
     def _cut_dead_hosts(self, old: Table | None, new: Table) -> None:
         """End nginx's connections to the peers of gone hosts (:class:`DeadHostCuts`)."""
-        self._cuts.table_changed(old, new, live_hosts=self._live_hosts,
-                                 master=self._proc.pid if self._proc is not None else None)
+        self._cuts.table_changed(old, new, live_hosts=self._live_hosts, master=self.pid)
 
     def _count_cut(self, killed: int) -> None:
         self.stats.cut += killed
@@ -387,8 +298,8 @@ class NginxManager:
         """Forever: push table changes as they come and keep nginx alive (and its orphan guard
         quiet: the heartbeat file is touched on every round)."""
         while True:
-            beat(self._heartbeat)
-            proc = self._proc
+            self.master.beat()
+            proc = self.master.proc
             if proc is None or proc.returncode is not None:
                 await self._restart_after_exit()
                 continue
@@ -417,17 +328,17 @@ class NginxManager:
                     await self.refresh_stats()
 
     async def _restart_after_exit(self) -> None:
-        old = self._proc
+        old = self.master.proc
         code = old.returncode if old is not None else None
         if old is not None:
-            self._kill_group(old.pid)  # orphaned workers must not keep the port
+            kill_group(old.pid)  # orphaned workers must not keep the port
         self._restart, delay = self.policy.on_exit(self._restart, now=time.monotonic(), rand=random.random())
         log.error("nginx exited (code %s); restarting in %.1fs", code, delay)
         await asyncio.sleep(delay)
         self.stats.restarts += 1
         try:
             await self._spawn()
-            await self._guard()  # (the old master's guard ended with it)
+            await self.master.guard()  # (the old master's guard ended with it)
             await self.push_once()  # the full table, before nginx lets requests through
         except ProxyError as exc:
             self.last_error = str(exc)

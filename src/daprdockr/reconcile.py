@@ -11,8 +11,9 @@ which then marks the loop dirty again.  A failed action holds its key back (its
 
 The loop composes the parts in :mod:`daprdockr.reconciling`: the cached Docker listing and the
 routable set (``listing``), the executor of an instance's actions (``executor``: claim, start,
-restart, adopt, repair, release, stop), release before stop, confirmed (``removal``), and the
-runner of rolling updates and takeovers in replacement slots (``replacements``).
+restart, adopt, repair, release, stop), release before stop, confirmed (``removal``), the
+runner of rolling updates and takeovers in replacement slots (``replacements``), and the task of
+each key's running actions (``inflight``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from daprdockr.core.planning.scope import PassInputs, full_every, plan_scope
 from daprdockr.core.prometheus import Histogram
 from daprdockr.core.retry import KeyRetries, KeyRetry, RetryPolicy
 from daprdockr.core.state import ClusterState
-from daprdockr.errors import ConflictError, DaprDockrError, RuntimeUnavailableError
+from daprdockr.errors import DaprDockrError, RuntimeUnavailableError
 from daprdockr.reconciling.context import ReconcileContext
 from daprdockr.reconciling.executor import START_AGAIN_FOR, START_AGAIN_LOOP, START_AGAIN_REFUSED, ActionExecutor
 from daprdockr.reconciling.executor import remove_for_good as _remove_for_good
+from daprdockr.reconciling.inflight import InflightActions
 from daprdockr.reconciling.listing import RELIST_PACE, ContainerListing
 from daprdockr.reconciling.ports import (
     HealthSource,
@@ -128,10 +130,9 @@ class Reconciler:
         self.dirty = asyncio.Event()
         self._next_wake = float("inf")  # when a claim grace or a retry backoff runs out
         self._wakes: dict[ServiceName, float] = {}  # the same per service (the services a pass must plan then)
-        self._inflight: dict[Key, asyncio.Task[None]] = {}
+        self.inflight = InflightActions(on_done=self.mark_containers_dirty)
         self._unowned_since: dict[Key, float] = {}
         self._unowned_seen: Mapping[ServiceName, tuple[int, ...]] = {}  # the unowned numbers it was kept from
-        self._claims: set[Key] = set()  # keys whose claim is in flight (at most MAX_CLAIMS_IN_FLIGHT)
         self._even = EvenCache()  # services the last passes found even (no rebalance move), per spec and records
         self._planned: ClusterState | None = None  # the state the last pass planned from
         self._last_inputs: PassInputs | None = None  # and the rest of what it read
@@ -280,14 +281,14 @@ class Reconciler:
             self.executor.forget_unlisted(listed)
         planning = time.perf_counter()  # (from here on the pass does not wait: its CPU time)
         state = self.mirror.state()
-        self.replacements.tidy_in_background(state, holds=self._holds)
+        self.replacements.tidy_in_background(state, holds=self.inflight.holds)
         now = self.ctx.clock()
         local = self.local()
         paused_since = self.listing.paused_since(local, now=now)
         track_unowned_since(self._unowned_since, seen=self._unowned_seen, unowned=state.unowned, now=now)
         self._unowned_seen = state.unowned
         health, restart = self.health.observed(local, state.services)
-        busy = frozenset(k for k, t in self._inflight.items() if not t.done())
+        busy = self.inflight.busy()
         waiting = self.retries.waiting(now=now)
         inputs = PassInputs(lease=self.lease, claiming=self.claiming, capacity=self.capacity, nodes=state.nodes,
                             containers=local, busy=busy, health=health, restart=restart,
@@ -307,7 +308,7 @@ class Reconciler:
             bad_instances=state.invalid_instances, rollouts=state.rollouts, slots=state.slots,
             draining=state.draining, health=health, restart=restart, paused_since=paused_since,
             rebalance=self.rebalance, invalid=invalid_services(state), unowned=state.unowned, even=self._even,
-            scope=scope, claim_budget=max(0, MAX_CLAIMS_IN_FLIGHT - len(self._claims)),
+            scope=scope, claim_budget=max(0, MAX_CLAIMS_IN_FLIGHT - self.inflight.claims),
         )
         planned = plan_next(state.services, observed)
         actions = planned.actions
@@ -327,11 +328,8 @@ class Reconciler:
         for action in actions:
             by_key.setdefault(action_key(action), []).append(action)
         for key, group in by_key.items():
-            task = asyncio.create_task(self._run_actions(group), name=f"instance {key[0]}/{key[1]}")
-            self._inflight[key] = task
-            if any(isinstance(a, Claim) for a in group):
-                self._claims.add(key)
-            task.add_done_callback(lambda t, k=key: self._done(k, t))  # type: ignore[misc]
+            self.inflight.start(key, self._run_actions(group), name=f"instance {key[0]}/{key[1]}",
+                                claim=any(isinstance(a, Claim) for a in group))
         self.plan_seconds = time.perf_counter() - planning
         if scope is None:
             self._full_seconds = self.plan_seconds
@@ -342,44 +340,13 @@ class Reconciler:
         return actions
 
     async def exclusive(self, key: Key, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` as ``key``'s action (an operator's restart of the instance): passes leave
-        the key alone while it runs (busy, as for a planned action) and relist the containers
-        after it.  ConflictError if an action on ``key`` runs already; ``work`` goes on if the
-        caller is cancelled (shielded), as a planned action would."""
-        if self._holds(key):
-            raise ConflictError(f"an action on instance {key[1]} of {key[0]} is running; try again")
-        outcome: list[T] = []
-        failure: list[DaprDockrError] = []
-
-        async def run() -> None:
-            try:
-                outcome.append(await work())
-            except DaprDockrError as exc:
-                failure.append(exc)
-
-        task = asyncio.create_task(run(), name=f"instance {key[0]}/{key[1]} (operator)")
-        self._inflight[key] = task
-        task.add_done_callback(lambda t: self._done(key, t))
-        await asyncio.shield(task)
-        if failure:
-            raise failure[0]
-        return outcome[0]
-
-    def _holds(self, key: Key) -> bool:
-        task = self._inflight.get(key)
-        return task is not None and not task.done()
-
-    def _done(self, key: Key, task: asyncio.Task[None]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-            self._claims.discard(key)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("action for %s/%s crashed", key[0], key[1], exc_info=task.exception())
-        self.mark_containers_dirty()
+        """Run ``work`` as ``key``'s action (:meth:`InflightActions.exclusive`): passes leave the
+        key alone while it runs, and relist the containers after it."""
+        return await self.inflight.exclusive(key, work)
 
     async def cancel_all(self) -> None:
         slots = self.replacements.task()
-        tasks = [*self._inflight.values(), *([slots] if slots is not None else [])]
+        tasks = [*self.inflight.tasks(), *([slots] if slots is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -47,9 +47,9 @@ def containers(service: str) -> dict[str, str]:
                          capture_output=True, text=True, check=True).stdout.split()
     out: dict[str, str] = {}
     for cid in ids:
-        env = subprocess.run(["docker", "inspect", "-f", "{{json .Config.Env}}", cid],
-                             capture_output=True, text=True, check=True).stdout
-        out[cid] = next((e.split("=", 1)[1] for e in yaml.safe_load(env) if e.startswith("V=")), "")
+        env = subprocess.run(["docker", "inspect", "-f", "{{json .Config.Env}}", cid], capture_output=True, text=True)
+        if env.returncode == 0:  # (else it was removed since docker ps listed it: an old one, drained and gone)
+            out[cid] = next((e.split("=", 1)[1] for e in yaml.safe_load(env.stdout) if e.startswith("V=")), "")
     return out
 
 
