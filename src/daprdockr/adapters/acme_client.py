@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -34,6 +35,7 @@ T = TypeVar("T")
 USER_AGENT = "daprdockr"
 # ACME problem types worth retrying as they are (RFC 8555 section 6.7); any other is the CA's refusal
 TRANSIENT_PROBLEMS = frozenset({"badNonce", "rateLimited", "serverInternal"})
+REGISTER_ATTEMPTS = 3
 
 
 def new_account_key() -> str:
@@ -159,12 +161,22 @@ class AcmeClient:
         if self._directory is None:
             self._directory = client.ClientV2.get_directory(self.directory_url, net)
         acme = client.ClientV2(self._directory, net)
-        try:
-            regr = acme.new_account(messages.NewRegistration.from_data(
-                email=self.email or None, terms_of_service_agreed=True))
-        except acme_errors.ConflictError as exists:  # this key has an account: its URL
-            regr = messages.RegistrationResource(uri=exists.location, body=messages.Registration())
-            net.account = regr
+        for attempt in range(1, REGISTER_ATTEMPTS + 1):
+            try:
+                regr = acme.new_account(messages.NewRegistration.from_data(
+                    email=self.email or None, terms_of_service_agreed=True))
+            except acme_errors.ConflictError as exists:  # this key has an account: its URL
+                regr = messages.RegistrationResource(uri=exists.location, body=messages.Registration())
+                net.account = regr
+            except messages.Error as exc:
+                # agents registering the cluster's new key at once: the CA may make the account for
+                # one and answer another serverInternal (pebble did); asked again, it finds it
+                if (exc.code or "") not in TRANSIENT_PROBLEMS or attempt == REGISTER_ATTEMPTS:
+                    raise
+                log.info("registering the ACME account: the CA answered %s; asking again", exc.code)
+                time.sleep(0.2 * attempt)  # (in the client's own thread)
+                continue
+            break
         self.account_uri = regr.uri
         return acme
 
