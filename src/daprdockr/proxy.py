@@ -186,9 +186,9 @@ class NginxManager:
             await self.push_once()
 
     async def _spawn(self) -> None:
-        await self.master.spawn()
-        self._restart = self.policy.on_start(self._restart, now=time.monotonic())
+        self._restart = self.policy.on_start(self._restart, now=time.monotonic())  # (a start that fails counts)
         self._nginx_has_nothing_of_ours()
+        await self.master.spawn()
 
     def _nginx_has_nothing_of_ours(self) -> None:
         """A new (or adopted) master: our whole table and every certificate go in at once."""
