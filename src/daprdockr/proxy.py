@@ -19,11 +19,11 @@
   404.  The agent stays up meanwhile.
 * An agent that dies (SIGKILL, a crash) leaves its nginx serving its last table; the next agent
   of the node *adopts* it (same config, same balancer code: its pid file, its control socket)
-  and posts its current table, so a restart drops no connection.  The master as a process (test,
-  adopt, spawn, stop, kill) is :class:`~daprdockr.adapters.nginx_process.NginxProcess`.  A master it cannot adopt (an
+  and posts its current table, so a restart drops no connection.  A master it cannot adopt (an
   upgrade changed the config or the Lua code) is replaced as before.  Nobody adopting it, the
   master quits by itself ``orphan_timeout`` seconds after the last agent's heartbeat
-  (:mod:`daprdockr.adapters.nginx_master`).
+  (:mod:`daprdockr.adapters.nginx_master`).  The master as a process (config test, adoption,
+  start, stop, kill) is :class:`~daprdockr.adapters.nginx_process.NginxProcess`.
 * Files: the manager's directory is private (0700, refused if another user could tamper with it,
   :mod:`daprdockr.adapters.statedir`); every file is written without following symlinks and
   renamed into place.  Run as root, nginx's workers run as ``www-data`` (else ``nobody``) and
@@ -45,9 +45,10 @@ from pathlib import Path
 import aiohttp
 
 from daprdockr.adapters.cut_connections import DeadHostCuts
-from daprdockr.adapters.nginx_process import NginxProcess, kill_group
+from daprdockr.adapters.nginx_process import NginxProcess
 from daprdockr.adapters.nginx_setup import LUA_DIR, control_accepts, lua_modules, lua_version, worker_user
 from daprdockr.adapters.nginx_tls import TlsPush, ensure_default_cert
+from daprdockr.adapters.process import kill_group
 from daprdockr.adapters.statedir import prepare_state_dir, write_private
 from daprdockr.core.nginx_render import MODULE_DIRS, NginxPaths, render_nginx_conf
 from daprdockr.core.records import NodeRecord

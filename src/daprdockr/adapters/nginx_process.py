@@ -27,6 +27,7 @@ from pathlib import Path
 
 from daprdockr.adapters.nginx_master import AdoptedMaster, Master, alive, beat, start_orphan_guard
 from daprdockr.adapters.nginx_setup import control_accepts
+from daprdockr.adapters.process import kill_group
 from daprdockr.adapters.procs import nginx_group_members, stale_nginx_group
 from daprdockr.adapters.statedir import write_private
 from daprdockr.cancellation import within
@@ -170,8 +171,3 @@ class NginxProcess:
                 tmp.unlink()
         return "" if proc.returncode == 0 else err.decode(errors="replace").strip()
 
-
-def kill_group(pid: int) -> None:
-    """SIGKILL the process group ``pid`` leads (master and workers: no orphan keeps the port)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)

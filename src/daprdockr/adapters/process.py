@@ -11,12 +11,14 @@ most :data:`LEFTOVER_TIMEOUT` (each one that does not end is logged with its sta
 still alive :data:`EXIT_GRACE` seconds later (a task that ignores its cancel, an async generator
 that does not close, a thread the interpreter waits for) logs every thread's stack and leaves with
 ``os._exit`` and ``main``'s exit code: its shutdown was over, and nothing it left may hold it.
-The agent, ``daprdockr dns`` and the DNS worker processes all start here.
+The agent, ``daprdockr dns`` and the DNS worker processes all start here.  :func:`kill_group`
+ends a child's whole process group (the children started with ``start_new_session`` lead one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
@@ -94,3 +96,10 @@ def exit_deadline(code: int, *, after: float) -> threading.Timer:
     timer.daemon = True
     timer.start()
     return timer
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (a child started with ``start_new_session``: its
+    own children, nginx's workers say, go with it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

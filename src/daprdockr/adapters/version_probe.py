@@ -13,12 +13,12 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 import aiodocker
 
 from daprdockr.adapters.etcd_store import EtcdStore
+from daprdockr.adapters.process import kill_group
 from daprdockr.cancellation import within
 from daprdockr.core.versions import Probe, parse_version
 
@@ -58,25 +58,19 @@ async def command_probe(
     try:
         out, _ = await within(proc.communicate(), limit)
     except TimeoutError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         with contextlib.suppress(TimeoutError):
             await within(proc.wait(), 1.0)
         return Probe(source=source, problem=f"timed out after {limit:g}s")
     finally:
         if proc.returncode is None:  # cancelled: our child does not outlive us
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
     text = out.decode(errors="replace")
     version = parse_version(tool, text)
     if version is None:
         first = text.strip().splitlines()[:1]
         return Probe(source=source, problem=f"exited {proc.returncode}: {first[0][:120] if first else 'no output'}")
     return Probe(source=source, version=version)
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the process group this module started (``start_new_session``: the child leads it)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 async def docker_engine_probe(*, url: str | None = None, limit: float = PROBE_TIMEOUT) -> Probe:
