@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from daprdockr.core.backoff import Backoff
 from daprdockr.core.containers import ContainerInfo
 from daprdockr.core.jsondata import dumps
 from daprdockr.core.keys import KeySchema
@@ -17,6 +18,8 @@ from daprdockr.core.model import ServiceSpec
 from daprdockr.core.names import ServiceName
 from daprdockr.core.records import InstanceRecord
 from daprdockr.core.removal import KeyEvent
+from daprdockr.core.restart_policy import RestartPolicy
+from daprdockr.core.retry import RetryPolicy
 from daprdockr.core.state import RawKV
 from daprdockr.reconcile import Reconciler
 
@@ -89,14 +92,18 @@ class FakeRuntime:
     async def drain(self, container: ContainerInfo, *, within: float) -> int:
         return 0
 
+    async def inspect(self, container_id: str) -> ContainerInfo | None:
+        return self.containers.get(container_id)
+
     async def remove(self, container_id: str, *, grace: float, signal: str | None = None) -> None:
         self.containers.pop(container_id, None)
 
-    def crash_all(self) -> None:
-        self.containers = {k: replace(c, running=False) for k, c in self.containers.items()}
+    def crash_all(self, *, ran_for: float | None = None) -> None:
+        """Every container exits; ``ran_for``: the run time the engine would report."""
+        self.containers = {k: replace(c, running=False, ran_for=ran_for) for k, c in self.containers.items()}
 
 
-def _setup() -> tuple[Reconciler, FakeRuntime, Clock]:
+def _setup(*, policy: RetryPolicy | None = None) -> tuple[Reconciler, FakeRuntime, Clock]:
     schema = KeySchema("/t")
     mirror = StateMirror(schema=schema)
     mirror.reset([RawKV(key=schema.service(WEB), value=dumps(SPEC.to_dict()), mod_revision=2)], revision=2)
@@ -105,6 +112,8 @@ def _setup() -> tuple[Reconciler, FakeRuntime, Clock]:
                    clock=clock, on_written=mirror.apply)
     r.lease = LEASE
     r.claiming = True
+    if policy is not None:
+        r.policy = policy
     return r, runtime, clock
 
 
@@ -148,3 +157,22 @@ async def test_crash_loop_backs_off() -> None:
         starts.append(runtime.starts)
     assert runtime.starts < 10, f"crash loop restarted {runtime.starts} times in 12 s"
     assert starts[-1] > starts[0], "it does retry"
+
+
+async def test_a_crash_loop_noticed_late_still_backs_off() -> None:
+    """A busy agent notices each exit 2 s after the start, longer than the policy's healthy
+    window (1.5 s), but the engine says each run lasted 50 ms: the crashes count up and the
+    restarts wait longer each time.  Judged by the time since our start, every exit passed for a
+    healthy run (count 1, restart at once): seen on real containers in a loaded CI run."""
+    policy = RetryPolicy(crash=RestartPolicy(backoff=Backoff(base=0.3, max_delay=20.0), stable_after=1.5, jitter=0.2))
+    r, runtime, clock = _setup(policy=policy)
+    await _pass(r)
+    counts = []
+    for _ in range(4):
+        clock.now += 2.0  # the exit is noticed this late
+        runtime.crash_all(ran_for=0.05)
+        await _pass(r)
+        counts.append(r.retries[(WEB, 1)].crashes)
+        clock.now += 20.0  # past any backoff: started again
+        await _pass(r)
+    assert counts == [1, 2, 3, 4]

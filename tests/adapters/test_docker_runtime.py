@@ -339,3 +339,29 @@ async def test_a_stopped_container_is_started_again_as_it_is(docker_image: str) 
     finally:
         await runtime.remove(info.id, grace=0)
         await runtime.close()
+
+
+async def test_an_exited_container_is_inspected_with_how_long_it_ran(docker_image: str) -> None:
+    """The engine's own StartedAt/FinishedAt: a program that exits at once ran for well under a
+    second however late it is looked at; a running one has no run time yet; a start again
+    forgets the last run's."""
+    runtime = DockerRuntime(node_id="ran1", advertise_ip="127.0.0.11")
+    spec = ServiceSpec.from_dict({"image": docker_image, "cmd": ["sh", "-c", "sleep 1; exit 3"]},
+                                 name=ServiceName(group="ran", service="quick"))
+    info = await runtime.start_instance(spec=spec, number=1)
+    try:
+        running = await runtime.inspect(info.id)
+        assert running is not None and running.running and running.ran_for is None
+        subprocess.run(["docker", "wait", info.id], check=True, capture_output=True)
+        await asyncio.sleep(1.5)  # looked at late: the run time stays the run's, not the wait's
+        exited = await runtime.inspect(info.id)
+        assert exited is not None and not exited.running
+        assert exited.ran_for is not None and 0.9 <= exited.ran_for < 2.0, exited.ran_for
+        await runtime.restart_instance(exited, spec=spec)
+        again = await runtime.inspect(info.id)
+        assert again is not None and (again.running or again.ran_for is not None)
+        listed = [c for c in await runtime.list_managed() if c.id == info.id]
+        assert listed and listed[0].ran_for is None  # (a listing does not carry it)
+    finally:
+        await runtime.remove(info.id, grace=0)
+        await runtime.close()

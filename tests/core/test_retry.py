@@ -59,3 +59,20 @@ def test_action_failure_never_shortens_a_crash_hold() -> None:
     crashed = POLICY.crashed(KeyRetry(crashes=6), now=0.0, rand=0.5)  # 30 s
     held = POLICY.action_failed(crashed, now=0.0, rand=0.5)
     assert held.not_before == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize(
+    ("started_at", "ran_for", "crashes"),
+    [
+        (0.0, 0.05, 3),  # noticed 40 s after our start, but the engine says it ran 50 ms: a crash loop
+        (0.0, None, 1),  # no engine times: the time since our start (40 s) counts as a healthy run
+        (39.0, 35.0, 1),  # ran 35 s by the engine's clock (started before this agent saw it): healthy
+        (None, 0.2, 3),  # an exit this agent never saw start: the engine's times still tell
+    ],
+)
+def test_a_crash_counts_by_how_long_the_engine_says_it_ran(
+    started_at: float | None, ran_for: float | None, crashes: int
+) -> None:
+    entry = KeyRetry(crashes=2, started_at=started_at)
+    after = POLICY.crashed(entry, now=40.0, rand=0.5, ran_for=ran_for)
+    assert after.crashes == crashes and after.started_at is None

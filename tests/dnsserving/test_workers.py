@@ -27,6 +27,10 @@ from daprdockr.dnsserving.workers import FRAME, DnsWorkerPool
 from daprdockr.errors import DaprDockrError
 
 WEB = ServiceName(group="myapp", service="web")
+# TCP queries sent at once from 127.0.0.1: each process serves at most max_tcp_per_client
+# connections from one address and closes further ones unanswered, and the kernel hashes each
+# connection to a process of the group (10 at once over 2 workers put 9 on one about 2% of runs)
+TCP_AT_ONCE = DnsLimits().max_tcp_per_client
 
 
 def state(addresses: list[str]) -> ClusterState:
@@ -96,7 +100,7 @@ async def test_workers_share_the_address_and_answer(shared: tuple[DnsServer, Dns
     await until(lambda: pool.stats_total().queries + server.stats.queries == 60, 3.0)  # reports every ~1 s
     assert pool.stats_total().queries > 0
     assert pool.stats_total().answers.get("NOERROR", 0) == pool.stats_total().queries
-    tcp = await query_from_fresh_sockets(server.port, "1.web.myapp.container", 10, tcp=True)
+    tcp = await query_from_fresh_sockets(server.port, "1.web.myapp.container", TCP_AT_ONCE, tcp=True)
     assert all(a == {"127.0.0.11"} for a in tcp)
 
 
@@ -105,10 +109,10 @@ async def test_workers_alone_serve_udp_and_tcp(shared: tuple[DnsServer, DnsWorke
     server, pool = shared
     await server.stop()
     udp = await query_from_fresh_sockets(server.port, "web.myapp.container", 20)
-    tcp = await query_from_fresh_sockets(server.port, "2.web.myapp.container", 10, tcp=True)
+    tcp = await query_from_fresh_sockets(server.port, "2.web.myapp.container", TCP_AT_ONCE, tcp=True)
     assert all(a == {"127.0.0.11", "127.0.0.12"} for a in udp)
     assert all(a == {"127.0.0.12"} for a in tcp)
-    await until(lambda: pool.stats_total().queries == 30, 3.0)
+    await until(lambda: pool.stats_total().queries == 20 + TCP_AT_ONCE, 3.0)
     assert pool.alive == 2
 
 

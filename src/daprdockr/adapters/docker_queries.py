@@ -1,13 +1,16 @@
 """What the engine reports about this node's containers, as :class:`~daprdockr.core.containers.ContainerInfo`:
-listings and inspections (every listing filters on ``daprdockr.node=<this node>``, so several
-agents can share one engine and none sees another's containers, nor any unlabelled container),
-health checks, logs, and the bridge network's subnets."""
+listings and inspections (an inspection of an exited container says how long it ran; every
+listing filters on ``daprdockr.node=<this node>``, so several agents can share one engine and
+none sees another's containers, nor any unlabelled container), health checks, logs, and the
+bridge network's subnets."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import aiodocker
@@ -67,8 +70,24 @@ def info_from_summary(data: dict[str, Any]) -> ContainerInfo | None:
     )
 
 
+def run_time(state: dict[str, Any]) -> float | None:
+    """Seconds between an exited container's ``StartedAt`` and ``FinishedAt`` (RFC 3339, as the
+    engine stamped them); ``None`` while it runs, before its first start, or if either is unreadable."""
+    if state.get("Running") or state.get("Paused"):
+        return None
+    try:
+        started = datetime.fromisoformat(str(state["StartedAt"]))
+        finished = datetime.fromisoformat(str(state["FinishedAt"]))
+    except (KeyError, ValueError):
+        return None
+    if started.year < 2 or finished < started:  # (0001-01-01: never started, or never finished)
+        return None
+    return (finished - started).total_seconds()
+
+
 def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
-    """ContainerInfo from a ``GET /containers/<id>/json`` body (one call right after start)."""
+    """ContainerInfo from a ``GET /containers/<id>/json`` body (right after a start; after an exit,
+    with how long the run lasted)."""
     ports = [
         {"PrivatePort": int(key.split("/")[0]), "Type": key.split("/")[1], "PublicPort": int(b["HostPort"])}
         for key, bindings in ((data.get("NetworkSettings") or {}).get("Ports") or {}).items()
@@ -76,7 +95,7 @@ def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
         if b.get("HostPort")
     ]
     state = data.get("State") or {}
-    return info_from_summary(
+    info = info_from_summary(
         {
             "Id": data.get("Id", ""),
             "Labels": (data.get("Config") or {}).get("Labels") or {},
@@ -85,6 +104,8 @@ def info_from_inspect(data: dict[str, Any]) -> ContainerInfo | None:
             else "dead" if state.get("Dead") else str(state.get("Status", "")),
         }
     )
+    ran_for = run_time(state)
+    return info if info is None or ran_for is None else replace(info, ran_for=ran_for)
 
 
 class ContainerQueries(DockerEngine):

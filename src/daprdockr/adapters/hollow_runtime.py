@@ -60,6 +60,7 @@ class HollowOptions:
 class _Container:
     info: ContainerInfo
     name: str
+    started: float = 0.0  # time.monotonic() of its last start (its run time once it exits)
 
 
 class HollowRuntime:
@@ -145,7 +146,7 @@ class HollowRuntime:
         await self._start_delay(name)
         info = ContainerInfo(id=secrets.token_hex(32), service=spec.name, number=number, node=self.node_id,
                              spec_hash=spec.runtime_hash, running=True, ports=self._ports(spec), created=time.time())
-        entry = self._containers[info.id] = _Container(info=info, name=name)
+        entry = self._containers[info.id] = _Container(info=info, name=name, started=time.monotonic())
         self._by_name[name] = info.id
         self._emit("start", entry)
         return info
@@ -156,7 +157,8 @@ class HollowRuntime:
         if entry is None:
             raise ContainerError(f"hollow start {container.id[:12]}: No such container", transient=False)
         await self._start_delay(entry.name)
-        entry = self._containers[container.id] = replace(entry, info=replace(entry.info, running=True, paused=False))
+        entry = self._containers[container.id] = replace(
+            entry, info=replace(entry.info, running=True, paused=False, ran_for=None), started=time.monotonic())
         self._emit("start", entry)
         return entry.info
 
@@ -230,7 +232,9 @@ class HollowRuntime:
         entry = self._containers.get(container_id)
         if entry is None or not entry.info.running:
             return False
-        entry = self._containers[container_id] = replace(entry, info=replace(entry.info, running=False, paused=False))
+        ran_for = time.monotonic() - entry.started
+        entry = self._containers[container_id] = replace(
+            entry, info=replace(entry.info, running=False, paused=False, ran_for=ran_for))
         self._emit("die", entry)
         return True
 

@@ -50,6 +50,9 @@ class ContainerInfo:
     created: float = 0.0
     paused: bool = False  # frozen by ``docker pause``: kept, never restarted for it, not served
     doomed: bool = False  # Docker lists it ``dead`` or ``removing``: a removal failed or is under way
+    # seconds its last run lasted by the engine's own clock (``State.FinishedAt - StartedAt``) once
+    # it exited; only an inspect reads it (``None`` from a listing, or while it runs)
+    ran_for: float | None = None
 
     @property
     def serving(self) -> bool:

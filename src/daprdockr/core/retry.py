@@ -8,7 +8,8 @@ number in ``[0, 1)`` for the jitter.
 
 * A **crash** is the project's :class:`~daprdockr.core.restart_policy.RestartPolicy` (the same
   as for nginx and the DNS workers): it counts toward the restart backoff only when the
-  container had run for less than ``crash.stable_after``: a container that crashes once a day
+  container had run for less than ``crash.stable_after`` (by the engine's clock when the caller
+  has it: an exit noticed late by a busy agent is no longer a long run): a container that crashes once a day
   restarts at once every time, a crash loop backs off up to the cap.  Only the next *start* waits (``hold="start"``), so
   a crash-looping instance that is scaled away is released at once.
 * A **failed start** backs off the same way; a terminal one (an image that does not exist, a
@@ -55,9 +56,12 @@ class RetryPolicy:
         """A container of the key came up."""
         return replace(entry, started_at=now, errors=0)
 
-    def crashed(self, entry: KeyRetry, *, now: float, rand: float) -> KeyRetry:
-        """The key's container exited on its own: the next start waits if it crashes in a loop."""
-        ran = RestartState(failures=entry.crashes, started_at=now if entry.started_at is None else entry.started_at)
+    def crashed(self, entry: KeyRetry, *, now: float, rand: float, ran_for: float | None = None) -> KeyRetry:
+        """The key's container exited on its own: the next start waits if it crashes in a loop.
+        ``ran_for``: how long the run lasted by the engine's clock, when known; otherwise the time
+        since :meth:`started` (which also counts how late the exit was noticed)."""
+        started_at = now - ran_for if ran_for is not None else now if entry.started_at is None else entry.started_at
+        ran = RestartState(failures=entry.crashes, started_at=started_at)
         state, delay = self.crash.on_exit(ran, now=now, rand=rand)
         return replace(entry, crashes=state.failures, not_before=now + delay, hold="start", started_at=None)
 

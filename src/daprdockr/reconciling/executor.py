@@ -6,7 +6,7 @@ restarted without waiting for etcd: started again as it is (``docker start``) wh
 spec's and not in a crash loop, else replaced; one Docker cannot remove goes to the background
 reaper (:mod:`daprdockr.adapters.container_reaper`) and never holds its instance up.  Every key
 has one :class:`~daprdockr.core.retry.KeyRetry` entry: crash-restart backoff (reset after a
-healthy run, with jitter) and a hold after a failed action.
+healthy run, as long as the engine says the run lasted; with jitter) and a hold after a failed action.
 """
 
 from __future__ import annotations
@@ -105,6 +105,20 @@ class ActionExecutor:
         self._exits_counted.clear()
         for k, e in list(retries.items()):
             retries[k] = replace(e, crashes=0)
+
+    async def _ran_for(self, old: ContainerInfo) -> float | None:
+        """How long the exited container ``old`` ran, by the engine's clock (``None``: unknown).
+        The time since our start would also count how late this agent noticed the exit: a quick
+        crash noticed seconds late by a busy agent passed for a healthy run, and its crash loop
+        restarted hot with the backoff reset every time."""
+        if old.ran_for is not None:
+            return old.ran_for
+        try:
+            seen = await self.ctx.runtime.inspect(old.id)
+        except DaprDockrError as exc:
+            log.debug("inspect %s: %s", old.id[:12], exc)
+            return None
+        return seen.ran_for if seen is not None and seen.id == old.id else None
 
     def _why_not_start_again(self, old: ContainerInfo, spec: ServiceSpec, *, crashes: int) -> str:
         """Why the exited container ``old`` is not started again as it is ("" when it is)."""
@@ -210,7 +224,8 @@ class ActionExecutor:
             # a crash: restart without waiting for etcd, and back off if it crashes in a loop
             if old.id not in self._exits_counted:  # (a retried start of the same exit counts once)
                 self._exits_counted.add(old.id)
-                entry = retries[key] = ctx.policy.crashed(entry, now=ctx.clock(), rand=ctx.rand())
+                ran_for = await self._ran_for(old)
+                entry = retries[key] = ctx.policy.crashed(entry, now=ctx.clock(), rand=ctx.rand(), ran_for=ran_for)
             why_not = self._why_not_start_again(old, spec, crashes=entry.crashes)
             if not why_not:
                 await self._start_again(rec, spec, old)
