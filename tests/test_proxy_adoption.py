@@ -107,12 +107,12 @@ async def test_a_master_running_another_configuration_is_replaced(tmp_path: Path
 
 
 async def test_an_nginx_nobody_adopts_quits_after_the_orphan_timeout(tmp_path: Path) -> None:
-    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), binary=NGINX, orphan_timeout=2)
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), binary=NGINX, orphan_timeout=4)
     await m.start()
     task = asyncio.create_task(m.run())
     pid = m.pid
     assert pid is not None
-    await asyncio.sleep(3)
+    await asyncio.sleep(6)  # (past the orphan timeout)
     assert alive(pid)  # the heartbeat keeps it
     await abandon(m, task)
     loop = asyncio.get_running_loop()
@@ -128,7 +128,7 @@ async def test_a_restarted_nginx_is_guarded_too(tmp_path: Path) -> None:
     of the dead master ended with it, and the new master has one (it still quits when nobody
     adopts it)."""
     slow = RestartPolicy(backoff=Backoff(base=2.5, max_delay=2.5), jitter=0.0)
-    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), binary=NGINX, orphan_timeout=2,
+    m = NginxManager(state_dir=tmp_path / "nginx", listen=(EDGE, free_port(EDGE)), binary=NGINX, orphan_timeout=4,
                      restart_policy=slow)
     await m.start()
     task = asyncio.create_task(m.run())

@@ -103,15 +103,16 @@ async def test_garbage_is_skipped_not_fatal(store: EtcdStore, prefix: str) -> No
 async def test_watch_sees_changes(store: EtcdStore) -> None:
     seen: list[WatchEvent] = []
 
-    async def consume() -> None:
-        async for ev in store.watch():
+    _, revision = await store.read_prefix(store.schema.root)
+
+    async def consume() -> None:  # (from the revision read: no write is missed however slow the start)
+        async for ev in store.watch(start_revision=revision + 1):
             if ev.key == store.schema.service(WEB):  # (a spec write also writes its history entry)
                 seen.append(ev)
             if ev.kind == "delete":
                 return
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.3)
     await VersionStore(store).put_service(spec())
     await VersionStore(store).delete_service(WEB)
     await asyncio.wait_for(task, 5)

@@ -77,11 +77,16 @@ async def test_three_agents_spread_evenly_without_duplicates(
     async with local_cluster(etcd=etcd_endpoints, prefix=prefix, tmp=tmp_path, nodes=3):
         await asyncio.sleep(1.2)  # all three registered and settled
         await VersionStore(store).put_service(web(docker_image, 9))
-        state = await wait_for(store, lambda s: len(running(s)) == 9)
-        assert sorted(Counter(r.node for r in state.instances_of(WEB)).values()) == [3, 3, 3]
+        # 3 each: by the claims (a node seconds behind the others may lose its share on a loaded
+        # host, so the bound also lets rebalancing even it out)
+        state = await wait_for(store, lambda s: len(running(s)) == 9
+                               and sorted(Counter(r.node for r in s.instances_of(WEB)).values()) == [3, 3, 3],
+                               timeout=60)
         # addresses follow the owning node's advertise IP
         assert {r.node: r.address for r in state.instances_of(WEB)} == {
             "n1": "127.0.0.11", "n2": "127.0.0.12", "n3": "127.0.0.13"}
+        # (a move's old container leaves once its key moved)
+        await until(lambda: all(len(v) == 1 for v in docker_ids("n1", "n2", "n3").values()), timeout=30)
         ids = docker_ids("n1", "n2", "n3")
         await asyncio.sleep(2.5)  # longer than the 2 s relist: a duplicate would have been started by now
         again = docker_ids("n1", "n2", "n3")
@@ -177,8 +182,8 @@ async def test_crash_backoff_resets_after_a_healthy_run_on_real_containers(
         worst: dict[ServiceName, int] = {quick: 0, steady: 0}
         starts: dict[ServiceName, set[float]] = {quick: set(), steady: set()}  # the records' "running since"
         loop = asyncio.get_running_loop()
-        end = loop.time() + 12
-        while loop.time() < end:
+        end = loop.time() + 40  # (about 12 s here; a loaded host starts containers slower)
+        while loop.time() < end and not (worst[quick] >= 3 and len(starts[steady]) >= 3):
             for name in (quick, steady):
                 entry = reconciler.retries.get((name, 1))
                 if entry is not None:

@@ -72,18 +72,27 @@ async def test_agents_serve_certificates_from_etcd_and_the_https_policy(
         _, last, head = await curl(f"https://web.example.com:{https1}/", resolve=f"web.example.com:{https1}:{ip1}",
                                    ca=ca_file)
         assert last == "2 503" and "strict-transport-security: max-age=60" in head.lower()
-        # metrics
-        await asyncio.sleep(2.2)  # (the agent polls nginx's counters every 2 s)
+        # metrics (the agent polls nginx's counters about every 2 s: a route or TLS change may put
+        # the next poll off by one round, so read until the handshakes show, at most 15 s)
+        def handshakes_of(text: str) -> float:
+            lines = [line for line in text.splitlines() if line.startswith("daprdockr_tls_handshakes_total ")]
+            return float(lines[0].split()[1]) if lines else 0.0
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
         async with aiohttp.ClientSession() as http:
-            texts = []
-            for ip in (ip1, ip2):
-                async with http.get(f"http://{ip}:{ports[ip][2]}/metrics") as resp:
-                    texts.append(await resp.text())
+            while True:
+                texts = []
+                for ip in (ip1, ip2):
+                    async with http.get(f"http://{ip}:{ports[ip][2]}/metrics") as resp:
+                        texts.append(await resp.text())
+                if handshakes_of(texts[0]) >= 2 or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.25)
         assert "daprdockr_tls_certificates 1" in texts[0] and "daprdockr_tls_certificates 0" in texts[1]
         expiry = 'daprdockr_tls_certificate_not_after_seconds{host="web.example.com",source="manual"}'
         assert all(expiry in t for t in texts)
-        handshakes = [line for line in texts[0].splitlines() if line.startswith("daprdockr_tls_handshakes_total ")]
-        assert handshakes and float(handshakes[0].split()[1]) >= 2
+        assert handshakes_of(texts[0]) >= 2
 
 
 async def test_https_listen_auto_listens_on_443_when_etcd_holds_a_certificate_at_start(

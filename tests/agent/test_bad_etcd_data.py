@@ -19,6 +19,7 @@ import pytest
 
 from daprdockr.adapters.etcd_store import EtcdStore
 from daprdockr.adapters.versions_store import VersionStore
+from daprdockr.core.state import ClusterState
 from tests.agent.cluster import local_cluster, wait_for
 from tests.agent.test_agent_docker import WEB, docker_ids, running, web
 
@@ -157,12 +158,22 @@ async def test_an_agent_restarted_under_a_bad_spec_keeps_its_instances_and_its_r
         await VersionStore(store).put_service(web(docker_image, 2, http_host="web.example.com"))
         await wait_for(store, lambda s: running(s) == [1, 2])
         ids = docker_ids("fz1")
+        state_before = await store.snapshot()
         await store.put_raw(_spec_key(store), b'{"image": "busybox", "instances": "2"}')
         proc.kill()
         proc.wait()
+        killed = time.monotonic()
         proc = spawn_agent(etcd=etcd_endpoints, prefix=prefix, node="fz1", ip="127.0.0.11", state_dir=tmp_path,
                            extra=extra)
-        await asyncio.sleep(6)  # three TTLs: the old lease has expired by now
+        old_lease = state_before.nodes["fz1"].lease
+
+        def adopted(s: ClusterState) -> bool:  # registered anew, and its keys on the new lease
+            node = s.nodes.get("fz1")
+            return (node is not None and node.lease != old_lease and running(s) == [1, 2]
+                    and all(r.lease == node.lease for r in s.instances_of(WEB)))
+
+        await wait_for(store, adopted, timeout=30)
+        await asyncio.sleep(max(0.0, killed + 6 - time.monotonic()))  # three TTLs: the old lease has expired
         state = await store.snapshot()
         node = state.nodes["fz1"]
         assert running(state) == [1, 2] and all(r.lease == node.lease for r in state.instances_of(WEB))

@@ -41,8 +41,9 @@ def test_split_lines(pending: str, chunk: str, lines: list[str], rest: str) -> N
 
 
 def spread(state: ClusterState) -> bool:
-    nodes = {r.node for r in state.instances_of(WEB) if r.state == "running"}
-    return len(nodes) == 2 and len(state.instances_of(WEB)) == 3
+    """All 3 instances running, on both nodes."""
+    running = [r for r in state.instances_of(WEB) if r.state == "running"]
+    return len({r.node for r in running}) == 2 and len(running) == 3
 
 
 @pytest.mark.etcd
@@ -59,12 +60,15 @@ async def test_merged_log_of_every_instance_follows_new_lines(
         state = await wait_for(store, spread)
         a1 = listen["127.0.0.11"]
         print({r.number: r.node for r in state.instances_of(WEB)})
-        await asyncio.sleep(1.0)  # a few lines each
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://{a1[0]}:{a1[1]}/v1/logs/myapp/web", params={"tail": "2"}) as resp:
-                assert resp.status == 200
-                text = await resp.text()
-            lines = text.splitlines()
+            for _ in range(50):  # until each has written 2 lines (one every 0.2 s)
+                async with http.get(f"http://{a1[0]}:{a1[1]}/v1/logs/myapp/web", params={"tail": "2"}) as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+                lines = text.splitlines()
+                if len(lines) == 6:
+                    break
+                await asyncio.sleep(0.2)
             assert len(lines) == 6, text
             for n in (1, 2, 3):
                 mine = [line for line in lines if line.startswith(f"[{n}] ")]

@@ -97,7 +97,7 @@ async def test_workers_share_the_address_and_answer(shared: tuple[DnsServer, Dns
     answers = await query_from_fresh_sockets(server.port, "web.myapp.container", 60)
     assert all(a == {"127.0.0.11", "127.0.0.12"} for a in answers)
     # the counters the workers report say they, not only the agent's server, answered
-    await until(lambda: pool.stats_total().queries + server.stats.queries == 60, 3.0)  # reports every ~1 s
+    await until(lambda: pool.stats_total().queries + server.stats.queries == 60, 10.0)  # reports every ~1 s
     assert pool.stats_total().queries > 0
     assert pool.stats_total().answers.get("NOERROR", 0) == pool.stats_total().queries
     tcp = await query_from_fresh_sockets(server.port, "1.web.myapp.container", TCP_AT_ONCE, tcp=True)
@@ -112,7 +112,7 @@ async def test_workers_alone_serve_udp_and_tcp(shared: tuple[DnsServer, DnsWorke
     tcp = await query_from_fresh_sockets(server.port, "2.web.myapp.container", TCP_AT_ONCE, tcp=True)
     assert all(a == {"127.0.0.11", "127.0.0.12"} for a in udp)
     assert all(a == {"127.0.0.12"} for a in tcp)
-    await until(lambda: pool.stats_total().queries == 20 + TCP_AT_ONCE, 3.0)
+    await until(lambda: pool.stats_total().queries == 20 + TCP_AT_ONCE, 10.0)
     assert pool.alive == 2
 
 
@@ -133,7 +133,7 @@ async def test_spread_uses_every_process_even_for_one_client_socket(
             reply = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(client, 4096), 2))
             assert reply.id == i and {rr.address for rrset in reply.answer for rr in rrset} == {
                 "127.0.0.11", "127.0.0.12"}
-    await until(lambda: server.stats.queries - before + pool.stats_total().queries == 90, 3.0)
+    await until(lambda: server.stats.queries - before + pool.stats_total().queries == 90, 10.0)
     mine = server.stats.queries - before
     assert 10 <= mine <= 60  # about a third each; hashing alone would give 0 or 90
     assert all(w.stats.queries >= 10 for w in pool._workers.values())

@@ -15,10 +15,13 @@
   container is stopped or replaced in the 6 s after the write (then the good spec is restored).
 
 Then every agent and member is running again, the final spec is written once more, and within
-``CONVERGE_SECONDS`` the cluster must agree with itself: etcd holds the spec unchanged and a node
-record per live agent; instances 1..N run, each exactly once (``docker ps``), on the node etcd
-names; every agent's DNS answers each name with its owner's address and NXDOMAIN beyond N; every
-agent's nginx routes to exactly the N running containers.  The HTTP client that retries (on the
+``CONVERGE_SECONDS`` every instance must be served again: etcd holds the spec unchanged, a node
+record per live agent and instances 1..N running on their node's current lease, and the
+container each record names runs.  Within ``REBALANCE_SECONDS`` more the cluster must agree with
+itself exactly and be spread within one: instances 1..N run, each exactly once (``docker ps``,
+no rebalancing move left in flight), on the node etcd names; and then every agent's DNS answers
+each name with its owner's address and NXDOMAIN beyond N, and every agent's nginx routes to
+exactly the N running containers.  The HTTP client that retries (on the
 other nginx, for up to 10 s) saw no failed request; what a client without retries would have seen
 is printed.
 """
@@ -69,7 +72,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.docker, pytest.mar
 WEB = ServiceName(group="myapp", service="web")
 HOST = "web.myapp.test"
 CHAOS_SECONDS = float(os.environ.get("DAPRDOCKR_CHAOS_SECONDS", "60"))
-CONVERGE_SECONDS = 20.0  # with the default 5 s lease TTL
+CONVERGE_SECONDS = 20.0  # every instance served again, with the default 5 s lease TTL
+# ... and then spread within one: rebalancing moves one instance at a time (start-first, each
+# waiting for update.min_healthy and a cool-down), so a heal that left 9 instances on one node
+# takes 6 moves after the cluster converged (seen: a move begun 19 s after healing)
+REBALANCE_SECONDS = 40.0
 TTL = 5
 GARBAGE_WINDOW = 6.0  # seconds a garbage write is watched for stopped or replaced containers
 SCRIPT = [(4.0, "lose_quorum"), (27.0, "hang_member"), (38.0, "garbage_spec"), (48.0, "garbage_instance")]
@@ -219,9 +226,8 @@ class Chaos:
                 break
             except DaprDockrError:
                 await asyncio.sleep(0.5)
-        verdict = await eventually(lambda: etcd_and_docker(self.store, self.cluster, self.spec),
-                                   lambda v: not v.problems and balanced(v.state), timeout=CONVERGE_SECONDS)
-        if verdict.problems or not balanced(verdict.state):
+        served, verdict = await settle(self.store, self.cluster, self.spec, since=time.monotonic())
+        if not served.served or verdict.problems or not balanced(verdict.state):
             self.garbage_problems.append(f"not converged before a garbage write: {verdict.problems or 'unbalanced'}")
             return False
         return True
@@ -302,10 +308,13 @@ class Chaos:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Where etcd and Docker disagree with the spec (empty lists mean converged)."""
+    """Where etcd and Docker disagree with the spec (empty lists mean converged); ``served``:
+    etcd agrees with the spec and every instance's recorded container runs (a second container
+    of an instance, a start-first move in flight, is a problem but leaves it served)."""
 
     problems: list[str]
     state: ClusterState
+    served: bool = False
 
 
 async def etcd_and_docker(store: EtcdStore, cluster: RealCluster, spec: ServiceSpec) -> Verdict:
@@ -329,13 +338,30 @@ async def etcd_and_docker(store: EtcdStore, cluster: RealCluster, spec: ServiceS
     if old_lease:
         problems.append(f"instances {old_lease} on an old lease of their node")
     containers = await asyncio.to_thread(docker_containers, cluster.node_ids, service="web", group="myapp")
+    running = {(c.number, c.node, c.container_id) for c in containers}
+    served = not problems and all((n, r.node, r.container_id) in running for n, r in records.items())
     if numbers_running(containers) != Counter(want):
         problems.append(f"docker runs {sorted(numbers_running(containers).items())}")
     elif {c.number: (c.node, c.container_id) for c in containers} != {
         n: (r.node, r.container_id) for n, r in records.items()
     }:
         problems.append("docker containers differ from the etcd records")
-    return Verdict(problems, state)
+    return Verdict(problems, state, served=served)
+
+
+async def settle(store: EtcdStore, cluster: RealCluster, spec: ServiceSpec, *, since: float) -> tuple[Verdict, Verdict]:
+    """Wait for every instance served (within ``CONVERGE_SECONDS`` of ``since``, a monotonic
+    time), then for etcd and Docker to agree exactly, spread within one (rebalancing done, within
+    ``REBALANCE_SECONDS`` more).  Returns the two verdicts (each the last seen if not reached)."""
+    served = await eventually(lambda: etcd_and_docker(store, cluster, spec), lambda v: v.served,
+                              timeout=max(1.0, since + CONVERGE_SECONDS - time.monotonic()))
+    if not served.served:
+        return served, served
+    settled = await eventually(
+        lambda: etcd_and_docker(store, cluster, spec), lambda v: not v.problems and balanced(v.state),
+        timeout=max(1.0, since + CONVERGE_SECONDS + REBALANCE_SECONDS - time.monotonic()),
+    )
+    return served, settled
 
 
 def balanced(state: ClusterState) -> bool:
@@ -396,20 +422,18 @@ async def chaos_then_verify(cluster: RealCluster, *, prefix: str, image: str, se
         await chaos.run(CHAOS_SECONDS)
         await chaos.heal()
         healed = time.monotonic()
-        deadline = healed + CONVERGE_SECONDS
         final = chaos.spec
         assert chaos.writes_ok >= CHAOS_SECONDS / 10, "the churn loop barely ran"
 
-        # converged and spread within one (else a rebalancing move is still due: seen once, a move
-        # started between this check and the one at the end)
-        verdict = await eventually(
-            lambda: etcd_and_docker(store, cluster, final), lambda v: not v.problems and balanced(v.state),
-            timeout=CONVERGE_SECONDS,
-        )
+        # every instance served, then converged and spread within one (else a rebalancing move is
+        # still due: seen once, a move started between this check and the one at the end)
+        served, verdict = await settle(store, cluster, final, since=healed)
+        assert served.served, f"seed {seed}: not every instance served after {CONVERGE_SECONDS:g}s: {served.problems}"
         took = time.monotonic() - healed
         assert not verdict.problems, f"seed {seed}: not converged after {took:.1f}s: {verdict.problems}"
         assert balanced(verdict.state), f"seed {seed}: not spread within one after {took:.1f}s"
-        print(f"etcd + docker converged {took:.1f}s after healing", flush=True)
+        print(f"etcd + docker converged and spread {took:.1f}s after healing", flush=True)
+        deadline = time.monotonic() + CONVERGE_SECONDS  # DNS and nginx follow the settled state
 
         records = {r.number: r for r in verdict.state.instances_of(WEB)}
         for agent in cluster.agents.values():

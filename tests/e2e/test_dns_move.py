@@ -50,7 +50,7 @@ def agent(node: str, ip: str, dns_port: int, *, etcd: str, prefix: str, tmp: Pat
 
 
 async def ask(server: tuple[str, int], name: str) -> dns.message.Message:
-    return await dns.asyncquery.udp(dns.message.make_query(name, "A"), server[0], port=server[1], timeout=2)
+    return await dns.asyncquery.udp(dns.message.make_query(name, "A"), server[0], port=server[1], timeout=5)
 
 
 async def test_a_moving_instance_is_never_nxdomain(etcd_endpoints: str, prefix: str, tmp_path: Path) -> None:

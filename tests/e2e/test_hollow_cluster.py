@@ -201,7 +201,18 @@ async def check_convergence(store: EtcdStore, apis: dict[str, str], services: li
     print(f"(service, node) pairs beyond one of the fair share: {len(off)} of {len(services) * NODES}",
           file=sys.stderr)
 
-    # settled: an idle cluster makes no writes (nothing claimed again, moved or rebalanced)
+    # settled: an idle cluster makes no writes (nothing claimed again, moved or rebalanced).  An
+    # agent's ``applied`` confirmation may land just after the converged revision (allowed above),
+    # so the idle check starts once the revision stood still for a second; the instances must be
+    # the converged ones throughout
+    settled = await store.snapshot()
+    for _ in range(15):
+        await asyncio.sleep(1.0)
+        now = await store.snapshot()
+        if now.revision == settled.revision:
+            break
+        settled = now
     await asyncio.sleep(4.0)
     later = await store.snapshot()
-    assert later.revision == done.revision and running(later) == total, (done.revision, summarize(later))
+    assert later.revision == settled.revision and running(later) == total, (settled.revision, summarize(later))
+    assert later.instances == done.instances, "instances changed after the cluster converged"

@@ -245,10 +245,11 @@ async def test_a_failing_check_takes_the_instance_out_of_dns_and_nginx_and_a_pas
     print(f"instance 1 back on every agent {dns:.2f}s (DNS) / {nginx:.2f}s (nginx) after its check could pass "
           f"(interval {INTERVAL}s)")
     # at most one interval until the next check passes, then the etcd write and every agent applying
-    # it (the bound on the write and the apply includes dig's and the sampler's own polling; nginx
-    # was seen at 0.6-1.3 s here, DNS at 0.7-0.8 s, on a loaded 2-core machine)
-    assert dns < INTERVAL + 1.0, dns
-    assert nginx < INTERVAL + 1.5, nginx
+    # it: seen at 0.6-1.3 s (nginx) and 0.7-0.8 s (DNS) on a loaded 2-core machine.  The bound is
+    # for correctness (brought back by the passing check, not by a later resync or restart), with
+    # room for a loaded CI host; the speed is what the print shows
+    assert dns < INTERVAL + 5.0, dns
+    assert nginx < INTERVAL + 5.0, nginx
     assert dig(a.ip, a.dns_port, fqdn).records
 
 
@@ -369,21 +370,26 @@ async def test_the_stop_signal_of_the_spec_reaches_the_container(
     name = ServiceName(group="lc", service="sig")
     volume = f"daprdockr-test-sig-{prefix.strip('/')}"
     trap = ("trap 'echo USR1 > /sig/got; exit 0' USR1; trap 'echo TERM > /sig/got; exit 0' TERM; "
-            "rm -f /sig/got; sleep 100000 & wait")
+            "rm -f /sig/got; touch /tmp/trapped; sleep 100000 & wait")
     svc = ServiceSpec.from_dict({"image": docker_image, "instances": 1, "cmd": ["sh", "-c", trap],
-                                 "volumes": [f"{volume}:/sig"], "stop_signal": "SIGUSR1", "stop_timeout": "10s"},
+                                 "volumes": [f"{volume}:/sig"], "stop_signal": "SIGUSR1", "stop_timeout": "60s"},
                                 name=name)
     try:
         await VersionStore(store).put_service(svc)
-        await until(store, lambda s: [r.state for r in s.instances_of(name)] == ["running"], timeout=60,
-                    what="running")
-        await asyncio.sleep(0.5)  # the shell has set its traps
+        state = await until(store, lambda s: [r.state for r in s.instances_of(name)] == ["running"], timeout=60,
+                            what="running")
+        cid = state.instances_of(name)[0].container_id
+        trapped = ["docker", "exec", cid, "test", "-e", "/tmp/trapped"]
+        for _ in range(100):  # until the shell has set its traps
+            if subprocess.run(trapped, capture_output=True).returncode == 0:
+                break
+            await asyncio.sleep(0.1)
         t0 = time.monotonic()
         await VersionStore(store).update_service(
             name, lambda cur, _: ServiceSpec.from_dict({**svc.to_dict(), "instances": 0}, name=name))
         await until(store, lambda s: not s.instances_of(name), timeout=30, what="released")
         while docker_containers(c.node_ids, service=name.service, group=name.group):
-            assert time.monotonic() - t0 < 8, "not stopped by its stop signal (SIGKILL after 10 s?)"
+            assert time.monotonic() - t0 < 40, "not stopped by its stop signal (SIGKILL after 60 s?)"
             await asyncio.sleep(0.1)
         got = subprocess.run(["docker", "run", "--rm", "-v", f"{volume}:/sig", docker_image, "cat", "/sig/got"],
                              capture_output=True, text=True, check=True).stdout.strip()

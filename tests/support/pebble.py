@@ -78,9 +78,11 @@ class _Resolver(BaseResolver):  # type: ignore[misc]
         reply = request.reply()
         qname = request.q.qname
         address = self.names.get(str(qname).rstrip(".").lower())
+        if request.q.qtype != QTYPE.A:
+            return reply  # (an AAAA lookup, made beside the A one in no fixed order, takes no turn)
         if isinstance(address, list):
             address = address[next(self.turn) % len(address)] if address else None
-        if address is not None and request.q.qtype == QTYPE.A:
+        if address is not None:
             reply.add_answer(RR(qname, QTYPE.A, rdata=A(address), ttl=0))
             self.answered.append((str(qname).rstrip(".").lower(), address))
         return reply
