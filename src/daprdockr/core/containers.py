@@ -51,7 +51,7 @@ class ContainerInfo:
     paused: bool = False  # frozen by ``docker pause``: kept, never restarted for it, not served
     doomed: bool = False  # Docker lists it ``dead`` or ``removing``: a removal failed or is under way
     # seconds its last run lasted by the engine's own clock (``State.FinishedAt - StartedAt``) once
-    # it exited; only an inspect reads it (``None`` from a listing, or while it runs)
+    # it exited; ``None`` while it runs, and in Docker's listings (an inspect reads it)
     ran_for: float | None = None
 
     @property
